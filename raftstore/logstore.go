@@ -1,0 +1,246 @@
+package raftstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// BoltLogStore is a Raft log and stable store in one bbolt file. Each
+// StoreLogs call is one bbolt transaction, so a batch of entries costs one
+// fsync. With a Sealer, every entry is sealed before it reaches the file.
+//
+// It replaces raft-boltdb: raft-boltdb/v2 v2.3.1 does not build against raft
+// v1.8.0, and sealing entries needs a hook in the store anyway.
+type BoltLogStore struct {
+	db     *bolt.DB
+	path   string
+	sealer Sealer
+}
+
+var (
+	_ raft.LogStore    = (*BoltLogStore)(nil)
+	_ raft.StableStore = (*BoltLogStore)(nil)
+
+	bucketLogs   = []byte("logs")
+	bucketStable = []byte("stable")
+)
+
+// OpenBoltLogStore opens (or creates) the store at path. It reads every
+// entry once, so a damaged file is reported now, naming the file, instead of
+// in the middle of replication.
+func OpenBoltLogStore(path string, sealer Sealer) (s *BoltLogStore, err error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("raftstore: %s is in use by another process", path)
+		}
+		return nil, &CorruptError{File: path, Err: err}
+	}
+	s = &BoltLogStore{db: db, path: path, sealer: sealer}
+	defer func() {
+		// bbolt may panic on pages it cannot make sense of.
+		if r := recover(); r != nil {
+			err = &CorruptError{File: path, Err: fmt.Errorf("%v", r)}
+		}
+		if err != nil {
+			db.Close()
+		}
+	}()
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketLogs, bucketStable} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, &CorruptError{File: path, Err: err}
+	}
+	if err := s.verify(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *BoltLogStore) verify() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketLogs).Cursor()
+		var l raft.Log
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if err := s.decode(k, v, &l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Close closes the file.
+func (s *BoltLogStore) Close() error { return s.db.Close() }
+
+// FirstIndex returns the first index written, 0 for none.
+func (s *BoltLogStore) FirstIndex() (uint64, error) {
+	var idx uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketLogs).Cursor().First(); k != nil {
+			idx = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	})
+	return idx, err
+}
+
+// LastIndex returns the last index written, 0 for none.
+func (s *BoltLogStore) LastIndex() (uint64, error) {
+	var idx uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketLogs).Cursor().Last(); k != nil {
+			idx = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	})
+	return idx, err
+}
+
+// GetLog reads one entry.
+func (s *BoltLogStore) GetLog(index uint64, l *raft.Log) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		k := binary.BigEndian.AppendUint64(nil, index)
+		v := tx.Bucket(bucketLogs).Get(k)
+		if v == nil {
+			return raft.ErrLogNotFound
+		}
+		return s.decode(k, v, l)
+	})
+}
+
+// StoreLog writes one entry.
+func (s *BoltLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
+
+// StoreLogs writes entries in one transaction (one fsync).
+func (s *BoltLogStore) StoreLogs(logs []*raft.Log) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLogs)
+		for _, l := range logs {
+			k := binary.BigEndian.AppendUint64(nil, l.Index)
+			v, err := s.encode(k, l)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteRange removes entries min..max inclusive.
+func (s *BoltLogStore) DeleteRange(lo, hi uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketLogs).Cursor()
+		for k, _ := c.Seek(binary.BigEndian.AppendUint64(nil, lo)); k != nil; k, _ = c.Next() {
+			if binary.BigEndian.Uint64(k) > hi {
+				break
+			}
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Set stores a stable value (term, vote).
+func (s *BoltLogStore) Set(k, v []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketStable).Put(k, v) })
+}
+
+// Get reads a stable value; raft expects "not found" for a missing key.
+func (s *BoltLogStore) Get(k []byte) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketStable).Get(k)
+		if v == nil {
+			return errors.New("not found")
+		}
+		out = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}
+
+// SetUint64 stores a stable number.
+func (s *BoltLogStore) SetUint64(k []byte, v uint64) error {
+	return s.Set(k, binary.BigEndian.AppendUint64(nil, v))
+}
+
+// GetUint64 reads a stable number; 0 when missing.
+func (s *BoltLogStore) GetUint64(k []byte) (uint64, error) {
+	v, err := s.Get(k)
+	if err != nil || len(v) != 8 {
+		return 0, nil
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// Entry encoding: byte format, uvarint term, byte type, varint appendedAt
+// (unix ns), bytes data, bytes extensions; sealed as a whole when a Sealer
+// is set, with the index as additional data.
+const logFormat = 1
+
+func (s *BoltLogStore) encode(k []byte, l *raft.Log) ([]byte, error) {
+	b := make([]byte, 0, len(l.Data)+len(l.Extensions)+32)
+	b = append(b, logFormat)
+	b = binary.AppendUvarint(b, l.Term)
+	b = append(b, byte(l.Type))
+	b = binary.AppendVarint(b, l.AppendedAt.UnixNano())
+	b = binary.AppendUvarint(b, uint64(len(l.Data)))
+	b = append(b, l.Data...)
+	b = binary.AppendUvarint(b, uint64(len(l.Extensions)))
+	b = append(b, l.Extensions...)
+	if s.sealer == nil {
+		return b, nil
+	}
+	return s.sealer.Seal(nil, b, k)
+}
+
+func (s *BoltLogStore) decode(k, v []byte, l *raft.Log) error {
+	index := binary.BigEndian.Uint64(k)
+	if s.sealer != nil {
+		plain, err := s.sealer.Open(nil, v, k)
+		if err != nil {
+			return &CorruptError{File: s.path, Err: fmt.Errorf("log entry %d: %w", index, err)}
+		}
+		v = plain
+	} else {
+		v = append([]byte(nil), v...) // bbolt memory is only valid inside the transaction
+	}
+	if len(v) == 0 || v[0] != logFormat {
+		return &CorruptError{File: s.path, Err: fmt.Errorf("log entry %d: unknown format (encrypted data opened without a key?)", index)}
+	}
+	d := decoder{buf: v[1:]}
+	l.Index = index
+	l.Term = d.uvarint()
+	l.Type = raft.LogType(d.byte())
+	if d.err == nil {
+		ns, n := binary.Varint(d.buf)
+		if n <= 0 {
+			d.err = errShortEntry
+		} else {
+			d.buf = d.buf[n:]
+			l.AppendedAt = time.Unix(0, ns)
+		}
+	}
+	l.Data = d.bytes()
+	l.Extensions = d.bytes()
+	if d.err != nil {
+		return &CorruptError{File: s.path, Err: fmt.Errorf("log entry %d: %w", index, d.err)}
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+package raftstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+)
+
+// Object is a value kept in the store. Implementations are usually structs
+// embedding a small meta struct; the store assigns the version (the Raft index
+// of the object's last change) when a change commits.
+//
+// Objects returned by reads are shared with the store and must be treated as
+// read-only: copy one before changing it and handing it to Tx.Update.
+type Object interface {
+	ObjectID() string
+	ObjectVersion() uint64
+	SetObjectVersion(v uint64)
+}
+
+// IndexFunc returns the keys an object is found under in a secondary index.
+// Empty strings are skipped; an object with no keys is not in the index.
+type IndexFunc func(Object) []string
+
+// Table describes one kind of object.
+type Table struct {
+	// Name is the table's name, unique in a Schema.
+	Name string
+	// New returns an empty object of the table's type, for decoding.
+	New func() Object
+	// Indexes are the secondary indexes by name. The primary index, by ID,
+	// always exists and is called IndexID.
+	Indexes map[string]IndexFunc
+}
+
+// IndexID is the name of every table's primary index.
+const IndexID = "id"
+
+// Codec turns objects into bytes for the Raft log and snapshots, and back.
+type Codec interface {
+	Marshal(table string, obj Object) ([]byte, error)
+	Unmarshal(table string, data []byte) (Object, error)
+}
+
+// Schema is the set of tables a store holds. It must be the same on every
+// member of a cluster.
+type Schema struct {
+	Tables []Table
+	// Codec encodes objects; nil means JSON through each Table's New.
+	Codec Codec
+
+	byName map[string]*Table
+}
+
+func (s *Schema) init() error {
+	if s == nil || len(s.Tables) == 0 {
+		return fmt.Errorf("%w: schema has no tables", ErrInvalidConfig)
+	}
+	s.byName = make(map[string]*Table, len(s.Tables))
+	for i := range s.Tables {
+		t := &s.Tables[i]
+		if t.Name == "" {
+			return fmt.Errorf("%w: schema table %d has no name", ErrInvalidConfig, i)
+		}
+		if _, dup := s.byName[t.Name]; dup {
+			return fmt.Errorf("%w: schema table %q appears twice", ErrInvalidConfig, t.Name)
+		}
+		if t.New == nil && s.Codec == nil {
+			return fmt.Errorf("%w: schema table %q needs New (or the schema a Codec)", ErrInvalidConfig, t.Name)
+		}
+		if _, bad := t.Indexes[IndexID]; bad {
+			return fmt.Errorf("%w: schema table %q: index name %q is reserved for the primary index", ErrInvalidConfig, t.Name, IndexID)
+		}
+		s.byName[t.Name] = t
+	}
+	if s.Codec == nil {
+		s.Codec = jsonCodec{s}
+	}
+	return nil
+}
+
+func (s *Schema) table(name string) (*Table, error) {
+	t, ok := s.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNoTable, name)
+	}
+	return t, nil
+}
+
+func (s *Schema) tableNames() []string {
+	names := make([]string, 0, len(s.byName))
+	for n := range s.byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+type jsonCodec struct{ s *Schema }
+
+func (c jsonCodec) Marshal(_ string, obj Object) ([]byte, error) { return json.Marshal(obj) }
+
+func (c jsonCodec) Unmarshal(table string, data []byte) (Object, error) {
+	t, err := c.s.table(table)
+	if err != nil {
+		return nil, err
+	}
+	obj := t.New()
+	if err := json.Unmarshal(data, obj); err != nil {
+		return nil, fmt.Errorf("raftstore: decode %s object: %w", table, err)
+	}
+	return obj, nil
+}

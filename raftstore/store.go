@@ -1,0 +1,848 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Defaults for Store fields left zero. The timeouts are tighter than
+// hashicorp/raft's (1 s) so a dead leader is replaced in about a second.
+const (
+	DefaultHeartbeatTimeout   = 500 * time.Millisecond
+	DefaultElectionTimeout    = 500 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 250 * time.Millisecond
+	DefaultSnapshotThreshold  = 8192
+	DefaultTrailingLogs       = 10240
+	DefaultWatchBuffer        = 1 << 17
+	DefaultMaxEntryBytes      = 256 << 10
+	// MaxTxBytes bounds one transaction's log entry; use Batch beyond it.
+	MaxTxBytes = 64 << 20
+)
+
+// Server is one member of the Raft configuration.
+type Server struct {
+	ID      string
+	Address string
+	// Voter is false for a non-voter: it receives the log but does not vote
+	// or count toward quorum.
+	Voter bool
+}
+
+// LeaderInfo describes the current leader; empty fields mean none is known.
+type LeaderInfo struct {
+	ID, Address string
+	// Self is true when this member is the leader.
+	Self bool
+}
+
+// BatchResult is what a Batch achieved: how many changes committed, and the
+// changes skipped because their object changed first.
+type BatchResult struct {
+	Applied   int
+	Conflicts []*ConflictError
+	// Index is the Raft index of the batch's last entry.
+	Index uint64
+}
+
+// Store is one member of a replicated, transactional, watchable object
+// store. Set the fields, then call Start. A Store is safe for concurrent use.
+type Store struct {
+	// ID names this member in the Raft configuration; required.
+	ID string
+	// Dir holds the log, stable state, key file and snapshots. Empty keeps
+	// everything in memory (tests, simulations): nothing survives a restart.
+	Dir string
+	// Schema lists the tables; it must be the same on every member.
+	Schema *Schema
+	// Transport carries Raft messages; required. See MemNetwork,
+	// NewNetworkTransport and TLSStreamLayer.
+	Transport raft.Transport
+	// Bootstrap is the initial configuration, used only when Dir holds no
+	// state. A member that joins an existing cluster leaves it empty and is
+	// added by the leader with AddVoter or AddNonvoter.
+	Bootstrap []Server
+	// KeyEncryptionKey (KeySize bytes) turns on encryption at rest: log
+	// entries and snapshots are sealed with data keys wrapped by it. Sealer
+	// overrides it with a caller's implementation. Both need Dir.
+	KeyEncryptionKey []byte
+	Sealer           Sealer
+	// Timing; zero means the Default value.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	// SnapshotThreshold is how many entries since the last snapshot trigger
+	// a new one; TrailingLogs how many stay in the log after it.
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// WatchBuffer is how many recent events are kept for watchers that are
+	// behind; one further behind must resync.
+	WatchBuffer int
+	// MaxEntryBytes is the size a Batch fills a log entry to.
+	MaxEntryBytes int
+	// Logger receives the store's and Raft's logs; nil discards.
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	raft      *raft.Raft
+	fsm       *fsm
+	events    *eventRing
+	logs      *BoltLogStore
+	logStore  raft.LogStore // the cached log, for covered()
+	keyring   *KeyRing
+	ready     chan struct{}
+	done      chan struct{}
+	bgWG      sync.WaitGroup
+	observer  *raft.Observer
+	barrierAt atomic.Uint64 // the term whose barrier completed: linearizable reads may skip it
+
+	leaderMu   sync.Mutex
+	leaderSubs map[chan LeaderInfo]struct{}
+	leaderLast LeaderInfo
+	// LeaderDrops counts leader changes dropped for a slow subscriber (the
+	// subscriber still gets the newest value).
+	leaderDrops atomic.Uint64
+}
+
+// Start opens the data dir, restores state and joins the Raft cluster. It
+// returns once the member runs; Ready closes when it has caught up with a
+// leader. A second Start is a no-op. On failure everything opened is closed.
+func (s *Store) Start(ctx context.Context) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("raftstore: start: %w", net.ErrClosed)
+	}
+	if s.started {
+		return nil
+	}
+	if err := s.validate(); err != nil {
+		return err
+	}
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
+
+	s.events = newEventRing(cmp(s.WatchBuffer, DefaultWatchBuffer))
+	logger := s.logger()
+	if s.fsm, err = newFSM(s.Schema, s.events, logger); err != nil {
+		return err
+	}
+	var (
+		logStore    raft.LogStore
+		stableStore raft.StableStore
+		snaps       raft.SnapshotStore
+	)
+	if s.Dir == "" {
+		mem := raft.NewInmemStore()
+		logStore, stableStore, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+			return fmt.Errorf("raftstore: data dir: %w", err)
+		}
+		sealer := s.Sealer
+		if sealer == nil && s.KeyEncryptionKey != nil {
+			if s.keyring, err = OpenKeyRing(filepath.Join(s.Dir, "keys.json"), s.KeyEncryptionKey); err != nil {
+				return err
+			}
+			sealer = s.keyring
+		}
+		if s.logs, err = OpenBoltLogStore(filepath.Join(s.Dir, "raft.db"), sealer); err != nil {
+			return err
+		}
+		cleanup = append(cleanup, func() { s.logs.Close() })
+		logStore, stableStore = s.logs, s.logs
+		snapDir := filepath.Join(s.Dir, "snapshots")
+		fss, err := raft.NewFileSnapshotStoreWithLogger(s.Dir, 2, newHCLogger(s.Logger, "raft-snap"))
+		if err != nil {
+			return fmt.Errorf("raftstore: snapshots in %s: %w", snapDir, err)
+		}
+		snaps = fss
+		if sealer != nil {
+			snaps = &sealedSnapshotStore{inner: fss, sealer: sealer, dir: snapDir}
+		}
+	}
+	cached, err := raft.NewLogCache(1024, logStore)
+	if err != nil {
+		return err
+	}
+	s.logStore = cached
+
+	conf := raft.DefaultConfig()
+	conf.LocalID = raft.ServerID(s.ID)
+	conf.HeartbeatTimeout = cmp(s.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	conf.ElectionTimeout = cmp(s.ElectionTimeout, DefaultElectionTimeout)
+	conf.LeaderLeaseTimeout = cmp(s.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
+	conf.CommitTimeout = 5 * time.Millisecond
+	conf.SnapshotThreshold = cmp(s.SnapshotThreshold, DefaultSnapshotThreshold)
+	conf.TrailingLogs = cmp(s.TrailingLogs, DefaultTrailingLogs)
+	conf.SnapshotInterval = 10 * time.Second
+	conf.MaxAppendEntries = 256
+	conf.BatchApplyCh = true
+	conf.Logger = newHCLogger(s.Logger, "raft")
+	conf.NoLegacyTelemetry = true
+
+	existing, err := raft.HasExistingState(cached, stableStore, snaps)
+	if err != nil {
+		return fmt.Errorf("raftstore: reading state in %s: %w", s.Dir, err)
+	}
+	r, err := raft.NewRaft(conf, s.fsm, cached, stableStore, snaps, s.Transport)
+	if err != nil {
+		return fmt.Errorf("raftstore: start raft (data dir %q): %w", s.Dir, err)
+	}
+	cleanup = append(cleanup, func() { r.Shutdown().Error() })
+	if !existing && len(s.Bootstrap) > 0 {
+		var cfg raft.Configuration
+		for _, srv := range s.Bootstrap {
+			suffrage := raft.Voter
+			if !srv.Voter {
+				suffrage = raft.Nonvoter
+			}
+			cfg.Servers = append(cfg.Servers, raft.Server{ID: raft.ServerID(srv.ID), Address: raft.ServerAddress(srv.Address), Suffrage: suffrage})
+		}
+		if err := r.BootstrapCluster(cfg).Error(); err != nil {
+			return fmt.Errorf("raftstore: bootstrap: %w", err)
+		}
+	}
+	s.raft = r
+	s.ready = make(chan struct{})
+	s.done = make(chan struct{})
+	s.leaderSubs = map[chan LeaderInfo]struct{}{}
+	obsCh := make(chan raft.Observation, 16)
+	s.observer = raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r.RegisterObserver(s.observer)
+	s.bgWG.Add(2)
+	go s.watchLeader(obsCh)
+	go s.waitReady()
+	s.started = true
+	logger.Info("raftstore started", "id", s.ID, "dir", s.Dir, "existing_state", existing, "encrypted", s.Sealer != nil || s.keyring != nil)
+	return nil
+}
+
+func (s *Store) validate() error {
+	switch {
+	case s.ID == "":
+		return fmt.Errorf("%w: ID is required", ErrInvalidConfig)
+	case s.Transport == nil:
+		return fmt.Errorf("%w: Transport is required", ErrInvalidConfig)
+	case s.Dir == "" && (s.KeyEncryptionKey != nil || s.Sealer != nil):
+		return fmt.Errorf("%w: encryption at rest needs Dir", ErrInvalidConfig)
+	}
+	return s.Schema.init()
+}
+
+func (s *Store) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func cmp[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Ready is closed once this member knows a leader and has applied every
+// entry committed when it learnt of it.
+func (s *Store) Ready() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ready == nil {
+		s.ready = make(chan struct{})
+	}
+	return s.ready
+}
+
+func (s *Store) waitReady() {
+	defer s.bgWG.Done()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		addr, _ := s.raft.LeaderWithID()
+		if addr == "" {
+			continue
+		}
+		if commit := s.raft.CommitIndex(); commit > 0 && s.covered(commit) {
+			close(s.ready)
+			return
+		}
+	}
+}
+
+func (s *Store) watchLeader(ch chan raft.Observation) {
+	defer s.bgWG.Done()
+	for {
+		select {
+		case <-s.done:
+			return
+		case o := <-ch:
+			lo := o.Data.(raft.LeaderObservation)
+			info := LeaderInfo{ID: string(lo.LeaderID), Address: string(lo.LeaderAddr), Self: lo.LeaderID == raft.ServerID(s.ID)}
+			s.logger().Info("raftstore leader changed", "leader", info.ID, "address", info.Address, "self", info.Self)
+			s.leaderMu.Lock()
+			s.leaderLast = info
+			for sub := range s.leaderSubs {
+				sendLatest(sub, info, &s.leaderDrops)
+			}
+			s.leaderMu.Unlock()
+		}
+	}
+}
+
+// sendLatest puts v in a one-slot channel, replacing an unread older value.
+func sendLatest[T any](ch chan T, v T, drops *atomic.Uint64) {
+	for {
+		select {
+		case ch <- v:
+			return
+		default:
+		}
+		select {
+		case <-ch:
+			drops.Add(1)
+		default:
+		}
+	}
+}
+
+// WatchLeader returns a channel that receives the leader each time it
+// changes, starting with the current one. It never blocks the store: a slow
+// reader sees only the newest value (LeaderDrops counts those skipped). It
+// closes when ctx ends or the store shuts down.
+func (s *Store) WatchLeader(ctx context.Context) (<-chan LeaderInfo, error) {
+	if err := s.running(); err != nil {
+		return nil, err
+	}
+	ch := make(chan LeaderInfo, 1)
+	s.leaderMu.Lock()
+	s.leaderSubs[ch] = struct{}{}
+	addr, id := s.raft.LeaderWithID()
+	sendLatest(ch, LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID)}, &s.leaderDrops)
+	s.leaderMu.Unlock()
+	out := make(chan LeaderInfo, 1)
+	go func() {
+		defer close(out)
+		defer func() { s.leaderMu.Lock(); delete(s.leaderSubs, ch); s.leaderMu.Unlock() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.done:
+				return
+			case v := <-ch:
+				select {
+				case out <- v:
+				case <-ctx.Done():
+					return
+				case <-s.done:
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// LeaderDrops counts leader changes skipped for slow WatchLeader readers.
+func (s *Store) LeaderDrops() uint64 { return s.leaderDrops.Load() }
+
+// Leader returns the leader as this member knows it.
+func (s *Store) Leader() LeaderInfo {
+	if s.running() != nil {
+		return LeaderInfo{}
+	}
+	addr, id := s.raft.LeaderWithID()
+	return LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID)}
+}
+
+// IsLeader reports whether this member is the leader now.
+func (s *Store) IsLeader() bool {
+	return s.running() == nil && s.raft.State() == raft.Leader
+}
+
+func (s *Store) running() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return fmt.Errorf("raftstore: %w", net.ErrClosed)
+	case !s.started:
+		return ErrNotStarted
+	}
+	return nil
+}
+
+func (s *Store) notLeader() error {
+	addr, id := s.raft.LeaderWithID()
+	return &NotLeaderError{LeaderID: string(id), LeaderAddr: string(addr)}
+}
+
+// View runs fn on a consistent snapshot of this member's state. It may lag
+// the leader (a stale read); use LinearizableView when it must not.
+func (s *Store) View(fn func(tx *ReadTx) error) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	tx := s.fsm.view()
+	return fn(&tx)
+}
+
+// LinearizableView runs fn on a state that includes every change committed
+// before the call (the ReadIndex method: leadership confirmed by a quorum,
+// then the local state caught up to the commit index). Only the leader
+// serves it; others return a *NotLeaderError.
+func (s *Store) LinearizableView(ctx context.Context, fn func(tx *ReadTx) error) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	if s.raft.State() != raft.Leader {
+		return s.notLeader()
+	}
+	// A new leader may not know the commit index of earlier terms until an
+	// entry of its own term commits: a barrier per term settles it.
+	if term := s.raft.CurrentTerm(); s.barrierAt.Load() != term {
+		if err := s.wait(ctx, s.raft.Barrier(0)); err != nil {
+			return err
+		}
+		s.barrierAt.Store(term)
+	}
+	readIndex := s.raft.CommitIndex()
+	if err := s.wait(ctx, s.raft.VerifyLeader()); err != nil {
+		return err
+	}
+	if err := s.waitApplied(ctx, readIndex); err != nil {
+		return err
+	}
+	return s.View(fn)
+}
+
+// WaitIndex waits until this member has applied the entry at index.
+func (s *Store) WaitIndex(ctx context.Context, index uint64) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	return s.waitApplied(ctx, index)
+}
+
+// covered reports whether the state holds every change up to index. Raft
+// hands the FSM commands and configuration entries but not its no-ops, so
+// the FSM's own index can trail an index that is only a no-op: look at the
+// few entries in between.
+func (s *Store) covered(index uint64) bool {
+	applied, _ := s.fsm.appliedIndex()
+	if applied >= index {
+		return true
+	}
+	if s.raft.AppliedIndex() < index || index-applied > 64 {
+		return false
+	}
+	var l raft.Log
+	for i := applied + 1; i <= index; i++ {
+		if err := s.logStore.GetLog(i, &l); err != nil || l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Store) waitApplied(ctx context.Context, index uint64) error {
+	poll := time.NewTicker(2 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		_, ch := s.fsm.appliedIndex()
+		if s.covered(index) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-poll.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return fmt.Errorf("raftstore: %w", net.ErrClosed)
+		}
+	}
+}
+
+// wait waits for a raft future, translating its errors.
+func (s *Store) wait(ctx context.Context, f raft.Future) error {
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	select {
+	case err := <-errc:
+		return s.raftErr(err)
+	case <-ctx.Done():
+		return fmt.Errorf("raftstore: gave up waiting (the change may still commit): %w", ctx.Err())
+	}
+}
+
+func (s *Store) raftErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrNotVoter):
+		return s.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w (leadership lost before the change was confirmed)", ErrNoQuorum)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("raftstore: %w", net.ErrClosed)
+	}
+	return err
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(time.Until(dl), time.Millisecond)
+	}
+	return 0
+}
+
+// Update runs fn in a read-write transaction and commits its changes as one
+// log entry, all or nothing. If an object fn based a change on was changed
+// by someone else first, nothing commits and a *ConflictError is returned:
+// run the whole Update again. On success the objects passed to Create and
+// Update carry their new version. Only the leader accepts writes.
+func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	if s.raft.State() != raft.Leader {
+		return s.notLeader()
+	}
+	tx := &Tx{ReadTx: s.fsm.view()}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	ops := tx.ops()
+	if len(ops) == 0 {
+		return nil
+	}
+	body := make([]byte, 0, 256)
+	for _, o := range ops {
+		if o.obj != nil {
+			data, err := s.Schema.Codec.Marshal(o.table, o.obj)
+			if err != nil {
+				return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
+			}
+			o.data = data
+		}
+		body = appendOp(body, o)
+		if len(body) > MaxTxBytes {
+			return fmt.Errorf("%w: over %d MiB in one entry; use Batch", ErrTooLarge, MaxTxBytes>>20)
+		}
+	}
+	entry := append(entryHeader(entryTx, len(ops)), body...)
+	index, resp, err := s.apply(ctx, entry)
+	if err != nil {
+		return err
+	}
+	if err, ok := resp.(error); ok {
+		return err
+	}
+	for _, o := range ops {
+		if o.obj != nil {
+			o.obj.SetObjectVersion(index)
+		}
+	}
+	return nil
+}
+
+func (s *Store) apply(ctx context.Context, entry []byte) (uint64, any, error) {
+	f := s.raft.Apply(entry, timeoutOf(ctx))
+	if err := s.wait(ctx, f); err != nil {
+		return 0, nil, err
+	}
+	return f.Index(), f.Response(), nil
+}
+
+// Batch collects many independent changes and commits them in as few log
+// entries as fit MaxEntryBytes, proposing each entry as soon as it is full.
+// Unlike Update, a batch is not atomic: each change commits unless its object
+// changed first, and those skipped are listed in the result. Use it for bulk
+// work such as the scheduler's thousands of assignments.
+func (s *Store) Batch(ctx context.Context, fn func(b *Batch) error) (BatchResult, error) {
+	if err := s.running(); err != nil {
+		return BatchResult{}, err
+	}
+	if s.raft.State() != raft.Leader {
+		return BatchResult{}, s.notLeader()
+	}
+	b := &Batch{s: s, ctx: ctx, limit: cmp(s.MaxEntryBytes, DefaultMaxEntryBytes)}
+	err := fn(b)
+	if err == nil {
+		err = b.flush()
+	}
+	var res BatchResult
+	for _, f := range b.futures {
+		if werr := s.wait(ctx, f); werr != nil {
+			err = errors.Join(err, werr)
+			continue
+		}
+		switch r := f.Response().(type) {
+		case BatchResult:
+			res.Applied += r.Applied
+			res.Conflicts = append(res.Conflicts, r.Conflicts...)
+			res.Index = max(res.Index, f.Index())
+		case error:
+			err = errors.Join(err, r)
+		}
+	}
+	return res, err
+}
+
+// Batch accumulates changes for Store.Batch.
+type Batch struct {
+	s       *Store
+	ctx     context.Context
+	limit   int
+	body    []byte
+	n       int
+	futures []raft.ApplyFuture
+	err     error
+}
+
+// Create adds an object (skipped as a conflict if its ID exists by then).
+func (b *Batch) Create(table string, obj Object) error {
+	return b.add(&op{kind: opCreate, table: table, obj: obj})
+}
+
+// Update replaces an object whose stored version must still be obj's.
+func (b *Batch) Update(table string, obj Object) error {
+	return b.add(&op{kind: opUpdate, table: table, obj: obj, expect: obj.ObjectVersion()})
+}
+
+// Delete removes an object whose stored version must still be version.
+func (b *Batch) Delete(table, id string, version uint64) error {
+	return b.add(&op{kind: opDelete, table: table, id: id, expect: version})
+}
+
+func (b *Batch) add(o *op) error {
+	if b.err != nil {
+		return b.err
+	}
+	if _, err := b.s.Schema.table(o.table); err != nil {
+		return err
+	}
+	if o.obj != nil {
+		o.id = o.obj.ObjectID()
+		if o.id == "" {
+			return errors.New("raftstore: object has no ID")
+		}
+		data, err := b.s.Schema.Codec.Marshal(o.table, o.obj)
+		if err != nil {
+			return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
+		}
+		o.data = data
+	}
+	b.body = appendOp(b.body, o)
+	b.n++
+	if len(b.body) >= b.limit {
+		b.err = b.flush()
+	}
+	return b.err
+}
+
+func (b *Batch) flush() error {
+	if b.n == 0 {
+		return nil
+	}
+	entry := append(entryHeader(entryBatch, b.n), b.body...)
+	b.futures = append(b.futures, b.s.raft.Apply(entry, timeoutOf(b.ctx)))
+	b.body, b.n = b.body[:0], 0
+	return nil
+}
+
+// Watch streams committed changes with index > fromIndex, filtered by filter
+// (nil: all). fromIndex 0 on a fresh store means from the start; usually
+// it is a ReadTx.Index. If the changes after fromIndex are no longer kept it
+// returns ErrResync at once.
+func (s *Store) Watch(ctx context.Context, fromIndex uint64, filter func(Event) bool) (*Watcher, error) {
+	if err := s.running(); err != nil {
+		return nil, err
+	}
+	seq, ok := s.events.seqAfter(fromIndex)
+	if !ok {
+		return nil, ErrResync
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	w := &Watcher{ch: make(chan Event, 256), cancel: cancel}
+	go w.run(ctx, s.events, seq, filter, fmt.Errorf("raftstore: %w", net.ErrClosed))
+	return w, nil
+}
+
+// AppliedIndex is the index of the last change applied on this member.
+func (s *Store) AppliedIndex() uint64 {
+	if s.running() != nil {
+		return 0
+	}
+	i, _ := s.fsm.appliedIndex()
+	return i
+}
+
+// AddVoter adds (or promotes) a voting member. Leader only.
+func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	return s.wait(ctx, s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
+}
+
+// AddNonvoter adds a member that replicates the log without voting.
+func (s *Store) AddNonvoter(ctx context.Context, id, addr string) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	return s.wait(ctx, s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
+}
+
+// DemoteVoter turns a voter into a non-voter.
+func (s *Store) DemoteVoter(ctx context.Context, id string) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	return s.wait(ctx, s.raft.DemoteVoter(raft.ServerID(id), 0, timeoutOf(ctx)))
+}
+
+// RemoveServer removes a member from the configuration.
+func (s *Store) RemoveServer(ctx context.Context, id string) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	return s.wait(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)))
+}
+
+// TransferLeadership hands leadership to the member id, or to the most
+// up-to-date voter when id is empty.
+func (s *Store) TransferLeadership(ctx context.Context, id string) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	if id == "" {
+		return s.wait(ctx, s.raft.LeadershipTransfer())
+	}
+	srvs, err := s.Servers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, srv := range srvs {
+		if srv.ID == id {
+			return s.wait(ctx, s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(srv.Address)))
+		}
+	}
+	return fmt.Errorf("raftstore: transfer leadership: no member %q", id)
+}
+
+// Servers returns the current Raft configuration.
+func (s *Store) Servers(ctx context.Context) ([]Server, error) {
+	if err := s.running(); err != nil {
+		return nil, err
+	}
+	f := s.raft.GetConfiguration()
+	if err := s.wait(ctx, f); err != nil {
+		return nil, err
+	}
+	var out []Server
+	for _, srv := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// Snapshot takes a snapshot now and compacts the log behind it.
+func (s *Store) Snapshot(ctx context.Context) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	err := s.wait(ctx, s.raft.Snapshot())
+	if errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return nil
+	}
+	return err
+}
+
+// RotateDataKey starts sealing new log entries and snapshots with a fresh
+// data key; older data stays readable with the older keys.
+func (s *Store) RotateDataKey() (uint32, error) {
+	if s.keyring == nil {
+		return 0, fmt.Errorf("%w: encryption at rest is not on (set KeyEncryptionKey)", ErrInvalidConfig)
+	}
+	return s.keyring.Rotate()
+}
+
+// RewrapKeys wraps the data keys with a new key-encryption key.
+func (s *Store) RewrapKeys(newKEK []byte) error {
+	if s.keyring == nil {
+		return fmt.Errorf("%w: encryption at rest is not on (set KeyEncryptionKey)", ErrInvalidConfig)
+	}
+	return s.keyring.Rewrap(newKEK)
+}
+
+// Shutdown stops the member gracefully: a leader first hands leadership to
+// another voter, so the cluster does not wait for an election timeout.
+func (s *Store) Shutdown(ctx context.Context) error {
+	if s.IsLeader() {
+		if srvs, err := s.Servers(ctx); err == nil && len(srvs) > 1 {
+			if err := s.TransferLeadership(ctx, ""); err != nil {
+				s.logger().Warn("raftstore: leadership transfer before shutdown failed", "err", err)
+			}
+		}
+	}
+	return s.Close()
+}
+
+// Close stops the member at once. A second Close returns an error wrapping
+// net.ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("raftstore: close: %w", net.ErrClosed)
+	}
+	s.closed = true
+	started := s.started
+	s.mu.Unlock()
+	if !started {
+		return nil
+	}
+	close(s.done)
+	s.raft.DeregisterObserver(s.observer)
+	err := s.raft.Shutdown().Error()
+	if c, ok := s.Transport.(io.Closer); ok {
+		err = errors.Join(err, c.Close())
+	}
+	s.events.close()
+	s.bgWG.Wait()
+	if s.logs != nil {
+		err = errors.Join(err, s.logs.Close())
+	}
+	return err
+}

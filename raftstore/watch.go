@@ -1,0 +1,191 @@
+package raftstore
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// EventKind says what happened to an object.
+type EventKind uint8
+
+// Event kinds.
+const (
+	Created EventKind = iota + 1
+	Updated
+	Deleted
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Created:
+		return "create"
+	case Updated:
+		return "update"
+	case Deleted:
+		return "delete"
+	}
+	return "unknown"
+}
+
+// Event is one committed change. Object is the new value (nil on delete);
+// Old is the value before (nil on create). Both are shared and read-only.
+type Event struct {
+	Index  uint64
+	Kind   EventKind
+	Table  string
+	ID     string
+	Object Object
+	Old    Object
+}
+
+// eventRing keeps the most recent events for watchers. The FSM only appends
+// and never waits for a watcher; a watcher that falls off the end is told to
+// resync instead of silently missing events.
+type eventRing struct {
+	mu     sync.Mutex
+	buf    []Event
+	start  uint64 // sequence number of the oldest kept event
+	next   uint64 // sequence number the next event gets
+	floor  uint64 // events with Index <= floor may be missing (evicted, or before a restore)
+	notify chan struct{}
+	closed chan struct{}
+}
+
+func newEventRing(capacity int) *eventRing {
+	return &eventRing{buf: make([]Event, capacity), notify: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (r *eventRing) append(evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	r.mu.Lock()
+	capacity := uint64(len(r.buf))
+	for _, ev := range evs {
+		if r.next-r.start == capacity {
+			old := &r.buf[r.start%capacity]
+			r.floor = max(r.floor, old.Index)
+			*old = Event{}
+			r.start++
+		}
+		r.buf[r.next%capacity] = ev
+		r.next++
+	}
+	close(r.notify)
+	r.notify = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// reset drops every kept event: the state was replaced up to index.
+func (r *eventRing) reset(index uint64) {
+	r.mu.Lock()
+	clear(r.buf)
+	// Leave a gap in the sequence so that every watcher, even one that had
+	// seen everything, finds its cursor behind start and resyncs.
+	r.next++
+	r.start = r.next
+	r.floor = index
+	close(r.notify)
+	r.notify = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *eventRing) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.closed:
+	default:
+		close(r.closed)
+	}
+}
+
+// seqAfter returns the sequence of the first event with Index > index, or
+// false when some such events are no longer kept.
+func (r *eventRing) seqAfter(index uint64) (uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if index < r.floor {
+		return 0, false
+	}
+	capacity := uint64(len(r.buf))
+	n := int(r.next - r.start)
+	i := sort.Search(n, func(i int) bool { return r.buf[(r.start+uint64(i))%capacity].Index > index })
+	return r.start + uint64(i), true
+}
+
+// Watcher delivers events in commit order on Events. When the channel
+// closes, Err says why: ErrResync if the watcher fell too far behind (or the
+// state was replaced by a snapshot), the context's error, or net.ErrClosed
+// when the store shut down.
+type Watcher struct {
+	ch      chan Event
+	err     atomic.Pointer[error]
+	cancel  context.CancelFunc
+}
+
+// Events is the stream of changes. It blocks the watcher (never the store)
+// when the consumer is slow.
+func (w *Watcher) Events() <-chan Event { return w.ch }
+
+// Err is why Events closed; nil while it is open.
+func (w *Watcher) Err() error {
+	if p := w.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Stop ends the watch; Events closes soon after.
+func (w *Watcher) Stop() { w.cancel() }
+
+func (w *Watcher) run(ctx context.Context, r *eventRing, cursor uint64, filter func(Event) bool, closedErr error) {
+	defer close(w.ch)
+	fail := func(err error) { w.err.Store(&err) }
+	batch := make([]Event, 0, 256)
+	for {
+		r.mu.Lock()
+		if cursor < r.start {
+			r.mu.Unlock()
+			fail(ErrResync)
+			return
+		}
+		if cursor == r.next {
+			notify := r.notify
+			r.mu.Unlock()
+			select {
+			case <-notify:
+				continue
+			case <-ctx.Done():
+				fail(ctx.Err())
+				return
+			case <-r.closed:
+				fail(closedErr)
+				return
+			}
+		}
+		capacity := uint64(len(r.buf))
+		batch = batch[:0]
+		for cursor < r.next && len(batch) < cap(batch) {
+			batch = append(batch, r.buf[cursor%capacity])
+			cursor++
+		}
+		r.mu.Unlock()
+		for _, ev := range batch {
+			if filter != nil && !filter(ev) {
+				continue
+			}
+			select {
+			case w.ch <- ev:
+			case <-ctx.Done():
+				fail(ctx.Err())
+				return
+			case <-r.closed:
+				fail(closedErr)
+				return
+			}
+		}
+	}
+}
