@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/raft"
 	"testing"
 	"time"
 )
@@ -138,3 +139,5 @@ func countItems(s *Store) int {
 	s.View(func(tx *ReadTx) error { n, _ = tx.Count("items"); return nil })
 	return n
 }
+
+func raftAddr(s string) raft.ServerAddress { return raft.ServerAddress(s) }

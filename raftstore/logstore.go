@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -34,6 +35,9 @@ var (
 // entry once, so a damaged file is reported now, naming the file, instead of
 // in the middle of replication.
 func OpenBoltLogStore(path string, sealer Sealer) (s *BoltLogStore, err error) {
+	if err := preflightBolt(path); err != nil {
+		return nil, &CorruptError{File: path, Err: err}
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -241,6 +245,58 @@ func (s *BoltLogStore) decode(k, v []byte, l *raft.Log) error {
 	l.Extensions = d.bytes()
 	if d.err != nil {
 		return &CorruptError{File: s.path, Err: fmt.Errorf("log entry %d: %w", index, d.err)}
+	}
+	return nil
+}
+
+// preflightBolt checks that a bbolt file is as long as its meta pages say.
+// bbolt maps the file into memory; reading a page past the end of a
+// truncated file is a SIGBUS, which no recover can catch.
+func preflightBolt(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return err
+	}
+	const (
+		boltMagic   = 0xED0CDAED
+		metaOffset  = 16 // page header
+		magicOff    = metaOffset
+		pageSizeOff = metaOffset + 8
+		pgidOff     = metaOffset + 40
+	)
+	buf := make([]byte, 4096)
+	var need int64
+	pageSize := int64(0)
+	for i := range 2 {
+		off := int64(i) * pageSize
+		if i == 1 && pageSize == 0 {
+			off = 4096
+		}
+		if n, err := f.ReadAt(buf, off); n < pgidOff+8 {
+			return fmt.Errorf("meta page %d unreadable (file of %d bytes): %v", i, fi.Size(), err)
+		}
+		if binary.LittleEndian.Uint32(buf[magicOff:]) != boltMagic {
+			continue
+		}
+		ps := int64(binary.LittleEndian.Uint32(buf[pageSizeOff:]))
+		if i == 0 {
+			pageSize = ps
+		}
+		need = max(need, int64(binary.LittleEndian.Uint64(buf[pgidOff:]))*ps)
+	}
+	if need == 0 {
+		return errors.New("not a bbolt database (no valid meta page)")
+	}
+	if fi.Size() < need {
+		return fmt.Errorf("file has %d bytes but its metadata needs %d (truncated)", fi.Size(), need)
 	}
 	return nil
 }

@@ -159,4 +159,3 @@ func NewNetworkTransport(stream raft.StreamLayer, logger *slog.Logger) *raft.Net
 		Logger:  newHCLogger(logger, "raft-net"),
 	})
 }
-

@@ -121,9 +121,9 @@ func (r *eventRing) seqAfter(index uint64) (uint64, bool) {
 // state was replaced by a snapshot), the context's error, or net.ErrClosed
 // when the store shut down.
 type Watcher struct {
-	ch      chan Event
-	err     atomic.Pointer[error]
-	cancel  context.CancelFunc
+	ch     chan Event
+	err    atomic.Pointer[error]
+	cancel context.CancelFunc
 }
 
 // Events is the stream of changes. It blocks the watcher (never the store)

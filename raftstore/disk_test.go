@@ -1,0 +1,250 @@
+package raftstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/internal/testca"
+)
+
+const marker = "PLAINTEXT-MARKER-7f3a"
+
+func diskStore(t *testing.T, dir string, kek []byte) *Store {
+	t.Helper()
+	s := &Store{ID: "d", Dir: dir, Schema: testSchema(), Transport: NewMemNetwork().Transport("d"),
+		Bootstrap: []Server{{ID: "d", Address: "d", Voter: true}}, KeyEncryptionKey: kek}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	eventually(t, "leader", s.IsLeader)
+	return s
+}
+
+func grepDir(t *testing.T, dir, needle string) []string {
+	var hits []string
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(needle)) {
+				hits = append(hits, p)
+			}
+		}
+		return nil
+	})
+	return hits
+}
+
+func TestEncryptionAtRestLeavesNoPlaintext(t *testing.T) {
+	dir := t.TempDir()
+	kek := make([]byte, KeySize)
+	rand.Read(kek)
+	s := diskStore(t, dir, kek)
+	ctx := context.Background()
+	for i := range 50 {
+		if err := s.Update(ctx, func(tx *Tx) error {
+			return tx.Create("items", &item{ID: fmt.Sprintf("%s-%d", marker, i), Group: marker})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Rotate the data key with no downtime: old and new data both readable.
+	if _, err := s.RotateDataKey(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.Create("items", &item{ID: marker + "-after"}) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if hits := grepDir(t, dir, marker); len(hits) > 0 {
+		t.Fatalf("plaintext object bytes on disk in %v", hits)
+	}
+	// Same KEK: everything back.
+	s2 := diskStore(t, dir, kek)
+	eventually(t, "restore", func() bool { return countItems(s2) == 51 })
+	s2.Close()
+	// Wrong KEK: a clear error.
+	bad := make([]byte, KeySize)
+	err := (&Store{ID: "d", Dir: dir, Schema: testSchema(), Transport: NewMemNetwork().Transport("d"), KeyEncryptionKey: bad}).Start(ctx)
+	if !errors.Is(err, ErrBadKey) {
+		t.Fatalf("wrong KEK: %v", err)
+	}
+	// No KEK on an encrypted dir: a clear error, not garbage.
+	err = (&Store{ID: "d", Dir: dir, Schema: testSchema(), Transport: NewMemNetwork().Transport("d")}).Start(ctx)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "raft.db") {
+		t.Fatalf("no KEK on encrypted data: %v", err)
+	}
+}
+
+func TestPlaintextWithoutKEKIsVisible(t *testing.T) {
+	// The counter-test: the grep above can find plaintext when it is there.
+	dir := t.TempDir()
+	s := diskStore(t, dir, nil)
+	s.Update(context.Background(), func(tx *Tx) error { return tx.Create("items", &item{ID: marker}) })
+	s.Close()
+	if len(grepDir(t, dir, marker)) == 0 {
+		t.Fatal("marker not found in an unencrypted data dir: the grep cannot see")
+	}
+}
+
+func TestRewrapKeys(t *testing.T) {
+	dir := t.TempDir()
+	kek, kek2 := make([]byte, KeySize), make([]byte, KeySize)
+	rand.Read(kek)
+	rand.Read(kek2)
+	s := diskStore(t, dir, kek)
+	s.Update(context.Background(), func(tx *Tx) error { return tx.Create("items", &item{ID: "x"}) })
+	if err := s.RewrapKeys(kek2); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2 := diskStore(t, dir, kek2)
+	eventually(t, "restore with new KEK", func() bool { return countItems(s2) == 1 })
+}
+
+func TestCorruptDataDirGivesClearError(t *testing.T) {
+	ctx := context.Background()
+	cases := map[string]func(dir string){
+		"truncated log": func(dir string) {
+			p := filepath.Join(dir, "raft.db")
+			fi, _ := os.Stat(p)
+			os.Truncate(p, fi.Size()/3)
+		},
+		"garbage log": func(dir string) {
+			os.WriteFile(filepath.Join(dir, "raft.db"), bytes.Repeat([]byte{0xAB}, 64<<10), 0o600)
+		},
+		"altered key file": func(dir string) {
+			os.WriteFile(filepath.Join(dir, "keys.json"), []byte(`{"format":1,"check":"AAAA"`), 0o600)
+		},
+		"corrupt snapshot": func(dir string) {
+			m, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
+			for _, p := range m {
+				b, _ := os.ReadFile(p)
+				b[len(b)/2] ^= 0xFF
+				os.WriteFile(p, b, 0o600)
+			}
+			// Drop the log so the snapshot is the only copy of the data.
+			os.Remove(filepath.Join(dir, "raft.db"))
+		},
+	}
+	for name, damage := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			kek := make([]byte, KeySize)
+			s := diskStore(t, dir, kek)
+			for i := range 20 {
+				s.Update(ctx, func(tx *Tx) error { return tx.Create("items", &item{ID: fmt.Sprint(i)}) })
+			}
+			s.Snapshot(ctx)
+			s.Close()
+			damage(dir)
+			s2 := &Store{ID: "d", Dir: dir, Schema: testSchema(), Transport: NewMemNetwork().Transport("d"), KeyEncryptionKey: kek}
+			err := s2.Start(ctx)
+			if err == nil {
+				s2.Close()
+				t.Fatal("started on a damaged data dir")
+			}
+			if !strings.Contains(err.Error(), dir) {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+// TestTLSClusterFailover runs three members over mutual TLS on loopback.
+func TestTLSClusterFailover(t *testing.T) {
+	ca, err := testca.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	type member struct {
+		s    *Store
+		addr string
+	}
+	var members []*member
+	var boot []Server
+	var lns []net.Listener
+	for i := range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		boot = append(boot, Server{ID: fmt.Sprintf("t%d", i), Address: ln.Addr().String(), Voter: true})
+	}
+	for i := range 3 {
+		cfg, err := ca.Config(fmt.Sprintf("t%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &Store{ID: boot[i].ID, Dir: t.TempDir(), Schema: testSchema(), Bootstrap: boot,
+			Transport: NewNetworkTransport(NewTLSStreamLayer(lns[i], cfg), nil)}
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		members = append(members, &member{s: s, addr: boot[i].Address})
+	}
+	leader := func() *Store {
+		var l *Store
+		eventually(t, "leader", func() bool {
+			for _, m := range members {
+				if m.s.IsLeader() {
+					l = m.s
+					return true
+				}
+			}
+			return false
+		})
+		return l
+	}
+	l := leader()
+	for i := range 20 {
+		if err := l.Update(ctx, func(tx *Tx) error { return tx.Create("items", &item{ID: fmt.Sprint(i)}) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	var alive []*member
+	for _, m := range members {
+		if m.s != l {
+			alive = append(alive, m)
+		}
+	}
+	members = alive
+	start := time.Now()
+	nl := leader()
+	t.Logf("new leader after %v", time.Since(start))
+	if err := nl.Update(ctx, func(tx *Tx) error { return tx.Create("items", &item{ID: "after"}) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		eventually(t, "replication", func() bool { return countItems(m.s) == 21 })
+	}
+	// A peer without a certificate from the CA is refused.
+	other, _ := testca.New()
+	bad, _ := other.Config("intruder")
+	d := &TLSStreamLayer{config: bad}
+	if c, err := d.Dial(raftAddr(members[0].addr), time.Second); err == nil {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("x")); err == nil {
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Fatal("a peer from another CA could talk to a member")
+			}
+		}
+		c.Close()
+	}
+}
