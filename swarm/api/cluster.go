@@ -1,0 +1,93 @@
+package api
+
+import "time"
+
+// Cluster is the cluster-wide configuration; there is one.
+type Cluster struct {
+	Meta
+	Spec ClusterSpec `json:"spec"`
+	// RootCA is the cluster CA certificate (PEM) and its digest.
+	RootCA RootCA `json:"rootCA"`
+	// JoinTokens let nodes join as workers or managers.
+	JoinTokens JoinTokens `json:"joinTokens"`
+}
+
+// ClusterSpec is what an operator sets on the cluster.
+type ClusterSpec struct {
+	Annotations
+	Orchestration OrchestrationConfig `json:"orchestration"`
+	Raft          RaftConfig          `json:"raft"`
+	Dispatcher    DispatcherConfig    `json:"dispatcher"`
+	CAConfig      CAConfig            `json:"caConfig"`
+	Encryption    EncryptionConfig    `json:"encryption"`
+	// DefaultAddrPool is where overlay subnets come from (default 10.0.0.0/8
+	// cut into /24s).
+	DefaultAddrPool []string `json:"defaultAddrPool,omitempty"`
+	SubnetSize      int      `json:"subnetSize,omitempty"`
+}
+
+// OrchestrationConfig tunes the orchestrators.
+type OrchestrationConfig struct {
+	// TaskHistoryRetentionLimit is how many ended tasks per slot are kept
+	// (default 5).
+	TaskHistoryRetentionLimit int `json:"taskHistoryRetentionLimit"`
+}
+
+// RaftConfig tunes the managers' Raft.
+type RaftConfig struct {
+	SnapshotThreshold uint64        `json:"snapshotThreshold,omitempty"`
+	ElectionTimeout   time.Duration `json:"electionTimeout,omitempty"`
+	HeartbeatTimeout  time.Duration `json:"heartbeatTimeout,omitempty"`
+}
+
+// DispatcherConfig tunes worker sessions.
+type DispatcherConfig struct {
+	HeartbeatPeriod time.Duration `json:"heartbeatPeriod,omitempty"`
+}
+
+// CAConfig tunes node certificates.
+type CAConfig struct {
+	NodeCertExpiry time.Duration `json:"nodeCertExpiry,omitempty"`
+}
+
+// EncryptionConfig holds autolock.
+type EncryptionConfig struct {
+	// AutoLockManagers keeps the key that decrypts the managers' Raft data
+	// off their disks: a restarted manager needs the unlock key.
+	AutoLockManagers bool `json:"autoLockManagers"`
+}
+
+// RootCA is the cluster CA.
+type RootCA struct {
+	CACertPEM []byte `json:"caCert"`
+	// Digest is the SHA-256 of the CA certificate, as in join tokens.
+	Digest string `json:"digest"`
+}
+
+// JoinTokens are the secrets nodes present to join.
+type JoinTokens struct {
+	Worker  string `json:"worker"`
+	Manager string `json:"manager"`
+}
+
+// Validate reports every problem of the spec.
+func (s *ClusterSpec) Validate() error {
+	v := newValidator("spec")
+	v.labels("labels", s.Labels)
+	if s.Orchestration.TaskHistoryRetentionLimit < 0 {
+		v.add("orchestration.taskHistoryRetentionLimit", "must be >= 0")
+	}
+	if s.Dispatcher.HeartbeatPeriod < 0 || (s.Dispatcher.HeartbeatPeriod > 0 && s.Dispatcher.HeartbeatPeriod < 100*time.Millisecond) {
+		v.add("dispatcher.heartbeatPeriod", "must be 0 (default) or >= 100ms")
+	}
+	if s.CAConfig.NodeCertExpiry != 0 && s.CAConfig.NodeCertExpiry < time.Hour {
+		v.add("caConfig.nodeCertExpiry", "must be 0 (default) or >= 1h")
+	}
+	for i, p := range s.DefaultAddrPool {
+		v.cidr(pathIdx("defaultAddrPool", i), p)
+	}
+	if s.SubnetSize != 0 && (s.SubnetSize < 16 || s.SubnetSize > 29) {
+		v.add("subnetSize", "must be between 16 and 29")
+	}
+	return v.err()
+}

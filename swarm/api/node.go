@@ -1,0 +1,103 @@
+package api
+
+// NodeRole is what a node does in the cluster.
+type NodeRole string
+
+// Node roles.
+const (
+	RoleWorker  NodeRole = "worker"
+	RoleManager NodeRole = "manager"
+)
+
+// NodeAvailability says whether the scheduler may use a node.
+type NodeAvailability string
+
+// Availabilities: active nodes get tasks; paused nodes keep theirs but get no
+// new ones; drained nodes have their tasks moved elsewhere.
+const (
+	NodeActive NodeAvailability = "active"
+	NodePause  NodeAvailability = "pause"
+	NodeDrain  NodeAvailability = "drain"
+)
+
+// NodeState is a node's health as the managers see it.
+type NodeState string
+
+// Node states.
+const (
+	NodeUnknown      NodeState = "unknown"
+	NodeDown         NodeState = "down"
+	NodeReady        NodeState = "ready"
+	NodeDisconnected NodeState = "disconnected"
+)
+
+// Node is one machine of the cluster.
+type Node struct {
+	Meta
+	Spec          NodeSpec        `json:"spec"`
+	Description   NodeDescription `json:"description"`
+	Status        NodeStatus      `json:"status"`
+	ManagerStatus *ManagerStatus  `json:"managerStatus,omitempty"`
+}
+
+// NodeSpec is what an operator sets on a node.
+type NodeSpec struct {
+	Annotations
+	Role         NodeRole         `json:"role"`
+	Availability NodeAvailability `json:"availability"`
+}
+
+// NodeDescription is what a node reports about itself.
+type NodeDescription struct {
+	Hostname  string    `json:"hostname"`
+	Platform  Platform  `json:"platform"`
+	Resources Resources `json:"resources"`
+	Engine    Engine    `json:"engine"`
+}
+
+// Engine describes the node's container runtime.
+type Engine struct {
+	Version string            `json:"version,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+// NodeStatus is the node's state as the managers last saw it.
+type NodeStatus struct {
+	State   NodeState `json:"state"`
+	Message string    `json:"message,omitempty"`
+	Addr    string    `json:"addr,omitempty"`
+}
+
+// Reachability of a manager in the Raft cluster.
+type Reachability string
+
+// Reachabilities.
+const (
+	ReachabilityUnknown     Reachability = "unknown"
+	ReachabilityUnreachable Reachability = "unreachable"
+	ReachabilityReachable   Reachability = "reachable"
+)
+
+// ManagerStatus is set on manager nodes.
+type ManagerStatus struct {
+	Leader       bool         `json:"leader"`
+	Reachability Reachability `json:"reachability"`
+	Addr         string       `json:"addr"`
+}
+
+// Validate reports every problem of the spec.
+func (s *NodeSpec) Validate() error {
+	v := newValidator("spec")
+	v.labels("labels", s.Labels)
+	switch s.Role {
+	case RoleWorker, RoleManager:
+	default:
+		v.addf("role", "must be worker or manager, got %q", s.Role)
+	}
+	switch s.Availability {
+	case NodeActive, NodePause, NodeDrain:
+	default:
+		v.addf("availability", "must be active, pause or drain, got %q", s.Availability)
+	}
+	return v.err()
+}
