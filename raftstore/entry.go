@@ -11,8 +11,12 @@ import (
 //
 //	byte    format (entryFormat)
 //	byte    kind (entryTx or entryBatch)
-//	uvarint number of ops
-//	ops:    byte op, string table, string id, uvarint expected version, bytes data
+//	uint32  number of ops (big endian; fixed width so a batch can fill it in last)
+//	ops:    byte op, string table, string id, uvarint expected version, bytes data,
+//	        uvarint index count, per index: uvarint key count, strings
+//
+// The proposer computes the index keys, so members index an object without
+// decoding it; they decode on first read.
 const entryFormat = 1
 
 type entryKind byte
@@ -34,9 +38,10 @@ type op struct {
 	kind   opKind
 	table  string
 	id     string
-	expect uint64 // version the change is based on; 0 for create
-	data   []byte // encoded object (create, update)
-	obj    Object // the caller's object, proposer side only
+	expect uint64     // version the change is based on; 0 for create
+	data   []byte     // encoded object (create, update)
+	keys   [][]string // secondary index keys, in the table's index order
+	obj    Object     // the caller's object, proposer side only
 }
 
 var errShortEntry = errors.New("raftstore: log entry truncated")
@@ -47,7 +52,42 @@ func appendOp(b []byte, o *op) []byte {
 	b = appendString(b, o.id)
 	b = binary.AppendUvarint(b, o.expect)
 	b = binary.AppendUvarint(b, uint64(len(o.data)))
-	return append(b, o.data...)
+	b = append(b, o.data...)
+	return appendKeys(b, o.keys)
+}
+
+func appendKeys(b []byte, keys [][]string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, ks := range keys {
+		b = binary.AppendUvarint(b, uint64(len(ks)))
+		for _, k := range ks {
+			b = appendString(b, k)
+		}
+	}
+	return b
+}
+
+func (d *decoder) keys() [][]string {
+	n := d.uvarint()
+	if d.err != nil || n > uint64(len(d.buf)) {
+		d.err = errShortEntry
+		return nil
+	}
+	if n == 0 {
+		return nil
+	}
+	keys := make([][]string, n)
+	for i := range keys {
+		m := d.uvarint()
+		if d.err != nil || m > uint64(len(d.buf)) {
+			d.err = errShortEntry
+			return nil
+		}
+		for range m {
+			keys[i] = append(keys[i], d.string())
+		}
+	}
+	return keys
 }
 
 func appendString(b []byte, s string) []byte {
@@ -55,11 +95,17 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func entryHeader(kind entryKind, n int) []byte {
-	b := make([]byte, 0, 64)
-	b = append(b, entryFormat, byte(kind))
-	return binary.AppendUvarint(b, uint64(n))
+const entryHeaderLen = 6
+
+// newEntry returns an entry buffer with room for the header; setCount
+// completes it.
+func newEntry(kind entryKind, capacity int) []byte {
+	b := make([]byte, entryHeaderLen, max(capacity, 64))
+	b[0], b[1] = entryFormat, byte(kind)
+	return b
 }
+
+func setCount(entry []byte, n int) { binary.BigEndian.PutUint32(entry[2:], uint32(n)) }
 
 // decodeEntry parses an entry; op data slices alias buf.
 func decodeEntry(buf []byte) (entryKind, []op, error) {
@@ -73,9 +119,12 @@ func decodeEntry(buf []byte) (entryKind, []op, error) {
 	if kind != entryTx && kind != entryBatch {
 		return 0, nil, fmt.Errorf("raftstore: unknown log entry kind %d", kind)
 	}
-	d := decoder{buf: buf[2:]}
-	n := d.uvarint()
-	if d.err != nil || n > uint64(len(buf)) {
+	if len(buf) < entryHeaderLen {
+		return 0, nil, errShortEntry
+	}
+	n := uint64(binary.BigEndian.Uint32(buf[2:]))
+	d := decoder{buf: buf[entryHeaderLen:]}
+	if n > uint64(len(buf)) {
 		return 0, nil, errShortEntry
 	}
 	ops := make([]op, n)
@@ -86,6 +135,7 @@ func decodeEntry(buf []byte) (entryKind, []op, error) {
 		o.id = d.string()
 		o.expect = d.uvarint()
 		o.data = d.bytes()
+		o.keys = d.keys()
 		if d.err != nil {
 			return 0, nil, d.err
 		}

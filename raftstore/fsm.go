@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"sync"
 
-	memdb "github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 )
 
@@ -20,9 +19,13 @@ type fsm struct {
 	logger *slog.Logger
 	events *eventRing
 
-	mu      sync.RWMutex // guards db, applied and appliedCh
-	db      *memdb.MemDB
-	applied uint64
+	// live is written only by raft's FSM goroutine (Apply, Restore).
+	live *state
+
+	mu sync.RWMutex // guards the published view and appliedCh
+	// published is an immutable clone of live as of applied.
+	published *state
+	applied   uint64
 	// appliedCh is closed and replaced after each apply, waking waiters.
 	appliedCh chan struct{}
 }
@@ -33,18 +36,15 @@ var (
 )
 
 func newFSM(schema *Schema, ring *eventRing, logger *slog.Logger) (*fsm, error) {
-	db, err := newMemDB(schema)
-	if err != nil {
-		return nil, err
-	}
-	return &fsm{schema: schema, logger: logger, events: ring, db: db, appliedCh: make(chan struct{})}, nil
+	live := newState(schema)
+	return &fsm{schema: schema, logger: logger, events: ring, live: live, published: live.clone(), appliedCh: make(chan struct{})}, nil
 }
 
 // view opens a read-only snapshot together with the index it reflects.
 func (f *fsm) view() ReadTx {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return ReadTx{schema: f.schema, txn: f.db.Txn(false), index: f.applied}
+	return ReadTx{schema: f.schema, st: f.published, index: f.applied}
 }
 
 func (f *fsm) appliedIndex() (uint64, <-chan struct{}) {
@@ -59,19 +59,16 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // burst of small writes costs one commit, not one each.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	results := make([]any, len(logs))
-	f.mu.RLock()
-	db := f.db
-	f.mu.RUnlock()
-	txn := db.Txn(true)
 	var events []Event
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		results[i], events = f.applyEntry(txn, l, events)
+		results[i], events = f.applyEntry(f.live, l, events)
 	}
-	txn.Commit()
+	pub := f.live.clone()
 	f.mu.Lock()
+	f.published = pub
 	f.applied = logs[len(logs)-1].Index
 	close(f.appliedCh)
 	f.appliedCh = make(chan struct{})
@@ -83,38 +80,28 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 // applyEntry applies one entry. A transaction entry applies all its ops or,
 // on the first conflict, none; a batch entry applies each op that does not
 // conflict. Malformed entries are refused whole (never a panic).
-func (f *fsm) applyEntry(txn *memdb.Txn, l *raft.Log, events []Event) (any, []Event) {
+func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) {
 	kind, ops, err := decodeEntry(l.Data)
 	if err != nil {
 		f.logger.Error("raftstore: refusing malformed log entry", "index", l.Index, "err", err)
 		return err, events
 	}
-	objs := make([]Object, len(ops))
-	olds := make([]*record, len(ops))
+	recs := make([]*record, len(ops))
 	for i := range ops {
 		o := &ops[i]
 		if _, err := f.schema.table(o.table); err != nil {
 			return err, events
 		}
 		if o.kind != opDelete {
-			obj, err := f.schema.Codec.Unmarshal(o.table, o.data)
-			if err != nil {
-				return err, events
-			}
-			if obj.ObjectID() != o.id {
-				return fmt.Errorf("raftstore: log entry %d: object ID %q does not match op ID %q", l.Index, obj.ObjectID(), o.id), events
-			}
-			obj.SetObjectVersion(l.Index)
-			objs[i] = obj
+			// Copy: a record must not pin its whole log entry in memory.
+			recs[i] = &record{id: o.id, version: l.Index, data: append([]byte(nil), o.data...), keys: o.keys}
 		}
 	}
+	olds := make([]*record, len(ops))
 	var res BatchResult
 	for i := range ops {
 		o := &ops[i]
-		cur, err := getRecord(txn, o.table, o.id)
-		if err != nil {
-			return err, events
-		}
+		cur := st.get(o.table, o.id)
 		if conflict := checkOp(o, cur); conflict != nil {
 			if kind == entryTx {
 				return conflict, events
@@ -125,9 +112,7 @@ func (f *fsm) applyEntry(txn *memdb.Txn, l *raft.Log, events []Event) (any, []Ev
 		}
 		olds[i] = cur
 		if kind == entryBatch {
-			if err := f.write(txn, o, objs[i]); err != nil {
-				return err, events
-			}
+			write(st, o, recs[i])
 		}
 	}
 	for i := range ops {
@@ -136,14 +121,9 @@ func (f *fsm) applyEntry(txn *memdb.Txn, l *raft.Log, events []Event) (any, []Ev
 			continue
 		}
 		if kind == entryTx {
-			if err := f.write(txn, o, objs[i]); err != nil {
-				return err, events
-			}
+			write(st, o, recs[i])
 		}
-		ev := Event{Index: l.Index, Table: o.table, ID: o.id, Object: objs[i]}
-		if olds[i] != nil {
-			ev.Old = olds[i].obj
-		}
+		ev := Event{Index: l.Index, Table: o.table, ID: o.id, rec: recs[i], oldRec: olds[i]}
 		switch o.kind {
 		case opCreate:
 			ev.Kind = Created
@@ -164,7 +144,7 @@ func (f *fsm) applyEntry(txn *memdb.Txn, l *raft.Log, events []Event) (any, []Ev
 func checkOp(o *op, cur *record) *ConflictError {
 	var actual uint64
 	if cur != nil {
-		actual = cur.obj.ObjectVersion()
+		actual = cur.version
 	}
 	switch {
 	case o.kind == opCreate && cur == nil:
@@ -175,17 +155,18 @@ func checkOp(o *op, cur *record) *ConflictError {
 	return &ConflictError{Table: o.table, ID: o.id, Expected: o.expect, Actual: actual}
 }
 
-func (f *fsm) write(txn *memdb.Txn, o *op, obj Object) error {
+func write(st *state, o *op, r *record) {
 	if o.kind == opDelete {
-		_, err := txn.DeleteAll(o.table, IndexID, o.id)
-		return err
+		st.delete(o.table, o.id)
+		return
 	}
-	return txn.Insert(o.table, &record{table: o.table, id: o.id, obj: obj})
+	st.put(o.table, r)
 }
 
 // Snapshot format: magic, uvarint index, then records (byte 1, string table,
-// uvarint version, bytes data) and a terminating byte 0.
-const snapshotMagic = "SHOALSS1"
+// string id, uvarint version, bytes data, index keys as in log entries) and a
+// terminating byte 0. Records are written as stored: no re-encoding.
+const snapshotMagic = "SHOALSS2"
 
 // maxRecordBytes bounds one object in a snapshot, so a corrupt length cannot
 // make a restore allocate without limit.
@@ -194,12 +175,12 @@ const maxRecordBytes = 256 << 20
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &fsmSnapshot{schema: f.schema, txn: f.db.Txn(false), index: f.applied}, nil
+	return &fsmSnapshot{schema: f.schema, st: f.published, index: f.applied}, nil
 }
 
 type fsmSnapshot struct {
 	schema *Schema
-	txn    *memdb.Txn
+	st     *state
 	index  uint64
 }
 
@@ -223,29 +204,29 @@ func (s *fsmSnapshot) write(w *bufio.Writer) error {
 		return err
 	}
 	for _, table := range s.schema.tableNames() {
-		it, err := s.txn.Get(table, IndexID)
+		var err error
+		s.st.scan(table, IndexID, "", false, func(r *record) bool {
+			err = s.writeRecord(w, &buf, table, r)
+			return err == nil
+		})
 		if err != nil {
 			return err
 		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			r := raw.(*record)
-			data, err := s.schema.Codec.Marshal(table, r.obj)
-			if err != nil {
-				return err
-			}
-			buf = append(buf[:0], 1)
-			buf = appendString(buf, table)
-			buf = binary.AppendUvarint(buf, r.obj.ObjectVersion())
-			buf = binary.AppendUvarint(buf, uint64(len(data)))
-			if _, err := w.Write(buf); err != nil {
-				return err
-			}
-			if _, err := w.Write(data); err != nil {
-				return err
-			}
-		}
 	}
 	return w.WriteByte(0)
+}
+
+func (s *fsmSnapshot) writeRecord(w *bufio.Writer, bufp *[]byte, table string, r *record) error {
+	buf := append((*bufp)[:0], 1)
+	buf = appendString(buf, table)
+	buf = appendString(buf, r.id)
+	buf = binary.AppendUvarint(buf, r.version)
+	buf = binary.AppendUvarint(buf, uint64(len(r.data)))
+	buf = append(buf, r.data...)
+	buf = appendKeys(buf, r.keys)
+	*bufp = buf
+	_, err := w.Write(buf)
+	return err
 }
 
 func (s *fsmSnapshot) Release() {}
@@ -254,12 +235,14 @@ func (s *fsmSnapshot) Release() {}
 // resync, since the changes between their position and the snapshot are gone.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	db, index, err := readSnapshot(f.schema, bufio.NewReaderSize(rc, 256<<10))
+	st, index, err := readSnapshot(f.schema, bufio.NewReaderSize(rc, 256<<10))
 	if err != nil {
 		return fmt.Errorf("raftstore: restore snapshot: %w", err)
 	}
+	f.live = st
+	pub := st.clone()
 	f.mu.Lock()
-	f.db = db
+	f.published = pub
 	f.applied = index
 	close(f.appliedCh)
 	f.appliedCh = make(chan struct{})
@@ -268,7 +251,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-func readSnapshot(schema *Schema, r *bufio.Reader) (*memdb.MemDB, uint64, error) {
+func readSnapshot(schema *Schema, r *bufio.Reader) (*state, uint64, error) {
 	magic := make([]byte, len(snapshotMagic))
 	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != snapshotMagic {
 		return nil, 0, errors.New("not a shoal snapshot (bad header)")
@@ -277,13 +260,7 @@ func readSnapshot(schema *Schema, r *bufio.Reader) (*memdb.MemDB, uint64, error)
 	if err != nil {
 		return nil, 0, fmt.Errorf("snapshot header: %w", err)
 	}
-	db, err := newMemDB(schema)
-	if err != nil {
-		return nil, 0, err
-	}
-	txn := db.Txn(true)
-	defer txn.Abort()
-	var data []byte
+	st := newState(schema)
 	for n := 0; ; n++ {
 		tag, err := r.ReadByte()
 		if err != nil {
@@ -295,31 +272,60 @@ func readSnapshot(schema *Schema, r *bufio.Reader) (*memdb.MemDB, uint64, error)
 		if tag != 1 {
 			return nil, 0, fmt.Errorf("snapshot record %d: bad tag %d", n, tag)
 		}
-		table, err := readBytes(r, 1<<10, nil)
+		rec, table, err := readRecord(r)
 		if err != nil {
 			return nil, 0, fmt.Errorf("snapshot record %d: %w", n, err)
 		}
-		version, err := binary.ReadUvarint(r)
-		if err != nil {
+		if _, err := schema.table(table); err != nil {
 			return nil, 0, fmt.Errorf("snapshot record %d: %w", n, err)
 		}
-		if data, err = readBytes(r, maxRecordBytes, data); err != nil {
-			return nil, 0, fmt.Errorf("snapshot record %d: %w", n, err)
-		}
-		obj, err := schema.Codec.Unmarshal(string(table), data)
-		if err != nil {
-			return nil, 0, fmt.Errorf("snapshot record %d: %w", n, err)
-		}
-		obj.SetObjectVersion(version)
-		if err := txn.Insert(string(table), &record{table: string(table), id: obj.ObjectID(), obj: obj}); err != nil {
-			return nil, 0, fmt.Errorf("snapshot record %d: %w", n, err)
-		}
+		st.put(table, rec)
 	}
-	txn.Commit()
-	return db, index, nil
+	return st, index, nil
 }
 
-func readBytes(r *bufio.Reader, limit uint64, buf []byte) ([]byte, error) {
+func readRecord(r *bufio.Reader) (*record, string, error) {
+	table, err := readBytes(r, 1<<10)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := readBytes(r, 1<<16)
+	if err != nil {
+		return nil, "", err
+	}
+	version, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, "", err
+	}
+	data, err := readBytes(r, maxRecordBytes)
+	if err != nil {
+		return nil, "", err
+	}
+	nidx, err := binary.ReadUvarint(r)
+	if err != nil || nidx > 1<<10 {
+		return nil, "", fmt.Errorf("bad index count %d: %v", nidx, err)
+	}
+	var keys [][]string
+	if nidx > 0 {
+		keys = make([][]string, nidx)
+	}
+	for i := range keys {
+		nk, err := binary.ReadUvarint(r)
+		if err != nil || nk > 1<<20 {
+			return nil, "", fmt.Errorf("bad key count %d: %v", nk, err)
+		}
+		for range nk {
+			k, err := readBytes(r, 1<<16)
+			if err != nil {
+				return nil, "", err
+			}
+			keys[i] = append(keys[i], string(k))
+		}
+	}
+	return &record{id: string(id), version: version, data: data, keys: keys}, string(table), nil
+}
+
+func readBytes(r *bufio.Reader, limit uint64) ([]byte, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
 		return nil, err
@@ -327,10 +333,7 @@ func readBytes(r *bufio.Reader, limit uint64, buf []byte) ([]byte, error) {
 	if n > limit {
 		return nil, fmt.Errorf("length %d over the limit %d", n, limit)
 	}
-	if uint64(cap(buf)) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
+	buf := make([]byte, n)
 	_, err = io.ReadFull(r, buf)
 	return buf, err
 }

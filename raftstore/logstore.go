@@ -38,7 +38,10 @@ func OpenBoltLogStore(path string, sealer Sealer) (s *BoltLogStore, err error) {
 	if err := preflightBolt(path); err != nil {
 		return nil, &CorruptError{File: path, Err: err}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true,
+		// A large initial mapping (address space, not memory) spares the
+		// remaps that copy every live value as the file grows.
+		InitialMmapSize: 1 << 30})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("raftstore: %s is in use by another process", path)
@@ -211,7 +214,7 @@ func (s *BoltLogStore) encode(k []byte, l *raft.Log) ([]byte, error) {
 	if s.sealer == nil {
 		return b, nil
 	}
-	return s.sealer.Seal(nil, b, k)
+	return s.sealer.Seal(make([]byte, 0, len(b)+sealHeaderLen+32), b, k)
 }
 
 func (s *BoltLogStore) decode(k, v []byte, l *raft.Log) error {
@@ -253,17 +256,34 @@ func (s *BoltLogStore) decode(k, v []byte, l *raft.Log) error {
 // bbolt maps the file into memory; reading a page past the end of a
 // truncated file is a SIGBUS, which no recover can catch.
 func preflightBolt(path string) error {
-	f, err := os.Open(path)
+	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	if err != nil || fi.Size() == 0 {
+		return err
+	}
+	need, err := boltRequiredSize(path)
 	if err != nil {
 		return err
 	}
+	if fi.Size() < need {
+		return fmt.Errorf("file has %d bytes but its metadata needs %d (truncated)", fi.Size(), need)
+	}
+	return nil
+}
+
+// boltRequiredSize reads a bbolt file's meta pages and returns the size its
+// pages span (high-water page id times page size).
+func boltRequiredSize(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
 	defer f.Close()
 	fi, err := f.Stat()
-	if err != nil || fi.Size() == 0 {
-		return err
+	if err != nil {
+		return 0, err
 	}
 	const (
 		boltMagic   = 0xED0CDAED
@@ -281,7 +301,7 @@ func preflightBolt(path string) error {
 			off = 4096
 		}
 		if n, err := f.ReadAt(buf, off); n < pgidOff+8 {
-			return fmt.Errorf("meta page %d unreadable (file of %d bytes): %v", i, fi.Size(), err)
+			return 0, fmt.Errorf("meta page %d unreadable (file of %d bytes): %v", i, fi.Size(), err)
 		}
 		if binary.LittleEndian.Uint32(buf[magicOff:]) != boltMagic {
 			continue
@@ -293,10 +313,7 @@ func preflightBolt(path string) error {
 		need = max(need, int64(binary.LittleEndian.Uint64(buf[pgidOff:]))*ps)
 	}
 	if need == 0 {
-		return errors.New("not a bbolt database (no valid meta page)")
+		return 0, errors.New("not a bbolt database (no valid meta page)")
 	}
-	if fi.Size() < need {
-		return fmt.Errorf("file has %d bytes but its metadata needs %d (truncated)", fi.Size(), need)
-	}
-	return nil
+	return need, nil
 }

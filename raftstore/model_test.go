@@ -125,7 +125,9 @@ func TestRandomTransactionsMatchModel(t *testing.T) {
 
 func FuzzDecodeEntryNeverPanics(f *testing.F) {
 	o := &op{kind: opUpdate, table: "items", id: "x", expect: 3, data: []byte(`{"id":"x"}`)}
-	f.Add(append(entryHeader(entryTx, 1), appendOp(nil, o)...))
+	e := appendOp(newEntry(entryTx, 0), o)
+	setCount(e, 1)
+	f.Add(e)
 	f.Add([]byte{1, 2, 255, 255, 255, 255, 255, 255, 255, 255, 255, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		decodeEntry(data)

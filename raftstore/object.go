@@ -1,9 +1,10 @@
 package raftstore
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
+
+	"github.com/go-json-experiment/json"
 )
 
 // Object is a value kept in the store. Implementations are usually structs
@@ -31,6 +32,25 @@ type Table struct {
 	// Indexes are the secondary indexes by name. The primary index, by ID,
 	// always exists and is called IndexID.
 	Indexes map[string]IndexFunc
+
+	indexNames []string // sorted: the order index keys travel in log entries
+}
+
+// indexKeys computes an object's keys for every secondary index, in
+// indexNames order.
+func (t *Table) indexKeys(obj Object) [][]string {
+	if len(t.indexNames) == 0 {
+		return nil
+	}
+	keys := make([][]string, len(t.indexNames))
+	for i, name := range t.indexNames {
+		for _, k := range t.Indexes[name](obj) {
+			if k != "" {
+				keys[i] = append(keys[i], k)
+			}
+		}
+	}
+	return keys
 }
 
 // IndexID is the name of every table's primary index.
@@ -46,7 +66,9 @@ type Codec interface {
 // member of a cluster.
 type Schema struct {
 	Tables []Table
-	// Codec encodes objects; nil means JSON through each Table's New.
+	// Codec encodes objects; nil means JSON through each Table's New (with
+	// the json v2 implementation: about twice as fast to decode as
+	// encoding/json, and decoding is on every member's apply path).
 	Codec Codec
 
 	byName map[string]*Table
@@ -71,6 +93,11 @@ func (s *Schema) init() error {
 		if _, bad := t.Indexes[IndexID]; bad {
 			return fmt.Errorf("%w: schema table %q: index name %q is reserved for the primary index", ErrInvalidConfig, t.Name, IndexID)
 		}
+		t.indexNames = t.indexNames[:0]
+		for name := range t.Indexes {
+			t.indexNames = append(t.indexNames, name)
+		}
+		sort.Strings(t.indexNames)
 		s.byName[t.Name] = t
 	}
 	if s.Codec == nil {

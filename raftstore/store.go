@@ -179,7 +179,7 @@ func (s *Store) Start(ctx context.Context) (err error) {
 			snaps = &sealedSnapshotStore{inner: fss, sealer: sealer, dir: snapDir}
 		}
 	}
-	cached, err := raft.NewLogCache(1024, logStore)
+	cached, err := raft.NewLogCache(64, logStore) // entries may be 256 KiB: a small cache
 	if err != nil {
 		return err
 	}
@@ -546,7 +546,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	body := make([]byte, 0, 256)
+	entry := newEntry(entryTx, 256)
 	for _, o := range ops {
 		if o.obj != nil {
 			data, err := s.Schema.Codec.Marshal(o.table, o.obj)
@@ -554,13 +554,15 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 				return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
 			}
 			o.data = data
+			t, _ := s.Schema.table(o.table)
+			o.keys = t.indexKeys(o.obj)
 		}
-		body = appendOp(body, o)
-		if len(body) > MaxTxBytes {
+		entry = appendOp(entry, o)
+		if len(entry) > MaxTxBytes {
 			return fmt.Errorf("%w: over %d MiB in one entry; use Batch", ErrTooLarge, MaxTxBytes>>20)
 		}
 	}
-	entry := append(entryHeader(entryTx, len(ops)), body...)
+	setCount(entry, len(ops))
 	index, resp, err := s.apply(ctx, entry)
 	if err != nil {
 		return err
@@ -649,10 +651,12 @@ func (b *Batch) add(o *op) error {
 	if b.err != nil {
 		return b.err
 	}
-	if _, err := b.s.Schema.table(o.table); err != nil {
+	t, err := b.s.Schema.table(o.table)
+	if err != nil {
 		return err
 	}
 	if o.obj != nil {
+		o.keys = t.indexKeys(o.obj)
 		o.id = o.obj.ObjectID()
 		if o.id == "" {
 			return errors.New("raftstore: object has no ID")
@@ -662,6 +666,9 @@ func (b *Batch) add(o *op) error {
 			return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
 		}
 		o.data = data
+	}
+	if b.body == nil {
+		b.body = newEntry(entryBatch, b.limit+b.limit/4)
 	}
 	b.body = appendOp(b.body, o)
 	b.n++
@@ -675,9 +682,10 @@ func (b *Batch) flush() error {
 	if b.n == 0 {
 		return nil
 	}
-	entry := append(entryHeader(entryBatch, b.n), b.body...)
-	b.futures = append(b.futures, b.s.raft.Apply(entry, timeoutOf(b.ctx)))
-	b.body, b.n = b.body[:0], 0
+	setCount(b.body, b.n)
+	// Raft keeps the entry: the next one gets a fresh buffer.
+	b.futures = append(b.futures, b.s.raft.Apply(b.body, timeoutOf(b.ctx)))
+	b.body, b.n = nil, 0
 	return nil
 }
 
@@ -695,7 +703,7 @@ func (s *Store) Watch(ctx context.Context, fromIndex uint64, filter func(Event) 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w := &Watcher{ch: make(chan Event, 256), cancel: cancel}
-	go w.run(ctx, s.events, seq, filter, fmt.Errorf("raftstore: %w", net.ErrClosed))
+	go w.run(ctx, s.events, s.Schema.Codec, seq, filter, fmt.Errorf("raftstore: %w", net.ErrClosed))
 	return w, nil
 }
 

@@ -3,15 +3,13 @@ package raftstore
 import (
 	"errors"
 	"fmt"
-
-	memdb "github.com/hashicorp/go-memdb"
 )
 
 // ReadTx is a consistent, read-only view of the store at one Raft index.
 // It never blocks writers; reads see nothing committed after it was opened.
 type ReadTx struct {
 	schema *Schema
-	txn    *memdb.Txn
+	st     *state
 	index  uint64
 }
 
@@ -24,14 +22,11 @@ func (tx *ReadTx) Get(table, id string) (Object, error) {
 	if _, err := tx.schema.table(table); err != nil {
 		return nil, err
 	}
-	r, err := getRecord(tx.txn, table, id)
-	if err != nil {
-		return nil, err
-	}
+	r := tx.st.get(table, id)
 	if r == nil {
 		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, table, id)
 	}
-	return r.obj, nil
+	return r.object(tx.schema.Codec, table)
 }
 
 // List returns every object of a table, ordered by ID.
@@ -53,8 +48,10 @@ func (tx *ReadTx) FindPrefix(table, index, prefix string) ([]Object, error) {
 
 // Count returns the number of objects in a table.
 func (tx *ReadTx) Count(table string) (int, error) {
-	objs, err := tx.List(table)
-	return len(objs), err
+	if _, err := tx.schema.table(table); err != nil {
+		return 0, err
+	}
+	return tx.st.tables[table].byID.Len(), nil
 }
 
 func (tx *ReadTx) query(table, index string, prefix bool, value string) ([]Object, error) {
@@ -67,23 +64,16 @@ func (tx *ReadTx) query(table, index string, prefix bool, value string) ([]Objec
 			return nil, fmt.Errorf("%w: %s.%s", ErrNoIndex, table, index)
 		}
 	}
-	var it memdb.ResultIterator
-	switch {
-	case index == IndexID && !prefix && value == "":
-		it, err = tx.txn.Get(table, IndexID)
-	case prefix:
-		it, err = tx.txn.Get(table, index+"_prefix", value)
-	default:
-		it, err = tx.txn.Get(table, index, value)
-	}
-	if err != nil {
-		return nil, err
-	}
 	var out []Object
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*record).obj)
-	}
-	return out, nil
+	tx.st.scan(table, index, value, prefix, func(r *record) bool {
+		var o Object
+		if o, err = r.object(tx.schema.Codec, table); err != nil {
+			return false
+		}
+		out = append(out, o)
+		return true
+	})
+	return out, err
 }
 
 // Tx is a read-write transaction. Reads see the store as it was when the

@@ -38,6 +38,8 @@ type Event struct {
 	ID     string
 	Object Object
 	Old    Object
+
+	rec, oldRec *record // decoded into Object and Old by the watcher, not the FSM
 }
 
 // eventRing keeps the most recent events for watchers. The FSM only appends
@@ -141,7 +143,7 @@ func (w *Watcher) Err() error {
 // Stop ends the watch; Events closes soon after.
 func (w *Watcher) Stop() { w.cancel() }
 
-func (w *Watcher) run(ctx context.Context, r *eventRing, cursor uint64, filter func(Event) bool, closedErr error) {
+func (w *Watcher) run(ctx context.Context, r *eventRing, codec Codec, cursor uint64, filter func(Event) bool, closedErr error) {
 	defer close(w.ch)
 	fail := func(err error) { w.err.Store(&err) }
 	batch := make([]Event, 0, 256)
@@ -174,6 +176,10 @@ func (w *Watcher) run(ctx context.Context, r *eventRing, cursor uint64, filter f
 		}
 		r.mu.Unlock()
 		for _, ev := range batch {
+			if err := ev.decode(codec); err != nil {
+				fail(err)
+				return
+			}
 			if filter != nil && !filter(ev) {
 				continue
 			}
@@ -188,4 +194,16 @@ func (w *Watcher) run(ctx context.Context, r *eventRing, cursor uint64, filter f
 			}
 		}
 	}
+}
+
+func (ev *Event) decode(c Codec) (err error) {
+	if ev.rec != nil {
+		if ev.Object, err = ev.rec.object(c, ev.Table); err != nil {
+			return err
+		}
+	}
+	if ev.oldRec != nil {
+		ev.Old, err = ev.oldRec.object(c, ev.Table)
+	}
+	return err
 }

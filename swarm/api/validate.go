@@ -53,7 +53,9 @@ func (v *validator) add(field, msg string) {
 	v.problems = append(v.problems, Problem{Path: p, Message: msg})
 }
 
-func (v *validator) addf(field, format string, args ...any) { v.add(field, fmt.Sprintf(format, args...)) }
+func (v *validator) addf(field, format string, args ...any) {
+	v.add(field, fmt.Sprintf(format, args...))
+}
 
 func (v *validator) err() error {
 	if len(v.problems) == 0 {
