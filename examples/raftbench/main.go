@@ -44,17 +44,17 @@ func main() {
 }
 
 type options struct {
-	writers     []int
-	duration    time.Duration
-	batchTasks  int
-	trials      int
-	rssTasks    int
-	rssChild    bool
-	encrypt     bool
-	only        string
-	dir         string
-	quick       bool
-	cpuprofile  string
+	writers    []int
+	duration   time.Duration
+	batchTasks int
+	trials     int
+	rssTasks   int
+	rssChild   bool
+	encrypt    bool
+	only       string
+	dir        string
+	quick      bool
+	cpuprofile string
 }
 
 func run(ctx context.Context) error {

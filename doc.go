@@ -1,0 +1,18 @@
+// Package shoal is an embeddable Go SDK for Docker-Swarm-mode-style
+// container orchestration: managers that keep cluster state in Raft, workers
+// that run tasks through containerd, a scheduler, overlay networks, a
+// routing mesh and service discovery, with reference binaries under
+// examples/.
+//
+// The packages, from the bottom up:
+//
+//	swarm/api   the object model: nodes, services, tasks, networks, secrets, configs, cluster
+//	raftstore   replicated, transactional, watchable store (hashicorp/raft + bbolt)
+//	scheduler   placement engine (planned)
+//	netmesh     overlay networks, DNS, routing mesh (planned)
+//	agent       task execution through containerd (planned)
+//	swarm       Manager, Worker, Node and Client (planned)
+//
+// Each engine stands alone: raftstore, scheduler and netmesh import nothing
+// else of Shoal. See docs/ARCHITECTURE.md.
+package shoal
