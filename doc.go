@@ -8,7 +8,7 @@
 //
 //	swarm/api   the object model: nodes, services, tasks, networks, secrets, configs, cluster
 //	raftstore   replicated, transactional, watchable store (hashicorp/raft + bbolt)
-//	scheduler   placement engine (planned)
+//	scheduler   placement engine: filters, spread/binpack/random, preferences
 //	netmesh     overlay networks, DNS, routing mesh (planned)
 //	agent       task execution through containerd (planned)
 //	swarm       Manager, Worker, Node and Client (planned)

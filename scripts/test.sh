@@ -38,5 +38,7 @@ go test -count=1 -timeout 15m ./...
 echo "== go test -race (raftstore)"
 go test -race -count=1 -timeout 15m ./raftstore/...
 
-echo "== bench programs, short runs"
+echo "== benchmarks and bench programs, short runs"
+go test -run '^$' -bench . -benchtime 1x ./scheduler
+go run ./examples/schedbench -suite -repeat 1
 go run ./examples/raftbench -quick
