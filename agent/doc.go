@@ -1,5 +1,13 @@
-// Package agent will run tasks on a node: the Executor interface, a
-// containerd executor (images from OCI tarballs or a registry, health
-// checks, logs, secrets on tmpfs, resource limits, adoption after restart)
-// and a fake executor for simulations. Not built yet.
+// Package agent runs tasks on a node. An Executor turns an assigned task
+// into a running process; a Runner drives a task through ACCEPTED,
+// PREPARING, READY, STARTING, RUNNING and on to COMPLETE, FAILED, SHUTDOWN
+// or REJECTED, reporting every transition. The containerd executor lives in
+// agent/containerd; FakeExecutor simulates one for tests.
+//
+//	r := &agent.Runner{Executor: exec, Report: func(u agent.StatusUpdate) { send(u) }}
+//	final := r.Run(ctx, task) // cancel ctx to shut the task down
+//
+// Still to come (issue 5): health checks, secrets and configs on tmpfs,
+// adoption of running containers after an agent restart, metrics, log
+// rotation and follow.
 package agent

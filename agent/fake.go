@@ -1,0 +1,200 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// FakeExecutor pretends to run tasks: no containers, no processes. It is for
+// tests and for simulating thousands of nodes in one process. A task runs
+// until Exit is called for it or it is shut down; images can be made to be
+// missing and tasks to exit at once.
+type FakeExecutor struct {
+	// StartLatency delays Start, as a real runtime would.
+	StartLatency time.Duration
+	// MissingImages are images Prepare rejects.
+	MissingImages map[string]bool
+	// ExitCodes makes tasks of an image exit at once with a code.
+	ExitCodes map[string]int
+	// IgnoreStop makes Shutdown wait out the grace period (a process that
+	// ignores its stop signal), for tasks of these images.
+	IgnoreStop map[string]bool
+
+	mu    sync.Mutex
+	tasks map[string]*fakeTask
+}
+
+var _ Executor = (*FakeExecutor)(nil)
+
+type fakeTask struct {
+	image   string
+	started bool
+	exit    *ExitStatus
+	done    chan struct{}
+	logs    strings.Builder
+}
+
+func (f *FakeExecutor) get(id string) (*fakeTask, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := f.tasks[id]
+	if t == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return t, nil
+}
+
+// Prepare records the task, or rejects it if its image is missing.
+func (f *FakeExecutor) Prepare(ctx context.Context, t *api.Task) error {
+	if f.MissingImages[t.Spec.Image] {
+		return fmt.Errorf("%w: %s (fake)", ErrImageNotFound, t.Spec.Image)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.tasks == nil {
+		f.tasks = map[string]*fakeTask{}
+	}
+	if _, ok := f.tasks[t.ID]; !ok {
+		f.tasks[t.ID] = &fakeTask{image: t.Spec.Image, done: make(chan struct{})}
+	}
+	return nil
+}
+
+// Start starts the pretend process.
+func (f *FakeExecutor) Start(ctx context.Context, id string) error {
+	t, err := f.get(id)
+	if err != nil {
+		return err
+	}
+	if f.StartLatency > 0 {
+		select {
+		case <-time.After(f.StartLatency):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	t.started = true
+	fmt.Fprintf(&t.logs, "started %s\n", id)
+	f.mu.Unlock()
+	if code, ok := f.ExitCodes[t.image]; ok {
+		f.Exit(id, code)
+	}
+	return nil
+}
+
+// Exit ends a running pretend process with a code.
+func (f *FakeExecutor) Exit(id string, code int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t := f.tasks[id]; t != nil && t.exit == nil {
+		t.exit = &ExitStatus{Code: code, ExitedAt: time.Now()}
+		fmt.Fprintf(&t.logs, "exited %d\n", code)
+		close(t.done)
+	}
+}
+
+// Wait waits for the pretend process to end.
+func (f *FakeExecutor) Wait(ctx context.Context, id string) (ExitStatus, error) {
+	t, err := f.get(id)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	select {
+	case <-t.done:
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return *t.exit, nil
+	case <-ctx.Done():
+		return ExitStatus{}, ctx.Err()
+	}
+}
+
+// Shutdown stops the process with code 143 (SIGTERM), or 137 (SIGKILL)
+// after grace for images in IgnoreStop.
+func (f *FakeExecutor) Shutdown(ctx context.Context, id string, grace time.Duration) error {
+	t, err := f.get(id)
+	if err != nil {
+		return err
+	}
+	if f.IgnoreStop[t.image] {
+		select {
+		case <-time.After(grace):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		f.Exit(id, 137)
+		return nil
+	}
+	f.Exit(id, 143)
+	return nil
+}
+
+// Terminate kills the process (code 137).
+func (f *FakeExecutor) Terminate(ctx context.Context, id string) error {
+	if _, err := f.get(id); err != nil {
+		return err
+	}
+	f.Exit(id, 137)
+	return nil
+}
+
+// Remove forgets the task.
+func (f *FakeExecutor) Remove(ctx context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.tasks[id] == nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	delete(f.tasks, id)
+	return nil
+}
+
+// Inspect reports the pretend state.
+func (f *FakeExecutor) Inspect(ctx context.Context, id string) (Inspection, error) {
+	t, err := f.get(id)
+	if err != nil {
+		return Inspection{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	in := Inspection{ContainerID: "fake-" + id, Running: t.started && t.exit == nil, Exit: t.exit}
+	if t.started {
+		in.PID = 1
+	}
+	return in, nil
+}
+
+// Logs writes the pretend output.
+func (f *FakeExecutor) Logs(ctx context.Context, id string, opts LogOptions, w io.Writer) error {
+	t, err := f.get(id)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	out := t.logs.String()
+	f.mu.Unlock()
+	_, err = io.WriteString(w, tailLines(out, opts.Tail))
+	return err
+}
+
+// tailLines keeps the last n lines of s (all for n <= 0).
+func tailLines(s string, n int) string {
+	if n <= 0 {
+		return s
+	}
+	lines := strings.SplitAfter(s, "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "")
+}
