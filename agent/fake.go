@@ -180,12 +180,12 @@ func (f *FakeExecutor) Logs(ctx context.Context, id string, opts LogOptions, w i
 	f.mu.Lock()
 	out := t.logs.String()
 	f.mu.Unlock()
-	_, err = io.WriteString(w, tailLines(out, opts.Tail))
+	_, err = io.WriteString(w, TailLines(out, opts.Tail))
 	return err
 }
 
-// tailLines keeps the last n lines of s (all for n <= 0).
-func tailLines(s string, n int) string {
+// TailLines keeps the last n lines of s (all for n <= 0).
+func TailLines(s string, n int) string {
 	if n <= 0 {
 		return s
 	}

@@ -6,9 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests need. Later parts (agent, netmesh) add
-# containerd, runc, nftables and iproute2 here.
-packages=()
+# Debian packages the tests need: containerd and runc for the agent's
+# integration tests (each test starts its own private containerd daemon).
+# netmesh will add nftables and iproute2.
+packages=(containerd runc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -35,8 +36,8 @@ go vet ./...
 echo "== go test"
 go test -count=1 -timeout 15m ./...
 
-echo "== go test -race (raftstore)"
-go test -race -count=1 -timeout 15m ./raftstore/...
+echo "== go test -race (raftstore, agent)"
+go test -race -count=1 -timeout 15m ./raftstore/... ./agent/...
 
 echo "== benchmarks and bench programs, short runs"
 go test -run '^$' -bench . -benchtime 1x ./scheduler

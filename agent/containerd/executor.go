@@ -1,0 +1,526 @@
+// Package containerd is the agent's containerd executor: it runs Shoal tasks
+// as containers through a containerd daemon (1.6 or newer) with runc, on
+// overlayfs snapshots. Images are used when present, else imported from
+// image tarballs in ImageDir (for air-gapped clusters); a task whose image
+// cannot be found is rejected with a reason that says where it looked.
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	ctrd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// Defaults for Executor fields left empty.
+const (
+	DefaultAddress     = "/run/containerd/containerd.sock"
+	DefaultNamespace   = "shoal"
+	DefaultSnapshotter = "overlayfs"
+)
+
+// Executor runs tasks through containerd. Set the fields, then Connect.
+// (Its lifecycle method is Connect, not Start, because Start belongs to the
+// agent.Executor interface and starts a task.)
+type Executor struct {
+	// Address is containerd's socket; empty means DefaultAddress.
+	Address string
+	// Namespace isolates this node's containers; several simulated nodes
+	// can share one containerd with one namespace each.
+	Namespace string
+	// StateDir holds the tasks' log files; required.
+	StateDir string
+	// ImageDir is searched for image tarballs (`docker save` or OCI
+	// layout) when an image is not present.
+	ImageDir string
+	// Snapshotter; empty means overlayfs.
+	Snapshotter string
+	// Logger receives the executor's logs; nil discards.
+	Logger *slog.Logger
+
+	mu       sync.Mutex
+	client   *ctrd.Client
+	tasks    map[string]*entry
+	imported map[string]time.Time // tarball path -> mtime imported
+	closed   bool
+}
+
+var _ agent.Executor = (*Executor)(nil)
+
+type entry struct {
+	container  ctrd.Container
+	task       ctrd.Task
+	stopSignal syscall.Signal
+	logPath    string
+	done       chan struct{}
+	exit       agent.ExitStatus
+}
+
+// Connect connects to containerd. It is idempotent.
+func (e *Executor) Connect(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return fmt.Errorf("containerd executor: %w", net.ErrClosed)
+	}
+	if e.client != nil {
+		return nil
+	}
+	if e.StateDir == "" {
+		return errors.New("containerd executor: StateDir is required")
+	}
+	if err := os.MkdirAll(filepath.Join(e.StateDir, "logs"), 0o700); err != nil {
+		return err
+	}
+	addr := e.Address
+	if addr == "" {
+		addr = DefaultAddress
+	}
+	c, err := ctrd.New(addr, ctrd.WithTimeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("containerd executor: connect to %s: %w (is containerd running?)", addr, err)
+	}
+	if _, err := c.Version(ctx); err != nil {
+		c.Close()
+		return fmt.Errorf("containerd executor: containerd at %s does not answer: %w", addr, err)
+	}
+	e.client = c
+	e.tasks = map[string]*entry{}
+	e.imported = map[string]time.Time{}
+	return nil
+}
+
+// Close disconnects; containers keep running. A second Close returns an
+// error wrapping net.ErrClosed.
+func (e *Executor) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return fmt.Errorf("containerd executor: %w", net.ErrClosed)
+	}
+	e.closed = true
+	if e.client != nil {
+		return e.client.Close()
+	}
+	return nil
+}
+
+func (e *Executor) ns(ctx context.Context) context.Context {
+	ns := e.Namespace
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	return namespaces.WithNamespace(ctx, ns)
+}
+
+func (e *Executor) snapshotter() string {
+	if e.Snapshotter == "" {
+		return DefaultSnapshotter
+	}
+	return e.Snapshotter
+}
+
+func (e *Executor) get(id string) (*entry, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if en := e.tasks[id]; en != nil {
+		return en, nil
+	}
+	return nil, fmt.Errorf("%w: %s", agent.ErrNotFound, id)
+}
+
+// Prepare resolves the image and creates the container.
+func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
+	if e.client == nil {
+		return errors.New("containerd executor: not connected (call Connect)")
+	}
+	ctx = e.ns(ctx)
+	if _, err := e.get(t.ID); err == nil {
+		return nil
+	}
+	img, err := e.image(ctx, t.Spec.Image)
+	if err != nil {
+		return err
+	}
+	specOpts, stop, err := specFor(t, img)
+	if err != nil {
+		return err
+	}
+	labels := map[string]string{"shoal.task.id": t.ID, "shoal.service.id": t.ServiceID, "shoal.task.name": t.Annotations.Name}
+	for k, v := range t.Spec.Labels {
+		labels[k] = v
+	}
+	ctr, err := e.client.NewContainer(ctx, t.ID,
+		ctrd.WithImage(img),
+		ctrd.WithSnapshotter(e.snapshotter()),
+		ctrd.WithNewSnapshot(t.ID+"-rootfs", img),
+		ctrd.WithNewSpec(specOpts...),
+		ctrd.WithContainerLabels(labels))
+	if err != nil {
+		return fmt.Errorf("create container for %s: %w", t.ID, err)
+	}
+	e.mu.Lock()
+	e.tasks[t.ID] = &entry{container: ctr, stopSignal: stop, logPath: filepath.Join(e.StateDir, "logs", t.ID+".log"), done: make(chan struct{})}
+	e.mu.Unlock()
+	return nil
+}
+
+// specFor turns a task spec into OCI spec options, as Docker does:
+// Command replaces the image's entrypoint, Args its command.
+func specFor(t *api.Task, img ctrd.Image) ([]oci.SpecOpts, syscall.Signal, error) {
+	s := t.Spec
+	opts := []oci.SpecOpts{oci.WithImageConfig(img)}
+	switch {
+	case len(s.Command) > 0:
+		opts = append(opts, oci.WithProcessArgs(append(append([]string{}, s.Command...), s.Args...)...))
+	case len(s.Args) > 0:
+		opts = append(opts, oci.WithImageConfigArgs(img, s.Args))
+	}
+	env := append([]string{"TASK_ID=" + t.ID, "SERVICE_ID=" + t.ServiceID}, s.Env...)
+	opts = append(opts, oci.WithEnv(env))
+	if s.User != "" {
+		opts = append(opts, oci.WithUser(s.User))
+	}
+	if s.Dir != "" {
+		opts = append(opts, oci.WithProcessCwd(s.Dir))
+	}
+	hostname := s.Hostname
+	if hostname == "" {
+		hostname = t.ID
+		if len(hostname) > 12 {
+			hostname = hostname[:12]
+		}
+	}
+	opts = append(opts, oci.WithHostname(hostname))
+	if s.ReadOnly {
+		opts = append(opts, oci.WithRootFSReadonly())
+	}
+	if r := s.Resources; r != nil && r.Limits != nil {
+		if m := r.Limits.MemoryBytes; m > 0 {
+			opts = append(opts, oci.WithMemoryLimit(uint64(m)))
+		}
+		if c := r.Limits.NanoCPUs; c > 0 {
+			const period = 100000
+			opts = append(opts, oci.WithCPUCFS(c*period/1e9, period))
+		}
+		if p := r.Limits.Pids; p > 0 {
+			opts = append(opts, oci.WithPidsLimit(p))
+		}
+	}
+	var mounts []specs.Mount
+	for _, m := range s.Mounts {
+		switch m.Type {
+		case api.MountBind:
+			o := []string{"rbind", "rw"}
+			if m.ReadOnly {
+				o[1] = "ro"
+			}
+			mounts = append(mounts, specs.Mount{Type: "bind", Source: m.Source, Destination: m.Target, Options: o})
+		case api.MountTmpfs:
+			o := []string{"nosuid", "nodev", "mode=1777"}
+			if m.TmpfsSizeBytes > 0 {
+				o = append(o, fmt.Sprintf("size=%d", m.TmpfsSizeBytes))
+			}
+			mounts = append(mounts, specs.Mount{Type: "tmpfs", Source: "tmpfs", Destination: m.Target, Options: o})
+		default:
+			return nil, 0, fmt.Errorf("mount %s: type %q is not supported by this executor yet", m.Target, m.Type)
+		}
+	}
+	if len(mounts) > 0 {
+		opts = append(opts, oci.WithMounts(mounts))
+	}
+	stop := syscall.SIGTERM
+	if s.StopSignal != "" {
+		sig, err := parseSignal(s.StopSignal)
+		if err != nil {
+			return nil, 0, err
+		}
+		stop = sig
+	}
+	return opts, stop, nil
+}
+
+func parseSignal(s string) (syscall.Signal, error) {
+	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
+	for sig := syscall.Signal(1); sig < 65; sig++ {
+		if strings.EqualFold(strings.TrimPrefix(strings.ToUpper(unixSignalName(sig)), "SIG"), name) {
+			return sig, nil
+		}
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	return 0, fmt.Errorf("stop signal %q is not a signal name (SIGTERM, SIGINT, ...) or number", s)
+}
+
+// image returns the image, importing it from ImageDir when absent.
+func (e *Executor) image(ctx context.Context, ref string) (ctrd.Image, error) {
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q is not a valid image reference: %v", agent.ErrImageNotFound, ref, err)
+	}
+	full := named.String()
+	img, err := e.client.GetImage(ctx, full)
+	if errdefs.IsNotFound(err) && e.ImageDir != "" {
+		if ierr := e.importDir(ctx); ierr != nil {
+			e.logger().Warn("containerd executor: importing images", "dir", e.ImageDir, "err", ierr)
+		}
+		img, err = e.client.GetImage(ctx, full)
+	}
+	if errdefs.IsNotFound(err) {
+		where := "not present in containerd"
+		if e.ImageDir != "" {
+			where += ", nor in a tarball in " + e.ImageDir
+		}
+		return nil, fmt.Errorf("%w: %s (%s; no registry is configured)", agent.ErrImageNotFound, ref, where)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ok, _ := img.IsUnpacked(ctx, e.snapshotter()); !ok {
+		if err := img.Unpack(ctx, e.snapshotter()); err != nil {
+			return nil, fmt.Errorf("unpack %s: %w", ref, err)
+		}
+	}
+	return img, nil
+}
+
+// importDir imports every tarball in ImageDir not imported since it last
+// changed.
+func (e *Executor) importDir(ctx context.Context) error {
+	entries, err := os.ReadDir(e.ImageDir)
+	if err != nil {
+		return err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	var errs []error
+	for _, de := range entries {
+		if de.IsDir() || !(strings.HasSuffix(de.Name(), ".tar") || strings.HasSuffix(de.Name(), ".tar.gz")) {
+			continue
+		}
+		path := filepath.Join(e.ImageDir, de.Name())
+		info, err := de.Info()
+		if err != nil {
+			continue
+		}
+		e.mu.Lock()
+		seen := e.imported[path].Equal(info.ModTime())
+		e.mu.Unlock()
+		if seen {
+			continue
+		}
+		if err := e.importFile(ctx, path); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+			continue
+		}
+		e.mu.Lock()
+		e.imported[path] = info.ModTime()
+		e.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Executor) importFile(ctx context.Context, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	imgs, err := e.client.Import(ctx, f)
+	if err != nil {
+		return err
+	}
+	for _, i := range imgs {
+		if err := ctrd.NewImage(e.client, i).Unpack(ctx, e.snapshotter()); err != nil {
+			return fmt.Errorf("unpack %s: %w", i.Name, err)
+		}
+		e.logger().Info("containerd executor: imported image", "image", i.Name, "from", path)
+	}
+	return nil
+}
+
+// Start creates the task's process with its output going to a log file
+// that outlives the agent, waits on it, then starts it.
+func (e *Executor) Start(ctx context.Context, id string) error {
+	en, err := e.get(id)
+	if err != nil {
+		return err
+	}
+	ctx = e.ns(ctx)
+	task, err := en.container.NewTask(ctx, cio.LogFile(en.logPath))
+	if err != nil {
+		return fmt.Errorf("create task %s: %w", id, err)
+	}
+	// Wait before Start, so a process that exits at once is not missed.
+	exitCh, err := task.Wait(e.ns(context.Background()))
+	if err != nil {
+		task.Delete(ctx)
+		return err
+	}
+	if err := task.Start(ctx); err != nil {
+		task.Delete(ctx)
+		return fmt.Errorf("start task %s: %w", id, err)
+	}
+	e.mu.Lock()
+	en.task = task
+	e.mu.Unlock()
+	go func() {
+		st := <-exitCh
+		code, at, _ := st.Result()
+		e.mu.Lock()
+		en.exit = agent.ExitStatus{Code: int(code), ExitedAt: at}
+		e.mu.Unlock()
+		close(en.done)
+	}()
+	return nil
+}
+
+// Wait blocks until the process ends.
+func (e *Executor) Wait(ctx context.Context, id string) (agent.ExitStatus, error) {
+	en, err := e.get(id)
+	if err != nil {
+		return agent.ExitStatus{}, err
+	}
+	select {
+	case <-en.done:
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return en.exit, nil
+	case <-ctx.Done():
+		return agent.ExitStatus{}, ctx.Err()
+	}
+}
+
+// Shutdown sends the stop signal and kills the process after grace.
+func (e *Executor) Shutdown(ctx context.Context, id string, grace time.Duration) error {
+	en, err := e.get(id)
+	if err != nil {
+		return err
+	}
+	if en.task == nil {
+		return nil
+	}
+	if err := en.task.Kill(e.ns(ctx), en.stopSignal); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-en.done:
+		return nil
+	case <-t.C:
+		e.logger().Info("containerd executor: grace period over, killing", "task", id, "grace", grace)
+		return e.Terminate(ctx, id)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Terminate kills the process with SIGKILL and waits for it.
+func (e *Executor) Terminate(ctx context.Context, id string) error {
+	en, err := e.get(id)
+	if err != nil {
+		return err
+	}
+	if en.task == nil {
+		return nil
+	}
+	if err := en.task.Kill(e.ns(ctx), syscall.SIGKILL, ctrd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	select {
+	case <-en.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Remove deletes the process, container, snapshot and log file.
+func (e *Executor) Remove(ctx context.Context, id string) error {
+	en, err := e.get(id)
+	if err != nil {
+		return err
+	}
+	ctx = e.ns(ctx)
+	if en.task != nil {
+		if _, err := en.task.Delete(ctx, ctrd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete task %s: %w", id, err)
+		}
+	}
+	if err := en.container.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	os.Remove(en.logPath)
+	e.mu.Lock()
+	delete(e.tasks, id)
+	e.mu.Unlock()
+	return nil
+}
+
+// Inspect reports the container and process.
+func (e *Executor) Inspect(ctx context.Context, id string) (agent.Inspection, error) {
+	en, err := e.get(id)
+	if err != nil {
+		return agent.Inspection{}, err
+	}
+	in := agent.Inspection{ContainerID: en.container.ID()}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if en.task != nil {
+		in.PID = int(en.task.Pid())
+		select {
+		case <-en.done:
+			exit := en.exit
+			in.Exit = &exit
+		default:
+			in.Running = true
+		}
+	}
+	return in, nil
+}
+
+// Logs writes the task's output (stdout and stderr, interleaved) to w.
+func (e *Executor) Logs(ctx context.Context, id string, opts agent.LogOptions, w io.Writer) error {
+	en, err := e.get(id)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(en.logPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, agent.TailLines(string(b), opts.Tail))
+	return err
+}
+
+func (e *Executor) logger() *slog.Logger {
+	if e.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return e.Logger
+}

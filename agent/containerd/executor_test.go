@@ -1,0 +1,238 @@
+package containerd_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/agent/containerd"
+	"github.com/shoalproject/shoal/internal/containerdtest"
+	"github.com/shoalproject/shoal/internal/testimages"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+var (
+	imageOnce sync.Once
+	imageDir  string
+	imageErr  error
+)
+
+// setup starts a private containerd and an executor whose image directory
+// holds the test image tarball.
+func setup(t *testing.T) *containerd.Executor {
+	t.Helper()
+	d := containerdtest.Start(t)
+	imageOnce.Do(func() {
+		imageDir, imageErr = os.MkdirTemp("", "shoal-images-")
+		if imageErr == nil {
+			_, imageErr = testimages.Build(context.Background(), imageDir)
+		}
+	})
+	if imageErr != nil {
+		t.Fatal(imageErr)
+	}
+	e := &containerd.Executor{Address: d.Address, Namespace: "test", StateDir: t.TempDir(), ImageDir: imageDir}
+	if err := e.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if imageDir != "" {
+		os.RemoveAll(imageDir)
+	}
+	os.Exit(code)
+}
+
+func appTask(id string, args ...string) *api.Task {
+	return &api.Task{Meta: api.Meta{ID: id}, ServiceID: "svc", Spec: api.TaskSpec{Image: testimages.AppRef, Args: args}}
+}
+
+func logs(t *testing.T, e *containerd.Executor, id string, tail int) string {
+	var buf bytes.Buffer
+	if err := e.Logs(context.Background(), id, agent.LogOptions{Tail: tail}, &buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
+
+func TestRunToCompletionWithExitCode(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	for code, want := range map[int]api.TaskState{0: api.TaskComplete, 3: api.TaskFailed} {
+		id := fmt.Sprintf("exit%d", code)
+		var states []api.TaskState
+		r := &agent.Runner{Executor: e, Report: func(u agent.StatusUpdate) { states = append(states, u.Status.State) }}
+		final := r.Run(ctx, appTask(id, "exit", fmt.Sprint(code)))
+		if final.State != want || final.ExitCode != code {
+			t.Fatalf("exit %d: final %+v (states %v)", code, final, states)
+		}
+		if final.ContainerID != id {
+			t.Fatalf("container id %q", final.ContainerID)
+		}
+		if got := logs(t, e, id, 0); !strings.Contains(got, fmt.Sprintf("exiting %d", code)) {
+			t.Fatalf("logs %q", got)
+		}
+		if err := e.Remove(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func runUntilRunning(t *testing.T, e *containerd.Executor, task *api.Task) (cancel func() api.TaskStatus) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	running := make(chan struct{})
+	done := make(chan api.TaskStatus, 1)
+	r := &agent.Runner{Executor: e, Report: func(u agent.StatusUpdate) {
+		if u.Status.State == api.TaskRunning {
+			close(running)
+		}
+	}}
+	go func() { done <- r.Run(ctx, task) }()
+	select {
+	case <-running:
+	case st := <-done:
+		t.Fatalf("task ended before running: %+v", st)
+	case <-time.After(60 * time.Second):
+		t.Fatal("task not running after 60s")
+	}
+	return func() api.TaskStatus { stop(); return <-done }
+}
+
+func TestShutdownWithinGraceAndKillAfterIt(t *testing.T) {
+	e := setup(t)
+	grace := 5 * time.Second
+	polite := appTask("polite", "sleep")
+	polite.Spec.StopGracePeriod = &grace
+	stop := runUntilRunning(t, e, polite)
+	t0 := time.Now()
+	final := stop()
+	if final.State != api.TaskShutdown || final.ExitCode != 0 || time.Since(t0) > grace {
+		t.Fatalf("polite task: %+v after %v", final, time.Since(t0))
+	}
+	if !strings.Contains(logs(t, e, "polite", 0), "terminated") {
+		t.Fatal("process did not see SIGTERM")
+	}
+
+	short := 300 * time.Millisecond
+	stubborn := appTask("stubborn", "ignore-term")
+	stubborn.Spec.StopGracePeriod = &short
+	stop = runUntilRunning(t, e, stubborn)
+	// Give the program time to install its SIGTERM handler.
+	for !strings.Contains(logs(t, e, "stubborn", 0), "ignoring") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	final = stop()
+	if final.State != api.TaskShutdown || final.ExitCode != 137 {
+		t.Fatalf("stubborn task: %+v", final)
+	}
+	for _, id := range []string{"polite", "stubborn"} {
+		if err := e.Remove(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestMissingImageIsRejectedWithReason(t *testing.T) {
+	e := setup(t)
+	task := appTask("noimg")
+	task.Spec.Image = "example/web:1.0"
+	final := (&agent.Runner{Executor: e}).Run(context.Background(), task)
+	if final.State != api.TaskRejected || !strings.Contains(final.Err, "example/web:1.0") || !strings.Contains(final.Err, imageDir) {
+		t.Fatalf("final %+v", final)
+	}
+	task.Spec.Image = "Bad Ref!"
+	final = (&agent.Runner{Executor: e}).Run(context.Background(), task)
+	if final.State != api.TaskRejected || !strings.Contains(final.Err, "not a valid image reference") {
+		t.Fatalf("bad reference: %+v", final)
+	}
+}
+
+func TestLimitsAreInTheCgroup(t *testing.T) {
+	e := setup(t)
+	task := appTask("limited", "sleep")
+	task.Spec.Resources = &api.ResourceRequirements{Limits: &api.Resources{MemoryBytes: 64 << 20, Pids: 50}}
+	stop := runUntilRunning(t, e, task)
+	defer func() { stop(); e.Remove(context.Background(), "limited") }()
+	in, err := e.Inspect(context.Background(), "limited")
+	if err != nil || in.PID == 0 {
+		t.Fatalf("inspect %+v %v", in, err)
+	}
+	mem := readCgroup(t, in.PID, "memory", "memory.limit_in_bytes", "memory.max")
+	pids := readCgroup(t, in.PID, "pids", "pids.max", "pids.max")
+	if mem != fmt.Sprint(64<<20) || pids != "50" {
+		t.Fatalf("cgroup memory limit %q, pids limit %q", mem, pids)
+	}
+}
+
+// readCgroup reads a control file of the process's cgroup, on cgroup v1
+// (file1 in the controller's hierarchy) or v2 (file2 in the unified one).
+func readCgroup(t *testing.T, pid int, controller, file1, file2 string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		var p string
+		switch {
+		case f[0] == "0" && f[1] == "":
+			if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
+				continue // the v1 machine's empty unified hierarchy
+			}
+			p = filepath.Join("/sys/fs/cgroup", f[2], file2)
+		case strings.Contains(","+f[1]+",", ","+controller+","):
+			p = filepath.Join("/sys/fs/cgroup", controller, f[2], file1)
+		default:
+			continue
+		}
+		v, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("read %s: %v", p, err)
+		}
+		return strings.TrimSpace(string(v))
+	}
+	t.Fatalf("no %s cgroup for pid %d in %s", controller, pid, b)
+	return ""
+}
+
+func TestLogsTailAndRemoveCleansUp(t *testing.T) {
+	e := setup(t)
+	stop := runUntilRunning(t, e, appTask("lines", "lines", "5"))
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs(t, e, "lines", 0), "line 5") {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs %q", logs(t, e, "lines", 0))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := logs(t, e, "lines", 2); got != "line 4\nline 5\n" {
+		t.Fatalf("tail 2: %q", got)
+	}
+	stop()
+	if err := e.Remove(context.Background(), "lines"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Inspect(context.Background(), "lines"); err == nil {
+		t.Fatal("task still known after Remove")
+	}
+	// Preparing the same ID again works: nothing of the old one is left.
+	stop = runUntilRunning(t, e, appTask("lines", "sleep"))
+	stop()
+	e.Remove(context.Background(), "lines")
+}

@@ -1,0 +1,144 @@
+// Package containerdtest starts a private containerd daemon for tests: its
+// own root, state and socket under a temporary directory, stopped (by its
+// PID) and cleaned up when the test ends. It needs root and the containerd
+// and runc binaries (Debian packages containerd and runc); without them the
+// test is skipped with a message saying so.
+package containerdtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	ctrd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+)
+
+// Daemon is a running private containerd.
+type Daemon struct {
+	// Address is the daemon's socket.
+	Address string
+	// Dir holds root, state, config and the daemon's log.
+	Dir string
+}
+
+// Start starts a daemon for t, or skips t when it cannot run here.
+func Start(t testing.TB) *Daemon {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("containerd tests need root (CI runs them as root)")
+	}
+	for _, bin := range []string{"containerd", "runc", "containerd-shim-runc-v2"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("containerd tests need %s: apt-get install containerd runc (scripts/test.sh does)", bin)
+		}
+	}
+	dir, err := os.MkdirTemp("", "shoal-ctrd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{Address: filepath.Join(dir, "containerd.sock"), Dir: dir}
+	config := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc")
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("containerd", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		d.removeAll()
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		logf.Close()
+		unmountUnder(filepath.Join(dir, "root"))
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("containerdtest: cleaning %s: %v", dir, err)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := ctrd.New(d.Address, ctrd.WithTimeout(time.Second))
+		if err == nil {
+			_, err = c.Version(context.Background())
+			c.Close()
+			if err == nil {
+				return d
+			}
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
+			t.Fatalf("containerd exited at start:\n%s", log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd did not answer on %s: %v", d.Address, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// removeAll kills and deletes every task and container the test left, in
+// every namespace, so no shim outlives the test.
+func (d *Daemon) removeAll() {
+	c, err := ctrd.New(d.Address, ctrd.WithTimeout(2*time.Second))
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	nss, _ := c.NamespaceService().List(context.Background())
+	for _, ns := range nss {
+		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), 20*time.Second)
+		containers, _ := c.Containers(ctx)
+		for _, ctr := range containers {
+			if task, err := ctr.Task(ctx, nil); err == nil {
+				task.Delete(ctx, ctrd.WithProcessKill)
+			}
+			ctr.Delete(ctx, ctrd.WithSnapshotCleanup)
+		}
+		cancel()
+	}
+}
+
+func unmountUnder(root string) {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		f := strings.Fields(lines[i])
+		if len(f) > 1 && strings.HasPrefix(f[1], root) {
+			syscall.Unmount(f[1], syscall.MNT_DETACH)
+		}
+	}
+}

@@ -1,0 +1,72 @@
+// Command app is the program inside Shoal's test images. Its first argument
+// picks what it does:
+//
+//	exit N          print "exiting N" and exit with code N
+//	sleep           run until SIGTERM, then exit 0
+//	ignore-term     run and ignore SIGTERM (to be killed after the grace period)
+//	lines N         print "line 1" ... "line N", then run until SIGTERM
+//	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable
+//	env             print the environment and exit 0
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: app exit N | sleep | ignore-term | lines N | http ADDR | env")
+		os.Exit(2)
+	}
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	switch os.Args[1] {
+	case "exit":
+		code, _ := strconv.Atoi(arg(2))
+		fmt.Println("exiting", code)
+		os.Exit(code)
+	case "sleep":
+		fmt.Println("sleeping")
+		<-term
+		fmt.Println("terminated")
+	case "ignore-term":
+		fmt.Println("ignoring SIGTERM")
+		signal.Ignore(syscall.SIGTERM)
+		select {}
+	case "lines":
+		n, _ := strconv.Atoi(arg(2))
+		for i := 1; i <= n; i++ {
+			fmt.Println("line", i)
+		}
+		<-term
+	case "http":
+		host, _ := os.Hostname()
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s %s\n", host, os.Getenv("TASK_ID"))
+		})
+		go func() { <-term; os.Exit(0) }()
+		if err := http.ListenAndServe(arg(2), nil); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	case "env":
+		for _, e := range os.Environ() {
+			fmt.Println(e)
+		}
+	default:
+		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func arg(i int) string {
+	if len(os.Args) > i {
+		return os.Args[i]
+	}
+	return ""
+}

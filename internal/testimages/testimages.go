@@ -1,0 +1,87 @@
+// Package testimages builds container images for tests from a small static
+// Go program (see app/), as image tarballs that containerd imports: no
+// registry and no network needed.
+package testimages
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// AppRef is the reference of the test image Build makes.
+const AppRef = "shoal.test/app:1"
+
+// Build compiles the test program and writes the image as a tarball (the
+// `docker save` layout, which containerd imports) into dir. It returns the
+// tarball's path.
+func Build(ctx context.Context, dir string) (string, error) {
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", fmt.Errorf("testimages: cannot find the program's source")
+	}
+	bin := filepath.Join(dir, "app")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./app")
+	cmd.Dir = filepath.Dir(self)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("testimages: go build: %v\n%s", err, out)
+	}
+	binary, err := os.ReadFile(bin)
+	if err != nil {
+		return "", err
+	}
+	var layerTar bytes.Buffer
+	tw := tar.NewWriter(&layerTar)
+	if err := tw.WriteHeader(&tar.Header{Name: "app", Mode: 0o755, Size: int64(len(binary)), Typeflag: tar.TypeReg}); err != nil {
+		return "", err
+	}
+	tw.Write(binary)
+	// An empty /tmp and /etc keep runtimes and resolvers happy.
+	for _, d := range []string{"tmp/", "etc/"} {
+		tw.WriteHeader(&tar.Header{Name: d, Mode: 0o1777, Typeflag: tar.TypeDir})
+	}
+	tw.Close()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar.Bytes())), nil
+	})
+	if err != nil {
+		return "", err
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return "", err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return "", err
+	}
+	cfg = cfg.DeepCopy()
+	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
+	cfg.Config = v1.Config{Entrypoint: []string{"/app"}, Cmd: []string{"sleep"}, Env: []string{"PATH=/"}}
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
+		return "", err
+	}
+	ref, err := name.ParseReference(AppRef)
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "app.tar")
+	if err := tarball.WriteToFile(out, ref, img); err != nil {
+		return "", err
+	}
+	os.Remove(bin)
+	return out, nil
+}
