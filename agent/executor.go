@@ -31,7 +31,25 @@ type Executor interface {
 	Inspect(ctx context.Context, taskID string) (Inspection, error)
 	// Logs writes the task's output to w.
 	Logs(ctx context.Context, taskID string, opts LogOptions, w io.Writer) error
+	// Exec runs a command inside the task's container (health checks) and
+	// returns its exit code and the start of its output; ctx bounds it.
+	Exec(ctx context.Context, taskID string, cmd []string) (exitCode int, output []byte, err error)
+	// Metrics reports the task's resource use.
+	Metrics(ctx context.Context, taskID string) (Metrics, error)
 }
+
+// Metrics is a task's resource use (cgroup v1 and v2 alike).
+type Metrics struct {
+	// CPUNanos is CPU time used since the task started.
+	CPUNanos         uint64
+	MemoryBytes      uint64
+	MemoryLimitBytes uint64
+	Pids             uint64
+}
+
+// MaxExecOutput bounds the output Exec keeps, as Docker does for health
+// check output.
+const MaxExecOutput = 4096
 
 // ExitStatus is how a process ended.
 type ExitStatus struct {

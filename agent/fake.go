@@ -25,6 +25,8 @@ type FakeExecutor struct {
 	// IgnoreStop makes Shutdown wait out the grace period (a process that
 	// ignores its stop signal), for tasks of these images.
 	IgnoreStop map[string]bool
+	// ExecResult answers Exec (health checks); nil answers exit code 0.
+	ExecResult func(taskID string, cmd []string) int
 
 	mu    sync.Mutex
 	tasks map[string]*fakeTask
@@ -197,4 +199,24 @@ func TailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "")
+}
+
+// Exec answers with ExecResult, or 0.
+func (f *FakeExecutor) Exec(ctx context.Context, id string, cmd []string) (int, []byte, error) {
+	if _, err := f.get(id); err != nil {
+		return -1, nil, err
+	}
+	if f.ExecResult == nil {
+		return 0, nil, nil
+	}
+	code := f.ExecResult(id, cmd)
+	return code, []byte(fmt.Sprintf("exit %d\n", code)), nil
+}
+
+// Metrics reports one pid and nothing used.
+func (f *FakeExecutor) Metrics(ctx context.Context, id string) (Metrics, error) {
+	if _, err := f.get(id); err != nil {
+		return Metrics{}, err
+	}
+	return Metrics{Pids: 1}, nil
 }

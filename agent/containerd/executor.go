@@ -24,7 +24,10 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	cg1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cg2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
 	"github.com/distribution/reference"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -55,6 +58,11 @@ type Executor struct {
 	ImageDir string
 	// Snapshotter; empty means overlayfs.
 	Snapshotter string
+	// Network, when set, gives a task the network namespace (a path such
+	// as /var/run/netns/NAME) and resolv.conf prepared by the network layer.
+	// Without it, or with an empty path, a task gets its own namespace with
+	// only loopback.
+	Network func(ctx context.Context, t *api.Task) (netnsPath, resolvConf string, err error)
 	// Logger receives the executor's logs; nil discards.
 	Logger *slog.Logger
 
@@ -63,6 +71,7 @@ type Executor struct {
 	tasks    map[string]*entry
 	imported map[string]time.Time // tarball path -> mtime imported
 	closed   bool
+	execSeq  int
 }
 
 var _ agent.Executor = (*Executor)(nil)
@@ -166,7 +175,20 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 	if err != nil {
 		return err
 	}
-	labels := map[string]string{"shoal.task.id": t.ID, "shoal.service.id": t.ServiceID, "shoal.task.name": t.Annotations.Name}
+	if e.Network != nil {
+		netns, resolv, err := e.Network(ctx, t)
+		if err != nil {
+			return fmt.Errorf("network for %s: %w", t.ID, err)
+		}
+		if netns != "" {
+			specOpts = append(specOpts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns}))
+		}
+		if resolv != "" {
+			specOpts = append(specOpts, oci.WithMounts([]specs.Mount{{Type: "bind", Source: resolv, Destination: "/etc/resolv.conf", Options: []string{"rbind", "ro"}}}))
+		}
+	}
+	labels := map[string]string{taskLabel: t.ID, "shoal.service.id": t.ServiceID, "shoal.task.name": t.Annotations.Name,
+		stopSignalLabel: fmt.Sprint(int(stop))}
 	for k, v := range t.Spec.Labels {
 		labels[k] = v
 	}
@@ -385,14 +407,7 @@ func (e *Executor) Start(ctx context.Context, id string) error {
 	e.mu.Lock()
 	en.task = task
 	e.mu.Unlock()
-	go func() {
-		st := <-exitCh
-		code, at, _ := st.Result()
-		e.mu.Lock()
-		en.exit = agent.ExitStatus{Code: int(code), ExitedAt: at}
-		e.mu.Unlock()
-		close(en.done)
-	}()
+	e.watchExit(en, exitCh)
 	return nil
 }
 
@@ -523,4 +538,132 @@ func (e *Executor) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return e.Logger
+}
+
+const stopSignalLabel = "shoal.stop-signal"
+
+func stopSignalOf(ctx context.Context, ctr ctrd.Container) syscall.Signal {
+	labels, err := ctr.Labels(ctx)
+	if err == nil {
+		var n int
+		if _, err := fmt.Sscanf(labels[stopSignalLabel], "%d", &n); err == nil && n > 0 {
+			return syscall.Signal(n)
+		}
+	}
+	return syscall.SIGTERM
+}
+
+// Exec runs cmd in the task's container with the task's environment.
+func (e *Executor) Exec(ctx context.Context, id string, cmd []string) (int, []byte, error) {
+	en, err := e.get(id)
+	if err != nil {
+		return -1, nil, err
+	}
+	if en.task == nil || len(cmd) == 0 {
+		return -1, nil, fmt.Errorf("exec in %s: task not started or empty command", id)
+	}
+	nctx := e.ns(context.WithoutCancel(ctx))
+	spec, err := en.container.Spec(nctx)
+	if err != nil {
+		return -1, nil, err
+	}
+	pspec := *spec.Process
+	pspec.Args = cmd
+	pspec.Terminal = false
+	out := &cappedBuffer{max: agent.MaxExecOutput}
+	e.mu.Lock()
+	e.execSeq++
+	execID := fmt.Sprintf("exec-%d", e.execSeq)
+	e.mu.Unlock()
+	proc, err := en.task.Exec(nctx, execID, &pspec, cio.NewCreator(cio.WithStreams(nil, out, out)))
+	if err != nil {
+		return -1, nil, err
+	}
+	defer proc.Delete(nctx, ctrd.WithProcessKill)
+	statusC, err := proc.Wait(nctx)
+	if err != nil {
+		return -1, nil, err
+	}
+	if err := proc.Start(nctx); err != nil {
+		return -1, nil, err
+	}
+	select {
+	case st := <-statusC:
+		code, _, err := st.Result()
+		if cio := proc.IO(); cio != nil {
+			cio.Wait()
+		}
+		return int(code), out.Bytes(), err
+	case <-ctx.Done():
+		proc.Kill(nctx, syscall.SIGKILL)
+		<-statusC
+		return -1, out.Bytes(), ctx.Err()
+	}
+}
+
+// Metrics reads the task's cgroup statistics (v1 or v2).
+func (e *Executor) Metrics(ctx context.Context, id string) (agent.Metrics, error) {
+	en, err := e.get(id)
+	if err != nil {
+		return agent.Metrics{}, err
+	}
+	if en.task == nil {
+		return agent.Metrics{}, fmt.Errorf("metrics of %s: task not started", id)
+	}
+	m, err := en.task.Metrics(e.ns(ctx))
+	if err != nil {
+		return agent.Metrics{}, err
+	}
+	v, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return agent.Metrics{}, err
+	}
+	var out agent.Metrics
+	switch s := v.(type) {
+	case *cg1.Metrics:
+		if s.CPU != nil && s.CPU.Usage != nil {
+			out.CPUNanos = s.CPU.Usage.Total
+		}
+		if s.Memory != nil && s.Memory.Usage != nil {
+			out.MemoryBytes, out.MemoryLimitBytes = s.Memory.Usage.Usage, s.Memory.Usage.Limit
+		}
+		if s.Pids != nil {
+			out.Pids = s.Pids.Current
+		}
+	case *cg2.Metrics:
+		if s.CPU != nil {
+			out.CPUNanos = s.CPU.UsageUsec * 1000
+		}
+		if s.Memory != nil {
+			out.MemoryBytes, out.MemoryLimitBytes = s.Memory.Usage, s.Memory.UsageLimit
+		}
+		if s.Pids != nil {
+			out.Pids = s.Pids.Current
+		}
+	default:
+		return out, fmt.Errorf("metrics of %s: unknown format %T", id, v)
+	}
+	return out, nil
+}
+
+// cappedBuffer keeps the first max bytes written to it.
+type cappedBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.max - len(b.buf); room > 0 {
+		b.buf = append(b.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (b *cappedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]byte(nil), b.buf...)
 }

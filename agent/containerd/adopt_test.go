@@ -1,0 +1,122 @@
+package containerd_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/shoalproject/shoal/agent/containerd"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+func TestAdoptAfterAgentRestartAndRemoveOrphans(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	for _, id := range []string{"keep", "orphan"} {
+		if err := e.Prepare(ctx, appTask(id, "sleep")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := e.Inspect(ctx, "keep")
+	e.Close() // the agent goes away; containers keep running
+
+	e2 := &containerd.Executor{Address: e.Address, Namespace: e.Namespace, StateDir: e.StateDir, ImageDir: e.ImageDir}
+	if err := e2.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	ids, err := e2.Adopt(ctx)
+	if err != nil || strings.Join(ids, ",") != "keep,orphan" {
+		t.Fatalf("adopted %v %v", ids, err)
+	}
+	after, err := e2.Inspect(ctx, "keep")
+	if err != nil || !after.Running || after.PID != before.PID {
+		t.Fatalf("adopted task not the same running process: before %+v after %+v %v", before, after, err)
+	}
+	removed, err := e2.Reconcile(ctx, map[string]bool{"keep": true})
+	if err != nil || len(removed) != 1 || removed[0] != "orphan" {
+		t.Fatalf("reconcile removed %v %v", removed, err)
+	}
+	if _, err := e2.Inspect(ctx, "orphan"); err == nil {
+		t.Fatal("orphan still known")
+	}
+	// The adopted task stops as usual, with its stop signal.
+	if err := e2.Shutdown(ctx, "keep", 0); err != nil {
+		t.Fatal(err)
+	}
+	exit, err := e2.Wait(ctx, "keep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exit.Code != 0 && exit.Code != 137 {
+		t.Fatalf("exit %+v", exit)
+	}
+	e2.Remove(ctx, "keep")
+}
+
+func TestExecAndMetrics(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	stop := runUntilRunning(t, e, appTask("m", "sleep"))
+	defer func() { stop(); e.Remove(ctx, "m") }()
+	code, out, err := e.Exec(ctx, "m", []string{"/app", "exit", "4"})
+	if err != nil || code != 4 || !strings.Contains(string(out), "exiting 4") {
+		t.Fatalf("exec: %d %q %v", code, out, err)
+	}
+	m, err := e.Metrics(ctx, "m")
+	if err != nil || m.MemoryBytes == 0 || m.Pids == 0 {
+		t.Fatalf("metrics %+v %v", m, err)
+	}
+}
+
+func TestNetworkNamespaceHook(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	name := fmt.Sprintf("shoaltest-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	nsPath := "/var/run/netns/" + name
+	resolv := t.TempDir() + "/resolv.conf"
+	os.WriteFile(resolv, []byte("nameserver 127.0.0.11\n"), 0o644)
+	e.Network = func(_ context.Context, task *api.Task) (string, string, error) {
+		if task.ID == "joined" {
+			return nsPath, resolv, nil
+		}
+		return "", "", nil
+	}
+	stop := runUntilRunning(t, e, appTask("joined", "sleep"))
+	defer func() { stop(); e.Remove(ctx, "joined") }()
+	stop2 := runUntilRunning(t, e, appTask("alone", "sleep"))
+	defer func() { stop2(); e.Remove(ctx, "alone") }()
+	joined, _ := e.Inspect(ctx, "joined")
+	alone, _ := e.Inspect(ctx, "alone")
+	if inode(t, fmt.Sprintf("/proc/%d/ns/net", joined.PID)) != inode(t, nsPath) {
+		t.Fatal("task not in the namespace the network layer gave")
+	}
+	own := inode(t, fmt.Sprintf("/proc/%d/ns/net", alone.PID))
+	if own == inode(t, nsPath) || own == inode(t, "/proc/self/ns/net") {
+		t.Fatal("task without a network config does not have its own namespace")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/resolv.conf", joined.PID))
+	if err != nil || !strings.Contains(string(b), "127.0.0.11") {
+		t.Fatalf("resolv.conf in the container: %q %v", b, err)
+	}
+}
+
+func inode(t *testing.T, p string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
