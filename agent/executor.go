@@ -76,3 +76,11 @@ var (
 	ErrNotFound      = errors.New("agent: task not found on this node")
 	ErrImageNotFound = errors.New("agent: image not found")
 )
+
+// SecretSource gives the data of the secrets and configs a task references;
+// on a worker it is what the managers sent with the assignment, held in
+// memory only.
+type SecretSource interface {
+	SecretData(ctx context.Context, ref api.SecretReference) ([]byte, error)
+	ConfigData(ctx context.Context, ref api.ConfigReference) ([]byte, error)
+}

@@ -63,6 +63,8 @@ type Executor struct {
 	// Without it, or with an empty path, a task gets its own namespace with
 	// only loopback.
 	Network func(ctx context.Context, t *api.Task) (netnsPath, resolvConf string, err error)
+	// Secrets gives the data of the secrets and configs tasks use.
+	Secrets agent.SecretSource
 	// Logger receives the executor's logs; nil discards.
 	Logger *slog.Logger
 
@@ -187,6 +189,13 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 			specOpts = append(specOpts, oci.WithMounts([]specs.Mount{{Type: "bind", Source: resolv, Destination: "/etc/resolv.conf", Options: []string{"rbind", "ro"}}}))
 		}
 	}
+	secretMounts, err := e.secretFiles(ctx, t)
+	if err != nil {
+		return err
+	}
+	if len(secretMounts) > 0 {
+		specOpts = append(specOpts, oci.WithMounts(secretMounts))
+	}
 	labels := map[string]string{taskLabel: t.ID, "shoal.service.id": t.ServiceID, "shoal.task.name": t.Annotations.Name,
 		stopSignalLabel: fmt.Sprint(int(stop))}
 	for k, v := range t.Spec.Labels {
@@ -199,6 +208,7 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 		ctrd.WithNewSpec(specOpts...),
 		ctrd.WithContainerLabels(labels))
 	if err != nil {
+		e.removeSecrets(t.ID)
 		return fmt.Errorf("create container for %s: %w", t.ID, err)
 	}
 	e.mu.Lock()
@@ -488,6 +498,9 @@ func (e *Executor) Remove(ctx context.Context, id string) error {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	os.Remove(en.logPath)
+	if err := e.removeSecrets(id); err != nil {
+		return err
+	}
 	e.mu.Lock()
 	delete(e.tasks, id)
 	e.mu.Unlock()

@@ -28,6 +28,12 @@ var (
 // holds the test image tarball.
 func setup(t *testing.T) *containerd.Executor {
 	t.Helper()
+	e, _ := setupDaemon(t)
+	return e
+}
+
+func setupDaemon(t *testing.T) (*containerd.Executor, *containerdtest.Daemon) {
+	t.Helper()
 	d := containerdtest.Start(t)
 	imageOnce.Do(func() {
 		imageDir, imageErr = os.MkdirTemp("", "shoal-images-")
@@ -43,7 +49,7 @@ func setup(t *testing.T) *containerd.Executor {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	return e
+	return e, d
 }
 
 func TestMain(m *testing.M) {

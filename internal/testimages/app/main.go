@@ -7,15 +7,20 @@
 //	lines N         print "line 1" ... "line N", then run until SIGTERM
 //	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable
 //	env             print the environment and exit 0
+//	sha256 PATH     print the SHA-256 of a file and run until SIGTERM
+//	check PATH      exit 0 if PATH exists, 1 if not (a health check)
+//	healthy-for D   create /tmp/healthy, remove it after duration D, run on
 package main
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -54,6 +59,26 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+	case "sha256":
+		b, err := os.ReadFile(arg(2))
+		if err != nil {
+			fmt.Println("error:", err)
+		} else {
+			fmt.Printf("sha256 %x\n", sha256.Sum256(b))
+		}
+		<-term
+	case "check":
+		if _, err := os.Stat(arg(2)); err != nil {
+			fmt.Println("unhealthy:", err)
+			os.Exit(1)
+		}
+		fmt.Println("healthy")
+	case "healthy-for":
+		d, _ := time.ParseDuration(arg(2))
+		os.WriteFile("/tmp/healthy", []byte("ok"), 0o644)
+		fmt.Println("healthy for", d)
+		time.AfterFunc(d, func() { os.Remove("/tmp/healthy"); fmt.Println("now unhealthy") })
+		<-term
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println(e)
