@@ -46,13 +46,15 @@ func (r *Runner) now() time.Time {
 // container is left in place for logs; call Executor.Remove to delete it.
 func (r *Runner) Run(ctx context.Context, t *api.Task) api.TaskStatus {
 	state := api.TaskAssigned
+	health := ""
 	var last api.TaskStatus
 	report := func(s api.TaskState, msg string, err error, exit int) api.TaskStatus {
-		if !api.CanTransition(state, s) {
+		// Only forward; a health change is the one update in the same state.
+		if !api.CanTransition(state, s) && !(s == state && last.Health != health) {
 			return last
 		}
 		state = s
-		last = api.TaskStatus{Timestamp: r.now().UTC(), State: s, Message: msg, ExitCode: exit}
+		last = api.TaskStatus{Timestamp: r.now().UTC(), State: s, Message: msg, ExitCode: exit, Health: health}
 		if err != nil {
 			last.Err = err.Error()
 		}
@@ -91,10 +93,29 @@ func (r *Runner) Run(ctx context.Context, t *api.Task) api.TaskStatus {
 		exit, err := r.Executor.Wait(context.WithoutCancel(ctx), t.ID)
 		done <- result{exit, err}
 	}()
-	select {
-	case res := <-done:
-		return r.finished(report, res.exit, res.err)
-	case <-ctx.Done():
+	healthCh := make(chan healthReport, 1)
+	hctx, stopHealth := context.WithCancel(ctx)
+	defer stopHealth()
+	go monitorHealth(hctx, r.Executor, t.ID, t.Spec.Healthcheck, healthCh)
+wait:
+	for {
+		select {
+		case res := <-done:
+			return r.finished(report, res.exit, res.err)
+		case h := <-healthCh:
+			health = h.state
+			if h.state != HealthUnhealthy {
+				report(api.TaskRunning, "health: "+h.state, nil, 0)
+				continue
+			}
+			// Unhealthy: kill it, so the managers replace it.
+			stopCtx := context.WithoutCancel(ctx)
+			r.Executor.Terminate(stopCtx, t.ID)
+			res := <-done
+			return report(api.TaskFailed, "unhealthy container", fmt.Errorf("task: unhealthy container: %s", h.detail), res.exit.Code)
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	// Desired state is SHUTDOWN: stop within the grace period.
 	grace := DefaultStopGracePeriod

@@ -98,3 +98,52 @@ func TestFakeLogsTail(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestHealthCheckHealthyThenUnhealthyFails(t *testing.T) {
+	var mu sync.Mutex
+	failing := false
+	f := &agent.FakeExecutor{ExecResult: func(string, []string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing {
+			return 1
+		}
+		return 0
+	}}
+	tk := task("h", "x")
+	tk.Spec.Healthcheck = &api.HealthConfig{Test: []string{"CMD", "check"}, Interval: 10 * time.Millisecond, Retries: 3}
+	var mu2 sync.Mutex
+	var healths []string
+	r := &agent.Runner{Executor: f, Report: func(u agent.StatusUpdate) {
+		mu2.Lock()
+		defer mu2.Unlock()
+		if u.Status.Health != "" && (len(healths) == 0 || healths[len(healths)-1] != u.Status.Health) {
+			healths = append(healths, u.Status.Health)
+		}
+		if u.Status.Health == agent.HealthHealthy {
+			mu.Lock()
+			failing = true
+			mu.Unlock()
+		}
+	}}
+	final := r.Run(context.Background(), tk)
+	if final.State != api.TaskFailed || final.Health != agent.HealthUnhealthy || !strings.Contains(final.Err, "unhealthy container: health check failed 3 times") {
+		t.Fatalf("final %+v", final)
+	}
+	mu2.Lock()
+	defer mu2.Unlock()
+	if strings.Join(healths, ",") != "starting,healthy,unhealthy" {
+		t.Fatalf("health states %v", healths)
+	}
+}
+
+func TestHealthFailuresInStartPeriodDoNotCount(t *testing.T) {
+	f := &agent.FakeExecutor{ExecResult: func(string, []string) int { return 1 }}
+	tk := task("s", "x")
+	tk.Spec.Healthcheck = &api.HealthConfig{Test: []string{"CMD-SHELL", "false"}, Interval: 10 * time.Millisecond, Retries: 1, StartPeriod: 200 * time.Millisecond}
+	t0 := time.Now()
+	final := (&agent.Runner{Executor: f}).Run(context.Background(), tk)
+	if final.State != api.TaskFailed || time.Since(t0) < 200*time.Millisecond {
+		t.Fatalf("unhealthy after %v (start period 200ms): %+v", time.Since(t0), final)
+	}
+}

@@ -242,3 +242,28 @@ func TestLogsTailAndRemoveCleansUp(t *testing.T) {
 	stop()
 	e.Remove(context.Background(), "lines")
 }
+
+func TestHealthCheckFlipsToUnhealthy(t *testing.T) {
+	e := setup(t)
+	task := appTask("health", "healthy-for", "1s")
+	task.Spec.Healthcheck = &api.HealthConfig{Test: []string{"CMD", "/app", "check", "/tmp/healthy"},
+		Interval: 200 * time.Millisecond, Timeout: 5 * time.Second, Retries: 2}
+	var mu sync.Mutex
+	var healths []string
+	r := &agent.Runner{Executor: e, Report: func(u agent.StatusUpdate) {
+		mu.Lock()
+		defer mu.Unlock()
+		if h := u.Status.Health; h != "" && (len(healths) == 0 || healths[len(healths)-1] != h) {
+			healths = append(healths, h)
+		}
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	final := r.Run(ctx, task)
+	mu.Lock()
+	defer mu.Unlock()
+	if final.State != api.TaskFailed || !strings.Contains(final.Err, "unhealthy") || strings.Join(healths, ",") != "starting,healthy,unhealthy" {
+		t.Fatalf("final %+v, health %v", final, healths)
+	}
+	e.Remove(context.Background(), "health")
+}
