@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -29,8 +30,9 @@ type Executor interface {
 	Remove(ctx context.Context, taskID string) error
 	// Inspect reports what the executor knows of the task.
 	Inspect(ctx context.Context, taskID string) (Inspection, error)
-	// Logs writes the task's output to w.
-	Logs(ctx context.Context, taskID string, opts LogOptions, w io.Writer) error
+	// Logs calls fn for each line of the task's output, oldest first; with
+	// opts.Follow it goes on with new lines until the task ends or ctx does.
+	Logs(ctx context.Context, taskID string, opts LogOptions, fn func(LogLine) error) error
 	// Exec runs a command inside the task's container (health checks) and
 	// returns its exit code and the start of its output; ctx bounds it.
 	Exec(ctx context.Context, taskID string, cmd []string) (exitCode int, output []byte, err error)
@@ -69,6 +71,34 @@ type Inspection struct {
 type LogOptions struct {
 	// Tail keeps only the last Tail lines; 0 means all.
 	Tail int
+	// Since drops lines written before it.
+	Since time.Time
+	// Follow waits for new lines until the task ends or ctx is done.
+	Follow bool
+}
+
+// LogLine is one line of a task's output, tagged so that the managers can
+// merge the lines of all of a service's tasks.
+type LogLine struct {
+	Time      time.Time
+	Stream    string // "stdout" or "stderr"
+	Line      string
+	TaskID    string
+	ServiceID string
+}
+
+// WriteLogs writes lines to w as text, with an RFC 3339 timestamp first when
+// timestamps is true (docker logs -t).
+func WriteLogs(w io.Writer, timestamps bool) func(LogLine) error {
+	return func(l LogLine) error {
+		var err error
+		if timestamps {
+			_, err = fmt.Fprintf(w, "%s %s\n", l.Time.UTC().Format(time.RFC3339Nano), l.Line)
+		} else {
+			_, err = fmt.Fprintln(w, l.Line)
+		}
+		return err
+	}
 }
 
 // Errors executors return.

@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -35,11 +33,16 @@ type FakeExecutor struct {
 var _ Executor = (*FakeExecutor)(nil)
 
 type fakeTask struct {
-	image   string
-	started bool
-	exit    *ExitStatus
-	done    chan struct{}
-	logs    strings.Builder
+	image     string
+	serviceID string
+	started   bool
+	exit      *ExitStatus
+	done      chan struct{}
+	logs      []LogLine
+}
+
+func (t *fakeTask) log(id, line string) {
+	t.logs = append(t.logs, LogLine{Time: time.Now(), Stream: "stdout", Line: line, TaskID: id, ServiceID: t.serviceID})
 }
 
 func (f *FakeExecutor) get(id string) (*fakeTask, error) {
@@ -63,7 +66,7 @@ func (f *FakeExecutor) Prepare(ctx context.Context, t *api.Task) error {
 		f.tasks = map[string]*fakeTask{}
 	}
 	if _, ok := f.tasks[t.ID]; !ok {
-		f.tasks[t.ID] = &fakeTask{image: t.Spec.Image, done: make(chan struct{})}
+		f.tasks[t.ID] = &fakeTask{image: t.Spec.Image, serviceID: t.ServiceID, done: make(chan struct{})}
 	}
 	return nil
 }
@@ -83,7 +86,7 @@ func (f *FakeExecutor) Start(ctx context.Context, id string) error {
 	}
 	f.mu.Lock()
 	t.started = true
-	fmt.Fprintf(&t.logs, "started %s\n", id)
+	t.log(id, "started "+id)
 	f.mu.Unlock()
 	if code, ok := f.ExitCodes[t.image]; ok {
 		f.Exit(id, code)
@@ -97,7 +100,7 @@ func (f *FakeExecutor) Exit(id string, code int) {
 	defer f.mu.Unlock()
 	if t := f.tasks[id]; t != nil && t.exit == nil {
 		t.exit = &ExitStatus{Code: code, ExitedAt: time.Now()}
-		fmt.Fprintf(&t.logs, "exited %d\n", code)
+		t.log(id, fmt.Sprintf("exited %d", code))
 		close(t.done)
 	}
 }
@@ -173,32 +176,36 @@ func (f *FakeExecutor) Inspect(ctx context.Context, id string) (Inspection, erro
 	return in, nil
 }
 
-// Logs writes the pretend output.
-func (f *FakeExecutor) Logs(ctx context.Context, id string, opts LogOptions, w io.Writer) error {
+// Logs calls fn for the pretend output (follow is not simulated).
+func (f *FakeExecutor) Logs(ctx context.Context, id string, opts LogOptions, fn func(LogLine) error) error {
 	t, err := f.get(id)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
-	out := t.logs.String()
+	lines := FilterLogs(append([]LogLine(nil), t.logs...), opts)
 	f.mu.Unlock()
-	_, err = io.WriteString(w, TailLines(out, opts.Tail))
-	return err
+	for _, l := range lines {
+		if err := fn(l); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// TailLines keeps the last n lines of s (all for n <= 0).
-func TailLines(s string, n int) string {
-	if n <= 0 {
-		return s
+// FilterLogs applies Since and Tail to lines in time order.
+func FilterLogs(lines []LogLine, opts LogOptions) []LogLine {
+	if !opts.Since.IsZero() {
+		i := 0
+		for i < len(lines) && lines[i].Time.Before(opts.Since) {
+			i++
+		}
+		lines = lines[i:]
 	}
-	lines := strings.SplitAfter(s, "\n")
-	if lines[len(lines)-1] == "" {
-		lines = lines[:len(lines)-1]
+	if opts.Tail > 0 && len(lines) > opts.Tail {
+		lines = lines[len(lines)-opts.Tail:]
 	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "")
+	return lines
 }
 
 // Exec answers with ExecResult, or 0.

@@ -88,7 +88,7 @@ func TestFakeLogsTail(t *testing.T) {
 	f := &agent.FakeExecutor{ExitCodes: map[string]int{"x": 0}}
 	(&agent.Runner{Executor: f}).Run(context.Background(), task("t", "x"))
 	var buf bytes.Buffer
-	if err := f.Logs(context.Background(), "t", agent.LogOptions{Tail: 1}, &buf); err != nil || buf.String() != "exited 0\n" {
+	if err := f.Logs(context.Background(), "t", agent.LogOptions{Tail: 1}, agent.WriteLogs(&buf, false)); err != nil || buf.String() != "exited 0\n" {
 		t.Fatalf("tail 1: %q %v", buf.String(), err)
 	}
 	if err := f.Remove(context.Background(), "t"); err != nil {

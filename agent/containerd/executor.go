@@ -6,7 +6,9 @@
 package containerd
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +39,8 @@ import (
 
 // Defaults for Executor fields left empty.
 const (
+	DefaultLogMaxSize  = 10 << 20
+	DefaultLogMaxFiles = 3
 	DefaultAddress     = "/run/containerd/containerd.sock"
 	DefaultNamespace   = "shoal"
 	DefaultSnapshotter = "overlayfs"
@@ -63,6 +67,13 @@ type Executor struct {
 	// Without it, or with an empty path, a task gets its own namespace with
 	// only loopback.
 	Network func(ctx context.Context, t *api.Task) (netnsPath, resolvConf string, err error)
+	// LoggerBinary is the program the shim runs to write a task's log; empty
+	// means this program (which must call RunLoggerIfRequested first thing).
+	LoggerBinary string
+	// LogMaxSize and LogMaxFiles cap each task's log: past LogMaxSize bytes
+	// the file rotates, keeping LogMaxFiles files. Zero means the defaults.
+	LogMaxSize  int64
+	LogMaxFiles int
 	// Secrets gives the data of the secrets and configs tasks use.
 	Secrets agent.SecretSource
 	// Logger receives the executor's logs; nil discards.
@@ -392,15 +403,30 @@ func (e *Executor) importFile(ctx context.Context, path string) error {
 	return nil
 }
 
-// Start creates the task's process with its output going to a log file
-// that outlives the agent, waits on it, then starts it.
+// Start creates the task's process with its output going to the task
+// logger (a child of containerd's shim, so it outlives the agent), waits on
+// it, then starts it.
 func (e *Executor) Start(ctx context.Context, id string) error {
 	en, err := e.get(id)
 	if err != nil {
 		return err
 	}
 	ctx = e.ns(ctx)
-	task, err := en.container.NewTask(ctx, cio.LogFile(en.logPath))
+	logger := e.LoggerBinary
+	if logger == "" {
+		if logger, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	maxSize, maxFiles := e.LogMaxSize, e.LogMaxFiles
+	if maxSize <= 0 {
+		maxSize = DefaultLogMaxSize
+	}
+	if maxFiles <= 0 {
+		maxFiles = DefaultLogMaxFiles
+	}
+	task, err := en.container.NewTask(ctx, cio.BinaryIO(logger, map[string]string{
+		LoggerKey: "1", "path": en.logPath, "max-size": fmt.Sprint(maxSize), "max-files": fmt.Sprint(maxFiles)}))
 	if err != nil {
 		return fmt.Errorf("create task %s: %w", id, err)
 	}
@@ -497,7 +523,7 @@ func (e *Executor) Remove(ctx context.Context, id string) error {
 	if err := en.container.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
-	os.Remove(en.logPath)
+	removeLogs(en.logPath)
 	if err := e.removeSecrets(id); err != nil {
 		return err
 	}
@@ -529,21 +555,93 @@ func (e *Executor) Inspect(ctx context.Context, id string) (agent.Inspection, er
 	return in, nil
 }
 
-// Logs writes the task's output (stdout and stderr, interleaved) to w.
-func (e *Executor) Logs(ctx context.Context, id string, opts agent.LogOptions, w io.Writer) error {
+// Logs reads the task's log files (rotated ones first) and, with Follow,
+// polls for new lines until the task has ended and its output is all read.
+func (e *Executor) Logs(ctx context.Context, id string, opts agent.LogOptions, fn func(agent.LogLine) error) error {
 	en, err := e.get(id)
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile(en.logPath)
-	if errors.Is(err, os.ErrNotExist) {
+	labels, _ := en.container.Labels(e.ns(ctx))
+	tag := func(r logRecord) agent.LogLine {
+		return agent.LogLine{Time: r.Time, Stream: r.Stream, Line: r.Line, TaskID: id, ServiceID: labels["shoal.service.id"]}
+	}
+	var lines []agent.LogLine
+	var offset int64
+	for _, p := range logFiles(en.logPath) {
+		n, err := readRecords(p, 0, func(r logRecord) { lines = append(lines, tag(r)) })
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if p == en.logPath {
+			offset = n
+		}
+	}
+	for _, l := range agent.FilterLogs(lines, opts) {
+		if err := fn(l); err != nil {
+			return err
+		}
+	}
+	if !opts.Follow {
 		return nil
 	}
-	if err != nil {
-		return err
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ended := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-en.done:
+			ended = true
+			time.Sleep(50 * time.Millisecond) // let the logger write the last lines
+		case <-tick.C:
+		}
+		if fi, err := os.Stat(en.logPath); err == nil && fi.Size() < offset {
+			offset = 0 // rotated: the current file is a new one
+		}
+		var ferr error
+		n, err := readRecords(en.logPath, offset, func(r logRecord) {
+			if ferr == nil && !r.Time.Before(opts.Since) {
+				ferr = fn(tag(r))
+			}
+		})
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if ferr != nil {
+			return ferr
+		}
+		offset = n
+		if ended {
+			return nil
+		}
 	}
-	_, err = io.WriteString(w, agent.TailLines(string(b), opts.Tail))
-	return err
+}
+
+// readRecords reads JSON-line records from offset to the last complete line
+// and returns the offset after it.
+func readRecords(path string, offset int64, fn func(logRecord)) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return offset, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return offset, err
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			return offset, nil // a partial last line is read next time
+		}
+		offset += int64(len(line))
+		var r logRecord
+		if json.Unmarshal(line, &r) == nil {
+			fn(r)
+		}
+	}
 }
 
 func (e *Executor) logger() *slog.Logger {

@@ -53,6 +53,8 @@ func setupDaemon(t *testing.T) (*containerd.Executor, *containerdtest.Daemon) {
 }
 
 func TestMain(m *testing.M) {
+	// The shim runs this test binary as the task logger.
+	containerd.RunLoggerIfRequested()
 	code := m.Run()
 	if imageDir != "" {
 		os.RemoveAll(imageDir)
@@ -66,7 +68,7 @@ func appTask(id string, args ...string) *api.Task {
 
 func logs(t *testing.T, e *containerd.Executor, id string, tail int) string {
 	var buf bytes.Buffer
-	if err := e.Logs(context.Background(), id, agent.LogOptions{Tail: tail}, &buf); err != nil {
+	if err := e.Logs(context.Background(), id, agent.LogOptions{Tail: tail}, agent.WriteLogs(&buf, false)); err != nil {
 		t.Fatal(err)
 	}
 	return buf.String()
