@@ -43,3 +43,4 @@ echo "== benchmarks and bench programs, short runs"
 go test -run '^$' -bench . -benchtime 1x ./scheduler
 go run ./examples/schedbench -suite -repeat 1
 go run ./examples/raftbench -quick
+go run ./examples/agentbench -tasks 5 -rounds 1

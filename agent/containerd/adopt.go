@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	ctrd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 )
 
@@ -34,7 +35,16 @@ func (e *Executor) Adopt(ctx context.Context) ([]string, error) {
 		}
 		en := &entry{container: ctr, logPath: filepath.Join(e.StateDir, "logs", id+".log"), done: make(chan struct{})}
 		en.stopSignal = stopSignalOf(ctx, ctr)
-		task, err := ctr.Task(ctx, nil)
+		// Re-attach to the task's output FIFOs, so its log goes on.
+		tl, err := e.openLog(en)
+		if err != nil {
+			return ids, err
+		}
+		task, err := ctr.Task(ctx, cio.NewAttach(cio.WithStreams(nil, tl.stream("stdout"), tl.stream("stderr"))))
+		if err != nil && !errdefs.IsNotFound(err) {
+			e.logger().Warn("containerd executor: cannot re-attach to the output of an adopted task; its log stops here", "task", id, "err", err)
+			task, err = ctr.Task(ctx, nil)
+		}
 		switch {
 		case errdefs.IsNotFound(err):
 			// Created, never started (or already deleted): nothing runs.
@@ -83,6 +93,13 @@ func (e *Executor) watchExit(en *entry, exitCh <-chan ctrd.ExitStatus) {
 	go func() {
 		st := <-exitCh
 		code, at, _ := st.Result()
+		// The output ends with the process: copy what is left, then say done.
+		if io := en.task.IO(); io != nil {
+			io.Wait()
+		}
+		if en.log != nil {
+			en.log.flush()
+		}
 		e.mu.Lock()
 		en.exit.Code, en.exit.ExitedAt = int(code), at
 		e.mu.Unlock()

@@ -67,9 +67,6 @@ type Executor struct {
 	// Without it, or with an empty path, a task gets its own namespace with
 	// only loopback.
 	Network func(ctx context.Context, t *api.Task) (netnsPath, resolvConf string, err error)
-	// LoggerBinary is the program the shim runs to write a task's log; empty
-	// means this program (which must call RunLoggerIfRequested first thing).
-	LoggerBinary string
 	// LogMaxSize and LogMaxFiles cap each task's log: past LogMaxSize bytes
 	// the file rotates, keeping LogMaxFiles files. Zero means the defaults.
 	LogMaxSize  int64
@@ -94,6 +91,7 @@ type entry struct {
 	task       ctrd.Task
 	stopSignal syscall.Signal
 	logPath    string
+	log        *taskLog
 	done       chan struct{}
 	exit       agent.ExitStatus
 }
@@ -111,8 +109,10 @@ func (e *Executor) Connect(ctx context.Context) error {
 	if e.StateDir == "" {
 		return errors.New("containerd executor: StateDir is required")
 	}
-	if err := os.MkdirAll(filepath.Join(e.StateDir, "logs"), 0o700); err != nil {
-		return err
+	for _, d := range []string{filepath.Join(e.StateDir, "logs"), e.fifoDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
 	}
 	addr := e.Address
 	if addr == "" {
@@ -403,31 +403,21 @@ func (e *Executor) importFile(ctx context.Context, path string) error {
 	return nil
 }
 
-// Start creates the task's process with its output going to the task
-// logger (a child of containerd's shim, so it outlives the agent), waits on
-// it, then starts it.
+// Start creates the task's process with its output going through FIFOs to
+// the task's log file, waits on it, then starts it.
 func (e *Executor) Start(ctx context.Context, id string) error {
 	en, err := e.get(id)
 	if err != nil {
 		return err
 	}
 	ctx = e.ns(ctx)
-	logger := e.LoggerBinary
-	if logger == "" {
-		if logger, err = os.Executable(); err != nil {
-			return err
-		}
-	}
-	maxSize, maxFiles := e.LogMaxSize, e.LogMaxFiles
-	if maxSize <= 0 {
-		maxSize = DefaultLogMaxSize
-	}
-	if maxFiles <= 0 {
-		maxFiles = DefaultLogMaxFiles
-	}
-	task, err := en.container.NewTask(ctx, cio.BinaryIO(logger, map[string]string{
-		LoggerKey: "1", "path": en.logPath, "max-size": fmt.Sprint(maxSize), "max-files": fmt.Sprint(maxFiles)}))
+	tl, err := e.openLog(en)
 	if err != nil {
+		return err
+	}
+	task, err := en.container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, tl.stream("stdout"), tl.stream("stderr")), cio.WithFIFODir(e.fifoDir())))
+	if err != nil {
+		tl.close()
 		return fmt.Errorf("create task %s: %w", id, err)
 	}
 	// Wait before Start, so a process that exits at once is not missed.
@@ -523,6 +513,9 @@ func (e *Executor) Remove(ctx context.Context, id string) error {
 	if err := en.container.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
+	if en.log != nil {
+		en.log.close()
+	}
 	removeLogs(en.logPath)
 	if err := e.removeSecrets(id); err != nil {
 		return err
@@ -593,8 +586,7 @@ func (e *Executor) Logs(ctx context.Context, id string, opts agent.LogOptions, f
 		case <-ctx.Done():
 			return nil
 		case <-en.done:
-			ended = true
-			time.Sleep(50 * time.Millisecond) // let the logger write the last lines
+			ended = true // and all output is in the file
 		case <-tick.C:
 		}
 		if fi, err := os.Stat(en.logPath); err == nil && fi.Size() < offset {
@@ -777,4 +769,25 @@ func (b *cappedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.buf...)
+}
+
+func (e *Executor) fifoDir() string { return filepath.Join(e.StateDir, "fifo") }
+
+// openLog opens the task's log file for its output.
+func (e *Executor) openLog(en *entry) (*taskLog, error) {
+	maxSize, maxFiles := e.LogMaxSize, e.LogMaxFiles
+	if maxSize <= 0 {
+		maxSize = DefaultLogMaxSize
+	}
+	if maxFiles <= 0 {
+		maxFiles = DefaultLogMaxFiles
+	}
+	tl, err := openTaskLog(en.logPath, maxSize, maxFiles)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	en.log = tl
+	e.mu.Unlock()
+	return tl, nil
 }

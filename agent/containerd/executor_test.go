@@ -53,8 +53,6 @@ func setupDaemon(t *testing.T) (*containerd.Executor, *containerdtest.Daemon) {
 }
 
 func TestMain(m *testing.M) {
-	// The shim runs this test binary as the task logger.
-	containerd.RunLoggerIfRequested()
 	code := m.Run()
 	if imageDir != "" {
 		os.RemoveAll(imageDir)

@@ -1,9 +1,7 @@
 package containerd
 
 import (
-	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,31 +10,13 @@ import (
 	"time"
 )
 
-// LoggerKey marks a task-logger invocation. containerd's shim starts the
-// logger (the host program itself, see RunLoggerIfRequested) with the
-// container's stdout and stderr as file descriptors 3 and 4; the logger is a
-// child of the shim, so logging goes on while the agent restarts.
-const LoggerKey = "shoal-task-logger"
-
-// RunLoggerIfRequested turns this process into a task logger when the shim
-// started it as one, and exits; otherwise it returns at once. A program that
-// uses the containerd executor calls it first thing in main (the reference
-// daemon and the tests do). Set Executor.LoggerBinary to use another binary.
-func RunLoggerIfRequested() {
-	kv := map[string]string{}
-	args := os.Args[1:]
-	for i := 0; i+1 < len(args); i += 2 {
-		kv[args[i]] = args[i+1]
-	}
-	if _, ok := kv[LoggerKey]; !ok {
-		return
-	}
-	if err := runLogger(kv); err != nil {
-		fmt.Fprintln(os.Stderr, "shoal task logger:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
+// Task output reaches the agent through the FIFOs containerd's shim keeps
+// for each task; the agent writes it, a JSON record per line with its time
+// and stream, into a size-capped rotating file. After an agent restart,
+// Adopt re-attaches to the same FIFOs; what a task writes meanwhile waits in
+// the pipe (a task that fills it blocks until the agent is back). A logger
+// process per task (containerd's binary logging) would avoid that, but cost
+// about 16 MB of memory per task here.
 
 // logRecord is one line of a task log file (JSON lines).
 type logRecord struct {
@@ -48,48 +28,96 @@ type logRecord struct {
 // maxLogLine splits longer lines, so one runaway line cannot eat memory.
 const maxLogLine = 16 << 10
 
-func runLogger(kv map[string]string) error {
-	stdout, stderr, ready := os.NewFile(3, "stdout"), os.NewFile(4, "stderr"), os.NewFile(5, "ready")
-	if stdout == nil || stderr == nil || ready == nil {
-		return fmt.Errorf("expected stdout, stderr and ready on fds 3, 4 and 5")
+// taskLog writes a task's output lines to its rotating log file.
+type taskLog struct {
+	mu      sync.Mutex
+	file    *rotatingFile
+	writers []*lineWriter
+}
+
+func openTaskLog(path string, maxSize int64, maxFiles int) (*taskLog, error) {
+	r := &rotatingFile{path: path, maxSize: maxSize, maxFiles: max(maxFiles, 1)}
+	if err := r.open(); err != nil {
+		return nil, err
 	}
-	maxSize, _ := strconv.ParseInt(kv["max-size"], 10, 64)
-	maxFiles, _ := strconv.Atoi(kv["max-files"])
-	w := &rotatingFile{path: kv["path"], maxSize: maxSize, maxFiles: max(maxFiles, 1)}
-	if w.path == "" {
-		return fmt.Errorf("no path argument")
-	}
-	if err := w.open(); err != nil {
-		return err
-	}
-	defer w.close()
-	ready.Close()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	copyStream := func(r io.Reader, name string) {
-		defer wg.Done()
-		br := bufio.NewReaderSize(r, maxLogLine)
-		for {
-			line, err := br.ReadSlice('\n')
-			if len(line) > 0 {
-				if line[len(line)-1] == '\n' {
-					line = line[:len(line)-1]
-				}
-				b, _ := json.Marshal(logRecord{Time: time.Now().UTC(), Stream: name, Line: string(line)})
-				mu.Lock()
-				w.write(append(b, '\n'))
-				mu.Unlock()
-			}
-			if err != nil && err != bufio.ErrBufferFull {
-				return
-			}
+	return &taskLog{file: r}, nil
+}
+
+// stream returns the writer for one of the task's streams.
+func (l *taskLog) stream(name string) io.Writer {
+	w := &lineWriter{log: l, stream: name}
+	l.mu.Lock()
+	l.writers = append(l.writers, w)
+	l.mu.Unlock()
+	return w
+}
+
+// flush writes out partial last lines; call it once the output has ended.
+func (l *taskLog) flush() {
+	l.mu.Lock()
+	ws := l.writers
+	l.mu.Unlock()
+	for _, w := range ws {
+		if len(w.buf) > 0 {
+			l.line(w.stream, w.buf)
+			w.buf = nil
 		}
 	}
-	wg.Add(2)
-	go copyStream(stdout, "stdout")
-	go copyStream(stderr, "stderr")
-	wg.Wait()
-	return nil
+}
+
+func (l *taskLog) line(stream string, b []byte) {
+	rec, _ := json.Marshal(logRecord{Time: time.Now().UTC(), Stream: stream, Line: string(b)})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.file != nil {
+		l.file.write(append(rec, '\n'))
+	}
+}
+
+func (l *taskLog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.file != nil {
+		l.file.close()
+		l.file = nil
+	}
+}
+
+// lineWriter cuts a stream into lines (at newlines, or every maxLogLine
+// bytes); a partial last line waits for its end.
+type lineWriter struct {
+	log    *taskLog
+	stream string
+	buf    []byte
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := indexByte(p, '\n')
+		if i < 0 {
+			w.buf = append(w.buf, p...)
+			for len(w.buf) >= maxLogLine {
+				w.log.line(w.stream, w.buf[:maxLogLine])
+				w.buf = append(w.buf[:0], w.buf[maxLogLine:]...)
+			}
+			break
+		}
+		w.buf = append(w.buf, p[:i]...)
+		w.log.line(w.stream, w.buf)
+		w.buf = w.buf[:0]
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
 }
 
 // rotatingFile appends to path and, past maxSize bytes, shifts path to
@@ -137,9 +165,8 @@ func (r *rotatingFile) rotate() {
 		os.Remove(r.path)
 	}
 	if err := r.open(); err != nil {
-		// Nowhere to write: keep the process alive so the container does
-		// not block on a full pipe; drop output.
-		r.f, _ = os.Open(os.DevNull)
+		// Nowhere to write: drop output rather than block the task.
+		r.f, _ = os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	}
 }
 
@@ -160,9 +187,7 @@ func logFiles(path string) []string {
 
 // removeLogs deletes a task's log files.
 func removeLogs(path string) {
-	for _, p := range logFiles(path) {
-		os.Remove(p)
-	}
+	os.Remove(path)
 	matches, _ := filepath.Glob(path + ".*")
 	for _, m := range matches {
 		os.Remove(m)

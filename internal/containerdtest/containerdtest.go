@@ -26,9 +26,14 @@ type Daemon struct {
 	Address string
 	// Dir holds root, state, config and the daemon's log.
 	Dir string
+
+	cmd    *exec.Cmd
+	logf   *os.File
+	exited chan struct{}
 }
 
-// Start starts a daemon for t, or skips t when it cannot run here.
+// Start starts a daemon for t, or skips t when it cannot run here. The
+// daemon is stopped when t ends.
 func Start(t testing.TB) *Daemon {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -39,9 +44,23 @@ func Start(t testing.TB) *Daemon {
 			t.Skipf("containerd tests need %s: apt-get install containerd runc (scripts/test.sh does)", bin)
 		}
 	}
-	dir, err := os.MkdirTemp("", "shoal-ctrd-")
+	d, err := StartDaemon()
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Logf("containerdtest: %v", err)
+		}
+	})
+	return d
+}
+
+// StartDaemon starts a private containerd for a program (a bench); Stop it.
+func StartDaemon() (*Daemon, error) {
+	dir, err := os.MkdirTemp("", "shoal-ctrd-")
+	if err != nil {
+		return nil, err
 	}
 	d := &Daemon{Address: filepath.Join(dir, "containerd.sock"), Dir: dir}
 	config := fmt.Sprintf(`version = 2
@@ -55,35 +74,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc")
 	cfg := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cmd := exec.Command("containerd", "--config", cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		d.removeAll()
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
 		logf.Close()
-		unmountUnder(filepath.Join(dir, "root"))
-		if err := os.RemoveAll(dir); err != nil {
-			t.Logf("containerdtest: cleaning %s: %v", dir, err)
-		}
-	})
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	d.cmd, d.logf = cmd, logf
+	d.exited = make(chan struct{})
+	go func() { cmd.Wait(); close(d.exited) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := ctrd.New(d.Address, ctrd.WithTimeout(time.Second))
@@ -91,20 +98,38 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 			_, err = c.Version(context.Background())
 			c.Close()
 			if err == nil {
-				return d
+				return d, nil
 			}
 		}
 		select {
-		case <-exited:
+		case <-d.exited:
 			log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
-			t.Fatalf("containerd exited at start:\n%s", log)
+			d.Stop()
+			return nil, fmt.Errorf("containerd exited at start:\n%s", log)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("containerd did not answer on %s: %v", d.Address, err)
+			d.Stop()
+			return nil, fmt.Errorf("containerd did not answer on %s: %v", d.Address, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Stop removes every container left, stops the daemon (by its PID),
+// unmounts what it mounted and deletes its directory.
+func (d *Daemon) Stop() error {
+	d.removeAll()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.exited
+	}
+	d.logf.Close()
+	unmountUnder(filepath.Join(d.Dir, "root"))
+	return os.RemoveAll(d.Dir)
 }
 
 // removeAll kills and deletes every task and container the test left, in

@@ -1,0 +1,282 @@
+// Command agentbench measures the containerd executor against the raw
+// containerd client on this machine, in one run: N tasks of the tiny HTTP
+// test image created and started in parallel until all run, then stopped and
+// removed. It starts its own private containerd (root, state and socket in a
+// temporary directory) and needs root and the containerd and runc packages.
+// It prints both timings, their ratio, and the RSS of this process (the
+// agent) and of the containerd shims.
+//
+//	go run ./examples/agentbench               # 50 tasks, 2 rounds
+//	go run ./examples/agentbench -tasks 10 -rounds 1
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	ctrd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/distribution/reference"
+
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/agent/containerd"
+	"github.com/shoalproject/shoal/internal/containerdtest"
+	"github.com/shoalproject/shoal/internal/testimages"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+func main() {
+	if err := run(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(ctx context.Context) error {
+	n := flag.Int("tasks", 50, "tasks started in parallel")
+	rounds := flag.Int("rounds", 2, "rounds of raw client and agent, alternating")
+	flag.Parse()
+	if *n < 1 || *rounds < 1 {
+		return fmt.Errorf("-tasks and -rounds must be >= 1")
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("agentbench needs root (it runs containers)")
+	}
+	d, err := containerdtest.StartDaemon()
+	if err != nil {
+		return fmt.Errorf("start containerd (apt-get install containerd runc): %w", err)
+	}
+	defer d.Stop()
+	imageDir, err := os.MkdirTemp("", "agentbench-images-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(imageDir)
+	tarball, err := testimages.Build(ctx, imageDir)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("agentbench: %d CPUs, %s, %d tasks, containerd in %s\n", runtime.NumCPU(), runtime.Version(), *n, d.Dir)
+
+	raw, err := newRaw(ctx, d.Address, tarball)
+	if err != nil {
+		return err
+	}
+	defer raw.client.Close()
+	ex := &containerd.Executor{Address: d.Address, Namespace: "agent", StateDir: filepath.Join(d.Dir, "agent"), ImageDir: imageDir}
+	if err := ex.Connect(ctx); err != nil {
+		return err
+	}
+	defer ex.Close()
+	// Warm up: import the image into the agent's namespace (not timed).
+	warm := &api.Task{Meta: api.Meta{ID: "warmup"}, Spec: api.TaskSpec{Image: testimages.AppRef, Args: []string{"exit", "0"}}}
+	if err := ex.Prepare(ctx, warm); err != nil {
+		return err
+	}
+	ex.Remove(ctx, "warmup")
+
+	var rawStart, rawStop, agStart, agStop []time.Duration
+	for r := range *rounds {
+		s, t, err := raw.round(ctx, *n, r)
+		if err != nil {
+			return fmt.Errorf("raw round %d: %w", r, err)
+		}
+		rawStart, rawStop = append(rawStart, s), append(rawStop, t)
+		s, t, rss, err := agentRound(ctx, ex, *n, r, d)
+		if err != nil {
+			return fmt.Errorf("agent round %d: %w", r, err)
+		}
+		agStart, agStop = append(agStart, s), append(agStop, t)
+		fmt.Printf("round %d: raw client start %v stop %v | agent start %v stop %v | %s\n", r+1,
+			rawStart[r].Round(time.Millisecond), rawStop[r].Round(time.Millisecond), s.Round(time.Millisecond), t.Round(time.Millisecond), rss)
+	}
+	best := func(d []time.Duration) time.Duration { return slices.Min(d) }
+	fmt.Printf("\n%d tasks, best of %d rounds:\n", *n, *rounds)
+	fmt.Printf("  start until all running: raw client %v, agent %v, ratio %.2f [target <= 1.3; Docker Swarm 20.10 here: 23.0 s]\n",
+		best(rawStart).Round(time.Millisecond), best(agStart).Round(time.Millisecond), best(agStart).Seconds()/best(rawStart).Seconds())
+	fmt.Printf("  stop and remove:         raw client %v, agent %v, ratio %.2f [Docker Swarm 20.10 here: 8.6 s]\n",
+		best(rawStop).Round(time.Millisecond), best(agStop).Round(time.Millisecond), best(agStop).Seconds()/best(rawStop).Seconds())
+	return nil
+}
+
+type rawBench struct {
+	client *ctrd.Client
+	img    ctrd.Image
+	ctx    context.Context
+}
+
+func newRaw(ctx context.Context, addr, tarball string) (*rawBench, error) {
+	c, err := ctrd.New(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx = namespaces.WithNamespace(ctx, "raw")
+	f, err := os.Open(tarball)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := c.Import(ctx, f); err != nil {
+		return nil, err
+	}
+	ref, _ := reference.ParseDockerRef(testimages.AppRef)
+	img, err := c.GetImage(ctx, ref.String())
+	if err != nil {
+		return nil, err
+	}
+	if err := img.Unpack(ctx, "overlayfs"); err != nil {
+		return nil, err
+	}
+	return &rawBench{client: c, img: img, ctx: ctx}, nil
+}
+
+// round creates and starts n containers in parallel with the plain client
+// (the floor any agent is measured against), then stops and removes them.
+func (b *rawBench) round(_ context.Context, n, r int) (start, stop time.Duration, err error) {
+	ctx := b.ctx
+	tasks := make([]ctrd.Task, n)
+	ctrs := make([]ctrd.Container, n)
+	exits := make([]<-chan ctrd.ExitStatus, n)
+	errs := make([]error, n)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprintf("raw-%d-%d", r, i)
+			c, err := b.client.NewContainer(ctx, id, ctrd.WithImage(b.img), ctrd.WithNewSnapshot(id, b.img),
+				ctrd.WithNewSpec(oci.WithImageConfigArgs(b.img, []string{"http", ":8080"})))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			ctrs[i] = c
+			t, err := c.NewTask(ctx, cio.NullIO)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			tasks[i] = t
+			if exits[i], err = t.Wait(ctx); err != nil {
+				errs[i] = err
+				return
+			}
+			errs[i] = t.Start(ctx)
+		})
+	}
+	wg.Wait()
+	start = time.Since(t0)
+	t0 = time.Now()
+	for i := range n {
+		wg.Go(func() {
+			if tasks[i] != nil {
+				tasks[i].Kill(ctx, syscall.SIGTERM)
+				<-exits[i]
+				tasks[i].Delete(ctx)
+			}
+			if ctrs[i] != nil {
+				ctrs[i].Delete(ctx, ctrd.WithSnapshotCleanup)
+			}
+		})
+	}
+	wg.Wait()
+	stop = time.Since(t0)
+	for _, e := range errs {
+		if e != nil {
+			return start, stop, e
+		}
+	}
+	return start, stop, nil
+}
+
+// agentRound runs n tasks through agent runners until all report RUNNING,
+// measures memory, then shuts them down and removes them.
+func agentRound(ctx context.Context, ex *containerd.Executor, n, r int, d *containerdtest.Daemon) (start, stop time.Duration, rss string, err error) {
+	var running sync.WaitGroup
+	running.Add(n)
+	cancels := make([]context.CancelFunc, n)
+	finals := make([]chan api.TaskStatus, n)
+	t0 := time.Now()
+	for i := range n {
+		tctx, cancel := context.WithCancel(ctx)
+		cancels[i], finals[i] = cancel, make(chan api.TaskStatus, 1)
+		task := &api.Task{Meta: api.Meta{ID: fmt.Sprintf("ag-%d-%d", r, i)}, ServiceID: "bench",
+			Spec: api.TaskSpec{Image: testimages.AppRef, Args: []string{"http", ":8080"}}}
+		var once sync.Once
+		runner := &agent.Runner{Executor: ex, Report: func(u agent.StatusUpdate) {
+			if u.Status.State == api.TaskRunning || u.Status.State.Terminal() {
+				once.Do(running.Done)
+			}
+		}}
+		go func() { finals[i] <- runner.Run(tctx, task) }()
+	}
+	running.Wait()
+	start = time.Since(t0)
+	rss = memory(d)
+	t0 = time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			cancels[i]()
+			st := <-finals[i]
+			if st.State != api.TaskShutdown && err == nil {
+				err = fmt.Errorf("task %d ended %v: %s", i, st.State, st.Err)
+			}
+			ex.Remove(ctx, fmt.Sprintf("ag-%d-%d", r, i))
+		})
+	}
+	wg.Wait()
+	stop = time.Since(t0)
+	return start, stop, rss, err
+}
+
+// memory reports this process's RSS (the agent with n running tasks) and
+// the total RSS of the shims of our containerd.
+func memory(d *containerdtest.Daemon) string {
+	runtime.GC()
+	debug.FreeOSMemory()
+	self := rssKB(os.Getpid())
+	var shims, nShims int64
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		args := strings.Split(string(cmdline), "\x00")
+		switch {
+		case strings.Contains(args[0], "containerd-shim") && strings.Contains(string(cmdline), d.Address):
+			shims += rssKB(pid)
+			nShims++
+		}
+	}
+	return fmt.Sprintf("agent RSS %d MB; %d containerd shims %d MB (not counted)", self/1024, nShims, shims/1024)
+}
+
+func rssKB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
