@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests need: containerd and runc for the agent's
-# integration tests (each test starts its own private containerd daemon).
+# integration tests (each test starts its own private containerd daemon),
+# tini for tasks that ask for an init process.
 # netmesh will add nftables and iproute2.
-packages=(containerd runc)
+packages=(containerd runc tini)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -25,6 +25,8 @@ import (
 	cg1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cg2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	ctrd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -38,6 +40,10 @@ import (
 )
 
 // Defaults for Executor fields left empty.
+// DefaultInitBinaries are where a static init is looked for (Debian's tini
+// package installs tini-static; Docker ships docker-init).
+var DefaultInitBinaries = []string{"/usr/bin/docker-init", "/usr/bin/tini-static", "/usr/local/bin/tini-static"}
+
 const (
 	DefaultLogMaxSize  = 10 << 20
 	DefaultLogMaxFiles = 3
@@ -71,6 +77,14 @@ type Executor struct {
 	// the file rotates, keeping LogMaxFiles files. Zero means the defaults.
 	LogMaxSize  int64
 	LogMaxFiles int
+	// Pull lets Prepare pull an image from its registry when it is neither
+	// present nor in ImageDir. InsecureRegistries are hosts ("host:port")
+	// reached over plain HTTP.
+	Pull               bool
+	InsecureRegistries []string
+	// InitBinary is a static init (tini) run as PID 1 for tasks with Init
+	// set; empty means the first of DefaultInitBinaries that exists.
+	InitBinary string
 	// Secrets gives the data of the secrets and configs tasks use.
 	Secrets agent.SecretSource
 	// Logger receives the executor's logs; nil discards.
@@ -184,9 +198,16 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 	if err != nil {
 		return err
 	}
-	specOpts, stop, err := specFor(t, img)
+	specOpts, stop, err := specFor(t, img, e.volumeDir)
 	if err != nil {
 		return err
+	}
+	if t.Spec.Init != nil && *t.Spec.Init {
+		initOpts, err := e.initOpts()
+		if err != nil {
+			return err
+		}
+		specOpts = append(specOpts, initOpts...)
 	}
 	if e.Network != nil {
 		netns, resolv, err := e.Network(ctx, t)
@@ -230,7 +251,7 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 
 // specFor turns a task spec into OCI spec options, as Docker does:
 // Command replaces the image's entrypoint, Args its command.
-func specFor(t *api.Task, img ctrd.Image) ([]oci.SpecOpts, syscall.Signal, error) {
+func specFor(t *api.Task, img ctrd.Image, volumeDir func(taskID, name string, i int) (string, error)) ([]oci.SpecOpts, syscall.Signal, error) {
 	s := t.Spec
 	opts := []oci.SpecOpts{oci.WithImageConfig(img)}
 	switch {
@@ -270,6 +291,16 @@ func specFor(t *api.Task, img ctrd.Image) ([]oci.SpecOpts, syscall.Signal, error
 			opts = append(opts, oci.WithPidsLimit(p))
 		}
 	}
+	if r := s.Resources; r != nil && r.Reservations != nil {
+		// A CPU reservation weighs the task's share under contention
+		// (1024 shares per CPU); a memory reservation is a soft limit.
+		if c := r.Reservations.NanoCPUs; c > 0 {
+			opts = append(opts, oci.WithCPUShares(uint64(max(c*1024/1e9, 2))))
+		}
+		if m := r.Reservations.MemoryBytes; m > 0 {
+			opts = append(opts, withMemoryReservation(m))
+		}
+	}
 	var mounts []specs.Mount
 	for _, m := range s.Mounts {
 		switch m.Type {
@@ -279,6 +310,16 @@ func specFor(t *api.Task, img ctrd.Image) ([]oci.SpecOpts, syscall.Signal, error
 				o[1] = "ro"
 			}
 			mounts = append(mounts, specs.Mount{Type: "bind", Source: m.Source, Destination: m.Target, Options: o})
+		case api.MountVolume:
+			dir, err := volumeDir(t.ID, m.Source, len(mounts))
+			if err != nil {
+				return nil, 0, err
+			}
+			o := []string{"rbind", "rw"}
+			if m.ReadOnly {
+				o[1] = "ro"
+			}
+			mounts = append(mounts, specs.Mount{Type: "bind", Source: dir, Destination: m.Target, Options: o})
 		case api.MountTmpfs:
 			o := []string{"nosuid", "nodev", "mode=1777"}
 			if m.TmpfsSizeBytes > 0 {
@@ -286,7 +327,7 @@ func specFor(t *api.Task, img ctrd.Image) ([]oci.SpecOpts, syscall.Signal, error
 			}
 			mounts = append(mounts, specs.Mount{Type: "tmpfs", Source: "tmpfs", Destination: m.Target, Options: o})
 		default:
-			return nil, 0, fmt.Errorf("mount %s: type %q is not supported by this executor yet", m.Target, m.Type)
+			return nil, 0, fmt.Errorf("mount %s: unknown type %q (bind, volume or tmpfs)", m.Target, m.Type)
 		}
 	}
 	if len(mounts) > 0 {
@@ -331,12 +372,23 @@ func (e *Executor) image(ctx context.Context, ref string) (ctrd.Image, error) {
 		}
 		img, err = e.client.GetImage(ctx, full)
 	}
+	var pullErr error
+	if errdefs.IsNotFound(err) && e.Pull {
+		if img, pullErr = e.pull(ctx, full); pullErr == nil {
+			err = nil
+		}
+	}
 	if errdefs.IsNotFound(err) {
 		where := "not present in containerd"
 		if e.ImageDir != "" {
 			where += ", nor in a tarball in " + e.ImageDir
 		}
-		return nil, fmt.Errorf("%w: %s (%s; no registry is configured)", agent.ErrImageNotFound, ref, where)
+		if pullErr != nil {
+			where += ", and pulling it failed: " + pullErr.Error()
+		} else {
+			where += "; pulling from registries is off"
+		}
+		return nil, fmt.Errorf("%w: %s (%s)", agent.ErrImageNotFound, ref, where)
 	}
 	if err != nil {
 		return nil, err
@@ -517,6 +569,7 @@ func (e *Executor) Remove(ctx context.Context, id string) error {
 		en.log.close()
 	}
 	removeLogs(en.logPath)
+	os.RemoveAll(filepath.Join(e.StateDir, "volumes", "anon-"+id))
 	if err := e.removeSecrets(id); err != nil {
 		return err
 	}
@@ -790,4 +843,71 @@ func (e *Executor) openLog(en *entry) (*taskLog, error) {
 	en.log = tl
 	e.mu.Unlock()
 	return tl, nil
+}
+
+func withMemoryReservation(n int64) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Linux == nil {
+			s.Linux = &specs.Linux{}
+		}
+		if s.Linux.Resources == nil {
+			s.Linux.Resources = &specs.LinuxResources{}
+		}
+		if s.Linux.Resources.Memory == nil {
+			s.Linux.Resources.Memory = &specs.LinuxMemory{}
+		}
+		s.Linux.Resources.Memory.Reservation = &n
+		return nil
+	}
+}
+
+// volumeDir returns the host directory of a volume: a named volume lives
+// under StateDir/volumes/NAME and outlives its tasks; an anonymous one is the
+// task's own and goes with it.
+func (e *Executor) volumeDir(taskID, name string, i int) (string, error) {
+	dir := filepath.Join(e.StateDir, "volumes", name, "_data")
+	if name == "" {
+		dir = filepath.Join(e.StateDir, "volumes", "anon-"+taskID, fmt.Sprint(i))
+	}
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+// pull fetches an image from its registry and unpacks it.
+func (e *Executor) pull(ctx context.Context, ref string) (ctrd.Image, error) {
+	insecure := map[string]bool{}
+	for _, h := range e.InsecureRegistries {
+		insecure[h] = true
+	}
+	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: docker.ConfigureDefaultRegistries(
+		docker.WithPlainHTTP(func(host string) (bool, error) { return insecure[host], nil }))})
+	img, err := e.client.Pull(ctx, ref, ctrd.WithPullUnpack, ctrd.WithPullSnapshotter(e.snapshotter()), ctrd.WithResolver(resolver))
+	if err != nil {
+		return nil, err
+	}
+	e.logger().Info("containerd executor: pulled image", "image", ref)
+	return img, nil
+}
+
+// initOpts runs a static init as PID 1: it reaps zombies and passes signals.
+func (e *Executor) initOpts() ([]oci.SpecOpts, error) {
+	bin := e.InitBinary
+	if bin == "" {
+		for _, p := range DefaultInitBinaries {
+			if _, err := os.Stat(p); err == nil {
+				bin = p
+				break
+			}
+		}
+	}
+	if bin == "" {
+		return nil, fmt.Errorf("task asks for an init process but none is installed (apt-get install tini, or set InitBinary)")
+	}
+	const target = "/sbin/shoal-init"
+	return []oci.SpecOpts{
+		oci.WithMounts([]specs.Mount{{Type: "bind", Source: bin, Destination: target, Options: []string{"bind", "ro"}}}),
+		func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+			s.Process.Args = append([]string{target, "--"}, s.Process.Args...)
+			return nil
+		},
+	}, nil
 }

@@ -10,6 +10,7 @@
 //	sha256 PATH     print the SHA-256 of a file and run until SIGTERM
 //	check PATH      exit 0 if PATH exists, 1 if not (a health check)
 //	healthy-for D   create /tmp/healthy, remove it after duration D, run on
+//	write PATH TEXT write TEXT to PATH and exit 0
 package main
 
 import (
@@ -79,6 +80,11 @@ func main() {
 		fmt.Println("healthy for", d)
 		time.AfterFunc(d, func() { os.Remove("/tmp/healthy"); fmt.Println("now unhealthy") })
 		<-term
+	case "write":
+		if err := os.WriteFile(arg(2), []byte(arg(3)), 0o644); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println(e)
