@@ -112,3 +112,26 @@ func TestInitProcess(t *testing.T) {
 	e.Remove(context.Background(), "init")
 }
 
+
+func TestProcessSpecFromTask(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	task := appTask("spec")
+	task.Spec.Command = []string{"/app"}
+	task.Spec.Args = []string{"env"}
+	task.Spec.Env = []string{"MODE=test"}
+	task.Spec.User = "1000"
+	task.Spec.Dir = "/tmp"
+	task.Spec.Hostname = "web-1"
+	task.Spec.ReadOnly = true
+	if st := (&agent.Runner{Executor: e}).Run(ctx, task); st.State != api.TaskComplete {
+		t.Fatalf("%+v", st)
+	}
+	out := logs(t, e, "spec", 0)
+	for _, want := range []string{"MODE=test", "TASK_ID=spec", "SERVICE_ID=svc", "uid=1000 cwd=/tmp hostname=web-1", "rootfs read-only"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	e.Remove(ctx, "spec")
+}

@@ -6,7 +6,8 @@
 //	ignore-term     run and ignore SIGTERM (to be killed after the grace period)
 //	lines N         print "line 1" ... "line N", then run until SIGTERM
 //	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable
-//	env             print the environment and exit 0
+//	env             print the environment, uid, cwd, hostname and whether
+//	                the root filesystem is writable; exit 0
 //	sha256 PATH     print the SHA-256 of a file and run until SIGTERM
 //	check PATH      exit 0 if PATH exists, 1 if not (a health check)
 //	healthy-for D   create /tmp/healthy, remove it after duration D, run on
@@ -88,6 +89,14 @@ func main() {
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println(e)
+		}
+		host, _ := os.Hostname()
+		cwd, _ := os.Getwd()
+		fmt.Printf("uid=%d cwd=%s hostname=%s\n", os.Getuid(), cwd, host)
+		if err := os.WriteFile("/probe", []byte("x"), 0o644); err != nil {
+			fmt.Println("rootfs read-only")
+		} else {
+			fmt.Println("rootfs writable")
 		}
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
