@@ -112,7 +112,6 @@ func TestInitProcess(t *testing.T) {
 	e.Remove(context.Background(), "init")
 }
 
-
 func TestProcessSpecFromTask(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
