@@ -10,7 +10,7 @@
 //	raftstore   replicated, transactional, watchable store (hashicorp/raft + bbolt)
 //	scheduler   placement engine: filters, spread/binpack/random, preferences
 //	netmesh     overlay networks, DNS, routing mesh (planned)
-//	agent       task execution: runner, fake and containerd executors (in progress)
+//	agent       task execution: runner with health checks, containerd and fake executors
 //	swarm       Manager, Worker, Node and Client (planned)
 //
 // Each engine stands alone: raftstore, scheduler and netmesh import nothing

@@ -7,7 +7,7 @@
 //	r := &agent.Runner{Executor: exec, Report: func(u agent.StatusUpdate) { send(u) }}
 //	final := r.Run(ctx, task) // cancel ctx to shut the task down
 //
-// Still to come (issue 5): health checks, secrets and configs on tmpfs,
-// adoption of running containers after an agent restart, metrics, log
-// rotation and follow.
+// A task with a health check is probed through Executor.Exec with Docker's
+// semantics (interval, timeout, retries, start period); an unhealthy task is
+// killed and reported FAILED so the managers replace it.
 package agent
