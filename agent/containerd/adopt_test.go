@@ -25,6 +25,7 @@ func TestAdoptAfterAgentRestartAndRemoveOrphans(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	waitLog(t, e, "keep", "sleeping")
 	before, _ := e.Inspect(ctx, "keep")
 	e.Close() // the agent goes away; containers keep running
 

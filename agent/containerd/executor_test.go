@@ -95,6 +95,19 @@ func TestRunToCompletionWithExitCode(t *testing.T) {
 	}
 }
 
+// waitLog waits until the task's log holds text (for example the line a
+// program prints once its signal handlers are installed).
+func waitLog(t *testing.T, e *containerd.Executor, id, text string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs(t, e, id, 0), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never logged %q; log: %q", id, text, logs(t, e, id, 0))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func runUntilRunning(t *testing.T, e *containerd.Executor, task *api.Task) (cancel func() api.TaskStatus) {
 	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
@@ -122,6 +135,7 @@ func TestShutdownWithinGraceAndKillAfterIt(t *testing.T) {
 	polite := appTask("polite", "sleep")
 	polite.Spec.StopGracePeriod = &grace
 	stop := runUntilRunning(t, e, polite)
+	waitLog(t, e, "polite", "sleeping")
 	t0 := time.Now()
 	final := stop()
 	if final.State != api.TaskShutdown || final.ExitCode != 0 || time.Since(t0) > grace {
@@ -135,10 +149,7 @@ func TestShutdownWithinGraceAndKillAfterIt(t *testing.T) {
 	stubborn := appTask("stubborn", "ignore-term")
 	stubborn.Spec.StopGracePeriod = &short
 	stop = runUntilRunning(t, e, stubborn)
-	// Give the program time to install its SIGTERM handler.
-	for !strings.Contains(logs(t, e, "stubborn", 0), "ignoring") {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLog(t, e, "stubborn", "ignoring") // its SIGTERM handler is in place
 	final = stop()
 	if final.State != api.TaskShutdown || final.ExitCode != 137 {
 		t.Fatalf("stubborn task: %+v", final)

@@ -78,7 +78,7 @@ func TestLogsFollowUntilTaskEnds(t *testing.T) {
 			return nil
 		})
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitLog(t, e, "follow", "sleeping")
 	stop() // SIGTERM: the program prints "terminated" and exits
 	select {
 	case err := <-done:

@@ -106,6 +106,7 @@ func TestInitProcess(t *testing.T) {
 		t.Fatalf("PID 1 of the task runs %q", cmdline)
 	}
 	// The init passes SIGTERM on: the program shuts down cleanly.
+	waitLog(t, e, "init", "sleeping")
 	if st := stop(); st.State != api.TaskShutdown || st.ExitCode != 0 {
 		t.Fatalf("stop through init: %+v", st)
 	}
