@@ -35,6 +35,7 @@ import (
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/agent/containerd"
 	"github.com/shoalproject/shoal/internal/containerdtest"
+	"github.com/shoalproject/shoal/internal/procstat"
 	"github.com/shoalproject/shoal/internal/testimages"
 	"github.com/shoalproject/shoal/swarm/api"
 )
@@ -247,7 +248,7 @@ func agentRound(ctx context.Context, ex *containerd.Executor, n, r int, d *conta
 func memory(d *containerdtest.Daemon) string {
 	runtime.GC()
 	debug.FreeOSMemory()
-	self := rssKB(os.Getpid())
+	self := procstat.RSSKB(os.Getpid())
 	var shims, nShims int64
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -259,24 +260,9 @@ func memory(d *containerdtest.Daemon) string {
 		args := strings.Split(string(cmdline), "\x00")
 		switch {
 		case strings.Contains(args[0], "containerd-shim") && strings.Contains(string(cmdline), d.Address):
-			shims += rssKB(pid)
+			shims += procstat.RSSKB(pid)
 			nShims++
 		}
 	}
 	return fmt.Sprintf("agent RSS %d MB; %d containerd shims %d MB (not counted)", self/1024, nShims, shims/1024)
-}
-
-func rssKB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
 }

@@ -32,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/procstat"
 	"github.com/shoalproject/shoal/internal/testca"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -441,7 +442,7 @@ func measureRSS(ctx context.Context, o options) error {
 	}
 	defer s.Close()
 	<-s.Ready()
-	base := rssKB()
+	base := procstat.RSSKB(os.Getpid())
 	const chunk = 10000
 	for i := 0; i < o.rssTasks; i += chunk {
 		if _, err := s.Batch(ctx, func(b *raftstore.Batch) error {
@@ -465,21 +466,6 @@ func measureRSS(ctx context.Context, o options) error {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Printf("\n== memory of one member holding %d tasks (after a snapshot and GC) ==\n", n)
-	fmt.Printf("RSS %d MB (empty member: %d MB), Go heap in use %d MB [target <= 300 MB]\n", rssKB()/1024, base/1024, ms.HeapInuse>>20)
+	fmt.Printf("RSS %d MB (empty member: %d MB), Go heap in use %d MB [target <= 300 MB]\n", procstat.RSSKB(os.Getpid())/1024, base/1024, ms.HeapInuse>>20)
 	return nil
-}
-
-func rssKB() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
 }

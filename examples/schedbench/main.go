@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/procstat"
 	"github.com/shoalproject/shoal/scheduler"
 )
 
@@ -151,25 +152,9 @@ func measure(p params, repeat int) {
 	if p.strategy == scheduler.Binpack {
 		balance = fmt.Sprintf("%d nodes used", used)
 	}
-	fmt.Printf("%-52s %10v %12.0f %7d MB %12s", name, best.Round(100*time.Microsecond), float64(len(res.Decisions))/best.Seconds(), peakRSSMB(), balance)
+	fmt.Printf("%-52s %10v %12.0f %7d MB %12s", name, best.Round(100*time.Microsecond), float64(len(res.Decisions))/best.Seconds(), procstat.PeakRSSKB(os.Getpid())/1024, balance)
 	if len(res.Unplaced) > 0 {
 		fmt.Printf("  unplaced: %v", res.Unplaced[0])
 	}
 	fmt.Println()
-}
-
-// peakRSSMB is the process's high-water resident set (VmHWM).
-func peakRSSMB() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			f := strings.Fields(line)
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb / 1024
-		}
-	}
-	return 0
 }
