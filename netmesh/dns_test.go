@@ -1,0 +1,148 @@
+package netmesh
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+func registry() *Registry {
+	r := &Registry{}
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	r.SetService(ServiceEndpoint{ID: "s1", Name: "web", Aliases: []string{"www"}, Mode: VIP,
+		VIPs: map[string]netip.Addr{"front": a("10.0.0.2")},
+		Tasks: []TaskEndpoint{
+			{ID: "t1", Addrs: map[string]netip.Addr{"front": a("10.0.0.5")}, Healthy: true},
+			{ID: "t2", Addrs: map[string]netip.Addr{"front": a("10.0.0.6")}, Healthy: true},
+			{ID: "t3", Addrs: map[string]netip.Addr{"front": a("10.0.0.7")}, Healthy: false},
+		}})
+	r.SetService(ServiceEndpoint{ID: "s2", Name: "db", Mode: DNSRR,
+		Tasks: []TaskEndpoint{
+			{ID: "d1", Addrs: map[string]netip.Addr{"back": a("10.0.1.5")}, Healthy: true},
+			{ID: "d2", Addrs: map[string]netip.Addr{"back": a("10.0.1.6")}, Healthy: true},
+		}})
+	return r
+}
+
+func strs(addrs []netip.Addr) []string {
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestRegistryLookup(t *testing.T) {
+	r := registry()
+	cases := []struct {
+		nets []string
+		name string
+		want []string
+		ok   bool
+	}{
+		{[]string{"front"}, "web", []string{"10.0.0.2"}, true},
+		{[]string{"front"}, "WWW.", []string{"10.0.0.2"}, true},
+		{[]string{"front"}, "tasks.web", []string{"10.0.0.5", "10.0.0.6"}, true},
+		{[]string{"back"}, "web", nil, false}, // not on a shared network
+		{[]string{"front"}, "db", nil, false}, // other network
+		{[]string{"back"}, "db", []string{"10.0.1.5", "10.0.1.6"}, true},
+		{[]string{"front", "back"}, "db", []string{"10.0.1.5", "10.0.1.6"}, true},
+		{[]string{"front"}, "example.org", nil, false},
+	}
+	for _, c := range cases {
+		got, ok := r.Lookup(c.nets, c.name)
+		if ok != c.ok || !slices.Equal(strs(got), c.want) {
+			t.Errorf("Lookup(%v, %q) = %v %v, want %v %v", c.nets, c.name, strs(got), ok, c.want, c.ok)
+		}
+	}
+	r.RemoveService("s2")
+	if _, ok := r.Lookup([]string{"back"}, "db"); ok {
+		t.Fatal("removed service still resolves")
+	}
+}
+
+// startDNS runs a server on loopback; upstream is another one answering
+// every name with 192.0.2.99.
+func startDNS(t *testing.T, nets []string) *DNS {
+	t.Helper()
+	up := &dns.Server{Addr: "127.0.0.1:0", Net: "udp", Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP("192.0.2.99")})
+		w.WriteMsg(m)
+	})}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.PacketConn = pc
+	go up.ActivateAndServe()
+	t.Cleanup(func() { up.Shutdown() })
+	d := &DNS{Addr: "127.0.0.1:0", Registry: registry(), Networks: nets, Upstreams: []string{pc.LocalAddr().String()}}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-d.Ready()
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func query(t *testing.T, d *DNS, name string, proto string) *dns.Msg {
+	t.Helper()
+	c := &dns.Client{Net: proto}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	resp, _, err := c.Exchange(m, d.LocalAddr().String())
+	if err != nil {
+		t.Fatalf("query %s: %v", name, err)
+	}
+	return resp
+}
+
+func answers(m *dns.Msg) []string {
+	var out []string
+	for _, rr := range m.Answer {
+		out = append(out, rr.(*dns.A).A.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestDNSServerAnswersAndForwards(t *testing.T) {
+	d := startDNS(t, []string{"front"})
+	if got := answers(query(t, d, "web", "udp")); !slices.Equal(got, []string{"10.0.0.2"}) {
+		t.Fatalf("web: %v", got)
+	}
+	if got := answers(query(t, d, "tasks.web", "tcp")); !slices.Equal(got, []string{"10.0.0.5", "10.0.0.6"}) {
+		t.Fatalf("tasks.web over TCP: %v", got)
+	}
+	// db is on a network this task is not on: not a cluster name here, so
+	// it is forwarded like any other name.
+	if got := answers(query(t, d, "db", "udp")); !slices.Equal(got, []string{"192.0.2.99"}) {
+		t.Fatalf("db from front: %v", got)
+	}
+	if got := answers(query(t, d, "example.org", "udp")); !slices.Equal(got, []string{"192.0.2.99"}) {
+		t.Fatalf("forwarded: %v", got)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("second close: %v", err)
+	}
+}
+
+func TestDNSNoHealthyTaskIsNXDomain(t *testing.T) {
+	d := startDNS(t, []string{"front"})
+	d.Registry.SetService(ServiceEndpoint{ID: "s3", Name: "sick", Mode: DNSRR,
+		Tasks: []TaskEndpoint{{ID: "x", Addrs: map[string]netip.Addr{"front": netip.MustParseAddr("10.0.0.9")}, Healthy: false}}})
+	if m := query(t, d, "sick", "udp"); m.Rcode != dns.RcodeNameError || len(m.Answer) != 0 {
+		t.Fatalf("unhealthy-only service: rcode %d answers %v", m.Rcode, m.Answer)
+	}
+}
