@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests need: containerd and runc for the agent's
 # integration tests (each test starts its own private containerd daemon),
-# tini for tasks that ask for an init process.
-# netmesh will add nftables and iproute2.
-packages=(containerd runc tini)
+# tini for tasks that ask for an init process; iproute2 and nftables for
+# the network-namespace test hosts (internal/nettest).
+packages=(containerd runc tini nftables iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
