@@ -34,6 +34,7 @@ type Lab struct {
 	prefix string
 	mu     sync.Mutex
 	procs  []*exec.Cmd
+	extra  []string
 }
 
 // Host is one test host.
@@ -144,7 +145,27 @@ func (h *Host) Start(ctx context.Context, name string, args ...string) (*exec.Cm
 
 // Do runs fn with the calling goroutine's OS thread inside the host's
 // namespace; sockets fn opens stay in that namespace afterwards.
-func (h *Host) Do(fn func() error) error {
+func (h *Host) Do(fn func() error) error { return Do(h.Name, fn) }
+
+// NewNamespace makes an extra namespace (a task's sandbox, say) that the
+// lab deletes when closed. It returns the namespace's name.
+func (l *Lab) NewNamespace(suffix string) (string, error) {
+	name := l.prefix + "-" + suffix
+	if err := ip("netns", "add", name); err != nil {
+		return "", err
+	}
+	if err := ip("-n", name, "link", "set", "lo", "up"); err != nil {
+		return "", err
+	}
+	l.mu.Lock()
+	l.extra = append(l.extra, name)
+	l.mu.Unlock()
+	return name, nil
+}
+
+// Do runs fn with the calling goroutine's OS thread inside the named
+// network namespace.
+func Do(name string, fn func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
@@ -152,7 +173,7 @@ func (h *Host) Do(fn func() error) error {
 		return err
 	}
 	defer orig.Close()
-	target, err := netns.GetFromName(h.Name)
+	target, err := netns.GetFromName(name)
 	if err != nil {
 		return err
 	}
@@ -210,6 +231,14 @@ func (l *Lab) Close() error {
 		}
 	}
 	var errs []error
+	l.mu.Lock()
+	extra := l.extra
+	l.mu.Unlock()
+	for _, name := range extra {
+		if exists(name) {
+			errs = append(errs, ip("netns", "del", name))
+		}
+	}
 	for _, h := range l.Hosts {
 		if exists(h.Name) {
 			errs = append(errs, ip("netns", "del", h.Name))

@@ -1,0 +1,355 @@
+package netmesh
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for Overlay fields left zero.
+const (
+	DefaultVXLANPort   = 4789
+	DefaultUnderlayMTU = 1500
+	// VXLANOverhead is what VXLAN adds to each packet (outer IP, UDP,
+	// VXLAN and Ethernet headers).
+	VXLANOverhead = 50
+)
+
+// OverlayNetwork is one overlay network on a node.
+type OverlayNetwork struct {
+	ID     string
+	VNI    uint32
+	Subnet netip.Prefix
+}
+
+// RemoteEndpoint is a task address on a network and the underlay address of
+// the node that runs it.
+type RemoteEndpoint struct {
+	Addr netip.Addr
+	Host netip.Addr
+}
+
+// Overlay makes a node's side of overlay networks: per network a bridge and
+// a VXLAN device (one VNI per network, learning off, proxy ARP), with the
+// other nodes' endpoints programmed as static forwarding and neighbour
+// entries (no multicast, no flooding). Tasks are attached by veth. All calls
+// are idempotent, so a restarted agent can apply the desired state again.
+type Overlay struct {
+	// NetNS is the path of the node's network namespace; empty means the
+	// namespace of the calling process.
+	NetNS string
+	// LocalAddr is this node's underlay address (the VXLAN source).
+	LocalAddr netip.Addr
+	// Port is the VXLAN UDP port; 0 means 4789.
+	Port int
+	// UnderlayMTU is the MTU of the underlay; overlay links get 50 less.
+	UnderlayMTU int
+	// Logger receives the overlay's logs; nil discards.
+	Logger *slog.Logger
+
+	mu sync.Mutex
+	h  *netlink.Handle
+	ns netns.NsHandle
+}
+
+// ErrNotStarted is returned by an Overlay used before Start.
+var ErrNotStarted = errors.New("netmesh: not started")
+
+// Start opens the node's namespace.
+func (o *Overlay) Start() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h != nil {
+		return nil
+	}
+	if !o.LocalAddr.Is4() {
+		return fmt.Errorf("netmesh: overlay: LocalAddr %v must be an IPv4 underlay address", o.LocalAddr)
+	}
+	ns, err := openNS(o.NetNS)
+	if err != nil {
+		return err
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return fmt.Errorf("netmesh: netlink in %s: %w", o.NetNS, err)
+	}
+	o.h, o.ns = h, ns
+	return nil
+}
+
+// Close releases the namespace; the devices stay.
+func (o *Overlay) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h == nil {
+		return fmt.Errorf("netmesh: overlay: %w", net.ErrClosed)
+	}
+	o.h.Close()
+	o.h = nil
+	return o.ns.Close()
+}
+
+func openNS(path string) (netns.NsHandle, error) {
+	if path == "" {
+		return netns.Get()
+	}
+	return netns.GetFromPath(path)
+}
+
+func (o *Overlay) port() int {
+	if o.Port == 0 {
+		return DefaultVXLANPort
+	}
+	return o.Port
+}
+
+// MTU is the MTU of overlay links.
+func (o *Overlay) MTU() int {
+	m := o.UnderlayMTU
+	if m == 0 {
+		m = DefaultUnderlayMTU
+	}
+	return m - VXLANOverhead
+}
+
+func bridgeName(vni uint32) string { return fmt.Sprintf("sbr%d", vni) }
+func vxlanName(vni uint32) string  { return fmt.Sprintf("svx%d", vni) }
+
+// MACFor is the MAC address of a task address: 02:42 and the IPv4 address,
+// as Docker does, so peers need to learn only addresses.
+func MACFor(a netip.Addr) net.HardwareAddr {
+	b := a.As4()
+	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
+}
+
+// EnsureNetwork makes (or keeps) the network's bridge and VXLAN device.
+func (o *Overlay) EnsureNetwork(n OverlayNetwork) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h == nil {
+		return ErrNotStarted
+	}
+	if n.VNI == 0 || n.VNI > 1<<24-1 {
+		return fmt.Errorf("netmesh: network %s: VNI %d outside 1..16777215", n.ID, n.VNI)
+	}
+	br, err := o.h.LinkByName(bridgeName(n.VNI))
+	if err != nil {
+		br = &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName(n.VNI), MTU: o.MTU()}}
+		if err := o.h.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("netmesh: bridge for %s: %w", n.ID, err)
+		}
+		if br, err = o.h.LinkByName(bridgeName(n.VNI)); err != nil {
+			return err
+		}
+	}
+	vx, err := o.h.LinkByName(vxlanName(n.VNI))
+	if err != nil {
+		vx = &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: vxlanName(n.VNI), MTU: o.MTU(), MasterIndex: br.Attrs().Index},
+			VxlanId: int(n.VNI), SrcAddr: o.LocalAddr.AsSlice(), Port: o.port(), Learning: false, Proxy: true, L2miss: false, L3miss: false}
+		if err := o.h.LinkAdd(vx); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("netmesh: vxlan for %s (VNI %d): %w", n.ID, n.VNI, err)
+		}
+		if vx, err = o.h.LinkByName(vxlanName(n.VNI)); err != nil {
+			return err
+		}
+	}
+	for _, l := range []netlink.Link{br, vx} {
+		if err := o.h.LinkSetUp(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveNetwork deletes the network's devices (and with them every entry).
+func (o *Overlay) RemoveNetwork(n OverlayNetwork) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h == nil {
+		return ErrNotStarted
+	}
+	var errs []error
+	for _, name := range []string{vxlanName(n.VNI), bridgeName(n.VNI)} {
+		if l, err := o.h.LinkByName(name); err == nil {
+			errs = append(errs, o.h.LinkDel(l))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SetEndpoints makes the network's forwarding and neighbour entries match
+// the endpoints on other nodes: stale entries go, new ones come. Endpoints
+// on this node are skipped (the bridge reaches them).
+func (o *Overlay) SetEndpoints(n OverlayNetwork, eps []RemoteEndpoint) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h == nil {
+		return ErrNotStarted
+	}
+	vx, err := o.h.LinkByName(vxlanName(n.VNI))
+	if err != nil {
+		return fmt.Errorf("netmesh: network %s not set up on this node: %w", n.ID, err)
+	}
+	idx := vx.Attrs().Index
+	want := map[netip.Addr]netip.Addr{}
+	for _, ep := range eps {
+		if ep.Host != o.LocalAddr && n.Subnet.Contains(ep.Addr) {
+			want[ep.Addr] = ep.Host
+		}
+	}
+	// Neighbour (ARP) entries: task address -> MAC.
+	neighs, err := o.h.NeighList(idx, unix.AF_INET)
+	if err != nil {
+		return err
+	}
+	have := map[netip.Addr]bool{}
+	for _, nb := range neighs {
+		a, _ := netip.AddrFromSlice(nb.IP.To4())
+		if _, ok := want[a]; !ok {
+			o.h.NeighDel(&nb)
+			continue
+		}
+		have[a] = true
+	}
+	// Forwarding entries: MAC -> remote node.
+	fdb, err := o.h.NeighList(idx, unix.AF_BRIDGE)
+	if err != nil {
+		return err
+	}
+	haveFDB := map[string]netip.Addr{}
+	for _, e := range fdb {
+		if e.HardwareAddr == nil || e.IP == nil {
+			continue
+		}
+		dst, _ := netip.AddrFromSlice(e.IP.To4())
+		haveFDB[e.HardwareAddr.String()] = dst
+	}
+	wantFDB := map[string]bool{}
+	for a, host := range want {
+		mac := MACFor(a)
+		wantFDB[mac.String()] = true
+		if !have[a] {
+			if err := o.h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_PERMANENT, IP: a.AsSlice(), HardwareAddr: mac}); err != nil {
+				return fmt.Errorf("netmesh: neighbour %s: %w", a, err)
+			}
+		}
+		if haveFDB[mac.String()] != host {
+			if err := o.h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
+				IP: host.AsSlice(), HardwareAddr: mac}); err != nil {
+				return fmt.Errorf("netmesh: forwarding entry %s via %s: %w", a, host, err)
+			}
+		}
+	}
+	for _, e := range fdb {
+		if e.HardwareAddr != nil && e.IP != nil && !wantFDB[e.HardwareAddr.String()] && e.HardwareAddr[0] == 0x02 && e.HardwareAddr[1] == 0x42 {
+			o.h.NeighDel(&e)
+		}
+	}
+	return nil
+}
+
+// Attach connects a task's network namespace (by path) to the network: a
+// veth with one end on the bridge, the other in the task's namespace named
+// ifName with address addr and the network's MTU.
+func (o *Overlay) Attach(n OverlayNetwork, taskNS, ifName string, addr netip.Addr) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h == nil {
+		return ErrNotStarted
+	}
+	if !n.Subnet.Contains(addr) {
+		return fmt.Errorf("netmesh: %s is not in %s's subnet %s", addr, n.ID, n.Subnet)
+	}
+	br, err := o.h.LinkByName(bridgeName(n.VNI))
+	if err != nil {
+		return fmt.Errorf("netmesh: network %s not set up on this node: %w", n.ID, err)
+	}
+	tns, err := netns.GetFromPath(taskNS)
+	if err != nil {
+		return fmt.Errorf("netmesh: task namespace %s: %w", taskNS, err)
+	}
+	defer tns.Close()
+	th, err := netlink.NewHandleAt(tns)
+	if err != nil {
+		return err
+	}
+	defer th.Close()
+	if l, err := th.LinkByName(ifName); err == nil {
+		if addrs, _ := th.AddrList(l, unix.AF_INET); len(addrs) == 1 && addrs[0].IP.Equal(addr.AsSlice()) {
+			return nil // already attached
+		}
+		return fmt.Errorf("netmesh: %s already has an %s with another address", taskNS, ifName)
+	}
+	host, peer := vethNames(n.ID, taskNS)
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MTU: o.MTU(), MasterIndex: br.Attrs().Index}, PeerName: peer}
+	if err := o.h.LinkAdd(veth); err != nil {
+		return fmt.Errorf("netmesh: veth for %s: %w", taskNS, err)
+	}
+	fail := func(err error) error {
+		if l, e := o.h.LinkByName(host); e == nil {
+			o.h.LinkDel(l)
+		}
+		return err
+	}
+	hl, err := o.h.LinkByName(host)
+	if err != nil {
+		return fail(err)
+	}
+	if err := o.h.LinkSetUp(hl); err != nil {
+		return fail(err)
+	}
+	pl, err := o.h.LinkByName(peer)
+	if err != nil {
+		return fail(err)
+	}
+	if err := o.h.LinkSetNsFd(pl, int(tns)); err != nil {
+		return fail(err)
+	}
+	if pl, err = th.LinkByName(peer); err != nil {
+		return fail(err)
+	}
+	steps := []func() error{
+		func() error { return th.LinkSetName(pl, ifName) },
+		func() error { return th.LinkSetHardwareAddr(pl, MACFor(addr)) },
+		func() error { return th.LinkSetMTU(pl, o.MTU()) },
+		func() error {
+			return th.AddrAdd(pl, &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}})
+		},
+		func() error { return th.LinkSetUp(pl) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return fail(fmt.Errorf("netmesh: configure %s in %s: %w", ifName, taskNS, err))
+		}
+	}
+	return nil
+}
+
+// Detach removes a task's link to the network.
+func (o *Overlay) Detach(n OverlayNetwork, taskNS string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h == nil {
+		return ErrNotStarted
+	}
+	host, _ := vethNames(n.ID, taskNS)
+	if l, err := o.h.LinkByName(host); err == nil {
+		return o.h.LinkDel(l)
+	}
+	return nil
+}
+
+// vethNames are short (15 bytes at most) and stable for a task and network.
+func vethNames(networkID, taskNS string) (host, peer string) {
+	sum := crc32.ChecksumIEEE([]byte(networkID + "\x00" + taskNS))
+	return fmt.Sprintf("sve%08x", sum), fmt.Sprintf("svp%08x", sum)
+}
