@@ -353,3 +353,25 @@ func vethNames(networkID, taskNS string) (host, peer string) {
 	sum := crc32.ChecksumIEEE([]byte(networkID + "\x00" + taskNS))
 	return fmt.Sprintf("sve%08x", sum), fmt.Sprintf("svp%08x", sum)
 }
+
+// SetNodeAddr gives this node an address on the network (on its bridge), so
+// the node itself can reach the network's tasks: the routing mesh forwards
+// published ports to tasks on other nodes over the ingress network this way.
+func (o *Overlay) SetNodeAddr(n OverlayNetwork, addr netip.Addr) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h == nil {
+		return ErrNotStarted
+	}
+	br, err := o.h.LinkByName(bridgeName(n.VNI))
+	if err != nil {
+		return fmt.Errorf("netmesh: network %s not set up on this node: %w", n.ID, err)
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}}
+	if err := o.h.AddrReplace(br, a); err != nil {
+		return fmt.Errorf("netmesh: address %s on %s: %w", addr, n.ID, err)
+	}
+	// The node answers ARP for its own address itself, with the MAC other
+	// nodes expect from MACFor.
+	return o.h.LinkSetHardwareAddr(br, MACFor(addr))
+}

@@ -1,0 +1,195 @@
+package netmesh_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/internal/nettest"
+	"github.com/shoalproject/shoal/netmesh"
+)
+
+func serveHTTP(t *testing.T, ns string, addr, name string) {
+	t.Helper()
+	var ln net.Listener
+	if err := nettest.Do(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+func serveUDP(t *testing.T, ns string, addr, name string) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := nettest.Do(ns, func() (err error) { pc, err = net.ListenPacket("udp", addr); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(name), from)
+		}
+	}()
+}
+
+// get fetches a URL from inside a namespace on a new connection. It dials
+// itself: http.Transport would dial from another goroutine, outside the
+// namespace.
+func get(ns, url string) (string, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return "", err
+	}
+	var conn net.Conn
+	if err := nettest.Do(ns, func() (err error) {
+		conn, err = net.DialTimeout("tcp", req.URL.Host, 2*time.Second)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func TestRoutingMeshAcrossHosts(t *testing.T) {
+	lab := nettest.New(t, 3)
+	ctx := context.Background()
+	ingress := netmesh.OverlayNetwork{ID: "ingress", VNI: 4096, Subnet: netip.MustParsePrefix("10.255.0.0/16")}
+	var eps []netmesh.RemoteEndpoint
+	overlays := []*netmesh.Overlay{}
+	meshes := []*netmesh.RoutingMesh{}
+	for i, h := range lab.Hosts {
+		o := &netmesh.Overlay{NetNS: "/var/run/netns/" + h.Name, LocalAddr: h.Addr}
+		if err := o.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { o.Close() })
+		if err := o.EnsureNetwork(ingress); err != nil {
+			t.Fatal(err)
+		}
+		nodeAddr := netip.AddrFrom4([4]byte{10, 255, 0, byte(10 + i)})
+		if err := o.SetNodeAddr(ingress, nodeAddr); err != nil {
+			t.Fatal(err)
+		}
+		eps = append(eps, netmesh.RemoteEndpoint{Addr: nodeAddr, Host: h.Addr})
+		overlays = append(overlays, o)
+		m := &netmesh.RoutingMesh{NetNS: "/var/run/netns/" + h.Name}
+		if err := m.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		if m.Backend() != netmesh.BackendNFTables {
+			t.Fatalf("backend %q (no IPVS in this kernel: nftables expected)", m.Backend())
+		}
+		meshes = append(meshes, m)
+	}
+	// Two backends, on h1 and h2.
+	var backends []netmesh.Backend
+	for i, hi := range []int{1, 2} {
+		ns, err := lab.NewNamespace(fmt.Sprint("be", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := netip.AddrFrom4([4]byte{10, 255, 1, byte(1 + i)})
+		if err := overlays[hi].Attach(ingress, "/var/run/netns/"+ns, "eth0", addr); err != nil {
+			t.Fatal(err)
+		}
+		serveHTTP(t, ns, addr.String()+":80", fmt.Sprint("backend-", i))
+		serveUDP(t, ns, addr.String()+":53", fmt.Sprint("backend-", i))
+		backends = append(backends, netmesh.Backend{Addr: addr, Port: 80})
+		eps = append(eps, netmesh.RemoteEndpoint{Addr: addr, Host: lab.Hosts[hi].Addr})
+	}
+	for _, o := range overlays {
+		if err := o.SetEndpoints(ingress, eps); err != nil {
+			t.Fatal(err)
+		}
+	}
+	udpBackends := []netmesh.Backend{{Addr: backends[0].Addr, Port: 53}, {Addr: backends[1].Addr, Port: 53}}
+	for _, m := range meshes {
+		if err := m.Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080, Backends: backends}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Set(ctx, netmesh.PublishedPort{ServiceID: "dns", Protocol: netmesh.UDP, Port: 5353, Backends: udpBackends}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// From h0, through every node's published port: answers from both
+	// backends (the node h0 itself, and h1 and h2 across the wire).
+	client := lab.Hosts[0].Name
+	for _, h := range lab.Hosts {
+		seen := map[string]int{}
+		for range 30 {
+			body, err := get(client, fmt.Sprintf("http://%s:8080/", h.Addr))
+			if err != nil {
+				t.Fatalf("via %s: %v", h.Addr, err)
+			}
+			seen[body]++
+		}
+		if len(seen) != 2 {
+			t.Fatalf("via %s: answers %v, want both backends", h.Addr, seen)
+		}
+	}
+	// UDP through the mesh.
+	if err := nettest.Do(client, func() error {
+		c, err := net.Dial("udp", lab.Hosts[1].Addr.String()+":5353")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.Write([]byte("q"))
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err == nil && !strings.HasPrefix(string(buf[:n]), "backend-") {
+			err = fmt.Errorf("udp answer %q", buf[:n])
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("udp through the mesh: %v", err)
+	}
+	// A backend taken out is out at once.
+	for _, m := range meshes {
+		m.Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080, Backends: backends[1:]})
+	}
+	for range 15 {
+		if body, err := get(client, fmt.Sprintf("http://%s:8080/", lab.Hosts[2].Addr)); err != nil || body != "backend-1" {
+			t.Fatalf("after removing backend-0: %q %v", body, err)
+		}
+	}
+	// No backend: refused, not hanging.
+	meshes[1].Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080})
+	t0 := time.Now()
+	if _, err := get(client, fmt.Sprintf("http://%s:8080/", lab.Hosts[1].Addr)); err == nil || time.Since(t0) > time.Second {
+		t.Fatalf("no backends: err %v after %v, want a quick refusal", err, time.Since(t0))
+	}
+	// Unpublished: nothing listens on the node itself.
+	meshes[2].Remove(ctx, netmesh.TCP, 8080)
+	if _, err := get(client, fmt.Sprintf("http://%s:8080/", lab.Hosts[2].Addr)); err == nil {
+		t.Fatal("answered on an unpublished port")
+	}
+}
