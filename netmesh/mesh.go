@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"sort"
 	"strings"
 	"sync"
 
@@ -53,9 +52,9 @@ const (
 // private nftables table (the design of kube-proxy's nftables mode, KEP-3866):
 // a verdict map keyed on protocol and port sends new connections to a chain
 // per published port that picks a backend with `numgen random`; connections
-// are masqueraded so replies come back through this node. Every change
-// rewrites the table in one nft transaction: the kernel swaps it atomically,
-// so established connections keep their conntrack entries.
+// are masqueraded so replies come back through this node. A change touches
+// only its port's chain and map element, in one nft transaction that the
+// kernel applies atomically.
 //
 // IPVS is not used: where the kernel has it, it would be a choice here, but
 // these machines have none, and ipvs.New reports no error without it. The
@@ -106,7 +105,9 @@ func (m *RoutingMesh) Start(ctx context.Context) error {
 	}
 	m.sysctl(ctx, "net.bridge.bridge-nf-call-iptables", "0") // absent without br_netfilter
 	m.ports = map[string]PublishedPort{}
-	if err := m.apply(ctx); err != nil {
+	// A fresh table: after a crash, whatever the last agent left is gone,
+	// and the caller sets the published ports again.
+	if err := m.nft(ctx, baseScript(m.table(), "inet_proto . inet_service", "fib daddr type local meta l4proto . th dport", []string{"prerouting", "output"})); err != nil {
 		return err
 	}
 	m.started = true
@@ -120,26 +121,29 @@ func (m *RoutingMesh) Backend() string {
 	return m.backend
 }
 
-// Set adds or replaces a published port.
+// Set adds or replaces a published port. Only that port's chain and map
+// element change (one nft transaction), so the cost does not grow with the
+// number of services.
 func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	if p.Port == 0 || (p.Protocol != TCP && p.Protocol != UDP) {
 		return fmt.Errorf("netmesh: published port %d/%s: want a port and tcp or udp", p.Port, p.Protocol)
+	}
+	for _, b := range p.Backends {
+		if !b.Addr.Is4() || b.Port == 0 {
+			return fmt.Errorf("netmesh: published port %d/%s: backend %v:%d is not an IPv4 address and port", p.Port, p.Protocol, b.Addr, b.Port)
+		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.started {
 		return ErrNotStarted
 	}
-	prev, had := m.ports[portKey(p.Protocol, p.Port)]
-	m.ports[portKey(p.Protocol, p.Port)] = p
-	if err := m.apply(ctx); err != nil {
-		if had {
-			m.ports[portKey(p.Protocol, p.Port)] = prev
-		} else {
-			delete(m.ports, portKey(p.Protocol, p.Port))
-		}
+	k := portKey(p.Protocol, p.Port)
+	_, had := m.ports[k]
+	if err := m.nft(ctx, setServiceScript(m.table(), "published", chainName(p.Protocol, p.Port), fmt.Sprintf("%s . %d", p.Protocol, p.Port), p.Protocol, p.Backends, !had, true)); err != nil {
 		return err
 	}
+	m.ports[k] = p
 	return nil
 }
 
@@ -150,8 +154,15 @@ func (m *RoutingMesh) Remove(ctx context.Context, proto Protocol, port uint16) e
 	if !m.started {
 		return ErrNotStarted
 	}
-	delete(m.ports, portKey(proto, port))
-	return m.apply(ctx)
+	k := portKey(proto, port)
+	if _, ok := m.ports[k]; !ok {
+		return nil
+	}
+	if err := m.nft(ctx, removeServiceScript(m.table(), "published", chainName(proto, port), fmt.Sprintf("%s . %d", proto, port))); err != nil {
+		return err
+	}
+	delete(m.ports, k)
+	return nil
 }
 
 // Close deletes the table.
@@ -167,51 +178,60 @@ func (m *RoutingMesh) Close() error {
 
 func portKey(p Protocol, port uint16) string { return fmt.Sprintf("%s/%d", p, port) }
 
-// rules renders the whole table.
-func (m *RoutingMesh) rules() string {
+func chainName(p Protocol, port uint16) string { return fmt.Sprintf("svc-%s-%d", p, port) }
+
+// baseScript replaces the table with an empty one: the verdict map and the
+// hooks. Creating then deleting makes it work whether or not the table
+// exists; the new table follows in the same transaction.
+func baseScript(table, mapType, match string, hooks []string) string {
 	var b strings.Builder
-	t := m.table()
-	// Creating then deleting makes the script work whether or not the table
-	// exists; the new table follows in the same transaction.
-	fmt.Fprintf(&b, "table ip %s {}\ndelete table ip %s\ntable ip %s {\n", t, t, t)
-	keys := make([]string, 0, len(m.ports))
-	for k := range m.ports {
-		keys = append(keys, k)
+	fmt.Fprintf(&b, "table ip %s {}\ndelete table ip %s\ntable ip %s {\n", table, table, table)
+	fmt.Fprintf(&b, " map published {\n  type %s : verdict\n }\n", mapType)
+	for _, h := range hooks {
+		fmt.Fprintf(&b, " chain %s {\n  type nat hook %s priority %s; policy accept;\n  %s vmap @published\n }\n", h, h, natPriority(h), match)
 	}
-	sort.Strings(keys)
-	var vmap []string
-	for _, k := range keys {
-		p := m.ports[k]
-		chain := fmt.Sprintf("svc-%s-%d", p.Protocol, p.Port)
-		vmap = append(vmap, fmt.Sprintf("%s . %d : goto %s", p.Protocol, p.Port, chain))
-		fmt.Fprintf(&b, " chain %s {\n", chain)
-		switch n := len(p.Backends); n {
-		case 0:
-			fmt.Fprintf(&b, "  reject\n")
-		case 1:
-			fmt.Fprintf(&b, "  meta l4proto %s ct mark set 0x5348 dnat to %s:%d\n", p.Protocol, p.Backends[0].Addr, p.Backends[0].Port)
-		default:
-			var elems []string
-			for i, be := range p.Backends {
-				elems = append(elems, fmt.Sprintf("%d : %s . %d", i, be.Addr, be.Port))
-			}
-			fmt.Fprintf(&b, "  meta l4proto %s ct mark set 0x5348 dnat ip addr . port to numgen random mod %d map { %s }\n", p.Protocol, n, strings.Join(elems, ", "))
-		}
-		b.WriteString(" }\n")
-	}
-	b.WriteString(" map published {\n  type inet_proto . inet_service : verdict\n")
-	if len(vmap) > 0 {
-		fmt.Fprintf(&b, "  elements = { %s }\n", strings.Join(vmap, ", "))
-	}
-	b.WriteString(" }\n")
-	b.WriteString(" chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  fib daddr type local meta l4proto . th dport vmap @published\n }\n")
-	b.WriteString(" chain output {\n  type nat hook output priority -100; policy accept;\n  fib daddr type local meta l4proto . th dport vmap @published\n }\n")
-	b.WriteString(" chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n  ct mark 0x5348 masquerade\n }\n")
-	b.WriteString("}\n")
+	b.WriteString(" chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n  ct mark 0x5348 masquerade\n }\n}\n")
 	return b.String()
 }
 
-func (m *RoutingMesh) apply(ctx context.Context) error { return m.nft(ctx, m.rules()) }
+func natPriority(hook string) string {
+	if hook == "prerouting" {
+		return "dstnat"
+	}
+	return "-100" // nft 1.0.6 knows the name dstnat only for prerouting
+}
+
+// setServiceScript (re)fills one service chain and, for a new service, adds
+// its map element.
+func setServiceScript(table, mapName, chain, key string, proto Protocol, backends []Backend, isNew, mark bool) string {
+	var b strings.Builder
+	markStmt := ""
+	if mark {
+		markStmt = "ct mark set 0x5348 "
+	}
+	fmt.Fprintf(&b, "add chain ip %s %s\nflush chain ip %s %s\n", table, chain, table, chain)
+	switch n := len(backends); n {
+	case 0:
+		fmt.Fprintf(&b, "add rule ip %s %s reject\n", table, chain)
+	case 1:
+		fmt.Fprintf(&b, "add rule ip %s %s meta l4proto %s %sdnat to %s:%d\n", table, chain, proto, markStmt, backends[0].Addr, backends[0].Port)
+	default:
+		elems := make([]string, n)
+		for i, be := range backends {
+			elems[i] = fmt.Sprintf("%d : %s . %d", i, be.Addr, be.Port)
+		}
+		fmt.Fprintf(&b, "add rule ip %s %s meta l4proto %s %sdnat ip addr . port to numgen random mod %d map { %s }\n",
+			table, chain, proto, markStmt, n, strings.Join(elems, ", "))
+	}
+	if isNew {
+		fmt.Fprintf(&b, "add element ip %s %s { %s : goto %s }\n", table, mapName, key, chain)
+	}
+	return b.String()
+}
+
+func removeServiceScript(table, mapName, chain, key string) string {
+	return fmt.Sprintf("delete element ip %s %s { %s }\ndelete chain ip %s %s\n", table, mapName, key, table, chain)
+}
 
 // nft runs an nft script in the node's namespace.
 func (m *RoutingMesh) nft(ctx context.Context, script string) error {

@@ -172,6 +172,55 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("udp through the mesh: %v", err)
 	}
+	// Internal load balancing: a task on the network reaches the service
+	// by its VIP, balanced over both backends, from its own namespace.
+	clientTask, err := lab.NewNamespace("client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientAddr := netip.MustParseAddr("10.255.2.1")
+	if err := overlays[0].Attach(ingress, "/var/run/netns/"+clientTask, "eth0", clientAddr); err != nil {
+		t.Fatal(err)
+	}
+	eps = append(eps, netmesh.RemoteEndpoint{Addr: clientAddr, Host: lab.Hosts[0].Addr})
+	for _, o := range overlays {
+		if err := o.SetEndpoints(ingress, eps); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lb := &netmesh.ServiceLB{NetNS: "/var/run/netns/" + clientTask}
+	if err := lb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddr("10.255.255.1")
+	if err := lb.Set(ctx, netmesh.VIPService{ServiceID: "web", VIP: vip, Protocol: netmesh.TCP, Port: 80, Backends: backends}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for range 30 {
+		body, err := get(clientTask, "http://10.255.255.1:80/")
+		if err != nil {
+			t.Fatalf("VIP from a task: %v", err)
+		}
+		seen[body]++
+	}
+	if len(seen) != 2 {
+		t.Fatalf("VIP answers %v, want both backends", seen)
+	}
+	lb.Set(ctx, netmesh.VIPService{ServiceID: "web", VIP: vip, Protocol: netmesh.TCP, Port: 80, Backends: backends[:1]})
+	for range 10 {
+		if body, err := get(clientTask, "http://10.255.255.1:80/"); err != nil || body != "backend-0" {
+			t.Fatalf("VIP after removing backend-1: %q %v", body, err)
+		}
+	}
+	if err := lb.Remove(ctx, vip, netmesh.TCP, 80); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(clientTask, "http://10.255.255.1:80/"); err == nil {
+		t.Fatal("VIP answered after its service was removed")
+	}
+	lb.Close()
+
 	// A backend taken out is out at once.
 	for _, m := range meshes {
 		m.Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080, Backends: backends[1:]})

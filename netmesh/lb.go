@@ -1,0 +1,117 @@
+package netmesh
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+)
+
+// VIPService is a service's virtual IP on one network, balanced over its
+// healthy backends.
+type VIPService struct {
+	ServiceID string
+	VIP       netip.Addr
+	Protocol  Protocol
+	Port      uint16
+	Backends  []Backend
+}
+
+// ServiceLB balances a task's connections to service VIPs over the
+// services' healthy backends, inside the task's network namespace (nftables:
+// a verdict map keyed on VIP, protocol and port; a chain per service with
+// `numgen random`). Nothing is masqueraded: backends see the task's own
+// address. Changes touch only their service, in one nft transaction.
+type ServiceLB struct {
+	// NetNS is the path of the task's network namespace.
+	NetNS string
+	// Table is the nftables table's name; empty means "shoal-lb".
+	Table string
+	// Logger receives logs; nil discards.
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	vips    map[string]bool
+	started bool
+	exec    RoutingMesh // only its namespace and nft helpers are used
+}
+
+func (l *ServiceLB) table() string {
+	if l.Table == "" {
+		return "shoal-lb"
+	}
+	return l.Table
+}
+
+// Start installs an empty table in the task's namespace.
+func (l *ServiceLB) Start(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.started {
+		return nil
+	}
+	l.exec = RoutingMesh{NetNS: l.NetNS, Logger: l.Logger}
+	if err := l.exec.nft(ctx, baseScript(l.table(), "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport", []string{"output"})); err != nil {
+		return err
+	}
+	l.vips = map[string]bool{}
+	l.started = true
+	return nil
+}
+
+func vipKey(vip netip.Addr, p Protocol, port uint16) string {
+	return fmt.Sprintf("%s . %s . %d", vip, p, port)
+}
+
+func vipChain(vip netip.Addr, p Protocol, port uint16) string {
+	b := vip.As4()
+	return fmt.Sprintf("vip-%d-%d-%d-%d-%s-%d", b[0], b[1], b[2], b[3], p, port)
+}
+
+// Set adds or replaces a VIP service.
+func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
+	if !s.VIP.Is4() || s.Port == 0 || (s.Protocol != TCP && s.Protocol != UDP) {
+		return fmt.Errorf("netmesh: VIP service %s: want an IPv4 VIP, a port and tcp or udp", s.ServiceID)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started {
+		return ErrNotStarted
+	}
+	k := vipKey(s.VIP, s.Protocol, s.Port)
+	if err := l.exec.nft(ctx, setServiceScript(l.table(), "published", vipChain(s.VIP, s.Protocol, s.Port), k, s.Protocol, s.Backends, !l.vips[k], false)); err != nil {
+		return err
+	}
+	l.vips[k] = true
+	return nil
+}
+
+// Remove forgets a VIP service.
+func (l *ServiceLB) Remove(ctx context.Context, vip netip.Addr, p Protocol, port uint16) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started {
+		return ErrNotStarted
+	}
+	k := vipKey(vip, p, port)
+	if !l.vips[k] {
+		return nil
+	}
+	if err := l.exec.nft(ctx, removeServiceScript(l.table(), "published", vipChain(vip, p, port), k)); err != nil {
+		return err
+	}
+	delete(l.vips, k)
+	return nil
+}
+
+// Close deletes the table.
+func (l *ServiceLB) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started {
+		return nil
+	}
+	l.started = false
+	return l.exec.nft(context.Background(), fmt.Sprintf("delete table ip %s\n", l.table()))
+}
