@@ -7,8 +7,11 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/shoalproject/shoal/internal/nettest"
 )
 
 func registry() *Registry {
@@ -144,5 +147,41 @@ func TestDNSNoHealthyTaskIsNXDomain(t *testing.T) {
 		Tasks: []TaskEndpoint{{ID: "x", Addrs: map[string]netip.Addr{"front": netip.MustParseAddr("10.0.0.9")}, Healthy: false}}})
 	if m := query(t, d, "sick", "udp"); m.Rcode != dns.RcodeNameError || len(m.Answer) != 0 {
 		t.Fatalf("unhealthy-only service: rcode %d answers %v", m.Rcode, m.Answer)
+	}
+}
+
+// TestDNSInsideTaskNamespace serves at 127.0.0.11:53 inside a namespace, as
+// each task gets it, and resolves from there.
+func TestDNSInsideTaskNamespace(t *testing.T) {
+	lab := nettest.New(t, 1)
+	ns, err := lab.NewNamespace("task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &DNS{Addr: "127.0.0.11:53", Registry: registry(), Networks: []string{"front"}}
+	if err := nettest.Do(ns, func() error { return d.Start(context.Background()) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	<-d.Ready()
+	var got []string
+	err = nettest.Do(ns, func() error {
+		m := new(dns.Msg)
+		m.SetQuestion("web.", dns.TypeA)
+		resp, _, err := (&dns.Client{}).Exchange(m, "127.0.0.11:53")
+		if err == nil {
+			got = answers(resp)
+		}
+		return err
+	})
+	if err != nil || !slices.Equal(got, []string{"10.0.0.2"}) {
+		t.Fatalf("web from inside the task: %v %v", got, err)
+	}
+	// Outside the namespace nothing answers at 127.0.0.11.
+	c := &dns.Client{Timeout: 300 * time.Millisecond}
+	m := new(dns.Msg)
+	m.SetQuestion("web.", dns.TypeA)
+	if _, _, err := c.Exchange(m, "127.0.0.11:53"); err == nil {
+		t.Fatal("the task's DNS answered outside its namespace")
 	}
 }
