@@ -1,5 +1,17 @@
-// Package netmesh will give tasks their network: IPAM, VXLAN overlay
-// networks, gossip of peers, embedded DNS at 127.0.0.11 and the routing mesh
-// (nftables, or IPVS where the kernel has it). It imports nothing else of
-// Shoal. Not built yet.
+// Package netmesh gives tasks their network, without importing anything
+// else of Shoal: IPAM (subnets and addresses, serializable for Raft), VXLAN
+// overlay networks (a bridge and a VXLAN device per network, peers as static
+// forwarding and neighbour entries, tasks attached by veth), a routing mesh
+// (published ports answering on every node) and VIP load balancing on
+// nftables, and a DNS server per task at 127.0.0.11 answering from a
+// Registry of service endpoints.
+//
+//	o := &netmesh.Overlay{LocalAddr: nodeAddr}
+//	o.Start()
+//	o.EnsureNetwork(netmesh.OverlayNetwork{ID: "web", VNI: 4097, Subnet: subnet})
+//	o.Attach(network, "/var/run/netns/task1", "eth0", taskAddr)
+//	o.SetEndpoints(network, endpointsOnOtherNodes)
+//
+// Still to come: gossip of peers, encrypted networks, netlink-speed rule
+// updates.
 package netmesh

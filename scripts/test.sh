@@ -37,11 +37,12 @@ go vet ./...
 echo "== go test"
 go test -count=1 -timeout 15m ./...
 
-echo "== go test -race (raftstore, agent)"
-go test -race -count=1 -timeout 15m ./raftstore/... ./agent/...
+echo "== go test -race (raftstore, agent, netmesh)"
+go test -race -count=1 -timeout 15m ./raftstore/... ./agent/... ./netmesh/...
 
 echo "== benchmarks and bench programs, short runs"
 go test -run '^$' -bench . -benchtime 1x ./scheduler
 go run ./examples/schedbench -suite -repeat 1
 go run ./examples/raftbench -quick
 go run ./examples/agentbench -tasks 5 -rounds 1
+go run ./examples/meshbench -quick
