@@ -32,7 +32,7 @@ type ServiceLB struct {
 	Logger *slog.Logger
 
 	mu      sync.Mutex
-	vips    map[string]bool
+	vips    map[string][]Backend
 	started bool
 	exec    RoutingMesh // only its namespace and nft helpers are used
 }
@@ -55,7 +55,7 @@ func (l *ServiceLB) Start(ctx context.Context) error {
 	if err := l.exec.nft(ctx, baseScript(l.table(), "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport", []string{"output"})); err != nil {
 		return err
 	}
-	l.vips = map[string]bool{}
+	l.vips = map[string][]Backend{}
 	l.started = true
 	return nil
 }
@@ -80,11 +80,12 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 		return ErrNotStarted
 	}
 	k := vipKey(s.VIP, s.Protocol, s.Port)
-	if err := l.exec.nft(ctx, setServiceScript(l.table(), "published", vipChain(s.VIP, s.Protocol, s.Port), k, s.Protocol, s.Backends, !l.vips[k], false)); err != nil {
+	prev, had := l.vips[k]
+	if err := l.exec.nft(ctx, setServiceScript(l.table(), "published", vipChain(s.VIP, s.Protocol, s.Port), k, s.Protocol, s.Backends, !had, false)); err != nil {
 		return err
 	}
-	l.vips[k] = true
-	return nil
+	l.vips[k] = append([]Backend(nil), s.Backends...)
+	return flushConntrack(l.NetNS, s.Protocol, s.Port, s.VIP, removedBackends(prev, s.Backends))
 }
 
 // Remove forgets a VIP service.
@@ -95,14 +96,15 @@ func (l *ServiceLB) Remove(ctx context.Context, vip netip.Addr, p Protocol, port
 		return ErrNotStarted
 	}
 	k := vipKey(vip, p, port)
-	if !l.vips[k] {
+	prev, had := l.vips[k]
+	if !had {
 		return nil
 	}
 	if err := l.exec.nft(ctx, removeServiceScript(l.table(), "published", vipChain(vip, p, port), k)); err != nil {
 		return err
 	}
 	delete(l.vips, k)
-	return nil
+	return flushConntrack(l.NetNS, p, port, vip, prev)
 }
 
 // Close deletes the table.

@@ -139,12 +139,12 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 		return ErrNotStarted
 	}
 	k := portKey(p.Protocol, p.Port)
-	_, had := m.ports[k]
+	prev, had := m.ports[k]
 	if err := m.nft(ctx, setServiceScript(m.table(), "published", chainName(p.Protocol, p.Port), fmt.Sprintf("%s . %d", p.Protocol, p.Port), p.Protocol, p.Backends, !had, true)); err != nil {
 		return err
 	}
 	m.ports[k] = p
-	return nil
+	return flushConntrack(m.NetNS, p.Protocol, p.Port, netip.Addr{}, removedBackends(prev.Backends, p.Backends))
 }
 
 // Remove unpublishes a port.
@@ -161,8 +161,9 @@ func (m *RoutingMesh) Remove(ctx context.Context, proto Protocol, port uint16) e
 	if err := m.nft(ctx, removeServiceScript(m.table(), "published", chainName(proto, port), fmt.Sprintf("%s . %d", proto, port))); err != nil {
 		return err
 	}
+	prev := m.ports[k]
 	delete(m.ports, k)
-	return nil
+	return flushConntrack(m.NetNS, proto, port, netip.Addr{}, prev.Backends)
 }
 
 // Close deletes the table.

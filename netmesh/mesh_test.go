@@ -221,6 +221,48 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 	}
 	lb.Close()
 
+	// An established connection to a backend that is taken out does not
+	// hang: its conntrack entry goes, and its next request fails at once.
+	var keep net.Conn
+	if err := nettest.Do(client, func() (err error) {
+		keep, err = net.DialTimeout("tcp", lab.Hosts[2].Addr.String()+":8080", 2*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer keep.Close()
+	br := bufio.NewReader(keep)
+	req, _ := http.NewRequest("GET", "http://mesh/", nil)
+	ask := func() (string, error) {
+		keep.SetDeadline(time.Now().Add(2 * time.Second))
+		if err := req.Write(keep); err != nil {
+			return "", err
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	first, err := ask()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var others []netmesh.Backend
+	for i, b := range backends {
+		if fmt.Sprint("backend-", i) != first {
+			others = append(others, b)
+		}
+	}
+	meshes[2].Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080, Backends: others})
+	t0 := time.Now()
+	if body, err := ask(); err == nil || time.Since(t0) > time.Second {
+		t.Fatalf("connection to removed %s: answered %q, err %v after %v; want a prompt failure", first, body, err, time.Since(t0))
+	}
+	meshes[2].Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080, Backends: backends})
+
 	// A backend taken out is out at once.
 	for _, m := range meshes {
 		m.Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080, Backends: backends[1:]})
@@ -232,7 +274,7 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 	}
 	// No backend: refused, not hanging.
 	meshes[1].Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080})
-	t0 := time.Now()
+	t0 = time.Now()
 	if _, err := get(client, fmt.Sprintf("http://%s:8080/", lab.Hosts[1].Addr)); err == nil || time.Since(t0) > time.Second {
 		t.Fatalf("no backends: err %v after %v, want a quick refusal", err, time.Since(t0))
 	}

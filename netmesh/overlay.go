@@ -375,3 +375,41 @@ func (o *Overlay) SetNodeAddr(n OverlayNetwork, addr netip.Addr) error {
 	// nodes expect from MACFor.
 	return o.h.LinkSetHardwareAddr(br, MACFor(addr))
 }
+
+// RemoveStale deletes the devices of every overlay network on this node
+// that is not in keep: what an earlier agent made for networks that are gone
+// (after a crash, say). Task links go with their task's namespace.
+func (o *Overlay) RemoveStale(keep []OverlayNetwork) (removed []string, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h == nil {
+		return nil, ErrNotStarted
+	}
+	want := map[string]bool{}
+	for _, n := range keep {
+		want[bridgeName(n.VNI)], want[vxlanName(n.VNI)] = true, true
+	}
+	links, err := o.h.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, l := range links {
+		name := l.Attrs().Name
+		var vni uint32
+		ours := false
+		for _, f := range []string{"sbr%d", "svx%d"} {
+			if n, _ := fmt.Sscanf(name, f, &vni); n == 1 && fmt.Sprintf(f, vni) == name {
+				ours = true
+			}
+		}
+		if ours && !want[name] {
+			if err := o.h.LinkDel(l); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			removed = append(removed, name)
+		}
+	}
+	return removed, errors.Join(errs...)
+}

@@ -1,6 +1,7 @@
 package netmesh_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -151,6 +152,25 @@ func TestOverlayReachabilityIsolationMTU(t *testing.T) {
 	if err := dial(a0.ns, a3.addr.String()+":9000"); err != nil {
 		t.Fatalf("kept endpoint unreachable: %v", err)
 	}
+	// A restarted agent removes what its predecessor made for networks that
+	// are gone, and keeps the rest.
+	netC := netmesh.OverlayNetwork{ID: "C", VNI: 4099, Subnet: netip.MustParsePrefix("10.10.9.0/24")}
+	if err := overlays[lab.Hosts[1]].EnsureNetwork(netC); err != nil {
+		t.Fatal(err)
+	}
+	restarted := &netmesh.Overlay{NetNS: "/var/run/netns/" + lab.Hosts[1].Name, LocalAddr: lab.Hosts[1].Addr}
+	if err := restarted.Start(); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := restarted.RemoveStale([]netmesh.OverlayNetwork{netA, netB})
+	restarted.Close()
+	if err != nil || fmt.Sprint(removed) != "[sbr4099 svx4099]" && fmt.Sprint(removed) != "[svx4099 sbr4099]" {
+		t.Fatalf("stale devices removed: %v %v", removed, err)
+	}
+	if err := dial(a1.ns, a3.addr.String()+":9000"); err != nil {
+		t.Fatalf("kept network broken by the cleanup: %v", err)
+	}
+
 	// Detach and remove leave nothing behind.
 	o := overlays[lab.Hosts[0]]
 	if err := o.Detach(netA, "/var/run/netns/"+a0.ns); err != nil {
