@@ -35,6 +35,7 @@ type ServiceLB struct {
 	vips    map[string][]Backend
 	started bool
 	exec    RoutingMesh // only its namespace and nft helpers are used
+	fast    *fastPath
 }
 
 func (l *ServiceLB) table() string {
@@ -55,6 +56,11 @@ func (l *ServiceLB) Start(ctx context.Context) error {
 	if err := l.exec.nft(ctx, baseScript(l.table(), "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport", []string{"output"})); err != nil {
 		return err
 	}
+	fast, err := newFastPath(l.NetNS, l.table())
+	if err != nil {
+		return err
+	}
+	l.fast = fast
 	l.vips = map[string][]Backend{}
 	l.started = true
 	return nil
@@ -81,7 +87,13 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 	}
 	k := vipKey(s.VIP, s.Protocol, s.Port)
 	prev, had := l.vips[k]
-	if err := l.exec.nft(ctx, setServiceScript(l.table(), "published", vipChain(s.VIP, s.Protocol, s.Port), k, s.Protocol, s.Backends, !had, false)); err != nil {
+	var err error
+	if had && l.fast != nil {
+		err = l.fast.setBackends(vipChain(s.VIP, s.Protocol, s.Port), s.Protocol, s.Backends, false)
+	} else {
+		err = l.exec.nft(ctx, setServiceScript(l.table(), "published", vipChain(s.VIP, s.Protocol, s.Port), k, s.Protocol, s.Backends, !had, false))
+	}
+	if err != nil {
 		return err
 	}
 	l.vips[k] = append([]Backend(nil), s.Backends...)
@@ -115,5 +127,9 @@ func (l *ServiceLB) Close() error {
 		return nil
 	}
 	l.started = false
+	if l.fast != nil {
+		l.fast.close()
+		l.fast = nil
+	}
 	return l.exec.nft(context.Background(), fmt.Sprintf("delete table ip %s\n", l.table()))
 }

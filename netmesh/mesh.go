@@ -72,6 +72,7 @@ type RoutingMesh struct {
 	ports   map[string]PublishedPort
 	backend string
 	started bool
+	fast    *fastPath
 }
 
 func (m *RoutingMesh) table() string {
@@ -110,6 +111,11 @@ func (m *RoutingMesh) Start(ctx context.Context) error {
 	if err := m.nft(ctx, baseScript(m.table(), "inet_proto . inet_service", "fib daddr type local meta l4proto . th dport", []string{"prerouting", "output"})); err != nil {
 		return err
 	}
+	fast, err := newFastPath(m.NetNS, m.table())
+	if err != nil {
+		return err
+	}
+	m.fast = fast
 	m.started = true
 	return nil
 }
@@ -140,7 +146,13 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	}
 	k := portKey(p.Protocol, p.Port)
 	prev, had := m.ports[k]
-	if err := m.nft(ctx, setServiceScript(m.table(), "published", chainName(p.Protocol, p.Port), fmt.Sprintf("%s . %d", p.Protocol, p.Port), p.Protocol, p.Backends, !had, true)); err != nil {
+	var err error
+	if had && m.fast != nil {
+		err = m.fast.setBackends(chainName(p.Protocol, p.Port), p.Protocol, p.Backends, true)
+	} else {
+		err = m.nft(ctx, setServiceScript(m.table(), "published", chainName(p.Protocol, p.Port), fmt.Sprintf("%s . %d", p.Protocol, p.Port), p.Protocol, p.Backends, !had, true))
+	}
+	if err != nil {
 		return err
 	}
 	m.ports[k] = p
@@ -174,6 +186,10 @@ func (m *RoutingMesh) Close() error {
 		return nil
 	}
 	m.started = false
+	if m.fast != nil {
+		m.fast.close()
+		m.fast = nil
+	}
 	return m.nft(context.Background(), fmt.Sprintf("delete table ip %s\n", m.table()))
 }
 

@@ -261,7 +261,20 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 	if body, err := ask(); err == nil || time.Since(t0) > time.Second {
 		t.Fatalf("connection to removed %s: answered %q, err %v after %v; want a prompt failure", first, body, err, time.Since(t0))
 	}
+	// Both back, through the netlink fast path (an existing service): the
+	// numgen map spreads over both again.
 	meshes[2].Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080, Backends: backends})
+	spread := map[string]int{}
+	for range 30 {
+		body, err := get(client, fmt.Sprintf("http://%s:8080/", lab.Hosts[2].Addr))
+		if err != nil {
+			t.Fatalf("after the fast-path update: %v", err)
+		}
+		spread[body]++
+	}
+	if len(spread) != 2 {
+		t.Fatalf("after the fast-path update answers %v, want both backends", spread)
+	}
 
 	// A backend taken out is out at once.
 	for _, m := range meshes {
