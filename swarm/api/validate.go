@@ -249,28 +249,10 @@ func (t *TaskSpec) validate(v *validator, f string) {
 		}
 	}
 	for i, s := range t.Secrets {
-		sf := f + "." + pathIdx("secrets", i)
-		if s.SecretName == "" && s.SecretID == "" {
-			v.add(sf+".secretName", "is required")
-		}
-		if strings.Contains(s.File.Name, "..") {
-			v.addf(sf+".file.name", "%q must not contain '..'", s.File.Name)
-		}
-		if s.File.Mode > 0o777 {
-			v.addf(sf+".file.mode", "%o is not a file mode", s.File.Mode)
-		}
+		v.fileRef(f+"."+pathIdx("secrets", i), "secretName", s.SecretName+s.SecretID, s.File)
 	}
 	for i, c := range t.Configs {
-		cf := f + "." + pathIdx("configs", i)
-		if c.ConfigName == "" && c.ConfigID == "" {
-			v.add(cf+".configName", "is required")
-		}
-		if strings.Contains(c.File.Name, "..") {
-			v.addf(cf+".file.name", "%q must not contain '..'", c.File.Name)
-		}
-		if c.File.Mode > 0o777 {
-			v.addf(cf+".file.mode", "%o is not a file mode", c.File.Mode)
-		}
+		v.fileRef(f+"."+pathIdx("configs", i), "configName", c.ConfigName+c.ConfigID, c.File)
 	}
 	if h := t.Healthcheck; h != nil {
 		hf := f + ".healthcheck"
@@ -340,6 +322,20 @@ func (t *TaskSpec) validate(v *validator, f string) {
 		if n.Target == "" {
 			v.add(f+"."+pathIdx("networks", i)+".target", "is required (a network name or ID)")
 		}
+	}
+}
+
+// fileRef checks a secret or config reference: named (by name or ID), and
+// a file target without '..' and with a real mode.
+func (v *validator) fileRef(f, nameField, nameOrID string, ft FileTarget) {
+	if nameOrID == "" {
+		v.add(f+"."+nameField, "is required")
+	}
+	if strings.Contains(ft.Name, "..") {
+		v.addf(f+".file.name", "%q must not contain '..'", ft.Name)
+	}
+	if ft.Mode > 0o777 {
+		v.addf(f+".file.mode", "%o is not a file mode", ft.Mode)
 	}
 }
 
