@@ -3,8 +3,9 @@
 // overlay networks (a bridge and a VXLAN device per network, peers as static
 // forwarding and neighbour entries, tasks attached by veth), a routing mesh
 // (published ports answering on every node) and VIP load balancing on
-// nftables, and a DNS server per task at 127.0.0.11 answering from a
-// Registry of service endpoints.
+// nftables, a DNS server per task at 127.0.0.11 answering from a Registry of
+// service endpoints, and Gossip (hashicorp/memberlist, encrypted) telling
+// every node where the task endpoints of its networks live.
 //
 //	o := &netmesh.Overlay{LocalAddr: nodeAddr}
 //	o.Start()
@@ -12,6 +13,5 @@
 //	o.Attach(network, "/var/run/netns/task1", "eth0", taskAddr)
 //	o.SetEndpoints(network, endpointsOnOtherNodes)
 //
-// Still to come: gossip of peers, encrypted networks, netlink-speed rule
-// updates.
+// Still to come: encrypted networks (WireGuard), host-mode publishing.
 package netmesh
