@@ -40,6 +40,10 @@ type PublishedPort struct {
 	Port      uint16
 	// Backends are the healthy tasks; an empty list refuses connections.
 	Backends []Backend
+	// HostMode publishes the port on this node only, to tasks on this node
+	// (set it only where such a task runs). Connections are not masqueraded:
+	// the task sees the client's address.
+	HostMode bool
 }
 
 // Backend kinds a RoutingMesh can use.
@@ -147,10 +151,11 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	k := portKey(p.Protocol, p.Port)
 	prev, had := m.ports[k]
 	var err error
+	masquerade := !p.HostMode
 	if had && m.fast != nil {
-		err = m.fast.setBackends(chainName(p.Protocol, p.Port), p.Protocol, p.Backends, true)
+		err = m.fast.setBackends(chainName(p.Protocol, p.Port), p.Protocol, p.Backends, masquerade)
 	} else {
-		err = m.nft(ctx, setServiceScript(m.table(), "published", chainName(p.Protocol, p.Port), fmt.Sprintf("%s . %d", p.Protocol, p.Port), p.Protocol, p.Backends, !had, true))
+		err = m.nft(ctx, setServiceScript(m.table(), "published", chainName(p.Protocol, p.Port), fmt.Sprintf("%s . %d", p.Protocol, p.Port), p.Protocol, p.Backends, !had, masquerade))
 	}
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -285,6 +286,43 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 			t.Fatalf("after removing backend-0: %q %v", body, err)
 		}
 	}
+	// Host mode: published on h1 only, to its local task, and the task sees
+	// the client's own address (no masquerade).
+	var seenFrom string
+	hostNS, _ := lab.NewNamespace("hosttask")
+	hostTaskAddr := netip.MustParseAddr("10.255.3.1")
+	if err := overlays[1].Attach(ingress, "/var/run/netns/"+hostNS, "eth0", hostTaskAddr); err != nil {
+		t.Fatal(err)
+	}
+	// Replies to an unmasqueraded client need a way out: the task's default
+	// route through its node (what a gateway network gives real tasks).
+	if out, err := exec.Command("ip", "-n", hostNS, "route", "add", "default", "via", "10.255.0.11").CombinedOutput(); err != nil {
+		t.Fatalf("default route: %v %s", err, out)
+	}
+	var hostLn net.Listener
+	if err := nettest.Do(hostNS, func() (err error) { hostLn, err = net.Listen("tcp", hostTaskAddr.String()+":80"); return }); err != nil {
+		t.Fatal(err)
+	}
+	hostSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seenFrom, _, _ = net.SplitHostPort(r.RemoteAddr)
+		io.WriteString(w, "host-task")
+	})}
+	go hostSrv.Serve(hostLn)
+	defer hostSrv.Close()
+	if err := meshes[1].Set(ctx, netmesh.PublishedPort{ServiceID: "hm", Protocol: netmesh.TCP, Port: 9090, HostMode: true,
+		Backends: []netmesh.Backend{{Addr: hostTaskAddr, Port: 80}}}); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := get(client, fmt.Sprintf("http://%s:9090/", lab.Hosts[1].Addr)); err != nil || body != "host-task" {
+		t.Fatalf("host-mode port on its node: %q %v", body, err)
+	}
+	if seenFrom != lab.Hosts[0].Addr.String() {
+		t.Fatalf("host-mode task saw the client as %s, want %s (not masqueraded)", seenFrom, lab.Hosts[0].Addr)
+	}
+	if _, err := get(client, fmt.Sprintf("http://%s:9090/", lab.Hosts[0].Addr)); err == nil {
+		t.Fatal("host-mode port answered on a node without the task")
+	}
+
 	// No backend: refused, not hanging.
 	meshes[1].Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080})
 	t0 = time.Now()
