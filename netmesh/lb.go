@@ -34,7 +34,6 @@ type ServiceLB struct {
 	mu      sync.Mutex
 	vips    map[string][]Backend
 	started bool
-	exec    RoutingMesh // only its namespace and nft helpers are used
 	fast    *fastPath
 }
 
@@ -52,8 +51,7 @@ func (l *ServiceLB) Start(ctx context.Context) error {
 	if l.started {
 		return nil
 	}
-	l.exec = RoutingMesh{NetNS: l.NetNS, Logger: l.Logger}
-	if err := l.exec.nft(ctx, baseScript(l.table(), "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport", []string{"output"})); err != nil {
+	if err := nsExec(l.NetNS).nft(ctx, baseScript(l.table(), "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport", []string{"output"})); err != nil {
 		return err
 	}
 	fast, err := newFastPath(l.NetNS, l.table())
@@ -91,7 +89,7 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 	if had && l.fast != nil {
 		err = l.fast.setBackends(vipChain(s.VIP, s.Protocol, s.Port), s.Protocol, s.Backends, false)
 	} else {
-		err = l.exec.nft(ctx, setServiceScript(l.table(), "published", vipChain(s.VIP, s.Protocol, s.Port), k, s.Protocol, s.Backends, !had, false))
+		err = nsExec(l.NetNS).nft(ctx, setServiceScript(l.table(), "published", vipChain(s.VIP, s.Protocol, s.Port), k, s.Protocol, s.Backends, !had, false))
 	}
 	if err != nil {
 		return err
@@ -112,7 +110,7 @@ func (l *ServiceLB) Remove(ctx context.Context, vip netip.Addr, p Protocol, port
 	if !had {
 		return nil
 	}
-	if err := l.exec.nft(ctx, removeServiceScript(l.table(), "published", vipChain(vip, p, port), k)); err != nil {
+	if err := nsExec(l.NetNS).nft(ctx, removeServiceScript(l.table(), "published", vipChain(vip, p, port), k)); err != nil {
 		return err
 	}
 	delete(l.vips, k)
@@ -131,5 +129,5 @@ func (l *ServiceLB) Close() error {
 		l.fast.close()
 		l.fast = nil
 	}
-	return l.exec.nft(context.Background(), fmt.Sprintf("delete table ip %s\n", l.table()))
+	return nsExec(l.NetNS).nft(context.Background(), fmt.Sprintf("delete table ip %s\n", l.table()))
 }

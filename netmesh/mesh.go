@@ -1,13 +1,11 @@
 package netmesh
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -255,33 +253,12 @@ func removeServiceScript(table, mapName, chain, key string) string {
 	return fmt.Sprintf("delete element ip %s %s { %s }\ndelete chain ip %s %s\n", table, mapName, key, table, chain)
 }
 
-// nft runs an nft script in the node's namespace.
 func (m *RoutingMesh) nft(ctx context.Context, script string) error {
-	cmd := m.inNS(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("netmesh: nft: %v: %s", err, bytes.TrimSpace(out))
-	}
-	return nil
+	return nsExec(m.NetNS).nft(ctx, script)
 }
 
 func (m *RoutingMesh) sysctl(ctx context.Context, key, value string) error {
-	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
-	if m.NetNS == "" {
-		return os.WriteFile(path, []byte(value), 0o644)
-	}
-	cmd := m.inNS(ctx, "sh", "-c", fmt.Sprintf("test -e %s && echo %s > %s || test ! -e %s", path, value, path, path))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("netmesh: sysctl %s: %v: %s", key, err, out)
-	}
-	return nil
-}
-
-func (m *RoutingMesh) inNS(ctx context.Context, name string, args ...string) *exec.Cmd {
-	if m.NetNS == "" {
-		return exec.CommandContext(ctx, name, args...)
-	}
-	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + m.NetNS, name}, args...)...)
+	return nsExec(m.NetNS).sysctl(ctx, key, value)
 }
 
 func (m *RoutingMesh) logger() *slog.Logger {

@@ -60,31 +60,31 @@ func (s *Scheduler) Rebalance(nodes []*Node, g *Group, placement map[string][]st
 			room[i], _ = p.capacity(c, int32(i))
 		}
 	}
-	srcKey := func(i int) int64 {
+	srcKey := func(i int32) int64 {
 		k := int64(c.svc[i])
 		if !eligible[i] {
 			k += 1 << 40 // move off ineligible nodes first
 		}
 		return k
 	}
-	src := newIdxHeap(len(ids), func(x, y int) bool {
+	src := newIndexedHeap(len(ids), func(x, y int32) bool {
 		if kx, ky := srcKey(x), srcKey(y); kx != ky {
 			return kx > ky
 		}
 		return x < y
 	})
-	dst := newIdxHeap(len(ids), func(x, y int) bool {
+	dst := newIndexedHeap(len(ids), func(x, y int32) bool {
 		if c.svc[x] != c.svc[y] {
 			return c.svc[x] < c.svc[y]
 		}
 		return x < y
 	})
-	update := func(i int) {
+	update := func(i int32) {
 		src.set(i, c.svc[i] > 0)
 		dst.set(i, eligible[i] && room[i] > 0)
 	}
 	for i := range ids {
-		update(i)
+		update(int32(i))
 	}
 	var moves []Move
 	for src.len() > 0 && dst.len() > 0 && (maxMoves == 0 || len(moves) < maxMoves) {
@@ -105,80 +105,4 @@ func (s *Scheduler) Rebalance(nodes []*Node, g *Group, placement map[string][]st
 		update(to)
 	}
 	return moves
-}
-
-// idxHeap is a heap of indexes 0..n-1 that can hold each at most once and
-// re-sort one whose key changed.
-type idxHeap struct {
-	items []int
-	pos   []int // position in items, -1 when absent
-	less  func(a, b int) bool
-}
-
-func newIdxHeap(n int, less func(a, b int) bool) *idxHeap {
-	h := &idxHeap{pos: make([]int, n), less: less}
-	for i := range h.pos {
-		h.pos[i] = -1
-	}
-	return h
-}
-
-func (h *idxHeap) len() int { return len(h.items) }
-func (h *idxHeap) top() int { return h.items[0] }
-
-// set puts i in the heap (re-sorting it) or takes it out.
-func (h *idxHeap) set(i int, in bool) {
-	switch p := h.pos[i]; {
-	case in && p < 0:
-		h.items = append(h.items, i)
-		h.pos[i] = len(h.items) - 1
-		h.up(len(h.items) - 1)
-	case in:
-		h.down(p)
-		h.up(h.pos[i])
-	case p >= 0:
-		last := len(h.items) - 1
-		h.swap(p, last)
-		h.items = h.items[:last]
-		h.pos[i] = -1
-		if p < last {
-			h.down(p)
-			h.up(p)
-		}
-	}
-}
-
-func (h *idxHeap) swap(a, b int) {
-	h.items[a], h.items[b] = h.items[b], h.items[a]
-	h.pos[h.items[a]], h.pos[h.items[b]] = a, b
-}
-
-func (h *idxHeap) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h.less(h.items[i], h.items[p]) {
-			return
-		}
-		h.swap(i, p)
-		i = p
-	}
-}
-
-func (h *idxHeap) down(i int) {
-	n := len(h.items)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		m := l
-		if r := l + 1; r < n && h.less(h.items[r], h.items[l]) {
-			m = r
-		}
-		if !h.less(h.items[m], h.items[i]) {
-			return
-		}
-		h.swap(i, m)
-		i = m
-	}
 }
