@@ -28,6 +28,12 @@ type OverlayNetwork struct {
 	ID     string
 	VNI    uint32
 	Subnet netip.Prefix
+	// Encrypted networks carry their traffic in WireGuard between nodes
+	// instead of VXLAN (see SetPeerKeys).
+	Encrypted bool
+	// WireGuardPort is an encrypted network's UDP port on every node; 0
+	// means 51820 + VNI%1000. Managers should hand out distinct ports.
+	WireGuardPort int
 }
 
 // RemoteEndpoint is a task address on a network and the underlay address of
@@ -52,12 +58,23 @@ type Overlay struct {
 	Port int
 	// UnderlayMTU is the MTU of the underlay; overlay links get 50 less.
 	UnderlayMTU int
+	// WireGuard chooses the backend of encrypted networks: "kernel",
+	// "userspace" (wireguard-go over TUN), or empty to use the kernel
+	// module where the kernel has it.
+	WireGuard string
+	// WireGuardKey is this node's private key for encrypted networks; zero
+	// means a new one is made at Start. PublicKey tells the public key.
+	WireGuardKey WireGuardKey
 	// Logger receives the overlay's logs; nil discards.
 	Logger *slog.Logger
 
-	mu sync.Mutex
-	h  *netlink.Handle
-	ns netns.NsHandle
+	mu        sync.Mutex
+	h         *netlink.Handle
+	ns        netns.NsHandle
+	wgBackend string
+	wgKey     WireGuardKey
+	peerKeys  map[netip.Addr]WireGuardKey
+	enc       map[uint32]*encNet
 }
 
 // ErrNotStarted is returned by an Overlay used before Start.
@@ -83,6 +100,14 @@ func (o *Overlay) Start() error {
 		return fmt.Errorf("netmesh: netlink in %s: %w", o.NetNS, err)
 	}
 	o.h, o.ns = h, ns
+	o.wgKey = o.WireGuardKey
+	if o.wgKey.IsZero() {
+		if o.wgKey, err = GenerateWireGuardKey(); err != nil {
+			return err
+		}
+	}
+	o.wgBackend = o.probeWireGuard()
+	o.logger().Info("overlay started", "netns", o.NetNS, "wireguard", o.wgBackend)
 	return nil
 }
 
@@ -92,6 +117,11 @@ func (o *Overlay) Close() error {
 	defer o.mu.Unlock()
 	if o.h == nil {
 		return fmt.Errorf("netmesh: overlay: %w", net.ErrClosed)
+	}
+	// Userspace tunnels live in this process; their devices go with them.
+	for vni, en := range o.enc {
+		en.tunnel.close()
+		delete(o.enc, vni)
 	}
 	o.h.Close()
 	o.h = nil
@@ -143,13 +173,19 @@ func (o *Overlay) EnsureNetwork(n OverlayNetwork) error {
 	}
 	br, err := o.h.LinkByName(bridgeName(n.VNI))
 	if err != nil {
-		br = &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName(n.VNI), MTU: o.MTU()}}
+		br = &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName(n.VNI), MTU: o.mtuFor(n)}}
 		if err := o.h.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("netmesh: bridge for %s: %w", n.ID, err)
 		}
 		if br, err = o.h.LinkByName(bridgeName(n.VNI)); err != nil {
 			return err
 		}
+	}
+	if n.Encrypted {
+		if err := o.h.LinkSetUp(br); err != nil {
+			return err
+		}
+		return o.ensureEncrypted(n, br)
 	}
 	vx, err := o.h.LinkByName(vxlanName(n.VNI))
 	if err != nil {
@@ -177,7 +213,7 @@ func (o *Overlay) RemoveNetwork(n OverlayNetwork) error {
 	if o.h == nil {
 		return ErrNotStarted
 	}
-	var errs []error
+	errs := []error{o.removeEncrypted(n.VNI)}
 	for _, name := range []string{vxlanName(n.VNI), bridgeName(n.VNI)} {
 		if l, err := o.h.LinkByName(name); err == nil {
 			errs = append(errs, o.h.LinkDel(l))
@@ -195,17 +231,20 @@ func (o *Overlay) SetEndpoints(n OverlayNetwork, eps []RemoteEndpoint) error {
 	if o.h == nil {
 		return ErrNotStarted
 	}
-	vx, err := o.h.LinkByName(vxlanName(n.VNI))
-	if err != nil {
-		return fmt.Errorf("netmesh: network %s not set up on this node: %w", n.ID, err)
-	}
-	idx := vx.Attrs().Index
 	want := map[netip.Addr]netip.Addr{}
 	for _, ep := range eps {
 		if ep.Host != o.LocalAddr && n.Subnet.Contains(ep.Addr) {
 			want[ep.Addr] = ep.Host
 		}
 	}
+	if n.Encrypted {
+		return o.setEncryptedEndpoints(n, want)
+	}
+	vx, err := o.h.LinkByName(vxlanName(n.VNI))
+	if err != nil {
+		return fmt.Errorf("netmesh: network %s not set up on this node: %w", n.ID, err)
+	}
+	idx := vx.Attrs().Index
 	// Neighbour (ARP) entries: task address -> MAC.
 	neighs, err := o.h.NeighList(idx, unix.AF_INET)
 	if err != nil {
@@ -290,7 +329,7 @@ func (o *Overlay) Attach(n OverlayNetwork, taskNS, ifName string, addr netip.Add
 		return fmt.Errorf("netmesh: %s already has an %s with another address", taskNS, ifName)
 	}
 	host, peer := vethNames(n.ID, taskNS)
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MTU: o.MTU(), MasterIndex: br.Attrs().Index}, PeerName: peer}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MTU: o.mtuFor(n), MasterIndex: br.Attrs().Index}, PeerName: peer}
 	if err := o.h.LinkAdd(veth); err != nil {
 		return fmt.Errorf("netmesh: veth for %s: %w", taskNS, err)
 	}
@@ -320,7 +359,7 @@ func (o *Overlay) Attach(n OverlayNetwork, taskNS, ifName string, addr netip.Add
 	steps := []func() error{
 		func() error { return th.LinkSetName(pl, ifName) },
 		func() error { return th.LinkSetHardwareAddr(pl, MACFor(addr)) },
-		func() error { return th.LinkSetMTU(pl, o.MTU()) },
+		func() error { return th.LinkSetMTU(pl, o.mtuFor(n)) },
 		func() error {
 			return th.AddrAdd(pl, &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}})
 		},
@@ -388,17 +427,26 @@ func (o *Overlay) RemoveStale(keep []OverlayNetwork) (removed []string, err erro
 	want := map[string]bool{}
 	for _, n := range keep {
 		want[bridgeName(n.VNI)], want[vxlanName(n.VNI)] = true, true
+		if n.Encrypted {
+			want[wgName(n.VNI)] = true
+		}
 	}
+	var errs []error
+	for vni := range o.enc {
+		if !want[wgName(vni)] {
+			errs = append(errs, o.removeEncrypted(vni))
+		}
+	}
+	errs = append(errs, o.removeEncTables(func(vni uint32) bool { return !want[wgName(vni)] }))
 	links, err := o.h.LinkList()
 	if err != nil {
 		return nil, err
 	}
-	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
 		var vni uint32
 		ours := false
-		for _, f := range []string{"sbr%d", "svx%d"} {
+		for _, f := range []string{"sbr%d", "svx%d", "swg%d"} {
 			if n, _ := fmt.Sscanf(name, f, &vni); n == 1 && fmt.Sprintf(f, vni) == name {
 				ours = true
 			}
