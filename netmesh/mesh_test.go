@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -286,18 +285,20 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 			t.Fatalf("after removing backend-0: %q %v", body, err)
 		}
 	}
-	// Host mode: published on h1 only, to its local task, and the task sees
-	// the client's own address (no masquerade).
+	// Host mode: published on h1 only, to its local task's gateway address
+	// (as Docker does), and the task sees the client's own address (no
+	// masquerade); the replies leave through the gateway network, the
+	// task's default route.
 	var seenFrom string
 	hostNS, _ := lab.NewNamespace("hosttask")
-	hostTaskAddr := netip.MustParseAddr("10.255.3.1")
-	if err := overlays[1].Attach(ingress, "/var/run/netns/"+hostNS, "eth0", hostTaskAddr); err != nil {
+	gw := &netmesh.Gateway{NetNS: "/var/run/netns/" + lab.Hosts[1].Name}
+	if err := gw.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Replies to an unmasqueraded client need a way out: the task's default
-	// route through its node (what a gateway network gives real tasks).
-	if out, err := exec.Command("ip", "-n", hostNS, "route", "add", "default", "via", "10.255.0.11").CombinedOutput(); err != nil {
-		t.Fatalf("default route: %v %s", err, out)
+	defer gw.Close()
+	hostTaskAddr := netip.MustParseAddr("172.18.0.7")
+	if err := gw.Attach("/var/run/netns/"+hostNS, "eth1", hostTaskAddr); err != nil {
+		t.Fatal(err)
 	}
 	var hostLn net.Listener
 	if err := nettest.Do(hostNS, func() (err error) { hostLn, err = net.Listen("tcp", hostTaskAddr.String()+":80"); return }); err != nil {
