@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests need: containerd and runc for the agent's
 # integration tests (each test starts its own private containerd daemon),
 # tini for tasks that ask for an init process; iproute2 and nftables for
-# the network-namespace test hosts (internal/nettest).
-packages=(containerd runc tini nftables iproute2)
+# the network-namespace test hosts (internal/nettest); iperf3 for the
+# throughput figures of examples/meshbench.
+packages=(containerd runc tini nftables iproute2 iperf3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
