@@ -1,0 +1,116 @@
+package netmesh_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/internal/nettest"
+	"github.com/shoalproject/shoal/netmesh"
+)
+
+// TestGossipProgramsOverlay wires gossip to the overlay as an agent does:
+// each node announces its tasks' endpoints, and every node programs its
+// overlay from what gossip tells it. Tasks reach each other with no other
+// source of peers, and a node that dies is forgotten: its endpoints leave
+// the other nodes' forwarding tables.
+func TestGossipProgramsOverlay(t *testing.T) {
+	lab := nettest.New(t, 3)
+	n := netmesh.OverlayNetwork{ID: "gossiped", VNI: 4400, Subnet: netip.MustParsePrefix("10.44.0.0/24")}
+	key := []byte("0123456789abcdef0123456789abcdef")
+	type node struct {
+		overlay *netmesh.Overlay
+		gossip  *netmesh.Gossip
+		task    string
+		addr    netip.Addr
+		mu      sync.Mutex
+		err     error
+	}
+	var nodes []*node
+	for i, h := range lab.Hosts {
+		nd := &node{addr: netip.AddrFrom4([4]byte{10, 44, 0, byte(2 + i)})}
+		nd.overlay = &netmesh.Overlay{NetNS: "/var/run/netns/" + h.Name, LocalAddr: h.Addr}
+		if err := nd.overlay.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nd.overlay.Close() })
+		if err := nd.overlay.EnsureNetwork(n); err != nil {
+			t.Fatal(err)
+		}
+		ns, err := lab.NewNamespace(fmt.Sprint("g", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.task = ns
+		if err := nd.overlay.Attach(n, "/var/run/netns/"+ns, "eth0", nd.addr); err != nil {
+			t.Fatal(err)
+		}
+		echo(t, ns, nd.addr.String()+":9000")
+		// Gossip runs in the test's namespace on loopback: it is control
+		// traffic, and memberlist dials from threads of its own.
+		nd.gossip = &netmesh.Gossip{Name: h.Name, BindAddr: "127.0.0.1", HostAddr: h.Addr, Key: key, Fast: true}
+		nd.gossip.OnChange = func() {
+			err := nd.overlay.SetEndpoints(n, nd.gossip.Endpoints(n.ID))
+			nd.mu.Lock()
+			nd.err = err
+			nd.mu.Unlock()
+		}
+		if err := nd.gossip.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nd.gossip.Close() })
+		nodes = append(nodes, nd)
+	}
+	for _, nd := range nodes[1:] {
+		if _, err := nd.gossip.Join(context.Background(), []string{nodes[0].gossip.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, nd := range nodes {
+		nd.gossip.SetLocalEndpoints(n.ID, []netip.Addr{nd.addr})
+	}
+	reachable := func(from, to *node) bool { return dial(from.task, to.addr.String()+":9000") == nil }
+	eventually := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out: %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	start := time.Now()
+	eventually("every task reaches every other through gossiped peers", func() bool {
+		for _, a := range nodes {
+			for _, b := range nodes {
+				if a != b && !reachable(a, b) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	t.Logf("full mesh of 3 tasks reachable %v after the endpoints were announced", time.Since(start))
+	for _, nd := range nodes {
+		nd.mu.Lock()
+		if nd.err != nil {
+			t.Fatalf("programming the overlay from gossip: %v", nd.err)
+		}
+		nd.mu.Unlock()
+	}
+	// Node 2 dies without a word: the others drop its endpoint.
+	nodes[2].gossip.Close()
+	eventually("the dead node's endpoint forgotten", func() bool {
+		return len(nodes[0].gossip.Endpoints(n.ID)) == 2 && len(nodes[1].gossip.Endpoints(n.ID)) == 2
+	})
+	if reachable(nodes[0], nodes[2]) {
+		t.Fatal("a dead node's task still programmed on the others")
+	}
+	if !reachable(nodes[0], nodes[1]) {
+		t.Fatal("live tasks lost when a node died")
+	}
+}
