@@ -66,6 +66,15 @@ func (o *Overlay) WireGuardBackend() string {
 	return o.wgBackend
 }
 
+// ESPAvailable reports whether the kernel could carry IPsec ESP (a test
+// state was accepted at Start). Encrypted networks use WireGuard either way;
+// this is reported so operators know whether ESP would be an option.
+func (o *Overlay) ESPAvailable() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.esp
+}
+
 // PublicKey is this node's current WireGuard public key, for the managers to
 // hand to the other nodes.
 func (o *Overlay) PublicKey() WireGuardKey {

@@ -152,6 +152,12 @@ func TestEncryptedOverlay(t *testing.T) {
 		t.Fatalf("WireGuard backend %q, want %q on this kernel", got, want)
 	}
 	t.Logf("WireGuard backend: %s", want)
+	// ESP: probed with a test state that is removed at once; none is left
+	// either way.
+	t.Logf("kernel ESP available: %v", e.overlays[0].ESPAvailable())
+	if states, err := h.XfrmStateList(netlink.FAMILY_ALL); err != nil && e.overlays[0].ESPAvailable() || len(states) != 0 {
+		t.Fatalf("xfrm states left by the ESP probe: %v %v", states, err)
+	}
 
 	subnet := netip.MustParsePrefix("10.20.1.0/24")
 	encA := netmesh.OverlayNetwork{ID: "encA", VNI: 5001, Subnet: subnet, Encrypted: true}

@@ -72,6 +72,7 @@ type Overlay struct {
 	h         *netlink.Handle
 	ns        netns.NsHandle
 	wgBackend string
+	esp       bool
 	wgKey     WireGuardKey
 	peerKeys  map[netip.Addr]WireGuardKey
 	enc       map[uint32]*encNet
@@ -107,7 +108,9 @@ func (o *Overlay) Start() error {
 		}
 	}
 	o.wgBackend = o.probeWireGuard()
-	o.logger().Info("overlay started", "netns", o.NetNS, "wireguard", o.wgBackend)
+	esp, espErr := o.probeESP()
+	o.esp = esp
+	o.logger().Info("overlay started", "netns", o.NetNS, "wireguard", o.wgBackend, "kernel_esp", esp, "esp_probe", espErr)
 	return nil
 }
 
