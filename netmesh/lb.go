@@ -85,13 +85,7 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 	}
 	k := vipKey(s.VIP, s.Protocol, s.Port)
 	prev, had := l.vips[k]
-	var err error
-	if had && l.fast != nil {
-		err = l.fast.setBackends(vipChain(s.VIP, s.Protocol, s.Port), s.Protocol, s.Backends, false)
-	} else {
-		err = nsExec(l.NetNS).nft(ctx, setServiceScript(l.table(), "published", vipChain(s.VIP, s.Protocol, s.Port), k, s.Protocol, s.Backends, !had, false))
-	}
-	if err != nil {
+	if err := l.fast.setService(vipChain(s.VIP, s.Protocol, s.Port), vipKeyBytes(s.VIP, s.Protocol, s.Port), !had, s.Protocol, s.Backends, false); err != nil {
 		return err
 	}
 	l.vips[k] = append([]Backend(nil), s.Backends...)
@@ -110,7 +104,7 @@ func (l *ServiceLB) Remove(ctx context.Context, vip netip.Addr, p Protocol, port
 	if !had {
 		return nil
 	}
-	if err := nsExec(l.NetNS).nft(ctx, removeServiceScript(l.table(), "published", vipChain(vip, p, port), k)); err != nil {
+	if err := l.fast.removeService(vipChain(vip, p, port), vipKeyBytes(vip, p, port)); err != nil {
 		return err
 	}
 	delete(l.vips, k)

@@ -148,14 +148,7 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	}
 	k := portKey(p.Protocol, p.Port)
 	prev, had := m.ports[k]
-	var err error
-	masquerade := !p.HostMode
-	if had && m.fast != nil {
-		err = m.fast.setBackends(chainName(p.Protocol, p.Port), p.Protocol, p.Backends, masquerade)
-	} else {
-		err = m.nft(ctx, setServiceScript(m.table(), "published", chainName(p.Protocol, p.Port), fmt.Sprintf("%s . %d", p.Protocol, p.Port), p.Protocol, p.Backends, !had, masquerade))
-	}
-	if err != nil {
+	if err := m.fast.setService(chainName(p.Protocol, p.Port), meshKey(p.Protocol, p.Port), !had, p.Protocol, p.Backends, !p.HostMode); err != nil {
 		return err
 	}
 	m.ports[k] = p
@@ -173,7 +166,7 @@ func (m *RoutingMesh) Remove(ctx context.Context, proto Protocol, port uint16) e
 	if _, ok := m.ports[k]; !ok {
 		return nil
 	}
-	if err := m.nft(ctx, removeServiceScript(m.table(), "published", chainName(proto, port), fmt.Sprintf("%s . %d", proto, port))); err != nil {
+	if err := m.fast.removeService(chainName(proto, port), meshKey(proto, port)); err != nil {
 		return err
 	}
 	prev := m.ports[k]
@@ -219,38 +212,6 @@ func natPriority(hook string) string {
 		return "dstnat"
 	}
 	return "-100" // nft 1.0.6 knows the name dstnat only for prerouting
-}
-
-// setServiceScript (re)fills one service chain and, for a new service, adds
-// its map element.
-func setServiceScript(table, mapName, chain, key string, proto Protocol, backends []Backend, isNew, mark bool) string {
-	var b strings.Builder
-	markStmt := ""
-	if mark {
-		markStmt = "ct mark set 0x5348 "
-	}
-	fmt.Fprintf(&b, "add chain ip %s %s\nflush chain ip %s %s\n", table, chain, table, chain)
-	switch n := len(backends); n {
-	case 0:
-		fmt.Fprintf(&b, "add rule ip %s %s reject\n", table, chain)
-	case 1:
-		fmt.Fprintf(&b, "add rule ip %s %s meta l4proto %s %sdnat to %s:%d\n", table, chain, proto, markStmt, backends[0].Addr, backends[0].Port)
-	default:
-		elems := make([]string, n)
-		for i, be := range backends {
-			elems[i] = fmt.Sprintf("%d : %s . %d", i, be.Addr, be.Port)
-		}
-		fmt.Fprintf(&b, "add rule ip %s %s meta l4proto %s %sdnat ip addr . port to numgen random mod %d map { %s }\n",
-			table, chain, proto, markStmt, n, strings.Join(elems, ", "))
-	}
-	if isNew {
-		fmt.Fprintf(&b, "add element ip %s %s { %s : goto %s }\n", table, mapName, key, chain)
-	}
-	return b.String()
-}
-
-func removeServiceScript(table, mapName, chain, key string) string {
-	return fmt.Sprintf("delete element ip %s %s { %s }\ndelete chain ip %s %s\n", table, mapName, key, table, chain)
 }
 
 func (m *RoutingMesh) nft(ctx context.Context, script string) error {

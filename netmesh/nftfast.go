@@ -3,6 +3,7 @@ package netmesh
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -11,12 +12,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fastPath changes the backends of a service that already exists by talking
-// netlink to nf_tables directly: flush the service's chain and add its one
-// rule (with a fresh anonymous map) in one batch. Unlike the nft program,
-// it does not read the table first, so the cost does not grow with the
-// number of services. Creating and removing services (rare) still goes
-// through nft scripts.
+// fastPath creates, changes and removes services by talking netlink to
+// nf_tables directly, each in one batch (one atomic transaction): a new
+// service's chain and verdict-map element, the chain's one rule (with a
+// fresh anonymous map of backends). Unlike the nft program, it does not read
+// the table first, so the cost does not grow with the number of services.
+// Only the base table (at Start) is written as an nft script.
 type fastPath struct {
 	conn  *nftables.Conn
 	table *nftables.Table
@@ -44,15 +45,66 @@ func (f *fastPath) close() {
 // markValue is the conntrack mark of routing-mesh connections (masqueraded).
 const markValue = 0x5348
 
+// verdictMap is the table's map from a service's key to its chain.
+func (f *fastPath) verdictMap() *nftables.Set {
+	return &nftables.Set{Table: f.table, Name: "published", IsMap: true}
+}
+
+// meshKey is a key of the routing mesh's verdict map (inet_proto .
+// inet_service); vipKeyBytes one of the VIP balancer's (ipv4_addr .
+// inet_proto . inet_service). Each field of a concatenation takes 4 bytes.
+func meshKey(proto Protocol, port uint16) []byte {
+	k := make([]byte, 8)
+	k[0] = protoNumber(proto)
+	binary.BigEndian.PutUint16(k[4:], port)
+	return k
+}
+
+func vipKeyBytes(vip netip.Addr, proto Protocol, port uint16) []byte {
+	a := vip.As4()
+	return append(a[:], meshKey(proto, port)...)
+}
+
+func protoNumber(p Protocol) byte {
+	if p == UDP {
+		return unix.IPPROTO_UDP
+	}
+	return unix.IPPROTO_TCP
+}
+
+// setService makes a service's chain hold its current backends; a new
+// service also gets its chain and its element in the verdict map, in the
+// same transaction, so no packet sees half a service.
+func (f *fastPath) setService(chain string, key []byte, isNew bool, proto Protocol, backends []Backend, mark bool) error {
+	ch := &nftables.Chain{Name: chain, Table: f.table}
+	if isNew {
+		f.conn.AddChain(ch)
+		if err := f.conn.SetAddElements(f.verdictMap(), []nftables.SetElement{{Key: key,
+			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}}}); err != nil {
+			return err
+		}
+	}
+	return f.setBackends(ch, proto, backends, mark)
+}
+
+// removeService deletes a service's map element and chain.
+func (f *fastPath) removeService(chain string, key []byte) error {
+	if err := f.conn.SetDeleteElements(f.verdictMap(), []nftables.SetElement{{Key: key}}); err != nil {
+		return err
+	}
+	f.conn.DelChain(&nftables.Chain{Name: chain, Table: f.table})
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("netmesh: nf_tables removal of %s: %w", chain, err)
+	}
+	return nil
+}
+
 // setBackends replaces the rule of chain: match the protocol, mark the
 // connection (mesh only), and DNAT to one backend picked by numgen.
-func (f *fastPath) setBackends(chain string, proto Protocol, backends []Backend, mark bool) error {
-	ch := &nftables.Chain{Name: chain, Table: f.table}
+func (f *fastPath) setBackends(ch *nftables.Chain, proto Protocol, backends []Backend, mark bool) error {
+	chain := ch.Name
 	f.conn.FlushChain(ch)
-	p := byte(unix.IPPROTO_TCP)
-	if proto == UDP {
-		p = unix.IPPROTO_UDP
-	}
+	p := protoNumber(proto)
 	exprs := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}},
