@@ -1,7 +1,9 @@
 // Package netmesh gives tasks their network, without importing anything
 // else of Shoal: IPAM (subnets and addresses, serializable for Raft), VXLAN
 // overlay networks (a bridge and a VXLAN device per network, peers as static
-// forwarding and neighbour entries, tasks attached by veth), a routing mesh
+// forwarding and neighbour entries, tasks attached by veth), encrypted
+// networks (routed through WireGuard: the kernel module or wireguard-go), a
+// gateway network for the tasks' way out (Gateway), a routing mesh
 // (published ports answering on every node) and VIP load balancing on
 // nftables, a DNS server per task at 127.0.0.11 answering from a Registry of
 // service endpoints, and Gossip (hashicorp/memberlist, encrypted) telling
@@ -13,5 +15,9 @@
 //	o.Attach(network, "/var/run/netns/task1", "eth0", taskAddr)
 //	o.SetEndpoints(network, endpointsOnOtherNodes)
 //
-// Still to come: encrypted networks (WireGuard), host-mode publishing.
+// An encrypted network needs every node's public key (PublicKey on that
+// node, SetPeerKeys on the others):
+//
+//	o.SetPeerKeys(map[netip.Addr]netmesh.WireGuardKey{otherNode: itsPublicKey})
+//	o.EnsureNetwork(netmesh.OverlayNetwork{ID: "secret", VNI: 4098, Subnet: subnet, Encrypted: true})
 package netmesh
