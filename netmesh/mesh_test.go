@@ -2,15 +2,19 @@ package netmesh_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/shoalproject/shoal/internal/nettest"
 	"github.com/shoalproject/shoal/netmesh"
@@ -98,13 +102,20 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 		}
 		eps = append(eps, netmesh.RemoteEndpoint{Addr: nodeAddr, Host: h.Addr})
 		overlays = append(overlays, o)
-		m := &netmesh.RoutingMesh{NetNS: "/var/run/netns/" + h.Name}
+		var logs bytes.Buffer
+		m := &netmesh.RoutingMesh{NetNS: "/var/run/netns/" + h.Name, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 		if err := m.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { m.Close() })
 		if m.Backend() != netmesh.BackendNFTables {
-			t.Fatalf("backend %q (no IPVS in this kernel: nftables expected)", m.Backend())
+			t.Fatalf("backend %q, want nftables", m.Backend())
+		}
+		// The IPVS probe: the kernel's IPVS family decides what is logged.
+		_, ipvsErr := netlink.GenlFamilyGet("IPVS")
+		wantLog := fmt.Sprintf("backend=nftables kernel_ipvs=%v", ipvsErr == nil)
+		if !strings.Contains(logs.String(), wantLog) {
+			t.Fatalf("mesh log %q lacks %q", logs.String(), wantLog)
 		}
 		meshes = append(meshes, m)
 	}
