@@ -5,15 +5,16 @@
 // on the same node, and on another one), HTTP keep-alive requests/s through
 // the mesh against direct, the time a routing-mesh change takes with 10 and
 // with 1,000 published services of 10 backends, and DNS latency inside a
-// task. Throughput comes from iperf3 in separate processes, in interleaved
-// rounds, as medians. It needs root, iproute2, nftables and iperf3.
+// task. Throughput comes from iperf3 and HTTP rates from wrk, in separate
+// processes pinned to the two cores (client on 0, server on 1), in
+// interleaved rounds, as medians. It needs root, iproute2, nftables, iperf3
+// and wrk.
 //
 //	go run ./examples/meshbench            # 5 rounds of 3 s per case
 //	go run ./examples/meshbench -quick
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -26,8 +27,8 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"sync"
-	"sync/atomic"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,7 +50,11 @@ func run(ctx context.Context) error {
 	quick := flag.Bool("quick", false, "short runs (CI)")
 	rounds := flag.Int("rounds", 5, "rounds of throughput runs (medians are reported)")
 	flag.DurationVar(&dur, "duration", 3*time.Second, "length of each throughput run")
+	serve := flag.String("serve-http", "", "(internal) serve HTTP on this address and do nothing else")
 	flag.Parse()
+	if *serve != "" {
+		return serveHTTP(*serve)
+	}
 	services := 1000
 	if *quick {
 		dur, services, *rounds = time.Second, 100, 1
@@ -57,8 +62,10 @@ func run(ctx context.Context) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("meshbench needs root (it makes network namespaces)")
 	}
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		return fmt.Errorf("meshbench measures throughput with iperf3: apt-get install iperf3 (scripts/test.sh does)")
+	for _, tool := range []string{"iperf3", "wrk", "taskset"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("meshbench measures throughput with iperf3 and HTTP with wrk: apt-get install iperf3 wrk util-linux (scripts/test.sh does)")
+		}
 	}
 	lab, err := nettest.NewLab(2)
 	if err != nil {
@@ -187,11 +194,7 @@ func run(ctx context.Context) error {
 			gbps[r.name] = append(gbps[r.name], g)
 		}
 	}
-	med := func(name string) float64 {
-		v := slices.Clone(gbps[name])
-		slices.Sort(v)
-		return v[len(v)/2]
-	}
+	med := func(name string) float64 { return median(gbps[name]) }
 	spread := func(name string) string {
 		v := slices.Clone(gbps[name])
 		slices.Sort(v)
@@ -217,16 +220,35 @@ func run(ctx context.Context) error {
 	fmt.Printf("  backend on another node:  mesh %.2f Gbit/s, direct %.2f Gbit/s, ratio %.2f [target >= 0.8]\n",
 		med("mesh remote"), med("direct remote"), med("mesh remote")/med("direct remote"))
 
-	// HTTP keep-alive through the mesh vs direct.
-	if err := httpServer(tasks[1], taskAddrs[1].String()+":80"); err != nil {
+	// HTTP keep-alive through the mesh vs direct: wrk against this
+	// program's own HTTP server, each a process of its own on its own core.
+	stopHTTP, err := httpServer(tasks[1], taskAddrs[1].String()+":80")
+	if err != nil {
 		return err
 	}
+	defer stopHTTP()
 	for _, m := range meshes {
 		m.Set(ctx, netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8081, Backends: []netmesh.Backend{{Addr: taskAddrs[1], Port: 80}}})
 	}
-	direct := httpRate(h0.Name, taskAddrs[1].String()+":80")
-	mesh := httpRate(h0.Name, h0.Addr.String()+":8081")
-	fmt.Printf("\n== HTTP keep-alive requests/s, 4 connections, backend on another node\n  direct %.0f/s, through the mesh %.0f/s, ratio %.2f [target >= 0.9]\n", direct, mesh, mesh/direct)
+	var direct, mesh []float64
+	var directP50, meshP50 []string
+	for range *rounds {
+		for _, c := range []struct {
+			addr string
+			rate *[]float64
+			p50  *[]string
+		}{{taskAddrs[1].String() + ":80", &direct, &directP50}, {h0.Addr.String() + ":8081", &mesh, &meshP50}} {
+			r, p50, err := httpRate(ctx, h0.Name, c.addr)
+			if err != nil {
+				return err
+			}
+			*c.rate = append(*c.rate, r)
+			*c.p50 = append(*c.p50, p50)
+		}
+	}
+	md, mm := median(direct), median(mesh)
+	fmt.Printf("\n== HTTP keep-alive requests/s (wrk, 4 connections), backend on another node\n  direct %.0f/s (p50 %s), through the mesh %.0f/s (p50 %s), ratio %.2f [target >= 0.9]\n",
+		md, directP50[len(directP50)/2], mm, meshP50[len(meshP50)/2], mm/md)
 
 	// Rule updates.
 	fmt.Println("\n== routing-mesh change (one backend of one service), median of 20")
@@ -371,7 +393,7 @@ func iperf(ctx context.Context, ns, addr string, port, conns int) (float64, erro
 	var err error
 	for try := 0; try < 3; try++ { // the server takes one test at a time and may still be closing the last
 		out, err = exec.CommandContext(ctx, "ip", "netns", "exec", ns, "iperf3", "-c", addr, "-p", fmt.Sprint(port),
-			"-t", secs, "-P", fmt.Sprint(conns), "-J").Output()
+			"-t", secs, "-P", fmt.Sprint(conns), "-J", "-A", "0,1").Output()
 		if err == nil {
 			break
 		}
@@ -391,43 +413,70 @@ func iperf(ctx context.Context, ns, addr string, port, conns int) (float64, erro
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
 
-func httpServer(ns, addr string) error {
-	var ln net.Listener
-	if err := nettest.Do(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
-		return err
-	}
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
-	return nil
+func median(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
-// httpRate runs 4 keep-alive connections of sequential requests for dur.
-func httpRate(ns, addr string) float64 {
-	var total atomic.Int64
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(dur)
-	for range 4 {
-		var c net.Conn
-		if err := nettest.Do(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 2*time.Second); return }); err != nil {
-			log.Fatalf("dial %s: %v", addr, err)
-		}
-		wg.Go(func() {
-			defer c.Close()
-			br := bufio.NewReader(c)
-			req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
-			for time.Now().Before(deadline) {
-				if err := req.Write(c); err != nil {
-					return
-				}
-				resp, err := http.ReadResponse(br, req)
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				total.Add(1)
-			}
-		})
+// httpServer runs this program as an HTTP server (-serve-http) in a
+// namespace, on core 1, until the returned stop is called.
+func httpServer(ns, addr string) (stop func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	return float64(total.Load()) / dur.Seconds()
+	cmd := exec.Command("ip", "netns", "exec", ns, "taskset", "-c", "1", self, "-serve-http", addr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop = func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	}
+	for range 100 {
+		if nettest.Do(ns, func() error {
+			c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}) == nil {
+			return stop, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	return nil, fmt.Errorf("HTTP server on %s in %s did not start", addr, ns)
+}
+
+func serveHTTP(addr string) error {
+	return http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+}
+
+// httpRate runs wrk (one thread, 4 keep-alive connections, core 0) from a
+// namespace for dur and returns requests/s and the median latency.
+func httpRate(ctx context.Context, ns, addr string) (float64, string, error) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "taskset", "-c", "0", "wrk", "-t1", "-c4",
+		fmt.Sprintf("-d%ds", max(1, int(dur.Seconds()))), "--latency", "http://"+addr+"/").CombinedOutput()
+	if err != nil {
+		return 0, "", fmt.Errorf("wrk %s: %v: %s", addr, err, out)
+	}
+	var rate float64
+	p50 := "?"
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "Requests/sec:" {
+			rate, _ = strconv.ParseFloat(f[1], 64)
+		}
+		if len(f) == 2 && f[0] == "50%" {
+			p50 = f[1]
+		}
+	}
+	if rate == 0 {
+		return 0, "", fmt.Errorf("wrk %s: no rate in %s", addr, out)
+	}
+	return rate, p50, nil
 }
