@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 # integration tests (each test starts its own private containerd daemon),
 # tini for tasks that ask for an init process; iproute2 and nftables for
 # the network-namespace test hosts (internal/nettest); iperf3 for the
-# throughput figures of examples/meshbench.
-packages=(containerd runc tini nftables iproute2 iperf3)
+# throughput and HTTP figures of examples/meshbench.
+packages=(containerd runc tini nftables iproute2 iperf3 wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
