@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests need: containerd and runc for the agent's
 # integration tests (each test starts its own private containerd daemon),
 # tini for tasks that ask for an init process; iproute2 and nftables for
-# the network-namespace test hosts (internal/nettest); iperf3 for the
+# the network-namespace test hosts (internal/nettest); iperf3 and wrk for the
 # throughput and HTTP figures of examples/meshbench.
 packages=(containerd runc tini nftables iproute2 iperf3 wrk)
 missing=()
