@@ -111,6 +111,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err := x.sysctl(ctx, "net.ipv4.ip_forward", "1"); err != nil {
 		return fail(err)
 	}
+	// Bridged frames must not meet the IP hooks (where br_netfilter is
+	// loaded it defaults to on in new namespaces); absent, nothing to do.
+	x.sysctl(ctx, "net.bridge.bridge-nf-call-iptables", "0")
 	if err := x.nft(ctx, gatewayScript(g.bridge(), sn)); err != nil {
 		return fail(err)
 	}
