@@ -61,3 +61,65 @@ func TestRebalanceEvensOutAfterNodesJoin(t *testing.T) {
 		t.Fatalf("balanced input moved %v", m)
 	}
 }
+
+// apply returns the task count per node after the moves.
+func apply(placement map[string][]string, moves []Move) map[string]int {
+	count := map[string]int{}
+	for id, ts := range placement {
+		count[id] = len(ts)
+	}
+	for _, m := range moves {
+		count[m.From]--
+		count[m.To]++
+	}
+	return count
+}
+
+func TestRebalanceFollowsPreferences(t *testing.T) {
+	// Zone a has one node, zone b three. Eight tasks, all on zone b's
+	// first node. Spread over zones: 4 in a, 4 in b (2, 1, 1).
+	ns := nodes(4, func(i int, n *Node) {
+		n.Labels["zone"] = "b"
+		if i == 0 {
+			n.Labels["zone"] = "a"
+		}
+	})
+	placement := map[string][]string{"n001": {"t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"}}
+	g := &Group{ServiceID: "s", Preferences: []string{"spread=node.labels.zone"}}
+	moves := New(Config{}).Rebalance(ns, g, placement, 0)
+	count := apply(placement, moves)
+	if count["n000"] != 4 || count["n001"]+count["n002"]+count["n003"] != 4 || count["n001"] != 2 || count["n002"] != 1 || count["n003"] != 1 {
+		t.Fatalf("with a zone preference: %v", count)
+	}
+	if len(moves) != 6 {
+		t.Fatalf("%d moves, want the minimal 6", len(moves))
+	}
+	// The same without the preference evens out nodes instead.
+	count = apply(placement, New(Config{}).Rebalance(ns, &Group{ServiceID: "s"}, placement, 0))
+	for _, n := range ns {
+		if count[n.ID] != 2 {
+			t.Fatalf("without preference: %v", count)
+		}
+	}
+	// Balanced by zone already: nothing moves, although nodes differ by 3.
+	balanced := map[string][]string{"n000": {"a", "b", "c", "d"}, "n001": {"e"}, "n002": {"f", "g"}, "n003": {"h"}}
+	if m := New(Config{}).Rebalance(ns, g, balanced, 0); len(m) != 0 {
+		t.Fatalf("balanced by zone, moved %v", m)
+	}
+	// Two levels: zone, then rack.
+	ns2 := nodes(8, func(i int, n *Node) {
+		n.Labels["zone"] = []string{"a", "b"}[i/4]
+		n.Labels["rack"] = []string{"r1", "r2"}[i/2%2]
+	})
+	all := map[string][]string{"n000": nil}
+	for i := range 16 {
+		all["n000"] = append(all["n000"], fmt.Sprint("t", i))
+	}
+	g2 := &Group{ServiceID: "s", Preferences: []string{"spread=node.labels.zone", "spread=node.labels.rack"}}
+	count = apply(all, New(Config{}).Rebalance(ns2, g2, all, 0))
+	for _, n := range ns2 {
+		if count[n.ID] != 2 {
+			t.Fatalf("two levels, 16 tasks on 8 nodes: %v", count)
+		}
+	}
+}
