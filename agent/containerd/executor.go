@@ -26,10 +26,12 @@ import (
 	cg2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/continuity/fs"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	"github.com/distribution/reference"
@@ -242,6 +244,11 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 	if err != nil {
 		e.removeSecrets(t.ID)
 		return fmt.Errorf("create container for %s: %w", t.ID, err)
+	}
+	if err := e.fillVolumes(ctx, t); err != nil {
+		ctr.Delete(ctx, ctrd.WithSnapshotCleanup)
+		e.removeSecrets(t.ID)
+		return err
 	}
 	e.mu.Lock()
 	e.tasks[t.ID] = &entry{container: ctr, stopSignal: stop, logPath: filepath.Join(e.StateDir, "logs", t.ID+".log"), done: make(chan struct{})}
@@ -870,6 +877,45 @@ func (e *Executor) volumeDir(taskID, name string, i int) (string, error) {
 		dir = filepath.Join(e.StateDir, "volumes", "anon-"+taskID, fmt.Sprint(i))
 	}
 	return dir, os.MkdirAll(dir, 0o755)
+}
+
+// fillVolumes copies what the image holds at each volume's target into the
+// volume when the volume is empty, as Docker does for a new volume (unless
+// the mount says NoCopy), so that a volume over /var/lib/app starts with the
+// image's files instead of hiding them.
+func (e *Executor) fillVolumes(ctx context.Context, t *api.Task) error {
+	var mounts []mount.Mount
+	for i, m := range t.Spec.Mounts {
+		if m.Type != api.MountVolume || m.NoCopy {
+			continue
+		}
+		dir, err := e.volumeDir(t.ID, m.Source, i)
+		if err != nil {
+			return err
+		}
+		if entries, err := os.ReadDir(dir); err != nil || len(entries) > 0 {
+			continue // not new: its data is the volume's own
+		}
+		if mounts == nil {
+			if mounts, err = e.client.SnapshotService(e.snapshotter()).Mounts(ctx, t.ID+"-rootfs"); err != nil {
+				return fmt.Errorf("volume %s: image content: %w", m.Target, err)
+			}
+		}
+		err = mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
+			src, err := fs.RootPath(root, m.Target) // symlinks stay inside the image
+			if err != nil {
+				return err
+			}
+			if st, err := os.Stat(src); err != nil || !st.IsDir() {
+				return nil // nothing there in the image
+			}
+			return fs.CopyDir(dir, src)
+		})
+		if err != nil {
+			return fmt.Errorf("volume %s: fill from the image: %w", m.Target, err)
+		}
+	}
+	return nil
 }
 
 // pull fetches an image from its registry and unpacks it.

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/internal/testimages"
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
@@ -134,4 +135,38 @@ func TestProcessSpecFromTask(t *testing.T) {
 		}
 	}
 	e.Remove(ctx, "spec")
+}
+
+// A new volume starts with what the image has at its target, as in Docker;
+// a volume with data of its own, and a NoCopy one, are left as they are.
+func TestVolumesFilledFromTheImage(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	// run checks, inside the task, whether the image's file is in the volume.
+	run := func(id, volume string, noCopy, wantSeed bool) {
+		t.Helper()
+		task := appTask(id, "check", testimages.SeedFile)
+		task.Spec.Mounts = []api.Mount{{Type: api.MountVolume, Source: volume, Target: "/srv", NoCopy: noCopy}}
+		st := (&agent.Runner{Executor: e}).Run(ctx, task)
+		e.Remove(ctx, id)
+		if want := map[bool]api.TaskState{true: api.TaskComplete, false: api.TaskFailed}[wantSeed]; st.State != want {
+			t.Fatalf("%s: %+v, want %s", id, st, want)
+		}
+	}
+	data := func(volume string) string { return filepath.Join(e.StateDir, "volumes", volume, "_data") }
+	run("fresh", "seeded", false, true)
+	if b, err := os.ReadFile(filepath.Join(data("seeded"), "seed.txt")); err != nil || string(b) != testimages.SeedContent {
+		t.Fatalf("new volume not filled from the image: %q %v", b, err)
+	}
+	// Data of its own wins.
+	os.MkdirAll(data("own"), 0o755)
+	os.WriteFile(filepath.Join(data("own"), "mine.txt"), []byte("mine"), 0o644)
+	run("own", "own", false, false)
+	if _, err := os.Stat(filepath.Join(data("own"), "seed.txt")); !os.IsNotExist(err) {
+		t.Fatal("a volume with data was filled from the image")
+	}
+	run("nocopy", "empty", true, false)
+	if entries, _ := os.ReadDir(data("empty")); len(entries) != 0 {
+		t.Fatalf("NoCopy volume filled: %v", entries)
+	}
 }

@@ -24,6 +24,13 @@ import (
 // AppRef is the reference of the test image Build makes.
 const AppRef = "shoal.test/app:1"
 
+// SeedFile is a file the image holds, with SeedContent, for tests of
+// volumes filled from the image.
+const (
+	SeedFile    = "/srv/seed.txt"
+	SeedContent = "from the image\n"
+)
+
 // Build compiles the test program and writes the image as a tarball (the
 // `docker save` layout, which containerd imports) into dir. It returns the
 // tarball's path.
@@ -53,6 +60,10 @@ func Build(ctx context.Context, dir string) (string, error) {
 	for _, d := range []string{"tmp/", "etc/"} {
 		tw.WriteHeader(&tar.Header{Name: d, Mode: 0o1777, Typeflag: tar.TypeDir})
 	}
+	// Content for volumes to be filled from (SeedFile).
+	tw.WriteHeader(&tar.Header{Name: "srv/", Mode: 0o755, Typeflag: tar.TypeDir})
+	tw.WriteHeader(&tar.Header{Name: "srv/seed.txt", Mode: 0o644, Size: int64(len(SeedContent)), Typeflag: tar.TypeReg})
+	io.WriteString(tw, SeedContent)
 	tw.Close()
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerTar.Bytes())), nil

@@ -139,7 +139,7 @@ func TestValidationListsEveryProblemWithPaths(t *testing.T) {
 		TaskTemplate: api.TaskSpec{
 			Env:             []string{"=x"},
 			Dir:             "relative",
-			Mounts:          []api.Mount{{Type: "nfs", Target: "data"}},
+			Mounts:          []api.Mount{{Type: "nfs", Target: "data"}, {Type: api.MountTmpfs, Target: "/t", NoCopy: true}},
 			StopGracePeriod: &neg,
 			Resources:       &api.ResourceRequirements{Limits: &api.Resources{MemoryBytes: 1 << 20}},
 			RestartPolicy:   &api.RestartPolicy{Condition: "sometimes"},
@@ -161,7 +161,7 @@ func TestValidationListsEveryProblemWithPaths(t *testing.T) {
 	}
 	for _, want := range []string{
 		"spec.name", "spec.mode", "spec.taskTemplate.image", "spec.taskTemplate.env[0]", "spec.taskTemplate.dir",
-		"spec.taskTemplate.mounts[0].target", "spec.taskTemplate.mounts[0].type", "spec.taskTemplate.stopGracePeriod",
+		"spec.taskTemplate.mounts[0].target", "spec.taskTemplate.mounts[0].type", "spec.taskTemplate.mounts[1].noCopy", "spec.taskTemplate.stopGracePeriod",
 		"spec.taskTemplate.resources.limits.memoryBytes", "spec.taskTemplate.restartPolicy.condition",
 		"spec.taskTemplate.placement.constraints[0]", "spec.taskTemplate.placement.constraints[1]",
 		"spec.taskTemplate.placement.constraints[2]", "spec.taskTemplate.placement.preferences[0].spread",

@@ -168,6 +168,9 @@ type Mount struct {
 	Source   string    `json:"source,omitempty"`
 	Target   string    `json:"target"`
 	ReadOnly bool      `json:"readOnly,omitempty"`
+	// NoCopy keeps a new, empty volume empty; by default it is first filled
+	// with what the image has at Target, as Docker does.
+	NoCopy bool `json:"noCopy,omitempty"`
 	// TmpfsSizeBytes bounds a tmpfs mount; 0 is the kernel default.
 	TmpfsSizeBytes int64 `json:"tmpfsSizeBytes,omitempty"`
 }

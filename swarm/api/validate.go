@@ -228,6 +228,9 @@ func (t *TaskSpec) validate(v *validator, f string) {
 			v.addf(mf+".target", "%q is mounted twice", m.Target)
 		}
 		targets[path.Clean(m.Target)] = true
+		if m.NoCopy && m.Type != MountVolume {
+			v.add(mf+".noCopy", "applies to volume mounts only")
+		}
 		switch m.Type {
 		case MountBind:
 			if !path.IsAbs(m.Source) {
