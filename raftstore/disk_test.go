@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -249,5 +250,63 @@ func TestTLSClusterFailover(t *testing.T) {
 			}
 		}
 		c.Close()
+	}
+}
+
+// Retired data keys go once nothing on disk is sealed with them: not while
+// log entries still are, and after a snapshot and compaction have replaced
+// those entries. Everything stays readable after a restart.
+func TestRetiredDataKeysArePruned(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	kek := make([]byte, KeySize)
+	kek[0] = 7
+	start := func() *Store {
+		s := &Store{ID: "d", Dir: dir, Schema: testSchema(), Transport: NewMemNetwork().Transport("d"),
+			Bootstrap: []Server{{ID: "d", Address: "d", Voter: true}}, KeyEncryptionKey: kek, TrailingLogs: 1}
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		eventually(t, "leader", s.IsLeader)
+		return s
+	}
+	s := start()
+	write := func(prefix string) {
+		for i := range 10 {
+			if err := s.Update(ctx, func(tx *Tx) error { return tx.Create("items", &item{ID: fmt.Sprint(prefix, i)}) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write("a")
+	first := s.keyring.CurrentKeyID()
+	s.RotateDataKey()
+	last, _ := s.RotateDataKey()
+	write("b")
+	if pruned, err := s.PruneDataKeys(); err != nil || len(pruned) != 0 {
+		t.Fatalf("keys pruned while log entries use them: %v %v", pruned, err)
+	}
+	if err := s.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pruned, err := s.PruneDataKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprint([]uint32{first, first + 1}); fmt.Sprint(pruned) != want {
+		// The automatic prune after the snapshot may have run first.
+		var kf keyFile
+		raw, _ := os.ReadFile(filepath.Join(dir, "keys.json"))
+		json.Unmarshal(raw, &kf)
+		if len(kf.Keys) != 1 || kf.Keys[0].ID != last {
+			t.Fatalf("pruned %v, key file holds %+v; want only key %d left", pruned, kf.Keys, last)
+		}
+	}
+	s.Close()
+	s = start()
+	eventually(t, "restore after pruning", func() bool { return countItems(s) == 20 })
+	if got := s.keyring.CurrentKeyID(); got != last {
+		t.Fatalf("current key %d after restart, want %d", got, last)
 	}
 }

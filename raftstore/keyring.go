@@ -171,6 +171,44 @@ func (k *KeyRing) CurrentKeyID() uint32 {
 	return k.current
 }
 
+// Prune forgets the data keys older than oldestInUse (never the current
+// one) and returns their IDs: once no log entry or snapshot on disk is
+// sealed with a retired key, keeping it only widens what a stolen key file
+// plus KEK would open.
+func (k *KeyRing) Prune(oldestInUse uint32) ([]uint32, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	file := k.file
+	file.Keys = nil
+	var pruned []uint32
+	for _, wk := range k.file.Keys {
+		if wk.ID < oldestInUse && wk.ID != k.current {
+			pruned = append(pruned, wk.ID)
+			continue
+		}
+		file.Keys = append(file.Keys, wk)
+	}
+	if len(pruned) == 0 {
+		return nil, nil
+	}
+	if err := writeFileAtomic(k.path, file); err != nil {
+		return nil, err
+	}
+	k.file = file
+	for _, id := range pruned {
+		delete(k.keys, id)
+	}
+	return pruned, nil
+}
+
+// sealedKeyID is the ID of the data key that sealed b.
+func sealedKeyID(b []byte) (uint32, bool) {
+	if len(b) < sealHeaderLen {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(b), true
+}
+
 // Seal appends to dst: key id, nonce, ciphertext.
 func (k *KeyRing) Seal(dst, plaintext, aad []byte) ([]byte, error) {
 	k.mu.RLock()

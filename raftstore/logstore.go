@@ -196,6 +196,23 @@ func (s *BoltLogStore) GetUint64(k []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
+// firstKeyID is the ID of the data key that sealed the first entry: entries
+// are sealed with the current key as they arrive and keys only move
+// forward, so no entry uses an older one. ok is false for an empty or
+// unsealed log.
+func (s *BoltLogStore) firstKeyID() (id uint32, ok bool, err error) {
+	if s.sealer == nil {
+		return 0, false, nil
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		if _, v := tx.Bucket(bucketLogs).Cursor().First(); v != nil {
+			id, ok = sealedKeyID(v)
+		}
+		return nil
+	})
+	return id, ok, err
+}
+
 // Entry encoding: byte format, uvarint term, byte type, varint appendedAt
 // (unix ns), bytes data, bytes extensions; sealed as a whole when a Sealer
 // is set, with the index as additional data.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/hashicorp/raft"
 )
@@ -22,6 +23,11 @@ type sealedSnapshotStore struct {
 	inner  raft.SnapshotStore
 	sealer Sealer
 	dir    string
+	// onClose runs after a snapshot is written (data keys may be prunable).
+	onClose func()
+
+	mu      sync.Mutex
+	writing map[*sealedSink]uint32 // open sinks and the key current when they began
 }
 
 const (
@@ -42,7 +48,58 @@ func (s *sealedSnapshotStore) Create(version raft.SnapshotVersion, index, term u
 		sink.Cancel()
 		return nil, err
 	}
-	return &sealedSink{SnapshotSink: sink, sealer: s.sealer, buf: make([]byte, 0, frameSize)}, nil
+	ss := &sealedSink{SnapshotSink: sink, sealer: s.sealer, buf: make([]byte, 0, frameSize), store: s}
+	if kr, ok := s.sealer.(interface{ CurrentKeyID() uint32 }); ok {
+		s.mu.Lock()
+		if s.writing == nil {
+			s.writing = map[*sealedSink]uint32{}
+		}
+		s.writing[ss] = kr.CurrentKeyID()
+		s.mu.Unlock()
+	}
+	return ss, nil
+}
+
+func (s *sealedSnapshotStore) done(ss *sealedSink, written bool) {
+	s.mu.Lock()
+	delete(s.writing, ss)
+	s.mu.Unlock()
+	if written && s.onClose != nil {
+		s.onClose()
+	}
+}
+
+// oldestKeyID is the oldest data key that sealed a kept snapshot or one
+// being written; ok is false when there is none.
+func (s *sealedSnapshotStore) oldestKeyID() (oldest uint32, ok bool, err error) {
+	s.mu.Lock()
+	for _, id := range s.writing {
+		if !ok || id < oldest {
+			oldest, ok = id, true
+		}
+	}
+	s.mu.Unlock()
+	metas, err := s.inner.List()
+	if err != nil {
+		return 0, false, err
+	}
+	for _, m := range metas {
+		_, rc, err := s.inner.Open(m.ID)
+		if err != nil {
+			return 0, false, err
+		}
+		// Magic, the first frame's flags, then its key ID.
+		head := make([]byte, len(sealedSnapMagic)+1+4)
+		_, err = io.ReadFull(rc, head)
+		rc.Close()
+		if err != nil {
+			return 0, false, &CorruptError{File: s.dir + "/" + m.ID, Err: err}
+		}
+		if id := binary.BigEndian.Uint32(head[len(sealedSnapMagic)+1:]); !ok || id < oldest {
+			oldest, ok = id, true
+		}
+	}
+	return oldest, ok, nil
 }
 
 func (s *sealedSnapshotStore) List() ([]*raft.SnapshotMeta, error) {
@@ -83,6 +140,7 @@ func plainSize(sealed int64) int64 {
 type sealedSink struct {
 	raft.SnapshotSink
 	sealer Sealer
+	store  *sealedSnapshotStore
 	buf    []byte
 	frame  uint64
 	out    []byte
@@ -121,9 +179,17 @@ func (s *sealedSink) Close() error {
 	}
 	if s.err != nil {
 		s.SnapshotSink.Cancel()
+		s.store.done(s, false)
 		return s.err
 	}
-	return s.SnapshotSink.Close()
+	err := s.SnapshotSink.Close()
+	s.store.done(s, err == nil)
+	return err
+}
+
+func (s *sealedSink) Cancel() error {
+	s.store.done(s, false)
+	return s.SnapshotSink.Cancel()
 }
 
 func frameAAD(n uint64, flags byte) []byte {

@@ -102,6 +102,8 @@ type Store struct {
 	logs      *BoltLogStore
 	logStore  raft.LogStore // the cached log, for covered()
 	keyring   *KeyRing
+	snaps     *sealedSnapshotStore
+	pruneMu   sync.Mutex
 	ready     chan struct{}
 	done      chan struct{}
 	bgWG      sync.WaitGroup
@@ -176,7 +178,22 @@ func (s *Store) Start(ctx context.Context) (err error) {
 		}
 		snaps = fss
 		if sealer != nil {
-			snaps = &sealedSnapshotStore{inner: fss, sealer: sealer, dir: snapDir}
+			ss := &sealedSnapshotStore{inner: fss, sealer: sealer, dir: snapDir}
+			if s.keyring != nil {
+				ss.onClose = func() {
+					// Keys retired before this snapshot may be unused now
+					// (or after the next compaction; pruning is cautious).
+					go func() {
+						if pruned, err := s.PruneDataKeys(); err != nil {
+							s.logger().Warn("raftstore: pruning data keys", "err", err)
+						} else if len(pruned) > 0 {
+							s.logger().Info("raftstore: retired data keys pruned", "keys", pruned)
+						}
+					}()
+				}
+			}
+			s.snaps = ss
+			snaps = ss
 		}
 	}
 	cached, err := raft.NewLogCache(64, logStore) // entries may be 256 KiB: a small cache
@@ -804,6 +821,32 @@ func (s *Store) RotateDataKey() (uint32, error) {
 		return 0, fmt.Errorf("%w: encryption at rest is not on (set KeyEncryptionKey)", ErrInvalidConfig)
 	}
 	return s.keyring.Rotate()
+}
+
+// PruneDataKeys forgets retired data keys that no log entry and no
+// snapshot on disk is sealed with any more, and returns their IDs. It runs
+// by itself after each snapshot; a key retired by RotateDataKey goes once a
+// snapshot and log compaction have left it unused.
+func (s *Store) PruneDataKeys() ([]uint32, error) {
+	if s.keyring == nil || s.logs == nil {
+		return nil, fmt.Errorf("%w: encryption at rest is not on (set KeyEncryptionKey)", ErrInvalidConfig)
+	}
+	s.pruneMu.Lock()
+	defer s.pruneMu.Unlock()
+	oldest := s.keyring.CurrentKeyID()
+	if id, ok, err := s.logs.firstKeyID(); err != nil {
+		return nil, err
+	} else if ok {
+		oldest = min(oldest, id)
+	}
+	if s.snaps != nil {
+		if id, ok, err := s.snaps.oldestKeyID(); err != nil {
+			return nil, err
+		} else if ok {
+			oldest = min(oldest, id)
+		}
+	}
+	return s.keyring.Prune(oldest)
 }
 
 // RewrapKeys wraps the data keys with a new key-encryption key.
