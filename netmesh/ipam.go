@@ -84,7 +84,13 @@ func (a *IPAM) AllocateSubnet(networkID string, want netip.Prefix) (Subnet, erro
 	if len(pools) == 0 {
 		pools = []netip.Prefix{DefaultPool}
 	}
+	if bits < 1 || bits > 30 {
+		return Subnet{}, fmt.Errorf("%w: SubnetBits %d: want 1 to 30", ErrBadPrefix, bits)
+	}
 	for _, pool := range pools {
+		if !pool.IsValid() || !pool.Addr().Is4() {
+			return Subnet{}, fmt.Errorf("%w: pool %s: pools are IPv4 prefixes", ErrBadPrefix, pool)
+		}
 		if bits < pool.Bits() {
 			continue
 		}
@@ -210,7 +216,7 @@ func (a *IPAM) State() IPAMState {
 func (a *IPAM) Restore(st IPAMState) error {
 	nets := map[string]*subnet{}
 	for _, ns := range st.Networks {
-		if !ns.Subnet.IsValid() || !ns.Subnet.Contains(ns.Gateway) {
+		if !ns.Subnet.IsValid() || !ns.Subnet.Addr().Is4() || ns.Subnet.Bits() > 30 || !ns.Subnet.Contains(ns.Gateway) {
 			return fmt.Errorf("%w: network %s: subnet %s gateway %s", ErrBadPrefix, ns.ID, ns.Subnet, ns.Gateway)
 		}
 		s := &subnet{Subnet: Subnet{Prefix: ns.Subnet, Gateway: ns.Gateway}, owners: map[netip.Addr]string{}, cursor: max(ns.Cursor, 1)}

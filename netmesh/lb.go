@@ -78,6 +78,11 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 	if !s.VIP.Is4() || s.Port == 0 || (s.Protocol != TCP && s.Protocol != UDP) {
 		return fmt.Errorf("netmesh: VIP service %s: want an IPv4 VIP, a port and tcp or udp", s.ServiceID)
 	}
+	for _, b := range s.Backends {
+		if !b.Addr.Is4() || b.Port == 0 {
+			return fmt.Errorf("netmesh: VIP service %s: backend %v:%d is not an IPv4 address and port", s.ServiceID, b.Addr, b.Port)
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.started {

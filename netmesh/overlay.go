@@ -171,8 +171,8 @@ func (o *Overlay) EnsureNetwork(n OverlayNetwork) error {
 	if o.h == nil {
 		return ErrNotStarted
 	}
-	if n.VNI == 0 || n.VNI > 1<<24-1 {
-		return fmt.Errorf("netmesh: network %s: VNI %d outside 1..16777215", n.ID, n.VNI)
+	if err := n.validate(); err != nil {
+		return err
 	}
 	br, err := o.h.LinkByName(bridgeName(n.VNI))
 	if err != nil {
@@ -209,6 +209,19 @@ func (o *Overlay) EnsureNetwork(n OverlayNetwork) error {
 	return nil
 }
 
+func (n OverlayNetwork) validate() error {
+	if n.VNI == 0 || n.VNI > 1<<24-1 {
+		return fmt.Errorf("netmesh: network %s: VNI %d outside 1..16777215", n.ID, n.VNI)
+	}
+	if !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() || n.Subnet.Bits() > 30 {
+		return fmt.Errorf("netmesh: network %s: subnet %s: want an IPv4 subnet of /30 or larger", n.ID, n.Subnet)
+	}
+	if n.WireGuardPort < 0 || n.WireGuardPort > 65535 {
+		return fmt.Errorf("netmesh: network %s: WireGuard port %d outside 0..65535", n.ID, n.WireGuardPort)
+	}
+	return nil
+}
+
 // RemoveNetwork deletes the network's devices (and with them every entry).
 func (o *Overlay) RemoveNetwork(n OverlayNetwork) error {
 	o.mu.Lock()
@@ -234,8 +247,14 @@ func (o *Overlay) SetEndpoints(n OverlayNetwork, eps []RemoteEndpoint) error {
 	if o.h == nil {
 		return ErrNotStarted
 	}
+	if err := n.validate(); err != nil {
+		return err
+	}
 	want := map[netip.Addr]netip.Addr{}
 	for _, ep := range eps {
+		if !ep.Host.Is4() {
+			return fmt.Errorf("netmesh: endpoint %s of %s: node address %v is not an IPv4 address", ep.Addr, n.ID, ep.Host)
+		}
 		if ep.Host != o.LocalAddr && n.Subnet.Contains(ep.Addr) {
 			want[ep.Addr] = ep.Host
 		}
@@ -307,6 +326,9 @@ func (o *Overlay) Attach(n OverlayNetwork, taskNS, ifName string, addr netip.Add
 	defer o.mu.Unlock()
 	if o.h == nil {
 		return ErrNotStarted
+	}
+	if err := n.validate(); err != nil {
+		return err
 	}
 	if !n.Subnet.Contains(addr) {
 		return fmt.Errorf("netmesh: %s is not in %s's subnet %s", addr, n.ID, n.Subnet)
@@ -404,6 +426,9 @@ func (o *Overlay) SetNodeAddr(n OverlayNetwork, addr netip.Addr) error {
 	defer o.mu.Unlock()
 	if o.h == nil {
 		return ErrNotStarted
+	}
+	if !n.Subnet.Contains(addr) {
+		return fmt.Errorf("netmesh: %s is not in %s's subnet %s", addr, n.ID, n.Subnet)
 	}
 	br, err := o.h.LinkByName(bridgeName(n.VNI))
 	if err != nil {
