@@ -56,6 +56,7 @@ func (e *Executor) Adopt(ctx context.Context) ([]string, error) {
 				return ids, fmt.Errorf("wait task %s: %w", id, err)
 			}
 			en.task = task
+			growPipes(task.IO(), e.logger())
 			e.watchExit(en, exitCh)
 		}
 		e.mu.Lock()

@@ -36,6 +36,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	"github.com/distribution/reference"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -479,6 +480,7 @@ func (e *Executor) Start(ctx context.Context, id string) error {
 		tl.close()
 		return fmt.Errorf("create task %s: %w", id, err)
 	}
+	growPipes(task.IO(), e.logger())
 	// Wait before Start, so a process that exits at once is not missed.
 	exitCh, err := task.Wait(e.ns(context.Background()))
 	if err != nil {
@@ -829,6 +831,35 @@ func (b *cappedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.buf...)
+}
+
+// outputPipeSize is the buffer of a task's output FIFOs: what a task can
+// write while the agent is not reading (restarting, say) before it blocks.
+// Linux's default is 64 KiB; 1 MiB is the largest an unprivileged process
+// may set by default (fs.pipe-max-size).
+const outputPipeSize = 1 << 20
+
+// growPipes enlarges the output FIFOs' buffers. The buffer belongs to the
+// pipe, so setting it through a descriptor of our own reaches the shim's
+// side too.
+func growPipes(io cio.IO, log *slog.Logger) {
+	if io == nil {
+		return
+	}
+	cfg := io.Config()
+	for _, path := range []string{cfg.Stdout, cfg.Stderr} {
+		if path == "" {
+			continue
+		}
+		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			_, err = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, outputPipeSize)
+			f.Close()
+		}
+		if err != nil {
+			log.Debug("containerd executor: output pipe keeps its default size", "fifo", path, "err", err)
+		}
+	}
 }
 
 func (e *Executor) fifoDir() string { return filepath.Join(e.StateDir, "fifo") }

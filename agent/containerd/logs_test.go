@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shoalproject/shoal/agent"
 )
@@ -94,4 +97,35 @@ func TestLogsFollowUntilTaskEnds(t *testing.T) {
 		t.Fatalf("followed %v", got)
 	}
 	e.Remove(ctx, "follow")
+}
+
+// A task's output pipes hold 1 MiB, so a task keeps running through an
+// agent restart of a while (nothing reads its output then) instead of
+// blocking after 64 KiB.
+func TestOutputPipesAreLarge(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	stop := runUntilRunning(t, e, appTask("piped", "sleep"))
+	defer func() { stop(); e.Remove(ctx, "piped") }()
+	var fifos []string
+	filepath.WalkDir(filepath.Join(e.StateDir, "fifo"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), "piped-std") {
+			fifos = append(fifos, p)
+		}
+		return nil
+	})
+	if len(fifos) != 2 {
+		t.Fatalf("output FIFOs of the task: %v", fifos)
+	}
+	for _, p := range fifos {
+		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
+		f.Close()
+		if err != nil || size != 1<<20 {
+			t.Fatalf("%s holds %d bytes (%v), want 1 MiB", p, size, err)
+		}
+	}
 }
