@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/go-json-experiment/json"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 )
 
 // Object is a value kept in the store. Implementations are usually structs
@@ -125,7 +126,16 @@ func (s *Schema) tableNames() []string {
 
 type jsonCodec struct{ s *Schema }
 
-func (c jsonCodec) Marshal(_ string, obj Object) ([]byte, error) { return json.Marshal(obj) }
+// jsonOptions keep two encoding/json behaviours that object models written
+// for it rely on: a time.Duration is a number of nanoseconds (json v2
+// refuses to guess a format), and `omitempty` omits only nil pointers, not
+// pointers to empty structs (json v2 would drop a mode such as
+// Global: &GlobalService{}, and it would come back nil).
+var jsonOptions = json.JoinOptions(jsonv1.FormatDurationAsNano(true), jsonv1.OmitEmptyWithLegacySemantics(true))
+
+func (c jsonCodec) Marshal(_ string, obj Object) ([]byte, error) {
+	return json.Marshal(obj, jsonOptions)
+}
 
 func (c jsonCodec) Unmarshal(table string, data []byte) (Object, error) {
 	t, err := c.s.table(table)
@@ -133,7 +143,7 @@ func (c jsonCodec) Unmarshal(table string, data []byte) (Object, error) {
 		return nil, err
 	}
 	obj := t.New()
-	if err := json.Unmarshal(data, obj); err != nil {
+	if err := json.Unmarshal(data, obj, jsonOptions); err != nil {
 		return nil, fmt.Errorf("raftstore: decode %s object: %w", table, err)
 	}
 	return obj, nil

@@ -1,6 +1,26 @@
-// Package swarm will compose Shoal's engines into cluster nodes: the
-// Manager (Raft state in raftstore, orchestrators, scheduler, allocator,
-// dispatcher, CA and control API), the Worker (agent and netmesh), Node
-// (either role) and the Go Client. It is not built yet; its object model is
-// in swarm/api.
+// Package swarm composes Shoal's engines into a cluster: the Manager keeps
+// the desired state in Raft (raftstore) and drives it, and Workers run what
+// it assigns on an agent.Executor.
+//
+// Built so far: one manager, with workers in the same process (Dispatcher
+// is a Go interface the Manager implements):
+//   - replicated and global services, with replicas in slots, replacements
+//     by restart policy (condition, delay, attempts in a window) and a
+//     history of 5 ended tasks per slot;
+//   - placement of pending tasks by the scheduler, a service at a time, with
+//     a reason a person can act on for tasks that cannot be placed;
+//   - node heartbeats: a node silent for three periods is down, and its
+//     tasks are replaced elsewhere;
+//   - drain and pause.
+//
+// Still to come: several managers in Raft, the network dispatcher and
+// control API with mutual TLS, CA and join tokens, rolling updates, jobs,
+// networks and secrets.
+//
+//	m := &swarm.Manager{}
+//	m.Start(ctx)
+//	w := &swarm.Worker{NodeID: "node1", Executor: executor, Dispatcher: m}
+//	w.Start(ctx)
+//	svc, err := m.CreateService(ctx, api.ServiceSpec{Annotations: api.Annotations{Name: "web"},
+//		Mode: api.Replicated(3), TaskTemplate: api.TaskSpec{Image: "example/web:1"}})
 package swarm

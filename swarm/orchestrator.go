@@ -1,0 +1,296 @@
+package swarm
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/shoalproject/shoal/scheduler"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// Orchestration defaults, as Docker's.
+const (
+	// DefaultRestartDelay is how long a replacement waits after its
+	// predecessor ended, when the restart policy sets no delay.
+	DefaultRestartDelay = 5 * time.Second
+	// DefaultTaskHistory is how many ended tasks are kept per slot.
+	DefaultTaskHistory = 5
+)
+
+// plan is what one reconciliation of a service changes.
+type plan struct {
+	create []*api.Task
+	update []*api.Task
+	remove []*api.Task
+	// retryAt is when to look again (a restart delay ends); zero: no need.
+	retryAt time.Time
+}
+
+// reconciler turns a service and its tasks into the changes that bring the
+// tasks to the service's desired state: replicated slots or one task per
+// eligible node, replacements by the restart policy, and the history kept
+// per slot. It is pure: the caller reads the store and commits the plan.
+type reconciler struct {
+	now     time.Time
+	newID   func() string
+	history int // ended tasks kept per slot
+}
+
+// alive is a task that runs or is on its way to running.
+func alive(t *api.Task) bool {
+	return t.DesiredState <= api.TaskRunning && t.Status.State <= api.TaskRunning
+}
+
+// ended is a task whose process has ended (or never will run).
+func ended(t *api.Task) bool { return t.Status.State > api.TaskRunning }
+
+func (r *reconciler) reconcile(svc *api.Service, tasks []*api.Task, nodes map[string]*api.Node) plan {
+	var p plan
+	if svc.Spec.Mode.IsJob() {
+		return p // jobs are not orchestrated yet
+	}
+	// Tasks on nodes that are down or gone will not report again: they are
+	// orphaned, and replaced like failed ones.
+	for _, t := range tasks {
+		if t.NodeID == "" || !alive(t) {
+			continue
+		}
+		if n := nodes[t.NodeID]; n == nil || n.Status.State == api.NodeDown {
+			t.Status = api.TaskStatus{Timestamp: r.now, State: api.TaskOrphaned, Message: "node down", Err: "node " + t.NodeID + " is down or gone"}
+			p.update = append(p.update, t)
+		}
+	}
+	if svc.Spec.Mode.IsGlobal() {
+		r.global(svc, tasks, nodes, &p)
+	} else {
+		r.replicated(svc, tasks, &p)
+	}
+	return p
+}
+
+// slotKey groups the tasks of one replica: the slot number, or the node of
+// a global service.
+func slotKey(t *api.Task) string {
+	if t.Slot > 0 {
+		return fmt.Sprint(t.Slot)
+	}
+	return "node/" + t.NodeID
+}
+
+func (r *reconciler) replicated(svc *api.Service, tasks []*api.Task, p *plan) {
+	replicas := uint64(0)
+	if svc.Spec.Mode.Replicated != nil {
+		replicas = svc.Spec.Mode.Replicated.Replicas
+	}
+	slots := map[uint64][]*api.Task{}
+	for _, t := range tasks {
+		slots[t.Slot] = append(slots[t.Slot], t)
+	}
+	for slot, ts := range slots {
+		if slot > replicas || slot == 0 {
+			for _, t := range ts {
+				r.shutdown(t, "scaled down", p)
+			}
+		}
+	}
+	for slot := uint64(1); slot <= replicas; slot++ {
+		r.keep(svc, slots[slot], func(t *api.Task) { t.Slot = slot }, p)
+	}
+	for _, ts := range slots {
+		r.reap(ts, p)
+	}
+}
+
+func (r *reconciler) global(svc *api.Service, tasks []*api.Task, nodes map[string]*api.Node, p *plan) {
+	byNode := map[string][]*api.Task{}
+	for _, t := range tasks {
+		byNode[t.NodeID] = append(byNode[t.NodeID], t)
+	}
+	var constraints []scheduler.Constraint
+	if pl := svc.Spec.TaskTemplate.Placement; pl != nil {
+		for _, c := range pl.Constraints {
+			if con, err := scheduler.ParseConstraint(c); err == nil {
+				constraints = append(constraints, con)
+			}
+		}
+	}
+	eligible := func(n *api.Node) bool {
+		if n.Status.State != api.NodeReady || n.Spec.Availability == api.NodeDrain {
+			return false
+		}
+		sn := schedNode(n)
+		for _, c := range constraints {
+			if !c.Match(sn) {
+				return false
+			}
+		}
+		return true
+	}
+	for id, ts := range byNode {
+		if n := nodes[id]; n == nil || !eligible(n) {
+			for _, t := range ts {
+				r.shutdown(t, "node no longer eligible", p)
+			}
+		}
+	}
+	ids := make([]string, 0, len(nodes))
+	for id := range nodes {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		n := nodes[id]
+		// Paused nodes keep their task but get no new one.
+		if !eligible(n) || (n.Spec.Availability == api.NodePause && len(byNode[id]) == 0) {
+			continue
+		}
+		r.keep(svc, byNode[id], func(t *api.Task) { t.NodeID = id }, p)
+	}
+	for _, ts := range byNode {
+		r.reap(ts, p)
+	}
+}
+
+// keep makes one slot hold a task that runs: a new one when the slot is
+// empty, a replacement when the last one ended and the restart policy says
+// so (after its delay).
+func (r *reconciler) keep(svc *api.Service, ts []*api.Task, place func(*api.Task), p *plan) {
+	var current *api.Task // the newest task meant to run
+	for _, t := range ts {
+		if t.DesiredState <= api.TaskRunning && (current == nil || newer(t, current)) {
+			current = t
+		}
+	}
+	if current != nil && !ended(current) {
+		return
+	}
+	if current != nil {
+		rp := svc.Spec.TaskTemplate.RestartPolicy
+		cond, delay := api.RestartAny, DefaultRestartDelay
+		var maxAttempts uint64
+		var window time.Duration
+		if rp != nil {
+			if rp.Condition != "" {
+				cond = rp.Condition
+			}
+			if rp.Delay != nil {
+				delay = *rp.Delay
+			}
+			maxAttempts, window = rp.MaxAttempts, rp.Window
+		}
+		if cond == api.RestartNone || (cond == api.RestartOnFailure && current.Status.State == api.TaskComplete) {
+			return // the slot stays with its ended task
+		}
+		if maxAttempts > 0 {
+			restarts := uint64(0)
+			for _, t := range ts {
+				if t != current && (window == 0 || r.now.Sub(t.CreatedAt) <= window) {
+					restarts++
+				}
+			}
+			if restarts >= maxAttempts {
+				return
+			}
+		}
+		if at := current.Status.Timestamp.Add(delay); r.now.Before(at) {
+			if p.retryAt.IsZero() || at.Before(p.retryAt) {
+				p.retryAt = at
+			}
+			return
+		}
+		r.shutdown(current, "replaced", p)
+	}
+	t := r.newTask(svc)
+	place(t)
+	if t.Slot > 0 {
+		t.Annotations.Name = fmt.Sprintf("%s.%d.%s", svc.Spec.Name, t.Slot, t.ID)
+	} else {
+		t.Annotations.Name = fmt.Sprintf("%s.%s.%s", svc.Spec.Name, t.NodeID, t.ID)
+	}
+	p.create = append(p.create, t)
+}
+
+func newer(a, b *api.Task) bool {
+	if !a.CreatedAt.Equal(b.CreatedAt) {
+		return a.CreatedAt.After(b.CreatedAt)
+	}
+	return a.ID > b.ID
+}
+
+// shutdown sets a task's desired state to SHUTDOWN (once).
+func (r *reconciler) shutdown(t *api.Task, why string, p *plan) {
+	if t.DesiredState >= api.TaskShutdown {
+		return
+	}
+	t.DesiredState = api.TaskShutdown
+	if !ended(t) && t.NodeID == "" {
+		// Never assigned: nothing runs it, so it is done now.
+		t.Status = api.TaskStatus{Timestamp: r.now, State: api.TaskShutdown, Message: why}
+	}
+	if !slices.Contains(p.update, t) {
+		p.update = append(p.update, t)
+	}
+}
+
+// reap removes the oldest ended tasks of a slot beyond the history limit.
+func (r *reconciler) reap(ts []*api.Task, p *plan) {
+	var done []*api.Task
+	for _, t := range ts {
+		if ended(t) && t.DesiredState > api.TaskRunning {
+			done = append(done, t)
+		}
+	}
+	if len(done) <= r.history {
+		return
+	}
+	slices.SortFunc(done, func(a, b *api.Task) int {
+		if newer(a, b) {
+			return 1
+		}
+		return -1
+	})
+	p.remove = append(p.remove, done[:len(done)-r.history]...)
+}
+
+func (r *reconciler) newTask(svc *api.Service) *api.Task {
+	return &api.Task{
+		Meta:         api.Meta{ID: r.newID(), CreatedAt: r.now, UpdatedAt: r.now},
+		ServiceID:    svc.ID,
+		Spec:         svc.Spec.TaskTemplate,
+		SpecVersion:  svc.Version,
+		DesiredState: api.TaskRunning,
+		Status:       api.TaskStatus{Timestamp: r.now, State: api.TaskPending, Message: "pending task scheduling"},
+	}
+}
+
+// schedNode describes a node to the scheduler (and to constraints).
+func schedNode(n *api.Node) *scheduler.Node {
+	sn := &scheduler.Node{ID: n.ID, Hostname: n.Description.Hostname, Role: string(cmp.Or(n.Spec.Role, api.RoleWorker)),
+		Labels: n.Spec.Labels, EngineLabels: n.Description.Engine.Labels,
+		OS: n.Description.Platform.OS, Arch: n.Description.Platform.Architecture,
+		Ready: n.Status.State == api.NodeReady,
+		Total: scheduler.Resources{NanoCPUs: n.Description.Resources.NanoCPUs, MemoryBytes: n.Description.Resources.MemoryBytes},
+	}
+	switch n.Spec.Availability {
+	case api.NodePause:
+		sn.Availability = scheduler.Pause
+	case api.NodeDrain:
+		sn.Availability = scheduler.Drain
+	}
+	for _, g := range n.Description.Resources.Generic {
+		if g.Named != "" {
+			if sn.Named == nil {
+				sn.Named = map[string][]string{}
+			}
+			sn.Named[g.Kind] = append(sn.Named[g.Kind], g.Named)
+			continue
+		}
+		if sn.Total.Generic == nil {
+			sn.Total.Generic = map[string]int64{}
+		}
+		sn.Total.Generic[g.Kind] += g.Value
+	}
+	return sn
+}
