@@ -1,0 +1,125 @@
+package swarm
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+func testReconciler(now time.Time) *reconciler {
+	n := 0
+	return &reconciler{now: now, history: DefaultTaskHistory, newID: func() string { n++; return fmt.Sprintf("new%d", n) }}
+}
+
+func ready(ids ...string) map[string]*api.Node {
+	out := map[string]*api.Node{}
+	for _, id := range ids {
+		out[id] = &api.Node{Meta: api.Meta{ID: id}, Spec: api.NodeSpec{Availability: api.NodeActive}, Status: api.NodeStatus{State: api.NodeReady}}
+	}
+	return out
+}
+
+func svcWith(rp *api.RestartPolicy, replicas uint64) *api.Service {
+	return &api.Service{Meta: api.Meta{ID: "s", Version: 7}, Spec: api.ServiceSpec{Annotations: api.Annotations{Name: "web"},
+		Mode: api.Replicated(replicas), TaskTemplate: api.TaskSpec{Image: "x", RestartPolicy: rp}}}
+}
+
+func endedTask(id string, slot uint64, state api.TaskState, at time.Time) *api.Task {
+	return &api.Task{Meta: api.Meta{ID: id, CreatedAt: at.Add(-time.Minute)}, ServiceID: "s", Slot: slot, NodeID: "n1",
+		DesiredState: api.TaskRunning, Status: api.TaskStatus{State: state, Timestamp: at}}
+}
+
+func TestRestartPolicy(t *testing.T) {
+	zero := time.Duration(0)
+	for _, c := range []struct {
+		name    string
+		rp      *api.RestartPolicy
+		state   api.TaskState
+		restart bool
+	}{
+		{"default restarts a completed task", &api.RestartPolicy{Delay: &zero}, api.TaskComplete, true},
+		{"any restarts a failed task", &api.RestartPolicy{Condition: api.RestartAny, Delay: &zero}, api.TaskFailed, true},
+		{"on-failure leaves a completed task", &api.RestartPolicy{Condition: api.RestartOnFailure, Delay: &zero}, api.TaskComplete, false},
+		{"on-failure restarts a failed task", &api.RestartPolicy{Condition: api.RestartOnFailure, Delay: &zero}, api.TaskFailed, true},
+		{"on-failure restarts a rejected task", &api.RestartPolicy{Condition: api.RestartOnFailure, Delay: &zero}, api.TaskRejected, true},
+		{"none leaves a failed task", &api.RestartPolicy{Condition: api.RestartNone}, api.TaskFailed, false},
+	} {
+		old := endedTask("old", 1, c.state, t0)
+		p := testReconciler(t0).reconcile(svcWith(c.rp, 1), []*api.Task{old}, ready("n1"))
+		if got := len(p.create) == 1; got != c.restart {
+			t.Errorf("%s: restarted %v", c.name, got)
+			continue
+		}
+		if c.restart {
+			nt := p.create[0]
+			if nt.Slot != 1 || nt.SpecVersion != 7 || nt.Status.State != api.TaskPending || nt.DesiredState != api.TaskRunning || nt.Annotations.Name != "web.1.new1" {
+				t.Errorf("%s: new task %+v", c.name, nt)
+			}
+			if old.DesiredState != api.TaskShutdown {
+				t.Errorf("%s: replaced task still desired %s", c.name, old.DesiredState)
+			}
+		}
+	}
+}
+
+func TestRestartDelayAndAttempts(t *testing.T) {
+	delay := 5 * time.Second
+	rp := &api.RestartPolicy{Delay: &delay, MaxAttempts: 2, Window: time.Hour}
+	old := endedTask("old", 1, api.TaskFailed, t0)
+	p := testReconciler(t0.Add(2*time.Second)).reconcile(svcWith(rp, 1), []*api.Task{old}, ready("n1"))
+	if len(p.create) != 0 || !p.retryAt.Equal(t0.Add(delay)) {
+		t.Fatalf("within the delay: created %d, retry at %v", len(p.create), p.retryAt)
+	}
+	p = testReconciler(t0.Add(delay)).reconcile(svcWith(rp, 1), []*api.Task{old}, ready("n1"))
+	if len(p.create) != 1 {
+		t.Fatal("not restarted after the delay")
+	}
+	// Two earlier attempts in the window: no third.
+	// (The reconciler marked old as replaced; start again from a fresh one.)
+	old = endedTask("old", 1, api.TaskFailed, t0)
+	tasks := []*api.Task{endedTask("a", 1, api.TaskFailed, t0.Add(-3*time.Minute)), endedTask("b", 1, api.TaskFailed, t0.Add(-2*time.Minute)), old}
+	tasks[0].DesiredState, tasks[1].DesiredState = api.TaskShutdown, api.TaskShutdown
+	if p := testReconciler(t0.Add(time.Minute)).reconcile(svcWith(rp, 1), tasks, ready("n1")); len(p.create) != 0 {
+		t.Fatal("restarted beyond MaxAttempts")
+	}
+	// Outside the window they no longer count.
+	old = endedTask("old", 1, api.TaskFailed, t0)
+	tasks[2] = old
+	if p := testReconciler(t0.Add(2*time.Hour)).reconcile(svcWith(rp, 1), tasks, ready("n1")); len(p.create) != 1 {
+		t.Fatal("attempts outside the window still counted")
+	}
+}
+
+func TestHistoryIsReaped(t *testing.T) {
+	var tasks []*api.Task
+	for i := range 8 {
+		tk := endedTask(fmt.Sprint("t", i), 1, api.TaskFailed, t0.Add(time.Duration(i)*time.Minute))
+		tk.DesiredState = api.TaskShutdown
+		tasks = append(tasks, tk)
+	}
+	running := &api.Task{Meta: api.Meta{ID: "live", CreatedAt: t0.Add(time.Hour)}, ServiceID: "s", Slot: 1, NodeID: "n1",
+		DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning}}
+	p := testReconciler(t0.Add(2*time.Hour)).reconcile(svcWith(nil, 1), append(tasks, running), ready("n1"))
+	if len(p.create) != 0 || len(p.remove) != 3 {
+		t.Fatalf("created %d, removed %d; want 0 and 3", len(p.create), len(p.remove))
+	}
+	for _, r := range p.remove {
+		if r.ID != "t0" && r.ID != "t1" && r.ID != "t2" {
+			t.Fatalf("removed %s, not one of the 3 oldest", r.ID)
+		}
+	}
+}
+
+func TestTasksOnDownNodesAreOrphaned(t *testing.T) {
+	zero := time.Duration(0)
+	live := &api.Task{Meta: api.Meta{ID: "live", CreatedAt: t0}, ServiceID: "s", Slot: 1, NodeID: "gone",
+		DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning}}
+	p := testReconciler(t0).reconcile(svcWith(&api.RestartPolicy{Delay: &zero}, 1), []*api.Task{live}, ready("n1"))
+	if live.Status.State != api.TaskOrphaned || live.DesiredState != api.TaskShutdown || len(p.create) != 1 {
+		t.Fatalf("task on a gone node: %s/%s, created %d", live.Status.State, live.DesiredState, len(p.create))
+	}
+}
