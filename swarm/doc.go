@@ -2,8 +2,11 @@
 // the desired state in Raft (raftstore) and drives it, and Workers run what
 // it assigns on an agent.Executor.
 //
-// Built so far: one manager, with workers in the same process (Dispatcher
-// is a Go interface the Manager implements):
+// Built so far, with workers in the same process as the managers
+// (Dispatcher is a Go interface the Manager implements; Failover spreads a
+// worker over several managers):
+//   - one or more managers in one Raft cluster; only the leader reconciles
+//     and takes writes, and a new leader carries on with the same tasks;
 //   - replicated and global services, with replicas in slots, replacements
 //     by restart policy (condition, delay, attempts in a window) and a
 //     history of 5 ended tasks per slot;
@@ -13,9 +16,9 @@
 //     tasks are replaced elsewhere;
 //   - drain and pause.
 //
-// Still to come: several managers in Raft, the network dispatcher and
-// control API with mutual TLS, CA and join tokens, rolling updates, jobs,
-// networks and secrets.
+// Still to come: the network dispatcher and control API with mutual TLS,
+// CA and join tokens, adding and removing managers at run time, rolling
+// updates, jobs, networks and secrets.
 //
 //	m := &swarm.Manager{}
 //	m.Start(ctx)

@@ -37,9 +37,10 @@ var (
 // it: the orchestrators keep every service's tasks (replicas, one per node
 // for global services, replacements by restart policy, history), the
 // scheduler places pending tasks, and the dispatcher hands tasks to workers
-// and takes their status. This first cut runs one manager, in-process with
-// its workers (Dispatcher is a Go interface); multi-manager Raft and the
-// network control API come next.
+// and takes their status. Several managers form one Raft cluster; only the
+// leader reconciles and takes writes, and a new leader takes over where
+// the old one stopped. Workers reach managers through the Dispatcher
+// interface (in-process so far; the network API comes next).
 type Manager struct {
 	// ID is the manager's node ID and Raft member ID; empty means a new one.
 	ID string
@@ -48,6 +49,9 @@ type Manager struct {
 	// Transport carries Raft traffic; nil means an in-memory transport
 	// (a single manager).
 	Transport raft.Transport
+	// Bootstrap lists the managers of a new cluster (this one included),
+	// used only when Dir holds no state; empty means this manager alone.
+	Bootstrap []raftstore.Server
 	// HeartbeatPeriod is how often workers must report; 0 means
 	// DefaultHeartbeatPeriod.
 	HeartbeatPeriod time.Duration
@@ -79,8 +83,11 @@ func (m *Manager) Start(ctx context.Context) error {
 	if transport == nil {
 		transport = raftstore.NewMemNetwork().Transport(m.ID)
 	}
-	st := &raftstore.Store{ID: m.ID, Dir: m.Dir, Schema: Schema(), Transport: transport, Logger: m.Logger,
-		Bootstrap: []raftstore.Server{{ID: m.ID, Address: string(transport.LocalAddr()), Voter: true}}}
+	boot := m.Bootstrap
+	if len(boot) == 0 {
+		boot = []raftstore.Server{{ID: m.ID, Address: string(transport.LocalAddr()), Voter: true}}
+	}
+	st := &raftstore.Store{ID: m.ID, Dir: m.Dir, Schema: Schema(), Transport: transport, Logger: m.Logger, Bootstrap: boot}
 	if err := st.Start(ctx); err != nil {
 		return err
 	}
@@ -132,19 +139,62 @@ func (m *Manager) poke() {
 	}
 }
 
-// run reconciles on every change of services, tasks or nodes, when a
-// restart delay ends, and at least every heartbeat period (to notice
-// silent nodes).
+// run follows leadership: while this manager leads, lead runs.
 func (m *Manager) run(ctx context.Context) {
 	defer close(m.done)
-	for !m.store.IsLeader() {
+	leaders, err := m.store.WatchLeader(ctx)
+	if err != nil {
+		m.logger().Error("swarm: manager cannot watch leadership", "err", err)
+		return
+	}
+	var (
+		stop     context.CancelFunc
+		stopped  chan struct{}
+		isReady  bool
+		stopLead = func() {
+			if stop != nil {
+				stop()
+				<-stopped
+				stop = nil
+			}
+		}
+	)
+	defer stopLead()
+	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(20 * time.Millisecond):
+		case li, ok := <-leaders:
+			if !ok {
+				return
+			}
+			if li.ID != "" && !isReady {
+				isReady = true
+				close(m.ready)
+			}
+			if li.Self && stop == nil {
+				lctx, cancel := context.WithCancel(ctx)
+				stop, stopped = cancel, make(chan struct{})
+				m.logger().Info("swarm: leading", "manager", m.ID)
+				go func() {
+					defer close(stopped)
+					m.lead(lctx)
+				}()
+			} else if !li.Self {
+				stopLead()
+			}
 		}
 	}
+}
+
+// lead reconciles on every change of services, tasks or nodes, when a
+// restart delay ends, and at least every half heartbeat period (to notice
+// silent nodes).
+func (m *Manager) lead(ctx context.Context) {
 	m.mu.Lock()
+	// Heartbeats seen while following are not trusted: every node gets a
+	// full grace from now.
+	m.seen = map[string]time.Time{}
 	m.started = time.Now()
 	m.mu.Unlock()
 	w, err := m.store.Watch(ctx, 0, func(e raftstore.Event) bool {
@@ -154,7 +204,6 @@ func (m *Manager) run(ctx context.Context) {
 		m.logger().Error("swarm: manager cannot watch its store", "err", err)
 		return
 	}
-	close(m.ready)
 	tick := time.NewTicker(m.heartbeatPeriod() / 2)
 	defer tick.Stop()
 	var retry <-chan time.Time
@@ -476,8 +525,12 @@ func (m *Manager) Register(ctx context.Context, nodeID string, desc api.NodeDesc
 }
 
 // Heartbeat tells the manager a node is alive; a node that was marked down
-// is ready again.
+// is ready again. Only the leader takes heartbeats (it alone decides that
+// nodes are down).
 func (m *Manager) Heartbeat(ctx context.Context, nodeID string) error {
+	if !m.store.IsLeader() {
+		return fmt.Errorf("%w (%s)", ErrNotManagerLeader, m.ID)
+	}
 	m.mu.Lock()
 	m.seen[nodeID] = time.Now()
 	m.mu.Unlock()

@@ -97,10 +97,21 @@ func (w *Worker) Start(ctx context.Context) error {
 			case <-runCtx.Done():
 				return
 			case set, ok := <-assignments:
-				if !ok {
-					return
+				if ok {
+					w.apply(runCtx, set)
+					continue
 				}
-				w.apply(runCtx, set)
+				// The manager went away: follow another one.
+				for assignments = nil; assignments == nil; {
+					select {
+					case <-runCtx.Done():
+						return
+					case <-time.After(period / 2):
+					}
+					if ch, err := w.Dispatcher.Assignments(runCtx, w.NodeID); err == nil {
+						assignments = ch
+					}
+				}
 			}
 		}
 	}()

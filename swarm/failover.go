@@ -1,0 +1,70 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// Failover is a Dispatcher over several managers: a call goes to the
+// manager that took the last one, and on an error (not the leader, gone)
+// to the next, until one takes it or all refuse.
+type Failover struct {
+	// Managers are tried in turn; at least one is required.
+	Managers []Dispatcher
+
+	mu  sync.Mutex
+	cur int
+}
+
+var _ Dispatcher = (*Failover)(nil)
+
+func (f *Failover) call(fn func(d Dispatcher) error) error {
+	if len(f.Managers) == 0 {
+		return errors.New("swarm: failover dispatcher has no managers")
+	}
+	f.mu.Lock()
+	start := f.cur
+	f.mu.Unlock()
+	var errs []error
+	for i := range f.Managers {
+		k := (start + i) % len(f.Managers)
+		err := fn(f.Managers[k])
+		if err == nil {
+			f.mu.Lock()
+			f.cur = k
+			f.mu.Unlock()
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Register registers with the first manager that takes it.
+func (f *Failover) Register(ctx context.Context, nodeID string, desc api.NodeDescription) error {
+	return f.call(func(d Dispatcher) error { return d.Register(ctx, nodeID, desc) })
+}
+
+// Heartbeat reaches the leader.
+func (f *Failover) Heartbeat(ctx context.Context, nodeID string) error {
+	return f.call(func(d Dispatcher) error { return d.Heartbeat(ctx, nodeID) })
+}
+
+// Assignments streams from the manager that took the last call.
+func (f *Failover) Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
+	var ch <-chan []*api.Task
+	err := f.call(func(d Dispatcher) (err error) {
+		ch, err = d.Assignments(ctx, nodeID)
+		return err
+	})
+	return ch, err
+}
+
+// UpdateStatus reaches the leader.
+func (f *Failover) UpdateStatus(ctx context.Context, nodeID string, updates []agent.StatusUpdate) error {
+	return f.call(func(d Dispatcher) error { return d.UpdateStatus(ctx, nodeID, updates) })
+}
