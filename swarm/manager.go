@@ -1,8 +1,10 @@
 package swarm
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -219,15 +221,11 @@ func (m *Manager) lead(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-w.Events():
-			// Coalesce a burst of changes into one pass.
-			for drained := false; !drained; {
-				select {
-				case <-w.Events():
-				default:
-					drained = true
-				}
+		case _, ok := <-w.Events():
+			if !ok {
+				return // the store closed, or leadership ended
 			}
+			drain(w.Events())
 		case <-m.wake:
 		case <-tick.C:
 		case <-retry:
@@ -287,10 +285,14 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 		byService[t.ServiceID] = append(byService[t.ServiceID], t)
 	}
 	var p plan
+	var serviceUpdates []*api.Service
 	known := map[string]bool{}
 	for _, svc := range services {
 		known[svc.ID] = true
 		sp := r.reconcile(svc, byService[svc.ID], nodeByID)
+		if sp.service != nil {
+			serviceUpdates = append(serviceUpdates, sp.service)
+		}
 		p.create = append(p.create, sp.create...)
 		p.update = append(p.update, sp.update...)
 		p.remove = append(p.remove, sp.remove...)
@@ -332,10 +334,19 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 			updating[t] = true
 		}
 	}
-	if len(nodeUpdates)+len(p.create)+len(updating)+len(p.remove) == 0 {
+	if len(nodeUpdates)+len(p.create)+len(updating)+len(p.remove)+len(serviceUpdates) == 0 {
 		return p.retryAt, nil
 	}
 	res, err := m.store.Batch(ctx, func(b *raftstore.Batch) error {
+		for _, svc := range serviceUpdates {
+			svc.UpdatedAt = now
+			if err := b.Update(TableServices, svc); err != nil {
+				return err
+			}
+			if svc.UpdateStatus != nil {
+				m.logger().Info("swarm: service update", "service", svc.Spec.Name, "state", svc.UpdateStatus.State, "message", svc.UpdateStatus.Message)
+			}
+		}
 		for _, n := range nodeUpdates {
 			n.UpdatedAt = now
 			if err := b.Update(TableNodes, n); err != nil {
@@ -366,6 +377,21 @@ func (m *Manager) reconcile(ctx context.Context) (time.Time, error) {
 		m.poke()
 	}
 	return p.retryAt, err
+}
+
+// drain takes what is waiting in ch, to coalesce a burst of changes into
+// one pass; it stops at a closed channel too.
+func drain(ch <-chan raftstore.Event) {
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
+	}
 }
 
 // newID is a random ID of 25 lowercase letters and digits, as Docker's.
@@ -419,7 +445,14 @@ func (m *Manager) UpdateService(ctx context.Context, id string, version uint64, 
 			return fmt.Errorf("%w: a service cannot be renamed (%q to %q)", api.ErrInvalidSpec, svc.Spec.Name, spec.Name)
 		}
 		prev := svc.Spec
-		svc.PreviousSpec, svc.Spec, svc.Version, svc.UpdatedAt = &prev, spec, version, time.Now().UTC()
+		now := time.Now().UTC()
+		a, _ := json.Marshal(prev.TaskTemplate)
+		b, _ := json.Marshal(spec.TaskTemplate)
+		if !bytes.Equal(a, b) {
+			// The tasks must change: a rolling update starts.
+			svc.UpdateStatus = &api.UpdateStatus{State: api.UpdateUpdating, StartedAt: now, Message: "update in progress"}
+		}
+		svc.PreviousSpec, svc.Spec, svc.Version, svc.UpdatedAt = &prev, spec, version, now
 		out = &svc
 		return tx.Update(TableServices, &svc)
 	})
@@ -605,13 +638,7 @@ func (m *Manager) Assignments(ctx context.Context, nodeID string) (<-chan []*api
 			case <-ctx.Done():
 				return
 			}
-			for drained := false; !drained; {
-				select {
-				case <-w.Events():
-				default:
-					drained = true
-				}
-			}
+			drain(w.Events())
 		}
 	}()
 	return out, nil

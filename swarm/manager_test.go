@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,9 @@ import (
 
 const beat = 50 * time.Millisecond
 
+// badImage's tasks fail as soon as they start.
+const badImage = "example/bad:1"
+
 type cluster struct {
 	t       *testing.T
 	m       *swarm.Manager
@@ -24,7 +29,7 @@ type cluster struct {
 
 func newCluster(t *testing.T, workers int) *cluster {
 	t.Helper()
-	m := &swarm.Manager{HeartbeatPeriod: beat}
+	m := &swarm.Manager{HeartbeatPeriod: beat, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +48,7 @@ func newCluster(t *testing.T, workers int) *cluster {
 
 func (c *cluster) join(id string) {
 	c.t.Helper()
-	fe := &agent.FakeExecutor{}
+	fe := &agent.FakeExecutor{ExitCodes: map[string]int{badImage: 1}}
 	w := &swarm.Worker{NodeID: id, Executor: fe, Dispatcher: c.m, HeartbeatPeriod: beat,
 		Description: api.NodeDescription{Hostname: id, Platform: api.Platform{OS: "linux", Architecture: "x86_64"},
 			Resources: api.Resources{NanoCPUs: 4e9, MemoryBytes: 8 << 30}}}

@@ -26,6 +26,8 @@ type plan struct {
 	remove []*api.Task
 	// retryAt is when to look again (a restart delay ends); zero: no need.
 	retryAt time.Time
+	// service is the service with a changed UpdateStatus (or rolled back).
+	service *api.Service
 }
 
 // reconciler turns a service and its tasks into the changes that bring the
@@ -95,8 +97,13 @@ func (r *reconciler) replicated(svc *api.Service, tasks []*api.Task, p *plan) {
 			}
 		}
 	}
-	for slot := uint64(1); slot <= replicas; slot++ {
-		r.keep(svc, slots[slot], func(t *api.Task) { t.Slot = slot }, p)
+	var live []slot
+	for n := uint64(1); n <= replicas; n++ {
+		live = append(live, slot{tasks: slots[n], place: func(t *api.Task) { t.Slot = n }})
+	}
+	r.rollingUpdate(svc, live, p)
+	for _, s := range live {
+		r.keep(svc, s.tasks, s.place, p)
 	}
 	for _, ts := range slots {
 		r.reap(ts, p)
@@ -140,13 +147,18 @@ func (r *reconciler) global(svc *api.Service, tasks []*api.Task, nodes map[strin
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	var live []slot
 	for _, id := range ids {
 		n := nodes[id]
 		// Paused nodes keep their task but get no new one.
 		if !eligible(n) || (n.Spec.Availability == api.NodePause && len(byNode[id]) == 0) {
 			continue
 		}
-		r.keep(svc, byNode[id], func(t *api.Task) { t.NodeID = id }, p)
+		live = append(live, slot{tasks: byNode[id], place: func(t *api.Task) { t.NodeID = id }})
+	}
+	r.rollingUpdate(svc, live, p)
+	for _, s := range live {
+		r.keep(svc, s.tasks, s.place, p)
 	}
 	for _, ts := range byNode {
 		r.reap(ts, p)
@@ -157,14 +169,25 @@ func (r *reconciler) global(svc *api.Service, tasks []*api.Task, nodes map[strin
 // empty, a replacement when the last one ended and the restart policy says
 // so (after its delay).
 func (r *reconciler) keep(svc *api.Service, ts []*api.Task, place func(*api.Task), p *plan) {
-	var current *api.Task // the newest task meant to run
-	for _, t := range ts {
-		if t.DesiredState <= api.TaskRunning && (current == nil || newer(t, current)) {
-			current = t
+	current := current(ts) // the newest task meant to run
+	if current != nil && current.Status.State == api.TaskRunning {
+		// A start-first update's old task goes once its successor runs.
+		for _, t := range ts {
+			if t != current && alive(t) {
+				r.shutdown(t, "replaced by a task of the new spec", p)
+			}
 		}
 	}
 	if current != nil && !ended(current) {
 		return
+	}
+	if current == nil {
+		// Stop first: the slot's old task must be gone before a new one.
+		for _, t := range ts {
+			if t.DesiredState == api.TaskShutdown && !ended(t) && t.NodeID != "" {
+				return
+			}
+		}
 	}
 	if current != nil {
 		rp := svc.Spec.TaskTemplate.RestartPolicy
@@ -204,12 +227,17 @@ func (r *reconciler) keep(svc *api.Service, ts []*api.Task, place func(*api.Task
 	}
 	t := r.newTask(svc)
 	place(t)
+	r.name(svc, t)
+	p.create = append(p.create, t)
+}
+
+// name gives a task its name: SERVICE.SLOT.ID, or SERVICE.NODE.ID.
+func (r *reconciler) name(svc *api.Service, t *api.Task) {
 	if t.Slot > 0 {
 		t.Annotations.Name = fmt.Sprintf("%s.%d.%s", svc.Spec.Name, t.Slot, t.ID)
 	} else {
 		t.Annotations.Name = fmt.Sprintf("%s.%s.%s", svc.Spec.Name, t.NodeID, t.ID)
 	}
-	p.create = append(p.create, t)
 }
 
 func newer(a, b *api.Task) bool {

@@ -45,6 +45,9 @@ type Worker struct {
 	updates chan agent.StatusUpdate
 }
 
+// closedChan is the done channel of tasks that never ran here.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 type runningTask struct {
 	stop context.CancelFunc
 	done chan struct{}
@@ -131,6 +134,14 @@ func (w *Worker) apply(ctx context.Context, set []*api.Task) {
 		case t.DesiredState > api.TaskRunning:
 			if rt != nil {
 				rt.stop()
+			} else if !ended(t) {
+				// Told to stop before it ever started here: it is done.
+				w.running[t.ID] = &runningTask{stop: func() {}, done: closedChan}
+				u := agent.StatusUpdate{TaskID: t.ID, Status: api.TaskStatus{Timestamp: time.Now().UTC(), State: api.TaskShutdown, Message: "shut down before it started"}}
+				select {
+				case w.updates <- u:
+				case <-ctx.Done():
+				}
 			}
 		case rt == nil && t.Status.State <= api.TaskAssigned:
 			// Tasks outlive the worker's loops (Close), as containers

@@ -1,0 +1,170 @@
+package swarm
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// Update defaults, as Docker's.
+const (
+	DefaultUpdateMonitor = 5 * time.Second
+)
+
+// slot is one replica's tasks and how a new task takes its place.
+type slot struct {
+	tasks []*api.Task
+	place func(*api.Task)
+}
+
+// current is the newest task of a slot meant to run, or nil.
+func current(ts []*api.Task) *api.Task {
+	var cur *api.Task
+	for _, t := range ts {
+		if t.DesiredState <= api.TaskRunning && (cur == nil || newer(t, cur)) {
+			cur = t
+		}
+	}
+	return cur
+}
+
+// sameSpec reports whether a task runs the spec the service asks for now.
+func sameSpec(t *api.Task, svc *api.Service) bool {
+	if t.SpecVersion == svc.Version {
+		return true
+	}
+	a, _ := json.Marshal(t.Spec)
+	b, _ := json.Marshal(svc.Spec.TaskTemplate)
+	return bytes.Equal(a, b)
+}
+
+func updateConfig(svc *api.Service) api.UpdateConfig {
+	cfg := api.UpdateConfig{Parallelism: 1, Monitor: DefaultUpdateMonitor, FailureAction: api.ActionPause, Order: api.StopFirst}
+	src := svc.Spec.UpdateConfig
+	if st := svc.UpdateStatus; st != nil && (st.State == api.UpdateRollbackStarted || st.State == api.UpdateRollbackPaused) {
+		// A rollback follows the rollback config of the spec that failed
+		// (now PreviousSpec), the one the user set with the update.
+		src = svc.Spec.RollbackConfig
+		if svc.PreviousSpec != nil && svc.PreviousSpec.RollbackConfig != nil {
+			src = svc.PreviousSpec.RollbackConfig
+		}
+	}
+	if src != nil {
+		cfg.Parallelism, cfg.Delay, cfg.MaxFailureRatio = src.Parallelism, src.Delay, src.MaxFailureRatio
+		if src.Monitor > 0 {
+			cfg.Monitor = src.Monitor
+		}
+		if src.FailureAction != "" {
+			cfg.FailureAction = src.FailureAction
+		}
+		if src.Order != "" {
+			cfg.Order = src.Order
+		}
+	}
+	return cfg
+}
+
+// rollingUpdate moves the slots whose task runs an older spec to the
+// service's spec, a few at a time (Parallelism), with Delay between steps,
+// stopping the old task first or starting the new one first (Order). New
+// tasks that fail within Monitor count as failures; past MaxFailureRatio
+// the update pauses or rolls back (FailureAction). Progress is kept in the
+// service's UpdateStatus.
+func (r *reconciler) rollingUpdate(svc *api.Service, slots []slot, p *plan) {
+	st := svc.UpdateStatus
+	if st == nil || (st.State != api.UpdateUpdating && st.State != api.UpdateRollbackStarted) {
+		return // no update in progress (or paused): nothing moves
+	}
+	cfg := updateConfig(svc)
+	var dirty []slot
+	inFlight, failed := 0, 0
+	var lastStep time.Time
+	for _, s := range slots {
+		cur := current(s.tasks)
+		for _, t := range s.tasks {
+			if sameSpec(t, svc) && !t.CreatedAt.Before(st.StartedAt) {
+				if t.CreatedAt.After(lastStep) {
+					lastStep = t.CreatedAt
+				}
+				if t.Status.State == api.TaskFailed || t.Status.State == api.TaskRejected {
+					failed++
+				}
+			}
+		}
+		switch {
+		case cur == nil:
+			// A step under way: the old task is stopping (stop-first), or
+			// has stopped and its successor comes in this pass.
+			inFlight++
+		case !ended(cur) && !sameSpec(cur, svc):
+			dirty = append(dirty, s)
+		case sameSpec(cur, svc) && !cur.CreatedAt.Before(st.StartedAt) &&
+			(cur.Status.State < api.TaskRunning || r.now.Sub(cur.Status.Timestamp) < cfg.Monitor):
+			inFlight++ // a new task not yet proven
+		}
+	}
+	if failed > 0 && float64(failed) > cfg.MaxFailureRatio*float64(len(slots)) && cfg.FailureAction != api.ActionContinue {
+		c := *svc
+		msg := fmt.Sprintf("update paused: %d new task(s) failed", failed)
+		switch {
+		case cfg.FailureAction == api.ActionRollback && st.State == api.UpdateUpdating && svc.PreviousSpec != nil:
+			prev := *svc.PreviousSpec
+			cur := svc.Spec
+			c.Spec, c.PreviousSpec = prev, &cur
+			c.UpdateStatus = &api.UpdateStatus{State: api.UpdateRollbackStarted, StartedAt: r.now,
+				Message: fmt.Sprintf("rollback started: %d new task(s) failed", failed)}
+		case st.State == api.UpdateRollbackStarted:
+			c.UpdateStatus = &api.UpdateStatus{State: api.UpdateRollbackPaused, StartedAt: st.StartedAt, Message: "rollback paused: " + msg}
+		default:
+			c.UpdateStatus = &api.UpdateStatus{State: api.UpdatePaused, StartedAt: st.StartedAt, Message: msg}
+		}
+		p.service = &c
+		return
+	}
+	if len(dirty) == 0 {
+		if inFlight == 0 {
+			c := *svc
+			done := api.UpdateCompleted
+			msg := "update completed"
+			if st.State == api.UpdateRollbackStarted {
+				done, msg = api.UpdateRollbackCompleted, "rollback completed"
+			}
+			c.UpdateStatus = &api.UpdateStatus{State: done, StartedAt: st.StartedAt, CompletedAt: r.now, Message: msg}
+			p.service = &c
+		} else if p.retryAt.IsZero() || r.now.Add(cfg.Monitor).Before(p.retryAt) {
+			p.retryAt = r.now.Add(cfg.Monitor) // look again when the monitor ends
+		}
+		return
+	}
+	budget := len(dirty)
+	if cfg.Parallelism > 0 {
+		budget = int(cfg.Parallelism) - inFlight
+	}
+	if budget <= 0 {
+		if p.retryAt.IsZero() || r.now.Add(cfg.Monitor).Before(p.retryAt) {
+			p.retryAt = r.now.Add(cfg.Monitor)
+		}
+		return
+	}
+	if next := lastStep.Add(cfg.Delay); !lastStep.IsZero() && r.now.Before(next) {
+		if p.retryAt.IsZero() || next.Before(p.retryAt) {
+			p.retryAt = next
+		}
+		return
+	}
+	for _, s := range dirty[:min(budget, len(dirty))] {
+		old := current(s.tasks)
+		if cfg.Order == api.StartFirst {
+			// The old task goes once the new one runs (keep).
+			t := r.newTask(svc)
+			s.place(t)
+			r.name(svc, t)
+			p.create = append(p.create, t)
+			continue
+		}
+		r.shutdown(old, "updating to a new spec", p)
+	}
+}
