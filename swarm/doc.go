@@ -14,11 +14,14 @@
 //     a reason a person can act on for tasks that cannot be placed;
 //   - node heartbeats: a node silent for three periods is down, and its
 //     tasks are replaced elsewhere;
-//   - drain and pause.
+//   - drain and pause;
+//   - rolling updates (parallelism, delay, monitor, stop-first or
+//     start-first, a failure ratio that pauses or rolls back) and manual
+//     rollback.
 //
 // Still to come: the network dispatcher and control API with mutual TLS,
-// CA and join tokens, adding and removing managers at run time, rolling
-// updates, jobs, networks and secrets.
+// CA and join tokens, adding and removing managers at run time, jobs,
+// networks and secrets.
 //
 //	m := &swarm.Manager{}
 //	m.Start(ctx)

@@ -459,6 +459,29 @@ func (m *Manager) UpdateService(ctx context.Context, id string, version uint64, 
 	return out, err
 }
 
+// RollbackService goes back to the service's previous spec, as a rolling
+// update under its rollback config (docker service rollback).
+func (m *Manager) RollbackService(ctx context.Context, id string) (*api.Service, error) {
+	var out *api.Service
+	err := m.store.Update(ctx, func(tx *raftstore.Tx) error {
+		o, err := tx.Get(TableServices, id)
+		if err != nil {
+			return fmt.Errorf("%w: service %s", ErrNotFound, id)
+		}
+		svc := *o.(*api.Service)
+		if svc.PreviousSpec == nil {
+			return fmt.Errorf("%w: service %s has no previous spec to roll back to (it was never updated)", api.ErrInvalidSpec, svc.Spec.Name)
+		}
+		cur := svc.Spec
+		now := time.Now().UTC()
+		svc.Spec, svc.PreviousSpec, svc.UpdatedAt = *svc.PreviousSpec, &cur, now
+		svc.UpdateStatus = &api.UpdateStatus{State: api.UpdateRollbackStarted, StartedAt: now, Message: "manually requested rollback"}
+		out = &svc
+		return tx.Update(TableServices, &svc)
+	})
+	return out, err
+}
+
 // RemoveService deletes a service; its tasks are shut down and removed.
 func (m *Manager) RemoveService(ctx context.Context, id string) error {
 	return m.store.Update(ctx, func(tx *raftstore.Tx) error {

@@ -2,6 +2,7 @@ package swarm_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -157,4 +158,27 @@ func TestFailedUpdateRollsBackOrPauses(t *testing.T) {
 		t.Logf("status %+v", svc.UpdateStatus)
 		t.Fatalf("paused update kept only %d old tasks running", old)
 	}
+}
+
+func TestManualRollback(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := context.Background()
+	svc, err := c.m.CreateService(ctx, service("rb", api.Replicated(2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.m.RollbackService(ctx, svc.ID); !errors.Is(err, api.ErrInvalidSpec) {
+		t.Fatalf("rollback of a service never updated: %v", err)
+	}
+	c.eventually("2 running", func() bool { return len(c.running(svc.ID)) == 2 })
+	c.update("rb", "example/web:2", &api.UpdateConfig{Parallelism: 2, Monitor: 50 * time.Millisecond})
+	c.eventually("updated", func() bool {
+		return c.updateState("rb") == api.UpdateCompleted && c.images(svc.ID)["example/web:2"] == 2
+	})
+	if _, err := c.m.RollbackService(ctx, svc.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.eventually("rolled back", func() bool {
+		return c.updateState("rb") == api.UpdateRollbackCompleted && c.images(svc.ID)["example/web:1"] == 2
+	})
 }
