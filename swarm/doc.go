@@ -7,7 +7,8 @@
 // worker over several managers):
 //   - one or more managers in one Raft cluster; only the leader reconciles
 //     and takes writes, and a new leader carries on with the same tasks;
-//   - replicated and global services, with replicas in slots, replacements
+//   - replicated and global services, and replicated and global jobs (run
+//     to completion, MaxConcurrent at a time), with replicas in slots, replacements
 //     by restart policy (condition, delay, attempts in a window) and a
 //     history of 5 ended tasks per slot;
 //   - placement of pending tasks by the scheduler, a service at a time, with
@@ -20,8 +21,8 @@
 //     rollback.
 //
 // Still to come: the network dispatcher and control API with mutual TLS,
-// CA and join tokens, adding and removing managers at run time, jobs,
-// networks and secrets.
+// CA and join tokens, adding and removing managers at run time, networks,
+// secrets and configs.
 //
 //	m := &swarm.Manager{}
 //	m.Start(ctx)

@@ -20,6 +20,9 @@ const beat = 50 * time.Millisecond
 // badImage's tasks fail as soon as they start.
 const badImage = "example/bad:1"
 
+// onceImage's tasks succeed as soon as they start.
+const onceImage = "example/once:1"
+
 type cluster struct {
 	t       *testing.T
 	m       *swarm.Manager
@@ -48,7 +51,7 @@ func newCluster(t *testing.T, workers int) *cluster {
 
 func (c *cluster) join(id string) {
 	c.t.Helper()
-	fe := &agent.FakeExecutor{ExitCodes: map[string]int{badImage: 1}}
+	fe := &agent.FakeExecutor{ExitCodes: map[string]int{badImage: 1, onceImage: 0}}
 	w := &swarm.Worker{NodeID: id, Executor: fe, Dispatcher: c.m, HeartbeatPeriod: beat,
 		Description: api.NodeDescription{Hostname: id, Platform: api.Platform{OS: "linux", Architecture: "x86_64"},
 			Resources: api.Resources{NanoCPUs: 4e9, MemoryBytes: 8 << 30}}}

@@ -50,9 +50,6 @@ func ended(t *api.Task) bool { return t.Status.State > api.TaskRunning }
 
 func (r *reconciler) reconcile(svc *api.Service, tasks []*api.Task, nodes map[string]*api.Node) plan {
 	var p plan
-	if svc.Spec.Mode.IsJob() {
-		return p // jobs are not orchestrated yet
-	}
 	// Tasks on nodes that are down or gone will not report again: they are
 	// orphaned, and replaced like failed ones.
 	for _, t := range tasks {
@@ -64,9 +61,12 @@ func (r *reconciler) reconcile(svc *api.Service, tasks []*api.Task, nodes map[st
 			p.update = append(p.update, t)
 		}
 	}
-	if svc.Spec.Mode.IsGlobal() {
+	switch {
+	case svc.Spec.Mode.IsJob():
+		r.job(svc, tasks, nodes, &p)
+	case svc.Spec.Mode.IsGlobal():
 		r.global(svc, tasks, nodes, &p)
-	} else {
+	default:
 		r.replicated(svc, tasks, &p)
 	}
 	return p
@@ -115,26 +115,7 @@ func (r *reconciler) global(svc *api.Service, tasks []*api.Task, nodes map[strin
 	for _, t := range tasks {
 		byNode[t.NodeID] = append(byNode[t.NodeID], t)
 	}
-	var constraints []scheduler.Constraint
-	if pl := svc.Spec.TaskTemplate.Placement; pl != nil {
-		for _, c := range pl.Constraints {
-			if con, err := scheduler.ParseConstraint(c); err == nil {
-				constraints = append(constraints, con)
-			}
-		}
-	}
-	eligible := func(n *api.Node) bool {
-		if n.Status.State != api.NodeReady || n.Spec.Availability == api.NodeDrain {
-			return false
-		}
-		sn := schedNode(n)
-		for _, c := range constraints {
-			if !c.Match(sn) {
-				return false
-			}
-		}
-		return true
-	}
+	eligible := nodeEligible(svc)
 	for id, ts := range byNode {
 		if n := nodes[id]; n == nil || !eligible(n) {
 			for _, t := range ts {
@@ -165,11 +146,124 @@ func (r *reconciler) global(svc *api.Service, tasks []*api.Task, nodes map[strin
 	}
 }
 
+// nodeEligible tells the nodes a global service (or job) runs on: ready,
+// not drained, and meeting its constraints.
+func nodeEligible(svc *api.Service) func(*api.Node) bool {
+	var constraints []scheduler.Constraint
+	if pl := svc.Spec.TaskTemplate.Placement; pl != nil {
+		for _, c := range pl.Constraints {
+			if con, err := scheduler.ParseConstraint(c); err == nil {
+				constraints = append(constraints, con)
+			}
+		}
+	}
+	return func(n *api.Node) bool {
+		if n.Status.State != api.NodeReady || n.Spec.Availability == api.NodeDrain {
+			return false
+		}
+		sn := schedNode(n)
+		for _, c := range constraints {
+			if !c.Match(sn) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// job runs a job's tasks to completion: for a replicated job,
+// TotalCompletions successes with at most MaxConcurrent tasks at a time;
+// for a global job, one success on every eligible node, also on nodes that
+// join later. Failed tasks are retried by the restart policy (on-failure by
+// default); completed ones never run again. Tasks of an older iteration
+// (before the job was updated) are shut down.
+func (r *reconciler) job(svc *api.Service, tasks []*api.Task, nodes map[string]*api.Node, p *plan) {
+	iter := uint64(0)
+	if svc.JobStatus != nil {
+		iter = svc.JobStatus.JobIteration
+	}
+	var current []*api.Task
+	for _, t := range tasks {
+		if t.JobIteration != iter {
+			r.shutdown(t, "an older run of the job", p)
+			continue
+		}
+		current = append(current, t)
+	}
+	done := func(ts []*api.Task) bool {
+		for _, t := range ts {
+			if t.Status.State == api.TaskComplete {
+				return true
+			}
+		}
+		return false
+	}
+	groups := map[string][]*api.Task{}
+	if svc.Spec.Mode.GlobalJob != nil {
+		for _, t := range current {
+			groups[t.NodeID] = append(groups[t.NodeID], t)
+		}
+		eligible := nodeEligible(svc)
+		ids := make([]string, 0, len(nodes))
+		for id := range nodes {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			if !eligible(nodes[id]) || done(groups[id]) || nodes[id].Spec.Availability == api.NodePause {
+				continue
+			}
+			r.keepAs(svc, groups[id], func(t *api.Task) { t.NodeID, t.JobIteration = id, iter }, p, api.RestartOnFailure)
+		}
+	} else {
+		rj := svc.Spec.Mode.ReplicatedJob
+		maxConcurrent := max(rj.MaxConcurrent, 1)
+		total := rj.TotalCompletions
+		if total == 0 {
+			total = maxConcurrent
+		}
+		slotTasks := map[uint64][]*api.Task{}
+		alive := uint64(0)
+		for _, t := range current {
+			slotTasks[t.Slot] = append(slotTasks[t.Slot], t)
+		}
+		for _, ts := range slotTasks {
+			if c := currentTask(ts); c != nil && !ended(c) {
+				alive++
+			}
+		}
+		for n := uint64(1); n <= total; n++ {
+			ts := slotTasks[n]
+			if done(ts) {
+				continue
+			}
+			if len(ts) == 0 {
+				if alive >= maxConcurrent {
+					continue
+				}
+				alive++
+			}
+			r.keepAs(svc, ts, func(t *api.Task) { t.Slot, t.JobIteration = n, iter }, p, api.RestartOnFailure)
+		}
+		for _, t := range current {
+			groups[slotKey(t)] = append(groups[slotKey(t)], t)
+		}
+	}
+	for _, ts := range groups {
+		r.reap(ts, p)
+	}
+}
+
 // keep makes one slot hold a task that runs: a new one when the slot is
 // empty, a replacement when the last one ended and the restart policy says
 // so (after its delay).
 func (r *reconciler) keep(svc *api.Service, ts []*api.Task, place func(*api.Task), p *plan) {
-	current := current(ts) // the newest task meant to run
+	r.keepAs(svc, ts, place, p, api.RestartAny)
+}
+
+// keepAs is keep with the restart condition used when the policy sets none.
+func (r *reconciler) keepAs(svc *api.Service, ts []*api.Task, place func(*api.Task), p *plan, defaultCond api.RestartCondition) {
+	current := currentTask(ts) // the newest task meant to run
 	if current != nil && current.Status.State == api.TaskRunning {
 		// A start-first update's old task goes once its successor runs.
 		for _, t := range ts {
@@ -191,7 +285,7 @@ func (r *reconciler) keep(svc *api.Service, ts []*api.Task, place func(*api.Task
 	}
 	if current != nil {
 		rp := svc.Spec.TaskTemplate.RestartPolicy
-		cond, delay := api.RestartAny, DefaultRestartDelay
+		cond, delay := defaultCond, DefaultRestartDelay
 		var maxAttempts uint64
 		var window time.Duration
 		if rp != nil {

@@ -21,7 +21,7 @@ type slot struct {
 }
 
 // current is the newest task of a slot meant to run, or nil.
-func current(ts []*api.Task) *api.Task {
+func currentTask(ts []*api.Task) *api.Task {
 	var cur *api.Task
 	for _, t := range ts {
 		if t.DesiredState <= api.TaskRunning && (cur == nil || newer(t, cur)) {
@@ -83,7 +83,7 @@ func (r *reconciler) rollingUpdate(svc *api.Service, slots []slot, p *plan) {
 	inFlight, failed := 0, 0
 	var lastStep time.Time
 	for _, s := range slots {
-		cur := current(s.tasks)
+		cur := currentTask(s.tasks)
 		for _, t := range s.tasks {
 			if sameSpec(t, svc) && !t.CreatedAt.Before(st.StartedAt) {
 				if t.CreatedAt.After(lastStep) {
@@ -156,7 +156,7 @@ func (r *reconciler) rollingUpdate(svc *api.Service, slots []slot, p *plan) {
 		return
 	}
 	for _, s := range dirty[:min(budget, len(dirty))] {
-		old := current(s.tasks)
+		old := currentTask(s.tasks)
 		if cfg.Order == api.StartFirst {
 			// The old task goes once the new one runs (keep).
 			t := r.newTask(svc)
