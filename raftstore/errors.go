@@ -30,10 +30,15 @@ type ConflictError struct {
 	Expected uint64
 	// Actual is the version in the store (0: absent).
 	Actual uint64
+	// Index and Key are set when the change would give a key of a unique
+	// index to a second object; HeldBy is the object that has it.
+	Index, Key, HeldBy string
 }
 
 func (e *ConflictError) Error() string {
 	switch {
+	case e.Key != "":
+		return fmt.Sprintf("raftstore: conflict on %s/%s: %s %q is taken by %s", e.Table, e.ID, e.Index, e.Key, e.HeldBy)
 	case e.Expected == 0:
 		return fmt.Sprintf("raftstore: version conflict on %s/%s: it already exists (version %d)", e.Table, e.ID, e.Actual)
 	case e.Actual == 0:

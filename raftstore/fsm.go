@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -99,10 +100,19 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 	}
 	olds := make([]*record, len(ops))
 	var res BatchResult
+	if kind == entryTx {
+		if conflict := uniqueConflict(st, ops); conflict != nil {
+			return conflict, events
+		}
+	}
 	for i := range ops {
 		o := &ops[i]
 		cur := st.get(o.table, o.id)
-		if conflict := checkOp(o, cur); conflict != nil {
+		conflict := checkOp(o, cur)
+		if conflict == nil && kind == entryBatch {
+			conflict = uniqueConflict(st, ops[i:i+1])
+		}
+		if conflict != nil {
 			if kind == entryTx {
 				return conflict, events
 			}
@@ -153,6 +163,61 @@ func checkOp(o *op, cur *record) *ConflictError {
 		return nil
 	}
 	return &ConflictError{Table: o.table, ID: o.id, Expected: o.expect, Actual: actual}
+}
+
+// uniqueConflict finds a key of a unique index that the ops, applied
+// together, would leave with two objects: one another op of the same
+// entry claims, or one an object outside the ops holds and keeps.
+func uniqueConflict(st *state, ops []op) *ConflictError {
+	type ukey struct{ table, index, key string }
+	var claims map[ukey]string   // key -> the op's object that takes it
+	leaving := map[string]bool{} // table/id of objects the ops change or delete
+	for i := range ops {
+		o := &ops[i]
+		t := st.tables[o.table].table
+		if !slices.Contains(t.unique, true) {
+			continue
+		}
+		leaving[o.table+"/"+o.id] = true
+		if o.kind == opDelete {
+			continue
+		}
+		for j, name := range t.indexNames {
+			if !t.unique[j] || j >= len(o.keys) {
+				continue
+			}
+			for _, k := range o.keys[j] {
+				uk := ukey{o.table, name, k}
+				if claims == nil {
+					claims = map[ukey]string{}
+				}
+				if other, ok := claims[uk]; ok && other != o.id {
+					return &ConflictError{Table: o.table, ID: o.id, Index: name, Key: k, HeldBy: other}
+				}
+				claims[uk] = o.id
+			}
+		}
+	}
+	for uk, id := range claims {
+		var holder string
+		st.tables[uk.table].idx[uk.index].AscendGreaterOrEqual(idxEntry{key: uk.key}, func(e idxEntry) bool {
+			if e.key != uk.key {
+				return false
+			}
+			// An object the ops change keeps the key only if it claims it
+			// again (then it is the claimer).
+			if e.id != id && !leaving[uk.table+"/"+e.id] {
+				holder = e.id
+				return false
+			}
+			return true
+		})
+		if holder != "" {
+			r := st.get(uk.table, holder)
+			return &ConflictError{Table: uk.table, ID: id, Actual: r.version, Index: uk.index, Key: uk.key, HeldBy: holder}
+		}
+	}
+	return nil
 }
 
 func write(st *state, o *op, r *record) {

@@ -33,8 +33,14 @@ type Table struct {
 	// Indexes are the secondary indexes by name. The primary index, by ID,
 	// always exists and is called IndexID.
 	Indexes map[string]IndexFunc
+	// Unique names indexes of Indexes whose keys no two objects may share
+	// (service names, say). Every member checks it when a change applies,
+	// so two writers that each saw a key free cannot both take it: the
+	// second gets a *ConflictError naming the key.
+	Unique []string
 
 	indexNames []string // sorted: the order index keys travel in log entries
+	unique     []bool   // by position in indexNames
 }
 
 // indexKeys computes an object's keys for every secondary index, in
@@ -99,6 +105,14 @@ func (s *Schema) init() error {
 			t.indexNames = append(t.indexNames, name)
 		}
 		sort.Strings(t.indexNames)
+		t.unique = make([]bool, len(t.indexNames))
+		for _, u := range t.Unique {
+			i := sort.SearchStrings(t.indexNames, u)
+			if i == len(t.indexNames) || t.indexNames[i] != u {
+				return fmt.Errorf("%w: schema table %q: unique index %q is not one of its indexes", ErrInvalidConfig, t.Name, u)
+			}
+			t.unique[i] = true
+		}
 		s.byName[t.Name] = t
 	}
 	if s.Codec == nil {

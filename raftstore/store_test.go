@@ -10,8 +10,12 @@ import (
 	"time"
 )
 
-func single(t *testing.T) *Store {
-	c := newCluster(t, 1, false, nil)
+func single(t *testing.T, tweak ...func(*Store)) *Store {
+	var tw func(*Store)
+	if len(tweak) > 0 {
+		tw = tweak[0]
+	}
+	c := newCluster(t, 1, false, tw)
 	s := c.leader()
 	<-s.Ready()
 	return s
