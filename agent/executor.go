@@ -40,6 +40,17 @@ type Executor interface {
 	Metrics(ctx context.Context, taskID string) (Metrics, error)
 }
 
+// Adopter is an Executor that can take over the tasks an earlier agent
+// left on this node: containers outlive the agent that started them. A
+// worker that starts calls Adopt before it applies its first assignments,
+// watches the adopted tasks that are still assigned (Runner.Resume), and
+// stops and removes the others.
+type Adopter interface {
+	// Adopt loads the tasks the executor's store holds, running or not,
+	// without restarting them, and returns their IDs.
+	Adopt(ctx context.Context) ([]string, error)
+}
+
 // Metrics is a task's resource use (cgroup v1 and v2 alike).
 type Metrics struct {
 	// CPUNanos is CPU time used since the task started.

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,12 +31,41 @@ type FakeExecutor struct {
 	tasks map[string]*fakeTask
 }
 
-var _ Executor = (*FakeExecutor)(nil)
+var (
+	_ Executor = (*FakeExecutor)(nil)
+	_ Adopter  = (*FakeExecutor)(nil)
+)
+
+// Adopt returns the tasks this executor holds: a worker restarted on the
+// same FakeExecutor finds them as a worker restarted on the same
+// containerd finds its containers.
+func (f *FakeExecutor) Adopt(ctx context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := make([]string, 0, len(f.tasks))
+	for id := range f.tasks {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Starts counts how many times a task was started, to tell an adopted
+// task from one started again.
+func (f *FakeExecutor) Starts(id string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t := f.tasks[id]; t != nil {
+		return t.starts
+	}
+	return 0
+}
 
 type fakeTask struct {
 	image     string
 	serviceID string
 	started   bool
+	starts    int
 	exit      *ExitStatus
 	done      chan struct{}
 	logs      []LogLine
@@ -86,6 +116,7 @@ func (f *FakeExecutor) Start(ctx context.Context, id string) error {
 	}
 	f.mu.Lock()
 	t.started = true
+	t.starts++
 	t.log(id, "started "+id)
 	f.mu.Unlock()
 	if code, ok := f.ExitCodes[t.image]; ok {

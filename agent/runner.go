@@ -41,49 +41,82 @@ func (r *Runner) now() time.Time {
 	return time.Now()
 }
 
+// progress reports one task's transitions, only forward; a health
+// change is the one update allowed in the same state.
+type progress struct {
+	r      *Runner
+	ctx    context.Context
+	taskID string
+	state  api.TaskState
+	health string
+	last   api.TaskStatus
+}
+
+func (p *progress) report(s api.TaskState, msg string, err error, exit int) api.TaskStatus {
+	if !api.CanTransition(p.state, s) && !(s == p.state && p.last.Health != p.health) {
+		return p.last
+	}
+	p.state = s
+	p.last = api.TaskStatus{Timestamp: p.r.now().UTC(), State: s, Message: msg, ExitCode: exit, Health: p.health}
+	if err != nil {
+		p.last.Err = err.Error()
+	}
+	if in, ierr := p.r.Executor.Inspect(context.WithoutCancel(p.ctx), p.taskID); ierr == nil {
+		p.last.ContainerID, p.last.PID = in.ContainerID, in.PID
+	}
+	if p.r.Report != nil {
+		p.r.Report(StatusUpdate{TaskID: p.taskID, Status: p.last})
+	}
+	return p.last
+}
+
 // Run runs the task until its process ends or ctx is cancelled (the task's
 // desired state became SHUTDOWN), and returns the final status. The
 // container is left in place for logs; call Executor.Remove to delete it.
 func (r *Runner) Run(ctx context.Context, t *api.Task) api.TaskStatus {
-	state := api.TaskAssigned
-	health := ""
-	var last api.TaskStatus
-	report := func(s api.TaskState, msg string, err error, exit int) api.TaskStatus {
-		// Only forward; a health change is the one update in the same state.
-		if !api.CanTransition(state, s) && !(s == state && last.Health != health) {
-			return last
-		}
-		state = s
-		last = api.TaskStatus{Timestamp: r.now().UTC(), State: s, Message: msg, ExitCode: exit, Health: health}
-		if err != nil {
-			last.Err = err.Error()
-		}
-		if in, ierr := r.Executor.Inspect(context.WithoutCancel(ctx), t.ID); ierr == nil {
-			last.ContainerID, last.PID = in.ContainerID, in.PID
-		}
-		if r.Report != nil {
-			r.Report(StatusUpdate{TaskID: t.ID, Status: last})
-		}
-		return last
-	}
-	report(api.TaskAccepted, "accepted", nil, 0)
-	report(api.TaskPreparing, "preparing", nil, 0)
+	p := &progress{r: r, ctx: ctx, taskID: t.ID, state: api.TaskAssigned}
+	p.report(api.TaskAccepted, "accepted", nil, 0)
+	p.report(api.TaskPreparing, "preparing", nil, 0)
 	if err := r.Executor.Prepare(ctx, t); err != nil {
 		if ctx.Err() != nil {
-			return report(api.TaskShutdown, "shut down before it started", nil, 0)
+			return p.report(api.TaskShutdown, "shut down before it started", nil, 0)
 		}
-		return report(api.TaskRejected, "preparing failed", err, 0)
+		return p.report(api.TaskRejected, "preparing failed", err, 0)
 	}
-	report(api.TaskReady, "prepared", nil, 0)
-	report(api.TaskStarting, "starting", nil, 0)
+	p.report(api.TaskReady, "prepared", nil, 0)
+	p.report(api.TaskStarting, "starting", nil, 0)
 	if err := r.Executor.Start(ctx, t.ID); err != nil {
 		if ctx.Err() != nil {
-			return report(api.TaskShutdown, "shut down before it started", nil, 0)
+			return p.report(api.TaskShutdown, "shut down before it started", nil, 0)
 		}
-		return report(api.TaskRejected, "starting failed", err, 0)
+		return p.report(api.TaskRejected, "starting failed", err, 0)
 	}
-	report(api.TaskRunning, "started", nil, 0)
+	p.report(api.TaskRunning, "started", nil, 0)
+	return r.watch(ctx, t, p)
+}
 
+// Resume takes over a task whose process an earlier agent started (see
+// Adopter): it reports how the process ended if it ended meanwhile, else
+// RUNNING, and then watches it as Run does (exit, health checks, and a
+// stop when ctx is cancelled).
+func (r *Runner) Resume(ctx context.Context, t *api.Task) api.TaskStatus {
+	p := &progress{r: r, ctx: ctx, taskID: t.ID, state: max(t.Status.State, api.TaskAssigned), health: t.Status.Health, last: t.Status}
+	in, err := r.Executor.Inspect(ctx, t.ID)
+	switch {
+	case err != nil:
+		return p.report(api.TaskFailed, "adopted task not found", fmt.Errorf("task: its container is gone: %w", err), -1)
+	case !in.Running && in.Exit != nil:
+		return p.finished(*in.Exit, nil)
+	case !in.Running:
+		return p.report(api.TaskFailed, "adopted task never started", errors.New("task: the earlier agent created its container but did not start it"), -1)
+	}
+	p.report(api.TaskRunning, "adopted after an agent restart", nil, 0)
+	return r.watch(ctx, t, p)
+}
+
+// watch waits for a running task's process to end, runs its health
+// checks, and stops it when ctx is cancelled.
+func (r *Runner) watch(ctx context.Context, t *api.Task, p *progress) api.TaskStatus {
 	type result struct {
 		exit ExitStatus
 		err  error
@@ -101,18 +134,18 @@ wait:
 	for {
 		select {
 		case res := <-done:
-			return r.finished(report, res.exit, res.err)
+			return p.finished(res.exit, res.err)
 		case h := <-healthCh:
-			health = h.state
+			p.health = h.state
 			if h.state != HealthUnhealthy {
-				report(api.TaskRunning, "health: "+h.state, nil, 0)
+				p.report(api.TaskRunning, "health: "+h.state, nil, 0)
 				continue
 			}
 			// Unhealthy: kill it, so the managers replace it.
 			stopCtx := context.WithoutCancel(ctx)
 			r.Executor.Terminate(stopCtx, t.ID)
 			res := <-done
-			return report(api.TaskFailed, "unhealthy container", fmt.Errorf("task: unhealthy container: %s", h.detail), res.exit.Code)
+			return p.report(api.TaskFailed, "unhealthy container", fmt.Errorf("task: unhealthy container: %s", h.detail), res.exit.Code)
 		case <-ctx.Done():
 			break wait
 		}
@@ -128,17 +161,17 @@ wait:
 		r.Executor.Terminate(stopCtx, t.ID)
 	}
 	res := <-done
-	return report(api.TaskShutdown, fmt.Sprintf("shut down (exit code %d)", res.exit.Code), nil, res.exit.Code)
+	return p.report(api.TaskShutdown, fmt.Sprintf("shut down (exit code %d)", res.exit.Code), nil, res.exit.Code)
 }
 
-func (r *Runner) finished(report func(api.TaskState, string, error, int) api.TaskStatus, exit ExitStatus, err error) api.TaskStatus {
+func (p *progress) finished(exit ExitStatus, err error) api.TaskStatus {
 	switch {
 	case err != nil:
-		return report(api.TaskFailed, "waiting for the task failed", err, -1)
+		return p.report(api.TaskFailed, "waiting for the task failed", err, -1)
 	case exit.Code == 0:
-		return report(api.TaskComplete, "finished", nil, 0)
+		return p.report(api.TaskComplete, "finished", nil, 0)
 	default:
-		return report(api.TaskFailed, "task exited with a non-zero code", fmt.Errorf("task: non-zero exit (%d)", exit.Code), exit.Code)
+		return p.report(api.TaskFailed, "task exited with a non-zero code", fmt.Errorf("task: non-zero exit (%d)", exit.Code), exit.Code)
 	}
 }
 

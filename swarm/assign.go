@@ -1,24 +1,40 @@
 package swarm
 
 import (
+	"cmp"
+	"fmt"
 	"time"
 
 	"github.com/shoalproject/shoal/scheduler"
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
-// assign places the pending tasks on nodes with the scheduler, a whole
-// service (at one spec version) at a time, and returns the tasks it
-// changed: assigned ones, and pending ones whose reason for waiting
-// changed ("no suitable node (insufficient memory on 3 nodes)").
-func assign(s *scheduler.Scheduler, nodes []*api.Node, tasks []*api.Task, now time.Time) []*api.Task {
+// assign places pending tasks on nodes with the scheduler, a whole service
+// (at one spec version) at a time, and returns the tasks it changed:
+// assigned ones (with the named generic resources they were given), and
+// pending ones whose reason for waiting changed ("no suitable node
+// (insufficient memory on 3 nodes)"). all is every task in the store, to
+// count what each node already runs; pending are the pass's copies of the
+// tasks to place.
+func assign(s *scheduler.Scheduler, nodes []*api.Node, all, pending []*api.Task, now time.Time) []*api.Task {
+	if len(pending) == 0 {
+		return nil
+	}
 	byID := map[string]*scheduler.Node{}
-	var infos []*scheduler.Node
+	infos := make([]*scheduler.Node, 0, len(nodes))
 	for _, n := range nodes {
 		sn := schedNode(n)
 		sn.ServiceTasks = map[string]int{}
 		byID[n.ID] = sn
 		infos = append(infos, sn)
+	}
+	for _, t := range all {
+		// What runs (or will) on a node counts against it.
+		sn := byID[t.NodeID]
+		if sn == nil || !alive(t) || pendingTask(t) {
+			continue
+		}
+		countTask(sn, t)
 	}
 	type groupKey struct {
 		service string
@@ -26,34 +42,17 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, tasks []*api.Task, now ti
 	}
 	groups := map[groupKey]*scheduler.Group{}
 	var order []groupKey
-	pending := map[string]*api.Task{}
-	for _, t := range tasks {
-		if t.Status.State == api.TaskPending && t.DesiredState <= api.TaskRunning {
-			k := groupKey{t.ServiceID, t.SpecVersion}
-			g := groups[k]
-			if g == nil {
-				g = groupFor(t)
-				groups[k] = g
-				order = append(order, k)
-			}
-			g.Tasks = append(g.Tasks, scheduler.TaskRef{ID: t.ID, NodeID: t.NodeID})
-			pending[t.ID] = t
-			continue
+	byTask := make(map[string]*api.Task, len(pending))
+	for _, t := range pending {
+		k := groupKey{t.ServiceID, t.SpecVersion}
+		g := groups[k]
+		if g == nil {
+			g = groupFor(t)
+			groups[k] = g
+			order = append(order, k)
 		}
-		// What runs (or will) on a node counts against it.
-		sn := byID[t.NodeID]
-		if sn == nil || !alive(t) {
-			continue
-		}
-		sn.ServiceTasks[t.ServiceID]++
-		sn.TotalTasks++
-		if r := t.Spec.Resources; r != nil && r.Reservations != nil {
-			sn.Reserved.NanoCPUs += r.Reservations.NanoCPUs
-			sn.Reserved.MemoryBytes += r.Reservations.MemoryBytes
-		}
-	}
-	if len(order) == 0 {
-		return nil
+		g.Tasks = append(g.Tasks, scheduler.TaskRef{ID: t.ID, NodeID: t.NodeID})
+		byTask[t.ID] = t
 	}
 	list := make([]*scheduler.Group, len(order))
 	for i, k := range order {
@@ -62,14 +61,27 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, tasks []*api.Task, now ti
 	res := s.Place(infos, list...)
 	var changed []*api.Task
 	for _, d := range res.Decisions {
-		t := pending[d.TaskID]
+		t := byTask[d.TaskID]
 		t.NodeID = d.NodeID
+		t.AssignedGenericResources = nil
+		for _, u := range d.Named {
+			t.AssignedGenericResources = append(t.AssignedGenericResources, api.GenericResource{Kind: u.Kind, Named: u.ID})
+		}
+		// The discrete part of a reservation stays a count.
+		if r := reservations(t); r != nil {
+			for _, g := range r.Generic {
+				if g.Named == "" && g.Value > int64(countNamed(t.AssignedGenericResources, g.Kind)) {
+					t.AssignedGenericResources = append(t.AssignedGenericResources,
+						api.GenericResource{Kind: g.Kind, Value: g.Value - int64(countNamed(t.AssignedGenericResources, g.Kind))})
+				}
+			}
+		}
 		t.Status = api.TaskStatus{Timestamp: now, State: api.TaskAssigned, Message: "scheduler assigned task to node"}
 		changed = append(changed, t)
 	}
 	for _, e := range res.Unplaced {
 		for _, id := range e.TaskIDs {
-			t := pending[id]
+			t := byTask[id]
 			if msg := e.Error(); t.Status.Err != msg {
 				t.Status.Err, t.Status.Timestamp = msg, now
 				changed = append(changed, t)
@@ -79,12 +91,88 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, tasks []*api.Task, now ti
 	return changed
 }
 
+func reservations(t *api.Task) *api.Resources {
+	if r := t.Spec.Resources; r != nil {
+		return r.Reservations
+	}
+	return nil
+}
+
+func countNamed(gs []api.GenericResource, kind string) int {
+	n := 0
+	for _, g := range gs {
+		if g.Kind == kind && g.Named != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// countTask takes what a running (or assigned) task holds from its node:
+// CPU, memory, generic resources (named units by identity), host ports.
+func countTask(sn *scheduler.Node, t *api.Task) {
+	sn.ServiceTasks[t.ServiceID]++
+	sn.TotalTasks++
+	if r := reservations(t); r != nil {
+		sn.Reserved.NanoCPUs += r.NanoCPUs
+		sn.Reserved.MemoryBytes += r.MemoryBytes
+	}
+	for _, g := range t.AssignedGenericResources {
+		if g.Named != "" {
+			sn.Named[g.Kind] = removeUnit(sn.Named[g.Kind], g.Named)
+			continue
+		}
+		if sn.Reserved.Generic == nil {
+			sn.Reserved.Generic = map[string]int64{}
+		}
+		sn.Reserved.Generic[g.Kind] += g.Value
+	}
+	if t.AssignedGenericResources == nil {
+		// Assigned before units were recorded: count the reservation.
+		if r := reservations(t); r != nil {
+			for _, g := range r.Generic {
+				if sn.Reserved.Generic == nil {
+					sn.Reserved.Generic = map[string]int64{}
+				}
+				sn.Reserved.Generic[g.Kind] += g.Value
+			}
+		}
+	}
+	sn.HostPorts = append(sn.HostPorts, hostPorts(t)...)
+}
+
+func removeUnit(units []string, id string) []string {
+	for i, u := range units {
+		if u == id {
+			out := make([]string, 0, len(units)-1)
+			return append(append(out, units[:i]...), units[i+1:]...)
+		}
+	}
+	return units
+}
+
+// hostPorts lists the host-mode published ports a task needs on its node,
+// as the scheduler names them ("80/tcp"). A host port left 0 is picked by
+// the node and cannot conflict.
+func hostPorts(t *api.Task) []string {
+	if t.Endpoint == nil {
+		return nil
+	}
+	var out []string
+	for _, p := range t.Endpoint.Ports {
+		if p.PublishMode == api.PublishHost && p.PublishedPort != 0 {
+			out = append(out, fmt.Sprintf("%d/%s", p.PublishedPort, cmp.Or(p.Protocol, api.TCP)))
+		}
+	}
+	return out
+}
+
 // groupFor describes a task's service to the scheduler.
 func groupFor(t *api.Task) *scheduler.Group {
-	g := &scheduler.Group{ServiceID: t.ServiceID}
-	if r := t.Spec.Resources; r != nil && r.Reservations != nil {
-		g.Reservations = scheduler.Resources{NanoCPUs: r.Reservations.NanoCPUs, MemoryBytes: r.Reservations.MemoryBytes}
-		for _, gr := range r.Reservations.Generic {
+	g := &scheduler.Group{ServiceID: t.ServiceID, HostPorts: hostPorts(t)}
+	if r := reservations(t); r != nil {
+		g.Reservations = scheduler.Resources{NanoCPUs: r.NanoCPUs, MemoryBytes: r.MemoryBytes}
+		for _, gr := range r.Generic {
 			if g.Reservations.Generic == nil {
 				g.Reservations.Generic = map[string]int64{}
 			}

@@ -10,8 +10,10 @@ import (
 )
 
 // Failover is a Dispatcher over several managers: a call goes to the
-// manager that took the last one, and on an error (not the leader, gone)
-// to the next, until one takes it or all refuse.
+// manager that took the last one and, when it fails in a way another
+// manager may not (not the leader, no quorum, closed, unreachable: see
+// Retryable), to the next, until one takes it. An error about the request
+// itself is returned at once: every manager would give it.
 type Failover struct {
 	// Managers are tried in turn; at least one is required.
 	Managers []Dispatcher
@@ -38,6 +40,9 @@ func (f *Failover) call(fn func(d Dispatcher) error) error {
 			f.cur = k
 			f.mu.Unlock()
 			return nil
+		}
+		if !Retryable(err) {
+			return err
 		}
 		errs = append(errs, err)
 	}

@@ -28,6 +28,19 @@ type plan struct {
 	retryAt time.Time
 	// service is the service with a changed UpdateStatus (or rolled back).
 	service *api.Service
+	// updating marks the tasks in update, so each goes in once.
+	updating map[*api.Task]bool
+}
+
+// updated adds t to the plan's updates once.
+func (p *plan) updated(t *api.Task) {
+	if p.updating == nil {
+		p.updating = map[*api.Task]bool{}
+	}
+	if !p.updating[t] {
+		p.updating[t] = true
+		p.update = append(p.update, t)
+	}
 }
 
 // reconciler turns a service and its tasks into the changes that bring the
@@ -37,7 +50,7 @@ type plan struct {
 type reconciler struct {
 	now     time.Time
 	newID   func() string
-	history int // ended tasks kept per slot
+	history int // ended tasks kept per slot (the cluster's retention limit)
 }
 
 // alive is a task that runs or is on its way to running.
@@ -51,14 +64,19 @@ func ended(t *api.Task) bool { return t.Status.State > api.TaskRunning }
 func (r *reconciler) reconcile(svc *api.Service, tasks []*api.Task, nodes map[string]*api.Node) plan {
 	var p plan
 	// Tasks on nodes that are down or gone will not report again: they are
-	// orphaned, and replaced like failed ones.
+	// orphaned, and replaced like failed ones. Tasks on drained nodes are
+	// stopped; their slots get new tasks on other nodes (global services
+	// and jobs stop theirs through eligibility).
 	for _, t := range tasks {
 		if t.NodeID == "" || !alive(t) {
 			continue
 		}
-		if n := nodes[t.NodeID]; n == nil || n.Status.State == api.NodeDown {
+		switch n := nodes[t.NodeID]; {
+		case n == nil || n.Status.State == api.NodeDown:
 			t.Status = api.TaskStatus{Timestamp: r.now, State: api.TaskOrphaned, Message: "node down", Err: "node " + t.NodeID + " is down or gone"}
-			p.update = append(p.update, t)
+			p.updated(t)
+		case n.Spec.Availability == api.NodeDrain && t.Slot > 0:
+			r.shutdown(t, "node drained", &p)
 		}
 	}
 	switch {
@@ -351,9 +369,7 @@ func (r *reconciler) shutdown(t *api.Task, why string, p *plan) {
 		// Never assigned: nothing runs it, so it is done now.
 		t.Status = api.TaskStatus{Timestamp: r.now, State: api.TaskShutdown, Message: why}
 	}
-	if !slices.Contains(p.update, t) {
-		p.update = append(p.update, t)
-	}
+	p.updated(t)
 }
 
 // reap removes the oldest ended tasks of a slot beyond the history limit.
@@ -382,9 +398,23 @@ func (r *reconciler) newTask(svc *api.Service) *api.Task {
 		ServiceID:    svc.ID,
 		Spec:         svc.Spec.TaskTemplate,
 		SpecVersion:  svc.Version,
+		Endpoint:     taskEndpoint(svc),
 		DesiredState: api.TaskRunning,
 		Status:       api.TaskStatus{Timestamp: r.now, State: api.TaskPending, Message: "pending task scheduling"},
 	}
+}
+
+// taskEndpoint is the endpoint a new task of svc carries: what the
+// managers allocated, or else the spec's ports as asked.
+func taskEndpoint(svc *api.Service) *api.Endpoint {
+	if svc.Endpoint != nil {
+		e := *svc.Endpoint
+		return &e
+	}
+	if es := svc.Spec.EndpointSpec; es != nil && len(es.Ports) > 0 {
+		return &api.Endpoint{Spec: *es, Ports: slices.Clone(es.Ports)}
+	}
+	return nil
 }
 
 // schedNode describes a node to the scheduler (and to constraints).

@@ -36,18 +36,18 @@ func Schema() *raftstore.Schema {
 	}
 	return &raftstore.Schema{Tables: []raftstore.Table{
 		{Name: TableNodes, New: func() raftstore.Object { return &api.Node{} }},
-		{Name: TableServices, New: func() raftstore.Object { return &api.Service{} },
+		{Name: TableServices, New: func() raftstore.Object { return &api.Service{} }, Unique: []string{IndexName},
 			Indexes: named(func(o raftstore.Object) string { return o.(*api.Service).Spec.Name })},
 		{Name: TableTasks, New: func() raftstore.Object { return &api.Task{} },
 			Indexes: map[string]raftstore.IndexFunc{
 				IndexService: func(o raftstore.Object) []string { return []string{o.(*api.Task).ServiceID} },
 				IndexNode:    func(o raftstore.Object) []string { return []string{o.(*api.Task).NodeID} },
 			}},
-		{Name: TableNetworks, New: func() raftstore.Object { return &api.Network{} },
+		{Name: TableNetworks, New: func() raftstore.Object { return &api.Network{} }, Unique: []string{IndexName},
 			Indexes: named(func(o raftstore.Object) string { return o.(*api.Network).Spec.Name })},
-		{Name: TableSecrets, New: func() raftstore.Object { return &api.Secret{} },
+		{Name: TableSecrets, New: func() raftstore.Object { return &api.Secret{} }, Unique: []string{IndexName},
 			Indexes: named(func(o raftstore.Object) string { return o.(*api.Secret).Spec.Name })},
-		{Name: TableConfigs, New: func() raftstore.Object { return &api.Config{} },
+		{Name: TableConfigs, New: func() raftstore.Object { return &api.Config{} }, Unique: []string{IndexName},
 			Indexes: named(func(o raftstore.Object) string { return o.(*api.Config).Spec.Name })},
 		{Name: TableClusters, New: func() raftstore.Object { return &api.Cluster{} }},
 	}}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
@@ -29,6 +30,24 @@ func currentTask(ts []*api.Task) *api.Task {
 		}
 	}
 	return cur
+}
+
+// proven reports whether a new task has shown it works: it runs, is
+// healthy if it has a health check, and has stayed so for the monitor
+// period (its status, which a health change renews, is that old).
+func proven(t *api.Task, now time.Time, monitor time.Duration) bool {
+	if t.Status.State != api.TaskRunning {
+		return false
+	}
+	if hasHealthcheck(t) && t.Status.Health != agent.HealthHealthy {
+		return false
+	}
+	return now.Sub(t.Status.Timestamp) >= monitor
+}
+
+func hasHealthcheck(t *api.Task) bool {
+	h := t.Spec.Healthcheck
+	return h != nil && len(h.Test) > 0 && h.Test[0] != "NONE"
 }
 
 // sameSpec reports whether a task runs the spec the service asks for now.
@@ -101,8 +120,7 @@ func (r *reconciler) rollingUpdate(svc *api.Service, slots []slot, p *plan) {
 			inFlight++
 		case !ended(cur) && !sameSpec(cur, svc):
 			dirty = append(dirty, s)
-		case sameSpec(cur, svc) && !cur.CreatedAt.Before(st.StartedAt) &&
-			(cur.Status.State < api.TaskRunning || r.now.Sub(cur.Status.Timestamp) < cfg.Monitor):
+		case sameSpec(cur, svc) && !cur.CreatedAt.Before(st.StartedAt) && !proven(cur, r.now, cfg.Monitor):
 			inFlight++ // a new task not yet proven
 		}
 	}

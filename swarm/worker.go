@@ -3,7 +3,10 @@ package swarm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 
@@ -11,18 +14,16 @@ import (
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
-// Dispatcher is what a worker needs of the managers. *Manager implements
-// it in-process.
-type Dispatcher interface {
-	Register(ctx context.Context, nodeID string, desc api.NodeDescription) error
-	Heartbeat(ctx context.Context, nodeID string) error
-	Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error)
-	UpdateStatus(ctx context.Context, nodeID string, updates []agent.StatusUpdate) error
-}
-
 // Worker runs the tasks the managers assign to its node on an Executor
 // (containerd in production, agent.FakeExecutor in simulations), reports
-// every state change in batches, and heartbeats.
+// every state change, and heartbeats.
+//
+// Nothing reported is lost: the worker keeps the latest status of each
+// task and sends it until a manager acknowledges it, retrying with backoff
+// while there is no leader, and sends its whole state again after every
+// reconnection. A worker restarted on the same node adopts the tasks that
+// still run there (when its Executor is an agent.Adopter): they go on
+// without a restart, and those no longer assigned are stopped.
 type Worker struct {
 	// NodeID is the node's ID; required.
 	NodeID string
@@ -38,173 +39,361 @@ type Worker struct {
 	// Logger receives the worker's logs; nil discards.
 	Logger *slog.Logger
 
+	mu      sync.Mutex
+	started bool
+	closed  bool
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	mu      sync.Mutex
-	running map[string]*runningTask
-	updates chan agent.StatusUpdate
+	tasks   map[string]*taskRun // tasks this worker runs or ran, until the managers drop them
+	adopted map[string]bool     // tasks found at start, until the first assignments say which stay
+	status  *statusQueue
+	ready   chan struct{}
+}
+
+// taskRun is one task on this worker.
+type taskRun struct {
+	stop context.CancelFunc
+	done chan struct{} // closed when the task's process has ended here
+}
+
+// Start adopts what an earlier worker left running, registers the node
+// (retrying while no manager can take it, until ctx ends) and begins
+// taking assignments. A second Start does nothing.
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.closed:
+		return fmt.Errorf("swarm: worker start: %w", net.ErrClosed)
+	case w.started:
+		return nil
+	case w.NodeID == "" || w.Executor == nil || w.Dispatcher == nil:
+		return errors.New("swarm: worker needs NodeID, Executor and Dispatcher")
+	}
+	if err := checkNodeID(w.NodeID); err != nil {
+		return err
+	}
+	w.adopted = map[string]bool{}
+	if a, ok := w.Executor.(agent.Adopter); ok {
+		ids, err := a.Adopt(ctx)
+		if err != nil {
+			return fmt.Errorf("swarm: worker adopting the tasks left on this node: %w", err)
+		}
+		for _, id := range ids {
+			w.adopted[id] = true
+		}
+		if len(ids) > 0 {
+			w.logger().Info("swarm: worker found tasks left running", "count", len(ids))
+		}
+	}
+	if err := w.register(ctx); err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w.cancel = cancel
+	w.tasks = map[string]*taskRun{}
+	w.status = newStatusQueue()
+	w.ready = w.readyChan()
+	w.wg.Add(3)
+	go func() { defer w.wg.Done(); w.session(runCtx) }()
+	go func() { defer w.wg.Done(); w.heartbeats(runCtx) }()
+	go func() { defer w.wg.Done(); w.report(runCtx) }()
+	w.started = true
+	return nil
+}
+
+// register registers the node, retrying with backoff while the error is
+// one another try may fix (no leader yet, a manager away).
+func (w *Worker) register(ctx context.Context) error {
+	var b backoff
+	for {
+		err := w.Dispatcher.Register(ctx, w.NodeID, w.Description)
+		if err == nil || !Retryable(err) {
+			return err
+		}
+		w.logger().Debug("swarm: worker registration", "err", err)
+		if !b.wait(ctx) {
+			return fmt.Errorf("swarm: worker could not register: %w (last error: %v)", ctx.Err(), err)
+		}
+	}
+}
+
+// Ready is closed once the worker has applied its first assignments.
+func (w *Worker) Ready() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.readyChan()
+}
+
+func (w *Worker) readyChan() chan struct{} {
+	if w.ready == nil {
+		w.ready = make(chan struct{})
+	}
+	return w.ready
+}
+
+func (w *Worker) period() time.Duration {
+	if w.HeartbeatPeriod > 0 {
+		return w.HeartbeatPeriod
+	}
+	return DefaultHeartbeatPeriod
+}
+
+// session follows the managers' assignments, reconnecting (and
+// registering again) whenever the stream ends.
+func (w *Worker) session(ctx context.Context) {
+	var b backoff
+	first := true
+	for ctx.Err() == nil {
+		if !first {
+			if err := w.register(ctx); err != nil {
+				if ctx.Err() == nil {
+					w.logger().Warn("swarm: worker registration refused", "err", err)
+					b.wait(ctx)
+				}
+				continue
+			}
+		}
+		first = false
+		ch, err := w.Dispatcher.Assignments(ctx, w.NodeID)
+		if err != nil {
+			w.logger().Debug("swarm: worker assignments", "err", err)
+			b.wait(ctx)
+			first = !errors.Is(err, ErrNotFound) // unknown node: register again
+			continue
+		}
+		b.reset()
+		// A new session: the manager may not have heard what happened
+		// while the last one was down.
+		w.status.resendAll()
+		for set := range ch {
+			w.apply(ctx, set)
+		}
+		if ctx.Err() == nil {
+			w.logger().Info("swarm: worker lost its manager; reconnecting")
+			b.wait(ctx)
+		}
+	}
+}
+
+func (w *Worker) heartbeats(ctx context.Context) {
+	t := time.NewTicker(w.period())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := w.Dispatcher.Heartbeat(ctx, w.NodeID)
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case errors.Is(err, ErrNotFound):
+			// The managers forgot this node (removed, or state lost):
+			// register again; the session picks up from there.
+			if err := w.Dispatcher.Register(ctx, w.NodeID, w.Description); err != nil {
+				w.logger().Warn("swarm: worker registering again", "err", err)
+			}
+		default:
+			w.logger().Debug("swarm: heartbeat", "err", err)
+		}
+	}
+}
+
+// apply brings the node to an assignment set: it starts new tasks, stops
+// those whose desired state is past running, resumes adopted ones, reports
+// tasks lost in a restart, and removes what the managers dropped.
+func (w *Worker) apply(ctx context.Context, set []*api.Task) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	want := make(map[string]bool, len(set))
+	for _, t := range set {
+		want[t.ID] = true
+		if w.tasks[t.ID] != nil {
+			if t.DesiredState > api.TaskRunning {
+				w.tasks[t.ID].stop()
+			}
+			continue
+		}
+		adopted := w.adopted[t.ID]
+		delete(w.adopted, t.ID)
+		switch {
+		case t.DesiredState > api.TaskRunning:
+			if !ended(t) {
+				w.stopUnknown(ctx, t)
+			}
+		case adopted:
+			w.run(ctx, t, true)
+		case t.Status.State <= api.TaskAssigned:
+			w.run(ctx, t, false)
+		case !ended(t):
+			// Accepted here once, but nothing of it is left: the worker
+			// restarted and the container is gone (or the executor cannot
+			// adopt). Say so, so that the managers replace it.
+			w.tasks[t.ID] = &taskRun{stop: func() {}, done: closedChan}
+			w.status.put(agent.StatusUpdate{TaskID: t.ID, Status: api.TaskStatus{Timestamp: time.Now().UTC(), State: api.TaskFailed,
+				Message: "task lost", Err: "the worker restarted and the task's container is gone"}})
+		}
+	}
+	// Left by an earlier worker and not assigned any more: stop them.
+	for id := range w.adopted {
+		w.logger().Info("swarm: stopping a task no longer assigned to this node", "task", id)
+		go w.removeContainer(context.WithoutCancel(ctx), id, closedChan, true)
+	}
+	w.adopted = nil
+	for id, rt := range w.tasks {
+		if !want[id] {
+			// Ended and dropped by the managers: clean up the container.
+			rt.stop()
+			delete(w.tasks, id)
+			w.status.forget(id)
+			go w.removeContainer(context.WithoutCancel(ctx), id, rt.done, false)
+		}
+	}
+	select {
+	case <-w.ready:
+	default:
+		close(w.ready)
+	}
+}
+
+// run starts (or, for an adopted task, resumes) a task's runner. Tasks
+// outlive the worker's loops (Close), as containers outlive an agent that
+// stops.
+func (w *Worker) run(ctx context.Context, t *api.Task, resume bool) {
+	tctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	rt := &taskRun{stop: stop, done: make(chan struct{})}
+	w.tasks[t.ID] = rt
+	go func() {
+		defer close(rt.done)
+		r := &agent.Runner{Executor: w.Executor, Logger: w.Logger, Report: w.put}
+		if resume {
+			r.Resume(tctx, t)
+		} else {
+			r.Run(tctx, t)
+		}
+	}()
+}
+
+// stopUnknown stops a task this worker does not run but the managers want
+// stopped: its container may still exist (an agent restart on an executor
+// that cannot adopt), so it is stopped for real before SHUTDOWN is
+// reported.
+func (w *Worker) stopUnknown(ctx context.Context, t *api.Task) {
+	rt := &taskRun{stop: func() {}, done: make(chan struct{})}
+	w.tasks[t.ID] = rt
+	go func() {
+		defer close(rt.done)
+		grace := agent.DefaultStopGracePeriod
+		if t.Spec.StopGracePeriod != nil {
+			grace = *t.Spec.StopGracePeriod
+		}
+		sctx := context.WithoutCancel(ctx)
+		msg := "shut down before it started"
+		switch err := w.Executor.Shutdown(sctx, t.ID, grace); {
+		case err == nil:
+			msg = "shut down"
+		case !errors.Is(err, agent.ErrNotFound):
+			w.logger().Warn("swarm: stopping a task; killing it", "task", t.ID, "err", err)
+			w.Executor.Terminate(sctx, t.ID)
+			msg = "killed"
+		}
+		w.status.put(agent.StatusUpdate{TaskID: t.ID, Status: api.TaskStatus{Timestamp: time.Now().UTC(), State: api.TaskShutdown, Message: msg}})
+	}()
+}
+
+// removeContainer deletes a task's container once its process ended;
+// stop first kills a task that may still run.
+func (w *Worker) removeContainer(ctx context.Context, id string, done <-chan struct{}, stop bool) {
+	<-done
+	if stop {
+		if err := w.Executor.Shutdown(ctx, id, agent.DefaultStopGracePeriod); err != nil && !errors.Is(err, agent.ErrNotFound) {
+			w.Executor.Terminate(ctx, id)
+		}
+	}
+	if err := w.Executor.Remove(ctx, id); err != nil && !errors.Is(err, agent.ErrNotFound) {
+		w.logger().Warn("swarm: removing a task's container", "task", id, "err", err)
+	}
+}
+
+// put queues a runner's report, unless the managers dropped its task
+// meanwhile (nobody needs it, and it would stay in memory).
+func (w *Worker) put(u agent.StatusUpdate) {
+	w.mu.Lock()
+	_, known := w.tasks[u.TaskID]
+	w.mu.Unlock()
+	if known {
+		w.status.put(u)
+	}
 }
 
 // closedChan is the done channel of tasks that never ran here.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-type runningTask struct {
-	stop context.CancelFunc
-	done chan struct{}
-}
-
-// Start registers the node and begins taking assignments.
-func (w *Worker) Start(ctx context.Context) error {
-	if w.NodeID == "" || w.Executor == nil || w.Dispatcher == nil {
-		return errors.New("swarm: worker needs NodeID, Executor and Dispatcher")
-	}
-	if err := w.Dispatcher.Register(ctx, w.NodeID, w.Description); err != nil {
-		return err
-	}
-	assignments, err := w.Dispatcher.Assignments(ctx, w.NodeID)
-	if err != nil {
-		return err
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	w.cancel = cancel
-	w.running = map[string]*runningTask{}
-	w.updates = make(chan agent.StatusUpdate, 1024)
-	period := w.HeartbeatPeriod
-	if period <= 0 {
-		period = DefaultHeartbeatPeriod
-	}
-	w.wg.Add(3)
-	go func() {
-		defer w.wg.Done()
-		t := time.NewTicker(period)
-		defer t.Stop()
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case <-t.C:
-				if err := w.Dispatcher.Heartbeat(runCtx, w.NodeID); err != nil && runCtx.Err() == nil {
-					w.logger().Warn("swarm: heartbeat", "err", err)
-				}
-			}
-		}
-	}()
-	go func() {
-		defer w.wg.Done()
-		w.report(runCtx)
-	}()
-	go func() {
-		defer w.wg.Done()
-		for {
-			select {
-			case <-runCtx.Done():
-				return
-			case set, ok := <-assignments:
-				if ok {
-					w.apply(runCtx, set)
-					continue
-				}
-				// The manager went away: follow another one.
-				for assignments = nil; assignments == nil; {
-					select {
-					case <-runCtx.Done():
-						return
-					case <-time.After(period / 2):
-					}
-					if ch, err := w.Dispatcher.Assignments(runCtx, w.NodeID); err == nil {
-						assignments = ch
-					}
-				}
-			}
-		}
-	}()
-	return nil
-}
-
-// apply starts assigned tasks that do not run here yet, stops those whose
-// desired state is past running, and removes what the managers dropped.
-func (w *Worker) apply(ctx context.Context, set []*api.Task) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	want := map[string]bool{}
-	for _, t := range set {
-		want[t.ID] = true
-		rt := w.running[t.ID]
-		switch {
-		case t.DesiredState > api.TaskRunning:
-			if rt != nil {
-				rt.stop()
-			} else if !ended(t) {
-				// Told to stop before it ever started here: it is done.
-				w.running[t.ID] = &runningTask{stop: func() {}, done: closedChan}
-				u := agent.StatusUpdate{TaskID: t.ID, Status: api.TaskStatus{Timestamp: time.Now().UTC(), State: api.TaskShutdown, Message: "shut down before it started"}}
-				select {
-				case w.updates <- u:
-				case <-ctx.Done():
-				}
-			}
-		case rt == nil && t.Status.State <= api.TaskAssigned:
-			// Tasks outlive the worker's loops (Close), as containers
-			// outlive an agent that stops.
-			tctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-			rt = &runningTask{stop: stop, done: make(chan struct{})}
-			w.running[t.ID] = rt
-			task := t
-			go func() {
-				defer close(rt.done)
-				r := &agent.Runner{Executor: w.Executor, Logger: w.Logger, Report: func(u agent.StatusUpdate) {
-					select {
-					case w.updates <- u:
-					case <-ctx.Done():
-					}
-				}}
-				r.Run(tctx, task)
-			}()
-		}
-	}
-	for id, rt := range w.running {
-		if !want[id] {
-			// Ended and dropped by the managers: clean up the container.
-			rt.stop()
-			delete(w.running, id)
-			go func() {
-				<-rt.done
-				w.Executor.Remove(context.Background(), id)
-			}()
-		}
-	}
-}
-
-// report sends status changes in batches: what arrived while the last
-// batch was on its way goes in the next.
+// report sends status changes until a manager takes them: what arrives
+// while a batch is on its way goes in the next; a batch that fails is
+// sent again (with whatever replaced it meanwhile) after a backoff.
 func (w *Worker) report(ctx context.Context) {
+	var b backoff
 	for {
-		var batch []agent.StatusUpdate
 		select {
 		case <-ctx.Done():
 			return
-		case u := <-w.updates:
-			batch = append(batch, u)
+		case <-w.status.wake:
 		}
-		for more := true; more; {
-			select {
-			case u := <-w.updates:
-				batch = append(batch, u)
-			default:
-				more = false
+		for ctx.Err() == nil {
+			batch, sent := w.status.pending(MaxStatusUpdates)
+			if len(batch) == 0 {
+				break
 			}
-		}
-		if err := w.Dispatcher.UpdateStatus(ctx, w.NodeID, batch); err != nil && ctx.Err() == nil {
-			w.logger().Warn("swarm: status report", "err", err, "updates", len(batch))
+			if err := w.Dispatcher.UpdateStatus(ctx, w.NodeID, batch); err != nil {
+				if ctx.Err() == nil {
+					w.logger().Debug("swarm: status report not taken; will send again", "err", err, "updates", len(batch))
+					b.wait(ctx)
+				}
+				continue
+			}
+			b.reset()
+			w.status.ack(sent)
 		}
 	}
 }
 
+// Shutdown sends the reports still pending (until ctx ends), then closes
+// the worker. Tasks keep running, as with Close.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	w.mu.Lock()
+	q := w.status
+	w.mu.Unlock()
+	if q != nil {
+		for {
+			batch, sent := q.pending(MaxStatusUpdates)
+			if len(batch) == 0 || ctx.Err() != nil {
+				break
+			}
+			if err := w.Dispatcher.UpdateStatus(ctx, w.NodeID, batch); err != nil {
+				break
+			}
+			q.ack(sent)
+		}
+	}
+	return w.Close()
+}
+
 // Close stops taking assignments and heartbeating; tasks keep running (a
-// restarted worker adopts them), as a stopped agent leaves containers.
+// restarted worker adopts them), as a stopped agent leaves containers. A
+// second Close returns an error wrapping net.ErrClosed.
 func (w *Worker) Close() error {
-	if w.cancel != nil {
-		w.cancel()
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return fmt.Errorf("swarm: worker close: %w", net.ErrClosed)
+	}
+	w.closed = true
+	cancel := w.cancel
+	w.mu.Unlock()
+	if cancel != nil {
+		cancel()
 		w.wg.Wait()
 	}
 	return nil
@@ -216,3 +405,23 @@ func (w *Worker) logger() *slog.Logger {
 	}
 	return w.Logger
 }
+
+// backoff waits longer after each failure: 50 ms doubling to 2 s, with
+// jitter so that many workers do not retry in step.
+type backoff struct{ n int }
+
+func (b *backoff) wait(ctx context.Context) bool {
+	d := min(50*time.Millisecond<<min(b.n, 6), 2*time.Second)
+	b.n++
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (b *backoff) reset() { b.n = 0 }

@@ -101,7 +101,10 @@ type Executor struct {
 	execSeq  int
 }
 
-var _ agent.Executor = (*Executor)(nil)
+var (
+	_ agent.Executor = (*Executor)(nil)
+	_ agent.Adopter  = (*Executor)(nil)
+)
 
 type entry struct {
 	container  ctrd.Container

@@ -1,0 +1,350 @@
+package swarm
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// The control API: services, nodes and the cluster object. Writes go to
+// the leader (others answer with an error wrapping raftstore.ErrNotLeader);
+// reads are served from this manager's state and may lag the leader by a
+// few milliseconds.
+
+// DefaultClusterSpec is the configuration of a new cluster, as Docker's.
+func DefaultClusterSpec() api.ClusterSpec {
+	return api.ClusterSpec{
+		Annotations:   api.Annotations{Name: "default"},
+		Orchestration: api.OrchestrationConfig{TaskHistoryRetentionLimit: DefaultTaskHistory, MaxReplicas: api.DefaultMaxReplicas},
+	}
+}
+
+// clusterSpec returns the cluster's configuration as this manager knows it.
+func clusterSpec(tx *raftstore.ReadTx) (api.ClusterSpec, error) {
+	cs, err := list[*api.Cluster](tx.List(TableClusters))
+	if err != nil || len(cs) == 0 {
+		return DefaultClusterSpec(), err
+	}
+	return cs[0].Spec, nil
+}
+
+func nameInUse(kind, name, holder string) error {
+	return fmt.Errorf("%w: %s %q exists (ID %s); choose another name, or update or remove that %s", ErrNameInUse, kind, name, holder, kind)
+}
+
+// CreateService validates spec and stores a new service; the orchestrator
+// makes its tasks. The name is unique: of two concurrent creates with one
+// name, one fails with ErrNameInUse.
+func (m *Manager) CreateService(ctx context.Context, spec api.ServiceSpec) (*api.Service, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var cspec api.ClusterSpec
+	if err := st.View(func(tx *raftstore.ReadTx) (err error) { cspec, err = clusterSpec(tx); return err }); err != nil {
+		return nil, err
+	}
+	if err := spec.ValidateWithin(cspec.Orchestration.ReplicasBound()); err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	svc := &api.Service{Meta: api.Meta{ID: newID(), CreatedAt: now, UpdatedAt: now}, Spec: spec}
+	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+		if same, err := tx.Find(TableServices, IndexName, spec.Name); err != nil {
+			return err
+		} else if len(same) > 0 {
+			return nameInUse("service", spec.Name, same[0].ObjectID())
+		}
+		return tx.Create(TableServices, svc)
+	})
+	// The check above saw the name free, but another create may have
+	// taken it before this one applied: the store refuses it then.
+	var ce *raftstore.ConflictError
+	if errors.As(err, &ce) && ce.Index == IndexName {
+		return nil, nameInUse("service", spec.Name, ce.HeldBy)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return svc, nil
+}
+
+// UpdateService replaces a service's spec. version is the version the
+// caller read; a concurrent change makes the update fail with a conflict
+// instead of losing it. A changed task template starts a rolling update.
+func (m *Manager) UpdateService(ctx context.Context, id string, version uint64, spec api.ServiceSpec) (*api.Service, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Service
+	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+		cspec, err := clusterSpec(&tx.ReadTx)
+		if err != nil {
+			return err
+		}
+		if err := spec.ValidateWithin(cspec.Orchestration.ReplicasBound()); err != nil {
+			return err
+		}
+		o, err := tx.Get(TableServices, id)
+		if err != nil {
+			return notFound("service", id)
+		}
+		svc := *o.(*api.Service)
+		if svc.Spec.Name != spec.Name {
+			return fmt.Errorf("%w: spec.name: a service cannot be renamed (%q to %q)", api.ErrInvalidSpec, svc.Spec.Name, spec.Name)
+		}
+		prev := svc.Spec
+		now := time.Now().UTC()
+		a, _ := json.Marshal(prev.TaskTemplate)
+		b, _ := json.Marshal(spec.TaskTemplate)
+		if !bytes.Equal(a, b) {
+			// The tasks must change: a rolling update starts.
+			svc.UpdateStatus = &api.UpdateStatus{State: api.UpdateUpdating, StartedAt: now, Message: "update in progress"}
+		}
+		svc.PreviousSpec, svc.Spec, svc.Version, svc.UpdatedAt = &prev, spec, version, now
+		out = &svc
+		return tx.Update(TableServices, &svc)
+	})
+	return out, err
+}
+
+// RollbackService goes back to the service's previous spec, as a rolling
+// update under its rollback config (docker service rollback).
+func (m *Manager) RollbackService(ctx context.Context, id string) (*api.Service, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Service
+	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+		o, err := tx.Get(TableServices, id)
+		if err != nil {
+			return notFound("service", id)
+		}
+		svc := *o.(*api.Service)
+		if svc.PreviousSpec == nil {
+			return fmt.Errorf("%w: service %s has no previous spec to roll back to (it was never updated)", api.ErrInvalidSpec, svc.Spec.Name)
+		}
+		cur := svc.Spec
+		now := time.Now().UTC()
+		svc.Spec, svc.PreviousSpec, svc.UpdatedAt = *svc.PreviousSpec, &cur, now
+		svc.UpdateStatus = &api.UpdateStatus{State: api.UpdateRollbackStarted, StartedAt: now, Message: "manually requested rollback"}
+		out = &svc
+		return tx.Update(TableServices, &svc)
+	})
+	return out, err
+}
+
+// RemoveService deletes a service; its tasks are shut down and removed.
+func (m *Manager) RemoveService(ctx context.Context, id string) error {
+	st, err := m.st()
+	if err != nil {
+		return err
+	}
+	return st.Update(ctx, func(tx *raftstore.Tx) error {
+		if err := tx.Delete(TableServices, id); err != nil {
+			return notFound("service", id)
+		}
+		return nil
+	})
+}
+
+// Service returns a service by ID or name.
+func (m *Manager) Service(idOrName string) (*api.Service, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Service
+	err = st.View(func(tx *raftstore.ReadTx) error {
+		if o, err := tx.Get(TableServices, idOrName); err == nil {
+			out = o.(*api.Service)
+			return nil
+		}
+		found, err := list[*api.Service](tx.Find(TableServices, IndexName, idOrName))
+		if err != nil {
+			return err
+		}
+		if len(found) == 0 {
+			return notFound("service", idOrName)
+		}
+		out = found[0]
+		return nil
+	})
+	return out, err
+}
+
+// Services lists the services.
+func (m *Manager) Services() ([]*api.Service, error) {
+	return listAll[*api.Service](m, TableServices)
+}
+
+// Tasks lists a service's tasks (all tasks when serviceID is empty).
+func (m *Manager) Tasks(serviceID string) ([]*api.Task, error) {
+	if serviceID == "" {
+		return listAll[*api.Task](m, TableTasks)
+	}
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out []*api.Task
+	err = st.View(func(tx *raftstore.ReadTx) (err error) {
+		out, err = list[*api.Task](tx.Find(TableTasks, IndexService, serviceID))
+		return err
+	})
+	return out, err
+}
+
+// Nodes lists the nodes.
+func (m *Manager) Nodes() ([]*api.Node, error) {
+	return listAll[*api.Node](m, TableNodes)
+}
+
+// Node returns a node by ID.
+func (m *Manager) Node(id string) (*api.Node, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Node
+	err = st.View(func(tx *raftstore.ReadTx) error {
+		o, err := tx.Get(TableNodes, id)
+		if err != nil {
+			return notFound("node", id)
+		}
+		out = o.(*api.Node)
+		return nil
+	})
+	return out, err
+}
+
+func listAll[T raftstore.Object](m *Manager, table string) ([]T, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out []T
+	err = st.View(func(tx *raftstore.ReadTx) (err error) {
+		out, err = list[T](tx.List(table))
+		return err
+	})
+	return out, err
+}
+
+// UpdateNode replaces what an operator sets on a node: labels (which
+// node.labels.* constraints test) and availability. version is the node
+// version the caller read. Changing the role (promote, demote) is not
+// possible yet: it needs managers that join at run time.
+func (m *Manager) UpdateNode(ctx context.Context, id string, version uint64, spec api.NodeSpec) (*api.Node, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Node
+	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+		o, err := tx.Get(TableNodes, id)
+		if err != nil {
+			return notFound("node", id)
+		}
+		n := *o.(*api.Node)
+		if spec.Role != n.Spec.Role {
+			return fmt.Errorf("%w: spec.role: changing a node's role (%s to %s) is not supported yet", api.ErrInvalidSpec, n.Spec.Role, spec.Role)
+		}
+		n.Spec, n.Version, n.UpdatedAt = spec, version, time.Now().UTC()
+		out = &n
+		return tx.Update(TableNodes, &n)
+	})
+	return out, err
+}
+
+// SetNodeAvailability makes a node active, paused or drained: drained
+// nodes have their tasks moved elsewhere; paused ones keep their tasks but
+// get no new ones.
+func (m *Manager) SetNodeAvailability(ctx context.Context, nodeID string, a api.NodeAvailability) error {
+	if a != api.NodeActive && a != api.NodePause && a != api.NodeDrain {
+		return fmt.Errorf("%w: availability %q: want active, pause or drain", api.ErrInvalidSpec, a)
+	}
+	st, err := m.st()
+	if err != nil {
+		return err
+	}
+	return st.Update(ctx, func(tx *raftstore.Tx) error {
+		o, err := tx.Get(TableNodes, nodeID)
+		if err != nil {
+			return notFound("node", nodeID)
+		}
+		n := *o.(*api.Node)
+		n.Spec.Availability, n.UpdatedAt = a, time.Now().UTC()
+		return tx.Update(TableNodes, &n)
+	})
+}
+
+// RemoveNode removes a node from the cluster; its tasks are replaced on
+// other nodes. A node that is still up is refused unless force is set (it
+// would come back at its next registration).
+func (m *Manager) RemoveNode(ctx context.Context, id string, force bool) error {
+	st, err := m.st()
+	if err != nil {
+		return err
+	}
+	return st.Update(ctx, func(tx *raftstore.Tx) error {
+		o, err := tx.Get(TableNodes, id)
+		if err != nil {
+			return notFound("node", id)
+		}
+		if n := o.(*api.Node); n.Status.State == api.NodeReady && !force {
+			return fmt.Errorf("%w: node %s is up: stop it first (or drain it and force the removal)", api.ErrInvalidSpec, id)
+		}
+		return tx.Delete(TableNodes, id)
+	})
+}
+
+// Cluster returns the cluster object.
+func (m *Manager) Cluster() (*api.Cluster, error) {
+	cs, err := listAll[*api.Cluster](m, TableClusters)
+	if err != nil {
+		return nil, err
+	}
+	if len(cs) == 0 {
+		return nil, fmt.Errorf("%w: the cluster object (no leader has run yet)", ErrNotFound)
+	}
+	return cs[0], nil
+}
+
+// UpdateCluster replaces the cluster's configuration; version is the one
+// the caller read.
+func (m *Manager) UpdateCluster(ctx context.Context, version uint64, spec api.ClusterSpec) (*api.Cluster, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Cluster
+	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+		cs, err := list[*api.Cluster](tx.List(TableClusters))
+		if err != nil {
+			return err
+		}
+		if len(cs) == 0 {
+			return fmt.Errorf("%w: the cluster object (no leader has run yet)", ErrNotFound)
+		}
+		c := *cs[0]
+		c.Spec, c.Version, c.UpdatedAt = spec, version, time.Now().UTC()
+		out = &c
+		return tx.Update(TableClusters, &c)
+	})
+	return out, err
+}

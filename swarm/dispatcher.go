@@ -1,0 +1,385 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// Dispatcher is what a worker needs of the managers. *Manager implements
+// it in-process; Failover spreads a worker over several managers.
+type Dispatcher interface {
+	// Register records the node (new or back) as ready.
+	Register(ctx context.Context, nodeID string, desc api.NodeDescription) error
+	// Heartbeat tells the leader the node is alive.
+	Heartbeat(ctx context.Context, nodeID string) error
+	// Assignments streams the node's tasks: each value is the whole set,
+	// sent at first and after every change to it. The channel closes when
+	// ctx ends or the manager goes away; call again.
+	Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error)
+	// UpdateStatus records task states the node reports. nil means every
+	// report was applied (or was stale and is not needed); an error means
+	// the reports must be sent again.
+	UpdateStatus(ctx context.Context, nodeID string, updates []agent.StatusUpdate) error
+}
+
+var _ Dispatcher = (*Manager)(nil)
+
+// Bounds on what one worker call may carry.
+const (
+	// MaxStatusUpdates is the most task reports one UpdateStatus takes.
+	MaxStatusUpdates = 10_000
+	// maxStatusText bounds a reported message or error; longer ones are
+	// cut (a runaway health check must not fill the Raft log).
+	maxStatusText = 4096
+)
+
+// dispatcher serves workers: registration, heartbeats, assignments and
+// status. Heartbeats live in the leader's memory only (as in swarmkit):
+// a new leader gives every node a full grace period before it can be
+// declared down.
+type dispatcher struct {
+	store  *raftstore.Store
+	period time.Duration
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	seen   map[string]time.Time // last heartbeat of each registered node
+	leadAt time.Time            // when this manager last became leader
+}
+
+// startLeading forgets heartbeats seen while following.
+func (d *dispatcher) startLeading() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seen, d.leadAt = map[string]time.Time{}, time.Now()
+}
+
+func (d *dispatcher) touch(nodeID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen == nil {
+		d.seen = map[string]time.Time{}
+	}
+	d.seen[nodeID] = time.Now()
+}
+
+// expired returns copies of the ready nodes silent for three periods,
+// marked down. It forgets nodes that no longer exist, so the map of
+// heartbeats holds registered nodes only.
+func (d *dispatcher) expired(nodes []*api.Node, now time.Time) []*api.Node {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	grace := 3 * d.period
+	var out []*api.Node
+	known := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		known[n.ID] = true
+		last, ok := d.seen[n.ID]
+		if !ok {
+			last = d.leadAt // a new leader gives every node a full grace
+		}
+		if n.Status.State == api.NodeReady && now.Sub(last) > grace {
+			c := *n
+			c.Status = api.NodeStatus{State: api.NodeDown, Message: fmt.Sprintf("no heartbeat for %v", now.Sub(last).Round(time.Millisecond)), Addr: n.Status.Addr}
+			c.UpdatedAt = now.UTC()
+			out = append(out, &c)
+		}
+	}
+	for id := range d.seen {
+		if !known[id] {
+			delete(d.seen, id)
+		}
+	}
+	return out
+}
+
+func checkNodeID(nodeID string) error {
+	if nodeID == "" || len(nodeID) > 128 || strings.ContainsAny(nodeID, "/ \t\n") {
+		return fmt.Errorf("%w: node ID %q: 1 to 128 characters, no spaces or '/'", api.ErrInvalidSpec, nodeID)
+	}
+	return nil
+}
+
+func (d *dispatcher) register(ctx context.Context, nodeID string, desc api.NodeDescription) error {
+	if err := checkNodeID(nodeID); err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	err := d.store.Update(ctx, func(tx *raftstore.Tx) error {
+		status := api.NodeStatus{State: api.NodeReady, Message: "registered"}
+		if o, err := tx.Get(TableNodes, nodeID); err == nil {
+			n := *o.(*api.Node)
+			n.Description, n.Status, n.UpdatedAt = desc, status, now
+			return tx.Update(TableNodes, &n)
+		}
+		return tx.Create(TableNodes, &api.Node{Meta: api.Meta{ID: nodeID, CreatedAt: now, UpdatedAt: now},
+			Spec: api.NodeSpec{Role: api.RoleWorker, Availability: api.NodeActive}, Description: desc, Status: status})
+	})
+	if err != nil {
+		return err
+	}
+	d.touch(nodeID)
+	return nil
+}
+
+func (d *dispatcher) heartbeat(ctx context.Context, nodeID string) error {
+	if !d.store.IsLeader() {
+		return fmt.Errorf("%w: heartbeats go to the leader (%s)", ErrNotManagerLeader, d.store.Leader().ID)
+	}
+	var down bool
+	err := d.store.View(func(tx *raftstore.ReadTx) error {
+		o, err := tx.Get(TableNodes, nodeID)
+		if err != nil {
+			return notFound("node", nodeID+" (register first)")
+		}
+		down = o.(*api.Node).Status.State != api.NodeReady
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// Only registered nodes are remembered: the map cannot grow from
+	// heartbeats of made-up IDs.
+	d.touch(nodeID)
+	if !down {
+		return nil
+	}
+	return d.store.Update(ctx, func(tx *raftstore.Tx) error {
+		o, err := tx.Get(TableNodes, nodeID)
+		if err != nil {
+			return notFound("node", nodeID)
+		}
+		n := *o.(*api.Node)
+		n.Status = api.NodeStatus{State: api.NodeReady, Message: "heartbeat", Addr: n.Status.Addr}
+		n.UpdatedAt = time.Now().UTC()
+		return tx.Update(TableNodes, &n)
+	})
+}
+
+// assigned is what a node must know of: tasks handed to it that run or
+// should, and those told to stop that have not ended yet.
+func assigned(t *api.Task) bool {
+	return t.Status.State >= api.TaskAssigned && (t.DesiredState <= api.TaskRunning || !ended(t))
+}
+
+// assignments streams a node's task set. The watch behind it survives a
+// resync (a snapshot restore, or a burst of changes larger than the
+// store's event buffer): it reads the set again and watches from there.
+func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
+	if err := checkNodeID(nodeID); err != nil {
+		return nil, err
+	}
+	filter := func(e raftstore.Event) bool {
+		if e.Table != TableTasks {
+			return false
+		}
+		for _, o := range []raftstore.Object{e.Object, e.Old} {
+			if t, ok := o.(*api.Task); ok && t.NodeID == nodeID {
+				return true
+			}
+		}
+		return false
+	}
+	read := func() ([]*api.Task, uint64, error) {
+		var set []*api.Task
+		var index uint64
+		err := d.store.View(func(tx *raftstore.ReadTx) error {
+			index = tx.Index()
+			ts, err := list[*api.Task](tx.Find(TableTasks, IndexNode, nodeID))
+			for _, t := range ts {
+				if assigned(t) {
+					set = append(set, t)
+				}
+			}
+			return err
+		})
+		return set, index, err
+	}
+	watch := func() (*raftstore.Watcher, []*api.Task, error) {
+		for {
+			set, index, err := read()
+			if err != nil {
+				return nil, nil, err
+			}
+			w, err := d.store.Watch(ctx, index, filter)
+			if errors.Is(err, raftstore.ErrResync) {
+				continue // the state moved past the buffer meanwhile: read again
+			}
+			return w, set, err
+		}
+	}
+	w, set, err := watch()
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan []*api.Task, 1)
+	go func() {
+		defer close(out)
+		defer func() {
+			if w != nil {
+				w.Stop()
+			}
+		}()
+		for {
+			select {
+			case out <- set:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case _, ok := <-w.Events():
+				if ok {
+					drain(w.Events())
+					if set, _, err = read(); err != nil {
+						return
+					}
+					continue
+				}
+				if !errors.Is(w.Err(), raftstore.ErrResync) {
+					return // ctx ended or the store closed
+				}
+				d.logger.Debug("swarm: assignments watch resyncs", "node", nodeID)
+				if w, set, err = watch(); err != nil {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// updateStatus applies a node's reports in one batch. Reports about tasks
+// of other nodes or of removed tasks, and moves backwards (late or
+// repeated reports), are dropped: sending them again would not help. A
+// report that conflicts with a concurrent change of its task is applied
+// again on top of it; if that keeps failing, an error asks the worker to
+// send it again.
+func (d *dispatcher) updateStatus(ctx context.Context, nodeID string, updates []agent.StatusUpdate) error {
+	if len(updates) > MaxStatusUpdates {
+		return fmt.Errorf("%w: %d status updates in one call, at most %d", api.ErrInvalidSpec, len(updates), MaxStatusUpdates)
+	}
+	latest := make(map[string]api.TaskStatus, len(updates))
+	for _, u := range updates {
+		st := u.Status
+		if st.State < api.TaskNew || st.State > api.TaskOrphaned {
+			return fmt.Errorf("%w: task %s: unknown state %d", api.ErrInvalidSpec, u.TaskID, int(st.State))
+		}
+		st.Message, st.Err = clip(st.Message), clip(st.Err)
+		latest[u.TaskID] = st
+	}
+	const attempts = 5
+	for range attempts {
+		res, err := d.store.Batch(ctx, func(b *raftstore.Batch) error {
+			return d.store.View(func(tx *raftstore.ReadTx) error {
+				for id, st := range latest {
+					o, err := tx.Get(TableTasks, id)
+					if err != nil {
+						delete(latest, id) // removed meanwhile: nothing to tell
+						continue
+					}
+					t := *o.(*api.Task)
+					if t.NodeID != nodeID {
+						delete(latest, id)
+						continue
+					}
+					if !api.CanTransition(t.Status.State, st.State) && !(st.State == t.Status.State && st.Health != t.Status.Health) {
+						delete(latest, id)
+						continue
+					}
+					t.Status = st
+					if err := b.Update(TableTasks, &t); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return err
+		}
+		if len(res.Conflicts) == 0 {
+			return nil
+		}
+		// The orchestrator changed some of these tasks meanwhile: apply
+		// the reports again on top of its change.
+		kept := make(map[string]api.TaskStatus, len(res.Conflicts))
+		for _, c := range res.Conflicts {
+			kept[c.ID] = latest[c.ID]
+		}
+		latest = kept
+	}
+	return fmt.Errorf("swarm: %d task report(s) of node %s conflicted with other changes %d times; send them again", len(latest), nodeID, attempts)
+}
+
+func clip(s string) string {
+	if len(s) <= maxStatusText {
+		return s
+	}
+	return s[:maxStatusText] + "…"
+}
+
+// Register records a node (new or back) as ready.
+func (m *Manager) Register(ctx context.Context, nodeID string, desc api.NodeDescription) error {
+	d, err := m.dispatcher()
+	if err != nil {
+		return err
+	}
+	return d.register(ctx, nodeID, desc)
+}
+
+// Heartbeat tells the manager a node is alive; a node that was marked down
+// is ready again. Only the leader takes heartbeats (it alone decides that
+// nodes are down).
+func (m *Manager) Heartbeat(ctx context.Context, nodeID string) error {
+	d, err := m.dispatcher()
+	if err != nil {
+		return err
+	}
+	return d.heartbeat(ctx, nodeID)
+}
+
+// Assignments streams the tasks a node must run or stop: each value is the
+// whole set, sent at first and after every change to it.
+func (m *Manager) Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
+	d, err := m.dispatcher()
+	if err != nil {
+		return nil, err
+	}
+	return d.assignments(ctx, nodeID)
+}
+
+// UpdateStatus records the status a node reports for its tasks, in one
+// batch; see Dispatcher.
+func (m *Manager) UpdateStatus(ctx context.Context, nodeID string, updates []agent.StatusUpdate) error {
+	d, err := m.dispatcher()
+	if err != nil {
+		return err
+	}
+	return d.updateStatus(ctx, nodeID, updates)
+}
+
+// drain takes what is waiting in ch, to coalesce a burst of changes into
+// one pass; it stops at a closed channel too.
+func drain(ch <-chan raftstore.Event) {
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
+	}
+}

@@ -1,0 +1,301 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"net"
+	"time"
+
+	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// leadRestartDelay is how long the manager waits before it restarts a
+// leader loop that ended on an error while this manager still leads.
+const leadRestartDelay = 100 * time.Millisecond
+
+// fullPassEvery is how often the leader reconciles every service even
+// when no event asked for it: a safety net, cheap at this rate.
+const fullPassEvery = time.Minute
+
+// run follows leadership: while this manager leads, lead runs. A leader
+// loop that ends while the manager still leads is started again.
+func (m *Manager) run(ctx context.Context) {
+	defer close(m.done)
+	st := m.store
+	leaders, err := st.WatchLeader(ctx)
+	if err != nil {
+		m.logger().Error("swarm: manager cannot watch leadership", "err", err)
+		return
+	}
+	var (
+		stop     context.CancelFunc
+		ended    chan struct{} // closed when the running lead returns
+		restart  <-chan time.Time
+		stopLead = func() {
+			if stop != nil {
+				stop()
+				<-ended
+				stop, ended = nil, nil
+			}
+		}
+		startLead = func() {
+			lctx, cancel := context.WithCancel(ctx)
+			stop, ended = cancel, make(chan struct{})
+			done := ended
+			m.logger().Info("swarm: leading", "manager", m.ID)
+			go func() {
+				defer close(done)
+				if err := m.lead(lctx, st); err != nil && lctx.Err() == nil {
+					m.logger().Error("swarm: leader loop ended", "err", err)
+				}
+			}()
+		}
+	)
+	defer stopLead()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case li, ok := <-leaders:
+			if !ok {
+				return
+			}
+			switch {
+			case li.Self && stop == nil:
+				startLead()
+			case !li.Self:
+				stopLead()
+				restart = nil
+			}
+		case <-ended:
+			// lead returned by itself: the store closed, or an error.
+			stop, ended = nil, nil
+			if st.IsLeader() {
+				restart = time.After(leadRestartDelay)
+			}
+		case <-restart:
+			restart = nil
+			if st.IsLeader() && stop == nil {
+				startLead()
+			}
+		}
+	}
+}
+
+// leaderState is what the leader loop knows between passes: which
+// services an event touched since the last pass, and when a service must
+// be looked at again (a restart delay or an update step ends).
+type leaderState struct {
+	dirty map[string]bool
+	all   bool
+	retry map[string]time.Time
+}
+
+func (s *leaderState) mark(ev raftstore.Event) {
+	switch ev.Table {
+	case TableServices:
+		s.dirty[ev.ID] = true
+	case TableTasks:
+		for _, o := range []raftstore.Object{ev.Object, ev.Old} {
+			if t, ok := o.(*api.Task); ok {
+				s.dirty[t.ServiceID] = true
+			}
+		}
+	case TableNodes, TableClusters:
+		// A node's state, availability, labels or resources can change
+		// what every service needs (global services, orphans, the
+		// constraint enforcer, placement): look at all of them.
+		s.all = true
+	}
+}
+
+func (s *leaderState) due(now time.Time) (next time.Time) {
+	for id, at := range s.retry {
+		if !at.After(now) {
+			s.dirty[id] = true
+			delete(s.retry, id)
+		} else if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next
+}
+
+// lead reconciles while this manager leads: after every change of
+// services, tasks, nodes or the cluster object, when a delay ends, and
+// every half heartbeat period for silent nodes. It returns when ctx ends
+// (leadership lost, manager closing) or the store closes.
+func (m *Manager) lead(ctx context.Context, st *raftstore.Store) error {
+	m.disp.startLeading()
+	if err := m.ensureCluster(ctx, st); err != nil {
+		return err
+	}
+	filter := func(e raftstore.Event) bool {
+		switch e.Table {
+		case TableServices, TableTasks, TableNodes, TableClusters:
+			return true
+		}
+		return false
+	}
+	state := &leaderState{dirty: map[string]bool{}, all: true, retry: map[string]time.Time{}}
+	var w *raftstore.Watcher
+	defer func() {
+		if w != nil {
+			w.Stop()
+		}
+	}()
+	tick := time.NewTicker(m.heartbeatPeriod() / 2)
+	defer tick.Stop()
+	full := time.NewTicker(fullPassEvery)
+	defer full.Stop()
+	for ctx.Err() == nil {
+		if w == nil {
+			var err error
+			// Watch from the state the pass below reads (or older): no
+			// change falls between them.
+			if w, err = st.Watch(ctx, st.AppliedIndex(), filter); err != nil {
+				if errors.Is(err, raftstore.ErrResync) {
+					continue
+				}
+				return err
+			}
+			state.all = true
+		}
+		dirty, all := state.dirty, state.all
+		state.dirty, state.all = map[string]bool{}, false
+		if all || len(dirty) > 0 {
+			res, err := m.reconcile(ctx, st, dirty, all)
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				return nil
+			case errors.Is(err, net.ErrClosed):
+				return err
+			default:
+				// Not applied (lost leadership, no quorum, a conflict):
+				// try the same services again on the next wake-up.
+				m.logger().Warn("swarm: reconcile", "err", err)
+				maps.Copy(state.dirty, dirty)
+				state.all = state.all || all
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(leadRestartDelay):
+				}
+			}
+			maps.Copy(state.retry, res.retry)
+			for _, id := range res.again {
+				state.dirty[id] = true
+			}
+			if len(state.dirty) > 0 || state.all {
+				continue // work left over from a bounded pass: go on at once
+			}
+		}
+		var retry <-chan time.Time
+		if next := state.due(time.Now()); !next.IsZero() {
+			retry = time.After(time.Until(next))
+		}
+		if len(state.dirty) > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events():
+			if !ok {
+				if errors.Is(w.Err(), raftstore.ErrResync) {
+					m.logger().Info("swarm: leader watch resyncs")
+					w = nil
+					continue
+				}
+				if ctx.Err() != nil {
+					return nil
+				}
+				return w.Err()
+			}
+			state.mark(ev)
+			for more := true; more; {
+				select {
+				case ev, ok := <-w.Events():
+					if !ok {
+						more = false
+						break
+					}
+					state.mark(ev)
+				default:
+					more = false
+				}
+			}
+		case <-tick.C:
+			if err := m.markSilentNodesDown(ctx, st); err != nil && ctx.Err() == nil {
+				m.logger().Warn("swarm: marking silent nodes down", "err", err)
+			}
+		case <-full.C:
+			state.all = true
+		case <-retry:
+		}
+	}
+	return nil
+}
+
+// markSilentNodesDown commits the nodes whose heartbeats stopped as down;
+// the node events that follow make the next pass replace their tasks.
+func (m *Manager) markSilentNodesDown(ctx context.Context, st *raftstore.Store) error {
+	var nodes []*api.Node
+	if err := st.View(func(tx *raftstore.ReadTx) (err error) {
+		nodes, err = list[*api.Node](tx.List(TableNodes))
+		return err
+	}); err != nil {
+		return err
+	}
+	down := m.disp.expired(nodes, time.Now())
+	if len(down) == 0 {
+		return nil
+	}
+	_, err := st.Batch(ctx, func(b *raftstore.Batch) error {
+		for _, n := range down {
+			m.logger().Warn("swarm: node down", "node", n.ID, "reason", n.Status.Message)
+			if err := b.Update(TableNodes, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// ensureCluster creates the cluster object on a new cluster's first
+// leader, with Docker's defaults.
+func (m *Manager) ensureCluster(ctx context.Context, st *raftstore.Store) error {
+	for {
+		var n int
+		if err := st.View(func(tx *raftstore.ReadTx) (err error) {
+			n, err = tx.Count(TableClusters)
+			return err
+		}); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		now := time.Now().UTC()
+		c := &api.Cluster{Meta: api.Meta{ID: newID(), CreatedAt: now, UpdatedAt: now}, Spec: DefaultClusterSpec()}
+		err := st.Update(ctx, func(tx *raftstore.Tx) error {
+			if n, err := tx.Count(TableClusters); err != nil || n > 0 {
+				return err
+			}
+			return tx.Create(TableClusters, c)
+		})
+		if err == nil || ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		m.logger().Warn("swarm: creating the cluster object", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(leadRestartDelay):
+		}
+	}
+}

@@ -1,0 +1,279 @@
+package swarm
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/scheduler"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// passResult is what a reconcile pass leaves for the next ones.
+type passResult struct {
+	// retry says when to look at a service again (a restart delay or an
+	// update step ends).
+	retry map[string]time.Time
+	// again lists services whose work the pass cut short (the bound on
+	// tasks per pass), or whose changes raced another write.
+	again []string
+}
+
+// reconcile is one pass of the leader: it brings the services in dirty
+// (every service when all is set) to their desired state, places pending
+// tasks, and commits the changes in one batch. Its cost follows what
+// changed: a task event reads that task's service and its tasks, not the
+// whole cluster. Only a pass that places tasks reads every task, to know
+// what each node already runs.
+func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[string]bool, all bool) (passResult, error) {
+	now := time.Now().UTC()
+	res := passResult{retry: map[string]time.Time{}}
+	var (
+		nodes    []*api.Node
+		services []*api.Service
+		gone     = map[string][]*api.Task{} // tasks of services removed
+		bySvc    = map[string][]*api.Task{}
+		cluster  = &api.Cluster{Spec: DefaultClusterSpec()}
+		usage    []*api.Task // every task, when the pass places some
+		p        plan
+		changed  []*api.Service
+		owner    = map[string]string{} // task ID -> service ID, for conflicts
+	)
+	err := st.View(func(tx *raftstore.ReadTx) error {
+		var err error
+		if nodes, err = list[*api.Node](tx.List(TableNodes)); err != nil {
+			return err
+		}
+		if cs, err := list[*api.Cluster](tx.List(TableClusters)); err != nil {
+			return err
+		} else if len(cs) > 0 {
+			cluster = cs[0]
+		}
+		var tasks []*api.Task
+		if all {
+			if services, err = list[*api.Service](tx.List(TableServices)); err != nil {
+				return err
+			}
+			if tasks, err = list[*api.Task](tx.List(TableTasks)); err != nil {
+				return err
+			}
+		} else {
+			for id := range dirty {
+				ts, err := list[*api.Task](tx.Find(TableTasks, IndexService, id))
+				if err != nil {
+					return err
+				}
+				tasks = append(tasks, ts...)
+				if o, err := tx.Get(TableServices, id); err == nil {
+					services = append(services, o.(*api.Service))
+				} else if len(ts) == 0 {
+					continue
+				}
+			}
+		}
+		known := map[string]bool{}
+		for _, s := range services {
+			known[s.ID] = true
+		}
+		for _, t := range tasks {
+			c := *t // store objects are read-only: work on copies
+			if known[t.ServiceID] {
+				bySvc[t.ServiceID] = append(bySvc[t.ServiceID], &c)
+			} else {
+				gone[t.ServiceID] = append(gone[t.ServiceID], &c)
+			}
+			owner[t.ID] = t.ServiceID
+		}
+		slices.SortFunc(services, func(a, b *api.Service) int { return cmpString(a.ID, b.ID) })
+
+		nodeByID := make(map[string]*api.Node, len(nodes))
+		for _, n := range nodes {
+			nodeByID[n.ID] = n
+		}
+		r := &reconciler{now: now, newID: newID, history: cluster.Spec.Orchestration.TaskHistoryRetentionLimit}
+		if all {
+			// Nodes changed (that is what full passes follow): stop tasks
+			// on nodes that no longer meet their constraints or resources.
+			enforce(nodes, bySvc, r, &p)
+		}
+		budget := m.maxTasksPerPass()
+		for _, svc := range services {
+			if budget <= 0 {
+				res.again = append(res.again, svc.ID)
+				continue
+			}
+			sp := r.reconcile(svc, bySvc[svc.ID], nodeByID)
+			if len(sp.create) > budget {
+				sp.create = sp.create[:budget]
+				res.again = append(res.again, svc.ID)
+			}
+			budget -= len(sp.create)
+			if sp.service != nil {
+				changed = append(changed, sp.service)
+			}
+			p.merge(&sp)
+			if !sp.retryAt.IsZero() {
+				res.retry[svc.ID] = sp.retryAt
+			}
+		}
+		// Tasks of removed services: shut down, then gone once ended.
+		for _, ts := range gone {
+			for _, t := range ts {
+				switch {
+				case ended(t) || t.NodeID == "":
+					p.remove = append(p.remove, t)
+				case t.DesiredState < api.TaskShutdown:
+					t.DesiredState = api.TaskShutdown
+					p.updated(t)
+				}
+			}
+		}
+		// Placement needs what every node already runs, so only a pass
+		// with pending tasks reads all of them.
+		if hasPending(bySvc, p.create) {
+			if all {
+				usage = tasks
+			} else if usage, err = list[*api.Task](tx.List(TableTasks)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	for _, t := range p.create {
+		owner[t.ID] = t.ServiceID
+	}
+	var assigned []*api.Task
+	if usage != nil {
+		sched := m.Scheduler
+		if sched == nil {
+			sched = scheduler.New(scheduler.Config{})
+		}
+		assigned = assign(sched, nodes, usage, byPending(bySvc, p.create), now)
+	}
+	return res, m.commit(ctx, st, now, &p, assigned, changed, owner, &res)
+}
+
+// commit writes a pass: creations first (with their placement when the
+// scheduler placed them in this pass), then updates, each object once.
+func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, assigned []*api.Task, services []*api.Service, owner map[string]string, res *passResult) error {
+	creating := make(map[*api.Task]bool, len(p.create))
+	for _, t := range p.create {
+		creating[t] = true
+	}
+	var updating []*api.Task
+	seen := map[*api.Task]bool{}
+	for _, t := range append(p.update, assigned...) {
+		if !creating[t] && !seen[t] {
+			seen[t] = true
+			updating = append(updating, t)
+		}
+	}
+	if len(p.create)+len(updating)+len(p.remove)+len(services) == 0 {
+		return nil
+	}
+	out, err := st.Batch(ctx, func(b *raftstore.Batch) error {
+		for _, svc := range services {
+			svc.UpdatedAt = now
+			if err := b.Update(TableServices, svc); err != nil {
+				return err
+			}
+			if svc.UpdateStatus != nil {
+				m.logger().Info("swarm: service update", "service", svc.Spec.Name, "state", svc.UpdateStatus.State, "message", svc.UpdateStatus.Message)
+			}
+		}
+		for _, t := range p.create {
+			if err := b.Create(TableTasks, t); err != nil {
+				return err
+			}
+		}
+		for _, t := range updating {
+			t.UpdatedAt = now
+			if err := b.Update(TableTasks, t); err != nil {
+				return err
+			}
+		}
+		for _, t := range p.remove {
+			if err := b.Delete(TableTasks, t.ID, t.Version); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	// A worker's report or a user's change raced this pass: its services
+	// get another look (the event of that change asks for it too).
+	for _, c := range out.Conflicts {
+		switch c.Table {
+		case TableServices:
+			res.again = append(res.again, c.ID)
+		case TableTasks:
+			if id, ok := owner[c.ID]; ok {
+				res.again = append(res.again, id)
+			}
+		}
+	}
+	if len(out.Conflicts) > 0 {
+		m.logger().Debug("swarm: reconcile conflicts", "count", len(out.Conflicts))
+	}
+	return err
+}
+
+func (p *plan) merge(o *plan) {
+	p.create = append(p.create, o.create...)
+	for _, t := range o.update {
+		p.updated(t)
+	}
+	p.remove = append(p.remove, o.remove...)
+}
+
+func pendingTask(t *api.Task) bool {
+	return t.Status.State == api.TaskPending && t.DesiredState <= api.TaskRunning
+}
+
+func hasPending(bySvc map[string][]*api.Task, created []*api.Task) bool {
+	if len(created) > 0 {
+		return true
+	}
+	for _, ts := range bySvc {
+		for _, t := range ts {
+			if pendingTask(t) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// byPending returns the pending tasks of the pass (the copies it may
+// change), in a stable order.
+func byPending(bySvc map[string][]*api.Task, created []*api.Task) []*api.Task {
+	var out []*api.Task
+	for _, ts := range bySvc {
+		for _, t := range ts {
+			if pendingTask(t) {
+				out = append(out, t)
+			}
+		}
+	}
+	out = append(out, created...)
+	slices.SortStableFunc(out, func(a, b *api.Task) int {
+		if c := cmpString(a.ServiceID, b.ServiceID); c != 0 {
+			return c
+		}
+		return cmpString(a.ID, b.ID)
+	})
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
