@@ -29,8 +29,26 @@ type ClusterSpec struct {
 // OrchestrationConfig tunes the orchestrators.
 type OrchestrationConfig struct {
 	// TaskHistoryRetentionLimit is how many ended tasks per slot are kept
-	// (default 5).
+	// (5 in a new cluster, as Docker).
 	TaskHistoryRetentionLimit int `json:"taskHistoryRetentionLimit"`
+	// MaxReplicas bounds a service's replicas, and a job's completions and
+	// concurrency; 0 means DefaultMaxReplicas.
+	MaxReplicas uint64 `json:"maxReplicas,omitempty"`
+}
+
+// DefaultMaxReplicas is the bound on a service's tasks when the cluster
+// sets none. Raise OrchestrationConfig.MaxReplicas for more.
+const DefaultMaxReplicas = 100_000
+
+// MaxReplicasLimit is the most OrchestrationConfig.MaxReplicas may allow.
+const MaxReplicasLimit = 10_000_000
+
+// ReplicasBound is the bound in force: MaxReplicas, or the default.
+func (o OrchestrationConfig) ReplicasBound() uint64 {
+	if o.MaxReplicas == 0 {
+		return DefaultMaxReplicas
+	}
+	return o.MaxReplicas
 }
 
 // RaftConfig tunes the managers' Raft.
@@ -74,8 +92,11 @@ type JoinTokens struct {
 func (s *ClusterSpec) Validate() error {
 	v := newValidator("spec")
 	v.labels("labels", s.Labels)
-	if s.Orchestration.TaskHistoryRetentionLimit < 0 {
-		v.add("orchestration.taskHistoryRetentionLimit", "must be >= 0")
+	if s.Orchestration.TaskHistoryRetentionLimit < 0 || s.Orchestration.TaskHistoryRetentionLimit > 1000 {
+		v.add("orchestration.taskHistoryRetentionLimit", "must be between 0 and 1000")
+	}
+	if s.Orchestration.MaxReplicas > MaxReplicasLimit {
+		v.addf("orchestration.maxReplicas", "must be at most %d", MaxReplicasLimit)
 	}
 	if s.Dispatcher.HeartbeatPeriod < 0 || (s.Dispatcher.HeartbeatPeriod > 0 && s.Dispatcher.HeartbeatPeriod < 100*time.Millisecond) {
 		v.add("dispatcher.heartbeatPeriod", "must be 0 (default) or >= 100ms")

@@ -90,6 +90,9 @@ type Task struct {
 	SpecVersion  uint64     `json:"specVersion,omitempty"`
 	DesiredState TaskState  `json:"desiredState"`
 	Status       TaskStatus `json:"status"`
+	// Endpoint is the service's endpoint when the task was made: its
+	// published ports (host-mode ones are taken on the task's node).
+	Endpoint *Endpoint `json:"endpoint,omitempty"`
 	// Networks are the task's attachments with their assigned addresses.
 	Networks []NetworkAttachment `json:"networks,omitempty"`
 	// AssignedGenericResources are the units the scheduler reserved.

@@ -104,12 +104,19 @@ func (v *validator) nonNegative(field string, d time.Duration) {
 	}
 }
 
-// Validate reports every problem of the spec.
-func (s *ServiceSpec) Validate() error {
+// Validate reports every problem of the spec, with DefaultMaxReplicas as
+// the bound on replicas and job completions.
+func (s *ServiceSpec) Validate() error { return s.ValidateWithin(DefaultMaxReplicas) }
+
+// ValidateWithin reports every problem of the spec, with maxReplicas (the
+// cluster's OrchestrationConfig.MaxReplicas) as the bound on replicas, job
+// completions and concurrency.
+func (s *ServiceSpec) ValidateWithin(maxReplicas uint64) error {
 	v := newValidator("spec")
 	v.name("name", s.Name, 63)
 	v.labels("labels", s.Labels)
 	s.Mode.validate(v)
+	s.Mode.bound(v, maxReplicas)
 	s.TaskTemplate.validate(v, "taskTemplate")
 	if s.UpdateConfig != nil {
 		s.UpdateConfig.validate(v, "updateConfig")
@@ -141,6 +148,23 @@ func (m *ServiceMode) validate(v *validator) {
 	}
 	if j := m.ReplicatedJob; j != nil && j.MaxConcurrent > j.TotalCompletions && j.TotalCompletions > 0 {
 		v.add("mode.replicatedJob.maxConcurrent", "must not exceed totalCompletions")
+	}
+}
+
+// bound refuses task counts over max: one spec must not make the leader
+// create millions of tasks.
+func (m *ServiceMode) bound(v *validator, max uint64) {
+	over := func(field string, n uint64) {
+		if n > max {
+			v.addf(field, "must be at most %d, got %d (the cluster's orchestration.maxReplicas; raise it to allow more)", max, n)
+		}
+	}
+	if r := m.Replicated; r != nil {
+		over("mode.replicated.replicas", r.Replicas)
+	}
+	if j := m.ReplicatedJob; j != nil {
+		over("mode.replicatedJob.totalCompletions", j.TotalCompletions)
+		over("mode.replicatedJob.maxConcurrent", j.MaxConcurrent)
 	}
 }
 
