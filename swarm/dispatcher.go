@@ -171,9 +171,10 @@ func assigned(t *api.Task) bool {
 	return t.Status.State >= api.TaskAssigned && (t.DesiredState <= api.TaskRunning || !ended(t))
 }
 
-// assignments streams a node's task set. The watch behind it survives a
-// resync (a snapshot restore, or a burst of changes larger than the
-// store's event buffer): it reads the set again and watches from there.
+// assignments streams a node's task set while this manager leads. The
+// watch behind it survives a resync (a snapshot restore, or a burst of
+// changes larger than the store's event buffer): it reads the set again
+// and watches from there.
 func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
 	if err := checkNodeID(nodeID); err != nil {
 		return nil, err
@@ -217,13 +218,35 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*
 			return w, set, err
 		}
 	}
+	// Only the leader hands out assignments, and only while it leads: a
+	// follower's state may lag, and one cut off from the others would keep
+	// feeding its workers a past that the cluster has left.
+	if !d.store.IsLeader() {
+		return nil, fmt.Errorf("%w: assignments come from the leader (%s)", ErrNotManagerLeader, d.store.Leader().ID)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	leaders, err := d.store.WatchLeader(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	go func() {
+		for li := range leaders {
+			if !li.Self {
+				cancel()
+				return
+			}
+		}
+	}()
 	w, set, err := watch()
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	out := make(chan []*api.Task, 1)
 	go func() {
 		defer close(out)
+		defer cancel()
 		defer func() {
 			if w != nil {
 				w.Stop()

@@ -76,6 +76,8 @@ type Manager struct {
 	// MaxTasksPerPass bounds the tasks one reconcile pass creates; 0 means
 	// DefaultMaxTasksPerPass.
 	MaxTasksPerPass int
+	// Raft tunes the Raft store; zero fields mean raftstore's defaults.
+	Raft RaftTuning
 	// Logger receives the manager's logs; nil discards.
 	Logger *slog.Logger
 
@@ -90,6 +92,18 @@ type Manager struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	ready   chan struct{}
+}
+
+// RaftTuning holds the Raft store's timing and sizes (see raftstore.Store
+// for each): elections, snapshots, and how many recent changes are kept
+// for watchers that fall behind.
+type RaftTuning struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
+	WatchBuffer        int
 }
 
 // Start opens the manager's data dir (or memory), joins the Raft cluster
@@ -243,14 +257,36 @@ func (m *Manager) open(ctx context.Context, keys []kekCandidate) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel, m.done = cancel, make(chan struct{})
 	go m.run(runCtx)
-	go func() {
-		select {
-		case <-st.Ready():
-			close(m.ready)
-		case <-runCtx.Done():
-		}
-	}()
+	go m.becomeReady(runCtx, st, m.ready)
 	return nil
+}
+
+// becomeReady closes ready once the store has caught up with a leader and
+// holds the cluster object (which a new cluster's first leader creates).
+func (m *Manager) becomeReady(ctx context.Context, st *raftstore.Store, ready chan struct{}) {
+	select {
+	case <-st.Ready():
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := 0
+		st.View(func(tx *raftstore.ReadTx) (err error) {
+			n, err = tx.Count(TableClusters)
+			return err
+		})
+		if n > 0 {
+			close(ready)
+			return
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // finishInterruptedSwitch settles a data dir whose data opened with the
@@ -280,8 +316,11 @@ func (m *Manager) startStore(ctx context.Context, kek []byte) (*raftstore.Store,
 	if len(boot) == 0 {
 		boot = []raftstore.Server{{ID: m.ID, Address: string(transport.LocalAddr()), Voter: true}}
 	}
+	t := m.Raft
 	st := &raftstore.Store{ID: m.ID, Dir: m.Dir, Schema: Schema(), Transport: transport, Logger: m.Logger,
-		Bootstrap: boot, KeyEncryptionKey: kek}
+		Bootstrap: boot, KeyEncryptionKey: kek,
+		HeartbeatTimeout: t.HeartbeatTimeout, ElectionTimeout: t.ElectionTimeout, LeaderLeaseTimeout: t.LeaderLeaseTimeout,
+		SnapshotThreshold: t.SnapshotThreshold, TrailingLogs: t.TrailingLogs, WatchBuffer: t.WatchBuffer}
 	if err := st.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -384,9 +423,9 @@ func (m *Manager) SetAutoLock(ctx context.Context, on bool) (string, error) {
 }
 
 // Ready is closed once the manager is part of a working cluster: a leader
-// is known and this manager has applied everything committed when it
-// learnt of it. Until then its reads may be stale. A locked manager is not
-// ready.
+// is known, this manager has applied everything committed when it learnt
+// of it, and the cluster object exists. Until then its reads may be
+// stale. A locked manager is not ready.
 func (m *Manager) Ready() <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()

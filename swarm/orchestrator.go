@@ -32,6 +32,14 @@ type plan struct {
 	updating map[*api.Task]bool
 }
 
+// retryAfter asks for another look at the service at t (the earliest such
+// time wins).
+func (p *plan) retryAfter(t time.Time) {
+	if p.retryAt.IsZero() || t.Before(p.retryAt) {
+		p.retryAt = t
+	}
+}
+
 // updated adds t to the plan's updates once.
 func (p *plan) updated(t *api.Task) {
 	if p.updating == nil {
@@ -318,29 +326,57 @@ func (r *reconciler) keepAs(svc *api.Service, ts []*api.Task, place func(*api.Ta
 		if cond == api.RestartNone || (cond == api.RestartOnFailure && current.Status.State == api.TaskComplete) {
 			return // the slot stays with its ended task
 		}
-		if maxAttempts > 0 {
-			restarts := uint64(0)
-			for _, t := range ts {
-				if t != current && (window == 0 || r.now.Sub(t.CreatedAt) <= window) {
-					restarts++
-				}
-			}
-			if restarts >= maxAttempts {
-				return
-			}
+		restarts := r.restarts(current, ts, window)
+		if maxAttempts > 0 && uint64(len(restarts)) >= maxAttempts {
+			return
 		}
 		if at := current.Status.Timestamp.Add(delay); r.now.Before(at) {
-			if p.retryAt.IsZero() || at.Before(p.retryAt) {
-				p.retryAt = at
-			}
+			p.retryAfter(at)
 			return
 		}
 		r.shutdown(current, "replaced", p)
+		t := r.newTask(svc)
+		place(t)
+		r.name(svc, t)
+		// The replacement carries the slot's restart history, so the
+		// restart policy still counts restarts whose tasks the history
+		// limit has reaped (MaxAttempts may exceed it).
+		if keep := min(max(maxAttempts, 1), maxRestartHistory); uint64(len(restarts)) >= keep {
+			restarts = restarts[uint64(len(restarts))-keep+1:]
+		}
+		t.Restarts = append(restarts, r.now)
+		p.create = append(p.create, t)
+		return
 	}
 	t := r.newTask(svc)
 	place(t)
 	r.name(svc, t)
 	p.create = append(p.create, t)
+}
+
+// maxRestartHistory bounds the restart times a task carries.
+const maxRestartHistory = 1000
+
+// restarts returns when the slot's tasks were restarted within window (0:
+// ever), oldest first: the times current carries, or, for tasks made
+// before they carried them, one per older task still kept.
+func (r *reconciler) restarts(current *api.Task, ts []*api.Task, window time.Duration) []time.Time {
+	var out []time.Time
+	for _, at := range current.Restarts {
+		if window == 0 || r.now.Sub(at) <= window {
+			out = append(out, at)
+		}
+	}
+	if len(current.Restarts) > 0 {
+		return out
+	}
+	for _, t := range ts {
+		if t != current && (window == 0 || r.now.Sub(t.CreatedAt) <= window) {
+			out = append(out, t.CreatedAt)
+		}
+	}
+	slices.SortFunc(out, time.Time.Compare)
+	return out
 }
 
 // name gives a task its name: SERVICE.SLOT.ID, or SERVICE.NODE.ID.

@@ -123,3 +123,61 @@ func TestTasksOnDownNodesAreOrphaned(t *testing.T) {
 		t.Fatalf("task on a gone node: %s/%s, created %d", live.Status.State, live.DesiredState, len(p.create))
 	}
 }
+
+// A rolling update waits for a new task with a health check to be healthy
+// before its next step, whatever the monitor period says.
+func TestUpdateStepWaitsForHealth(t *testing.T) {
+	svc := svcWith(nil, 2)
+	svc.Spec.TaskTemplate.Healthcheck = &api.HealthConfig{Test: []string{"CMD", "check"}}
+	svc.Spec.UpdateConfig = &api.UpdateConfig{Parallelism: 1}
+	svc.UpdateStatus = &api.UpdateStatus{State: api.UpdateUpdating, StartedAt: t0}
+	old := &api.Task{Meta: api.Meta{ID: "old2", CreatedAt: t0.Add(-time.Hour)}, ServiceID: "s", Slot: 2, NodeID: "n1",
+		Spec: api.TaskSpec{Image: "previous"}, SpecVersion: 6, DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning}}
+	for _, c := range []struct {
+		health  string
+		stepsOn bool
+	}{{"starting", false}, {"", false}, {"unhealthy", false}, {"healthy", true}} {
+		fresh := &api.Task{Meta: api.Meta{ID: "new1", CreatedAt: t0.Add(time.Second)}, ServiceID: "s", Slot: 1, NodeID: "n1",
+			Spec: svc.Spec.TaskTemplate, SpecVersion: 7, DesiredState: api.TaskRunning,
+			Status: api.TaskStatus{State: api.TaskRunning, Health: c.health, Timestamp: t0.Add(2 * time.Second)}}
+		o := *old
+		p := testReconciler(t0.Add(time.Hour)).reconcile(svc, []*api.Task{fresh, &o}, ready("n1"))
+		stopped := o.DesiredState == api.TaskShutdown
+		if stopped != c.stepsOn {
+			t.Fatalf("new task health %q: next slot stopped = %v, want %v", c.health, stopped, c.stepsOn)
+		}
+		if !c.stepsOn && !p.retryAt.IsZero() {
+			t.Fatalf("health %q: a retry at %v; only the task's next report can move the update", c.health, p.retryAt)
+		}
+	}
+}
+
+// A replacement carries the slot's restart times, so MaxAttempts holds
+// when the history limit has reaped the earlier tasks.
+func TestRestartsAreCarriedPastTheHistory(t *testing.T) {
+	zero := time.Duration(0)
+	rp := &api.RestartPolicy{Condition: api.RestartAny, Delay: &zero, MaxAttempts: 3}
+	r := testReconciler(t0)
+	r.history = 1
+	cur := endedTask("t", 1, api.TaskFailed, t0)
+	for i := range 3 {
+		p := r.reconcile(svcWith(rp, 1), []*api.Task{cur}, ready("n1"))
+		if len(p.create) != 1 {
+			t.Fatalf("restart %d not made", i+1)
+		}
+		next := p.create[0]
+		if len(next.Restarts) != i+1 {
+			t.Fatalf("restart %d carries %d times", i+1, len(next.Restarts))
+		}
+		next.Status = api.TaskStatus{State: api.TaskFailed, Timestamp: t0}
+		cur = next
+	}
+	if p := r.reconcile(svcWith(rp, 1), []*api.Task{cur}, ready("n1")); len(p.create) != 0 {
+		t.Fatal("a fourth restart with MaxAttempts 3 and only the last task left")
+	}
+	// Out of the window, restarts no longer count.
+	rp.Window = time.Minute
+	if p := testReconciler(t0.Add(time.Hour)).reconcile(svcWith(rp, 1), []*api.Task{cur}, ready("n1")); len(p.create) != 1 {
+		t.Fatal("restarts an hour old still counted against a 1-minute window")
+	}
+}

@@ -4,91 +4,27 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
-// update changes a service's image and update config (also used for
-// rollbacks).
-func (c *cluster) update(name, image string, cfg *api.UpdateConfig) {
-	c.t.Helper()
-	svc, err := c.m.Service(name)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	spec := svc.Spec
-	spec.TaskTemplate.Image, spec.UpdateConfig = image, cfg
-	if cfg != nil {
-		rb := *cfg
-		rb.FailureAction = api.ActionPause
-		spec.RollbackConfig = &rb
-	}
-	if _, err := c.m.UpdateService(context.Background(), svc.ID, svc.Version, spec); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// watchFloor samples the running tasks of a service until stop, and keeps
-// the fewest seen.
-func (c *cluster) watchFloor(serviceID string) (floor *atomic.Int64, stop func()) {
-	floor = &atomic.Int64{}
-	floor.Store(1 << 30)
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-			if n := int64(len(c.running(serviceID))); n < floor.Load() {
-				floor.Store(n)
-			}
-		}
-	}()
-	return floor, func() { close(done); <-finished }
-}
-
-func (c *cluster) images(serviceID string) map[string]int {
-	out := map[string]int{}
-	for _, t := range c.running(serviceID) {
-		out[t.Spec.Image]++
-	}
-	return out
-}
-
-func (c *cluster) updateState(name string) api.UpdateState {
-	svc, err := c.m.Service(name)
-	if err != nil || svc.UpdateStatus == nil {
-		return ""
-	}
-	return svc.UpdateStatus.State
-}
-
 func TestRollingUpdateStopFirst(t *testing.T) {
 	c := newCluster(t, 3)
-	svc, err := c.m.CreateService(context.Background(), service("web", api.Replicated(4)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.eventually("4 running", func() bool { return len(c.running(svc.ID)) == 4 })
-	floor, stop := c.watchFloor(svc.ID)
-	c.update("web", "example/web:2", &api.UpdateConfig{Parallelism: 2, Monitor: 100 * time.Millisecond})
-	c.eventually("all on the new image", func() bool { return c.images(svc.ID)["example/web:2"] == 4 })
-	c.eventually("update completed", func() bool { return c.updateState("web") == api.UpdateCompleted })
-	stop()
-	if f := floor.Load(); f < 2 {
+	svc := create(t, c, service("web", api.Replicated(4)))
+	c.WaitFor("4 running", func() bool { return len(c.Running(svc.ID)) == 4 })
+	stop := watchFloor(c, c.Leader(), svc.ID)
+	update(t, c, "web", "example/web:2", &api.UpdateConfig{Parallelism: 2, Monitor: 100 * time.Millisecond})
+	c.WaitFor("all on the new image", func() bool { return images(c, svc.ID)["example/web:2"] == 4 })
+	c.WaitFor("update completed", func() bool { return updateState(c, "web") == api.UpdateCompleted })
+	if f := stop(); f < 2 {
 		t.Fatalf("%d tasks running at one point; parallelism 2 of 4 keeps at least 2", f)
 	}
 	// Stop first: in every slot the new task came after the old one
 	// stopped; and the new tasks came in steps of at most 2, a monitor
 	// period apart.
-	ts, _ := c.m.Tasks(svc.ID)
+	ts := c.Tasks(svc.ID)
 	var created []time.Time
 	for _, nt := range ts {
 		if nt.Spec.Image != "example/web:2" {
@@ -109,76 +45,71 @@ func TestRollingUpdateStopFirst(t *testing.T) {
 
 func TestRollingUpdateStartFirstKeepsEveryReplica(t *testing.T) {
 	c := newCluster(t, 2)
-	svc, err := c.m.CreateService(context.Background(), service("api", api.Replicated(2)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.eventually("2 running", func() bool { return len(c.running(svc.ID)) == 2 })
-	floor, stop := c.watchFloor(svc.ID)
-	c.update("api", "example/api:2", &api.UpdateConfig{Parallelism: 1, Order: api.StartFirst, Monitor: 50 * time.Millisecond})
-	c.eventually("both on the new image", func() bool { return c.images(svc.ID)["example/api:2"] == 2 })
-	c.eventually("update completed", func() bool { return c.updateState("api") == api.UpdateCompleted })
-	stop()
-	if f := floor.Load(); f < 2 {
+	svc := create(t, c, service("api", api.Replicated(2)))
+	c.WaitFor("2 running", func() bool { return len(c.Running(svc.ID)) == 2 })
+	stop := watchFloor(c, c.Leader(), svc.ID)
+	update(t, c, "api", "example/api:2", &api.UpdateConfig{Parallelism: 1, Order: api.StartFirst, Monitor: 50 * time.Millisecond})
+	c.WaitFor("both on the new image", func() bool { return images(c, svc.ID)["example/api:2"] == 2 })
+	c.WaitFor("update completed", func() bool { return updateState(c, "api") == api.UpdateCompleted })
+	if f := stop(); f < 2 {
 		t.Fatalf("start-first let the service drop to %d running", f)
 	}
 }
 
 func TestFailedUpdateRollsBackOrPauses(t *testing.T) {
 	c := newCluster(t, 3)
-	ctx := context.Background()
-	for _, name := range []string{"rb", "ps"} {
-		if _, err := c.m.CreateService(ctx, service(name, api.Replicated(3))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rb, _ := c.m.Service("rb")
-	ps, _ := c.m.Service("ps")
-	c.eventually("both running", func() bool { return len(c.running(rb.ID)) == 3 && len(c.running(ps.ID)) == 3 })
-	c.update("rb", badImage, &api.UpdateConfig{Parallelism: 1, Monitor: 100 * time.Millisecond, FailureAction: api.ActionRollback})
-	c.update("ps", badImage, &api.UpdateConfig{Parallelism: 1, Monitor: 100 * time.Millisecond})
-	start := time.Now()
-	c.eventually("rollback completed", func() bool { return c.updateState("rb") == api.UpdateRollbackCompleted })
-	t.Logf("failed update rolled back in %v", time.Since(start))
-	c.eventually("the old image everywhere", func() bool { return c.images(rb.ID)["example/web:1"] == 3 })
-	got, _ := c.m.Service("rb")
-	if got.Spec.TaskTemplate.Image != "example/web:1" {
+	rb := create(t, c, service("rb", api.Replicated(3)))
+	ps := create(t, c, service("ps", api.Replicated(3)))
+	c.WaitFor("both running", func() bool { return len(c.Running(rb.ID)) == 3 && len(c.Running(ps.ID)) == 3 })
+	update(t, c, "rb", badImage, &api.UpdateConfig{Parallelism: 1, Monitor: 100 * time.Millisecond, FailureAction: api.ActionRollback})
+	update(t, c, "ps", badImage, &api.UpdateConfig{Parallelism: 1, Monitor: 100 * time.Millisecond})
+	took := c.WaitFor("rollback completed", func() bool { return updateState(c, "rb") == api.UpdateRollbackCompleted })
+	t.Logf("failed update rolled back in %v", took)
+	c.WaitFor("the old image everywhere", func() bool { return images(c, rb.ID)["example/web:1"] == 3 })
+	if got, _ := c.Leader().Service("rb"); got.Spec.TaskTemplate.Image != "example/web:1" {
 		t.Fatalf("spec after rollback: %s", got.Spec.TaskTemplate.Image)
 	}
-	c.eventually("update paused", func() bool { return c.updateState("ps") == api.UpdatePaused })
-	t.Logf("failed update paused after %v", time.Since(start))
-	// Paused: most tasks still run the old image; nothing more is replaced.
-	time.Sleep(300 * time.Millisecond)
-	if old := c.images(ps.ID)["example/web:1"]; old < 2 {
-		ts, _ := c.m.Tasks(ps.ID)
-		for _, tk := range ts {
-			t.Logf("slot %d %s desired %s state %s created %v %s", tk.Slot, tk.Spec.Image, tk.DesiredState, tk.Status.State, tk.CreatedAt.Format("05.000"), tk.Status.Message)
-		}
-		svc, _ := c.m.Service("ps")
-		t.Logf("status %+v", svc.UpdateStatus)
-		t.Fatalf("paused update kept only %d old tasks running", old)
+	c.WaitFor("update paused", func() bool { return updateState(c, "ps") == api.UpdatePaused })
+	// Paused after the first slot failed: the leader replaces nothing
+	// more, so once it has settled the other two slots still run the old
+	// image (the failing slot keeps retrying the new one).
+	settle(t, c)
+	if old := images(c, ps.ID)["example/web:1"]; old != 2 {
+		t.Fatalf("paused update kept %d old tasks running, want 2:\n%s", old, c.Dump())
 	}
+	for _, tk := range c.Tasks(ps.ID) {
+		if tk.Spec.Image == "example/web:1" && tk.DesiredState != api.TaskRunning && tk.Slot != failingSlot(c, ps.ID) {
+			t.Fatalf("paused update stopped slot %d's old task:\n%s", tk.Slot, c.Dump())
+		}
+	}
+}
+
+// failingSlot is the slot whose task runs (or tried) the new image.
+func failingSlot(c interface{ Tasks(string) []*api.Task }, serviceID string) uint64 {
+	for _, tk := range c.Tasks(serviceID) {
+		if tk.Spec.Image == badImage {
+			return tk.Slot
+		}
+	}
+	return 0
 }
 
 func TestManualRollback(t *testing.T) {
 	c := newCluster(t, 2)
 	ctx := context.Background()
-	svc, err := c.m.CreateService(ctx, service("rb", api.Replicated(2)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.m.RollbackService(ctx, svc.ID); !errors.Is(err, api.ErrInvalidSpec) {
+	svc := create(t, c, service("rb", api.Replicated(2)))
+	if _, err := c.Leader().RollbackService(ctx, svc.ID); !errors.Is(err, api.ErrInvalidSpec) {
 		t.Fatalf("rollback of a service never updated: %v", err)
 	}
-	c.eventually("2 running", func() bool { return len(c.running(svc.ID)) == 2 })
-	c.update("rb", "example/web:2", &api.UpdateConfig{Parallelism: 2, Monitor: 50 * time.Millisecond})
-	c.eventually("updated", func() bool {
-		return c.updateState("rb") == api.UpdateCompleted && c.images(svc.ID)["example/web:2"] == 2
+	c.WaitFor("2 running", func() bool { return len(c.Running(svc.ID)) == 2 })
+	update(t, c, "rb", "example/web:2", &api.UpdateConfig{Parallelism: 2, Monitor: 50 * time.Millisecond})
+	c.WaitFor("updated", func() bool {
+		return updateState(c, "rb") == api.UpdateCompleted && images(c, svc.ID)["example/web:2"] == 2
 	})
-	if _, err := c.m.RollbackService(ctx, svc.ID); err != nil {
+	if _, err := c.Leader().RollbackService(ctx, svc.ID); err != nil {
 		t.Fatal(err)
 	}
-	c.eventually("rolled back", func() bool {
-		return c.updateState("rb") == api.UpdateRollbackCompleted && c.images(svc.ID)["example/web:1"] == 2
+	c.WaitFor("rolled back", func() bool {
+		return updateState(c, "rb") == api.UpdateRollbackCompleted && images(c, svc.ID)["example/web:1"] == 2
 	})
 }

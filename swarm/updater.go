@@ -45,6 +45,16 @@ func proven(t *api.Task, now time.Time, monitor time.Duration) bool {
 	return now.Sub(t.Status.Timestamp) >= monitor
 }
 
+// provenAt is when a running (and, with a health check, healthy) task
+// will have been so for the monitor period; false while it is not there
+// yet, which only an event about the task can change.
+func provenAt(t *api.Task, monitor time.Duration) (time.Time, bool) {
+	if t.Status.State != api.TaskRunning || (hasHealthcheck(t) && t.Status.Health != agent.HealthHealthy) {
+		return time.Time{}, false
+	}
+	return t.Status.Timestamp.Add(monitor), true
+}
+
 func hasHealthcheck(t *api.Task) bool {
 	h := t.Spec.Healthcheck
 	return h != nil && len(h.Test) > 0 && h.Test[0] != "NONE"
@@ -122,6 +132,9 @@ func (r *reconciler) rollingUpdate(svc *api.Service, slots []slot, p *plan) {
 			dirty = append(dirty, s)
 		case sameSpec(cur, svc) && !cur.CreatedAt.Before(st.StartedAt) && !proven(cur, r.now, cfg.Monitor):
 			inFlight++ // a new task not yet proven
+			if at, ok := provenAt(cur, cfg.Monitor); ok {
+				p.retryAfter(at) // its monitor period ends then (other waits end with an event)
+			}
 		}
 	}
 	if failed > 0 && float64(failed) > cfg.MaxFailureRatio*float64(len(slots)) && cfg.FailureAction != api.ActionContinue {
@@ -152,8 +165,6 @@ func (r *reconciler) rollingUpdate(svc *api.Service, slots []slot, p *plan) {
 			}
 			c.UpdateStatus = &api.UpdateStatus{State: done, StartedAt: st.StartedAt, CompletedAt: r.now, Message: msg}
 			p.service = &c
-		} else if p.retryAt.IsZero() || r.now.Add(cfg.Monitor).Before(p.retryAt) {
-			p.retryAt = r.now.Add(cfg.Monitor) // look again when the monitor ends
 		}
 		return
 	}
@@ -162,15 +173,10 @@ func (r *reconciler) rollingUpdate(svc *api.Service, slots []slot, p *plan) {
 		budget = int(cfg.Parallelism) - inFlight
 	}
 	if budget <= 0 {
-		if p.retryAt.IsZero() || r.now.Add(cfg.Monitor).Before(p.retryAt) {
-			p.retryAt = r.now.Add(cfg.Monitor)
-		}
-		return
+		return // the tasks in flight will tell (an event, or their monitor retry)
 	}
 	if next := lastStep.Add(cfg.Delay); !lastStep.IsZero() && r.now.Before(next) {
-		if p.retryAt.IsZero() || next.Before(p.retryAt) {
-			p.retryAt = next
-		}
+		p.retryAfter(next)
 		return
 	}
 	for _, s := range dirty[:min(budget, len(dirty))] {

@@ -99,6 +99,10 @@ type Task struct {
 	AssignedGenericResources []GenericResource `json:"assignedGenericResources,omitempty"`
 	// JobIteration counts runs of a job service.
 	JobIteration uint64 `json:"jobIteration,omitempty"`
+	// Restarts are the times the task's slot was restarted (its task
+	// replaced after it ended), the latest few, for the restart policy's
+	// MaxAttempts within Window.
+	Restarts []time.Time `json:"restarts,omitempty"`
 }
 
 // TaskStatus is the last reported state of a task.

@@ -1,0 +1,69 @@
+package swarmtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/swarm"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// link is a worker's way to one manager: it reaches whichever Manager
+// runs under that ID now, and fails as a dead connection would while none
+// does.
+type link struct {
+	mu sync.Mutex
+	m  *swarm.Manager
+}
+
+var _ swarm.Dispatcher = (*link)(nil)
+
+func (l *link) set(m *swarm.Manager) {
+	l.mu.Lock()
+	l.m = m
+	l.mu.Unlock()
+}
+
+func (l *link) get() (*swarm.Manager, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		return nil, fmt.Errorf("swarmtest: manager down: %w", net.ErrClosed)
+	}
+	return l.m, nil
+}
+
+func (l *link) Register(ctx context.Context, nodeID string, desc api.NodeDescription) error {
+	m, err := l.get()
+	if err != nil {
+		return err
+	}
+	return m.Register(ctx, nodeID, desc)
+}
+
+func (l *link) Heartbeat(ctx context.Context, nodeID string) error {
+	m, err := l.get()
+	if err != nil {
+		return err
+	}
+	return m.Heartbeat(ctx, nodeID)
+}
+
+func (l *link) Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
+	m, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return m.Assignments(ctx, nodeID)
+}
+
+func (l *link) UpdateStatus(ctx context.Context, nodeID string, updates []agent.StatusUpdate) error {
+	m, err := l.get()
+	if err != nil {
+		return err
+	}
+	return m.UpdateStatus(ctx, nodeID, updates)
+}
