@@ -32,7 +32,9 @@ const (
 
 // ParseConstraint parses KEY==VALUE or KEY!=VALUE, where KEY is node.id,
 // node.hostname, node.role, node.platform.os, node.platform.arch,
-// node.labels.NAME or engine.labels.NAME.
+// node.labels.NAME or engine.labels.NAME. It is Shoal's one constraint
+// grammar: the API validates specs with it (api.CheckConstraint). Keys are
+// matched without regard to case, as are values; label names keep theirs.
 func ParseConstraint(s string) (Constraint, error) {
 	eq := strings.Index(s, "==")
 	ne := strings.Index(s, "!=")
@@ -74,6 +76,9 @@ func ParseConstraint(s string) (Constraint, error) {
 		c.kind, c.label = keyEngineLabel, c.Key[len("engine.labels."):]
 	default:
 		return c, fmt.Errorf("%w %q: unknown key %q (node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME, engine.labels.NAME)", ErrBadConstraint, s, c.Key)
+	}
+	if c.label != "" && strings.ContainsAny(c.label, " \t\n=!") {
+		return c, fmt.Errorf("%w %q: label name %q must not contain spaces, '=' or '!'", ErrBadConstraint, s, c.label)
 	}
 	return c, nil
 }

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/shoalproject/shoal/scheduler"
 )
 
 // ErrInvalidSpec is wrapped by every *ValidationError.
@@ -390,36 +392,14 @@ func validateResources(v *validator, f string, r *Resources) {
 	}
 }
 
-// constraintKeyRE matches the keys a constraint may test.
-var constraintKeyRE = regexp.MustCompile(`^(node\.(id|hostname|role|platform\.os|platform\.arch)|(node|engine)\.labels\.[^\s=!]+)$`)
-
 // CheckConstraint reports whether a placement constraint is well formed:
 // KEY==VALUE or KEY!=VALUE with KEY one of node.id, node.hostname,
 // node.role, node.platform.os, node.platform.arch, node.labels.NAME,
-// engine.labels.NAME.
+// engine.labels.NAME. It is the scheduler's grammar (one parser, so a spec
+// the API accepts is one the scheduler understands).
 func CheckConstraint(c string) error {
-	op := "=="
-	i := strings.Index(c, "==")
-	if j := strings.Index(c, "!="); j >= 0 && (i < 0 || j < i) {
-		i, op = j, "!="
-	}
-	if i < 0 {
-		return fmt.Errorf("constraint %q has no operator; write KEY==VALUE or KEY!=VALUE", c)
-	}
-	k, val := strings.TrimSpace(c[:i]), strings.TrimSpace(c[i+len(op):])
-	if !constraintKeyRE.MatchString(k) {
-		return fmt.Errorf("constraint %q: key %q must be node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME or engine.labels.NAME", c, k)
-	}
-	if val == "" {
-		return fmt.Errorf("constraint %q has no value", c)
-	}
-	if strings.Contains(val, "==") || strings.Contains(val, "!=") {
-		return fmt.Errorf("constraint %q has more than one operator", c)
-	}
-	if k == "node.role" && val != "manager" && val != "worker" {
-		return fmt.Errorf("constraint %q: node.role is manager or worker", c)
-	}
-	return nil
+	_, err := scheduler.ParseConstraint(c)
+	return err
 }
 
 // Validate reports every problem of the spec.
