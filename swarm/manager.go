@@ -70,8 +70,9 @@ type Manager struct {
 	// keep, and after a restart waits, locked, for Unlock. It is read when
 	// Dir holds no state; later, SetAutoLock changes it. Needs Dir.
 	AutoLock bool
-	// UnlockWith unlocks a manager with autolock at Start; empty leaves it
-	// locked until Unlock.
+	// UnlockWith unlocks a manager with autolock at Start (a wrong key
+	// makes Start fail with ErrBadUnlockKey); empty leaves it locked until
+	// Unlock.
 	UnlockWith string
 	// MaxTasksPerPass bounds the tasks one reconcile pass creates; 0 means
 	// DefaultMaxTasksPerPass.
