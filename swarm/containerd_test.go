@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/shoalproject/shoal/agent/containerd"
 	"github.com/shoalproject/shoal/internal/containerdtest"
@@ -14,37 +15,44 @@ import (
 	"github.com/shoalproject/shoal/swarm/swarmtest"
 )
 
-// containerdNode is a worker's executor on the test's private containerd:
-// each node has its own namespace and state dir, as separate hosts would.
-type containerdNode struct {
-	addr, ns, stateDir, imageDir string
+// ctrdEnv is the test's private containerd and images. Each node has its
+// own namespace and state dir, as separate hosts would.
+type ctrdEnv struct {
+	addr, imageDir string
+	states         map[string]string
 }
 
-func (n containerdNode) connect(t *testing.T) *containerd.Executor {
+// executor connects a node's executor (the same state dir every time, as
+// a restarted agent on that node would find it).
+func (e *ctrdEnv) executor(t *testing.T, node string) *containerd.Executor {
 	t.Helper()
-	e := &containerd.Executor{Address: n.addr, Namespace: n.ns, StateDir: n.stateDir, ImageDir: n.imageDir}
-	if err := e.Connect(context.Background()); err != nil {
+	x := &containerd.Executor{Address: e.addr, Namespace: node, StateDir: e.state(t, node), ImageDir: e.imageDir}
+	if err := x.Connect(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Close() })
-	return e
+	t.Cleanup(func() { x.Close() })
+	return x
 }
 
-func containerdCluster(t *testing.T, nodes ...string) (*swarmtest.Cluster, map[string]containerdNode) {
+func (e *ctrdEnv) state(t *testing.T, node string) string {
+	if e.states[node] == "" {
+		e.states[node] = t.TempDir()
+	}
+	return e.states[node]
+}
+
+func containerdCluster(t *testing.T, nodes ...string) (*swarmtest.Cluster, *ctrdEnv) {
 	t.Helper()
 	d := containerdtest.Start(t) // skips without root or containerd
-	imageDir := t.TempDir()
-	if _, err := testimages.Build(context.Background(), imageDir); err != nil {
+	env := &ctrdEnv{addr: d.Address, imageDir: t.TempDir(), states: map[string]string{}}
+	if _, err := testimages.Build(context.Background(), env.imageDir); err != nil {
 		t.Fatal(err)
 	}
-	c := newCluster(t, 0)
-	out := map[string]containerdNode{}
+	c := swarmtest.New(t, swarmtest.Options{HeartbeatPeriod: time.Second})
 	for _, id := range nodes {
-		n := containerdNode{addr: d.Address, ns: id, stateDir: t.TempDir(), imageDir: imageDir}
-		out[id] = n
-		c.AddWorkerOn(id, n.connect(t))
+		c.AddWorkerOn(id, env.executor(t, id))
 	}
-	return c, out
+	return c, env
 }
 
 func pidOf(t *testing.T, c *swarmtest.Cluster, tk *api.Task) int {
@@ -107,7 +115,7 @@ func TestServiceOnContainerd(t *testing.T) {
 // assigned (here: one killed and replaced while the worker was away) is
 // cleaned up.
 func TestRestartedWorkerAdoptsContainers(t *testing.T) {
-	c, nodes := containerdCluster(t, "node0")
+	c, env := containerdCluster(t, "node0")
 	ctx := context.Background()
 	svc := create(t, c, sleeper("keep", 2))
 	c.WaitFor("2 containers running", func() bool { return len(c.Running(svc.ID)) == 2 })
@@ -125,7 +133,7 @@ func TestRestartedWorkerAdoptsContainers(t *testing.T) {
 	}
 	// A new agent on the same node, with the same containerd namespace and
 	// state dir.
-	c.AddWorkerOn("node0", nodes["node0"].connect(t))
+	c.AddWorkerOn("node0", env.executor(t, "node0"))
 	settle(t, c)
 	running := c.Running(svc.ID)
 	if len(running) != 2 {
