@@ -9,9 +9,9 @@
 //	swarm/api   the object model: nodes, services, tasks, networks, secrets, configs, cluster
 //	raftstore   replicated, transactional, watchable store (hashicorp/raft + bbolt)
 //	scheduler   placement engine: filters, spread/binpack/random, preferences
-//	netmesh     overlay networks, DNS, routing mesh (planned)
+//	netmesh     IPAM, VXLAN and encrypted overlays, gateway network, gossip, DNS, routing mesh
 //	agent       task execution: runner with health checks, containerd and fake executors
-//	swarm       Manager, Worker, Node and Client (planned)
+//	swarm       Manager and Worker (Node and Client come with the network API)
 //
 // Each engine stands alone: raftstore, scheduler and netmesh import nothing
 // else of Shoal. See docs/ARCHITECTURE.md.

@@ -1,33 +1,39 @@
-// Package swarm composes Shoal's engines into a cluster: the Manager keeps
-// the desired state in Raft (raftstore) and drives it, and Workers run what
-// it assigns on an agent.Executor.
+// Package swarm composes Shoal's engines into a cluster: Managers keep the
+// desired state in Raft (raftstore) and drive it; Workers run what the
+// managers assign on an agent.Executor and report back.
 //
-// Built so far, with workers in the same process as the managers
-// (Dispatcher is a Go interface the Manager implements; Failover spreads a
-// worker over several managers):
-//   - one or more managers in one Raft cluster; only the leader reconciles
-//     and takes writes, and a new leader carries on with the same tasks;
-//   - replicated and global services, and replicated and global jobs (run
-//     to completion, MaxConcurrent at a time), with replicas in slots, replacements
-//     by restart policy (condition, delay, attempts in a window) and a
-//     history of 5 ended tasks per slot;
-//   - placement of pending tasks by the scheduler, a service at a time, with
-//     a reason a person can act on for tasks that cannot be placed;
-//   - node heartbeats: a node silent for three periods is down, and its
-//     tasks are replaced elsewhere;
-//   - drain and pause;
-//   - rolling updates (parallelism, delay, monitor, stop-first or
-//     start-first, a failure ratio that pauses or rolls back) and manual
-//     rollback.
+// The types:
+//   - Manager: one manager node. Its control API (CreateService,
+//     UpdateService, RollbackService, RemoveService, UpdateNode,
+//     SetNodeAvailability, RemoveNode, UpdateCluster, and the reads) takes
+//     writes on the leader; its dispatcher (Register, Heartbeat,
+//     Assignments, UpdateStatus) serves workers; on the leader, the
+//     orchestrators (replicated and global services and jobs, restart
+//     policy, rolling updates gated on health, the constraint enforcer,
+//     task history) and the scheduler turn every change into tasks.
+//   - Worker: one worker node's agent. It keeps every status report until
+//     a manager takes it, and a restarted worker adopts the containers
+//     that still run (agent.Adopter).
+//   - Dispatcher: what a worker needs of the managers. *Manager implements
+//     it in-process, RemoteDispatcher over HTTP/2 with mutual TLS (a node is
+//     its certificate's common name), Failover over several managers.
+//   - swarmtest (a subpackage): an in-process cluster for tests, with
+//     restarts from disk and partitions.
 //
-// Still to come: the network dispatcher and control API with mutual TLS,
-// CA and join tokens, adding and removing managers at run time, networks,
-// secrets and configs.
+// Managers keep their identity and data in Dir, sealed at rest; with
+// AutoLock the key stays with the operator and a restarted manager waits
+// for Unlock. Lifecycles follow the usual shape: Start (idempotent), Ready,
+// Shutdown (a leader hands leadership over first), Close.
 //
-//	m := &swarm.Manager{}
-//	m.Start(ctx)
+// Still to come: the CA and join tokens, the management port multiplexing
+// Raft and the APIs, the Go Client and Node, networks, secrets and configs
+// in the cluster.
+//
+//	m := &swarm.Manager{Dir: "/var/lib/shoal/manager"}
+//	if err := m.Start(ctx); err != nil { ... }
+//	<-m.Ready()
 //	w := &swarm.Worker{NodeID: "node1", Executor: executor, Dispatcher: m}
-//	w.Start(ctx)
+//	if err := w.Start(ctx); err != nil { ... }
 //	svc, err := m.CreateService(ctx, api.ServiceSpec{Annotations: api.Annotations{Name: "web"},
 //		Mode: api.Replicated(3), TaskTemplate: api.TaskSpec{Image: "example/web:1"}})
 package swarm
