@@ -234,7 +234,10 @@ func (s *Store) Start(ctx context.Context) (err error) {
 			}
 			cfg.Servers = append(cfg.Servers, raft.Server{ID: raft.ServerID(srv.ID), Address: raft.ServerAddress(srv.Address), Suffrage: suffrage})
 		}
-		if err := r.BootstrapCluster(cfg).Error(); err != nil {
+		// The other members of a new cluster may already run and reach this
+		// one between NewRaft and here: then it has their log (or term) and
+		// no longer needs bootstrapping; raft refuses it as not new.
+		if err := r.BootstrapCluster(cfg).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return fmt.Errorf("raftstore: bootstrap: %w", err)
 		}
 	}

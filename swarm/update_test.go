@@ -38,8 +38,13 @@ func TestRollingUpdateStopFirst(t *testing.T) {
 		}
 	}
 	slices.SortFunc(created, time.Time.Compare)
-	if len(created) != 4 || created[2].Sub(created[1]) < 100*time.Millisecond {
-		t.Fatalf("new tasks created at %v: want two steps of 2, 100 ms apart", created)
+	if len(created) != 4 {
+		t.Fatalf("%d tasks of the new spec, want 4:\n%s", len(created), c.Dump())
+	}
+	// The second step starts once a task of the first has run for the
+	// monitor period: after the first new task, at least 100 ms later.
+	if created[2].Sub(created[0]) < 100*time.Millisecond {
+		t.Fatalf("new tasks created at %v: want two steps of 2, the second 100 ms after the first began", created)
 	}
 }
 

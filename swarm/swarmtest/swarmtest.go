@@ -35,8 +35,9 @@ import (
 )
 
 // DefaultHeartbeatPeriod is the kit's heartbeat: fast, so tests of node
-// loss take a fraction of a second.
-const DefaultHeartbeatPeriod = 50 * time.Millisecond
+// loss take a second or less, yet slow enough that a loaded CI machine
+// (tests under -race, in parallel) does not miss three in a row.
+const DefaultHeartbeatPeriod = 200 * time.Millisecond
 
 // Options shape a test cluster. The zero value is one manager in memory
 // and no workers.
