@@ -203,6 +203,24 @@ func (m *Manager) Tasks(serviceID string) ([]*api.Task, error) {
 	return out, err
 }
 
+// Task returns a task by ID.
+func (m *Manager) Task(id string) (*api.Task, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Task
+	err = st.View(func(tx *raftstore.ReadTx) error {
+		o, err := tx.Get(TableTasks, id)
+		if err != nil {
+			return notFound("task", id)
+		}
+		out = o.(*api.Task)
+		return nil
+	})
+	return out, err
+}
+
 // Nodes lists the nodes.
 func (m *Manager) Nodes() ([]*api.Node, error) {
 	return listAll[*api.Node](m, TableNodes)

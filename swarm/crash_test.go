@@ -43,8 +43,8 @@ func runChildWorker() error {
 	if err := e.Connect(ctx); err != nil {
 		return err
 	}
-	w := &swarm.Worker{NodeID: env("NODE"), Executor: e, Dispatcher: &swarm.RemoteDispatcher{Addr: env("MANAGER"), TLS: conf},
-		HeartbeatPeriod: time.Second, Description: api.NodeDescription{Hostname: env("NODE"),
+	w := &swarm.Worker{NodeID: env("NODE"), Executor: e, Dispatcher: &swarm.RemoteDispatcher{Addrs: []string{env("MANAGER")}, TLS: conf},
+		Description: api.NodeDescription{Hostname: env("NODE"),
 			Resources: api.Resources{NanoCPUs: 2e9, MemoryBytes: 4 << 30}}}
 	if err := w.Start(ctx); err != nil {
 		return err
@@ -103,7 +103,7 @@ func TestKilledWorkerProcessAdoptsContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := c.Leader()
-	srv := httptest.NewUnstartedServer(m.DispatcherHandler())
+	srv := httptest.NewUnstartedServer(m.Handler(nil))
 	if srv.TLS, err = ca.Config("manager"); err != nil {
 		t.Fatal(err)
 	}

@@ -15,12 +15,15 @@ import (
 )
 
 // Dispatcher is what a worker needs of the managers. *Manager implements
-// it in-process; Failover spreads a worker over several managers.
+// it in-process, RemoteDispatcher across the network; Failover spreads a
+// worker over several.
 type Dispatcher interface {
-	// Register records the node (new or back) as ready.
-	Register(ctx context.Context, nodeID string, desc api.NodeDescription) error
-	// Heartbeat tells the leader the node is alive.
-	Heartbeat(ctx context.Context, nodeID string) error
+	// Register records the node (new or back) as ready, and starts a
+	// session: the managers say how often to heartbeat, and where they are.
+	Register(ctx context.Context, nodeID string, desc api.NodeDescription) (Session, error)
+	// Heartbeat tells the leader the node is alive; it answers the period
+	// to keep, which grows with the cluster.
+	Heartbeat(ctx context.Context, nodeID string) (time.Duration, error)
 	// Assignments streams the node's tasks: each value is the whole set,
 	// sent at first and after every change to it. The channel closes when
 	// ctx ends or the manager goes away; call again.
@@ -32,6 +35,22 @@ type Dispatcher interface {
 }
 
 var _ Dispatcher = (*Manager)(nil)
+
+// Session is what a node learns when it registers.
+type Session struct {
+	// HeartbeatPeriod is how often the node must heartbeat: the managers
+	// decide it (it grows with the number of nodes), so a worker needs no
+	// setting of its own.
+	HeartbeatPeriod time.Duration `json:"heartbeatPeriod"`
+	// Managers are the managers' management addresses, for failing over.
+	Managers []string `json:"managers,omitempty"`
+}
+
+// DefaultHeartbeatsPerSecond is how many heartbeats a second the leader
+// takes at most: with more nodes than that many times the base period,
+// the period grows (as Nomad scales its heartbeat TTL), so the leader's
+// load stays bounded. A dead node is still noticed within three periods.
+const DefaultHeartbeatsPerSecond = 500
 
 // Bounds on what one worker call may carry.
 const (
@@ -48,8 +67,11 @@ const (
 // declared down.
 type dispatcher struct {
 	store  *raftstore.Store
-	period time.Duration
+	period time.Duration // the base period, for small clusters
+	rate   int           // heartbeats per second the leader takes at most
 	logger *slog.Logger
+	// managers returns the managers' addresses for sessions.
+	managers func() []string
 
 	mu     sync.Mutex
 	seen   map[string]time.Time // last heartbeat of each registered node
@@ -72,13 +94,32 @@ func (d *dispatcher) touch(nodeID string) {
 	d.seen[nodeID] = time.Now()
 }
 
+// periodFor is the heartbeat period with n nodes: the base period, or
+// longer so that n nodes send at most rate heartbeats a second.
+func (d *dispatcher) periodFor(n int) time.Duration {
+	rate := d.rate
+	if rate <= 0 {
+		rate = DefaultHeartbeatsPerSecond
+	}
+	return max(d.period, time.Duration(n)*time.Second/time.Duration(rate))
+}
+
+func (d *dispatcher) currentPeriod() time.Duration {
+	n := 0
+	d.store.View(func(tx *raftstore.ReadTx) (err error) {
+		n, err = tx.Count(TableNodes)
+		return err
+	})
+	return d.periodFor(n)
+}
+
 // expired returns copies of the ready nodes silent for three periods,
 // marked down. It forgets nodes that no longer exist, so the map of
 // heartbeats holds registered nodes only.
 func (d *dispatcher) expired(nodes []*api.Node, now time.Time) []*api.Node {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	grace := 3 * d.period
+	grace := 3 * d.periodFor(len(nodes))
 	var out []*api.Node
 	known := make(map[string]bool, len(nodes))
 	for _, n := range nodes {
@@ -102,6 +143,12 @@ func (d *dispatcher) expired(nodes []*api.Node, now time.Time) []*api.Node {
 	return out
 }
 
+// notLeader refuses a call only the leader takes, naming the leader.
+func (d *dispatcher) notLeader() error {
+	li := d.store.Leader()
+	return &raftstore.NotLeaderError{LeaderID: li.ID, LeaderAddr: li.Address}
+}
+
 func checkNodeID(nodeID string) error {
 	if nodeID == "" || len(nodeID) > 128 || strings.ContainsAny(nodeID, "/ \t\n") {
 		return fmt.Errorf("%w: node ID %q: 1 to 128 characters, no spaces or '/'", api.ErrInvalidSpec, nodeID)
@@ -109,9 +156,9 @@ func checkNodeID(nodeID string) error {
 	return nil
 }
 
-func (d *dispatcher) register(ctx context.Context, nodeID string, desc api.NodeDescription) error {
+func (d *dispatcher) register(ctx context.Context, nodeID string, desc api.NodeDescription) (Session, error) {
 	if err := checkNodeID(nodeID); err != nil {
-		return err
+		return Session{}, err
 	}
 	now := time.Now().UTC()
 	err := d.store.Update(ctx, func(tx *raftstore.Tx) error {
@@ -125,15 +172,19 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, desc api.NodeD
 			Spec: api.NodeSpec{Role: api.RoleWorker, Availability: api.NodeActive}, Description: desc, Status: status})
 	})
 	if err != nil {
-		return err
+		return Session{}, err
 	}
 	d.touch(nodeID)
-	return nil
+	s := Session{HeartbeatPeriod: d.currentPeriod()}
+	if d.managers != nil {
+		s.Managers = d.managers()
+	}
+	return s, nil
 }
 
-func (d *dispatcher) heartbeat(ctx context.Context, nodeID string) error {
+func (d *dispatcher) heartbeat(ctx context.Context, nodeID string) (time.Duration, error) {
 	if !d.store.IsLeader() {
-		return fmt.Errorf("%w: heartbeats go to the leader (%s)", ErrNotManagerLeader, d.store.Leader().ID)
+		return 0, d.notLeader()
 	}
 	var down bool
 	err := d.store.View(func(tx *raftstore.ReadTx) error {
@@ -145,15 +196,16 @@ func (d *dispatcher) heartbeat(ctx context.Context, nodeID string) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	// Only registered nodes are remembered: the map cannot grow from
 	// heartbeats of made-up IDs.
 	d.touch(nodeID)
+	period := d.currentPeriod()
 	if !down {
-		return nil
+		return period, nil
 	}
-	return d.store.Update(ctx, func(tx *raftstore.Tx) error {
+	return period, d.store.Update(ctx, func(tx *raftstore.Tx) error {
 		o, err := tx.Get(TableNodes, nodeID)
 		if err != nil {
 			return notFound("node", nodeID)
@@ -222,7 +274,7 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*
 	// follower's state may lag, and one cut off from the others would keep
 	// feeding its workers a past that the cluster has left.
 	if !d.store.IsLeader() {
-		return nil, fmt.Errorf("%w: assignments come from the leader (%s)", ErrNotManagerLeader, d.store.Leader().ID)
+		return nil, d.notLeader()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	leaders, err := d.store.WatchLeader(ctx)
@@ -352,22 +404,22 @@ func clip(s string) string {
 	return s[:maxStatusText] + "…"
 }
 
-// Register records a node (new or back) as ready.
-func (m *Manager) Register(ctx context.Context, nodeID string, desc api.NodeDescription) error {
+// Register records a node (new or back) as ready and starts its session.
+func (m *Manager) Register(ctx context.Context, nodeID string, desc api.NodeDescription) (Session, error) {
 	d, err := m.dispatcher()
 	if err != nil {
-		return err
+		return Session{}, err
 	}
 	return d.register(ctx, nodeID, desc)
 }
 
 // Heartbeat tells the manager a node is alive; a node that was marked down
 // is ready again. Only the leader takes heartbeats (it alone decides that
-// nodes are down).
-func (m *Manager) Heartbeat(ctx context.Context, nodeID string) error {
+// nodes are down). It answers the period to keep.
+func (m *Manager) Heartbeat(ctx context.Context, nodeID string) (time.Duration, error) {
 	d, err := m.dispatcher()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	return d.heartbeat(ctx, nodeID)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -50,13 +51,23 @@ func (f *Failover) call(fn func(d Dispatcher) error) error {
 }
 
 // Register registers with the first manager that takes it.
-func (f *Failover) Register(ctx context.Context, nodeID string, desc api.NodeDescription) error {
-	return f.call(func(d Dispatcher) error { return d.Register(ctx, nodeID, desc) })
+func (f *Failover) Register(ctx context.Context, nodeID string, desc api.NodeDescription) (Session, error) {
+	var s Session
+	err := f.call(func(d Dispatcher) (err error) {
+		s, err = d.Register(ctx, nodeID, desc)
+		return err
+	})
+	return s, err
 }
 
 // Heartbeat reaches the leader.
-func (f *Failover) Heartbeat(ctx context.Context, nodeID string) error {
-	return f.call(func(d Dispatcher) error { return d.Heartbeat(ctx, nodeID) })
+func (f *Failover) Heartbeat(ctx context.Context, nodeID string) (time.Duration, error) {
+	var p time.Duration
+	err := f.call(func(d Dispatcher) (err error) {
+		p, err = d.Heartbeat(ctx, nodeID)
+		return err
+	})
+	return p, err
 }
 
 // Assignments streams from the manager that took the last call.

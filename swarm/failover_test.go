@@ -19,9 +19,9 @@ type scripted struct {
 	calls int
 }
 
-func (s *scripted) Register(context.Context, string, api.NodeDescription) error {
+func (s *scripted) Register(context.Context, string, api.NodeDescription) (swarm.Session, error) {
 	s.calls++
-	return s.err
+	return swarm.Session{}, s.err
 }
 
 func (s *scripted) UpdateStatus(context.Context, string, []agent.StatusUpdate) error {
@@ -44,7 +44,7 @@ func TestFailoverOnlyForRetryableErrors(t *testing.T) {
 	} {
 		first, second := &scripted{err: c.err}, &scripted{}
 		f := &swarm.Failover{Managers: []swarm.Dispatcher{first, second}}
-		err := f.Register(ctx, "n1", api.NodeDescription{})
+		_, err := f.Register(ctx, "n1", api.NodeDescription{})
 		if c.tryOthers && (err != nil || second.calls != 1) {
 			t.Errorf("%v: second manager called %d times, result %v; want a failover", c.err, second.calls, err)
 		}

@@ -237,7 +237,7 @@ func TestManagerIdentityAndLifecycle(t *testing.T) {
 	if _, err := m.Tasks(""); !errors.Is(err, swarm.ErrNotStarted) {
 		t.Fatalf("Tasks before Start: %v", err)
 	}
-	if err := m.Register(ctx, "n1", api.NodeDescription{}); !errors.Is(err, swarm.ErrNotStarted) {
+	if _, err := m.Register(ctx, "n1", api.NodeDescription{}); !errors.Is(err, swarm.ErrNotStarted) {
 		t.Fatalf("Register before Start: %v", err)
 	}
 	if _, err := m.CreateService(ctx, service("x", api.Replicated(1))); !errors.Is(err, swarm.ErrNotStarted) {

@@ -60,9 +60,13 @@ type Manager struct {
 	// Bootstrap lists the managers of a new cluster (this one included),
 	// used only when Dir holds no state; empty means this manager alone.
 	Bootstrap []raftstore.Server
-	// HeartbeatPeriod is how often workers must report; 0 means
-	// DefaultHeartbeatPeriod.
+	// HeartbeatPeriod is how often workers must report in a small
+	// cluster; 0 means DefaultHeartbeatPeriod. Workers learn it from their
+	// session.
 	HeartbeatPeriod time.Duration
+	// HeartbeatsPerSecond bounds the heartbeats the leader takes: with
+	// more nodes, the period grows. 0 means DefaultHeartbeatsPerSecond.
+	HeartbeatsPerSecond int
 	// Scheduler places tasks; nil means spread.
 	Scheduler *scheduler.Scheduler
 	// AutoLock keeps the key that unseals the Raft data off the disk: a
@@ -253,7 +257,8 @@ func (m *Manager) open(ctx context.Context, keys []kekCandidate) error {
 		}
 	}
 	m.kek, m.store, m.locked = used.key, st, false
-	m.disp = &dispatcher{store: st, period: m.heartbeatPeriod(), logger: m.logger()}
+	m.disp = &dispatcher{store: st, period: m.heartbeatPeriod(), rate: m.HeartbeatsPerSecond, logger: m.logger(),
+		managers: func() []string { return managerAddrs(st) }}
 	m.ready = m.readyChan()
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel, m.done = cancel, make(chan struct{})
@@ -549,4 +554,20 @@ func (m *Manager) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return m.Logger
+}
+
+// managerAddrs lists the managers' addresses from the Raft configuration
+// (their management ports).
+func managerAddrs(st *raftstore.Store) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	srvs, err := st.Servers(ctx)
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(srvs))
+	for _, s := range srvs {
+		out = append(out, s.Address)
+	}
+	return out
 }

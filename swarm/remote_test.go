@@ -11,7 +11,6 @@ import (
 	"github.com/shoalproject/shoal/internal/testca"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
-	"github.com/shoalproject/shoal/swarm/swarmtest"
 )
 
 // Workers reach the manager over HTTP/2 with mutual TLS; a node is who its
@@ -24,7 +23,7 @@ func TestRemoteDispatcher(t *testing.T) {
 	}
 	c := newCluster(t, 0)
 	m := c.Leader()
-	srv := httptest.NewUnstartedServer(m.DispatcherHandler())
+	srv := httptest.NewUnstartedServer(m.Handler(nil))
 	if srv.TLS, err = ca.Config("manager"); err != nil {
 		t.Fatal(err)
 	}
@@ -37,12 +36,12 @@ func TestRemoteDispatcher(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &swarm.RemoteDispatcher{Addr: addr, TLS: conf}
+		return &swarm.RemoteDispatcher{Addrs: []string{addr}, TLS: conf}
 	}
 	execs := map[string]*agent.FakeExecutor{}
 	for _, id := range []string{"node0", "node1"} {
 		fe := &agent.FakeExecutor{}
-		w := &swarm.Worker{NodeID: id, Executor: fe, Dispatcher: remote(id), HeartbeatPeriod: swarmtest.DefaultHeartbeatPeriod,
+		w := &swarm.Worker{NodeID: id, Executor: fe, Dispatcher: remote(id),
 			Description: api.NodeDescription{Hostname: id, Resources: api.Resources{NanoCPUs: 4e9, MemoryBytes: 8 << 30}}}
 		if err := w.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -72,7 +71,7 @@ func TestRemoteDispatcher(t *testing.T) {
 	for target.NodeID == other {
 		target = c.Running(svc.ID)[1]
 	}
-	err = remote(other).Register(ctx, target.NodeID, api.NodeDescription{})
+	_, err = remote(other).Register(ctx, target.NodeID, api.NodeDescription{})
 	if err == nil || !strings.Contains(err.Error(), "cannot act as node "+target.NodeID) {
 		t.Fatalf("registering as another node: %v", err)
 	}
@@ -88,8 +87,8 @@ func TestRemoteDispatcher(t *testing.T) {
 		}
 	}
 	// Without a certificate there is no conversation.
-	noCert := &swarm.RemoteDispatcher{Addr: addr, TLS: &tls.Config{InsecureSkipVerify: true}}
-	if err := noCert.Heartbeat(ctx, "node0"); err == nil {
+	noCert := &swarm.RemoteDispatcher{Addrs: []string{addr}, TLS: &tls.Config{InsecureSkipVerify: true}}
+	if _, err := noCert.Heartbeat(ctx, "node0"); err == nil {
 		t.Fatal("heartbeat without a client certificate accepted")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoalproject/shoal/agent"
@@ -31,11 +32,9 @@ type Worker struct {
 	Description api.NodeDescription
 	// Executor runs the tasks; required.
 	Executor agent.Executor
-	// Dispatcher reaches the managers; required.
+	// Dispatcher reaches the managers; required. The heartbeat period
+	// comes from them.
 	Dispatcher Dispatcher
-	// HeartbeatPeriod must match the managers'; 0 means
-	// DefaultHeartbeatPeriod.
-	HeartbeatPeriod time.Duration
 	// Logger receives the worker's logs; nil discards.
 	Logger *slog.Logger
 
@@ -48,6 +47,7 @@ type Worker struct {
 	adopted map[string]bool     // tasks found at start, until the first assignments say which stay
 	status  *statusQueue
 	ready   chan struct{}
+	beat atomic.Int64 // the heartbeat period the managers asked for, in ns
 }
 
 // taskRun is one task on this worker.
@@ -107,8 +107,12 @@ func (w *Worker) Start(ctx context.Context) error {
 func (w *Worker) register(ctx context.Context) error {
 	var b backoff
 	for {
-		err := w.Dispatcher.Register(ctx, w.NodeID, w.Description)
-		if err == nil || !Retryable(err) {
+		s, err := w.Dispatcher.Register(ctx, w.NodeID, w.Description)
+		if err == nil {
+			w.setPeriod(s.HeartbeatPeriod)
+			return nil
+		}
+		if !Retryable(err) {
 			return err
 		}
 		w.logger().Debug("swarm: worker registration", "err", err)
@@ -133,10 +137,18 @@ func (w *Worker) readyChan() chan struct{} {
 }
 
 func (w *Worker) period() time.Duration {
-	if w.HeartbeatPeriod > 0 {
-		return w.HeartbeatPeriod
+	if p := time.Duration(w.beat.Load()); p > 0 {
+		return p
 	}
 	return DefaultHeartbeatPeriod
+}
+
+// setPeriod keeps the heartbeat period the managers asked for (bounded:
+// a broken answer must not stop heartbeats or flood them).
+func (w *Worker) setPeriod(p time.Duration) {
+	if p > 0 {
+		w.beat.Store(int64(min(max(p, 10*time.Millisecond), time.Minute)))
+	}
 }
 
 // session follows the managers' assignments, reconnecting (and
@@ -177,7 +189,8 @@ func (w *Worker) session(ctx context.Context) {
 }
 
 func (w *Worker) heartbeats(ctx context.Context) {
-	t := time.NewTicker(w.period())
+	current := w.period()
+	t := time.NewTicker(current)
 	defer t.Stop()
 	for {
 		select {
@@ -185,17 +198,23 @@ func (w *Worker) heartbeats(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		err := w.Dispatcher.Heartbeat(ctx, w.NodeID)
+		p, err := w.Dispatcher.Heartbeat(ctx, w.NodeID)
 		switch {
-		case err == nil || ctx.Err() != nil:
+		case ctx.Err() != nil:
+		case err == nil:
+			w.setPeriod(p)
 		case errors.Is(err, ErrNotFound):
 			// The managers forgot this node (removed, or state lost):
 			// register again; the session picks up from there.
-			if err := w.Dispatcher.Register(ctx, w.NodeID, w.Description); err != nil {
+			if err := w.register(ctx); err != nil {
 				w.logger().Warn("swarm: worker registering again", "err", err)
 			}
 		default:
 			w.logger().Debug("swarm: heartbeat", "err", err)
+		}
+		if p := w.period(); p != current {
+			current = p
+			t.Reset(p)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/swarm"
@@ -36,18 +37,18 @@ func (l *link) get() (*swarm.Manager, error) {
 	return l.m, nil
 }
 
-func (l *link) Register(ctx context.Context, nodeID string, desc api.NodeDescription) error {
+func (l *link) Register(ctx context.Context, nodeID string, desc api.NodeDescription) (swarm.Session, error) {
 	m, err := l.get()
 	if err != nil {
-		return err
+		return swarm.Session{}, err
 	}
 	return m.Register(ctx, nodeID, desc)
 }
 
-func (l *link) Heartbeat(ctx context.Context, nodeID string) error {
+func (l *link) Heartbeat(ctx context.Context, nodeID string) (time.Duration, error) {
 	m, err := l.get()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	return m.Heartbeat(ctx, nodeID)
 }

@@ -49,7 +49,7 @@ type Options struct {
 	// OnDisk keeps each manager's state in a temporary dir, so that
 	// RestartManager restarts it from disk.
 	OnDisk bool
-	// HeartbeatPeriod of managers and workers; 0 means
+	// HeartbeatPeriod of the managers (workers learn it); 0 means
 	// DefaultHeartbeatPeriod.
 	HeartbeatPeriod time.Duration
 	// Raft tunes the managers' Raft; zero fields mean fast test timings
@@ -284,8 +284,7 @@ func (c *Cluster) StartWorker(id string) *swarm.Worker {
 	if c.opts.Dispatcher != nil {
 		d = c.opts.Dispatcher(id, d)
 	}
-	w := &swarm.Worker{NodeID: id, Executor: e, Dispatcher: d,
-		HeartbeatPeriod: c.opts.HeartbeatPeriod, Description: c.description(id), Logger: c.opts.Logger.With("worker", id)}
+	w := &swarm.Worker{NodeID: id, Executor: e, Dispatcher: d, Description: c.description(id), Logger: c.opts.Logger.With("worker", id)}
 	ctx, cancel := context.WithTimeout(context.Background(), waitfor.DefaultTimeout)
 	defer cancel()
 	if err := w.Start(ctx); err != nil {
