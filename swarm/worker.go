@@ -47,7 +47,7 @@ type Worker struct {
 	adopted map[string]bool     // tasks found at start, until the first assignments say which stay
 	status  *statusQueue
 	ready   chan struct{}
-	beat atomic.Int64 // the heartbeat period the managers asked for, in ns
+	beat    atomic.Int64 // the heartbeat period the managers asked for, in ns
 }
 
 // taskRun is one task on this worker.
