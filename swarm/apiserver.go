@@ -296,7 +296,7 @@ func (c *controlAPI) events(w http.ResponseWriter, r *http.Request) error {
 	if errors.Is(err, raftstore.ErrResync) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusGone)
-		return json.NewEncoder(w).Encode(errorBody{Error: fmt.Sprintf("events after index %d are no longer kept: list the objects again and watch from now", since), Code: "gone"})
+		return json.NewEncoder(w).Encode(errorBody{Error: fmt.Sprintf("events after index %d are no longer kept: list the objects again and watch from now", since), Code: codeGone})
 	}
 	if err != nil {
 		return err

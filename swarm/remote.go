@@ -2,14 +2,12 @@ package swarm
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -158,118 +156,23 @@ type RemoteDispatcher struct {
 	// and the cluster's CA.
 	TLS *tls.Config
 
-	mu     sync.Mutex
-	cur    string // the manager that took the last call
-	client *http.Client
+	once sync.Once
+	mc   *managers
 }
 
 var _ Dispatcher = (*RemoteDispatcher)(nil)
 
-func (d *RemoteDispatcher) httpClient() *http.Client {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.client == nil {
-		conf := d.TLS.Clone()
-		conf.NextProtos = []string{ProtoAPI}
-		d.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true,
-			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 15 * time.Second, IdleConnTimeout: time.Minute}}
-	}
-	return d.client
+func (d *RemoteDispatcher) managers() *managers {
+	d.once.Do(func() { d.mc = &managers{addrs: slices.Clone(d.Addrs), tls: d.TLS} })
+	return d.mc
 }
 
-// order is the addresses to try: the last that answered, then the rest.
-func (d *RemoteDispatcher) order() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := make([]string, 0, len(d.Addrs)+1)
-	if d.cur != "" {
-		out = append(out, d.cur)
-	}
-	for _, a := range d.Addrs {
-		if a != d.cur {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-func (d *RemoteDispatcher) learn(addrs []string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, a := range addrs {
-		if a != "" && !slices.Contains(d.Addrs, a) {
-			d.Addrs = append(d.Addrs, a)
-		}
-	}
-}
-
-// do runs one call on the managers in turn until one takes it, going to
-// the leader a refusal names first. Errors about the call itself come back
-// at once.
-func (d *RemoteDispatcher) do(ctx context.Context, fn func(addr string) error) error {
-	addrs := d.order()
-	if len(addrs) == 0 {
-		return errors.New("swarm: remote dispatcher has no manager addresses")
-	}
-	var errs []error
-	tried := map[string]bool{}
-	for len(addrs) > 0 {
-		addr := addrs[0]
-		addrs = addrs[1:]
-		if tried[addr] {
-			continue
-		}
-		tried[addr] = true
-		err := fn(addr)
-		if err == nil {
-			d.mu.Lock()
-			d.cur = addr
-			d.mu.Unlock()
-			return nil
-		}
-		if !Retryable(err) || ctx.Err() != nil {
-			return err
-		}
-		errs = append(errs, err)
-		var nl *NotLeaderError
-		if errors.As(err, &nl) && nl.Leader != "" && !tried[nl.Leader] {
-			d.learn([]string{nl.Leader})
-			addrs = append([]string{nl.Leader}, addrs...)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func (d *RemoteDispatcher) url(addr, op, node string) string {
-	return "https://" + addr + dispatcherPrefix + op + "?node=" + node
+func dispatcherPath(op, node string) string {
+	return dispatcherPrefix + op + "?node=" + url.QueryEscape(node)
 }
 
 func (d *RemoteDispatcher) post(ctx context.Context, op, node string, body, out any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	return d.do(ctx, func(addr string) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url(addr, op, node), bytes.NewReader(b))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := d.httpClient().Do(req)
-		if err != nil {
-			return fmt.Errorf("swarm: manager %s: %w", addr, err)
-		}
-		defer resp.Body.Close()
-		if err := answerError(addr, resp); err != nil {
-			return err
-		}
-		if out != nil {
-			if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(out); err != nil {
-				return fmt.Errorf("swarm: manager %s: bad answer: %v", addr, err)
-			}
-		}
-		return nil
-	})
+	return d.managers().call(ctx, http.MethodPost, dispatcherPath(op, node), body, out)
 }
 
 // Register registers this node and learns the managers.
@@ -277,7 +180,7 @@ func (d *RemoteDispatcher) Register(ctx context.Context, nodeID string, desc api
 	var s Session
 	err := d.post(ctx, "register", nodeID, desc, &s)
 	if err == nil {
-		d.learn(s.Managers)
+		d.managers().learn(s.Managers)
 	}
 	return s, err
 }
@@ -298,28 +201,7 @@ func (d *RemoteDispatcher) UpdateStatus(ctx context.Context, nodeID string, upda
 // connection drops (the channel closes; call again). The wire carries
 // changes; the channel carries whole sets.
 func (d *RemoteDispatcher) Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
-	var resp *http.Response
-	var from string
-	err := d.do(ctx, func(addr string) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.url(addr, "assignments", nodeID), nil)
-		if err != nil {
-			return err
-		}
-		r, err := d.httpClient().Do(req)
-		if err != nil {
-			return fmt.Errorf("swarm: manager %s: %w", addr, err)
-		}
-		if err := answerError(addr, r); err != nil {
-			r.Body.Close()
-			return err
-		}
-		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-ndjson") {
-			r.Body.Close()
-			return fmt.Errorf("swarm: manager %s: assignments answered as %q", addr, ct)
-		}
-		resp, from = r, addr
-		return nil
-	})
+	resp, err := d.managers().stream(ctx, dispatcherPath("assignments", nodeID))
 	if err != nil {
 		return nil, err
 	}
@@ -355,7 +237,6 @@ func (d *RemoteDispatcher) Assignments(ctx context.Context, nodeID string) (<-ch
 				return
 			}
 		}
-		_ = from
 	}()
 	return out, nil
 }

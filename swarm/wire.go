@@ -39,6 +39,7 @@ const (
 	codeNotLeader   = "not_leader"
 	codeUnavailable = "unavailable" // no quorum, locked, starting
 	codeForbidden   = "forbidden"
+	codeGone        = "gone" // events no longer kept
 	codeTooLarge    = "too_large"
 	codeInternal    = "internal"
 )
@@ -121,6 +122,8 @@ func answerError(addr string, resp *http.Response) error {
 		return fmt.Errorf("%w: %s", raftstore.ErrNoQuorum, msg)
 	case codeForbidden:
 		return fmt.Errorf("%w: %s", errForbidden, msg)
+	case codeGone:
+		return fmt.Errorf("%w: %s", raftstore.ErrResync, msg)
 	}
 	return errors.New(msg)
 }

@@ -1,0 +1,165 @@
+package swarm
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// managers calls the managers' API over HTTP/2 with mutual TLS. A call
+// goes to the manager that took the last one; when it fails in a way
+// another manager may not (see Retryable), it goes to the next, and first
+// to the leader a refusal names. Errors about the call itself come back at
+// once.
+type managers struct {
+	mu     sync.Mutex
+	addrs  []string
+	tls    *tls.Config
+	cur    string
+	client *http.Client
+}
+
+func (m *managers) httpClient() *http.Client {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.client == nil {
+		conf := m.tls.Clone()
+		conf.NextProtos = []string{ProtoAPI}
+		m.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true,
+			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute}}
+	}
+	return m.client
+}
+
+// order is the addresses to try: the last that answered, then the rest.
+func (m *managers) order() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.addrs)+1)
+	if m.cur != "" {
+		out = append(out, m.cur)
+	}
+	for _, a := range m.addrs {
+		if a != m.cur {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// learn adds managers' addresses.
+func (m *managers) learn(addrs []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, a := range addrs {
+		if a != "" && !slices.Contains(m.addrs, a) {
+			m.addrs = append(m.addrs, a)
+		}
+	}
+}
+
+// each runs fn on the managers in turn until one succeeds.
+func (m *managers) each(ctx context.Context, fn func(addr string) error) error {
+	addrs := m.order()
+	if len(addrs) == 0 {
+		return errors.New("swarm: no manager addresses to call")
+	}
+	var errs []error
+	tried := map[string]bool{}
+	for len(addrs) > 0 {
+		addr := addrs[0]
+		addrs = addrs[1:]
+		if tried[addr] {
+			continue
+		}
+		tried[addr] = true
+		err := fn(addr)
+		if err == nil {
+			m.mu.Lock()
+			m.cur = addr
+			m.mu.Unlock()
+			return nil
+		}
+		if !Retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		errs = append(errs, err)
+		var nl *NotLeaderError
+		if errors.As(err, &nl) && nl.Leader != "" && !tried[nl.Leader] {
+			m.learn([]string{nl.Leader})
+			addrs = append([]string{nl.Leader}, addrs...)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// call sends a JSON body (nil: none) and decodes the answer into out (nil:
+// ignore it).
+func (m *managers) call(ctx context.Context, method, path string, body, out any) error {
+	var b []byte
+	if body != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			return err
+		}
+	}
+	return m.each(ctx, func(addr string) error {
+		req, err := http.NewRequestWithContext(ctx, method, "https://"+addr+path, bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := m.httpClient().Do(req)
+		if err != nil {
+			return fmt.Errorf("swarm: manager %s: %w", addr, err)
+		}
+		defer resp.Body.Close()
+		if err := answerError(addr, resp); err != nil {
+			return err
+		}
+		if out != nil && resp.StatusCode != http.StatusNoContent {
+			if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(out); err != nil {
+				return fmt.Errorf("swarm: manager %s: bad answer: %v", addr, err)
+			}
+		}
+		return nil
+	})
+}
+
+// stream opens a GET whose answer is NDJSON, on the first manager that
+// takes it; the caller reads and closes the body.
+func (m *managers) stream(ctx context.Context, path string) (*http.Response, error) {
+	var resp *http.Response
+	err := m.each(ctx, func(addr string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+path, nil)
+		if err != nil {
+			return err
+		}
+		r, err := m.httpClient().Do(req)
+		if err != nil {
+			return fmt.Errorf("swarm: manager %s: %w", addr, err)
+		}
+		if err := answerError(addr, r); err != nil {
+			r.Body.Close()
+			return err
+		}
+		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-ndjson") {
+			r.Body.Close()
+			return fmt.Errorf("swarm: manager %s: a stream answered as %q", addr, ct)
+		}
+		resp = r
+		return nil
+	})
+	return resp, err
+}
