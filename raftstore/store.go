@@ -44,6 +44,10 @@ type LeaderInfo struct {
 	ID, Address string
 	// Self is true when this member is the leader.
 	Self bool
+	// Term is this member's Raft term when the leader was observed: a
+	// member that lost and won leadership between two looks at it sees a
+	// new term.
+	Term uint64
 }
 
 // BatchResult is what a Batch achieved: how many changes committed, and the
@@ -326,7 +330,7 @@ func (s *Store) watchLeader(ch chan raft.Observation) {
 			return
 		case o := <-ch:
 			lo := o.Data.(raft.LeaderObservation)
-			info := LeaderInfo{ID: string(lo.LeaderID), Address: string(lo.LeaderAddr), Self: lo.LeaderID == raft.ServerID(s.ID)}
+			info := LeaderInfo{ID: string(lo.LeaderID), Address: string(lo.LeaderAddr), Self: lo.LeaderID == raft.ServerID(s.ID), Term: s.raft.CurrentTerm()}
 			s.logger().Info("raftstore leader changed", "leader", info.ID, "address", info.Address, "self", info.Self)
 			s.leaderMu.Lock()
 			s.leaderLast = info
@@ -366,7 +370,7 @@ func (s *Store) WatchLeader(ctx context.Context) (<-chan LeaderInfo, error) {
 	s.leaderMu.Lock()
 	s.leaderSubs[ch] = struct{}{}
 	addr, id := s.raft.LeaderWithID()
-	sendLatest(ch, LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID)}, &s.leaderDrops)
+	sendLatest(ch, LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID), Term: s.raft.CurrentTerm()}, &s.leaderDrops)
 	s.leaderMu.Unlock()
 	out := make(chan LeaderInfo, 1)
 	go func() {
@@ -401,7 +405,7 @@ func (s *Store) Leader() LeaderInfo {
 		return LeaderInfo{}
 	}
 	addr, id := s.raft.LeaderWithID()
-	return LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID)}
+	return LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID), Term: s.raft.CurrentTerm()}
 }
 
 // IsLeader reports whether this member is the leader now.
@@ -434,6 +438,14 @@ func (s *Store) View(fn func(tx *ReadTx) error) error {
 	}
 	tx := s.fsm.view()
 	return fn(&tx)
+}
+
+// Barrier waits until this member, the leader, has applied every entry
+// committed before the call, those of earlier terms included. A new leader
+// calls it before it acts on its state: until an entry of its own term
+// commits, it may not have applied all that the old leader committed.
+func (s *Store) Barrier(ctx context.Context) error {
+	return s.LinearizableView(ctx, func(*ReadTx) error { return nil })
 }
 
 // LinearizableView runs fn on a state that includes every change committed
@@ -522,6 +534,10 @@ func (s *Store) wait(ctx context.Context, f raft.Future) error {
 		return s.raftErr(err)
 	case <-ctx.Done():
 		return fmt.Errorf("raftstore: gave up waiting (the change may still commit): %w", ctx.Err())
+	case <-s.done:
+		// raft answers no future that was still queued when it shut down:
+		// without this, a caller would wait for ever.
+		return fmt.Errorf("raftstore: closed while waiting (the change may have committed): %w", net.ErrClosed)
 	}
 }
 

@@ -448,3 +448,39 @@ func TestMembershipAndLeadershipTransfer(t *testing.T) {
 		t.Fatal("m0 still a member")
 	}
 }
+
+// A write queued when the store closes returns an error instead of
+// waiting for ever: raft answers no future left in its queue at shutdown.
+func TestWritesInFlightReturnWhenClosed(t *testing.T) {
+	c := newCluster(t, 1, false, nil)
+	s := c.leader()
+	<-s.Ready()
+	ctx := context.Background()
+	const writers = 64
+	done := make(chan error, writers)
+	start := make(chan struct{})
+	for i := range writers {
+		go func() {
+			<-start
+			var err error
+			for j := 0; err == nil; j++ {
+				err = s.Update(ctx, func(tx *Tx) error { return tx.Create("items", &item{ID: fmt.Sprint(i, "-", j)}) })
+			}
+			done <- err
+		}()
+	}
+	close(start)
+	time.Sleep(20 * time.Millisecond) // let the writers fill raft's queue
+	s.Close()
+	timeout := time.After(10 * time.Second)
+	for range writers {
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("a write after Close succeeded")
+			}
+		case <-timeout:
+			t.Fatal("writes in flight at Close never returned")
+		}
+	}
+}
