@@ -18,8 +18,8 @@ var (
 	// ErrBadRoot is wrapped when a root certificate or its key cannot be
 	// used as the cluster's CA.
 	ErrBadRoot = errors.New("ca: bad root CA")
-	// ErrBadKey is wrapped for a private key that is not an ECDSA P-256
-	// key in PEM, or is missing.
+	// ErrBadKey is wrapped when NewCSR or MarshalKey is given a key that
+	// is not an ECDSA P-256 private key.
 	ErrBadKey = errors.New("ca: bad private key")
 	// ErrBadNodeID is wrapped for a node ID that cannot go into a
 	// certificate.

@@ -150,17 +150,21 @@ func splitPEM(data []byte) [][]byte {
 // check parses a node's certificate, key and root and checks they belong
 // together. The names are for messages.
 func check(certPEM, keyPEM, rootPEM []byte, certName, keyName, rootName string) (tls.Certificate, *Root, error) {
-	root, err := ParseRoot(rootPEM, nil)
+	rootCert, err := parseCertPEM(rootPEM, rootName)
 	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("%w: %s: %w", ErrCorruptFiles, rootName, err)
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %v", ErrCorruptFiles, err)
 	}
+	if err := checkRootCert(rootCert); err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %s: %v", ErrCorruptFiles, rootName, err)
+	}
+	root := newRoot(rootCert, nil)
 	leaf, err := parseCertPEM(certPEM, certName)
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("%w: %v", ErrCorruptFiles, err)
 	}
 	key, err := parseKeyPEM(keyPEM, keyName)
 	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("%w: %w", ErrCorruptFiles, err)
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %v", ErrCorruptFiles, err)
 	}
 	if !key.PublicKey.Equal(leaf.PublicKey) {
 		return tls.Certificate{}, nil, fmt.Errorf("%w: %s is not the key of %s", ErrMismatchedFiles, keyName, certName)

@@ -65,10 +65,12 @@ func parseCertPEM(data []byte, what string) (*x509.Certificate, error) {
 }
 
 // parseKeyPEM reads an ECDSA P-256 private key in PKCS #8 or SEC 1 form.
+// Its errors name what (the file) and wrap no sentinel: the caller's says
+// what the key was for.
 func parseKeyPEM(data []byte, what string) (*ecdsa.PrivateKey, error) {
 	block, err := decodeOne(data, what, pemPrivateKey, pemECKey)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
+		return nil, err
 	}
 	var key any
 	if block.Type == pemECKey {
@@ -77,11 +79,11 @@ func parseKeyPEM(data []byte, what string) (*ecdsa.PrivateKey, error) {
 		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrBadKey, what, err)
+		return nil, fmt.Errorf("%s: %v", what, err)
 	}
 	k, ok := key.(*ecdsa.PrivateKey)
 	if !ok || k.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("%w: %s is a %s key; Shoal keys are ECDSA P-256", ErrBadKey, what, keyKind(publicOf(key)))
+		return nil, fmt.Errorf("%s is a %s key; Shoal keys are ECDSA P-256", what, keyKind(publicOf(key)))
 	}
 	return k, nil
 }

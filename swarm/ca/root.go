@@ -92,7 +92,7 @@ func ParseRoot(certPEM, keyPEM []byte) (*Root, error) {
 	}
 	key, err := parseKeyPEM(keyPEM, "the root key")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadRoot, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadRoot, err)
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
 		return nil, fmt.Errorf("%w: the key is not the root certificate's", ErrBadRoot)

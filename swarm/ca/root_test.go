@@ -97,7 +97,7 @@ func TestParseRootRefuses(t *testing.T) {
 		{"two certificates", append(r.CertPEM(), other.CertPEM()...), nil, ca.ErrBadRoot, "more than one"},
 		{"a node certificate", n.certPEM, nil, ca.ErrBadRoot, "not a CA"},
 		{"another root's key", r.CertPEM(), otherKey, ca.ErrBadRoot, "not the root certificate's"},
-		{"a key that is no key", r.CertPEM(), []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), ca.ErrBadKey, "root key"},
+		{"a key that is no key", r.CertPEM(), []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), ca.ErrBadRoot, "the root key: "},
 	} {
 		_, err := ca.ParseRoot(c.cert, c.key)
 		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.wantInMessage) {

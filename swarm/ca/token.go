@@ -76,15 +76,16 @@ func ParseToken(s string) (Token, error) {
 		return bad("it does not start with %s-", TokenPrefix)
 	}
 	parts := strings.Split(s, "-")
-	if len(parts) != 4 {
-		return bad("it has %d parts separated by '-', want 4 (%s-%d-<CA digest>-<secret>)", len(parts), TokenPrefix, TokenVersion)
-	}
+	// The version first: another version may have another number of parts
+	// (Docker's version 2 has five).
 	version, err := strconv.Atoi(parts[1])
 	switch {
 	case err != nil || parts[1] != strconv.Itoa(version):
 		return bad("its version (the part after %s-) is not a number", TokenPrefix)
 	case version != TokenVersion:
 		return bad("version %d is not supported (want %d)", version, TokenVersion)
+	case len(parts) != 4:
+		return bad("it has %d parts separated by '-', want 4 (%s-%d-<CA digest>-<secret>)", len(parts), TokenPrefix, TokenVersion)
 	}
 	digest, secret := parts[2], parts[3]
 	if len(digest) != DigestLen {
