@@ -214,3 +214,11 @@ func selfSignedRoot(t testing.TB, cluster string, notBefore, notAfter time.Time)
 	}
 	return r
 }
+
+func decodePEM(b []byte) []byte {
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil
+	}
+	return block.Bytes
+}

@@ -30,7 +30,14 @@ func TestMutualTLS(t *testing.T) {
 	mgr := issue(t, r, "m1", ca.RoleManager, 0)
 	wkr := issue(t, r, "w1", ca.RoleWorker, 0)
 
-	srv, cli := handshake(t, ca.ServerConfig(mgr.tls, r), ca.ClientConfig(wkr.tls, r, ca.RoleManager))
+	server, client := ca.ServerConfig(mgr.tls, r), ca.ClientConfig(wkr.tls, r, ca.RoleManager)
+	if server.ClientAuth != tls.RequireAndVerifyClientCert || server.MinVersion != tls.VersionTLS13 || client.MinVersion != tls.VersionTLS13 {
+		t.Errorf("client auth %v, versions %x %x", server.ClientAuth, server.MinVersion, client.MinVersion)
+	}
+	if client.ServerName != "shoal-manager" || client.InsecureSkipVerify {
+		t.Errorf("the client verifies %q (skip: %v), want shoal-manager", client.ServerName, client.InsecureSkipVerify)
+	}
+	srv, cli := handshake(t, server, client)
 	if srv.err != nil || cli.err != nil {
 		t.Fatalf("worker to manager: server %v, client %v", srv.err, cli.err)
 	}
