@@ -36,7 +36,7 @@
 //	cert, root, err := files.Load()                // on every start
 //	cfg := ca.ClientConfig(cert, root, ca.RoleManager) // mutual TLS to the managers
 //
-// Every function returns errors wrapping the package's Err sentinels, with
-// a message that says what is wrong; refused certificates give a
-// *CertificateError. Nothing panics on input.
+// Errors about the input wrap the package's Err sentinels, with a message
+// that says what is wrong; refused certificates give a *CertificateError.
+// Nothing panics on input.
 package ca

@@ -6,9 +6,10 @@ import (
 	"time"
 )
 
-// Errors of the package. Every error it returns wraps one of these, so
-// callers can tell them apart with errors.Is; the message says what exactly
-// is wrong.
+// Errors of the package. Every error about the input or the files wraps
+// one of these, so callers can tell them apart with errors.Is; the message
+// says what exactly is wrong. (Errors of the system, such as a disk that
+// is full, wrap the system's error.)
 var (
 	// ErrNoRoot is returned by the methods of a nil or zero Root.
 	ErrNoRoot = errors.New("ca: no root CA (make one with NewRoot or ParseRoot)")
@@ -62,6 +63,8 @@ var (
 	// token pins: another cluster, or someone in the middle.
 	ErrTokenMismatch = errors.New("ca: the server's CA does not match the join token")
 
+	// ErrNoDir is returned by the methods of a Files without a Dir.
+	ErrNoDir = errors.New("ca: Files.Dir is empty")
 	// ErrNoFiles is wrapped by Files.Load when the node has no certificate
 	// files at all (it has not joined a cluster yet). It also matches
 	// fs.ErrNotExist.
@@ -76,7 +79,7 @@ var (
 )
 
 // A CertificateError says why a node certificate was refused. Err is one of
-// the sentinels above (ErrUnknownAuthority, ErrExpired, ErrWrongCluster
+// the package's sentinels (ErrUnknownAuthority, ErrExpired, ErrWrongCluster
 // ...), and errors.Is sees through to it.
 type CertificateError struct {
 	// Err is the reason, one of the package's sentinels.

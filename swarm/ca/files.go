@@ -38,7 +38,7 @@ type Files struct {
 
 func (f Files) dir() (string, error) {
 	if f.Dir == "" {
-		return "", errors.New("ca: Files.Dir is empty")
+		return "", ErrNoDir
 	}
 	return filepath.Join(f.Dir, CertDirName), nil
 }
@@ -48,7 +48,9 @@ func (f Files) dir() (string, error) {
 // the root signed the certificate, and the certificate is a node
 // certificate of the root's cluster (its validity is not checked). It
 // refuses what does not, with ErrMismatchedFiles, and leaves the files on
-// disk as they were.
+// disk as they were. If it fails (or the machine stops) once it has begun
+// writing, Load returns the old files or the new ones, whole. Saves to one
+// Dir must not run concurrently.
 func (f Files) Save(certPEM, keyPEM, rootPEM []byte) error {
 	dir, err := f.dir()
 	if err != nil {

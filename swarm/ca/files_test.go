@@ -89,10 +89,10 @@ func TestFilesLoadErrors(t *testing.T) {
 		}
 	})
 	t.Run("no dir", func(t *testing.T) {
-		if _, _, err := (ca.Files{}).Load(); err == nil || !strings.Contains(err.Error(), "Files.Dir is empty") {
+		if _, _, err := (ca.Files{}).Load(); !errors.Is(err, ca.ErrNoDir) {
 			t.Errorf("Load with no Dir: %v", err)
 		}
-		if err := (ca.Files{}).Save(n.certPEM, n.keyPEM, r.CertPEM()); err == nil || !strings.Contains(err.Error(), "Files.Dir is empty") {
+		if err := (ca.Files{}).Save(n.certPEM, n.keyPEM, r.CertPEM()); !errors.Is(err, ca.ErrNoDir) {
 			t.Errorf("Save with no Dir: %v", err)
 		}
 	})

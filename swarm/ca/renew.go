@@ -6,11 +6,6 @@ import (
 	"time"
 )
 
-// Renewal happens at a random instant between 50% and 80% of a
-// certificate's validity, as Docker's: late enough not to renew
-// needlessly, early enough to retry for weeks, and spread so that nodes
-// that joined together do not all renew together.
-
 // window returns the bounds of the renewal window of a validity d > 0, as
 // offsets from its start: ceil(50%) and floor(80%), in integers (no float
 // rounding, no overflow).
@@ -20,7 +15,9 @@ func window(d time.Duration) (from, to time.Duration) {
 
 // RenewAt returns when to renew a certificate valid from notBefore to
 // notAfter: an instant drawn uniformly between 50% and 80% of its
-// validity. rnd is the source of randomness; nil uses math/rand/v2's
+// validity, as Docker's rule: late enough not to renew needlessly, early
+// enough to retry for weeks, and spread so that nodes that joined together
+// do not all renew together. rnd is the source of randomness; nil uses math/rand/v2's
 // global one (the jitter is not a secret). For an empty or inverted
 // validity it returns notBefore (renew now).
 func RenewAt(notBefore, notAfter time.Time, rnd *rand.Rand) time.Time {

@@ -68,7 +68,8 @@ func JoinServerConfig(cert tls.Certificate, root *Root) *tls.Config {
 // certificate cert, and the server's certificate verified against root for
 // the DNS name of serverRole ("shoal-manager"; "" means RoleManager), not
 // for an address, so managers can change addresses; the server must also
-// be of root's cluster and have that role in its certificate.
+// be of root's cluster and have that role in its certificate. With a zero
+// cert the client presents none (and a ServerConfig server refuses it).
 func ClientConfig(cert tls.Certificate, root *Root, serverRole Role) *tls.Config {
 	if serverRole == "" {
 		serverRole = RoleManager

@@ -83,7 +83,8 @@ func hasUsage(cert *x509.Certificate, u x509.ExtKeyUsage) bool {
 // not sign directly (ErrUnknownAuthority), one outside its validity
 // (ErrExpired, ErrNotYetValid), one that is not a node certificate or not
 // for both server and client authentication (ErrNotNodeCertificate), and
-// one of another cluster (ErrWrongCluster).
+// one of another cluster (ErrWrongCluster). Node certificates are signed
+// by the root directly, so the certificates after the leaf do not matter.
 func (r *Root) Verify(chain []*x509.Certificate) (Identity, error) {
 	if !r.ok() {
 		return Identity{}, ErrNoRoot
