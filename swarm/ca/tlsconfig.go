@@ -53,7 +53,9 @@ func ServerConfig(cert tls.Certificate, root *Root) *tls.Config {
 //	}
 //
 // and must then serve nothing but the join call on a connection whose
-// ConnectionState().NegotiatedProtocol is JoinALPN.
+// ConnectionState().NegotiatedProtocol is JoinALPN. A connection without a
+// client certificate always negotiates JoinALPN: JoinServerConfig offers
+// nothing else, whatever else the client offers.
 func JoinServerConfig(cert tls.Certificate, root *Root) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,

@@ -237,4 +237,13 @@ func TestOnePortServesJoinsAndNodes(t *testing.T) {
 	if srv.err == nil || cli.err == nil {
 		t.Errorf("a node without certificate nor join: server %v, client %v", srv.err, cli.err)
 	}
+	// A client without certificate that offers the join protocol and
+	// another one gets the join protocol: unauthenticated connections are
+	// always marked.
+	sly := ca.JoinClientConfig(tokenOf(t, r))
+	sly.NextProtos = []string{"h2", ca.JoinALPN}
+	srv, cli = handshake(t, srvCfg, sly)
+	if srv.err != nil || cli.err != nil || srv.state.NegotiatedProtocol != ca.JoinALPN {
+		t.Errorf("a join offering h2 too: server %v, client %v, protocol %q", srv.err, cli.err, srv.state.NegotiatedProtocol)
+	}
 }
