@@ -27,8 +27,9 @@ type FakeExecutor struct {
 	// ExecResult answers Exec (health checks); nil answers exit code 0.
 	ExecResult func(taskID string, cmd []string) int
 
-	mu    sync.Mutex
-	tasks map[string]*fakeTask
+	mu      sync.Mutex
+	tasks   map[string]*fakeTask
+	stopped map[string]int // Shutdown and Terminate calls per task, kept past Remove
 }
 
 var (
@@ -152,6 +153,24 @@ func (f *FakeExecutor) Wait(ctx context.Context, id string) (ExitStatus, error) 
 	}
 }
 
+// Stopped counts the Shutdown and Terminate calls for a task that found
+// it, even after Remove: a test can tell a task stopped for real from one
+// only reported stopped.
+func (f *FakeExecutor) Stopped(id string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stopped[id]
+}
+
+func (f *FakeExecutor) countStop(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped == nil {
+		f.stopped = map[string]int{}
+	}
+	f.stopped[id]++
+}
+
 // Shutdown stops the process with code 143 (SIGTERM), or 137 (SIGKILL)
 // after grace for images in IgnoreStop.
 func (f *FakeExecutor) Shutdown(ctx context.Context, id string, grace time.Duration) error {
@@ -159,6 +178,7 @@ func (f *FakeExecutor) Shutdown(ctx context.Context, id string, grace time.Durat
 	if err != nil {
 		return err
 	}
+	f.countStop(id)
 	if f.IgnoreStop[t.image] {
 		select {
 		case <-time.After(grace):
@@ -177,6 +197,7 @@ func (f *FakeExecutor) Terminate(ctx context.Context, id string) error {
 	if _, err := f.get(id); err != nil {
 		return err
 	}
+	f.countStop(id)
 	f.Exit(id, 137)
 	return nil
 }

@@ -45,7 +45,6 @@ func (r *Runner) now() time.Time {
 // change is the one update allowed in the same state.
 type progress struct {
 	r      *Runner
-	ctx    context.Context
 	taskID string
 	state  api.TaskState
 	health string
@@ -61,9 +60,13 @@ func (p *progress) report(s api.TaskState, msg string, err error, exit int) api.
 	if err != nil {
 		p.last.Err = err.Error()
 	}
-	if in, ierr := p.r.Executor.Inspect(context.WithoutCancel(p.ctx), p.taskID); ierr == nil {
+	// The container's ID and PID for the report; the task's context may be
+	// cancelled already (it is stopping), so Inspect gets its own bound.
+	ictx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if in, ierr := p.r.Executor.Inspect(ictx, p.taskID); ierr == nil {
 		p.last.ContainerID, p.last.PID = in.ContainerID, in.PID
 	}
+	cancel()
 	if p.r.Report != nil {
 		p.r.Report(StatusUpdate{TaskID: p.taskID, Status: p.last})
 	}
@@ -74,7 +77,7 @@ func (p *progress) report(s api.TaskState, msg string, err error, exit int) api.
 // desired state became SHUTDOWN), and returns the final status. The
 // container is left in place for logs; call Executor.Remove to delete it.
 func (r *Runner) Run(ctx context.Context, t *api.Task) api.TaskStatus {
-	p := &progress{r: r, ctx: ctx, taskID: t.ID, state: api.TaskAssigned}
+	p := &progress{r: r, taskID: t.ID, state: api.TaskAssigned}
 	p.report(api.TaskAccepted, "accepted", nil, 0)
 	p.report(api.TaskPreparing, "preparing", nil, 0)
 	if err := r.Executor.Prepare(ctx, t); err != nil {
@@ -100,7 +103,7 @@ func (r *Runner) Run(ctx context.Context, t *api.Task) api.TaskStatus {
 // RUNNING, and then watches it as Run does (exit, health checks, and a
 // stop when ctx is cancelled).
 func (r *Runner) Resume(ctx context.Context, t *api.Task) api.TaskStatus {
-	p := &progress{r: r, ctx: ctx, taskID: t.ID, state: max(t.Status.State, api.TaskAssigned), health: t.Status.Health, last: t.Status}
+	p := &progress{r: r, taskID: t.ID, state: max(t.Status.State, api.TaskAssigned), health: t.Status.Health, last: t.Status}
 	in, err := r.Executor.Inspect(ctx, t.ID)
 	switch {
 	case err != nil:

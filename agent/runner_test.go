@@ -147,3 +147,52 @@ func TestHealthFailuresInStartPeriodDoNotCount(t *testing.T) {
 		t.Fatalf("unhealthy after %v (start period 200ms): %+v", time.Since(t0), final)
 	}
 }
+
+// Resume takes over a task an earlier agent started: it does not start it
+// again, watches it to its end, and stops it when told; a task that ended
+// or vanished while no agent watched is reported so.
+func TestRunnerResumesAdoptedTasks(t *testing.T) {
+	ctx := context.Background()
+	f := &agent.FakeExecutor{}
+	// An earlier agent prepared and started these.
+	for _, id := range []string{"runs", "stops", "ended"} {
+		if err := f.Prepare(ctx, task(id, "app")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Exit("ended", 0)
+	adopted := func(id string) *api.Task {
+		tk := task(id, "app")
+		tk.Status = api.TaskStatus{State: api.TaskRunning}
+		return tk
+	}
+
+	rec := &recorder{}
+	done := make(chan api.TaskStatus, 1)
+	go func() { done <- (&agent.Runner{Executor: f, Report: rec.report}).Resume(ctx, adopted("runs")) }()
+	f.Exit("runs", 2) // before or after Resume looks: the end is reported either way
+	if final := <-done; final.State != api.TaskFailed || final.ExitCode != 2 {
+		t.Fatalf("adopted task that exited 2: %+v", final)
+	}
+	if f.Starts("runs") != 1 {
+		t.Fatalf("the adopted task was started again (%d starts)", f.Starts("runs"))
+	}
+
+	sctx, stop := context.WithCancel(ctx)
+	rec = &recorder{}
+	go func() { done <- (&agent.Runner{Executor: f, Report: rec.report}).Resume(sctx, adopted("stops")) }()
+	stop()
+	if final := <-done; final.State != api.TaskShutdown || final.ExitCode != 143 {
+		t.Fatalf("adopted task told to stop: %+v", final)
+	}
+
+	if final := (&agent.Runner{Executor: f}).Resume(ctx, adopted("ended")); final.State != api.TaskComplete {
+		t.Fatalf("adopted task that ended meanwhile: %+v", final)
+	}
+	if final := (&agent.Runner{Executor: f}).Resume(ctx, adopted("gone")); final.State != api.TaskFailed || !strings.Contains(final.Err, "gone") {
+		t.Fatalf("adopted task whose container is gone: %+v", final)
+	}
+}

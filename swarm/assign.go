@@ -31,7 +31,9 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, all, pending []*api.Task,
 	for _, t := range all {
 		// What runs (or will) on a node counts against it.
 		sn := byID[t.NodeID]
-		if sn == nil || !alive(t) || pendingTask(t) {
+		// A task told to stop that still runs holds its resources and
+		// ports until it has stopped (a drain, an update, the enforcer).
+		if sn == nil || ended(t) || pendingTask(t) {
 			continue
 		}
 		countTask(sn, t)

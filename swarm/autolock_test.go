@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 )
@@ -157,4 +158,61 @@ func TestEncryptionAtRestAndAutolock(t *testing.T) {
 	if err := (&swarm.Manager{AutoLock: true}).Start(ctx); err == nil {
 		t.Fatal("autolock in memory accepted")
 	}
+}
+
+// A new manager with autolock that stops before anyone took its unlock key
+// does not lock itself out: it comes back with autolock off.
+func TestAutolockKeyNeverHandedOut(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := startManager(t, &swarm.Manager{Dir: dir, AutoLock: true})
+	ready(t, m)
+	m.Close() // UnlockKey was never called
+	m = startManager(t, &swarm.Manager{Dir: dir})
+	if m.Locked() {
+		t.Fatal("locked with a key nobody was given")
+	}
+	ready(t, m)
+	if _, err := m.UnlockKey(); err == nil {
+		t.Fatal("autolock still on")
+	}
+	// Turned on again and the key taken: now a restart is locked.
+	key, err := m.SetAutoLock(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	m = startManager(t, &swarm.Manager{Dir: dir})
+	if !m.Locked() {
+		t.Fatal("not locked once the key was handed out")
+	}
+	if err := m.Unlock(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A first Start that fails leaves the data dir as it found it: a second
+// Start begins again instead of finding half a manager.
+func TestFailedFirstStartLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	bad := &swarm.Manager{Dir: dir, ID: "m1",
+		// Two members with one ID: raft refuses to bootstrap.
+		Bootstrap: []raftstore.Server{{ID: "m1", Address: "a", Voter: true}, {ID: "m1", Address: "b", Voter: true}}}
+	if err := bad.Start(context.Background()); err == nil {
+		bad.Close()
+		t.Fatal("a bootstrap with a duplicate member started")
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 0 {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("a failed first start left %v", names)
+	}
+	m := startManager(t, &swarm.Manager{Dir: dir})
+	ready(t, m)
 }

@@ -48,7 +48,7 @@ func containerdCluster(t *testing.T, nodes ...string) (*swarmtest.Cluster, *ctrd
 	if _, err := testimages.Build(context.Background(), env.imageDir); err != nil {
 		t.Fatal(err)
 	}
-	c := swarmtest.New(t, swarmtest.Options{HeartbeatPeriod: time.Second})
+	c := swarmtest.New(t, swarmtest.Options{HeartbeatPeriod: 2 * time.Second})
 	for _, id := range nodes {
 		c.AddWorkerOn(id, env.executor(t, id))
 	}
@@ -110,10 +110,8 @@ func TestServiceOnContainerd(t *testing.T) {
 }
 
 // A restarted worker adopts the containers that still run: they are not
-// restarted (same process), they keep their slots, and a later update
-// stops them. A container left by the earlier worker that is no longer
-// assigned (here: one killed and replaced while the worker was away) is
-// cleaned up.
+// restarted (same process), they keep their slots, a kill is noticed, and
+// a later update stops them.
 func TestRestartedWorkerAdoptsContainers(t *testing.T) {
 	c, env := containerdCluster(t, "node0")
 	ctx := context.Background()

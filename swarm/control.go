@@ -13,9 +13,10 @@ import (
 )
 
 // The control API: services, nodes and the cluster object. Writes go to
-// the leader (others answer with an error wrapping raftstore.ErrNotLeader);
-// reads are served from this manager's state and may lag the leader by a
-// few milliseconds.
+// the leader: others answer with a *raftstore.NotLeaderError naming it
+// (over the network, a follower passes writes on to the leader). Reads are
+// served from this manager's state and may lag the leader by a few
+// milliseconds.
 
 // DefaultClusterSpec is the configuration of a new cluster, as Docker's.
 func DefaultClusterSpec() api.ClusterSpec {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoalproject/shoal/agent"
@@ -73,16 +74,50 @@ type dispatcher struct {
 	// managers returns the managers' addresses for sessions.
 	managers func() []string
 
-	mu     sync.Mutex
-	seen   map[string]time.Time // last heartbeat of each registered node
-	leadAt time.Time            // when this manager last became leader
+	// serving is set while this manager's leader loop runs, past its
+	// barrier: only then are its state and answers current.
+	serving atomic.Bool
+
+	mu       sync.Mutex
+	seen     map[string]time.Time // last heartbeat of each registered node
+	leadAt   time.Time            // when this manager became leader
+	leadTerm uint64               // in which term
+	streams  map[string]*stream   // the assignment stream of each node
 }
 
-// startLeading forgets heartbeats seen while following.
-func (d *dispatcher) startLeading() {
+// stream is one node's assignment stream.
+type stream struct{ cancel context.CancelFunc }
+
+// startLeading begins serving workers in a term. A new term forgets
+// heartbeats seen before, so every node gets a full grace; a leader loop
+// restarted within its term keeps them (a dead node gets no new grace).
+func (d *dispatcher) startLeading(term uint64) {
+	d.mu.Lock()
+	if term != d.leadTerm || d.seen == nil {
+		d.seen, d.leadAt, d.leadTerm = map[string]time.Time{}, time.Now(), term
+	}
+	d.mu.Unlock()
+	d.serving.Store(true)
+}
+
+// stopLeading stops serving workers, and ends their assignment streams:
+// the leader loop ended.
+func (d *dispatcher) stopLeading() {
+	d.serving.Store(false)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.seen, d.leadAt = map[string]time.Time{}, time.Now()
+	for id, s := range d.streams {
+		s.cancel()
+		delete(d.streams, id)
+	}
+}
+
+// leading refuses calls unless this manager leads and has caught up.
+func (d *dispatcher) leading() error {
+	if !d.serving.Load() || !d.store.IsLeader() {
+		return d.notLeader()
+	}
+	return nil
 }
 
 func (d *dispatcher) touch(nodeID string) {
@@ -160,17 +195,31 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, desc api.NodeD
 	if err := checkNodeID(nodeID); err != nil {
 		return Session{}, err
 	}
+	if err := desc.Validate(); err != nil {
+		return Session{}, err
+	}
+	if err := d.leading(); err != nil {
+		return Session{}, err
+	}
 	now := time.Now().UTC()
-	err := d.store.Update(ctx, func(tx *raftstore.Tx) error {
-		status := api.NodeStatus{State: api.NodeReady, Message: "registered"}
-		if o, err := tx.Get(TableNodes, nodeID); err == nil {
-			n := *o.(*api.Node)
-			n.Description, n.Status, n.UpdatedAt = desc, status, now
-			return tx.Update(TableNodes, &n)
-		}
-		return tx.Create(TableNodes, &api.Node{Meta: api.Meta{ID: nodeID, CreatedAt: now, UpdatedAt: now},
-			Spec: api.NodeSpec{Role: api.RoleWorker, Availability: api.NodeActive}, Description: desc, Status: status})
-	})
+	write := func() error {
+		return d.store.Update(ctx, func(tx *raftstore.Tx) error {
+			status := api.NodeStatus{State: api.NodeReady, Message: "registered"}
+			if o, err := tx.Get(TableNodes, nodeID); err == nil {
+				n := *o.(*api.Node)
+				n.Description, n.Status, n.UpdatedAt = desc, status, now
+				return tx.Update(TableNodes, &n)
+			}
+			return tx.Create(TableNodes, &api.Node{Meta: api.Meta{ID: nodeID, CreatedAt: now, UpdatedAt: now},
+				Spec: api.NodeSpec{Role: api.RoleWorker, Availability: api.NodeActive}, Description: desc, Status: status})
+		})
+	}
+	// The node's object may change under the registration (the leader
+	// marking it down, an operator's update): read it again and retry.
+	err := write()
+	for i := 0; i < 5 && errors.Is(err, raftstore.ErrConflict); i++ {
+		err = write()
+	}
 	if err != nil {
 		return Session{}, err
 	}
@@ -183,8 +232,8 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, desc api.NodeD
 }
 
 func (d *dispatcher) heartbeat(ctx context.Context, nodeID string) (time.Duration, error) {
-	if !d.store.IsLeader() {
-		return 0, d.notLeader()
+	if err := d.leading(); err != nil {
+		return 0, err
 	}
 	var down bool
 	err := d.store.View(func(tx *raftstore.ReadTx) error {
@@ -273,13 +322,33 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*
 	// Only the leader hands out assignments, and only while it leads: a
 	// follower's state may lag, and one cut off from the others would keep
 	// feeding its workers a past that the cluster has left.
-	if !d.store.IsLeader() {
-		return nil, d.notLeader()
+	if err := d.leading(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	// One stream per node: a new one (the worker reconnected) ends the
+	// old, so a node cannot pile up streams.
+	mine := &stream{cancel: cancel}
+	d.mu.Lock()
+	if d.streams == nil {
+		d.streams = map[string]*stream{}
+	}
+	if old := d.streams[nodeID]; old != nil {
+		old.cancel()
+	}
+	d.streams[nodeID] = mine
+	d.mu.Unlock()
+	forget := func() {
+		d.mu.Lock()
+		if d.streams[nodeID] == mine { // a newer stream may have replaced it
+			delete(d.streams, nodeID)
+		}
+		d.mu.Unlock()
+	}
 	leaders, err := d.store.WatchLeader(ctx)
 	if err != nil {
 		cancel()
+		forget()
 		return nil, err
 	}
 	go func() {
@@ -293,11 +362,13 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*
 	w, set, err := watch()
 	if err != nil {
 		cancel()
+		forget()
 		return nil, err
 	}
 	out := make(chan []*api.Task, 1)
 	go func() {
 		defer close(out)
+		defer forget()
 		defer cancel()
 		defer func() {
 			if w != nil {
@@ -344,13 +415,15 @@ func (d *dispatcher) updateStatus(ctx context.Context, nodeID string, updates []
 	if len(updates) > MaxStatusUpdates {
 		return fmt.Errorf("%w: %d status updates in one call, at most %d", api.ErrInvalidSpec, len(updates), MaxStatusUpdates)
 	}
+	if err := d.leading(); err != nil {
+		return err
+	}
 	latest := make(map[string]api.TaskStatus, len(updates))
 	for _, u := range updates {
 		st := u.Status
-		if st.State < api.TaskNew || st.State > api.TaskOrphaned {
-			return fmt.Errorf("%w: task %s: unknown state %d", api.ErrInvalidSpec, u.TaskID, int(st.State))
+		if err := checkStatus(u.TaskID, &st); err != nil {
+			return err
 		}
-		st.Message, st.Err = clip(st.Message), clip(st.Err)
 		latest[u.TaskID] = st
 	}
 	const attempts = 5
@@ -396,6 +469,28 @@ func (d *dispatcher) updateStatus(ctx context.Context, nodeID string, updates []
 	}
 	return fmt.Errorf("swarm: %d task report(s) of node %s conflicted with other changes %d times; send them again", len(latest), nodeID, attempts)
 }
+
+// checkStatus refuses a report that cannot be right and bounds what it may
+// write: a worker must not fill the Raft log.
+func checkStatus(taskID string, st *api.TaskStatus) error {
+	switch {
+	case taskID == "" || len(taskID) > 128:
+		return fmt.Errorf("%w: a status report names task %q", api.ErrInvalidSpec, clip(taskID))
+	case st.State < api.TaskNew || st.State > api.TaskOrphaned:
+		return fmt.Errorf("%w: task %s: unknown state %d", api.ErrInvalidSpec, taskID, int(st.State))
+	case st.Health != "" && st.Health != agent.HealthStarting && st.Health != agent.HealthHealthy && st.Health != agent.HealthUnhealthy:
+		return fmt.Errorf("%w: task %s: health %q is not starting, healthy or unhealthy", api.ErrInvalidSpec, taskID, clip(st.Health))
+	case len(st.Ports) > maxStatusPorts:
+		return fmt.Errorf("%w: task %s: %d ports, at most %d", api.ErrInvalidSpec, taskID, len(st.Ports), maxStatusPorts)
+	case len(st.ContainerID) > 128:
+		return fmt.Errorf("%w: task %s: container ID of %d characters", api.ErrInvalidSpec, taskID, len(st.ContainerID))
+	}
+	st.Message, st.Err = clip(st.Message), clip(st.Err)
+	return nil
+}
+
+// maxStatusPorts bounds the ports a status report may list.
+const maxStatusPorts = 256
 
 func clip(s string) string {
 	if len(s) <= maxStatusText {

@@ -29,9 +29,9 @@ var (
 	// ErrBadUnlockKey is returned by Unlock for a key that does not open
 	// the manager's data.
 	ErrBadUnlockKey = errors.New("swarm: wrong unlock key")
-	// ErrTooManyTasks is wrapped when a spec asks for more tasks than the
-	// cluster allows (OrchestrationConfig.MaxReplicas).
-	ErrTooManyTasks = errors.New("swarm: too many tasks")
+	// ErrUnavailable is returned by a manager that cannot serve now
+	// (closing, locked, starting, failing); another may.
+	ErrUnavailable = errors.New("swarm: manager unavailable")
 )
 
 // Retryable reports whether a call that failed with err may succeed on
@@ -46,11 +46,11 @@ func Retryable(err error) bool {
 	var netErr net.Error
 	switch {
 	case errors.Is(err, api.ErrInvalidSpec), errors.Is(err, ErrNameInUse), errors.Is(err, ErrNotFound),
-		errors.Is(err, raftstore.ErrConflict), errors.Is(err, ErrTooManyTasks), errors.Is(err, ErrBadUnlockKey):
+		errors.Is(err, raftstore.ErrConflict), errors.Is(err, ErrBadUnlockKey):
 		return false
 	case errors.Is(err, ErrNotManagerLeader), errors.Is(err, raftstore.ErrNotLeader), errors.Is(err, raftstore.ErrNoQuorum),
 		errors.Is(err, net.ErrClosed), errors.Is(err, ErrNotStarted), errors.Is(err, raftstore.ErrNotStarted),
-		errors.Is(err, ErrLocked), errors.As(err, &netErr):
+		errors.Is(err, ErrLocked), errors.Is(err, ErrUnavailable), errors.As(err, &netErr):
 		return true
 	}
 	return false

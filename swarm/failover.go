@@ -3,6 +3,7 @@ package swarm
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,8 +27,8 @@ type Failover struct {
 var _ Dispatcher = (*Failover)(nil)
 
 func (f *Failover) call(fn func(d Dispatcher) error) error {
-	if len(f.Managers) == 0 {
-		return errors.New("swarm: failover dispatcher has no managers")
+	if len(f.Managers) == 0 || slices.Contains(f.Managers, nil) {
+		return errors.New("swarm: failover dispatcher needs managers, none of them nil")
 	}
 	f.mu.Lock()
 	start := f.cur

@@ -211,6 +211,9 @@ func TestRestartedWorkerAdoptsTasks(t *testing.T) {
 		_, err := c.Exec("node0").Inspect(ctx, surplus.ID)
 		return errors.Is(err, agent.ErrNotFound)
 	})
+	if c.Exec("node0").Stopped(surplus.ID) == 0 {
+		t.Fatal("the surplus task was reported shut down without being stopped")
+	}
 	// A worker restarted on an executor that lost its tasks (a new
 	// machine image, say) reports them lost, and they are replaced.
 	c.StopWorker("node0")
@@ -251,7 +254,11 @@ func TestManagerIdentityAndLifecycle(t *testing.T) {
 		if err := m.Start(ctx); err != nil {
 			t.Fatalf("second Start: %v", err)
 		}
-		<-m.Ready()
+		ready(t, m)
+		// Ready means usable: the cluster object is there.
+		if _, err := m.Cluster(); err != nil {
+			t.Fatalf("ready, but: %v", err)
+		}
 		return m
 	}
 	m1 := start("")
@@ -510,10 +517,17 @@ func TestConcurrentCreatesKeepNamesUnique(t *testing.T) {
 // Fault 9: rolling updates are gated on health, and an unhealthy task is
 // replaced.
 func TestHealthGatesUpdatesAndReplacesUnhealthy(t *testing.T) {
-	var healthy sync.Map // task ID -> bool; absent: healthy
+	var (
+		mu        sync.Mutex
+		unhealthy = map[string]bool{} // tasks whose checks fail
+		holdNew   bool                // checks of tasks not in old fail
+		old       = map[string]bool{}
+	)
 	c := swarmtest.New(t, swarmtest.Options{Workers: 2, Executor: func(_ string, e *agent.FakeExecutor) {
 		e.ExecResult = func(taskID string, _ []string) int {
-			if ok, found := healthy.Load(taskID); found && !ok.(bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if unhealthy[taskID] || (holdNew && !old[taskID]) {
 				return 1
 			}
 			return 0
@@ -533,7 +547,9 @@ func TestHealthGatesUpdatesAndReplacesUnhealthy(t *testing.T) {
 	})
 	// An unhealthy task is killed and replaced.
 	victim := c.Running(svc.ID)[0]
-	healthy.Store(victim.ID, false)
+	mu.Lock()
+	unhealthy[victim.ID] = true
+	mu.Unlock()
 	c.WaitFor("the unhealthy task replaced", func() bool {
 		for _, tk := range c.Tasks(svc.ID) {
 			if tk.ID == victim.ID && tk.Status.State != api.TaskFailed {
@@ -542,52 +558,43 @@ func TestHealthGatesUpdatesAndReplacesUnhealthy(t *testing.T) {
 		}
 		return len(c.Running(svc.ID)) == 2
 	})
-	// An update whose new tasks never become healthy does not go past its
-	// first step: they fail their checks, and the update pauses.
+	// An update waits for each new task to be healthy: a task whose checks
+	// fail inside a long start period stays "starting", and the update
+	// does not take its next step (with a monitor of 1 ms, it would at
+	// once without the health gate); once it turns healthy, it goes on.
 	m := c.Leader()
 	cur, _ := m.Service(svc.ID)
+	mu.Lock()
+	for _, tk := range c.Tasks(svc.ID) {
+		old[tk.ID] = true
+	}
+	holdNew = true
+	mu.Unlock()
 	up := cur.Spec
 	up.TaskTemplate.Image = "example/web:2"
-	// A monitor of 1 ms: without the health gate, the next step would
-	// follow as soon as the first new task runs.
+	up.TaskTemplate.Healthcheck = &api.HealthConfig{Test: []string{"CMD", "check"}, Interval: 20 * time.Millisecond, Retries: 2, StartPeriod: time.Hour}
 	up.UpdateConfig = &api.UpdateConfig{Parallelism: 1, Monitor: time.Millisecond, FailureAction: api.ActionPause}
-	// Every task made from now on is unhealthy.
-	var mu sync.Mutex
-	known := map[string]bool{}
-	for _, tk := range c.Tasks(svc.ID) {
-		known[tk.ID] = true
-	}
-	stopMarking := make(chan struct{})
-	defer close(stopMarking)
-	go func() {
-		for {
-			select {
-			case <-stopMarking:
-				return
-			case <-time.After(time.Millisecond):
-			}
-			ts, err := m.Tasks(svc.ID)
-			if err != nil {
-				continue
-			}
-			mu.Lock()
-			for _, tk := range ts {
-				if !known[tk.ID] {
-					known[tk.ID] = true
-					healthy.Store(tk.ID, false)
-				}
-			}
-			mu.Unlock()
-		}
-	}()
 	if _, err := m.UpdateService(context.Background(), svc.ID, cur.Version, up); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor("the update paused on unhealthy tasks", func() bool { return updateState(c, "web") == api.UpdatePaused })
+	c.WaitFor("the first new task runs, health starting", func() bool {
+		for _, tk := range c.Running(svc.ID) {
+			if tk.Spec.Image == "example/web:2" && tk.Status.Health == agent.HealthStarting {
+				return true
+			}
+		}
+		return false
+	})
 	settle(t, c)
-	if old := images(c, svc.ID)["example/web:1"]; old != 1 {
-		t.Fatalf("%d old tasks run; the update should have stopped after its first step:\n%s", old, c.Dump())
+	if got := images(c, svc.ID); got["example/web:1"] != 1 || got["example/web:2"] != 1 || updateState(c, "web") != api.UpdateUpdating {
+		t.Fatalf("the update went past a task not yet healthy: running %v, state %s:\n%s", got, updateState(c, "web"), c.Dump())
 	}
+	mu.Lock()
+	holdNew = false
+	mu.Unlock()
+	c.WaitFor("the update completes once the new tasks are healthy", func() bool {
+		return updateState(c, "web") == api.UpdateCompleted && images(c, svc.ID)["example/web:2"] == 2
+	})
 }
 
 // The constraint enforcer: tasks leave nodes that stop meeting their

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
 )
@@ -92,7 +93,11 @@ func TestManagerFailover(t *testing.T) {
 	for {
 		var ev raftstore.Event
 		select {
-		case ev = <-nodeWatch.Events():
+		case e, ok := <-nodeWatch.Events():
+			if !ok {
+				t.Fatalf("the watch of node changes ended: %v", nodeWatch.Err())
+			}
+			ev = e
 		case <-deadline:
 			t.Fatal("the stopped worker was never declared down")
 		}
@@ -104,5 +109,106 @@ func TestManagerFailover(t *testing.T) {
 			t.Fatalf("node %s went %s during the failover: %s", n.ID, n.Status.State, n.Status.Message)
 		}
 		break
+	}
+}
+
+// A new leader acts only once it has applied all that the old one
+// committed: the old leader created a service's tasks and died at once;
+// the new one must not create them again (each slot once).
+func TestNewLeaderDoesNotActOnAStaleView(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.New(t, swarmtest.Options{Managers: 3})
+	old := c.Leader()
+	st := old.Store()
+	w, err := st.Watch(ctx, st.AppliedIndex(), func(e raftstore.Event) bool {
+		return e.Table == swarm.TableTasks && e.Kind == raftstore.Created
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := create(t, c, service("web", api.Replicated(5)))
+	select {
+	case <-w.Events():
+	case <-time.After(waitfor.DefaultTimeout):
+		t.Fatal("the leader made no tasks")
+	}
+	// The tasks are committed on the old leader: it dies now, before the
+	// others have applied them.
+	c.Net.Isolate(old.ID)
+	c.StopManager(old.ID)
+	c.Heal()
+	c.Leader()
+	settle(t, c)
+	slots := map[uint64]int{}
+	for _, tk := range c.Tasks(svc.ID) {
+		slots[tk.Slot]++
+	}
+	if len(slots) != 5 {
+		t.Fatalf("slots %v, want 1..5", slots)
+	}
+	for slot, n := range slots {
+		if n != 1 {
+			t.Fatalf("slot %d has %d tasks after the failover:\n%s", slot, n, c.Dump())
+		}
+	}
+	cl, err := c.Leader().Services()
+	if err != nil || len(cl) != 1 {
+		t.Fatalf("services: %d, %v", len(cl), err)
+	}
+	if n := clusters(t, c); n != 1 {
+		t.Fatalf("%d cluster objects", n)
+	}
+}
+
+func clusters(t *testing.T, c *swarmtest.Cluster) int {
+	t.Helper()
+	n := 0
+	c.Leader().Store().View(func(tx *raftstore.ReadTx) (err error) {
+		n, err = tx.Count(swarm.TableClusters)
+		return err
+	})
+	return n
+}
+
+// The leader cut off from the other managers: they elect a new one, the
+// old one steps down and stops serving its workers, who follow the new
+// leader; after the heal no slot runs twice and the tasks ran on.
+func TestLeaderPartitionedFromTheManagers(t *testing.T) {
+	c := swarmtest.New(t, swarmtest.Options{Managers: 3, Workers: 3, Executor: testImages})
+	svc := create(t, c, service("web", api.Replicated(3)))
+	c.WaitFor("3 running", func() bool { return len(c.Running(svc.ID)) == 3 })
+	before := map[string]bool{}
+	for _, tk := range c.Running(svc.ID) {
+		before[tk.ID] = true
+	}
+	old := c.Leader()
+	c.Net.Isolate(old.ID)
+	c.WaitFor("the old leader steps down", func() bool { return !old.IsLeader() })
+	m := c.Leader()
+	if m.ID == old.ID {
+		t.Fatal("the isolated manager leads")
+	}
+	// The workers follow the majority's leader: a new service runs.
+	svc2 := create(t, c, service("after", api.Replicated(3)))
+	c.WaitFor("a service created during the partition runs", func() bool { return len(c.Running(svc2.ID)) == 3 })
+	if _, err := old.CreateService(context.Background(), service("minority", api.Replicated(1))); err == nil {
+		t.Fatal("the isolated manager took a write")
+	}
+	c.Heal()
+	settle(t, c)
+	bySlot := map[uint64]int{}
+	for _, tk := range c.Running(svc.ID) {
+		bySlot[tk.Slot]++
+		if !before[tk.ID] {
+			t.Fatalf("task %s is new: the partition replaced a running task", tk.ID)
+		}
+	}
+	for slot, n := range bySlot {
+		if n != 1 {
+			t.Fatalf("slot %d runs %d tasks after the heal", slot, n)
+		}
+	}
+	if len(bySlot) != 3 {
+		t.Fatalf("slots running: %v", bySlot)
 	}
 }

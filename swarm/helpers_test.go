@@ -84,6 +84,14 @@ var probes atomic.Int64
 // check that something did not happen without sleeping.
 func settle(t *testing.T, c *swarmtest.Cluster) {
 	t.Helper()
+	// Twice: a pass that a timer asked for (a restart delay or monitor
+	// that had run out) comes after the first probe's pass at the latest.
+	settleOnce(t, c)
+	settleOnce(t, c)
+}
+
+func settleOnce(t *testing.T, c *swarmtest.Cluster) {
+	t.Helper()
 	ctx := context.Background()
 	name := fmt.Sprint("probe-", probes.Add(1))
 	spec := service(name, api.Replicated(1))

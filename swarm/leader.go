@@ -15,6 +15,10 @@ import (
 // leader loop that ended on an error while this manager still leads.
 const leadRestartDelay = 100 * time.Millisecond
 
+// conflictPause is the wait before a pass that follows one whose changes
+// raced other writes.
+const conflictPause = 10 * time.Millisecond
+
 // fullPassEvery is how often the leader reconciles every service even
 // when no event asked for it: a safety net, cheap at this rate.
 const fullPassEvery = time.Minute
@@ -32,6 +36,7 @@ func (m *Manager) run(ctx context.Context) {
 	var (
 		stop     context.CancelFunc
 		ended    chan struct{} // closed when the running lead returns
+		term     uint64        // the term the running lead started in
 		restart  <-chan time.Time
 		stopLead = func() {
 			if stop != nil {
@@ -40,14 +45,14 @@ func (m *Manager) run(ctx context.Context) {
 				stop, ended = nil, nil
 			}
 		}
-		startLead = func() {
+		startLead = func(t uint64) {
 			lctx, cancel := context.WithCancel(ctx)
-			stop, ended = cancel, make(chan struct{})
+			stop, ended, term = cancel, make(chan struct{}), t
 			done := ended
-			m.logger().Info("swarm: leading", "manager", m.ID)
+			m.logger().Info("swarm: leading", "manager", m.ID, "term", t)
 			go func() {
 				defer close(done)
-				if err := m.lead(lctx, st); err != nil && lctx.Err() == nil {
+				if err := m.lead(lctx, st, t); err != nil && lctx.Err() == nil {
 					m.logger().Error("swarm: leader loop ended", "err", err)
 				}
 			}()
@@ -64,7 +69,12 @@ func (m *Manager) run(ctx context.Context) {
 			}
 			switch {
 			case li.Self && stop == nil:
-				startLead()
+				startLead(li.Term)
+			case li.Self && li.Term != term:
+				// Leadership was lost and won again between two looks:
+				// the running loop's view belongs to the old term.
+				stopLead()
+				startLead(li.Term)
 			case !li.Self:
 				stopLead()
 				restart = nil
@@ -77,8 +87,8 @@ func (m *Manager) run(ctx context.Context) {
 			}
 		case <-restart:
 			restart = nil
-			if st.IsLeader() && stop == nil {
-				startLead()
+			if li := st.Leader(); li.Self && stop == nil {
+				startLead(li.Term)
 			}
 		}
 	}
@@ -127,8 +137,16 @@ func (s *leaderState) due(now time.Time) (next time.Time) {
 // services, tasks, nodes or the cluster object, when a delay ends, and
 // every half heartbeat period for silent nodes. It returns when ctx ends
 // (leadership lost, manager closing) or the store closes.
-func (m *Manager) lead(ctx context.Context, st *raftstore.Store) error {
-	m.disp.startLeading()
+func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) error {
+	// A new leader may not yet have applied all that the old one
+	// committed (raft applies those entries once one of the new term
+	// commits): acting on that view would, say, fill slots twice. The
+	// dispatcher waits too: a worker must not be sent a past set.
+	if err := st.Barrier(ctx); err != nil {
+		return err
+	}
+	m.disp.startLeading(term)
+	defer m.disp.stopLeading()
 	if err := m.ensureCluster(ctx, st); err != nil {
 		return err
 	}
@@ -188,6 +206,15 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store) error {
 			maps.Copy(state.retry, res.retry)
 			for _, id := range res.again {
 				state.dirty[id] = true
+			}
+			if res.raced {
+				// Another write keeps winning (a worker's reports, say):
+				// give it room rather than spin one entry per pass.
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(conflictPause):
+				}
 			}
 			if len(state.dirty) > 0 || state.all {
 				continue // work left over from a bounded pass: go on at once

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -136,90 +135,13 @@ func (m *Manager) Start(ctx context.Context) error {
 		return nil
 	}
 	if err := m.open(ctx, keys); err != nil {
+		if len(keys) == 1 && keys[0].fresh && m.Dir != "" {
+			removeFresh(m.Dir)
+		}
 		return err
 	}
 	m.started = true
 	return nil
-}
-
-// resolveIdentity reads (or makes) the manager's ID and the candidate keys
-// that may unseal its data, in order. It sets m.locked when autolock is on
-// and no key is at hand.
-func (m *Manager) resolveIdentity() ([]kekCandidate, error) {
-	if m.Dir == "" {
-		if m.AutoLock {
-			return nil, errors.New("swarm: AutoLock needs Dir (there is nothing to lock in memory)")
-		}
-		if m.ID == "" {
-			m.ID = newID()
-		}
-		return []kekCandidate{{}}, nil
-	}
-	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("swarm: data dir: %w", err)
-	}
-	id, ok, err := readIdentity(m.Dir)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		if _, err := os.Stat(filepath.Join(m.Dir, "raft.db")); err == nil {
-			return nil, fmt.Errorf("swarm: %s holds Raft data but no %s: it is not a manager's data dir, or the file was lost (restore it, or use an empty dir)", m.Dir, identityFile)
-		}
-		if m.ID == "" {
-			m.ID = newID()
-		}
-		kek := newKEK()
-		if !m.AutoLock {
-			if err := writeKEK(filepath.Join(m.Dir, kekFile), kek); err != nil {
-				return nil, err
-			}
-		}
-		if err := writeIdentity(m.Dir, identity{ID: m.ID, AutoLock: m.AutoLock}); err != nil {
-			return nil, err
-		}
-		m.autoLk = m.AutoLock
-		return []kekCandidate{{key: kek}}, nil
-	}
-	if m.ID != "" && m.ID != id.ID {
-		return nil, fmt.Errorf("swarm: data dir %s belongs to manager %s, not %s (leave ID empty, or use another dir)", m.Dir, id.ID, m.ID)
-	}
-	m.ID, m.autoLk = id.ID, id.AutoLock
-	var keys []kekCandidate
-	if !id.AutoLock {
-		k, err := readKEK(filepath.Join(m.Dir, kekFile))
-		switch {
-		case err == nil:
-			keys = append(keys, kekCandidate{key: k})
-		case !errors.Is(err, os.ErrNotExist):
-			return nil, err
-		}
-	} else if m.UnlockWith != "" {
-		k, err := parseUnlockKey(m.UnlockWith)
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, kekCandidate{key: k})
-	}
-	// A switch of autolock (or of the key) that a crash interrupted left
-	// the new key here; it may be the one that opens the data.
-	if k, err := readKEK(filepath.Join(m.Dir, kekNextFile)); err == nil {
-		keys = append(keys, kekCandidate{key: k, next: true})
-	}
-	if len(keys) == 0 {
-		if !id.AutoLock {
-			return nil, fmt.Errorf("swarm: %s is missing: the manager cannot unseal its data (restore the file from a backup)", filepath.Join(m.Dir, kekFile))
-		}
-		m.locked = true
-	}
-	return keys, nil
-}
-
-// kekCandidate is a key that may unseal the data; next marks the key of an
-// interrupted switch.
-type kekCandidate struct {
-	key  []byte
-	next bool
 }
 
 // open starts the store with the first key that opens it, and the loops.
@@ -243,12 +165,14 @@ func (m *Manager) open(ctx context.Context, keys []kekCandidate) error {
 		}
 		return fmt.Errorf("%w (%v)", ErrBadUnlockKey, err)
 	}
-	if used.next {
+	switch {
+	case used.next:
 		if err := m.finishInterruptedSwitch(used.key); err != nil {
 			st.Close()
 			return err
 		}
-	} else if m.Dir != "" {
+	case used.fresh:
+	case m.Dir != "":
 		// A key of an interrupted switch that did not open the data is
 		// stale.
 		if err := atomicfile.Remove(filepath.Join(m.Dir, kekNextFile)); err != nil {
@@ -295,24 +219,6 @@ func (m *Manager) becomeReady(ctx context.Context, st *raftstore.Store, ready ch
 	}
 }
 
-// finishInterruptedSwitch settles a data dir whose data opened with the
-// key of a switch that a crash interrupted. The operator never received
-// that key, so autolock ends up off, with the key on disk: the manager
-// never locks itself out. Turn autolock on again to get a new unlock key.
-func (m *Manager) finishInterruptedSwitch(k []byte) error {
-	if err := writeKEK(filepath.Join(m.Dir, kekFile), k); err != nil {
-		return err
-	}
-	if err := writeIdentity(m.Dir, identity{ID: m.ID}); err != nil {
-		return err
-	}
-	if m.autoLk {
-		m.logger().Warn("swarm: an autolock change was interrupted before its unlock key was given out; autolock is off now, turn it on again")
-	}
-	m.autoLk = false
-	return atomicfile.Remove(filepath.Join(m.Dir, kekNextFile))
-}
-
 func (m *Manager) startStore(ctx context.Context, kek []byte) (*raftstore.Store, error) {
 	transport := m.Transport
 	if transport == nil {
@@ -331,101 +237,6 @@ func (m *Manager) startStore(ctx context.Context, kek []byte) (*raftstore.Store,
 		return nil, err
 	}
 	return st, nil
-}
-
-// Unlock opens a locked manager with its unlock key. It does nothing on a
-// manager that is not locked.
-func (m *Manager) Unlock(ctx context.Context, unlockKey string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	switch {
-	case m.closed:
-		return fmt.Errorf("swarm: unlock: %w", net.ErrClosed)
-	case !m.started:
-		return ErrNotStarted
-	case !m.locked:
-		return nil
-	}
-	k, err := parseUnlockKey(unlockKey)
-	if err != nil {
-		return err
-	}
-	keys := []kekCandidate{{key: k}}
-	if n, err := readKEK(filepath.Join(m.Dir, kekNextFile)); err == nil {
-		keys = append(keys, kekCandidate{key: n, next: true})
-	}
-	return m.open(ctx, keys)
-}
-
-// Locked reports whether the manager waits for its unlock key.
-func (m *Manager) Locked() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.locked
-}
-
-// UnlockKey returns the key that unlocks this manager after a restart,
-// when autolock is on.
-func (m *Manager) UnlockKey() (string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, err := m.usable(); err != nil {
-		return "", err
-	}
-	if !m.autoLk {
-		return "", errors.New("swarm: autolock is off: this manager has no unlock key")
-	}
-	return formatUnlockKey(m.kek), nil
-}
-
-// SetAutoLock turns autolock on (returning the new unlock key, which the
-// operator must keep) or off. Turning it on when it is on rotates the key.
-// Each step is written before the next, so a crash in the middle leaves a
-// manager that still starts (with autolock off: see
-// finishInterruptedSwitch).
-func (m *Manager) SetAutoLock(ctx context.Context, on bool) (string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	st, err := m.usable()
-	if err != nil {
-		return "", err
-	}
-	if m.Dir == "" {
-		return "", errors.New("swarm: autolock needs Dir (a manager in memory has nothing to lock)")
-	}
-	if !on {
-		if !m.autoLk {
-			return "", nil
-		}
-		if err := writeKEK(filepath.Join(m.Dir, kekFile), m.kek); err != nil {
-			return "", err
-		}
-		if err := writeIdentity(m.Dir, identity{ID: m.ID}); err != nil {
-			return "", err
-		}
-		m.autoLk = false
-		return "", nil
-	}
-	next := newKEK()
-	nextPath := filepath.Join(m.Dir, kekNextFile)
-	if err := writeKEK(nextPath, next); err != nil {
-		return "", err
-	}
-	if err := st.RewrapKeys(next); err != nil {
-		atomicfile.Remove(nextPath)
-		return "", err
-	}
-	if err := writeIdentity(m.Dir, identity{ID: m.ID, AutoLock: true}); err != nil {
-		return "", err
-	}
-	if err := atomicfile.Remove(filepath.Join(m.Dir, kekFile)); err != nil {
-		return "", err
-	}
-	if err := atomicfile.Remove(nextPath); err != nil {
-		return "", err
-	}
-	m.kek, m.autoLk = next, true
-	return formatUnlockKey(next), nil
 }
 
 // Ready is closed once the manager is part of a working cluster: a leader

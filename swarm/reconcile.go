@@ -16,8 +16,9 @@ type passResult struct {
 	// update step ends).
 	retry map[string]time.Time
 	// again lists services whose work the pass cut short (the bound on
-	// tasks per pass), or whose changes raced another write.
+	// tasks per pass), or whose changes raced another write (raced).
 	again []string
+	raced bool
 }
 
 // reconcile is one pass of the leader: it brings the services in dirty
@@ -205,6 +206,7 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 	})
 	// A worker's report or a user's change raced this pass: its services
 	// get another look (the event of that change asks for it too).
+	res.raced = len(out.Conflicts) > 0
 	for _, c := range out.Conflicts {
 		switch c.Table {
 		case TableServices:

@@ -31,6 +31,10 @@ type assignmentMsg struct {
 	Removed []string    `json:"removed,omitempty"`
 }
 
+// assignmentKeepalive is how often an idle assignment stream says it
+// lives; a worker that hears nothing for three times as long reconnects.
+var assignmentKeepalive = 10 * time.Second
+
 type heartbeatAnswer struct {
 	HeartbeatPeriod time.Duration `json:"heartbeatPeriod"`
 }
@@ -79,7 +83,24 @@ func (m *Manager) dispatcherRoutes(mux *http.ServeMux) {
 		// many tasks does not get them all again when one changes.
 		first := true
 		var sent map[string]uint64
-		for set := range sets {
+		keepalive := time.NewTicker(assignmentKeepalive)
+		defer keepalive.Stop()
+		for {
+			var set []*api.Task
+			select {
+			case s, ok := <-sets:
+				if !ok {
+					return nil
+				}
+				set = s
+			case <-keepalive.C:
+				// An empty line of news: the worker knows the stream
+				// lives (a half-open connection would be silent).
+				if enc.Encode(assignmentMsg{}) != nil || rc.Flush() != nil {
+					return nil
+				}
+				continue
+			}
 			msg := assignmentMsg{Full: first}
 			now := make(map[string]uint64, len(set))
 			for _, t := range set {
@@ -100,8 +121,8 @@ func (m *Manager) dispatcherRoutes(mux *http.ServeMux) {
 			if enc.Encode(msg) != nil || rc.Flush() != nil {
 				return nil
 			}
+			keepalive.Reset(assignmentKeepalive)
 		}
-		return nil
 	}))
 }
 
@@ -201,21 +222,32 @@ func (d *RemoteDispatcher) UpdateStatus(ctx context.Context, nodeID string, upda
 // connection drops (the channel closes; call again). The wire carries
 // changes; the channel carries whole sets.
 func (d *RemoteDispatcher) Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	resp, err := d.managers().stream(ctx, dispatcherPath("assignments", nodeID))
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	out := make(chan []*api.Task, 1)
+	// A stream silent for three keepalives is dead (a half-open
+	// connection): end it, and the worker connects again.
+	watchdog := time.AfterFunc(3*assignmentKeepalive, cancel)
 	go func() {
 		defer close(out)
+		defer cancel()
+		defer watchdog.Stop()
 		defer resp.Body.Close()
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), maxBody)
 		have := map[string]*api.Task{}
 		for sc.Scan() {
+			watchdog.Reset(3 * assignmentKeepalive)
 			var msg assignmentMsg
 			if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
 				return // a broken stream: the worker connects again
+			}
+			if !msg.Full && len(msg.Tasks) == 0 && len(msg.Removed) == 0 {
+				continue // a keepalive
 			}
 			if msg.Full {
 				clear(have)

@@ -67,9 +67,14 @@ func TestRemoteDispatcher(t *testing.T) {
 	if victim.NodeID == "node1" {
 		other = "node0"
 	}
-	target := c.Running(svc.ID)[0]
-	for target.NodeID == other {
-		target = c.Running(svc.ID)[1]
+	var target *api.Task
+	for _, tk := range c.Running(svc.ID) {
+		if tk.NodeID != other {
+			target = tk
+		}
+	}
+	if target == nil {
+		t.Fatalf("no task off %s:\n%s", other, c.Dump())
 	}
 	_, err = remote(other).Register(ctx, target.NodeID, api.NodeDescription{})
 	if err == nil || !strings.Contains(err.Error(), "cannot act as node "+target.NodeID) {

@@ -41,9 +41,10 @@ func (q *statusQueue) put(u agent.StatusUpdate) {
 	q.poke()
 }
 
-// pending returns up to max unacknowledged statuses, and the generations
-// to acknowledge them by.
-func (q *statusQueue) pending(max int) ([]agent.StatusUpdate, map[string]uint64) {
+// pending returns up to max unacknowledged statuses, of about maxBytes
+// encoded at most (one at least), and the generations to acknowledge them
+// by.
+func (q *statusQueue) pending(max, maxBytes int) ([]agent.StatusUpdate, map[string]uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.unacked) == 0 {
@@ -51,14 +52,25 @@ func (q *statusQueue) pending(max int) ([]agent.StatusUpdate, map[string]uint64)
 	}
 	batch := make([]agent.StatusUpdate, 0, min(len(q.unacked), max))
 	sent := make(map[string]uint64, cap(batch))
+	size := 0
 	for id, gen := range q.unacked {
-		if len(batch) == max {
+		u := agent.StatusUpdate{TaskID: id, Status: q.latest[id]}
+		n := approxSize(u)
+		if len(batch) == max || (len(batch) > 0 && size+n > maxBytes) {
 			break
 		}
-		batch = append(batch, agent.StatusUpdate{TaskID: id, Status: q.latest[id]})
+		size += n
+		batch = append(batch, u)
 		sent[id] = gen
 	}
 	return batch, sent
+}
+
+// approxSize is about what a report takes encoded: its strings and ports
+// and room for the rest.
+func approxSize(u agent.StatusUpdate) int {
+	st := u.Status
+	return 256 + len(u.TaskID) + len(st.Message) + len(st.Err) + len(st.ContainerID) + len(st.Health) + 96*len(st.Ports)
 }
 
 // ack clears what a manager took, unless a newer status replaced it.

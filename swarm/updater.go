@@ -21,7 +21,7 @@ type slot struct {
 	place func(*api.Task)
 }
 
-// current is the newest task of a slot meant to run, or nil.
+// currentTask is the newest task of a slot meant to run, or nil.
 func currentTask(ts []*api.Task) *api.Task {
 	var cur *api.Task
 	for _, t := range ts {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 
 	"github.com/shoalproject/shoal/raftstore"
@@ -37,7 +38,8 @@ const (
 	codeNameInUse   = "name_in_use"
 	codeConflict    = "conflict"
 	codeNotLeader   = "not_leader"
-	codeUnavailable = "unavailable" // no quorum, locked, starting
+	codeNoQuorum    = "no_quorum"
+	codeUnavailable = "unavailable" // locked, starting, closing
 	codeForbidden   = "forbidden"
 	codeGone        = "gone" // events no longer kept
 	codeTooLarge    = "too_large"
@@ -76,13 +78,14 @@ func writeError(w http.ResponseWriter, err error) {
 		status, body.Code = http.StatusConflict, codeNameInUse
 	case errors.As(err, &ce):
 		status, body.Code = http.StatusConflict, codeConflict
-	case errors.Is(err, ErrTooManyTasks):
-		status, body.Code = http.StatusBadRequest, codeBadRequest
 	case errors.As(err, &nl):
 		status, body.Code, body.Leader = http.StatusServiceUnavailable, codeNotLeader, nl.LeaderAddr
 	case errors.Is(err, ErrNotManagerLeader):
 		status, body.Code = http.StatusServiceUnavailable, codeNotLeader
-	case errors.Is(err, raftstore.ErrNoQuorum), errors.Is(err, ErrLocked), errors.Is(err, ErrNotStarted), errors.Is(err, raftstore.ErrNotStarted):
+	case errors.Is(err, raftstore.ErrNoQuorum):
+		status, body.Code = http.StatusServiceUnavailable, codeNoQuorum
+	case errors.Is(err, ErrLocked), errors.Is(err, ErrNotStarted), errors.Is(err, raftstore.ErrNotStarted),
+		errors.Is(err, net.ErrClosed), errors.Is(err, ErrUnavailable):
 		status, body.Code = http.StatusServiceUnavailable, codeUnavailable
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -118,12 +121,19 @@ func answerError(addr string, resp *http.Response) error {
 		return fmt.Errorf("%w: %s", raftstore.ErrConflict, msg)
 	case codeNotLeader:
 		return &NotLeaderError{Addr: addr, Leader: e.Leader, msg: msg}
-	case codeUnavailable:
+	case codeNoQuorum:
 		return fmt.Errorf("%w: %s", raftstore.ErrNoQuorum, msg)
+	case codeUnavailable:
+		return fmt.Errorf("%w: %s", ErrUnavailable, msg)
 	case codeForbidden:
 		return fmt.Errorf("%w: %s", errForbidden, msg)
 	case codeGone:
 		return fmt.Errorf("%w: %s", raftstore.ErrResync, msg)
+	}
+	if resp.StatusCode >= 500 {
+		// A failure of that manager (or a proxy before it), not of the
+		// call: another manager may take it.
+		return fmt.Errorf("%w: %s", ErrUnavailable, msg)
 	}
 	return errors.New(msg)
 }

@@ -38,16 +38,19 @@ type Worker struct {
 	// Logger receives the worker's logs; nil discards.
 	Logger *slog.Logger
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	tasks   map[string]*taskRun // tasks this worker runs or ran, until the managers drop them
-	adopted map[string]bool     // tasks found at start, until the first assignments say which stay
-	status  *statusQueue
-	ready   chan struct{}
-	beat    atomic.Int64 // the heartbeat period the managers asked for, in ns
+	startMu   sync.Mutex // serializes Start, which must not hold mu while it waits
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	abort     context.CancelFunc // ends a Start under way (Close)
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	tasks     map[string]*taskRun // tasks this worker runs or ran, until the managers drop them
+	adopted   map[string]bool     // tasks found at start, until the first assignments say which stay
+	status    *statusQueue
+	readyOnce sync.Once
+	ready     chan struct{}
+	beat      atomic.Int64 // the heartbeat period the managers asked for, in ns
 }
 
 // taskRun is one task on this worker.
@@ -57,30 +60,38 @@ type taskRun struct {
 }
 
 // Start adopts what an earlier worker left running, registers the node
-// (retrying while no manager can take it, until ctx ends) and begins
-// taking assignments. A second Start does nothing.
+// (retrying while no manager can take it, until ctx ends or Close) and
+// begins taking assignments. A second Start does nothing.
 func (w *Worker) Start(ctx context.Context) error {
+	w.startMu.Lock()
+	defer w.startMu.Unlock()
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	switch {
 	case w.closed:
+		w.mu.Unlock()
 		return fmt.Errorf("swarm: worker start: %w", net.ErrClosed)
 	case w.started:
+		w.mu.Unlock()
 		return nil
 	case w.NodeID == "" || w.Executor == nil || w.Dispatcher == nil:
+		w.mu.Unlock()
 		return errors.New("swarm: worker needs NodeID, Executor and Dispatcher")
 	}
+	ctx, abort := context.WithCancel(ctx)
+	defer abort()
+	w.abort = abort
+	w.mu.Unlock()
 	if err := checkNodeID(w.NodeID); err != nil {
 		return err
 	}
-	w.adopted = map[string]bool{}
+	adopted := map[string]bool{}
 	if a, ok := w.Executor.(agent.Adopter); ok {
 		ids, err := a.Adopt(ctx)
 		if err != nil {
 			return fmt.Errorf("swarm: worker adopting the tasks left on this node: %w", err)
 		}
 		for _, id := range ids {
-			w.adopted[id] = true
+			adopted[id] = true
 		}
 		if len(ids) > 0 {
 			w.logger().Info("swarm: worker found tasks left running", "count", len(ids))
@@ -89,11 +100,17 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.register(ctx); err != nil {
 		return err
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return fmt.Errorf("swarm: worker start: %w", net.ErrClosed)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.cancel = cancel
+	w.adopted = adopted
 	w.tasks = map[string]*taskRun{}
 	w.status = newStatusQueue()
-	w.ready = w.readyChan()
+	w.readyChan()
 	w.wg.Add(3)
 	go func() { defer w.wg.Done(); w.session(runCtx) }()
 	go func() { defer w.wg.Done(); w.heartbeats(runCtx) }()
@@ -107,7 +124,9 @@ func (w *Worker) Start(ctx context.Context) error {
 func (w *Worker) register(ctx context.Context) error {
 	var b backoff
 	for {
-		s, err := w.Dispatcher.Register(ctx, w.NodeID, w.Description)
+		cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+		s, err := w.Dispatcher.Register(cctx, w.NodeID, w.Description)
+		cancel()
 		if err == nil {
 			w.setPeriod(s.HeartbeatPeriod)
 			return nil
@@ -123,16 +142,10 @@ func (w *Worker) register(ctx context.Context) error {
 }
 
 // Ready is closed once the worker has applied its first assignments.
-func (w *Worker) Ready() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.readyChan()
-}
+func (w *Worker) Ready() <-chan struct{} { return w.readyChan() }
 
 func (w *Worker) readyChan() chan struct{} {
-	if w.ready == nil {
-		w.ready = make(chan struct{})
-	}
+	w.readyOnce.Do(func() { w.ready = make(chan struct{}) })
 	return w.ready
 }
 
@@ -198,7 +211,9 @@ func (w *Worker) heartbeats(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		p, err := w.Dispatcher.Heartbeat(ctx, w.NodeID)
+		cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+		p, err := w.Dispatcher.Heartbeat(cctx, w.NodeID)
+		cancel()
 		switch {
 		case ctx.Err() != nil:
 		case err == nil:
@@ -269,10 +284,11 @@ func (w *Worker) apply(ctx context.Context, set []*api.Task) {
 			go w.removeContainer(context.WithoutCancel(ctx), id, rt.done, false)
 		}
 	}
+	ready := w.readyChan()
 	select {
-	case <-w.ready:
+	case <-ready:
 	default:
-		close(w.ready)
+		close(ready)
 	}
 }
 
@@ -317,7 +333,7 @@ func (w *Worker) stopUnknown(ctx context.Context, t *api.Task) {
 			w.Executor.Terminate(sctx, t.ID)
 			msg = "killed"
 		}
-		w.status.put(agent.StatusUpdate{TaskID: t.ID, Status: api.TaskStatus{Timestamp: time.Now().UTC(), State: api.TaskShutdown, Message: msg}})
+		w.put(agent.StatusUpdate{TaskID: t.ID, Status: api.TaskStatus{Timestamp: time.Now().UTC(), State: api.TaskShutdown, Message: msg}})
 	}()
 }
 
@@ -338,10 +354,10 @@ func (w *Worker) removeContainer(ctx context.Context, id string, done <-chan str
 // put queues a runner's report, unless the managers dropped its task
 // meanwhile (nobody needs it, and it would stay in memory).
 func (w *Worker) put(u agent.StatusUpdate) {
+	// Under mu, so that apply cannot forget the task in between.
 	w.mu.Lock()
-	_, known := w.tasks[u.TaskID]
-	w.mu.Unlock()
-	if known {
+	defer w.mu.Unlock()
+	if _, known := w.tasks[u.TaskID]; known {
 		w.status.put(u)
 	}
 }
@@ -354,6 +370,7 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // sent again (with whatever replaced it meanwhile) after a backoff.
 func (w *Worker) report(ctx context.Context) {
 	var b backoff
+	limit := MaxStatusUpdates
 	for {
 		select {
 		case <-ctx.Done():
@@ -361,22 +378,43 @@ func (w *Worker) report(ctx context.Context) {
 		case <-w.status.wake:
 		}
 		for ctx.Err() == nil {
-			batch, sent := w.status.pending(MaxStatusUpdates)
+			batch, sent := w.status.pending(limit, maxReportBytes)
 			if len(batch) == 0 {
 				break
 			}
-			if err := w.Dispatcher.UpdateStatus(ctx, w.NodeID, batch); err != nil {
-				if ctx.Err() == nil {
-					w.logger().Debug("swarm: status report not taken; will send again", "err", err, "updates", len(batch))
-					b.wait(ctx)
-				}
-				continue
+			cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+			err := w.Dispatcher.UpdateStatus(cctx, w.NodeID, batch)
+			cancel()
+			switch {
+			case err == nil:
+				b.reset()
+				limit = MaxStatusUpdates
+				w.status.ack(sent)
+			case ctx.Err() != nil:
+			case Retryable(err) || errors.Is(err, context.DeadlineExceeded):
+				w.logger().Debug("swarm: status report not taken; will send again", "err", err, "updates", len(batch))
+				b.wait(ctx)
+			case len(batch) > 1:
+				// Refused for what it holds: send it in halves until the
+				// report at fault is alone, so one bad report cannot hold
+				// up every later one.
+				limit = len(batch) / 2
+			default:
+				w.logger().Error("swarm: a status report refused by the managers is dropped", "task", batch[0].TaskID, "err", err)
+				w.status.ack(sent)
+				limit = MaxStatusUpdates
 			}
-			b.reset()
-			w.status.ack(sent)
 		}
 	}
 }
+
+// maxReportBytes bounds a status batch's size on the wire (well under the
+// managers' request limit).
+const maxReportBytes = 4 << 20
+
+// callTimeout bounds one call to the managers, so that a call lost with a
+// manager (closed mid-call, a dead connection) is given up and retried.
+func (w *Worker) callTimeout() time.Duration { return max(5*w.period(), 10*time.Second) }
 
 // Shutdown sends the reports still pending (until ctx ends), then closes
 // the worker. Tasks keep running, as with Close.
@@ -386,7 +424,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	w.mu.Unlock()
 	if q != nil {
 		for {
-			batch, sent := q.pending(MaxStatusUpdates)
+			batch, sent := q.pending(MaxStatusUpdates, maxReportBytes)
 			if len(batch) == 0 || ctx.Err() != nil {
 				break
 			}
@@ -410,6 +448,9 @@ func (w *Worker) Close() error {
 	}
 	w.closed = true
 	cancel := w.cancel
+	if w.abort != nil {
+		w.abort()
+	}
 	w.mu.Unlock()
 	if cancel != nil {
 		cancel()

@@ -12,7 +12,7 @@ import (
 
 // DefaultTimeout is how long True waits when the test gives no deadline of
 // its own: generous, because CI machines are slow and shared.
-const DefaultTimeout = 20 * time.Second
+const DefaultTimeout = 30 * time.Second
 
 // Interval is how often a condition is polled.
 const Interval = 10 * time.Millisecond

@@ -101,3 +101,52 @@ func (s *NodeSpec) Validate() error {
 	}
 	return v.err()
 }
+
+// Bounds on what a node may say of itself.
+const (
+	maxDescLabels = 256
+	maxDescString = 1024
+	maxGeneric    = 1024
+)
+
+// Validate reports every problem of a node's description: it comes from
+// the node, and is bounded so that a node cannot fill the managers' store.
+func (d *NodeDescription) Validate() error {
+	v := newValidator("description")
+	if len(d.Hostname) > 255 {
+		v.addf("hostname", "at most 255 characters, got %d", len(d.Hostname))
+	}
+	if len(d.Platform.OS) > 64 || len(d.Platform.Architecture) > 64 {
+		v.add("platform", "os and architecture are at most 64 characters each")
+	}
+	if d.Resources.NanoCPUs < 0 || d.Resources.MemoryBytes < 0 || d.Resources.Pids < 0 {
+		v.add("resources", "must not be negative")
+	}
+	if len(d.Resources.Generic) > maxGeneric {
+		v.addf("resources.generic", "at most %d entries, got %d", maxGeneric, len(d.Resources.Generic))
+	}
+	for i, g := range d.Resources.Generic {
+		f := "resources." + pathIdx("generic", i)
+		switch {
+		case g.Kind == "" || len(g.Kind) > 128:
+			v.add(f+".kind", "1 to 128 characters")
+		case len(g.Named) > 256:
+			v.add(f+".named", "at most 256 characters")
+		case g.Value < 0:
+			v.add(f+".value", "must not be negative")
+		}
+	}
+	if len(d.Engine.Version) > 128 {
+		v.add("engine.version", "at most 128 characters")
+	}
+	if len(d.Engine.Labels) > maxDescLabels {
+		v.addf("engine.labels", "at most %d labels, got %d", maxDescLabels, len(d.Engine.Labels))
+	}
+	v.labels("engine.labels", d.Engine.Labels)
+	for k, val := range d.Engine.Labels {
+		if len(k) > maxDescString || len(val) > maxDescString {
+			v.addf("engine.labels", "label %.40q: keys and values are at most %d characters", k, maxDescString)
+		}
+	}
+	return v.err()
+}

@@ -10,9 +10,10 @@
 //	c.StopManager(c.Leader().ID) // a new leader takes over
 //
 // Everything runs in the test's process, so a stopped manager is closed
-// (Manager.Close: no leadership handover), not killed: for the store the
-// two are alike, since every change is fsynced before it is acknowledged.
-// Tests of process crashes run shoald processes instead.
+// (Manager.Close: no leadership handover), not killed. For the store the
+// two are close, since every change is fsynced before it is acknowledged,
+// but not the same: tests of process crashes run real processes (Shoal's
+// own re-execute the test binary as a worker and kill it with SIGKILL).
 package swarmtest
 
 import (
@@ -293,6 +294,11 @@ func (c *Cluster) StartWorker(id string) *swarm.Worker {
 	c.mu.Lock()
 	c.workers[id] = w
 	c.mu.Unlock()
+	select {
+	case <-w.Ready(): // it has applied its first assignments (adopted what it found)
+	case <-ctx.Done():
+		c.t.Fatalf("swarmtest: worker %s took no assignments", id)
+	}
 	return w
 }
 

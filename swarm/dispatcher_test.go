@@ -1,0 +1,125 @@
+package swarm_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/swarm"
+	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/swarmtest"
+)
+
+// What a node sends is bounded and checked: it cannot write whatever it
+// likes into the managers' store.
+func TestDispatcherBoundsWhatNodesSend(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 1)
+	m := c.Leader()
+	svc := create(t, c, service("web", api.Replicated(1)))
+	c.WaitFor("running", func() bool { return len(c.Running(svc.ID)) == 1 })
+	tk := c.Running(svc.ID)[0]
+	report := func(st api.TaskStatus) error {
+		return m.UpdateStatus(ctx, "node0", []agent.StatusUpdate{{TaskID: tk.ID, Status: st}})
+	}
+	for name, st := range map[string]api.TaskStatus{
+		"made-up health": {State: api.TaskRunning, Health: "fine-ish"},
+		"made-up state":  {State: api.TaskState(99)},
+		"too many ports": {State: api.TaskRunning, Ports: make([]api.PortConfig, 300)},
+		"long container": {State: api.TaskRunning, ContainerID: strings.Repeat("c", 300)},
+	} {
+		if err := report(st); !errors.Is(err, api.ErrInvalidSpec) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// A long message is cut, not refused.
+	if err := report(api.TaskStatus{State: api.TaskFailed, Message: strings.Repeat("m", 100_000)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Task(tk.ID)
+	if err != nil || got.Status.State != api.TaskFailed || len(got.Status.Message) > 5000 {
+		t.Fatalf("task after a long message: %s, %d bytes of message, %v", got.Status.State, len(got.Status.Message), err)
+	}
+	if err := m.UpdateStatus(ctx, "node0", make([]agent.StatusUpdate, swarm.MaxStatusUpdates+1)); !errors.Is(err, api.ErrInvalidSpec) {
+		t.Fatalf("too many updates in one call: %v", err)
+	}
+	// A description that cannot be right is refused at registration.
+	for name, d := range map[string]api.NodeDescription{
+		"negative memory": {Resources: api.Resources{MemoryBytes: -1}},
+		"huge hostname":   {Hostname: strings.Repeat("h", 300)},
+		"many labels": {Engine: api.Engine{Labels: func() map[string]string {
+			l := map[string]string{}
+			for i := range 300 {
+				l[fmt.Sprint("k", i)] = "v"
+			}
+			return l
+		}()}},
+		"unnamed generic": {Resources: api.Resources{Generic: []api.GenericResource{{Value: 1}}}},
+	} {
+		if _, err := m.Register(ctx, "nodeX", d); !errors.Is(err, api.ErrInvalidSpec) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := m.Heartbeat(ctx, "never-registered"); !errors.Is(err, swarm.ErrNotFound) {
+		t.Fatalf("heartbeat of an unknown node: %v", err)
+	}
+}
+
+// poisoned refuses, as a bad request, any batch of reports that holds one
+// about the poisoned task.
+type poisoned struct {
+	swarm.Dispatcher
+	mu      sync.Mutex
+	task    string
+	refused int
+}
+
+func (p *poisoned) UpdateStatus(ctx context.Context, nodeID string, updates []agent.StatusUpdate) error {
+	p.mu.Lock()
+	for _, u := range updates {
+		if u.TaskID == p.task {
+			p.refused++
+			p.mu.Unlock()
+			return fmt.Errorf("%w: a report the managers will never take (injected)", api.ErrInvalidSpec)
+		}
+	}
+	p.mu.Unlock()
+	return p.Dispatcher.UpdateStatus(ctx, nodeID, updates)
+}
+
+// One report the managers refuse does not hold up the others: the worker
+// sends smaller batches until it is alone, then drops it.
+func TestRefusedReportDoesNotBlockOthers(t *testing.T) {
+	var p *poisoned
+	c := swarmtest.New(t, swarmtest.Options{Workers: 1, Dispatcher: func(_ string, d swarm.Dispatcher) swarm.Dispatcher {
+		p = &poisoned{Dispatcher: d}
+		return p
+	}})
+	svc := create(t, c, service("web", api.Replicated(2)))
+	c.WaitFor("2 running", func() bool { return len(c.Running(svc.ID)) == 2 })
+	ts := c.Running(svc.ID)
+	bad, good := ts[0], ts[1]
+	p.mu.Lock()
+	p.task = bad.ID
+	p.mu.Unlock()
+	// Both change at once, so their reports travel together.
+	c.Exec("node0").Exit(bad.ID, 1)
+	c.Exec("node0").Exit(good.ID, 1)
+	c.WaitFor("the good report got through and its task was replaced", func() bool {
+		for _, tk := range c.Running(svc.ID) {
+			if tk.Slot == good.Slot && tk.ID != good.ID {
+				return true
+			}
+		}
+		return false
+	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.refused == 0 {
+		t.Fatal("the poisoned report was never sent")
+	}
+}
