@@ -28,6 +28,11 @@ const controlPrefix = "/v1/"
 // on once at most.
 const forwardedHeader = "Shoal-Forwarded-By"
 
+// forwardedForHeader names the caller a forwarded write came from. The
+// leader believes it only from a manager (the control API is for
+// managers alone), as it would believe that manager's own call.
+const forwardedForHeader = "Shoal-Forwarded-For"
+
 // Handler serves the node and control API: the dispatcher for every node,
 // the control API for managers. Serve it on the management port (mutual
 // TLS: the caller is who its certificate says). ClientTLS is what this
@@ -172,8 +177,40 @@ func (c *controlAPI) routes(mux *http.ServeMux) {
 		}
 		return m.UpdateCluster(r.Context(), version, spec)
 	})
+	write("POST", "cluster/rotate-join-token", http.StatusOK, func(r *http.Request) (any, error) {
+		return m.RotateJoinToken(r.Context(), api.NodeRole(r.URL.Query().Get("role")))
+	})
+	// A manager that joined as a non-voter asks to vote once caught up.
+	write("POST", "raft/promote-self", 0, func(r *http.Request) (any, error) {
+		id, _, _ := peerIdentity(r)
+		if fwd := r.Header.Get(forwardedHeader); fwd != "" {
+			// Forwarded by a follower: the caller it vouches for.
+			id = r.Header.Get(forwardedForHeader)
+		}
+		return nil, m.promoteSelf(r.Context(), id)
+	})
 	// Events.
 	mux.HandleFunc("GET "+controlPrefix+"events", c.asManager(false, c.events))
+	// Certificate renewal: any node, for itself.
+	mux.HandleFunc("POST "+controlPrefix+"ca/renew", m.asNode(func(w http.ResponseWriter, r *http.Request, node string) error {
+		var req renewRequest
+		if err := decodeBody(r, &req); err != nil {
+			return err
+		}
+		cert, err := m.renew(r.Context(), node, req.CSR)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, renewAnswer{Cert: cert})
+	}))
+}
+
+type renewRequest struct {
+	CSR []byte `json:"csr"`
+}
+
+type renewAnswer struct {
+	Cert []byte `json:"cert"`
 }
 
 func keep[T any](all []T, err error, match func(T) bool) ([]T, error) {
@@ -246,6 +283,9 @@ func (c *controlAPI) forward(w http.ResponseWriter, r *http.Request) {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set(forwardedHeader, c.m.ID)
+			if id, _, err := peerIdentity(r); err == nil {
+				pr.Out.Header.Set(forwardedForHeader, id)
+			}
 		},
 		Transport: tr,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

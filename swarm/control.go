@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/shoalproject/shoal/raftstore"
@@ -325,20 +326,33 @@ func (m *Manager) RemoveNode(ctx context.Context, id string, force bool) error {
 		if n := o.(*api.Node); n.Status.State == api.NodeReady && !force {
 			return fmt.Errorf("%w: node %s is up: stop it first (or drain it and force the removal)", api.ErrInvalidSpec, id)
 		}
-		return tx.Delete(TableNodes, id)
+		if err := tx.Delete(TableNodes, id); err != nil {
+			return err
+		}
+		// Its certificates are refused from now on, until they expire.
+		c0, err := clusterObject(&tx.ReadTx)
+		if err != nil {
+			return err
+		}
+		c := *c0
+		now := time.Now().UTC()
+		c.RemovedNodes = slices.DeleteFunc(slices.Clone(c.RemovedNodes), func(r api.RemovedNode) bool { return r.Until.Before(now) || r.ID == id })
+		c.RemovedNodes = append(c.RemovedNodes, api.RemovedNode{ID: id, RemovedAt: now, Until: now.Add(certValidity(&c))})
+		return tx.Update(TableClusters, &c)
 	})
 }
 
-// Cluster returns the cluster object.
+// Cluster returns the cluster object (without the CA's key).
 func (m *Manager) Cluster() (*api.Cluster, error) {
-	cs, err := listAll[*api.Cluster](m, TableClusters)
+	st, err := m.st()
 	if err != nil {
 		return nil, err
 	}
-	if len(cs) == 0 {
-		return nil, fmt.Errorf("%w: the cluster object (no leader has run yet)", ErrNotFound)
+	var c *api.Cluster
+	if err := st.View(func(tx *raftstore.ReadTx) (err error) { c, err = clusterObject(tx); return err }); err != nil {
+		return nil, err
 	}
-	return cs[0], nil
+	return redacted(c), nil
 }
 
 // UpdateCluster replaces the cluster's configuration; version is the one
@@ -361,9 +375,15 @@ func (m *Manager) UpdateCluster(ctx context.Context, version uint64, spec api.Cl
 			return fmt.Errorf("%w: the cluster object (no leader has run yet)", ErrNotFound)
 		}
 		c := *cs[0]
+		if spec.Name != c.Spec.Name {
+			return fmt.Errorf("%w: spec.name: the cluster's name is %q and cannot change", api.ErrInvalidSpec, c.Spec.Name)
+		}
 		c.Spec, c.Version, c.UpdatedAt = spec, version, time.Now().UTC()
 		out = &c
 		return tx.Update(TableClusters, &c)
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return redacted(out), nil
 }

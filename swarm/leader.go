@@ -307,9 +307,11 @@ func (m *Manager) ensureCluster(ctx context.Context, st *raftstore.Store) error 
 		if n > 0 {
 			return nil
 		}
-		now := time.Now().UTC()
-		c := &api.Cluster{Meta: api.Meta{ID: newID(), CreatedAt: now, UpdatedAt: now}, Spec: DefaultClusterSpec()}
-		err := st.Update(ctx, func(tx *raftstore.Tx) error {
+		c, err := newClusterObject(m.RootCA, time.Now().UTC())
+		if err != nil {
+			return err
+		}
+		err = st.Update(ctx, func(tx *raftstore.Tx) error {
 			if n, err := tx.Count(TableClusters); err != nil || n > 0 {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/shoalproject/shoal/internal/atomicfile"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/scheduler"
+	"github.com/shoalproject/shoal/swarm/ca"
 )
 
 // DefaultHeartbeatPeriod is how often workers report; a node silent for
@@ -82,6 +83,10 @@ type Manager struct {
 	MaxTasksPerPass int
 	// Raft tunes the Raft store; zero fields mean raftstore's defaults.
 	Raft RaftTuning
+	// RootCA is a new cluster's root CA, with its key, recorded when the
+	// first leader creates the cluster object; nil makes one then. Nodes
+	// bring their own (they need a certificate before the manager runs).
+	RootCA *ca.Root
 	// Logger receives the manager's logs; nil discards.
 	Logger *slog.Logger
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/shoalproject/shoal/swarm/ca"
 )
 
 // The management port's protocols, told apart by TLS ALPN: one port per
@@ -25,9 +27,9 @@ const (
 	ProtoAPI = "h2"
 	// ProtoJoin is how a node without a certificate gets one: the server
 	// authenticates (the joiner pins the CA by its token's digest), the
-	// client proves itself with the join token. A joiner offers it with
-	// http/1.1, which is what the connection then speaks.
-	ProtoJoin = "shoal-join/1"
+	// client proves itself with the join token. The connection speaks
+	// HTTP/1.1.
+	ProtoJoin = ca.JoinALPN
 )
 
 // DefaultManagementPort is the management port, as Docker's.
@@ -157,10 +159,8 @@ func (p *Port) route(c net.Conn) {
 			if p.cfg.JoinTLS == nil {
 				return nil, errors.New("swarm: this port does not take joins")
 			}
-			// The client offers the join protocol to be told apart, and
-			// HTTP/1.1 to speak: net/http serves only those two.
 			jc := p.cfg.JoinTLS().Clone()
-			jc.NextProtos = []string{"http/1.1"}
+			jc.NextProtos = []string{ProtoJoin}
 			jc.ClientAuth = tls.NoClientCert
 			joining = true
 			return jc, nil
@@ -185,7 +185,13 @@ func (p *Port) route(c net.Conn) {
 	var dst *chanListener
 	switch {
 	case joining:
-		dst = p.join
+		// net/http serves HTTP/1.1 on a *tls.Conn only if it negotiated
+		// nothing else: hand it over as a plain connection (the
+		// handshake is done; the join call needs no client identity).
+		if !p.join.put(plainConn{tc}) {
+			tc.Close()
+		}
+		return
 	case st.NegotiatedProtocol == ProtoRaft:
 		if err := p.cfg.AuthorizeRaft(st); err != nil {
 			p.cfg.Logger.Warn("swarm: Raft connection refused", "remote", c.RemoteAddr(), "err", err)
@@ -220,6 +226,9 @@ func (p *Port) Close() error {
 	})
 	return err
 }
+
+// plainConn hides that a connection is TLS from net/http.
+type plainConn struct{ net.Conn }
 
 // chanListener is a net.Listener fed with connections routed to it.
 type chanListener struct {

@@ -49,7 +49,9 @@ func Schema() *raftstore.Schema {
 			Indexes: named(func(o raftstore.Object) string { return o.(*api.Secret).Spec.Name })},
 		{Name: TableConfigs, New: func() raftstore.Object { return &api.Config{} }, Unique: []string{IndexName},
 			Indexes: named(func(o raftstore.Object) string { return o.(*api.Config).Spec.Name })},
-		{Name: TableClusters, New: func() raftstore.Object { return &api.Cluster{} }},
+		// One cluster object: its name is unique and cannot change.
+		{Name: TableClusters, New: func() raftstore.Object { return &api.Cluster{} }, Unique: []string{IndexName},
+			Indexes: named(func(o raftstore.Object) string { return o.(*api.Cluster).Spec.Name })},
 	}}
 }
 

@@ -10,6 +10,17 @@ type Cluster struct {
 	RootCA RootCA `json:"rootCA"`
 	// JoinTokens let nodes join as workers or managers.
 	JoinTokens JoinTokens `json:"joinTokens"`
+	// RemovedNodes are the nodes removed from the cluster: their
+	// certificates are refused until they expire.
+	RemovedNodes []RemovedNode `json:"removedNodes,omitempty"`
+}
+
+// RemovedNode is a node removed from the cluster.
+type RemovedNode struct {
+	ID        string    `json:"id"`
+	RemovedAt time.Time `json:"removedAt"`
+	// Until is when its last certificate expires: the entry can go then.
+	Until time.Time `json:"until"`
 }
 
 // ClusterSpec is what an operator sets on the cluster.
@@ -78,6 +89,10 @@ type EncryptionConfig struct {
 // RootCA is the cluster CA.
 type RootCA struct {
 	CACertPEM []byte `json:"caCert"`
+	// CAKeyPEM is the CA's private key. It lives in the managers' store
+	// (sealed at rest) so that any manager can issue certificates, and
+	// the API never sends it out.
+	CAKeyPEM []byte `json:"caKey,omitempty"`
 	// Digest is the SHA-256 of the CA certificate, as in join tokens.
 	Digest string `json:"digest"`
 }
