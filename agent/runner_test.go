@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
@@ -73,9 +74,7 @@ func TestRunnerShutdownWithinGraceAndKillAfter(t *testing.T) {
 		rec := &recorder{}
 		done := make(chan api.TaskStatus)
 		go func() { done <- (&agent.Runner{Executor: f, Report: rec.report}).Run(ctx, tk) }()
-		for !slices.Contains(rec.got(), api.TaskRunning) {
-			time.Sleep(time.Millisecond)
-		}
+		waitfor.True(t, image+" running", func() bool { return slices.Contains(rec.got(), api.TaskRunning) })
 		cancel()
 		final := <-done
 		if final.State != api.TaskShutdown || final.ExitCode != code {

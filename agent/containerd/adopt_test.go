@@ -49,8 +49,9 @@ func TestAdoptAfterAgentRestartAndRemoveOrphans(t *testing.T) {
 	if _, err := e2.Inspect(ctx, "orphan"); err == nil {
 		t.Fatal("orphan still known")
 	}
-	// The adopted task stops as usual, with its stop signal.
-	if err := e2.Shutdown(ctx, "keep", 0); err != nil {
+	// The adopted task stops as usual, with its stop signal (a grace
+	// period long enough that only the signal can end it).
+	if err := e2.Shutdown(ctx, "keep", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	exit, err := e2.Wait(ctx, "keep")
@@ -61,8 +62,8 @@ func TestAdoptAfterAgentRestartAndRemoveOrphans(t *testing.T) {
 		t.Fatalf("exit %+v", exit)
 	}
 	// Logging went on across the agent restart: the SIGTERM handler's line,
-	// written after it, is in the log.
-	time.Sleep(100 * time.Millisecond)
+	// written after it, is in the log once Wait has returned (Wait returns
+	// only when the task's output is all in).
 	if got := logs(t, e2, "keep", 0); !strings.Contains(got, "sleeping\nterminated\n") {
 		t.Fatalf("logs after restart %q", got)
 	}

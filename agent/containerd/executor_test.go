@@ -15,6 +15,7 @@ import (
 	"github.com/shoalproject/shoal/agent/containerd"
 	"github.com/shoalproject/shoal/internal/containerdtest"
 	"github.com/shoalproject/shoal/internal/testimages"
+	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
@@ -99,23 +100,22 @@ func TestRunToCompletionWithExitCode(t *testing.T) {
 // program prints once its signal handlers are installed).
 func waitLog(t *testing.T, e *containerd.Executor, id, text string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(logs(t, e, id, 0), text) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never logged %q; log: %q", id, text, logs(t, e, id, 0))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.True(t, fmt.Sprintf("%s to log %q", id, text),
+		func() bool { return strings.Contains(logs(t, e, id, 0), text) },
+		func() string { return fmt.Sprintf("log of %s: %q", id, logs(t, e, id, 0)) })
 }
 
 func runUntilRunning(t *testing.T, e *containerd.Executor, task *api.Task) (cancel func() api.TaskStatus) {
 	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	running := make(chan struct{})
+	var once sync.Once
 	done := make(chan api.TaskStatus, 1)
+	// Report runs on the runner's goroutine: it only signals, the test's
+	// goroutine decides. RUNNING comes again with each health change.
 	r := &agent.Runner{Executor: e, Report: func(u agent.StatusUpdate) {
 		if u.Status.State == api.TaskRunning {
-			close(running)
+			once.Do(func() { close(running) })
 		}
 	}}
 	go func() { done <- r.Run(ctx, task) }()
@@ -231,13 +231,7 @@ func readCgroup(t *testing.T, pid int, controller, file1, file2 string) string {
 func TestLogsTailAndRemoveCleansUp(t *testing.T) {
 	e := setup(t)
 	stop := runUntilRunning(t, e, appTask("lines", "lines", "5"))
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs(t, e, "lines", 0), "line 5") {
-		if time.Now().After(deadline) {
-			t.Fatalf("logs %q", logs(t, e, "lines", 0))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitLog(t, e, "lines", "line 5")
 	if got := logs(t, e, "lines", 2); got != "line 4\nline 5\n" {
 		t.Fatalf("tail 2: %q", got)
 	}

@@ -23,13 +23,7 @@ func TestLogsRotateFollowSinceAndTags(t *testing.T) {
 	ctx := context.Background()
 	stop := runUntilRunning(t, e, appTask("chatty", "lines", "3000"))
 	defer func() { stop(); e.Remove(ctx, "chatty") }()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(logs(t, e, "chatty", 1), "line 3000") {
-		if time.Now().After(deadline) {
-			t.Fatalf("last line not logged: %q", logs(t, e, "chatty", 3))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitLog(t, e, "chatty", "line 3000\n")
 	// Rotation: at most 3 files, none much over the cap; the oldest lines are gone.
 	files, _ := filepath.Glob(filepath.Join(e.StateDir, "logs", "chatty.log*"))
 	if len(files) != 3 {

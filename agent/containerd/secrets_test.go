@@ -42,10 +42,7 @@ func TestSecretsOnTmpfsNeverOnDisk(t *testing.T) {
 	task.Spec.Configs = []api.ConfigReference{{ConfigName: "app.conf", File: api.FileTarget{Name: "/etc/app.conf"}}}
 	stop := runUntilRunning(t, e, task)
 	want := fmt.Sprintf("sha256 %x", sha256.Sum256(secret))
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs(t, e, "sec", 0), "sha256") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitLog(t, e, "sec", "sha256")
 	if got := logs(t, e, "sec", 0); !strings.Contains(got, want) {
 		t.Fatalf("container read %q, want %q", got, want)
 	}

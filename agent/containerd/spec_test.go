@@ -101,13 +101,15 @@ func TestInitProcess(t *testing.T) {
 	task := appTask("init", "sleep")
 	task.Spec.Init = &yes
 	stop := runUntilRunning(t, e, task)
+	// Once the program has started, PID 1 of the task is the init. (Read
+	// before that, the command line can still be runc's, or empty.)
+	waitLog(t, e, "init", "sleeping")
 	in, _ := e.Inspect(context.Background(), "init")
-	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", in.PID))
-	if !strings.HasPrefix(string(cmdline), "/sbin/shoal-init\x00--\x00/app\x00sleep") {
-		t.Fatalf("PID 1 of the task runs %q", cmdline)
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", in.PID))
+	if err != nil || !strings.HasPrefix(string(cmdline), "/sbin/shoal-init\x00--\x00/app\x00sleep") {
+		t.Fatalf("PID 1 of the task runs %q (%v)", cmdline, err)
 	}
 	// The init passes SIGTERM on: the program shuts down cleanly.
-	waitLog(t, e, "init", "sleeping")
 	if st := stop(); st.State != api.TaskShutdown || st.ExitCode != 0 {
 		t.Fatalf("stop through init: %+v", st)
 	}
