@@ -126,7 +126,8 @@ func runUntilRunning(t *testing.T, e *containerd.Executor, task *api.Task) (canc
 	case <-time.After(60 * time.Second):
 		t.Fatal("task not running after 60s")
 	}
-	return func() api.TaskStatus { stop(); return <-done }
+	// Idempotent, so a test can also stop the task in a cleanup.
+	return sync.OnceValue(func() api.TaskStatus { stop(); return <-done })
 }
 
 func TestShutdownWithinGraceAndKillAfterIt(t *testing.T) {
