@@ -137,6 +137,16 @@ func TestProcessSpecFromTask(t *testing.T) {
 		}
 	}
 	e.Remove(ctx, "spec")
+	// Without a hostname of its own, a task's is its ID, cut to 12
+	// characters as Docker cuts container IDs.
+	long := appTask("0123456789abcdefghij", "env")
+	if st := (&agent.Runner{Executor: e}).Run(ctx, long); st.State != api.TaskComplete {
+		t.Fatalf("%+v", st)
+	}
+	if out := logs(t, e, long.ID, 0); !strings.Contains(out, "hostname=0123456789ab\n") {
+		t.Errorf("hostname of a task with a long ID, want 0123456789ab, in:\n%s", out)
+	}
+	e.Remove(ctx, long.ID)
 }
 
 // A new volume starts with what the image has at its target, as in Docker;
