@@ -85,7 +85,9 @@ func (m *RoutingMesh) table() string {
 }
 
 // Start detects the kernel's load-balancing support, enables forwarding in
-// the node's namespace and installs an empty table.
+// the node's namespace (and route_localnet, so that published ports answer
+// on the node's 127.0.0.1 too, with the node's loopback guarded from other
+// hosts) and installs an empty table.
 func (m *RoutingMesh) Start(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -110,7 +112,7 @@ func (m *RoutingMesh) Start(ctx context.Context) error {
 	m.ports = map[string]PublishedPort{}
 	// A fresh table: after a crash, whatever the last agent left is gone,
 	// and the caller sets the published ports again.
-	if err := m.nft(ctx, baseScript(m.table(), "inet_proto . inet_service", "fib daddr type local meta l4proto . th dport", []string{"prerouting", "output"})); err != nil {
+	if err := m.nft(ctx, baseScript(m.table(), "inet_proto . inet_service", "fib daddr type local meta l4proto . th dport", []string{"prerouting", "output"}, localnetGuard)); err != nil {
 		return err
 	}
 	fast, err := newFastPath(m.NetNS, m.table())
@@ -193,13 +195,27 @@ func portKey(p Protocol, port uint16) string { return fmt.Sprintf("%s/%d", p, po
 
 func chainName(p Protocol, port uint16) string { return fmt.Sprintf("svc-%s-%d", p, port) }
 
-// baseScript replaces the table with an empty one: the verdict map and the
-// hooks. Creating then deleting makes it work whether or not the table
-// exists; the new table follows in the same transaction.
-func baseScript(table, mapType, match string, hooks []string) string {
+// localnetGuard drops packets for 127.0.0.0/8 that come from anywhere but
+// the node itself. Start turns route_localnet on, so that the node's own
+// connections to a published port on 127.0.0.1 can be sent to a backend on
+// another node; without the guard, the same setting would let any host on
+// the node's links reach services that listen on the node's loopback only.
+// It runs before NAT (priority -150), where replies to those connections
+// still carry the node's own address.
+const localnetGuard = ` chain localnet {
+  type filter hook prerouting priority -150; policy accept;
+  iifname != "lo" ip daddr 127.0.0.0/8 drop
+ }
+`
+
+// baseScript replaces the table with an empty one: the verdict map, the
+// hooks and any extra chains. Creating then deleting makes it work whether
+// or not the table exists; the new table follows in the same transaction.
+func baseScript(table, mapType, match string, hooks []string, extra string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table ip %s {}\ndelete table ip %s\ntable ip %s {\n", table, table, table)
 	fmt.Fprintf(&b, " map published {\n  type %s : verdict\n }\n", mapType)
+	b.WriteString(extra)
 	for _, h := range hooks {
 		fmt.Fprintf(&b, " chain %s {\n  type nat hook %s priority %s; policy accept;\n  %s vmap @published\n }\n", h, h, natPriority(h), match)
 	}
