@@ -187,3 +187,28 @@ func TestDNSInsideTaskNamespace(t *testing.T) {
 		t.Fatalf("query at 127.0.0.11 outside the task's namespace: %v, want connection refused", err)
 	}
 }
+
+// Answers carry the TTLs meant for them: a VIP is stable (600 s), task
+// addresses change (0); several task addresses come in a random order, so
+// clients that take the first spread over the tasks.
+func TestDNSTTLsAndOrder(t *testing.T) {
+	d := startDNS(t, []string{"front", "back"})
+	for name, want := range map[string]uint32{"web": 600, "tasks.web": 0, "db": 0} {
+		m := query(t, d, name, "udp")
+		if len(m.Answer) == 0 {
+			t.Fatalf("%s: no answer", name)
+		}
+		for _, rr := range m.Answer {
+			if rr.Header().Ttl != want {
+				t.Errorf("%s: TTL %d, want %d", name, rr.Header().Ttl, want)
+			}
+		}
+	}
+	firsts := map[string]int{}
+	for range 40 {
+		firsts[query(t, d, "tasks.web", "udp").Answer[0].(*dns.A).A.String()]++
+	}
+	if len(firsts) != 2 {
+		t.Fatalf("first address of tasks.web over 40 queries: %v, want both tasks", firsts)
+	}
+}

@@ -105,6 +105,17 @@ func TestGatewayNetwork(t *testing.T) {
 	if _, err := askWho(t1, a2.String()+":7002"); err == nil {
 		t.Fatal("a task reached another task through the gateway network")
 	}
+	// Not even when the tasks route to each other through the node (as a
+	// task with its own routes could): the node does not forward between
+	// its gateway network's ports.
+	for _, r := range [][2]string{{t1, a2.String()}, {t2, a1.String()}} {
+		if out, err := exec.Command("ip", "-n", r[0], "route", "add", r[1]+"/32", "via", gw.Addr().String()).CombinedOutput(); err != nil {
+			t.Fatalf("route in %s: %v %s", r[0], err, out)
+		}
+	}
+	if _, err := askWho(t1, a2.String()+":7002"); err == nil {
+		t.Fatal("a task reached another task routed through the node's gateway address")
+	}
 	// Nor an overlay network through the node, even where the node has an
 	// address on it.
 	o := &netmesh.Overlay{NetNS: "/var/run/netns/" + h0.Name, LocalAddr: h0.Addr}

@@ -45,6 +45,8 @@ func TestOverlayAndLBRejectBadInput(t *testing.T) {
 	for name, err := range map[string]error{
 		"IPv6 subnet":           o.EnsureNetwork(v6),
 		"VNI 0":                 o.EnsureNetwork(netmesh.OverlayNetwork{ID: "z", Subnet: good.Subnet}),
+		"VNI over 24 bits":      o.EnsureNetwork(netmesh.OverlayNetwork{ID: "z", VNI: 1 << 24, Subnet: good.Subnet}),
+		"subnet /31":            o.EnsureNetwork(netmesh.OverlayNetwork{ID: "z", VNI: 12, Subnet: netip.MustParsePrefix("10.50.1.0/31")}),
 		"no subnet":             o.EnsureNetwork(netmesh.OverlayNetwork{ID: "z", VNI: 12}),
 		"WireGuard port":        o.EnsureNetwork(netmesh.OverlayNetwork{ID: "z", VNI: 12, Subnet: good.Subnet, Encrypted: true, WireGuardPort: 70000}),
 		"IPv6 endpoints":        o.SetEndpoints(v6, []netmesh.RemoteEndpoint{{Addr: v6addr, Host: netip.MustParseAddr("192.0.2.99")}}),
@@ -57,6 +59,10 @@ func TestOverlayAndLBRejectBadInput(t *testing.T) {
 		} else if !strings.Contains(err.Error(), "netmesh") {
 			t.Errorf("%s: error %q does not say where it comes from", name, err)
 		}
+	}
+	// The bounds themselves are fine: the largest VNI, a /30.
+	if err := o.EnsureNetwork(netmesh.OverlayNetwork{ID: "edge", VNI: 1<<24 - 1, Subnet: netip.MustParsePrefix("10.50.2.0/30")}); err != nil {
+		t.Errorf("VNI 16777215 with a /30: %v", err)
 	}
 	lb := &netmesh.ServiceLB{NetNS: ns}
 	if err := lb.Start(context.Background()); err != nil {
