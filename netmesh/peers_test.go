@@ -135,7 +135,7 @@ func TestGossipProgramsOverlay(t *testing.T) {
 	if progErr != nil {
 		t.Fatalf("programming the overlay after a node died: %v", progErr)
 	}
-	if reachable(nodes[0], nodes[2]) {
+	if dialWithin(nodes[0].task, nodes[2].addr.String()+":9000", 700*time.Millisecond) == nil {
 		t.Fatal("a dead node's task still programmed on the others")
 	}
 	if !reachable(nodes[0], nodes[1]) {
