@@ -52,24 +52,36 @@ func TestRoutingMeshLoopback(t *testing.T) {
 	}
 	t.Cleanup(func() { lo.Close(); wire.Close() })
 	h1MAC := linkMAC(t, h1.Name, "eth0")
-	// From h0, hand-made frames to h1's MAC: first one for 127.0.0.1, then
-	// the control for h1's own address. Both are sent from one CPU, so the
-	// kernel handles them in that order: once the control has arrived, the
-	// first has been delivered or dropped.
-	if err := nettest.Do(h0.Name, func() error {
-		return sendUDPFrames(h0.Addr, h1MAC,
-			udpFrame{dst: netip.MustParseAddr("127.0.0.1"), port: 9999, payload: "from outside"},
-			udpFrame{dst: h1.Addr, port: 9998, payload: "control"})
-	}); err != nil {
+	// fromOutside sends, from h0, hand-made frames to h1's MAC: first one
+	// for 127.0.0.1, then the control for h1's own address. Both are sent
+	// from one CPU, so the kernel handles them in that order: once the
+	// control has arrived, the first has been delivered or dropped. It
+	// returns what waits on the loopback-only socket.
+	fromOutside := func() int {
+		t.Helper()
+		if err := nettest.Do(h0.Name, func() error {
+			return sendUDPFrames(h0.Addr, h1MAC,
+				udpFrame{dst: netip.MustParseAddr("127.0.0.1"), port: 9999, payload: "from outside"},
+				udpFrame{dst: h1.Addr, port: 9998, payload: "control"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		wire.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 64)
+		if n, _, err := wire.ReadFrom(buf); err != nil || string(buf[:n]) != "control" {
+			t.Fatalf("control datagram to h1's address: %q %v", buf[:n], err)
+		}
+		return queued(t, lo)
+	}
+	if pending := fromOutside(); pending != 0 {
+		t.Fatalf("a datagram for 127.0.0.1 from another host reached a service on h1's loopback (%d bytes queued)", pending)
+	}
+	// Closed, the mesh takes its guard away, and route_localnet with it.
+	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	wire.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 64)
-	if n, _, err := wire.ReadFrom(buf); err != nil || string(buf[:n]) != "control" {
-		t.Fatalf("control datagram to h1's address: %q %v", buf[:n], err)
-	}
-	if pending := queued(t, lo); pending != 0 {
-		t.Fatalf("a datagram for 127.0.0.1 from another host reached a service on h1's loopback (%d bytes queued)", pending)
+	if pending := fromOutside(); pending != 0 {
+		t.Fatalf("after Close, a datagram for 127.0.0.1 from another host reached h1's loopback (%d bytes queued)", pending)
 	}
 }
 

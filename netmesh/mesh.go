@@ -103,18 +103,19 @@ func (m *RoutingMesh) Start(ctx context.Context) error {
 		hasIPVS = true
 	}
 	m.logger().Info("netmesh: routing mesh backend", "backend", m.backend, "kernel_ipvs", hasIPVS)
+	m.ports = map[string]PublishedPort{}
+	// A fresh table: after a crash, whatever the last agent left is gone,
+	// and the caller sets the published ports again. It comes first, so
+	// that route_localnet is never on without its guard.
+	if err := m.nft(ctx, baseScript(m.table(), "inet_proto . inet_service", "fib daddr type local meta l4proto . th dport", []string{"prerouting", "output"}, localnetGuard)); err != nil {
+		return err
+	}
 	for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv4.conf.all.route_localnet", "1"}} {
 		if err := m.sysctl(ctx, kv[0], kv[1]); err != nil {
 			return err
 		}
 	}
 	m.sysctl(ctx, "net.bridge.bridge-nf-call-iptables", "0") // absent without br_netfilter
-	m.ports = map[string]PublishedPort{}
-	// A fresh table: after a crash, whatever the last agent left is gone,
-	// and the caller sets the published ports again.
-	if err := m.nft(ctx, baseScript(m.table(), "inet_proto . inet_service", "fib daddr type local meta l4proto . th dport", []string{"prerouting", "output"}, localnetGuard)); err != nil {
-		return err
-	}
 	fast, err := newFastPath(m.NetNS, m.table())
 	if err != nil {
 		return err
@@ -176,7 +177,9 @@ func (m *RoutingMesh) Remove(ctx context.Context, proto Protocol, port uint16) e
 	return flushConntrack(m.NetNS, proto, port, netip.Addr{}, prev.Backends)
 }
 
-// Close deletes the table.
+// Close turns route_localnet off again, then deletes the table (and with
+// it the guard route_localnet needs). Forwarding stays on: the gateway
+// network may need it.
 func (m *RoutingMesh) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -188,7 +191,9 @@ func (m *RoutingMesh) Close() error {
 		m.fast.close()
 		m.fast = nil
 	}
-	return m.nft(context.Background(), fmt.Sprintf("delete table ip %s\n", m.table()))
+	ctx := context.Background()
+	err := m.sysctl(ctx, "net.ipv4.conf.all.route_localnet", "0")
+	return errors.Join(err, m.nft(ctx, fmt.Sprintf("delete table ip %s\n", m.table())))
 }
 
 func portKey(p Protocol, port uint16) string { return fmt.Sprintf("%s/%d", p, port) }
