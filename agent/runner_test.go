@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
@@ -73,9 +74,7 @@ func TestRunnerShutdownWithinGraceAndKillAfter(t *testing.T) {
 		rec := &recorder{}
 		done := make(chan api.TaskStatus)
 		go func() { done <- (&agent.Runner{Executor: f, Report: rec.report}).Run(ctx, tk) }()
-		for !slices.Contains(rec.got(), api.TaskRunning) {
-			time.Sleep(time.Millisecond)
-		}
+		waitfor.True(t, image+" running", func() bool { return slices.Contains(rec.got(), api.TaskRunning) })
 		cancel()
 		final := <-done
 		if final.State != api.TaskShutdown || final.ExitCode != code {
@@ -194,5 +193,123 @@ func TestRunnerResumesAdoptedTasks(t *testing.T) {
 	}
 	if final := (&agent.Runner{Executor: f}).Resume(ctx, adopted("gone")); final.State != api.TaskFailed || !strings.Contains(final.Err, "gone") {
 		t.Fatalf("adopted task whose container is gone: %+v", final)
+	}
+}
+
+// graceRecorder records the grace period the runner gives Shutdown.
+type graceRecorder struct {
+	*agent.FakeExecutor
+	mu    sync.Mutex
+	grace []time.Duration
+}
+
+func (g *graceRecorder) Shutdown(ctx context.Context, id string, grace time.Duration) error {
+	g.mu.Lock()
+	g.grace = append(g.grace, grace)
+	g.mu.Unlock()
+	return g.FakeExecutor.Shutdown(ctx, id, grace)
+}
+
+// A task is given its own stop grace period, or Docker's 10 s without one.
+func TestRunnerStopGracePeriod(t *testing.T) {
+	three := 3 * time.Second
+	for _, c := range []struct {
+		spec *time.Duration
+		want time.Duration
+	}{{nil, 10 * time.Second}, {&three, three}} {
+		g := &graceRecorder{FakeExecutor: &agent.FakeExecutor{}}
+		tk := task("g", "x")
+		tk.Spec.StopGracePeriod = c.spec
+		ctx, cancel := context.WithCancel(context.Background())
+		rec := &recorder{}
+		done := make(chan api.TaskStatus)
+		go func() { done <- (&agent.Runner{Executor: g, Report: rec.report}).Run(ctx, tk) }()
+		waitfor.True(t, "running", func() bool { return slices.Contains(rec.got(), api.TaskRunning) })
+		cancel()
+		if final := <-done; final.State != api.TaskShutdown {
+			t.Fatalf("final %+v", final)
+		}
+		g.mu.Lock()
+		got := slices.Clone(g.grace)
+		g.mu.Unlock()
+		if len(got) != 1 || got[0] != c.want {
+			t.Fatalf("spec grace %v: Shutdown got %v, want [%v]", c.spec, got, c.want)
+		}
+	}
+}
+
+// probeCounter answers health probes: healthy until the first healthy
+// report, failing after, and counts the failing ones.
+type probeCounter struct {
+	mu       sync.Mutex
+	failing  bool
+	failures int
+}
+
+func (p *probeCounter) exec(string, []string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failing {
+		p.failures++
+		return 1
+	}
+	return 0
+}
+
+func (p *probeCounter) report(u agent.StatusUpdate) {
+	if u.Status.Health == agent.HealthHealthy {
+		p.mu.Lock()
+		p.failing = true
+		p.mu.Unlock()
+	}
+}
+
+// Without Retries, a task is unhealthy after Docker's 3 failed probes in a
+// row: not fewer, and no probe runs after that.
+func TestHealthDefaultRetries(t *testing.T) {
+	p := &probeCounter{}
+	tk := task("r", "x")
+	tk.Spec.Healthcheck = &api.HealthConfig{Test: []string{"CMD", "check"}, Interval: 10 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	final := (&agent.Runner{Executor: &agent.FakeExecutor{ExecResult: p.exec}, Report: p.report}).Run(ctx, tk)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if final.State != api.TaskFailed || p.failures != 3 || !strings.Contains(final.Err, "failed 3 times in a row") {
+		t.Fatalf("final %+v after %d failed probes, want FAILED after 3", final, p.failures)
+	}
+}
+
+// Once a probe succeeds, the start period is over: failures count at once,
+// even while the start period would still run.
+func TestHealthSuccessEndsStartPeriod(t *testing.T) {
+	p := &probeCounter{}
+	tk := task("sp", "x")
+	tk.Spec.Healthcheck = &api.HealthConfig{Test: []string{"CMD", "check"}, Interval: 10 * time.Millisecond, Retries: 2, StartPeriod: time.Hour}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	final := (&agent.Runner{Executor: &agent.FakeExecutor{ExecResult: p.exec}, Report: p.report}).Run(ctx, tk)
+	if final.State != api.TaskFailed || final.Health != agent.HealthUnhealthy {
+		t.Fatalf("failing after a success in the start period: %+v, want FAILED unhealthy", final)
+	}
+}
+
+// hungProbes is an executor whose health probes never answer on their own.
+type hungProbes struct{ *agent.FakeExecutor }
+
+func (h hungProbes) Exec(ctx context.Context, id string, cmd []string) (int, []byte, error) {
+	<-ctx.Done()
+	return -1, nil, ctx.Err()
+}
+
+// A probe that does not answer within Timeout counts as failed.
+func TestHealthProbeTimeout(t *testing.T) {
+	tk := task("hung", "x")
+	tk.Spec.Healthcheck = &api.HealthConfig{Test: []string{"CMD", "check"}, Interval: 10 * time.Millisecond, Timeout: 20 * time.Millisecond, Retries: 2}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	final := (&agent.Runner{Executor: hungProbes{&agent.FakeExecutor{}}}).Run(ctx, tk)
+	if final.State != api.TaskFailed || !strings.Contains(final.Err, "failed 2 times in a row: context deadline exceeded") {
+		t.Fatalf("hung probes: %+v, want FAILED after 2 timed-out probes", final)
 	}
 }

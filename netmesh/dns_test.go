@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -177,11 +178,37 @@ func TestDNSInsideTaskNamespace(t *testing.T) {
 	if err != nil || !slices.Equal(got, []string{"10.0.0.2"}) {
 		t.Fatalf("web from inside the task: %v %v", got, err)
 	}
-	// Outside the namespace nothing answers at 127.0.0.11.
-	c := &dns.Client{Timeout: 300 * time.Millisecond}
+	// Outside the namespace nothing listens at 127.0.0.11: the query is
+	// refused (an ICMP port unreachable), not merely unanswered.
+	c := &dns.Client{Timeout: 5 * time.Second}
 	m := new(dns.Msg)
 	m.SetQuestion("web.", dns.TypeA)
-	if _, _, err := c.Exchange(m, "127.0.0.11:53"); err == nil {
-		t.Fatal("the task's DNS answered outside its namespace")
+	if _, _, err := c.Exchange(m, "127.0.0.11:53"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("query at 127.0.0.11 outside the task's namespace: %v, want connection refused", err)
+	}
+}
+
+// Answers carry the TTLs meant for them: a VIP is stable (600 s), task
+// addresses change (0); several task addresses come in a random order, so
+// clients that take the first spread over the tasks.
+func TestDNSTTLsAndOrder(t *testing.T) {
+	d := startDNS(t, []string{"front", "back"})
+	for name, want := range map[string]uint32{"web": 600, "tasks.web": 0, "db": 0} {
+		m := query(t, d, name, "udp")
+		if len(m.Answer) == 0 {
+			t.Fatalf("%s: no answer", name)
+		}
+		for _, rr := range m.Answer {
+			if rr.Header().Ttl != want {
+				t.Errorf("%s: TTL %d, want %d", name, rr.Header().Ttl, want)
+			}
+		}
+	}
+	firsts := map[string]int{}
+	for range 40 {
+		firsts[query(t, d, "tasks.web", "udp").Answer[0].(*dns.A).A.String()]++
+	}
+	if len(firsts) != 2 {
+		t.Fatalf("first address of tasks.web over 40 queries: %v, want both tasks", firsts)
 	}
 }

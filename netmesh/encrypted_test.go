@@ -2,15 +2,18 @@ package netmesh_test
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/shoalproject/shoal/internal/nettest"
 	"github.com/shoalproject/shoal/netmesh"
@@ -107,6 +110,7 @@ func (e *encLab) network(t *testing.T, n netmesh.OverlayNetwork, tasks ...*encTa
 		if err := e.overlays[tk.host].Attach(n, "/var/run/netns/"+tk.ns, "eth0", tk.addr); err != nil {
 			t.Fatal(err)
 		}
+		fastARP(t, tk.ns, "eth0")
 	}
 	for _, o := range e.overlays {
 		if err := o.SetEndpoints(n, eps); err != nil {
@@ -180,11 +184,43 @@ func TestEncryptedOverlay(t *testing.T) {
 		}
 	}
 	// Isolation: same subnet, other network.
-	if err := dial(a0.ns, b2.addr.String()+":9000"); err == nil {
-		t.Fatal("a task on encA reached one on encB")
+	// (the other network's addresses do not even resolve)
+	if err := dial(a0.ns, b2.addr.String()+":9000"); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("a task on encA dialling one on encB: %v, want no route to host", err)
 	}
-	if err := dial(b2.ns, a1.addr.String()+":9000"); err == nil {
-		t.Fatal("a task on encB reached one on encA")
+	if err := dial(b2.ns, a1.addr.String()+":9000"); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("a task on encB dialling one on encA: %v, want no route to host", err)
+	}
+	// What comes in from an encrypted network, from its tasks (the bridge)
+	// or from other nodes (the tunnel), is routed within the network only:
+	// the node's routing decision for anything else, such as the underlay,
+	// is "unreachable", while the network's own addresses are routed.
+	for _, c := range []struct {
+		iif      string
+		src, dst netip.Addr
+		via      string // "" for unreachable
+	}{
+		{"sbr5001", a0.addr, e.lab.Hosts[1].Addr, ""},
+		{"swg5001", a1.addr, e.lab.Hosts[1].Addr, ""},
+		{"sbr5001", a0.addr, a1.addr, "swg5001"},
+		{"swg5001", a1.addr, a0.addr, "sbr5001"},
+	} {
+		routes, err := h.RouteGetWithOptions(c.dst.AsSlice(), &netlink.RouteGetOptions{Iif: c.iif, SrcAddr: c.src.AsSlice()})
+		if c.via == "" {
+			if !errors.Is(err, unix.EHOSTUNREACH) {
+				t.Errorf("from %s (%s) to %s: routed %v (%v), want unreachable", c.iif, c.src, c.dst, routes, err)
+			}
+			continue
+		}
+		var out string
+		if err == nil && len(routes) == 1 {
+			if l, lerr := h.LinkByIndex(routes[0].LinkIndex); lerr == nil {
+				out = l.Attrs().Name
+			}
+		}
+		if out != c.via {
+			t.Errorf("from %s (%s) to %s: routed %v (%v) out of %q, want %s", c.iif, c.src, c.dst, routes, err, out, c.via)
+		}
 	}
 	// MTU: underlay minus WireGuard's 60 bytes.
 	if err := nettest.Do(a0.ns, func() error {

@@ -2,11 +2,13 @@ package netmesh_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,10 +37,16 @@ func whoami(t *testing.T, ns, addr string) {
 	}()
 }
 
-func askWho(ns, addr string) (string, error) {
+// askWho asks a whoami server who is calling. Its timeout outlasts a lost
+// first SYN.
+func askWho(ns, addr string) (string, error) { return askWhoWithin(ns, addr, 5*time.Second) }
+
+// askWhoWithin is askWho with a timeout of its own: a bounded attempt, for
+// checks where a packet is dropped and nothing comes back.
+func askWhoWithin(ns, addr string, timeout time.Duration) (string, error) {
 	var out string
 	err := nettest.Do(ns, func() error {
-		c, err := net.DialTimeout("tcp", addr, 700*time.Millisecond)
+		c, err := net.DialTimeout("tcp", addr, timeout)
 		if err != nil {
 			return err
 		}
@@ -80,6 +88,7 @@ func TestGatewayNetwork(t *testing.T) {
 		if err := gw.Attach("/var/run/netns/"+x.ns, "eth1", x.addr); err != nil {
 			t.Fatalf("second Attach: %v", err)
 		}
+		fastARP(t, x.ns, "eth1")
 	}
 	if err := gw.Attach("/var/run/netns/"+t1, "eth2", netip.MustParseAddr("10.1.0.1")); err == nil || !strings.Contains(err.Error(), "172.18.0.0/16") {
 		t.Fatalf("address outside the subnet: %v", err)
@@ -100,10 +109,22 @@ func TestGatewayNetwork(t *testing.T) {
 		t.Fatalf("task -> its node: %q %v", from, err)
 	}
 
-	// Tasks do not reach each other through the gateway network.
+	// Tasks do not reach each other through the gateway network: their
+	// ports are isolated, so another task's address does not even resolve.
 	whoami(t, t2, a2.String()+":7002")
-	if _, err := askWho(t1, a2.String()+":7002"); err == nil {
-		t.Fatal("a task reached another task through the gateway network")
+	if _, err := askWho(t1, a2.String()+":7002"); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("a task dialling another through the gateway network: %v, want no route to host", err)
+	}
+	// Not even when the tasks route to each other through the node (as a
+	// task with its own routes could): the node does not forward between
+	// its gateway network's ports.
+	for _, r := range [][2]string{{t1, a2.String()}, {t2, a1.String()}} {
+		if out, err := exec.Command("ip", "-n", r[0], "route", "add", r[1]+"/32", "via", gw.Addr().String()).CombinedOutput(); err != nil {
+			t.Fatalf("route in %s: %v %s", r[0], err, out)
+		}
+	}
+	if _, err := askWhoWithin(t1, a2.String()+":7002", 700*time.Millisecond); err == nil {
+		t.Fatal("a task reached another task routed through the node's gateway address")
 	}
 	// Nor an overlay network through the node, even where the node has an
 	// address on it.
@@ -127,7 +148,7 @@ func TestGatewayNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	whoami(t, t3, "10.40.0.3:7003")
-	if _, err := askWho(t1, "10.40.0.3:7003"); err == nil {
+	if _, err := askWhoWithin(t1, "10.40.0.3:7003", 700*time.Millisecond); err == nil {
 		t.Fatal("a task off the overlay network reached it through the node")
 	}
 	if from, err := askWho(h0.Name, "10.40.0.3:7003"); err != nil || from != "10.40.0.254" {
@@ -138,8 +159,8 @@ func TestGatewayNetwork(t *testing.T) {
 	if err := gw.Detach("/var/run/netns/" + t1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := askWho(t1, h1.Addr.String()+":7000"); err == nil {
-		t.Fatal("still out after Detach")
+	if _, err := askWho(t1, h1.Addr.String()+":7000"); !errors.Is(err, syscall.ENETUNREACH) {
+		t.Fatalf("out after Detach: %v, want network unreachable (no way out left)", err)
 	}
 	if err := gw.Remove(ctx); err != nil {
 		t.Fatal(err)

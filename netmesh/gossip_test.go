@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
-	"time"
+
+	"github.com/shoalproject/shoal/internal/waitfor"
 )
 
 func startGossip(t *testing.T, name string, host netip.Addr, key []byte) *Gossip {
@@ -16,18 +17,6 @@ func startGossip(t *testing.T, name string, host netip.Addr, key []byte) *Gossip
 	}
 	t.Cleanup(func() { g.Close() })
 	return g
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) time.Duration {
-	t.Helper()
-	t0 := time.Now()
-	for !cond() {
-		if time.Since(t0) > 15*time.Second {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(t0)
 }
 
 func TestGossipSpreadsAndForgetsEndpoints(t *testing.T) {
@@ -42,10 +31,10 @@ func TestGossipSpreadsAndForgetsEndpoints(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "3 members", func() bool { return gs[2].Members() == 3 })
+	waitfor.True(t, "3 members", func() bool { return gs[2].Members() == 3 })
 	gs[0].SetLocalEndpoints("front", []netip.Addr{netip.MustParseAddr("10.0.0.5")})
 	gs[2].SetLocalEndpoints("front", []netip.Addr{netip.MustParseAddr("10.0.0.7")})
-	d := waitFor(t, "endpoints everywhere", func() bool {
+	d := waitfor.True(t, "endpoints everywhere", func() bool {
 		for _, g := range gs {
 			if len(g.Endpoints("front")) != 2 {
 				return false
@@ -59,10 +48,10 @@ func TestGossipSpreadsAndForgetsEndpoints(t *testing.T) {
 	}
 	// Withdrawn endpoints go everywhere too.
 	gs[2].SetLocalEndpoints("front", nil)
-	waitFor(t, "withdrawal", func() bool { return len(gs[1].Endpoints("front")) == 1 })
+	waitfor.True(t, "withdrawal", func() bool { return len(gs[1].Endpoints("front")) == 1 })
 	// A node that dies (no leave message) is forgotten with its endpoints.
 	gs[0].Close()
-	waitFor(t, "dead node forgotten", func() bool { return len(gs[1].Endpoints("front")) == 0 && len(gs[2].Endpoints("front")) == 0 })
+	waitfor.True(t, "dead node forgotten", func() bool { return len(gs[1].Endpoints("front")) == 0 && len(gs[2].Endpoints("front")) == 0 })
 }
 
 func TestGossipWrongKeyCannotJoin(t *testing.T) {

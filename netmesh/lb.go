@@ -51,7 +51,7 @@ func (l *ServiceLB) Start(ctx context.Context) error {
 	if l.started {
 		return nil
 	}
-	if err := nsExec(l.NetNS).nft(ctx, baseScript(l.table(), "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport", []string{"output"})); err != nil {
+	if err := nsExec(l.NetNS).nft(ctx, baseScript(l.table(), "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport", []string{"output"}, "")); err != nil {
 		return err
 	}
 	fast, err := newFastPath(l.NetNS, l.table())

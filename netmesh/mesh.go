@@ -85,7 +85,9 @@ func (m *RoutingMesh) table() string {
 }
 
 // Start detects the kernel's load-balancing support, enables forwarding in
-// the node's namespace and installs an empty table.
+// the node's namespace (and route_localnet, so that published ports answer
+// on the node's 127.0.0.1 too, with the node's loopback guarded from other
+// hosts) and installs an empty table.
 func (m *RoutingMesh) Start(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -101,18 +103,19 @@ func (m *RoutingMesh) Start(ctx context.Context) error {
 		hasIPVS = true
 	}
 	m.logger().Info("netmesh: routing mesh backend", "backend", m.backend, "kernel_ipvs", hasIPVS)
+	m.ports = map[string]PublishedPort{}
+	// A fresh table: after a crash, whatever the last agent left is gone,
+	// and the caller sets the published ports again. It comes first, so
+	// that route_localnet is never on without its guard.
+	if err := m.nft(ctx, baseScript(m.table(), "inet_proto . inet_service", "fib daddr type local meta l4proto . th dport", []string{"prerouting", "output"}, localnetGuard)); err != nil {
+		return err
+	}
 	for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv4.conf.all.route_localnet", "1"}} {
 		if err := m.sysctl(ctx, kv[0], kv[1]); err != nil {
 			return err
 		}
 	}
 	m.sysctl(ctx, "net.bridge.bridge-nf-call-iptables", "0") // absent without br_netfilter
-	m.ports = map[string]PublishedPort{}
-	// A fresh table: after a crash, whatever the last agent left is gone,
-	// and the caller sets the published ports again.
-	if err := m.nft(ctx, baseScript(m.table(), "inet_proto . inet_service", "fib daddr type local meta l4proto . th dport", []string{"prerouting", "output"})); err != nil {
-		return err
-	}
 	fast, err := newFastPath(m.NetNS, m.table())
 	if err != nil {
 		return err
@@ -174,7 +177,9 @@ func (m *RoutingMesh) Remove(ctx context.Context, proto Protocol, port uint16) e
 	return flushConntrack(m.NetNS, proto, port, netip.Addr{}, prev.Backends)
 }
 
-// Close deletes the table.
+// Close turns route_localnet off again, then deletes the table (and with
+// it the guard route_localnet needs). Forwarding stays on: the gateway
+// network may need it.
 func (m *RoutingMesh) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -186,20 +191,36 @@ func (m *RoutingMesh) Close() error {
 		m.fast.close()
 		m.fast = nil
 	}
-	return m.nft(context.Background(), fmt.Sprintf("delete table ip %s\n", m.table()))
+	ctx := context.Background()
+	err := m.sysctl(ctx, "net.ipv4.conf.all.route_localnet", "0")
+	return errors.Join(err, m.nft(ctx, fmt.Sprintf("delete table ip %s\n", m.table())))
 }
 
 func portKey(p Protocol, port uint16) string { return fmt.Sprintf("%s/%d", p, port) }
 
 func chainName(p Protocol, port uint16) string { return fmt.Sprintf("svc-%s-%d", p, port) }
 
-// baseScript replaces the table with an empty one: the verdict map and the
-// hooks. Creating then deleting makes it work whether or not the table
-// exists; the new table follows in the same transaction.
-func baseScript(table, mapType, match string, hooks []string) string {
+// localnetGuard drops packets for 127.0.0.0/8 that come from anywhere but
+// the node itself. Start turns route_localnet on, so that the node's own
+// connections to a published port on 127.0.0.1 can be sent to a backend on
+// another node; without the guard, the same setting would let any host on
+// the node's links reach services that listen on the node's loopback only.
+// It runs before NAT (priority -150), where replies to those connections
+// still carry the node's own address.
+const localnetGuard = ` chain localnet {
+  type filter hook prerouting priority -150; policy accept;
+  iifname != "lo" ip daddr 127.0.0.0/8 drop
+ }
+`
+
+// baseScript replaces the table with an empty one: the verdict map, the
+// hooks and any extra chains. Creating then deleting makes it work whether
+// or not the table exists; the new table follows in the same transaction.
+func baseScript(table, mapType, match string, hooks []string, extra string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table ip %s {}\ndelete table ip %s\ntable ip %s {\n", table, table, table)
 	fmt.Fprintf(&b, " map published {\n  type %s : verdict\n }\n", mapType)
+	b.WriteString(extra)
 	for _, h := range hooks {
 		fmt.Fprintf(&b, " chain %s {\n  type nat hook %s priority %s; policy accept;\n  %s vmap @published\n }\n", h, h, natPriority(h), match)
 	}

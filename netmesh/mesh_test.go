@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -300,6 +301,7 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 	// (as Docker does), and the task sees the client's own address (no
 	// masquerade); the replies leave through the gateway network, the
 	// task's default route.
+	var seenMu sync.Mutex
 	var seenFrom string
 	hostNS, _ := lab.NewNamespace("hosttask")
 	gw := &netmesh.Gateway{NetNS: "/var/run/netns/" + lab.Hosts[1].Name}
@@ -316,7 +318,9 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seenMu.Lock()
 		seenFrom, _, _ = net.SplitHostPort(r.RemoteAddr)
+		seenMu.Unlock()
 		io.WriteString(w, "host-task")
 	})}
 	go hostSrv.Serve(hostLn)
@@ -328,8 +332,11 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 	if body, err := get(client, fmt.Sprintf("http://%s:9090/", lab.Hosts[1].Addr)); err != nil || body != "host-task" {
 		t.Fatalf("host-mode port on its node: %q %v", body, err)
 	}
-	if seenFrom != lab.Hosts[0].Addr.String() {
-		t.Fatalf("host-mode task saw the client as %s, want %s (not masqueraded)", seenFrom, lab.Hosts[0].Addr)
+	seenMu.Lock()
+	from := seenFrom
+	seenMu.Unlock()
+	if from != lab.Hosts[0].Addr.String() {
+		t.Fatalf("host-mode task saw the client as %s, want %s (not masqueraded)", from, lab.Hosts[0].Addr)
 	}
 	if _, err := get(client, fmt.Sprintf("http://%s:9090/", lab.Hosts[0].Addr)); err == nil {
 		t.Fatal("host-mode port answered on a node without the task")

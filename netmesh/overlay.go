@@ -191,6 +191,17 @@ func (o *Overlay) EnsureNetwork(n OverlayNetwork) error {
 		return o.ensureEncrypted(n, br)
 	}
 	vx, err := o.h.LinkByName(vxlanName(n.VNI))
+	if err == nil && !o.vxlanAsWanted(vx, n, br) {
+		// Left with other settings (by an older agent, or before this
+		// node's address or port changed): a device that learns from the
+		// wire or sends from the wrong address must not stay. Its
+		// forwarding entries go with it; SetEndpoints puts them back.
+		o.logger().Info("netmesh: replacing a VXLAN device with other settings", "device", vxlanName(n.VNI))
+		if err := o.h.LinkDel(vx); err != nil {
+			return fmt.Errorf("netmesh: vxlan for %s (VNI %d): remove the one with other settings: %w", n.ID, n.VNI, err)
+		}
+		err = unix.ENODEV
+	}
 	if err != nil {
 		vx = &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: vxlanName(n.VNI), MTU: o.MTU(), MasterIndex: br.Attrs().Index},
 			VxlanId: int(n.VNI), SrcAddr: o.LocalAddr.AsSlice(), Port: o.port(), Learning: false, Proxy: true, L2miss: false, L3miss: false}
@@ -207,6 +218,15 @@ func (o *Overlay) EnsureNetwork(n OverlayNetwork) error {
 		}
 	}
 	return nil
+}
+
+// vxlanAsWanted reports whether an existing VXLAN device is the one
+// EnsureNetwork would make for n.
+func (o *Overlay) vxlanAsWanted(l netlink.Link, n OverlayNetwork, br netlink.Link) bool {
+	vx, ok := l.(*netlink.Vxlan)
+	return ok && vx.VxlanId == int(n.VNI) && vx.SrcAddr.Equal(o.LocalAddr.AsSlice()) && vx.Port == o.port() &&
+		len(vx.Group) == 0 && !vx.Learning && vx.Proxy && !vx.L2miss && !vx.L3miss &&
+		vx.MTU == o.MTU() && vx.MasterIndex == br.Attrs().Index
 }
 
 func (n OverlayNetwork) validate() error {

@@ -4,11 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/shoalproject/shoal/internal/nettest"
+	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/netmesh"
 )
 
@@ -73,18 +78,8 @@ func TestGossipProgramsOverlay(t *testing.T) {
 		nd.gossip.SetLocalEndpoints(n.ID, []netip.Addr{nd.addr})
 	}
 	reachable := func(from, to *node) bool { return dial(from.task, to.addr.String()+":9000") == nil }
-	eventually := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out: %s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	start := time.Now()
-	eventually("every task reaches every other through gossiped peers", func() bool {
+	waitfor.True(t, "every task reaches every other through gossiped peers", func() bool {
 		for _, a := range nodes {
 			for _, b := range nodes {
 				if a != b && !reachable(a, b) {
@@ -102,12 +97,45 @@ func TestGossipProgramsOverlay(t *testing.T) {
 		}
 		nd.mu.Unlock()
 	}
-	// Node 2 dies without a word: the others drop its endpoint.
+	// Node 2 dies without a word: the others drop its endpoint, and with it
+	// its task's forwarding and neighbour entries.
 	nodes[2].gossip.Close()
-	eventually("the dead node's endpoint forgotten", func() bool {
+	waitfor.True(t, "the dead node's endpoint forgotten", func() bool {
 		return len(nodes[0].gossip.Endpoints(n.ID)) == 2 && len(nodes[1].gossip.Endpoints(n.ID)) == 2
 	})
-	if reachable(nodes[0], nodes[2]) {
+	deadMAC := netmesh.MACFor(nodes[2].addr).String()
+	for i, h := range lab.Hosts[:2] {
+		nl := netlinkIn(t, h.Name)
+		vx, err := nl.LinkByName(fmt.Sprintf("svx%d", n.VNI))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitfor.True(t, fmt.Sprintf("node %d to unprogram the dead node's task", i), func() bool {
+			fdb, err1 := nl.NeighList(vx.Attrs().Index, unix.AF_BRIDGE)
+			neighs, err2 := nl.NeighList(vx.Attrs().Index, netlink.FAMILY_V4)
+			if err1 != nil || err2 != nil {
+				return false
+			}
+			// The VXLAN device's own entries (NTF_SELF); the bridge's
+			// learnt ones for the port only age out, and lead nowhere
+			// once the device has no entry.
+			return !slices.ContainsFunc(fdb, func(e netlink.Neigh) bool {
+				return e.Flags&netlink.NTF_SELF != 0 && e.HardwareAddr.String() == deadMAC
+			}) &&
+				!slices.ContainsFunc(neighs, func(e netlink.Neigh) bool { return e.IP.Equal(nodes[2].addr.AsSlice()) })
+		}, func() string {
+			fdb, _ := nl.NeighList(vx.Attrs().Index, unix.AF_BRIDGE)
+			neighs, _ := nl.NeighList(vx.Attrs().Index, netlink.FAMILY_V4)
+			return fmt.Sprintf("forwarding entries %v\nneighbour entries %v\nendpoints known %v", fdb, neighs, nodes[i].gossip.Endpoints(n.ID))
+		})
+	}
+	nodes[0].mu.Lock()
+	progErr := nodes[0].err
+	nodes[0].mu.Unlock()
+	if progErr != nil {
+		t.Fatalf("programming the overlay after a node died: %v", progErr)
+	}
+	if dialWithin(nodes[0].task, nodes[2].addr.String()+":9000", 700*time.Millisecond) == nil {
 		t.Fatal("a dead node's task still programmed on the others")
 	}
 	if !reachable(nodes[0], nodes[1]) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/agent/containerd"
 	"github.com/shoalproject/shoal/swarm/api"
 )
@@ -17,15 +18,19 @@ import (
 func TestAdoptAfterAgentRestartAndRemoveOrphans(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
-	for _, id := range []string{"keep", "orphan"} {
-		if err := e.Prepare(ctx, appTask(id, "sleep")); err != nil {
+	// The task to keep stops with SIGUSR1, which the new agent must learn
+	// from the container.
+	keep := appTask("keep", "signals")
+	keep.Spec.StopSignal = "SIGUSR1"
+	for _, task := range []*api.Task{keep, appTask("orphan", "sleep")} {
+		if err := e.Prepare(ctx, task); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.Start(ctx, id); err != nil {
+		if err := e.Start(ctx, task.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitLog(t, e, "keep", "sleeping")
+	waitLog(t, e, "keep", "waiting for a signal")
 	before, _ := e.Inspect(ctx, "keep")
 	e.Close() // the agent goes away; containers keep running
 
@@ -49,8 +54,9 @@ func TestAdoptAfterAgentRestartAndRemoveOrphans(t *testing.T) {
 	if _, err := e2.Inspect(ctx, "orphan"); err == nil {
 		t.Fatal("orphan still known")
 	}
-	// The adopted task stops as usual, with its stop signal.
-	if err := e2.Shutdown(ctx, "keep", 0); err != nil {
+	// The adopted task stops as usual, with its stop signal (a grace
+	// period long enough that only the signal can end it).
+	if err := e2.Shutdown(ctx, "keep", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	exit, err := e2.Wait(ctx, "keep")
@@ -60,10 +66,10 @@ func TestAdoptAfterAgentRestartAndRemoveOrphans(t *testing.T) {
 	if exit.Code != 0 {
 		t.Fatalf("exit %+v", exit)
 	}
-	// Logging went on across the agent restart: the SIGTERM handler's line,
-	// written after it, is in the log.
-	time.Sleep(100 * time.Millisecond)
-	if got := logs(t, e2, "keep", 0); !strings.Contains(got, "sleeping\nterminated\n") {
+	// Logging went on across the agent restart: the signal handler's line,
+	// written after it, is in the log once Wait has returned (Wait returns
+	// only when the task's output is all in).
+	if got := logs(t, e2, "keep", 0); !strings.Contains(got, "waiting for a signal\ngot SIGUSR1\n") {
 		t.Fatalf("logs after restart %q", got)
 	}
 	e2.Remove(ctx, "keep")
@@ -77,6 +83,11 @@ func TestExecAndMetrics(t *testing.T) {
 	code, out, err := e.Exec(ctx, "m", []string{"/app", "exit", "4"})
 	if err != nil || code != 4 || !strings.Contains(string(out), "exiting 4") {
 		t.Fatalf("exec: %d %q %v", code, out, err)
+	}
+	// Exec keeps only the start of a long output.
+	code, out, err = e.Exec(ctx, "m", []string{"/app", "long", "10000"})
+	if err != nil || code != 0 || len(out) != agent.MaxExecOutput || strings.Trim(string(out), "x") != "" {
+		t.Fatalf("exec with 10000 bytes of output: %d, %d bytes kept %v; want %d", code, len(out), err, agent.MaxExecOutput)
 	}
 	m, err := e.Metrics(ctx, "m")
 	if err != nil || m.MemoryBytes == 0 || m.Pids == 0 {
@@ -117,6 +128,14 @@ func TestNetworkNamespaceHook(t *testing.T) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/resolv.conf", joined.PID))
 	if err != nil || !strings.Contains(string(b), "127.0.0.11") {
 		t.Fatalf("resolv.conf in the container: %q %v", b, err)
+	}
+	// The task cannot change the resolver the network layer gave it.
+	code, out, err := e.Exec(ctx, "joined", []string{"/app", "write", "/etc/resolv.conf", "nameserver 192.0.2.66\n"})
+	if err != nil || code == 0 || !strings.Contains(string(out), "read-only file system") {
+		t.Fatalf("writing resolv.conf in the container: exit %d %q %v, want a read-only file system error", code, out, err)
+	}
+	if b, _ := os.ReadFile(resolv); string(b) != "nameserver 127.0.0.11\n" {
+		t.Fatalf("the node's resolv.conf for the task changed: %q", b)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/shoalproject/shoal/agent/containerd"
 	"github.com/shoalproject/shoal/internal/containerdtest"
 	"github.com/shoalproject/shoal/internal/testimages"
+	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
@@ -99,23 +100,22 @@ func TestRunToCompletionWithExitCode(t *testing.T) {
 // program prints once its signal handlers are installed).
 func waitLog(t *testing.T, e *containerd.Executor, id, text string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(logs(t, e, id, 0), text) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never logged %q; log: %q", id, text, logs(t, e, id, 0))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.True(t, fmt.Sprintf("%s to log %q", id, text),
+		func() bool { return strings.Contains(logs(t, e, id, 0), text) },
+		func() string { return fmt.Sprintf("log of %s: %q", id, logs(t, e, id, 0)) })
 }
 
 func runUntilRunning(t *testing.T, e *containerd.Executor, task *api.Task) (cancel func() api.TaskStatus) {
 	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	running := make(chan struct{})
+	var once sync.Once
 	done := make(chan api.TaskStatus, 1)
+	// Report runs on the runner's goroutine: it only signals, the test's
+	// goroutine decides. RUNNING comes again with each health change.
 	r := &agent.Runner{Executor: e, Report: func(u agent.StatusUpdate) {
 		if u.Status.State == api.TaskRunning {
-			close(running)
+			once.Do(func() { close(running) })
 		}
 	}}
 	go func() { done <- r.Run(ctx, task) }()
@@ -126,7 +126,8 @@ func runUntilRunning(t *testing.T, e *containerd.Executor, task *api.Task) (canc
 	case <-time.After(60 * time.Second):
 		t.Fatal("task not running after 60s")
 	}
-	return func() api.TaskStatus { stop(); return <-done }
+	// Idempotent, so a test can also stop the task in a cleanup.
+	return sync.OnceValue(func() api.TaskStatus { stop(); return <-done })
 }
 
 func TestShutdownWithinGraceAndKillAfterIt(t *testing.T) {
@@ -145,14 +146,21 @@ func TestShutdownWithinGraceAndKillAfterIt(t *testing.T) {
 		t.Fatal("process did not see SIGTERM")
 	}
 
+	// A task that ignores SIGTERM is killed once its own grace period is
+	// over: not before it, and not after the default one.
 	short := 300 * time.Millisecond
 	stubborn := appTask("stubborn", "ignore-term")
 	stubborn.Spec.StopGracePeriod = &short
 	stop = runUntilRunning(t, e, stubborn)
 	waitLog(t, e, "stubborn", "ignoring") // its SIGTERM handler is in place
+	t0 = time.Now()
 	final = stop()
-	if final.State != api.TaskShutdown || final.ExitCode != 137 {
-		t.Fatalf("stubborn task: %+v", final)
+	in, err := e.Inspect(context.Background(), "stubborn")
+	if err != nil || in.Exit == nil {
+		t.Fatalf("inspect stubborn: %+v %v", in, err)
+	}
+	if killedAfter := in.Exit.ExitedAt.Sub(t0); final.State != api.TaskShutdown || final.ExitCode != 137 || killedAfter < short || killedAfter >= agent.DefaultStopGracePeriod {
+		t.Fatalf("stubborn task: %+v, killed %v after the stop (grace %v, default %v)", final, killedAfter, short, agent.DefaultStopGracePeriod)
 	}
 	for _, id := range []string{"polite", "stubborn"} {
 		if err := e.Remove(context.Background(), id); err != nil {
@@ -179,7 +187,7 @@ func TestMissingImageIsRejectedWithReason(t *testing.T) {
 func TestLimitsAreInTheCgroup(t *testing.T) {
 	e := setup(t)
 	task := appTask("limited", "sleep")
-	task.Spec.Resources = &api.ResourceRequirements{Limits: &api.Resources{MemoryBytes: 64 << 20, Pids: 50}}
+	task.Spec.Resources = &api.ResourceRequirements{Limits: &api.Resources{MemoryBytes: 64 << 20, Pids: 50, NanoCPUs: 5e8}}
 	stop := runUntilRunning(t, e, task)
 	defer func() { stop(); e.Remove(context.Background(), "limited") }()
 	in, err := e.Inspect(context.Background(), "limited")
@@ -191,6 +199,34 @@ func TestLimitsAreInTheCgroup(t *testing.T) {
 	if mem != fmt.Sprint(64<<20) || pids != "50" {
 		t.Fatalf("cgroup memory limit %q, pids limit %q", mem, pids)
 	}
+	// Half a CPU: 50 ms of every 100 ms period.
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		if got := readCgroup(t, in.PID, "cpu", "", "cpu.max"); got != "50000 100000" {
+			t.Fatalf("cpu.max %q, want 50000 100000", got)
+		}
+		return
+	}
+	quota := readCgroup(t, in.PID, "cpu", "cpu.cfs_quota_us", "")
+	period := readCgroup(t, in.PID, "cpu", "cpu.cfs_period_us", "")
+	if quota != "50000" || period != "100000" {
+		t.Fatalf("CPU quota %s per period %s, want 50000 per 100000 (half a CPU)", quota, period)
+	}
+}
+
+// A task stops with its own stop signal, not always SIGTERM.
+func TestStopSignal(t *testing.T) {
+	e := setup(t)
+	task := appTask("usr1", "signals")
+	task.Spec.StopSignal = "SIGUSR1"
+	stop := runUntilRunning(t, e, task)
+	waitLog(t, e, "usr1", "waiting for a signal")
+	if final := stop(); final.State != api.TaskShutdown || final.ExitCode != 0 {
+		t.Fatalf("stop with SIGUSR1: %+v", final)
+	}
+	if got := logs(t, e, "usr1", 0); !strings.Contains(got, "got SIGUSR1") {
+		t.Fatalf("log %q, want the program to have got SIGUSR1", got)
+	}
+	e.Remove(context.Background(), "usr1")
 }
 
 // readCgroup reads a control file of the process's cgroup, on cgroup v1
@@ -231,13 +267,7 @@ func readCgroup(t *testing.T, pid int, controller, file1, file2 string) string {
 func TestLogsTailAndRemoveCleansUp(t *testing.T) {
 	e := setup(t)
 	stop := runUntilRunning(t, e, appTask("lines", "lines", "5"))
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs(t, e, "lines", 0), "line 5") {
-		if time.Now().After(deadline) {
-			t.Fatalf("logs %q", logs(t, e, "lines", 0))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitLog(t, e, "lines", "line 5")
 	if got := logs(t, e, "lines", 2); got != "line 4\nline 5\n" {
 		t.Fatalf("tail 2: %q", got)
 	}

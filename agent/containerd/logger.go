@@ -95,15 +95,21 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		i := indexByte(p, '\n')
+		end := i
 		if i < 0 {
-			w.buf = append(w.buf, p...)
-			for len(w.buf) >= maxLogLine {
-				w.log.line(w.stream, w.buf[:maxLogLine])
-				w.buf = append(w.buf[:0], w.buf[maxLogLine:]...)
-			}
+			end = len(p)
+		}
+		w.buf = append(w.buf, p[:end]...)
+		// Whole pieces of maxLogLine go out as they fill; one that is
+		// exactly full waits, so that a line of maxLogLine bytes is one
+		// line however its bytes arrive.
+		for len(w.buf) > maxLogLine {
+			w.log.line(w.stream, w.buf[:maxLogLine])
+			w.buf = append(w.buf[:0], w.buf[maxLogLine:]...)
+		}
+		if i < 0 {
 			break
 		}
-		w.buf = append(w.buf, p[:i]...)
 		w.log.line(w.stream, w.buf)
 		w.buf = w.buf[:0]
 		p = p[i+1:]

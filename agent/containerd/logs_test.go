@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/swarm/api"
 )
 
 func TestLogsRotateFollowSinceAndTags(t *testing.T) {
@@ -23,13 +24,7 @@ func TestLogsRotateFollowSinceAndTags(t *testing.T) {
 	ctx := context.Background()
 	stop := runUntilRunning(t, e, appTask("chatty", "lines", "3000"))
 	defer func() { stop(); e.Remove(ctx, "chatty") }()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(logs(t, e, "chatty", 1), "line 3000") {
-		if time.Now().After(deadline) {
-			t.Fatalf("last line not logged: %q", logs(t, e, "chatty", 3))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitLog(t, e, "chatty", "line 3000\n")
 	// Rotation: at most 3 files, none much over the cap; the oldest lines are gone.
 	files, _ := filepath.Glob(filepath.Join(e.StateDir, "logs", "chatty.log*"))
 	if len(files) != 3 {
@@ -127,5 +122,20 @@ func TestOutputPipesAreLarge(t *testing.T) {
 		if err != nil || size != 1<<20 {
 			t.Fatalf("%s holds %d bytes (%v), want 1 MiB", p, size, err)
 		}
+	}
+}
+
+// A line longer than 16 KiB is cut into 16 KiB lines, so one runaway line
+// cannot hold the agent's memory.
+func TestLogsSplitLongLines(t *testing.T) {
+	e := setup(t)
+	if st := (&agent.Runner{Executor: e}).Run(context.Background(), appTask("long", "long", "40000")); st.State != api.TaskComplete {
+		t.Fatalf("%+v", st)
+	}
+	defer e.Remove(context.Background(), "long")
+	var lens []int
+	e.Logs(context.Background(), "long", agent.LogOptions{}, func(l agent.LogLine) error { lens = append(lens, len(l.Line)); return nil })
+	if fmt.Sprint(lens) != "[16384 16384 7232]" {
+		t.Fatalf("line lengths in the log %v, want [16384 16384 7232]", lens)
 	}
 }

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	ctrd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"golang.org/x/sys/unix"
 
 	"github.com/shoalproject/shoal/swarm/api"
@@ -39,13 +42,12 @@ func TestSecretsOnTmpfsNeverOnDisk(t *testing.T) {
 	e.Secrets = secrets{"db-password": secret, "app.conf": []byte("x=1\n")}
 	task := appTask("sec", "sha256", "/run/secrets/db-password")
 	task.Spec.Secrets = []api.SecretReference{{SecretName: "db-password", File: api.FileTarget{Mode: 0o400}}}
-	task.Spec.Configs = []api.ConfigReference{{ConfigName: "app.conf", File: api.FileTarget{Name: "/etc/app.conf"}}}
+	task.Spec.Configs = []api.ConfigReference{{ConfigName: "app.conf", File: api.FileTarget{Name: "/etc/app.conf", UID: "1000", GID: "1001"}}}
 	stop := runUntilRunning(t, e, task)
+	// Remove unmounts the task's tmpfs, also when the test fails half way.
+	t.Cleanup(func() { stop(); e.Remove(ctx, "sec") })
 	want := fmt.Sprintf("sha256 %x", sha256.Sum256(secret))
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs(t, e, "sec", 0), "sha256") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitLog(t, e, "sec", "sha256")
 	if got := logs(t, e, "sec", 0); !strings.Contains(got, want) {
 		t.Fatalf("container read %q, want %q", got, want)
 	}
@@ -53,10 +55,91 @@ func TestSecretsOnTmpfsNeverOnDisk(t *testing.T) {
 	if err != nil || code != 0 {
 		t.Fatalf("config not at its target: %d %s %v", code, out, err)
 	}
-	// Where the files live is a tmpfs.
+
+	// Inside the container: each file has the mode and owner asked for
+	// (a config's default mode is 0444), sits on a tmpfs, and cannot be
+	// written, not even by root (the task runs as root, which the file
+	// mode alone would not stop).
+	for target, wantStat := range map[string]string{
+		"/run/secrets/db-password": "mode=400 uid=0 gid=0 fs=tmpfs",
+		"/etc/app.conf":            "mode=444 uid=1000 gid=1001 fs=tmpfs",
+	} {
+		code, out, err := e.Exec(ctx, "sec", []string{"/app", "stat", target})
+		if err != nil || code != 0 || strings.TrimSpace(string(out)) != wantStat {
+			t.Errorf("stat %s in the container: %d %q %v, want %q", target, code, out, err, wantStat)
+		}
+		code, out, err = e.Exec(ctx, "sec", []string{"/app", "write", target, "overwritten"})
+		if err != nil || code == 0 || !strings.Contains(string(out), "read-only file system") {
+			t.Errorf("writing %s in the container: exit %d %q %v, want a read-only file system error", target, code, out, err)
+		}
+	}
+	if got := logs(t, e, "sec", 0); !strings.Contains(got, want) {
+		t.Fatalf("log after the write attempts %q", got)
+	}
+
+	// The OCI spec asks for read-only, nosuid, nodev, noexec bind mounts of
+	// files in the task's tmpfs...
+	c, err := ctrd.New(d.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nctx := namespaces.WithNamespace(ctx, e.Namespace)
+	ctr, err := c.LoadContainer(nctx, "sec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := ctr.Spec(nctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretDir := filepath.Join(e.StateDir, "secrets", "sec")
+	for _, target := range []string{"/run/secrets/db-password", "/etc/app.conf"} {
+		i := slices.IndexFunc(spec.Mounts, func(m specsMount) bool { return m.Destination == target })
+		if i < 0 {
+			t.Fatalf("no mount for %s in the spec: %+v", target, spec.Mounts)
+		}
+		m := spec.Mounts[i]
+		if m.Type != "bind" || filepath.Dir(m.Source) != secretDir {
+			t.Errorf("mount of %s: type %q from %s, want a bind mount from %s", target, m.Type, m.Source, secretDir)
+		}
+		for _, o := range []string{"ro", "nosuid", "nodev", "noexec"} {
+			if !slices.Contains(m.Options, o) {
+				t.Errorf("mount of %s: options %v lack %q", target, m.Options, o)
+			}
+		}
+	}
+	// ... and that is what the container's mount table holds.
+	in, err := e.Inspect(ctx, "sec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"/run/secrets/db-password", "/etc/app.conf"} {
+		m, ok := mountAt(t, in.PID, target)
+		if !ok {
+			t.Fatalf("nothing mounted at %s in the container", target)
+		}
+		if m.fsType != "tmpfs" {
+			t.Errorf("%s in the container is on %s, want tmpfs", target, m.fsType)
+		}
+		for _, o := range []string{"ro", "nosuid", "nodev", "noexec"} {
+			if !slices.Contains(m.opts, o) {
+				t.Errorf("%s in the container: mount options %v lack %q", target, m.opts, o)
+			}
+		}
+	}
+
+	// On the node, the files live in a tmpfs of the task's own that only
+	// root can enter.
 	var fs unix.Statfs_t
-	if err := unix.Statfs(filepath.Join(e.StateDir, "secrets", "sec"), &fs); err != nil || fs.Type != unix.TMPFS_MAGIC {
+	if err := unix.Statfs(secretDir, &fs); err != nil || fs.Type != unix.TMPFS_MAGIC {
 		t.Fatalf("secrets dir is not a tmpfs: type %x %v", fs.Type, err)
+	}
+	if fi, err := os.Stat(secretDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("secrets tmpfs mode %v %v, want 0700", fi.Mode(), err)
+	}
+	if m, ok := mountAt(t, os.Getpid(), secretDir); !ok || m.fsType != "tmpfs" || !containsAll(m.opts, "nosuid", "nodev", "noexec") {
+		t.Fatalf("secrets tmpfs on the node: %+v (found %v), want tmpfs with nosuid, nodev, noexec", m, ok)
 	}
 	// While the task runs, the scan finds the secret exactly once: in the
 	// tmpfs (which shows the scan can see it).
@@ -72,8 +155,11 @@ func TestSecretsOnTmpfsNeverOnDisk(t *testing.T) {
 	if hits := find(secret, e.StateDir, d.Dir); len(hits) > 0 {
 		t.Fatalf("secret found on disk in %v", hits)
 	}
-	if _, err := os.Stat(filepath.Join(e.StateDir, "secrets", "sec")); !os.IsNotExist(err) {
+	if _, err := os.Stat(secretDir); !os.IsNotExist(err) {
 		t.Fatalf("secrets dir left after Remove: %v", err)
+	}
+	if m, ok := mountAt(t, os.Getpid(), secretDir); ok {
+		t.Fatalf("secrets tmpfs still mounted after Remove: %+v", m)
 	}
 }
 

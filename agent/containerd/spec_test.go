@@ -101,13 +101,15 @@ func TestInitProcess(t *testing.T) {
 	task := appTask("init", "sleep")
 	task.Spec.Init = &yes
 	stop := runUntilRunning(t, e, task)
+	// Once the program has started, PID 1 of the task is the init. (Read
+	// before that, the command line can still be runc's, or empty.)
+	waitLog(t, e, "init", "sleeping")
 	in, _ := e.Inspect(context.Background(), "init")
-	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", in.PID))
-	if !strings.HasPrefix(string(cmdline), "/sbin/shoal-init\x00--\x00/app\x00sleep") {
-		t.Fatalf("PID 1 of the task runs %q", cmdline)
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", in.PID))
+	if err != nil || !strings.HasPrefix(string(cmdline), "/sbin/shoal-init\x00--\x00/app\x00sleep") {
+		t.Fatalf("PID 1 of the task runs %q (%v)", cmdline, err)
 	}
 	// The init passes SIGTERM on: the program shuts down cleanly.
-	waitLog(t, e, "init", "sleeping")
 	if st := stop(); st.State != api.TaskShutdown || st.ExitCode != 0 {
 		t.Fatalf("stop through init: %+v", st)
 	}
@@ -135,6 +137,16 @@ func TestProcessSpecFromTask(t *testing.T) {
 		}
 	}
 	e.Remove(ctx, "spec")
+	// Without a hostname of its own, a task's is its ID, cut to 12
+	// characters as Docker cuts container IDs.
+	long := appTask("0123456789abcdefghij", "env")
+	if st := (&agent.Runner{Executor: e}).Run(ctx, long); st.State != api.TaskComplete {
+		t.Fatalf("%+v", st)
+	}
+	if out := logs(t, e, long.ID, 0); !strings.Contains(out, "hostname=0123456789ab\n") {
+		t.Errorf("hostname of a task with a long ID, want 0123456789ab, in:\n%s", out)
+	}
+	e.Remove(ctx, long.ID)
 }
 
 // A new volume starts with what the image has at its target, as in Docker;

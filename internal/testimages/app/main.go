@@ -11,7 +11,14 @@
 //	sha256 PATH     print the SHA-256 of a file and run until SIGTERM
 //	check PATH      exit 0 if PATH exists, 1 if not (a health check)
 //	healthy-for D   create /tmp/healthy, remove it after duration D, run on
-//	write PATH TEXT write TEXT to PATH and exit 0
+//	write PATH TEXT write TEXT to PATH and exit 0 (1, with the error, if
+//	                it cannot)
+//	stat PATH       print the file's permission bits (octal), uid and gid
+//	                and the type of the filesystem it is on; exit 0
+//	long N          print one line of N bytes ("x"), then exit 0
+//	signals         print "waiting for a signal", then, on SIGTERM, SIGINT,
+//	                SIGHUP, SIGQUIT, SIGUSR1 or SIGUSR2, print "got NAME"
+//	                (SIGUSR1, ...) and exit 0
 package main
 
 import (
@@ -21,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -86,6 +94,32 @@ func main() {
 			fmt.Println("error:", err)
 			os.Exit(1)
 		}
+	case "stat":
+		var st syscall.Stat_t
+		if err := syscall.Stat(arg(2), &st); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		var fs syscall.Statfs_t
+		if err := syscall.Statfs(arg(2), &fs); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fsType := fmt.Sprintf("%#x", fs.Type)
+		if fs.Type == 0x01021994 { // TMPFS_MAGIC
+			fsType = "tmpfs"
+		}
+		fmt.Printf("mode=%o uid=%d gid=%d fs=%s\n", st.Mode&0o7777, st.Uid, st.Gid, fsType)
+	case "long":
+		n, _ := strconv.Atoi(arg(2))
+		fmt.Println(strings.Repeat("x", n))
+	case "signals":
+		names := map[os.Signal]string{syscall.SIGTERM: "SIGTERM", syscall.SIGINT: "SIGINT", syscall.SIGHUP: "SIGHUP",
+			syscall.SIGQUIT: "SIGQUIT", syscall.SIGUSR1: "SIGUSR1", syscall.SIGUSR2: "SIGUSR2"}
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+		fmt.Println("waiting for a signal")
+		fmt.Println("got", names[<-sigs])
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println(e)
