@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"time"
@@ -85,6 +86,10 @@ func certValidity(c *api.Cluster) time.Duration {
 	return ca.DefaultNodeCertValidity
 }
 
+// errAddrRequired asks a node that joins with a manager token for its
+// management address (it opens its port first).
+var errAddrRequired = errors.New("swarm: a joining manager must say its management address")
+
 // JoinRequest is what a joining node sends (on the join protocol).
 type JoinRequest struct {
 	// Token is the join token: it says the role.
@@ -133,6 +138,18 @@ func (m *Manager) Join(ctx context.Context, req JoinRequest) (JoinAnswer, error)
 	default:
 		return JoinAnswer{}, fmt.Errorf("%w: the join token is not valid (wrong, or rotated): ask a manager for the current one (docker swarm join-token)", errForbidden)
 	}
+	if role == ca.RoleManager {
+		if req.Addr == "" {
+			return JoinAnswer{}, errAddrRequired
+		}
+		if _, _, err := net.SplitHostPort(req.Addr); err != nil {
+			return JoinAnswer{}, fmt.Errorf("%w: addr %q: host:port of the management port", api.ErrInvalidSpec, req.Addr)
+		}
+		if !st.IsLeader() {
+			li := st.Leader()
+			return JoinAnswer{}, &raftstore.NotLeaderError{LeaderID: li.ID, LeaderAddr: li.Address}
+		}
+	}
 	root, err := ca.ParseRoot(c.RootCA.CACertPEM, c.RootCA.CAKeyPEM)
 	if err != nil {
 		return JoinAnswer{}, err
@@ -143,13 +160,6 @@ func (m *Manager) Join(ctx context.Context, req JoinRequest) (JoinAnswer, error)
 		return JoinAnswer{}, fmt.Errorf("%w: %v", api.ErrInvalidSpec, err)
 	}
 	if role == ca.RoleManager {
-		if req.Addr == "" {
-			return JoinAnswer{}, fmt.Errorf("%w: a joining manager must say its management address", api.ErrInvalidSpec)
-		}
-		if !st.IsLeader() {
-			li := st.Leader()
-			return JoinAnswer{}, &raftstore.NotLeaderError{LeaderID: li.ID, LeaderAddr: li.Address}
-		}
 		if err := st.AddNonvoter(ctx, id, req.Addr); err != nil {
 			return JoinAnswer{}, err
 		}

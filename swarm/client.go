@@ -200,3 +200,10 @@ func (c *Client) Events(ctx context.Context, since uint64, types ...string) (<-c
 	}()
 	return out, nil
 }
+
+// RotateJoinToken replaces the join token of a role (worker or manager):
+// later joins with the old one are refused; nodes that joined stay.
+func (c *Client) RotateJoinToken(ctx context.Context, role api.NodeRole) (*api.Cluster, error) {
+	var out api.Cluster
+	return &out, c.send(ctx, http.MethodPost, "cluster/rotate-join-token", url.Values{"role": {string(role)}}, nil, &out)
+}

@@ -42,6 +42,7 @@ const (
 	codeUnavailable = "unavailable" // locked, starting, closing
 	codeForbidden   = "forbidden"
 	codeGone        = "gone" // events no longer kept
+	codeAddrNeeded  = "addr_required"
 	codeTooLarge    = "too_large"
 	codeInternal    = "internal"
 )
@@ -66,6 +67,8 @@ func writeError(w http.ResponseWriter, err error) {
 	var nl *raftstore.NotLeaderError
 	var ce *raftstore.ConflictError
 	switch {
+	case errors.Is(err, errAddrRequired):
+		status, body.Code = http.StatusBadRequest, codeAddrNeeded
 	case errors.As(err, &ve):
 		status, body.Code, body.Problems = http.StatusBadRequest, codeBadRequest, ve.Problems
 	case errors.Is(err, api.ErrInvalidSpec), errors.As(err, new(badRequest)):
@@ -129,6 +132,8 @@ func answerError(addr string, resp *http.Response) error {
 		return fmt.Errorf("%w: %s", errForbidden, msg)
 	case codeGone:
 		return fmt.Errorf("%w: %s", raftstore.ErrResync, msg)
+	case codeAddrNeeded:
+		return fmt.Errorf("%w: %s", errAddrRequired, msg)
 	}
 	if resp.StatusCode >= 500 {
 		// A failure of that manager (or a proxy before it), not of the

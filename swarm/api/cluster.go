@@ -116,8 +116,8 @@ func (s *ClusterSpec) Validate() error {
 	if s.Dispatcher.HeartbeatPeriod < 0 || (s.Dispatcher.HeartbeatPeriod > 0 && s.Dispatcher.HeartbeatPeriod < 100*time.Millisecond) {
 		v.add("dispatcher.heartbeatPeriod", "must be 0 (default) or >= 100ms")
 	}
-	if s.CAConfig.NodeCertExpiry != 0 && s.CAConfig.NodeCertExpiry < time.Hour {
-		v.add("caConfig.nodeCertExpiry", "must be 0 (default) or >= 1h")
+	if s.CAConfig.NodeCertExpiry != 0 && s.CAConfig.NodeCertExpiry < 10*time.Second {
+		v.add("caConfig.nodeCertExpiry", "must be 0 (90 days) or at least 10s (hours are sensible: a node cut off from the managers for longer loses its certificate)")
 	}
 	for i, p := range s.DefaultAddrPool {
 		v.cidr(pathIdx("defaultAddrPool", i), p)

@@ -1,0 +1,762 @@
+package swarm
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/internal/atomicfile"
+	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/ca"
+)
+
+// Node is one Shoal node, as a host program embeds it: it inits a cluster
+// or joins one with a token, then runs the manager role (Raft, the
+// management port with the API, the CA) and, with an Executor, the worker
+// role, over mutual TLS. A zero Node with Dir set is usable:
+//
+//	n := &swarm.Node{Dir: "/var/lib/shoal", AdvertiseAddr: "192.0.2.10", Executor: executor}
+//	if err := n.Init(ctx); err != nil { ... }   // or n.Join(ctx, token, "192.0.2.1:2377"), or n.Start(ctx) after a restart
+//	<-n.Ready()
+//	svc, err := n.Client().CreateService(ctx, spec)
+//	defer n.Shutdown(ctx)
+type Node struct {
+	// Dir keeps the node's identity, certificates and (on managers) the
+	// Raft data; required.
+	Dir string
+	// ListenAddr is where a manager's management port listens
+	// (host:port); empty means ":2377".
+	ListenAddr string
+	// AdvertiseAddr is how other nodes reach this manager's port: a host,
+	// or host:port. Empty means ListenAddr's host, which must then be
+	// named.
+	AdvertiseAddr string
+	// Executor runs the node's tasks; nil means none (a manager that only
+	// manages).
+	Executor agent.Executor
+	// Description overrides what the node detects about itself.
+	Description api.NodeDescription
+	// HeartbeatPeriod is the managers' base heartbeat period; 0 means
+	// DefaultHeartbeatPeriod.
+	HeartbeatPeriod time.Duration
+	// AutoLock turns autolock on for a manager's Raft data (see
+	// Manager.AutoLock); UnlockWith unlocks it at start.
+	AutoLock   bool
+	UnlockWith string
+	// Raft tunes a manager's Raft.
+	Raft RaftTuning
+	// Logger receives the node's logs; nil discards.
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	state   nodeState
+	certs   *certHolder
+	mgr     *Manager
+	port    *Port
+	worker  *Worker
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	ready   chan struct{}
+	client  *Client
+	readyMu sync.Once
+}
+
+// nodeState is what a node keeps in Dir/node.json.
+type nodeState struct {
+	ID        string   `json:"id"`
+	ClusterID string   `json:"clusterID"`
+	Role      string   `json:"role"`
+	Managers  []string `json:"managers,omitempty"`
+	// Listen and Advertise are a manager's addresses as first resolved
+	// (with the port the listener got), kept so that a restarted manager
+	// is where Raft expects it.
+	Listen    string `json:"listen,omitempty"`
+	Advertise string `json:"advertise,omitempty"`
+}
+
+const nodeFile = "node.json"
+
+// ErrNotInitialized is returned by Start on a Dir that holds no node yet.
+var ErrNotInitialized = errors.New("swarm: this data dir holds no node: Init a cluster or Join one first")
+
+func (n *Node) logger() *slog.Logger {
+	if n.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return n.Logger
+}
+
+func (n *Node) readState() (nodeState, bool, error) {
+	raw, err := os.ReadFile(filepath.Join(n.Dir, nodeFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nodeState{}, false, nil
+	}
+	if err != nil {
+		return nodeState{}, false, err
+	}
+	var st nodeState
+	if err := json.Unmarshal(raw, &st); err != nil || st.ID == "" {
+		return nodeState{}, false, fmt.Errorf("swarm: %s is corrupt (%v): restore it, or remove the data dir and join again", filepath.Join(n.Dir, nodeFile), err)
+	}
+	return st, true, nil
+}
+
+func (n *Node) writeState(st nodeState) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(n.Dir, nodeFile), b, 0o600)
+}
+
+// begin checks that the node can start and marks it starting.
+func (n *Node) begin(fresh bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.closed:
+		return fmt.Errorf("swarm: node: %w", net.ErrClosed)
+	case n.started:
+		return errors.New("swarm: node already started")
+	case n.Dir == "":
+		return errors.New("swarm: node needs Dir")
+	}
+	if err := os.MkdirAll(n.Dir, 0o700); err != nil {
+		return err
+	}
+	_, ok, err := n.readState()
+	switch {
+	case err != nil:
+		return err
+	case fresh && ok:
+		return fmt.Errorf("swarm: %s holds a node already: Start it, or use an empty dir", n.Dir)
+	case !fresh && !ok:
+		return ErrNotInitialized
+	}
+	n.started = true
+	return nil
+}
+
+func (n *Node) fail(err error) error {
+	n.mu.Lock()
+	n.started = false
+	n.mu.Unlock()
+	n.stop()
+	return err
+}
+
+// listen opens the management port's listener and works out the address
+// to advertise.
+func (n *Node) listen(st *nodeState) (net.Listener, error) {
+	addr := st.Listen
+	if addr == "" {
+		addr = n.ListenAddr
+		if addr == "" {
+			addr = ":" + strconv.Itoa(DefaultManagementPort)
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("swarm: management port %s: %w", addr, err)
+	}
+	if st.Advertise == "" {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		host := n.AdvertiseAddr
+		if h, p, err := net.SplitHostPort(host); err == nil {
+			host, port = h, p
+		}
+		if host == "" {
+			if h, _, _ := net.SplitHostPort(addr); h != "" && h != "0.0.0.0" && h != "::" {
+				host = h
+			}
+		}
+		if host == "" {
+			ln.Close()
+			return nil, errors.New("swarm: set AdvertiseAddr (how other nodes reach this manager) or a ListenAddr with a host")
+		}
+		st.Advertise = net.JoinHostPort(host, port)
+		st.Listen = ln.Addr().String()
+		if h, _, _ := net.SplitHostPort(addr); h == "" || h == "0.0.0.0" || h == "::" {
+			_, p, _ := net.SplitHostPort(ln.Addr().String())
+			st.Listen = net.JoinHostPort(h, p)
+		}
+	}
+	return ln, nil
+}
+
+// Init makes a new cluster with this node as its first manager: the
+// cluster's CA, this node's certificate, Raft, and the worker role if the
+// node has an Executor.
+func (n *Node) Init(ctx context.Context) error {
+	if err := n.begin(true); err != nil {
+		return err
+	}
+	st := nodeState{ID: newID(), ClusterID: newID(), Role: string(ca.RoleManager)}
+	root, err := ca.NewRoot(st.ClusterID)
+	if err != nil {
+		return n.fail(err)
+	}
+	key, err := ca.NewNodeKey()
+	if err != nil {
+		return n.fail(err)
+	}
+	csr, err := ca.NewCSR(key)
+	if err != nil {
+		return n.fail(err)
+	}
+	certPEM, err := root.Issue(csr, st.ID, ca.RoleManager, 0)
+	if err != nil {
+		return n.fail(err)
+	}
+	keyPEM, err := ca.MarshalKey(key)
+	if err != nil {
+		return n.fail(err)
+	}
+	if err := (ca.Files{Dir: n.Dir}).Save(certPEM, keyPEM, root.CertPEM()); err != nil {
+		return n.fail(err)
+	}
+	ln, err := n.listen(&st)
+	if err != nil {
+		return n.fail(err)
+	}
+	st.Managers = []string{st.Advertise}
+	if err := n.writeState(st); err != nil {
+		ln.Close()
+		return n.fail(err)
+	}
+	boot := []raftstore.Server{{ID: st.ID, Address: st.Advertise, Voter: true}}
+	if err := n.run(ctx, st, ln, boot, root); err != nil {
+		return n.fail(err)
+	}
+	return nil
+}
+
+// Join joins a cluster through the manager at addr (host:port) with a join
+// token; the token says the role. The node pins the cluster's CA by the
+// token before it sends anything.
+func (n *Node) Join(ctx context.Context, token, addr string) error {
+	if err := n.begin(true); err != nil {
+		return err
+	}
+	tok, err := ca.ParseToken(token)
+	if err != nil {
+		return n.fail(fmt.Errorf("%w: %v", api.ErrInvalidSpec, err))
+	}
+	key, err := ca.NewNodeKey()
+	if err != nil {
+		return n.fail(err)
+	}
+	csr, err := ca.NewCSR(key)
+	if err != nil {
+		return n.fail(err)
+	}
+	// A manager must say where its port will be: open it first (it serves
+	// once the node has its certificate).
+	var st nodeState
+	var ln net.Listener
+	var ans JoinAnswer
+	try := func(role string) error {
+		req := JoinRequest{Token: token, CSR: csr}
+		if role == string(ca.RoleManager) {
+			req.Addr = st.Advertise
+		}
+		var err error
+		ans, err = joinCall(ctx, tok, addr, req)
+		return err
+	}
+	err = try("")
+	if errors.Is(err, errAddrRequired) {
+		// A manager token: the cluster wants this node's address.
+		if ln, err = n.listen(&st); err != nil {
+			return n.fail(err)
+		}
+		err = try(string(ca.RoleManager))
+	}
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return n.fail(err)
+	}
+	keyPEM, err := ca.MarshalKey(key)
+	if err == nil {
+		err = (ca.Files{Dir: n.Dir}).Save(ans.Cert, keyPEM, ans.Root)
+	}
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return n.fail(err)
+	}
+	root, err := ca.ParseRoot(ans.Root, nil)
+	if err != nil {
+		return n.fail(err)
+	}
+	st.ID, st.ClusterID, st.Role, st.Managers = ans.NodeID, root.ClusterID(), ans.Role, ans.Managers
+	if err := n.writeState(st); err != nil {
+		return n.fail(err)
+	}
+	if err := n.run(ctx, st, ln, nil, nil); err != nil {
+		return n.fail(err)
+	}
+	return nil
+}
+
+// joinCall sends a join request on the join protocol, to the leader that a
+// refusal names if need be.
+func joinCall(ctx context.Context, tok ca.Token, addr string, req JoinRequest) (JoinAnswer, error) {
+	tr := &http.Transport{TLSClientConfig: ca.JoinClientConfig(tok), TLSHandshakeTimeout: 10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		// HTTP/1.1 on the join protocol.
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	defer tr.CloseIdleConnections()
+	mc := &managers{addrs: []string{addr}, client: &http.Client{Transport: tr}}
+	var ans JoinAnswer
+	err := mc.call(ctx, http.MethodPost, "/v1/join", req, &ans)
+	return ans, err
+}
+
+// Start starts a node that was initialized or joined before, from Dir.
+func (n *Node) Start(ctx context.Context) error {
+	if err := n.begin(false); err != nil {
+		return err
+	}
+	st, _, err := n.readState()
+	if err != nil {
+		return n.fail(err)
+	}
+	var ln net.Listener
+	if st.Role == string(ca.RoleManager) {
+		if ln, err = n.listen(&st); err != nil {
+			return n.fail(err)
+		}
+	}
+	if err := n.run(ctx, st, ln, nil, nil); err != nil {
+		return n.fail(err)
+	}
+	return nil
+}
+
+// run starts the node's roles from its state and certificates. ln is the
+// management port's listener on managers; boot and root only at Init.
+func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []raftstore.Server, root *ca.Root) error {
+	cert, fileRoot, err := (ca.Files{Dir: n.Dir}).Load()
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
+	holder := &certHolder{}
+	holder.set(cert, fileRoot)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.mu.Lock()
+	n.state, n.certs, n.cancel = st, holder, cancel
+	n.ready = n.readyChan()
+	n.mu.Unlock()
+
+	if st.Role == string(ca.RoleManager) {
+		if err := n.runManager(ctx, st, ln, boot, root); err != nil {
+			return err
+		}
+	}
+	if n.Executor != nil {
+		d := &RemoteDispatcher{Addrs: n.managerAddrs(), TLS: holder.clientConfig()}
+		w := &Worker{NodeID: st.ID, Executor: n.Executor, Dispatcher: d, Description: DetectDescription(n.Description), Logger: n.Logger}
+		if err := w.Start(ctx); err != nil {
+			return err
+		}
+		n.mu.Lock()
+		n.worker = w
+		n.mu.Unlock()
+	}
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.renewLoop(runCtx) }()
+	go func() { defer n.wg.Done(); n.becomeReady(runCtx) }()
+	return nil
+}
+
+func (n *Node) runManager(ctx context.Context, st nodeState, ln net.Listener, boot []raftstore.Server, root *ca.Root) error {
+	holder := n.certs
+	m := &Manager{ID: st.ID, Dir: filepath.Join(n.Dir, "manager"), Bootstrap: boot, RootCA: root,
+		HeartbeatPeriod: n.HeartbeatPeriod, AutoLock: n.AutoLock, UnlockWith: n.UnlockWith, Raft: n.Raft, Logger: n.Logger}
+	port, err := ServePort(PortConfig{
+		Listener: ln,
+		TLS: func() *tls.Config {
+			c := holder.serverConfig()
+			verify := c.VerifyConnection
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				if err := verify(cs); err != nil {
+					return err
+				}
+				if id := cs.PeerCertificates[0].Subject.CommonName; m.IsRemoved(id) {
+					return fmt.Errorf("swarm: node %s was removed from the cluster", id)
+				}
+				return nil
+			}
+			return c
+		},
+		JoinTLS:       holder.joinConfig,
+		AuthorizeRaft: func(cs tls.ConnectionState) error { return authorizeRaft(m, cs) },
+		API:           m.Handler(holder.clientConfig),
+		Join:          m.JoinHandler(),
+		Logger:        n.logger(),
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	m.Transport = raftstore.NewNetworkTransport(port.RaftLayer(st.Advertise, holder.clientConfig), n.Logger)
+	if err := m.Start(ctx); err != nil {
+		port.Close()
+		return err
+	}
+	n.mu.Lock()
+	n.mgr, n.port = m, port
+	n.mu.Unlock()
+	if len(boot) == 0 {
+		// A manager that joined is a non-voter until it has caught up.
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.promoteWhenCaughtUp(ctx, m) }()
+	}
+	return nil
+}
+
+// authorizeRaft admits a Raft connection from a manager in the Raft
+// configuration only.
+func authorizeRaft(m *Manager, cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no certificate")
+	}
+	id, err := ca.IdentityOf(cs.PeerCertificates[0])
+	if err != nil {
+		return err
+	}
+	if id.Role != ca.RoleManager {
+		return fmt.Errorf("node %s is a %s, not a manager", id.NodeID, id.Role)
+	}
+	st := m.Store()
+	if st == nil {
+		return errors.New("this manager is not running")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	srvs, err := st.Servers(ctx)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(srvs, func(s raftstore.Server) bool { return s.ID == id.NodeID }) {
+		return fmt.Errorf("manager %s is not in the Raft configuration", id.NodeID)
+	}
+	return nil
+}
+
+// promoteWhenCaughtUp asks the leader to make this manager a voter once
+// its store has caught up.
+func (n *Node) promoteWhenCaughtUp(ctx context.Context, m *Manager) {
+	select {
+	case <-m.Ready():
+	case <-ctx.Done():
+		return
+	}
+	var b backoff
+	for ctx.Err() == nil {
+		err := n.Client().managers().call(ctx, http.MethodPost, controlPrefix+"raft/promote-self", nil, nil)
+		if err == nil {
+			n.logger().Info("swarm: this manager votes now", "node", m.ID)
+			return
+		}
+		n.logger().Debug("swarm: asking to vote", "err", err)
+		b.wait(ctx)
+	}
+}
+
+func (n *Node) managerAddrs() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := slices.Clone(n.state.Managers)
+	if n.state.Advertise != "" && !slices.Contains(out, n.state.Advertise) {
+		out = append([]string{n.state.Advertise}, out...)
+	}
+	return out
+}
+
+// renewLoop renews the node's certificate at a random point between 50%
+// and 80% of its validity.
+func (n *Node) renewLoop(ctx context.Context) {
+	var b backoff
+	for {
+		cert := n.certs.leaf()
+		at := ca.RenewAt(cert.NotBefore, cert.NotAfter, nil)
+		if ca.NeedsRenewal(cert, time.Now()) {
+			at = time.Now()
+		}
+		t := time.NewTimer(time.Until(at))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if err := n.renew(ctx); err != nil {
+			n.logger().Warn("swarm: certificate renewal", "err", err)
+			b.wait(ctx)
+			continue
+		}
+		b.reset()
+	}
+}
+
+// renew asks a manager for a new certificate and puts it in place.
+func (n *Node) renew(ctx context.Context) error {
+	key, err := ca.NewNodeKey()
+	if err != nil {
+		return err
+	}
+	csr, err := ca.NewCSR(key)
+	if err != nil {
+		return err
+	}
+	var ans renewAnswer
+	mc := &managers{addrs: n.managerAddrs(), tls: n.certs.clientConfig()}
+	if err := mc.call(ctx, http.MethodPost, controlPrefix+"ca/renew", renewRequest{CSR: csr}, &ans); err != nil {
+		return err
+	}
+	keyPEM, err := ca.MarshalKey(key)
+	if err != nil {
+		return err
+	}
+	root := n.certs.rootCA()
+	if err := (ca.Files{Dir: n.Dir}).Save(ans.Cert, keyPEM, root.CertPEM()); err != nil {
+		return err
+	}
+	cert, r, err := (ca.Files{Dir: n.Dir}).Load()
+	if err != nil {
+		return err
+	}
+	n.certs.set(cert, r)
+	n.logger().Info("swarm: certificate renewed", "until", n.certs.leaf().NotAfter)
+	return nil
+}
+
+// Renew renews the node's certificate now.
+func (n *Node) Renew(ctx context.Context) error {
+	if n.certs == nil {
+		return ErrNotStarted
+	}
+	return n.renew(ctx)
+}
+
+func (n *Node) readyChan() chan struct{} {
+	n.readyMu.Do(func() { n.ready = make(chan struct{}) })
+	return n.ready
+}
+
+// Ready is closed once the node's roles are ready: the manager has caught
+// up with the cluster, the worker has its first assignments.
+func (n *Node) Ready() <-chan struct{} { return n.readyChan() }
+
+func (n *Node) becomeReady(ctx context.Context) {
+	n.mu.Lock()
+	m, w := n.mgr, n.worker
+	n.mu.Unlock()
+	if m != nil {
+		select {
+		case <-m.Ready():
+		case <-ctx.Done():
+			return
+		}
+	}
+	if w != nil {
+		select {
+		case <-w.Ready():
+		case <-ctx.Done():
+			return
+		}
+	}
+	close(n.readyChan())
+}
+
+// ID is the node's ID ("" before Init, Join or Start).
+func (n *Node) ID() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state.ID
+}
+
+// Role is the node's role: manager or worker.
+func (n *Node) Role() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state.Role
+}
+
+// Addr is a manager's management address as advertised ("" on workers).
+func (n *Node) Addr() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state.Advertise
+}
+
+// Certificate is the node's current certificate (nil before it starts).
+func (n *Node) Certificate() *x509.Certificate {
+	n.mu.Lock()
+	h := n.certs
+	n.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	return h.leaf()
+}
+
+// Manager is the node's manager role (nil on a worker).
+func (n *Node) Manager() *Manager {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mgr
+}
+
+// Worker is the node's worker role (nil without an Executor).
+func (n *Node) Worker() *Worker {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.worker
+}
+
+// Client returns a client of the control API with this node's certificate
+// (the control API is for managers: a worker's calls are refused).
+func (n *Node) Client() *Client {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.client == nil && n.certs != nil {
+		n.client = &Client{Addrs: func() []string {
+			out := slices.Clone(n.state.Managers)
+			if n.state.Advertise != "" {
+				out = append([]string{n.state.Advertise}, slices.DeleteFunc(out, func(a string) bool { return a == n.state.Advertise })...)
+			}
+			return out
+		}(), TLS: n.certs.clientConfig()}
+	}
+	return n.client
+}
+
+// stop stops whatever runs.
+func (n *Node) stop() {
+	n.mu.Lock()
+	cancel, w, m, port := n.cancel, n.worker, n.mgr, n.port
+	n.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if w != nil {
+		w.Close()
+	}
+	if m != nil {
+		m.Close()
+	}
+	if port != nil {
+		port.Close()
+	}
+	n.wg.Wait()
+}
+
+// Shutdown stops the node gracefully: the worker sends what it has to
+// report, a leading manager hands leadership over. Tasks keep running (a
+// restarted node adopts them).
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return fmt.Errorf("swarm: node shutdown: %w", net.ErrClosed)
+	}
+	n.closed = true
+	w, m := n.worker, n.mgr
+	n.mu.Unlock()
+	if w != nil {
+		w.Shutdown(ctx)
+	}
+	if m != nil {
+		m.Shutdown(ctx)
+	}
+	n.stop()
+	return nil
+}
+
+// Close stops the node at once. A second Close returns an error wrapping
+// net.ErrClosed.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return fmt.Errorf("swarm: node close: %w", net.ErrClosed)
+	}
+	n.closed = true
+	n.mu.Unlock()
+	n.stop()
+	return nil
+}
+
+// certHolder holds a node's current certificate, so that a renewal takes
+// effect on every connection made after it.
+type certHolder struct {
+	cur atomic.Pointer[held]
+}
+
+type held struct {
+	cert tls.Certificate
+	root *ca.Root
+	leaf *x509.Certificate
+}
+
+func (h *certHolder) set(cert tls.Certificate, root *ca.Root) {
+	leaf := cert.Leaf
+	if leaf == nil && len(cert.Certificate) > 0 {
+		leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+	}
+	h.cur.Store(&held{cert: cert, root: root, leaf: leaf})
+}
+
+func (h *certHolder) leaf() *x509.Certificate { return h.cur.Load().leaf }
+func (h *certHolder) rootCA() *ca.Root        { return h.cur.Load().root }
+
+// serverConfig is the management port's mutual-TLS config, with the
+// current certificate.
+func (h *certHolder) serverConfig() *tls.Config {
+	c := h.cur.Load()
+	return ca.ServerConfig(c.cert, c.root)
+}
+
+func (h *certHolder) joinConfig() *tls.Config {
+	c := h.cur.Load()
+	return ca.JoinServerConfig(c.cert, c.root)
+}
+
+// clientConfig dials managers with whatever certificate is current at
+// each handshake.
+func (h *certHolder) clientConfig() *tls.Config {
+	c := h.cur.Load()
+	conf := ca.ClientConfig(c.cert, c.root, ca.RoleManager)
+	conf.Certificates = nil
+	conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		cur := h.cur.Load()
+		return &cur.cert, nil
+	}
+	return conf
+}

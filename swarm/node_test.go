@@ -1,0 +1,166 @@
+package swarm_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/internal/waitfor"
+	"github.com/shoalproject/shoal/swarm"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// tnode is a Node on loopback with a fake executor.
+func tnode(t *testing.T) *swarm.Node {
+	t.Helper()
+	n := &swarm.Node{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0", Executor: &agent.FakeExecutor{},
+		HeartbeatPeriod: 300 * time.Millisecond, Raft: swarm.RaftTuning{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond}}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func nodeReady(t *testing.T, n *swarm.Node) {
+	t.Helper()
+	select {
+	case <-n.Ready():
+	case <-time.After(waitfor.DefaultTimeout):
+		t.Fatalf("node %s not ready", n.ID())
+	}
+}
+
+func running(t *testing.T, c *swarm.Client, serviceID string) []*api.Task {
+	t.Helper()
+	ts, err := c.Tasks(context.Background(), swarm.Filter{Services: []string{serviceID}})
+	if err != nil {
+		return nil
+	}
+	var out []*api.Task
+	for _, tk := range ts {
+		if tk.Status.State == api.TaskRunning && tk.DesiredState == api.TaskRunning {
+			out = append(out, tk)
+		}
+	}
+	return out
+}
+
+// A cluster of real nodes over mutual TLS on loopback: init, workers join
+// with the token, a service runs on them through the Client; wrong tokens,
+// another cluster's token, a worker's certificate on the control API, a
+// rotated token and a removed node are refused.
+func TestNodesJoinOverTLS(t *testing.T) {
+	ctx := context.Background()
+	m0 := tnode(t)
+	if err := m0.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, m0)
+	cl := m0.Client()
+	c, err := cl.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.RootCA.CAKeyPEM) != 0 {
+		t.Fatal("the API sent the CA's key out")
+	}
+	if !strings.HasPrefix(c.JoinTokens.Worker, "SWMTKN-1-") || c.JoinTokens.Worker == c.JoinTokens.Manager {
+		t.Fatalf("join tokens %+v", c.JoinTokens)
+	}
+	var workers []*swarm.Node
+	for range 2 {
+		w := tnode(t)
+		w.ListenAddr = ""
+		if err := w.Join(ctx, c.JoinTokens.Worker, m0.Addr()); err != nil {
+			t.Fatal(err)
+		}
+		nodeReady(t, w)
+		if w.Role() != "worker" || w.Addr() != "" {
+			t.Fatalf("a worker joined as %s at %q", w.Role(), w.Addr())
+		}
+		workers = append(workers, w)
+	}
+	svc, err := cl.CreateService(ctx, service("web", api.Replicated(3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "3 running on the 3 nodes", func() bool {
+		nodes := map[string]bool{}
+		for _, tk := range running(t, cl, svc.ID) {
+			nodes[tk.NodeID] = true
+		}
+		return len(nodes) == 3
+	})
+	// Scale through the client.
+	if _, err := cl.ScaleService(ctx, "web", 5); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "5 running", func() bool { return len(running(t, cl, svc.ID)) == 5 })
+	// A bad spec comes back with its field path.
+	_, err = cl.CreateService(ctx, api.ServiceSpec{Annotations: api.Annotations{Name: "bad!"}})
+	var ve *api.ValidationError
+	if !errors.As(err, &ve) || ve.Problems[0].Path != "spec.name" {
+		t.Fatalf("bad spec through the client: %v", err)
+	}
+
+	// A wrong secret is refused, and the dir stays empty.
+	bad := tnode(t)
+	wrong := c.JoinTokens.Worker[:len(c.JoinTokens.Worker)-3] + "zzz"
+	if err := bad.Join(ctx, wrong, m0.Addr()); err == nil || !strings.Contains(err.Error(), "join token is not valid") {
+		t.Fatalf("join with a wrong token: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bad.Dir, "node.json")); !os.IsNotExist(err) {
+		t.Fatalf("a refused join left node.json: %v", err)
+	}
+	// Another cluster's token: the joiner does not trust this CA.
+	other := tnode(t)
+	if err := other.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, other)
+	oc, _ := other.Client().Cluster(ctx)
+	if err := tnode(t).Join(ctx, oc.JoinTokens.Worker, m0.Addr()); err == nil {
+		t.Fatal("joined with another cluster's token")
+	}
+	// A worker's certificate cannot use the control API.
+	if _, err := workers[0].Client().CreateService(ctx, service("x", api.Replicated(1))); err == nil || !strings.Contains(err.Error(), "for managers") {
+		t.Fatalf("control API with a worker certificate: %v", err)
+	}
+	// Rotated: the old token is refused, joined nodes stay.
+	if _, err := cl.RotateJoinToken(ctx, api.RoleWorker); err != nil {
+		t.Fatal(err)
+	}
+	if err := tnode(t).Join(ctx, c.JoinTokens.Worker, m0.Addr()); err == nil {
+		t.Fatal("joined with a rotated token")
+	}
+	c2, _ := cl.Cluster(ctx)
+	late := tnode(t)
+	if err := late.Join(ctx, c2.JoinTokens.Worker, m0.Addr()); err != nil {
+		t.Fatalf("join with the new token: %v", err)
+	}
+	nodeReady(t, late)
+
+	// A removed node's certificate is refused from then on.
+	gone := workers[1]
+	goneID := gone.ID()
+	gone.Close()
+	waitfor.True(t, "the stopped worker is down", func() bool {
+		n, err := cl.Node(ctx, goneID)
+		return err == nil && n.Status.State == api.NodeDown
+	})
+	if err := cl.RemoveNode(ctx, goneID, false); err != nil {
+		t.Fatal(err)
+	}
+	back := &swarm.Node{Dir: gone.Dir, Executor: &agent.FakeExecutor{}}
+	t.Cleanup(func() { back.Close() })
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	err = back.Start(sctx)
+	if err == nil {
+		t.Fatal("a removed node started and registered again")
+	}
+	t.Logf("the removed node's start: %v", err)
+}
