@@ -58,8 +58,12 @@ type Manager struct {
 	// (a single manager).
 	Transport raft.Transport
 	// Bootstrap lists the managers of a new cluster (this one included),
-	// used only when Dir holds no state; empty means this manager alone.
+	// used only when Dir holds no state; empty means this manager alone,
+	// unless JoinExisting is set.
 	Bootstrap []raftstore.Server
+	// JoinExisting makes a manager with no state wait to be added to an
+	// existing cluster by its leader, instead of starting a cluster alone.
+	JoinExisting bool
 	// HeartbeatPeriod is how often workers must report in a small
 	// cluster; 0 means DefaultHeartbeatPeriod. Workers learn it from their
 	// session.
@@ -230,7 +234,7 @@ func (m *Manager) startStore(ctx context.Context, kek []byte) (*raftstore.Store,
 		transport = raftstore.NewMemNetwork().Transport(m.ID)
 	}
 	boot := m.Bootstrap
-	if len(boot) == 0 {
+	if len(boot) == 0 && !m.JoinExisting {
 		boot = []raftstore.Server{{ID: m.ID, Address: string(transport.LocalAddr()), Voter: true}}
 	}
 	t := m.Raft

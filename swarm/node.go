@@ -395,7 +395,7 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 
 func (n *Node) runManager(ctx context.Context, st nodeState, ln net.Listener, boot []raftstore.Server, root *ca.Root) error {
 	holder := n.certs
-	m := &Manager{ID: st.ID, Dir: filepath.Join(n.Dir, "manager"), Bootstrap: boot, RootCA: root,
+	m := &Manager{ID: st.ID, Dir: filepath.Join(n.Dir, "manager"), Bootstrap: boot, JoinExisting: len(boot) == 0, RootCA: root,
 		HeartbeatPeriod: n.HeartbeatPeriod, AutoLock: n.AutoLock, UnlockWith: n.UnlockWith, Raft: n.Raft, Logger: n.Logger}
 	port, err := ServePort(PortConfig{
 		Listener: ln,
@@ -461,6 +461,12 @@ func authorizeRaft(m *Manager, cs tls.ConnectionState) error {
 	srvs, err := st.Servers(ctx)
 	if err != nil {
 		return err
+	}
+	// A manager that has just joined knows no configuration yet: it learns
+	// it from the leader, whom it must let in (TLS has shown a manager of
+	// this cluster). From then on, members only.
+	if len(srvs) == 0 {
+		return nil
 	}
 	if !slices.ContainsFunc(srvs, func(s raftstore.Server) bool { return s.ID == id.NodeID }) {
 		return fmt.Errorf("manager %s is not in the Raft configuration", id.NodeID)

@@ -3,6 +3,7 @@ package swarm_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,7 @@ import (
 // tnode is a Node on loopback with a fake executor.
 func tnode(t *testing.T) *swarm.Node {
 	t.Helper()
-	n := &swarm.Node{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0", Executor: &agent.FakeExecutor{},
+	n := &swarm.Node{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0", Executor: &agent.FakeExecutor{}, Logger: testLogger(t),
 		HeartbeatPeriod: 300 * time.Millisecond, Raft: swarm.RaftTuning{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond}}
 	t.Cleanup(func() { n.Close() })
 	return n
@@ -163,4 +164,98 @@ func TestNodesJoinOverTLS(t *testing.T) {
 		t.Fatal("a removed node started and registered again")
 	}
 	t.Logf("the removed node's start: %v", err)
+}
+
+// Three managers over TLS: two join with the manager token (non-voters
+// until they catch up, then voters); the Client works against any of them
+// (followers pass writes to the leader); the leader dies and the others go
+// on; a manager restarted from its dir comes back.
+func TestManagersJoinAndFailOver(t *testing.T) {
+	ctx := context.Background()
+	m0 := tnode(t)
+	if err := m0.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, m0)
+	c, err := m0.Client().Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*swarm.Node{m0}
+	for range 2 {
+		m := tnode(t)
+		if err := m.Join(ctx, c.JoinTokens.Manager, m0.Addr()); err != nil {
+			t.Fatal(err)
+		}
+		nodeReady(t, m)
+		if m.Role() != "manager" || m.Manager() == nil {
+			t.Fatalf("joined as %s", m.Role())
+		}
+		nodes = append(nodes, m)
+	}
+	waitfor.True(t, "3 voters", func() bool {
+		srvs, err := m0.Manager().Store().Servers(ctx)
+		if err != nil {
+			return false
+		}
+		voters := 0
+		for _, s := range srvs {
+			if s.Voter {
+				voters++
+			}
+		}
+		return voters == 3
+	})
+	// Writes through a follower reach the leader.
+	var follower *swarm.Node
+	for _, n := range nodes {
+		if !n.Manager().IsLeader() {
+			follower = n
+		}
+	}
+	svc, err := follower.Client().CreateService(ctx, service("web", api.Replicated(3)))
+	if err != nil {
+		t.Fatalf("create through a follower: %v", err)
+	}
+	waitfor.True(t, "3 running", func() bool { return len(running(t, m0.Client(), svc.ID)) == 3 })
+
+	// The leader dies; a survivor takes writes within seconds.
+	var leader *swarm.Node
+	for _, n := range nodes {
+		if n.Manager().IsLeader() {
+			leader = n
+		}
+	}
+	leaderDir := leader.Dir
+	leader.Close()
+	var alive []*swarm.Node
+	for _, n := range nodes {
+		if n != leader {
+			alive = append(alive, n)
+		}
+	}
+	took := waitfor.True(t, "a write through a survivor after the leader died", func() bool {
+		_, err := alive[0].Client().ScaleService(ctx, "web", 4)
+		return err == nil
+	})
+	t.Logf("write accepted %v after the leader died", took)
+	waitfor.True(t, "4 running", func() bool { return len(running(t, alive[1].Client(), svc.ID)) == 4 })
+	// The old leader comes back from its dir, as a follower.
+	back := &swarm.Node{Dir: leaderDir, Executor: &agent.FakeExecutor{}, HeartbeatPeriod: 300 * time.Millisecond}
+	t.Cleanup(func() { back.Close() })
+	if err := back.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, back)
+	if _, err := back.Client().ScaleService(ctx, "web", 2); err != nil {
+		t.Fatalf("write through the restarted manager: %v", err)
+	}
+	waitfor.True(t, "2 running", func() bool { return len(running(t, back.Client(), svc.ID)) == 2 })
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("SHOAL_TEST_DEBUG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
