@@ -180,6 +180,20 @@ func (c *controlAPI) routes(mux *http.ServeMux) {
 	write("POST", "cluster/rotate-join-token", http.StatusOK, func(r *http.Request) (any, error) {
 		return m.RotateJoinToken(r.Context(), api.NodeRole(r.URL.Query().Get("role")))
 	})
+	// A node promoted to manager asks to join Raft.
+	write("POST", "raft/join-self", 0, func(r *http.Request) (any, error) {
+		id, _, _ := peerIdentity(r)
+		if r.Header.Get(forwardedHeader) != "" {
+			id = r.Header.Get(forwardedForHeader)
+		}
+		var req struct {
+			Addr string `json:"addr"`
+		}
+		if err := decodeBody(r, &req); err != nil {
+			return nil, err
+		}
+		return nil, m.joinSelf(r.Context(), id, req.Addr)
+	})
 	// A manager that joined as a non-voter asks to vote once caught up.
 	write("POST", "raft/promote-self", 0, func(r *http.Request) (any, error) {
 		id, _, _ := peerIdentity(r)

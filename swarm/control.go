@@ -260,9 +260,11 @@ func listAll[T raftstore.Object](m *Manager, table string) ([]T, error) {
 }
 
 // UpdateNode replaces what an operator sets on a node: labels (which
-// node.labels.* constraints test) and availability. version is the node
-// version the caller read. Changing the role (promote, demote) is not
-// possible yet: it needs managers that join at run time.
+// node.labels.* constraints test), availability and role. version is the
+// node version the caller read. A new role is the node's to take on: a
+// promoted worker gets a manager certificate and joins Raft; a demoted
+// manager leaves Raft (the leader removes it) and stops managing. A
+// demotion that would leave the managers without a quorum is refused.
 func (m *Manager) UpdateNode(ctx context.Context, id string, version uint64, spec api.NodeSpec) (*api.Node, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
@@ -278,8 +280,10 @@ func (m *Manager) UpdateNode(ctx context.Context, id string, version uint64, spe
 			return notFound("node", id)
 		}
 		n := *o.(*api.Node)
-		if spec.Role != n.Spec.Role {
-			return fmt.Errorf("%w: spec.role: changing a node's role (%s to %s) is not supported yet", api.ErrInvalidSpec, n.Spec.Role, spec.Role)
+		if spec.Role == api.RoleWorker && n.Spec.Role == api.RoleManager {
+			if err := m.canDemote(ctx, st, &tx.ReadTx, id); err != nil {
+				return err
+			}
 		}
 		n.Spec, n.Version, n.UpdatedAt = spec, version, time.Now().UTC()
 		out = &n
@@ -386,4 +390,32 @@ func (m *Manager) UpdateCluster(ctx context.Context, version uint64, spec api.Cl
 		return nil, err
 	}
 	return redacted(out), nil
+}
+
+// canDemote refuses a demotion that would leave no manager, or fewer
+// managers up than a quorum of those left.
+func (m *Manager) canDemote(ctx context.Context, st *raftstore.Store, tx *raftstore.ReadTx, id string) error {
+	srvs, err := st.Servers(ctx)
+	if err != nil {
+		return err
+	}
+	voters, up := 0, 0
+	for _, s := range srvs {
+		if !s.Voter || s.ID == id {
+			continue
+		}
+		voters++
+		if o, err := tx.Get(TableNodes, s.ID); err == nil && o.(*api.Node).Status.State == api.NodeReady {
+			up++
+		} else if s.ID == m.ID {
+			up++ // this manager is up: it answers
+		}
+	}
+	switch {
+	case voters == 0:
+		return fmt.Errorf("%w: node %s is the last manager: promote another node first", api.ErrInvalidSpec, id)
+	case up < voters/2+1:
+		return fmt.Errorf("%w: demoting node %s would leave %d of %d managers up, short of a quorum of %d: bring managers back first", api.ErrInvalidSpec, id, up, voters, voters/2+1)
+	}
+	return nil
 }

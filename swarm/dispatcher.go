@@ -191,7 +191,7 @@ func checkNodeID(nodeID string) error {
 	return nil
 }
 
-func (d *dispatcher) register(ctx context.Context, nodeID string, desc api.NodeDescription) (Session, error) {
+func (d *dispatcher) register(ctx context.Context, nodeID string, role api.NodeRole, desc api.NodeDescription) (Session, error) {
 	if err := checkNodeID(nodeID); err != nil {
 		return Session{}, err
 	}
@@ -211,7 +211,7 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, desc api.NodeD
 				return tx.Update(TableNodes, &n)
 			}
 			return tx.Create(TableNodes, &api.Node{Meta: api.Meta{ID: nodeID, CreatedAt: now, UpdatedAt: now},
-				Spec: api.NodeSpec{Role: api.RoleWorker, Availability: api.NodeActive}, Description: desc, Status: status})
+				Spec: api.NodeSpec{Role: role, Availability: api.NodeActive}, Description: desc, Status: status})
 		})
 	}
 	// The node's object may change under the registration (the leader
@@ -505,7 +505,7 @@ func (m *Manager) Register(ctx context.Context, nodeID string, desc api.NodeDesc
 	if err != nil {
 		return Session{}, err
 	}
-	return d.register(ctx, nodeID, desc)
+	return d.register(ctx, nodeID, api.RoleWorker, desc)
 }
 
 // Heartbeat tells the manager a node is alive; a node that was marked down

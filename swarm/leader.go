@@ -183,6 +183,11 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 		}
 		dirty, all := state.dirty, state.all
 		state.dirty, state.all = map[string]bool{}, false
+		if all {
+			if err := m.reconcileMembership(ctx, st); err != nil && ctx.Err() == nil {
+				m.logger().Warn("swarm: manager membership", "err", err)
+			}
+		}
 		if all || len(dirty) > 0 {
 			res, err := m.reconcile(ctx, st, dirty, all)
 			switch {

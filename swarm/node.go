@@ -387,10 +387,112 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 		n.worker = w
 		n.mu.Unlock()
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() { defer n.wg.Done(); n.renewLoop(runCtx) }()
 	go func() { defer n.wg.Done(); n.becomeReady(runCtx) }()
+	go func() { defer n.wg.Done(); n.roleLoop(runCtx) }()
 	return nil
+}
+
+// roleLoop follows the role the managers want for this node: promoted, it
+// gets a manager certificate and starts managing; demoted (the leader has
+// taken it out of Raft), it stops managing.
+func (n *Node) roleLoop(ctx context.Context) {
+	period := max(n.HeartbeatPeriod, time.Second)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var self api.Node
+		mc := &managers{addrs: n.managerAddrs(), tls: n.certs.clientConfig()}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := mc.call(cctx, http.MethodGet, dispatcherPrefix+"node", nil, &self)
+		cancel()
+		if err != nil {
+			continue // not registered yet, or no manager: look again later
+		}
+		want, have := string(self.Spec.Role), n.Role()
+		if want == have || want == "" {
+			continue
+		}
+		if err := n.switchRole(ctx, want); err != nil {
+			n.logger().Warn("swarm: taking on a new role", "role", want, "err", err)
+		}
+	}
+}
+
+// switchRole renews the certificate for the new role and starts or stops
+// the manager role.
+func (n *Node) switchRole(ctx context.Context, role string) error {
+	if err := n.renew(ctx); err != nil {
+		return err
+	}
+	id, err := ca.IdentityOf(n.certs.leaf())
+	if err != nil {
+		return err
+	}
+	if string(id.Role) != role {
+		return fmt.Errorf("the renewed certificate is for a %s", id.Role)
+	}
+	n.mu.Lock()
+	st := n.state
+	n.mu.Unlock()
+	st.Role = role
+	if role == string(ca.RoleManager) {
+		ln, err := n.listen(&st)
+		if err != nil {
+			return err
+		}
+		if err := n.writeState(st); err != nil {
+			ln.Close()
+			return err
+		}
+		n.mu.Lock()
+		n.state = st
+		n.mu.Unlock()
+		if err := n.runManager(ctx, st, ln, nil, nil); err != nil {
+			return err
+		}
+		req := struct {
+			Addr string `json:"addr"`
+		}{st.Advertise}
+		var b backoff
+		for ctx.Err() == nil {
+			err := n.Client().managers().call(ctx, http.MethodPost, controlPrefix+"raft/join-self", req, nil)
+			if err == nil {
+				n.logger().Info("swarm: promoted: this node manages now", "node", st.ID)
+				return nil
+			}
+			n.logger().Debug("swarm: joining Raft after promotion", "err", err)
+			b.wait(ctx)
+		}
+		return ctx.Err()
+	}
+	// Demoted: stop managing and forget the Raft data (a later promotion
+	// joins afresh).
+	n.mu.Lock()
+	m, port := n.mgr, n.port
+	n.mgr, n.port = nil, nil
+	n.mu.Unlock()
+	if m != nil {
+		m.Close()
+	}
+	if port != nil {
+		port.Close()
+	}
+	st.Listen, st.Advertise = "", ""
+	if err := n.writeState(st); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.state = st
+	n.mu.Unlock()
+	n.logger().Info("swarm: demoted: this node no longer manages", "node", st.ID)
+	return os.RemoveAll(filepath.Join(n.Dir, "manager"))
 }
 
 func (n *Node) runManager(ctx context.Context, st nodeState, ln net.Listener, boot []raftstore.Server, root *ca.Root) error {

@@ -259,3 +259,70 @@ func testLogger(t *testing.T) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// Promotion and demotion: a worker promoted becomes a voting manager; a
+// manager demoted leaves Raft and stops managing; demoting the last
+// manager is refused.
+func TestPromoteAndDemote(t *testing.T) {
+	ctx := context.Background()
+	m0 := tnode(t)
+	if err := m0.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, m0)
+	cl := m0.Client()
+	c, _ := cl.Cluster(ctx)
+	w := tnode(t) // with a listen address, so it can manage once promoted
+	if err := w.Join(ctx, c.JoinTokens.Worker, m0.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, w)
+	setRole := func(id string, role api.NodeRole) error {
+		n, err := cl.Node(ctx, id)
+		if err != nil {
+			return err
+		}
+		spec := n.Spec
+		spec.Role = role
+		_, err = cl.UpdateNode(ctx, id, n.Version, spec)
+		return err
+	}
+	// The only manager cannot be demoted.
+	if err := setRole(m0.ID(), api.RoleWorker); err == nil || !strings.Contains(err.Error(), "last manager") {
+		t.Fatalf("demoting the last manager: %v", err)
+	}
+	if err := setRole(w.ID(), api.RoleManager); err != nil {
+		t.Fatal(err)
+	}
+	voter := func(id string) (in, votes bool) {
+		srvs, err := m0.Manager().Store().Servers(ctx)
+		if err != nil {
+			return false, false
+		}
+		for _, s := range srvs {
+			if s.ID == id {
+				return true, s.Voter
+			}
+		}
+		return false, false
+	}
+	waitfor.True(t, "the promoted worker votes", func() bool {
+		_, votes := voter(w.ID())
+		return votes && w.Role() == "manager" && w.Manager() != nil
+	})
+	// Its new manager takes writes like any other (through it, forwarded).
+	if _, err := w.Client().CreateService(ctx, service("after-promotion", api.Replicated(1))); err != nil {
+		t.Fatalf("write through the promoted manager: %v", err)
+	}
+	// Demoted again: out of Raft, and no longer managing.
+	if err := setRole(w.ID(), api.RoleWorker); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "the demoted manager left Raft and stopped managing", func() bool {
+		in, _ := voter(w.ID())
+		return !in && w.Role() == "worker" && w.Manager() == nil
+	})
+	if _, err := os.Stat(filepath.Join(w.Dir, "manager")); !os.IsNotExist(err) {
+		t.Fatalf("the demoted node kept its Raft data: %v", err)
+	}
+}

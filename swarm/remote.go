@@ -46,11 +46,27 @@ func (m *Manager) dispatcherRoutes(mux *http.ServeMux) {
 		if err := decodeBody(r, &desc); err != nil {
 			return err
 		}
-		s, err := m.Register(r.Context(), node, desc)
+		// A new node's role is the one its certificate gives it.
+		role := api.RoleWorker
+		if _, r, _ := peerIdentity(r); r == string(api.RoleManager) {
+			role = api.RoleManager
+		}
+		d, err := m.dispatcher()
+		if err != nil {
+			return err
+		}
+		s, err := d.register(r.Context(), node, role, desc)
 		if err != nil {
 			return err
 		}
 		return writeJSON(w, http.StatusOK, s)
+	}))
+	mux.HandleFunc("GET "+dispatcherPrefix+"node", m.asNode(func(w http.ResponseWriter, r *http.Request, node string) error {
+		n, err := m.Node(node)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, n)
 	}))
 	mux.HandleFunc("POST "+dispatcherPrefix+"heartbeat", m.asNode(func(w http.ResponseWriter, r *http.Request, node string) error {
 		p, err := m.Heartbeat(r.Context(), node)
