@@ -223,9 +223,50 @@ func (m *Manager) Task(id string) (*api.Task, error) {
 	return out, err
 }
 
-// Nodes lists the nodes.
+// Nodes lists the nodes; managers carry their Raft status.
 func (m *Manager) Nodes() ([]*api.Node, error) {
-	return listAll[*api.Node](m, TableNodes)
+	ns, err := listAll[*api.Node](m, TableNodes)
+	if err != nil {
+		return nil, err
+	}
+	return m.withManagerStatus(ns), nil
+}
+
+// withManagerStatus adds to the nodes that are managers their place in
+// Raft: the leader, reachable or not, their address (copies: store objects
+// are read-only).
+func (m *Manager) withManagerStatus(ns []*api.Node) []*api.Node {
+	st, err := m.st()
+	if err != nil {
+		return ns
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	srvs, err := st.Servers(ctx)
+	if err != nil {
+		return ns
+	}
+	leader := st.Leader()
+	byID := make(map[string]raftstore.Server, len(srvs))
+	for _, s := range srvs {
+		byID[s.ID] = s
+	}
+	out := make([]*api.Node, len(ns))
+	for i, n := range ns {
+		out[i] = n
+		s, ok := byID[n.ID]
+		if !ok {
+			continue
+		}
+		c := *n
+		reach := api.ReachabilityReachable
+		if n.Status.State != api.NodeReady && n.ID != m.ID {
+			reach = api.ReachabilityUnreachable
+		}
+		c.ManagerStatus = &api.ManagerStatus{Leader: s.ID == leader.ID, Reachability: reach, Addr: s.Address}
+		out[i] = &c
+	}
+	return out
 }
 
 // Node returns a node by ID.
@@ -243,7 +284,10 @@ func (m *Manager) Node(id string) (*api.Node, error) {
 		out = o.(*api.Node)
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return m.withManagerStatus([]*api.Node{out})[0], nil
 }
 
 func listAll[T raftstore.Object](m *Manager, table string) ([]T, error) {

@@ -22,6 +22,13 @@ import (
 // SHOAL_TEST_WORKER set it runs a worker (containerd executor, dispatcher
 // over mutual TLS) until it is killed.
 func TestMain(m *testing.M) {
+	if os.Getenv("SHOAL_TEST_NODE") != "" {
+		if err := runChildNode(); err != nil {
+			fmt.Fprintln(os.Stderr, "child node:", err)
+			os.Exit(1)
+		}
+		select {} // until killed
+	}
 	if os.Getenv("SHOAL_TEST_WORKER") != "" {
 		if err := runChildWorker(); err != nil {
 			fmt.Fprintln(os.Stderr, "child worker:", err)
