@@ -611,16 +611,24 @@ func (n *Node) managerAddrs() []string {
 func (n *Node) renewLoop(ctx context.Context) {
 	var b backoff
 	for {
+		changed := n.certs.watch()
 		cert := n.certs.leaf()
-		at := ca.RenewAt(cert.NotBefore, cert.NotAfter, nil)
-		if ca.NeedsRenewal(cert, time.Now()) {
-			at = time.Now()
+		// Certificates are backdated by the allowed clock skew: count the
+		// validity from the issuance, or a short one would be renewed over
+		// and over.
+		start := cert.NotBefore.Add(ca.ClockSkew)
+		if !start.Before(cert.NotAfter) {
+			start = cert.NotBefore
 		}
-		t := time.NewTimer(time.Until(at))
+		at := ca.RenewAt(start, cert.NotAfter, nil)
+		t := time.NewTimer(max(time.Until(at), time.Second))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-changed:
+			t.Stop()
+			continue // renewed meanwhile (Renew, a new role): plan from the new one
 		case <-t.C:
 		}
 		if err := n.renew(ctx); err != nil {
@@ -825,6 +833,19 @@ func (n *Node) Close() error {
 // effect on every connection made after it.
 type certHolder struct {
 	cur atomic.Pointer[held]
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced by each set
+}
+
+// watch returns a channel closed at the next change of certificate.
+func (h *certHolder) watch() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.changed == nil {
+		h.changed = make(chan struct{})
+	}
+	return h.changed
 }
 
 type held struct {
@@ -839,6 +860,12 @@ func (h *certHolder) set(cert tls.Certificate, root *ca.Root) {
 		leaf, _ = x509.ParseCertificate(cert.Certificate[0])
 	}
 	h.cur.Store(&held{cert: cert, root: root, leaf: leaf})
+	h.mu.Lock()
+	if h.changed != nil {
+		close(h.changed)
+	}
+	h.changed = make(chan struct{})
+	h.mu.Unlock()
 }
 
 func (h *certHolder) leaf() *x509.Certificate { return h.cur.Load().leaf }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,7 @@ import (
 // tnode is a Node on loopback with a fake executor.
 func tnode(t *testing.T) *swarm.Node {
 	t.Helper()
-	n := &swarm.Node{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0", Executor: &agent.FakeExecutor{}, Logger: testLogger(t),
+	n := &swarm.Node{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0", Executor: &agent.FakeExecutor{ExitCodes: map[string]int{badImage: 1, onceImage: 0}}, Logger: testLogger(t),
 		HeartbeatPeriod: 300 * time.Millisecond, Raft: swarm.RaftTuning{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond}}
 	t.Cleanup(func() { n.Close() })
 	return n
@@ -324,5 +325,185 @@ func TestPromoteAndDemote(t *testing.T) {
 	})
 	if _, err := os.Stat(filepath.Join(w.Dir, "manager")); !os.IsNotExist(err) {
 		t.Fatalf("the demoted node kept its Raft data: %v", err)
+	}
+}
+
+// 3 managers and 5 workers over TLS: the Client drives every workflow
+// against any manager: create, scale, update, rollback, remove, a global
+// service that reaches a node joining later, a job, drain; certificates
+// renew themselves (short validity) and the cluster goes on; a silent TCP
+// client on the management port does not hold up a join.
+func TestClientDrivesATLSCluster(t *testing.T) {
+	ctx := context.Background()
+	m0 := tnode(t)
+	if err := m0.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, m0)
+	c, _ := m0.Client().Cluster(ctx)
+	managers := []*swarm.Node{m0}
+	for range 2 {
+		m := tnode(t)
+		if err := m.Join(ctx, c.JoinTokens.Manager, m0.Addr()); err != nil {
+			t.Fatal(err)
+		}
+		managers = append(managers, m)
+	}
+	for range 5 {
+		w := tnode(t)
+		w.ListenAddr = ""
+		if err := w.Join(ctx, c.JoinTokens.Worker, managers[1].Addr()); err != nil { // any manager
+			t.Fatal(err)
+		}
+	}
+	clients := []*swarm.Client{managers[0].Client(), managers[1].Client(), managers[2].Client()}
+	cl := func(i int) *swarm.Client { return clients[i%3] }
+	waitfor.True(t, "8 nodes ready", func() bool {
+		ns, err := cl(0).Nodes(ctx, swarm.Filter{})
+		ready := 0
+		for _, n := range ns {
+			if n.Status.State == api.NodeReady {
+				ready++
+			}
+		}
+		return err == nil && ready == 8
+	})
+
+	svc, err := cl(1).CreateService(ctx, service("web", api.Replicated(4)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "4 running", func() bool { return len(running(t, cl(2), svc.ID)) == 4 })
+	if _, err := cl(2).ScaleService(ctx, "web", 8); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "8 running", func() bool { return len(running(t, cl(0), svc.ID)) == 8 })
+	cur, _ := cl(1).Service(ctx, "web")
+	up := cur.Spec
+	up.TaskTemplate.Image = "example/web:2"
+	up.UpdateConfig = &api.UpdateConfig{Parallelism: 4, Monitor: 50 * time.Millisecond}
+	up.RollbackConfig = &api.UpdateConfig{Parallelism: 4, Monitor: 50 * time.Millisecond}
+	if _, err := cl(2).UpdateService(ctx, cur.ID, cur.Version, up); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "updated", func() bool {
+		s, err := cl(0).Service(ctx, "web")
+		return err == nil && s.UpdateStatus != nil && s.UpdateStatus.State == api.UpdateCompleted && clientImages(cl(1), t, svc.ID)["example/web:2"] == 8
+	})
+	if _, err := cl(1).RollbackService(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "rolled back", func() bool { return clientImages(cl(2), t, svc.ID)["example/web:1"] == 8 })
+
+	// A global service, and a node that joins later gets it.
+	g, err := cl(0).CreateService(ctx, service("agent", api.Global()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "one per node", func() bool { return len(running(t, cl(1), g.ID)) == 8 })
+	late := tnode(t)
+	late.ListenAddr = ""
+	if err := late.Join(ctx, c.JoinTokens.Worker, m0.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "the late node runs the global service", func() bool {
+		for _, tk := range running(t, cl(2), g.ID) {
+			if tk.NodeID == late.ID() {
+				return true
+			}
+		}
+		return false
+	})
+	// A job runs to completion.
+	job := service("migrate", api.ServiceMode{ReplicatedJob: &api.ReplicatedJob{MaxConcurrent: 2, TotalCompletions: 4}})
+	job.TaskTemplate.RestartPolicy = nil
+	job.TaskTemplate.Image = onceImage
+	js, err := cl(1).CreateService(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "4 completions", func() bool {
+		ts, err := cl(2).Tasks(ctx, swarm.Filter{Services: []string{js.ID}})
+		done := 0
+		for _, tk := range ts {
+			if tk.Status.State == api.TaskComplete {
+				done++
+			}
+		}
+		return err == nil && done == 4
+	})
+	// Drain: the node keeps no running task.
+	n, _ := cl(0).Node(ctx, late.ID())
+	spec := n.Spec
+	spec.Availability = api.NodeDrain
+	if _, err := cl(2).UpdateNode(ctx, late.ID(), n.Version, spec); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "the drained node runs nothing", func() bool {
+		ts, err := cl(0).Tasks(ctx, swarm.Filter{Nodes: []string{late.ID()}})
+		if err != nil {
+			return false
+		}
+		for _, tk := range ts {
+			if tk.Status.State == api.TaskRunning && tk.DesiredState == api.TaskRunning {
+				return false
+			}
+		}
+		return true
+	})
+	if err := cl(0).RemoveService(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "removed", func() bool {
+		ts, err := cl(1).Tasks(ctx, swarm.Filter{Services: []string{svc.ID}})
+		return err == nil && len(ts) == 0
+	})
+
+	// Short certificates renew themselves before they expire.
+	cur2, _ := cl(0).Cluster(ctx)
+	cs := cur2.Spec
+	cs.CAConfig.NodeCertExpiry = 15 * time.Second
+	if _, err := cl(0).UpdateCluster(ctx, cur2.Version, cs); err != nil {
+		t.Fatal(err)
+	}
+	if err := late.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := late.Certificate()
+	if v := first.NotAfter.Sub(first.NotBefore); v > 2*time.Minute {
+		t.Fatalf("renewed for %v, want about 15 s", v)
+	}
+	waitfor.Within(t, 20*time.Second, "renewed by itself before expiry", func() bool {
+		cur := late.Certificate()
+		return cur.SerialNumber.Cmp(first.SerialNumber) != 0 && time.Now().Before(first.NotAfter)
+	})
+	// Still a member: it reports, heartbeats and can be used.
+	n, _ = cl(0).Node(ctx, late.ID())
+	spec = n.Spec
+	spec.Availability = api.NodeActive
+	if _, err := cl(2).UpdateNode(ctx, late.ID(), n.Version, spec); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "the renewed node runs the global service again", func() bool {
+		for _, tk := range running(t, cl(2), g.ID) {
+			if tk.NodeID == late.ID() {
+				return true
+			}
+		}
+		return false
+	})
+	// A silent client on the management port does not hold up a join.
+	silent, err := net.Dial("tcp", m0.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	c3, _ := cl(0).Cluster(ctx)
+	another := tnode(t)
+	another.ListenAddr = ""
+	jctx, cancel := context.WithTimeout(ctx, 4*time.Second) // the silent one is dropped after 5 s
+	defer cancel()
+	if err := another.Join(jctx, c3.JoinTokens.Worker, m0.Addr()); err != nil {
+		t.Fatalf("join beside a silent client: %v", err)
 	}
 }
