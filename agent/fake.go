@@ -153,6 +153,21 @@ func (f *FakeExecutor) Wait(ctx context.Context, id string) (ExitStatus, error) 
 	}
 }
 
+// ExitAll ends every pretend process (code 137), as a machine that goes
+// away: test kits call it when a test ends, so that no runner waits for
+// ever on a task of a test that is over.
+func (f *FakeExecutor) ExitAll() {
+	f.mu.Lock()
+	ids := make([]string, 0, len(f.tasks))
+	for id := range f.tasks {
+		ids = append(ids, id)
+	}
+	f.mu.Unlock()
+	for _, id := range ids {
+		f.Exit(id, 137)
+	}
+}
+
 // Stopped counts the Shutdown and Terminate calls for a task that found
 // it, even after Remove: a test can tell a task stopped for real from one
 // only reported stopped.

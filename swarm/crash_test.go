@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,7 +24,7 @@ import (
 // SHOAL_TEST_WORKER set it runs a worker (containerd executor, dispatcher
 // over mutual TLS) until it is killed.
 func TestMain(m *testing.M) {
-	if os.Getenv("SHOAL_TEST_NODE") != "" {
+	if os.Getenv("SHOAL_TEST_NODE_MODE") != "" {
 		if err := runChildNode(); err != nil {
 			fmt.Fprintln(os.Stderr, "child node:", err)
 			os.Exit(1)
@@ -36,7 +38,13 @@ func TestMain(m *testing.M) {
 		}
 		select {} // until killed
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if os.Getenv("SHOAL_TEST_GOROUTINES") != "" {
+		time.Sleep(2 * time.Second)
+		fmt.Fprintln(os.Stderr, "goroutines left:", runtime.NumGoroutine())
+		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+	}
+	os.Exit(code)
 }
 
 func runChildWorker() error {

@@ -74,7 +74,9 @@ func TestWorkerLifecycle(t *testing.T) {
 	if err := (&swarm.Worker{NodeID: "bad id", Executor: &agent.FakeExecutor{}, Dispatcher: m}).Start(ctx); !errors.Is(err, api.ErrInvalidSpec) {
 		t.Fatalf("bad node ID: %v", err)
 	}
-	w := &swarm.Worker{NodeID: "w1", Executor: &agent.FakeExecutor{}, Dispatcher: m}
+	fe := &agent.FakeExecutor{}
+	t.Cleanup(fe.ExitAll)
+	w := &swarm.Worker{NodeID: "w1", Executor: fe, Dispatcher: m}
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -412,13 +412,6 @@ func TestSchedulerSeesResourcesPortsAndLabels(t *testing.T) {
 		}
 		return len(ts) == 2
 	})
-	// A role change is refused, clearly.
-	n, _ = m.Node("node1")
-	spec = n.Spec
-	spec.Role = api.RoleManager
-	if _, err := m.UpdateNode(ctx, "node1", n.Version, spec); !errors.Is(err, api.ErrInvalidSpec) {
-		t.Fatalf("role change: %v", err)
-	}
 }
 
 // Fault 7: a spec asking for too many tasks is refused, the bound is the

@@ -22,7 +22,10 @@ func tnode(t *testing.T) *swarm.Node {
 	t.Helper()
 	n := &swarm.Node{Dir: t.TempDir(), ListenAddr: "127.0.0.1:0", Executor: &agent.FakeExecutor{ExitCodes: map[string]int{badImage: 1, onceImage: 0}}, Logger: testLogger(t),
 		HeartbeatPeriod: 300 * time.Millisecond, Raft: swarm.RaftTuning{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond}}
-	t.Cleanup(func() { n.Close() })
+	t.Cleanup(func() {
+		n.Close()
+		n.Executor.(*agent.FakeExecutor).ExitAll()
+	})
 	return n
 }
 

@@ -78,6 +78,10 @@ type Port struct {
 	slots  chan struct{}
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	connMu    sync.Mutex
+	raftConns map[net.Conn]struct{} // handed to Raft: closed with the port
+	closing   bool
 }
 
 // ServePort starts serving a management port.
@@ -198,6 +202,19 @@ func (p *Port) route(c net.Conn) {
 			tc.Close()
 			return
 		}
+		// Raft's transport does not close the connections it accepted
+		// when it shuts down: the port does.
+		p.connMu.Lock()
+		if p.closing {
+			p.connMu.Unlock()
+			tc.Close()
+			return
+		}
+		if p.raftConns == nil {
+			p.raftConns = map[net.Conn]struct{}{}
+		}
+		p.raftConns[tc] = struct{}{}
+		p.connMu.Unlock()
 		dst = p.raft
 	case st.NegotiatedProtocol == ProtoAPI:
 		dst = p.api
@@ -217,6 +234,13 @@ func (p *Port) Close() error {
 	var err error
 	p.once.Do(func() {
 		err = p.cfg.Listener.Close()
+		p.connMu.Lock()
+		p.closing = true
+		for c := range p.raftConns {
+			c.Close()
+		}
+		p.raftConns = nil
+		p.connMu.Unlock()
 		p.raft.Close()
 		p.api.Close()
 		p.join.Close()

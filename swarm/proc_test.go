@@ -20,7 +20,7 @@ import (
 )
 
 // Nodes as processes, for tests of crashes (SIGKILL) and restarts from
-// disk: the test binary runs a swarm.Node when SHOAL_TEST_NODE says how
+// disk: the test binary runs a swarm.Node when SHOAL_TEST_NODE_MODE says how
 // (init, join or start) and prints what the parent needs on stdout.
 
 type childInfo struct {
@@ -35,7 +35,7 @@ func runChildNode() error {
 	n := &swarm.Node{Dir: env("DIR"), ListenAddr: env("LISTEN"), Executor: &agent.FakeExecutor{},
 		HeartbeatPeriod: 500 * time.Millisecond}
 	var err error
-	switch env("NODE") {
+	switch env("NODE_MODE") {
 	case "init":
 		err = n.Init(ctx)
 	case "join":
@@ -68,7 +68,7 @@ func startProc(t *testing.T, dir, how, token, manager string) *procNode {
 		listen = "127.0.0.1:0"
 	}
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
-	cmd.Env = append(os.Environ(), "SHOAL_TEST_NODE="+how, "SHOAL_TEST_DIR="+dir, "SHOAL_TEST_LISTEN="+listen,
+	cmd.Env = append(os.Environ(), "SHOAL_TEST_NODE_MODE="+how, "SHOAL_TEST_DIR="+dir, "SHOAL_TEST_LISTEN="+listen,
 		"SHOAL_TEST_TOKEN="+token, "SHOAL_TEST_MANAGER="+manager)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -46,7 +46,7 @@ func TestRemoteDispatcher(t *testing.T) {
 		if err := w.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { w.Close() })
+		t.Cleanup(func() { w.Close(); fe.ExitAll() })
 		execs[id] = fe
 	}
 	svc := create(t, c, service("web", api.Replicated(3)))

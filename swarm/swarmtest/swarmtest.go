@@ -138,12 +138,23 @@ func (c *Cluster) close() {
 	c.mu.Lock()
 	workers := maps(c.workers)
 	managers := maps(c.managers)
+	execs := maps(c.execs)
+	for _, l := range c.links {
+		l.set(nil)
+	}
 	c.mu.Unlock()
 	for _, w := range workers {
 		w.Close()
 	}
 	for _, m := range managers {
 		m.Close()
+	}
+	// Fake tasks outlive their worker, as containers do; end them, so that
+	// nothing of this test is left running in the test binary.
+	for _, e := range execs {
+		if fe, ok := e.(*agent.FakeExecutor); ok {
+			fe.ExitAll()
+		}
 	}
 }
 
