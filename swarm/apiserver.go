@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,8 +44,18 @@ func (m *Manager) Handler(clientTLS func() *tls.Config) http.Handler {
 	m.dispatcherRoutes(mux)
 	c := &controlAPI{m: m, clientTLS: clientTLS}
 	c.routes(mux)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every answer names the managers, so that clients and workers
+		// learn of managers that joined after them.
+		if addrs := m.managerAddrsCached(); len(addrs) > 0 {
+			w.Header().Set(managersHeader, strings.Join(addrs, ","))
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
+
+// managersHeader lists the managers' addresses on every API answer.
+const managersHeader = "Shoal-Managers"
 
 type controlAPI struct {
 	m         *Manager
@@ -303,7 +314,7 @@ func (c *controlAPI) forward(w http.ResponseWriter, r *http.Request) {
 		},
 		Transport: tr,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			writeError(w, fmt.Errorf("%w: forwarding to the leader %s: %v", raftstore.ErrNoQuorum, leader.Address, err))
+			writeError(w, fmt.Errorf("%w: the leader %s does not answer (%v); if it is gone, a new one is elected within seconds: try again", ErrUnavailable, leader.Address, err))
 		},
 	}
 	proxy.ServeHTTP(w, r)
@@ -390,4 +401,24 @@ func mapsValues(m map[string]string) []string {
 		out = append(out, v)
 	}
 	return out
+}
+
+// managerAddrsCached is managerAddrs at most a second old: it is on every
+// answer, heartbeats included.
+func (m *Manager) managerAddrsCached() []string {
+	if c := m.addrs.Load(); c != nil && time.Since(c.at) < time.Second {
+		return c.addrs
+	}
+	st, err := m.st()
+	if err != nil {
+		return nil
+	}
+	addrs := managerAddrs(st)
+	m.addrs.Store(&cachedAddrs{at: time.Now(), addrs: addrs})
+	return addrs
+}
+
+type cachedAddrs struct {
+	at    time.Time
+	addrs []string
 }

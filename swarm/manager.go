@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -105,6 +106,7 @@ type Manager struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	ready   chan struct{}
+	addrs   atomic.Pointer[cachedAddrs]
 }
 
 // RaftTuning holds the Raft store's timing and sizes (see raftstore.Store

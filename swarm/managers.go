@@ -67,6 +67,20 @@ func (m *managers) learn(addrs []string) {
 	}
 }
 
+// learnFrom learns the managers an answer names.
+func (m *managers) learnFrom(resp *http.Response) {
+	if h := resp.Header.Get(managersHeader); h != "" {
+		m.learn(strings.Split(h, ","))
+	}
+}
+
+// known returns the managers' addresses known now.
+func (m *managers) known() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.addrs)
+}
+
 // each runs fn on the managers in turn until one succeeds.
 func (m *managers) each(ctx context.Context, fn func(addr string) error) error {
 	addrs := m.order()
@@ -125,6 +139,7 @@ func (m *managers) call(ctx context.Context, method, path string, body, out any)
 			return fmt.Errorf("swarm: manager %s: %w", addr, err)
 		}
 		defer resp.Body.Close()
+		m.learnFrom(resp)
 		if err := answerError(addr, resp); err != nil {
 			return err
 		}
@@ -150,6 +165,7 @@ func (m *managers) stream(ctx context.Context, path string) (*http.Response, err
 		if err != nil {
 			return fmt.Errorf("swarm: manager %s: %w", addr, err)
 		}
+		m.learnFrom(r)
 		if err := answerError(addr, r); err != nil {
 			r.Body.Close()
 			return err

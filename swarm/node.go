@@ -75,6 +75,7 @@ type Node struct {
 	wg      sync.WaitGroup
 	ready   chan struct{}
 	client  *Client
+	mgrs    *managers
 	readyMu sync.Once
 }
 
@@ -408,13 +409,14 @@ func (n *Node) roleLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		var self api.Node
-		mc := &managers{addrs: n.managerAddrs(), tls: n.certs.clientConfig()}
+		mc := n.managersCaller()
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := mc.call(cctx, http.MethodGet, dispatcherPrefix+"node", nil, &self)
 		cancel()
 		if err != nil {
 			continue // not registered yet, or no manager: look again later
 		}
+		n.keepManagers(mc.known())
 		want, have := string(self.Spec.Role), n.Role()
 		if want == have || want == "" {
 			continue
@@ -596,9 +598,41 @@ func (n *Node) promoteWhenCaughtUp(ctx context.Context, m *Manager) {
 	}
 }
 
+// managersCaller is the node's way to call the managers, with its
+// certificate; it learns managers that join from their answers.
+func (n *Node) managersCaller() *managers {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.mgrs == nil {
+		n.mgrs = &managers{addrs: n.managerAddrsLocked(), tls: n.certs.clientConfig()}
+	}
+	return n.mgrs
+}
+
+// keepManagers records the managers' addresses, so that a restarted node
+// knows where they are.
+func (n *Node) keepManagers(addrs []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(addrs) == 0 || slices.Equal(addrs, n.state.Managers) {
+		return
+	}
+	st := n.state
+	st.Managers = slices.Clone(addrs)
+	if err := n.writeState(st); err != nil {
+		n.logger().Warn("swarm: recording the managers' addresses", "err", err)
+		return
+	}
+	n.state = st
+}
+
 func (n *Node) managerAddrs() []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.managerAddrsLocked()
+}
+
+func (n *Node) managerAddrsLocked() []string {
 	out := slices.Clone(n.state.Managers)
 	if n.state.Advertise != "" && !slices.Contains(out, n.state.Advertise) {
 		out = append([]string{n.state.Advertise}, out...)
@@ -651,8 +685,7 @@ func (n *Node) renew(ctx context.Context) error {
 		return err
 	}
 	var ans renewAnswer
-	mc := &managers{addrs: n.managerAddrs(), tls: n.certs.clientConfig()}
-	if err := mc.call(ctx, http.MethodPost, controlPrefix+"ca/renew", renewRequest{CSR: csr}, &ans); err != nil {
+	if err := n.managersCaller().call(ctx, http.MethodPost, controlPrefix+"ca/renew", renewRequest{CSR: csr}, &ans); err != nil {
 		return err
 	}
 	keyPEM, err := ca.MarshalKey(key)

@@ -15,6 +15,7 @@ import (
 	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/swarmtest"
 )
 
 // tnode is a Node on loopback with a fake executor.
@@ -509,4 +510,24 @@ func TestClientDrivesATLSCluster(t *testing.T) {
 	if err := another.Join(jctx, c3.JoinTokens.Worker, m0.Addr()); err != nil {
 		t.Fatalf("join beside a silent client: %v", err)
 	}
+}
+
+// The TLS test kit: a cluster of nodes over TLS on loopback; the leader
+// killed, a manager restarted from its dir.
+func TestTLSKit(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3, Workers: 2})
+	svc, err := c.Client().CreateService(ctx, service("web", api.Replicated(4)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor("4 running", func() bool { return len(running(t, c.Client(), svc.ID)) == 4 })
+	leader := c.LeaderName()
+	c.Kill(leader)
+	c.WaitFor("a write accepted after the leader was killed", func() bool {
+		_, err := c.Client().ScaleService(ctx, "web", 2)
+		return err == nil
+	})
+	c.Restart(leader)
+	c.WaitFor("2 running", func() bool { return len(running(t, c.Client(), svc.ID)) == 2 })
 }
