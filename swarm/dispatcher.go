@@ -129,23 +129,43 @@ func (d *dispatcher) touch(nodeID string) {
 	d.seen[nodeID] = time.Now()
 }
 
-// periodFor is the heartbeat period with n nodes: the base period, or
-// longer so that n nodes send at most rate heartbeats a second.
-func (d *dispatcher) periodFor(n int) time.Duration {
+// periodFor is the heartbeat period with n nodes: the base period (the
+// cluster's, else the manager's), or longer so that n nodes send at most
+// rate heartbeats a second.
+func (d *dispatcher) periodFor(base time.Duration, n int) time.Duration {
+	if base <= 0 {
+		base = d.period
+	}
 	rate := d.rate
 	if rate <= 0 {
 		rate = DefaultHeartbeatsPerSecond
 	}
-	return max(d.period, time.Duration(n)*time.Second/time.Duration(rate))
+	return max(base, time.Duration(n)*time.Second/time.Duration(rate))
+}
+
+// clusterBase is the heartbeat period the cluster object sets (0: none).
+func (d *dispatcher) clusterBase() time.Duration {
+	var base time.Duration
+	d.store.View(func(tx *raftstore.ReadTx) error {
+		if spec, err := clusterSpec(tx); err == nil {
+			base = spec.Dispatcher.HeartbeatPeriod
+		}
+		return nil
+	})
+	return base
 }
 
 func (d *dispatcher) currentPeriod() time.Duration {
 	n := 0
+	var base time.Duration
 	d.store.View(func(tx *raftstore.ReadTx) (err error) {
+		if spec, err := clusterSpec(tx); err == nil {
+			base = spec.Dispatcher.HeartbeatPeriod
+		}
 		n, err = tx.Count(TableNodes)
 		return err
 	})
-	return d.periodFor(n)
+	return d.periodFor(base, n)
 }
 
 // expired returns copies of the ready nodes silent for three periods,
@@ -154,7 +174,7 @@ func (d *dispatcher) currentPeriod() time.Duration {
 func (d *dispatcher) expired(nodes []*api.Node, now time.Time) []*api.Node {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	grace := 3 * d.periodFor(len(nodes))
+	grace := 3 * d.periodFor(d.clusterBase(), len(nodes))
 	var out []*api.Node
 	known := make(map[string]bool, len(nodes))
 	for _, n := range nodes {

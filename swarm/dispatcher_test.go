@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/swarm"
@@ -121,5 +122,34 @@ func TestRefusedReportDoesNotBlockOthers(t *testing.T) {
 	defer p.mu.Unlock()
 	if p.refused == 0 {
 		t.Fatal("the poisoned report was never sent")
+	}
+}
+
+// The heartbeat period comes from the managers: the cluster's setting, or
+// the manager's, and longer with many nodes.
+func TestHeartbeatPeriodIsTheClusters(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.New(t, swarmtest.Options{Workers: 1, Manager: func(m *swarm.Manager) { m.HeartbeatsPerSecond = 10 }})
+	m := c.Leader()
+	if p, err := m.Heartbeat(ctx, "node0"); err != nil || p != swarmtest.DefaultHeartbeatPeriod {
+		t.Fatalf("period %v, %v; want the manager's %v", p, err, swarmtest.DefaultHeartbeatPeriod)
+	}
+	cur, _ := m.Cluster()
+	cs := cur.Spec
+	cs.Dispatcher.HeartbeatPeriod = 700 * time.Millisecond
+	if _, err := m.UpdateCluster(ctx, cur.Version, cs); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := m.Heartbeat(ctx, "node0"); p != 700*time.Millisecond {
+		t.Fatalf("period %v after the cluster set 700ms", p)
+	}
+	// 20 nodes at 10 heartbeats a second: every 2 s.
+	for i := range 19 {
+		if _, err := m.Register(ctx, fmt.Sprint("extra", i), api.NodeDescription{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, _ := m.Heartbeat(ctx, "node0"); p != 2*time.Second {
+		t.Fatalf("period %v with 20 nodes at 10 a second, want 2s", p)
 	}
 }

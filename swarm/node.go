@@ -862,6 +862,38 @@ func (n *Node) Close() error {
 	return nil
 }
 
+// Leave takes the node out of the cluster for good: it stops, and forgets
+// its identity, certificates and state (its tasks stop too: it is no
+// longer a node of the cluster). Its node object stays on the managers,
+// down, until it is removed (docker node rm). A manager must be demoted
+// first: leaving would take a vote from the cluster; force leaves anyway.
+func (n *Node) Leave(ctx context.Context, force bool) error {
+	n.mu.Lock()
+	role, w := n.state.Role, n.worker
+	n.mu.Unlock()
+	if role == string(ca.RoleManager) && !force {
+		return fmt.Errorf("%w: this node is a manager: demote it first (leaving would take a vote from the cluster), or force it", api.ErrInvalidSpec)
+	}
+	if w != nil {
+		// Its tasks go with it.
+		if a, ok := n.Executor.(agent.Adopter); ok {
+			if ids, err := a.Adopt(ctx); err == nil {
+				for _, id := range ids {
+					n.Executor.Shutdown(ctx, id, agent.DefaultStopGracePeriod)
+					n.Executor.Remove(ctx, id)
+				}
+			}
+		}
+	}
+	n.Close()
+	for _, p := range []string{nodeFile, ca.CertDirName, "manager"} {
+		if err := os.RemoveAll(filepath.Join(n.Dir, p)); err != nil {
+			return err
+		}
+	}
+	return atomicfile.SyncDir(n.Dir)
+}
+
 // certHolder holds a node's current certificate, so that a renewal takes
 // effect on every connection made after it.
 type certHolder struct {

@@ -531,3 +531,114 @@ func TestTLSKit(t *testing.T) {
 	c.Restart(leader)
 	c.WaitFor("2 running", func() bool { return len(running(t, c.Client(), svc.ID)) == 2 })
 }
+
+// The event stream is ordered and resumable; with a quorum of managers
+// gone, writes fail with a clear "no quorum" and tasks keep running; a
+// worker leaves for good.
+func TestEventsNoQuorumAndLeave(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3, Workers: 2})
+	cl := c.Client()
+	evctx, stop := context.WithCancel(ctx)
+	defer stop()
+	events, err := cl.Events(evctx, 0, "service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := cl.CreateService(ctx, service("web", api.Replicated(2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.ScaleService(ctx, "web", 3); err != nil {
+		t.Fatal(err)
+	}
+	var seen []swarm.Event
+	waitfor.True(t, "create and update events", func() bool {
+		select {
+		case ev := <-events:
+			seen = append(seen, ev)
+		default:
+		}
+		return len(seen) >= 2
+	})
+	if seen[0].Action != "create" || seen[0].ID != svc.ID || seen[1].Action != "update" || seen[1].Index <= seen[0].Index {
+		t.Fatalf("events %+v", seen)
+	}
+	// Resumed after the first: the second comes again, nothing before it.
+	again, err := cl.Events(evctx, seen[0].Index, "service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-again:
+		if ev.Index != seen[1].Index {
+			t.Fatalf("resumed at %d, got %d first", seen[0].Index, ev.Index)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a resumed stream gave nothing")
+	}
+	if _, err := cl.Events(evctx, 0, "bogus"); !errors.Is(err, api.ErrInvalidSpec) {
+		t.Fatalf("events of an unknown type: %v", err)
+	}
+	c.WaitFor("3 running", func() bool { return len(running(t, cl, svc.ID)) == 3 })
+
+	// A worker leaves: its tasks stop, its state is gone, its node is
+	// down on the managers.
+	w := c.Node("node1")
+	wid := w.ID()
+	if err := w.Leave(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(w.Dir, "node.json")); !os.IsNotExist(err) {
+		t.Fatalf("a node that left kept its state: %v", err)
+	}
+	c.WaitFor("the node that left is down", func() bool {
+		n, err := cl.Node(ctx, wid)
+		return err == nil && n.Status.State == api.NodeDown
+	})
+	if err := c.Node("m1").Leave(ctx, false); !errors.Is(err, api.ErrInvalidSpec) {
+		t.Fatalf("a manager leaving without demotion: %v", err)
+	}
+
+	// Two of three managers gone: no quorum.
+	leader := c.LeaderName()
+	var others []string
+	for _, nm := range []string{"m0", "m1", "m2"} {
+		if nm != leader {
+			others = append(others, nm)
+		}
+	}
+	c.Kill(others[0])
+	c.Kill(leader)
+	survivor := c.Node(others[1]).Client()
+	// Once the survivor has given up on the old leader (a heartbeat
+	// timeout), it says why writes fail; they never hang.
+	c.WaitFor("writes refused for want of a quorum", func() bool {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := survivor.ScaleService(wctx, "web", 1)
+		if err == nil {
+			t.Fatal("a write without quorum was accepted")
+		}
+		if wctx.Err() != nil {
+			t.Fatal("a write without quorum hung")
+		}
+		return strings.Contains(err.Error(), "no quorum")
+	})
+	// The worker's tasks run on.
+	if n := runningFakes(c.Exec("node0")); n == 0 {
+		t.Fatal("tasks stopped when the managers lost quorum")
+	}
+}
+
+// runningFakes counts the tasks a fake executor runs.
+func runningFakes(e *agent.FakeExecutor) int {
+	ids, _ := e.Adopt(context.Background())
+	n := 0
+	for _, id := range ids {
+		if in, err := e.Inspect(context.Background(), id); err == nil && in.Running {
+			n++
+		}
+	}
+	return n
+}
