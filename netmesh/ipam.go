@@ -167,6 +167,33 @@ func (a *IPAM) AllocateAddr(networkID, owner string, want netip.Addr) (netip.Add
 	return netip.Addr{}, fmt.Errorf("%w: all %d addresses of %s are in use", ErrPoolExhausted, hosts, s.Prefix)
 }
 
+// Owner tells who holds an address.
+func (a *IPAM) Owner(networkID string, ad netip.Addr) (string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.nets[networkID]
+	if !ok {
+		return "", false
+	}
+	o, ok := s.owners[ad]
+	return o, ok
+}
+
+// ReleaseOwner frees every address owner holds on a network.
+func (a *IPAM) ReleaseOwner(networkID, owner string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.nets[networkID]
+	if !ok {
+		return
+	}
+	for ad, o := range s.owners {
+		if o == owner && ad != s.Gateway {
+			delete(s.owners, ad)
+		}
+	}
+}
+
 // ReleaseAddr frees an address.
 func (a *IPAM) ReleaseAddr(networkID string, ad netip.Addr) error {
 	a.mu.Lock()

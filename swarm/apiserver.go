@@ -214,6 +214,79 @@ func (c *controlAPI) routes(mux *http.ServeMux) {
 		}
 		return nil, m.promoteSelf(r.Context(), id)
 	})
+	// Networks.
+	write("POST", "networks", http.StatusCreated, func(r *http.Request) (any, error) {
+		var spec api.NetworkSpec
+		if err := decodeBody(r, &spec); err != nil {
+			return nil, err
+		}
+		return m.CreateNetwork(r.Context(), spec)
+	})
+	read("networks", func(r *http.Request) (any, error) {
+		all, err := m.Networks()
+		f := filterFromQuery(r.URL.Query())
+		return keep(all, err, func(n *api.Network) bool { return f.matchMeta(n.ID, n.Spec.Name, n.Spec.Labels) })
+	})
+	read("networks/{id}", func(r *http.Request) (any, error) { return m.Network(r.PathValue("id")) })
+	write("DELETE", "networks/{id}", 0, func(r *http.Request) (any, error) {
+		return nil, m.RemoveNetwork(r.Context(), r.PathValue("id"))
+	})
+	// Secrets: their data goes in, never out.
+	write("POST", "secrets", http.StatusCreated, func(r *http.Request) (any, error) {
+		var spec api.SecretSpec
+		if err := decodeBody(r, &spec); err != nil {
+			return nil, err
+		}
+		return m.CreateSecret(r.Context(), spec)
+	})
+	read("secrets", func(r *http.Request) (any, error) {
+		all, err := m.Secrets()
+		f := filterFromQuery(r.URL.Query())
+		return keep(all, err, func(s *api.Secret) bool { return f.matchMeta(s.ID, s.Spec.Name, s.Spec.Labels) })
+	})
+	read("secrets/{id}", func(r *http.Request) (any, error) { return m.Secret(r.PathValue("id")) })
+	write("POST", "secrets/{id}/update", http.StatusOK, func(r *http.Request) (any, error) {
+		version, err := versionParam(r)
+		if err != nil {
+			return nil, err
+		}
+		var spec api.SecretSpec
+		if err := decodeBody(r, &spec); err != nil {
+			return nil, err
+		}
+		return m.UpdateSecret(r.Context(), r.PathValue("id"), version, spec)
+	})
+	write("DELETE", "secrets/{id}", 0, func(r *http.Request) (any, error) {
+		return nil, m.RemoveSecret(r.Context(), r.PathValue("id"))
+	})
+	// Configs.
+	write("POST", "configs", http.StatusCreated, func(r *http.Request) (any, error) {
+		var spec api.ConfigSpec
+		if err := decodeBody(r, &spec); err != nil {
+			return nil, err
+		}
+		return m.CreateConfig(r.Context(), spec)
+	})
+	read("configs", func(r *http.Request) (any, error) {
+		all, err := m.Configs()
+		f := filterFromQuery(r.URL.Query())
+		return keep(all, err, func(c *api.Config) bool { return f.matchMeta(c.ID, c.Spec.Name, c.Spec.Labels) })
+	})
+	read("configs/{id}", func(r *http.Request) (any, error) { return m.Config(r.PathValue("id")) })
+	write("POST", "configs/{id}/update", http.StatusOK, func(r *http.Request) (any, error) {
+		version, err := versionParam(r)
+		if err != nil {
+			return nil, err
+		}
+		var spec api.ConfigSpec
+		if err := decodeBody(r, &spec); err != nil {
+			return nil, err
+		}
+		return m.UpdateConfig(r.Context(), r.PathValue("id"), version, spec)
+	})
+	write("DELETE", "configs/{id}", 0, func(r *http.Request) (any, error) {
+		return nil, m.RemoveConfig(r.Context(), r.PathValue("id"))
+	})
 	// Events.
 	mux.HandleFunc("GET "+controlPrefix+"events", c.asManager(false, c.events))
 	// Certificate renewal: any node, for itself.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -34,8 +35,11 @@ type Client struct {
 	mc   *managers
 }
 
+// clientRetryFor is how long a Client call rides out a leader change.
+const clientRetryFor = 3 * time.Second
+
 func (c *Client) managers() *managers {
-	c.once.Do(func() { c.mc = &managers{addrs: slices.Clone(c.Addrs), tls: c.TLS} })
+	c.once.Do(func() { c.mc = &managers{addrs: slices.Clone(c.Addrs), tls: c.TLS, retryFor: clientRetryFor} })
 	return c.mc
 }
 
@@ -206,4 +210,85 @@ func (c *Client) Events(ctx context.Context, since uint64, types ...string) (<-c
 func (c *Client) RotateJoinToken(ctx context.Context, role api.NodeRole) (*api.Cluster, error) {
 	var out api.Cluster
 	return &out, c.send(ctx, http.MethodPost, "cluster/rotate-join-token", url.Values{"role": {string(role)}}, nil, &out)
+}
+
+// CreateNetwork creates an overlay network.
+func (c *Client) CreateNetwork(ctx context.Context, spec api.NetworkSpec) (*api.Network, error) {
+	var out api.Network
+	return &out, c.send(ctx, http.MethodPost, "networks", nil, spec, &out)
+}
+
+// Network returns a network by ID or name.
+func (c *Client) Network(ctx context.Context, idOrName string) (*api.Network, error) {
+	var out api.Network
+	return &out, c.get(ctx, "networks/"+url.PathEscape(idOrName), nil, &out)
+}
+
+// Networks lists the networks the filter selects.
+func (c *Client) Networks(ctx context.Context, f Filter) ([]*api.Network, error) {
+	var out []*api.Network
+	return out, c.get(ctx, "networks", f.Query(), &out)
+}
+
+// RemoveNetwork removes a network no service uses.
+func (c *Client) RemoveNetwork(ctx context.Context, idOrName string) error {
+	return c.send(ctx, http.MethodDelete, "networks/"+url.PathEscape(idOrName), nil, nil, nil)
+}
+
+// CreateSecret stores a secret; the answer leaves its data out.
+func (c *Client) CreateSecret(ctx context.Context, spec api.SecretSpec) (*api.Secret, error) {
+	var out api.Secret
+	return &out, c.send(ctx, http.MethodPost, "secrets", nil, spec, &out)
+}
+
+// Secret returns a secret by ID or name (without its data).
+func (c *Client) Secret(ctx context.Context, idOrName string) (*api.Secret, error) {
+	var out api.Secret
+	return &out, c.get(ctx, "secrets/"+url.PathEscape(idOrName), nil, &out)
+}
+
+// Secrets lists the secrets the filter selects (without their data).
+func (c *Client) Secrets(ctx context.Context, f Filter) ([]*api.Secret, error) {
+	var out []*api.Secret
+	return out, c.get(ctx, "secrets", f.Query(), &out)
+}
+
+// UpdateSecret changes a secret's labels.
+func (c *Client) UpdateSecret(ctx context.Context, id string, version uint64, spec api.SecretSpec) (*api.Secret, error) {
+	var out api.Secret
+	return &out, c.send(ctx, http.MethodPost, "secrets/"+url.PathEscape(id)+"/update", versionQuery(version), spec, &out)
+}
+
+// RemoveSecret removes a secret no service uses.
+func (c *Client) RemoveSecret(ctx context.Context, idOrName string) error {
+	return c.send(ctx, http.MethodDelete, "secrets/"+url.PathEscape(idOrName), nil, nil, nil)
+}
+
+// CreateConfig stores a config.
+func (c *Client) CreateConfig(ctx context.Context, spec api.ConfigSpec) (*api.Config, error) {
+	var out api.Config
+	return &out, c.send(ctx, http.MethodPost, "configs", nil, spec, &out)
+}
+
+// Config returns a config by ID or name.
+func (c *Client) Config(ctx context.Context, idOrName string) (*api.Config, error) {
+	var out api.Config
+	return &out, c.get(ctx, "configs/"+url.PathEscape(idOrName), nil, &out)
+}
+
+// Configs lists the configs the filter selects.
+func (c *Client) Configs(ctx context.Context, f Filter) ([]*api.Config, error) {
+	var out []*api.Config
+	return out, c.get(ctx, "configs", f.Query(), &out)
+}
+
+// UpdateConfig changes a config's labels.
+func (c *Client) UpdateConfig(ctx context.Context, id string, version uint64, spec api.ConfigSpec) (*api.Config, error) {
+	var out api.Config
+	return &out, c.send(ctx, http.MethodPost, "configs/"+url.PathEscape(id)+"/update", versionQuery(version), spec, &out)
+}
+
+// RemoveConfig removes a config no service uses.
+func (c *Client) RemoveConfig(ctx context.Context, idOrName string) error {
+	return c.send(ctx, http.MethodDelete, "configs/"+url.PathEscape(idOrName), nil, nil, nil)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -56,25 +55,43 @@ func (m *Manager) CreateService(ctx context.Context, spec api.ServiceSpec) (*api
 		return nil, err
 	}
 	now := time.Now().UTC()
-	svc := &api.Service{Meta: api.Meta{ID: newID(), CreatedAt: now, UpdatedAt: now}, Spec: spec}
-	err = st.Update(ctx, func(tx *raftstore.Tx) error {
-		if same, err := tx.Find(TableServices, IndexName, spec.Name); err != nil {
-			return err
-		} else if len(same) > 0 {
-			return nameInUse("service", spec.Name, same[0].ObjectID())
-		}
-		return tx.Create(TableServices, svc)
+	var svc *api.Service
+	err = retryConflicts(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			if same, err := tx.Find(TableServices, IndexName, spec.Name); err != nil {
+				return err
+			} else if len(same) > 0 {
+				return nameInUse("service", spec.Name, same[0].ObjectID())
+			}
+			resolved := cloneSpec(spec)
+			id := newID()
+			ep, err := resolveSpec(&tx.ReadTx, &resolved, id, nil)
+			if err != nil {
+				return err
+			}
+			svc = &api.Service{Meta: api.Meta{ID: id, CreatedAt: now, UpdatedAt: now}, Spec: resolved, Endpoint: ep}
+			return tx.Create(TableServices, svc)
+		})
 	})
-	// The check above saw the name free, but another create may have
-	// taken it before this one applied: the store refuses it then.
-	var ce *raftstore.ConflictError
-	if errors.As(err, &ce) && ce.Index == IndexName {
-		return nil, nameInUse("service", spec.Name, ce.HeldBy)
+	// The checks above saw the name and ports free, but another create may
+	// have taken them before this one applied: the store refuses it then.
+	if ce, ok := asConflict(err); ok && ce.Index == IndexPort {
+		return nil, fmt.Errorf("%w: port %s was published by another service meanwhile (%s)", api.ErrInvalidSpec, ce.Key, ce.HeldBy)
 	}
 	if err != nil {
-		return nil, err
+		return nil, asNameInUse(err, "service", spec.Name)
 	}
 	return svc, nil
+}
+
+// cloneSpec copies the parts of a spec that resolving changes, so the
+// caller's spec stays as it was.
+func cloneSpec(spec api.ServiceSpec) api.ServiceSpec {
+	c := spec
+	c.TaskTemplate.Networks = slices.Clone(spec.TaskTemplate.Networks)
+	c.TaskTemplate.Secrets = slices.Clone(spec.TaskTemplate.Secrets)
+	c.TaskTemplate.Configs = slices.Clone(spec.TaskTemplate.Configs)
+	return c
 }
 
 // UpdateService replaces a service's spec. version is the version the
@@ -102,6 +119,15 @@ func (m *Manager) UpdateService(ctx context.Context, id string, version uint64, 
 		if svc.Spec.Name != spec.Name {
 			return fmt.Errorf("%w: spec.name: a service cannot be renamed (%q to %q)", api.ErrInvalidSpec, svc.Spec.Name, spec.Name)
 		}
+		spec = cloneSpec(spec)
+		ep, err := resolveSpec(&tx.ReadTx, &spec, svc.ID, svc.Endpoint)
+		if err != nil {
+			return err
+		}
+		if ep != nil && svc.Endpoint != nil {
+			ep.VirtualIPs = svc.Endpoint.VirtualIPs // the allocator keeps those it still needs
+		}
+		svc.Endpoint = ep
 		prev := svc.Spec
 		now := time.Now().UTC()
 		a, _ := json.Marshal(prev.TaskTemplate)
@@ -110,7 +136,10 @@ func (m *Manager) UpdateService(ctx context.Context, id string, version uint64, 
 			// The tasks must change: a rolling update starts.
 			svc.UpdateStatus = &api.UpdateStatus{State: api.UpdateUpdating, StartedAt: now, Message: "update in progress"}
 		}
-		svc.PreviousSpec, svc.Spec, svc.Version, svc.UpdatedAt = &prev, spec, version, now
+		if err := specConflict(TableServices, svc.ID, version, svc.Version, svc.SpecChangedAfter); err != nil {
+			return err
+		}
+		svc.PreviousSpec, svc.Spec, svc.UpdatedAt, svc.SpecChangedAfter = &prev, spec, now, svc.Version
 		out = &svc
 		return tx.Update(TableServices, &svc)
 	})
@@ -136,7 +165,16 @@ func (m *Manager) RollbackService(ctx context.Context, id string) (*api.Service,
 		}
 		cur := svc.Spec
 		now := time.Now().UTC()
-		svc.Spec, svc.PreviousSpec, svc.UpdatedAt = *svc.PreviousSpec, &cur, now
+		prev := cloneSpec(*svc.PreviousSpec)
+		ep, err := resolveSpec(&tx.ReadTx, &prev, svc.ID, svc.Endpoint)
+		if err != nil {
+			return fmt.Errorf("%w (rolling back to the previous spec)", err)
+		}
+		if ep != nil && svc.Endpoint != nil {
+			ep.VirtualIPs = svc.Endpoint.VirtualIPs
+		}
+		svc.Endpoint = ep
+		svc.Spec, svc.PreviousSpec, svc.UpdatedAt, svc.SpecChangedAfter = prev, &cur, now, svc.Version
 		svc.UpdateStatus = &api.UpdateStatus{State: api.UpdateRollbackStarted, StartedAt: now, Message: "manually requested rollback"}
 		out = &svc
 		return tx.Update(TableServices, &svc)
@@ -329,7 +367,10 @@ func (m *Manager) UpdateNode(ctx context.Context, id string, version uint64, spe
 				return err
 			}
 		}
-		n.Spec, n.Version, n.UpdatedAt = spec, version, time.Now().UTC()
+		if err := specConflict(TableNodes, n.ID, version, n.Version, n.SpecChangedAfter); err != nil {
+			return err
+		}
+		n.Spec, n.UpdatedAt, n.SpecChangedAfter = spec, time.Now().UTC(), n.Version
 		out = &n
 		return tx.Update(TableNodes, &n)
 	})
@@ -460,6 +501,17 @@ func (m *Manager) canDemote(ctx context.Context, st *raftstore.Store, tx *raftst
 		return fmt.Errorf("%w: node %s is the last manager: promote another node first", api.ErrInvalidSpec, id)
 	case up < voters/2+1:
 		return fmt.Errorf("%w: demoting node %s would leave %d of %d managers up, short of a quorum of %d: bring managers back first", api.ErrInvalidSpec, id, up, voters, voters/2+1)
+	}
+	return nil
+}
+
+// specConflict refuses an update based on a version read before the
+// object's spec last changed (changedAfter): the caller would overwrite a
+// change it has not seen. Changes the managers made since (status,
+// allocations) do not count: they are not the caller's to see.
+func specConflict(table, id string, based, current, changedAfter uint64) error {
+	if based == 0 || based > current || based <= changedAfter {
+		return &raftstore.ConflictError{Table: table, ID: id, Expected: based, Actual: current}
 	}
 	return nil
 }

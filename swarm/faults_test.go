@@ -391,15 +391,7 @@ func TestSchedulerSeesResourcesPortsAndLabels(t *testing.T) {
 		return len(nodes) == 2 && len(c.Running(hsvc.ID)) == 2 && waiting
 	})
 	// Node labels: set on node1, matched by a constraint.
-	n, err := m.Node("node1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := n.Spec
-	spec.Labels = map[string]string{"zone": "east"}
-	if _, err := m.UpdateNode(ctx, "node1", n.Version, spec); err != nil {
-		t.Fatal(err)
-	}
+	editNode(t, m, m.Node, "node1", func(s *api.NodeSpec) { s.Labels = map[string]string{"zone": "east"} })
 	lp := service("east", api.Replicated(2))
 	lp.TaskTemplate.Placement = &api.Placement{Constraints: []string{"node.labels.zone==east"}}
 	lsvc := create(t, c, lp)
@@ -593,7 +585,6 @@ func TestHealthGatesUpdatesAndReplacesUnhealthy(t *testing.T) {
 // The constraint enforcer: tasks leave nodes that stop meeting their
 // constraints, or whose resources shrink below what they reserve.
 func TestConstraintEnforcer(t *testing.T) {
-	ctx := context.Background()
 	var memMu sync.Mutex
 	mem := map[string]int64{"node0": 8 << 30, "node1": 8 << 30}
 	c := swarmtest.New(t, swarmtest.Options{Workers: 2, HeartbeatPeriod: time.Second, Description: func(id string) api.NodeDescription {
@@ -603,12 +594,7 @@ func TestConstraintEnforcer(t *testing.T) {
 	}})
 	m := c.Leader()
 	for _, id := range []string{"node0", "node1"} {
-		n, _ := m.Node(id)
-		spec := n.Spec
-		spec.Labels = map[string]string{"zone": "east"}
-		if _, err := m.UpdateNode(ctx, id, n.Version, spec); err != nil {
-			t.Fatal(err)
-		}
+		editNode(t, m, m.Node, id, func(s *api.NodeSpec) { s.Labels = map[string]string{"zone": "east"} })
 	}
 	spec := service("east", api.Replicated(2))
 	spec.TaskTemplate.Placement = &api.Placement{Constraints: []string{"node.labels.zone==east"}}
@@ -621,12 +607,7 @@ func TestConstraintEnforcer(t *testing.T) {
 		}
 		return len(nodes) == 2
 	})
-	n, _ := m.Node("node0")
-	ns := n.Spec
-	ns.Labels = map[string]string{"zone": "west"}
-	if _, err := m.UpdateNode(ctx, "node0", n.Version, ns); err != nil {
-		t.Fatal(err)
-	}
+	editNode(t, m, m.Node, "node0", func(s *api.NodeSpec) { s.Labels = map[string]string{"zone": "west"} })
 	c.WaitFor("both on node1, the east node left", func() bool {
 		ts := c.Running(svc.ID)
 		for _, tk := range ts {

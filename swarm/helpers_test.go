@@ -2,6 +2,7 @@ package swarm_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/internal/waitfor"
+	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
@@ -162,4 +164,30 @@ var netErrClosed = net.ErrClosed
 func waitForWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	waitfor.Within(t, d, what, cond)
+}
+
+// nodeEditor is a Manager or a Client.
+type nodeEditor interface {
+	UpdateNode(ctx context.Context, id string, version uint64, spec api.NodeSpec) (*api.Node, error)
+}
+
+// editNode changes a node's spec, reading it again when it changed in
+// between (the allocator gives nodes their ingress address, say).
+func editNode(t *testing.T, ed nodeEditor, get func(id string) (*api.Node, error), id string, change func(*api.NodeSpec)) {
+	t.Helper()
+	for {
+		n, err := get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec := n.Spec
+		change(&spec)
+		_, err = ed.UpdateNode(context.Background(), id, n.Version, spec)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, raftstore.ErrConflict) {
+			t.Fatal(err)
+		}
+	}
 }

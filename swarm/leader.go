@@ -158,6 +158,7 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 		return false
 	}
 	state := &leaderState{dirty: map[string]bool{}, all: true, retry: map[string]time.Time{}}
+	var book *allocator // the address book, rebuilt at every full pass
 	var w *raftstore.Watcher
 	defer func() {
 		if w != nil {
@@ -189,7 +190,7 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 			}
 		}
 		if all || len(dirty) > 0 {
-			res, err := m.reconcile(ctx, st, dirty, all)
+			res, err := m.reconcile(ctx, st, dirty, all, &book)
 			switch {
 			case err == nil:
 			case ctx.Err() != nil:
@@ -316,11 +317,20 @@ func (m *Manager) ensureCluster(ctx context.Context, st *raftstore.Store) error 
 		if err != nil {
 			return err
 		}
+		// A new cluster gets its ingress network with it, as Docker's.
 		err = st.Update(ctx, func(tx *raftstore.Tx) error {
 			if n, err := tx.Count(TableClusters); err != nil || n > 0 {
 				return err
 			}
-			return tx.Create(TableClusters, c)
+			if err := tx.Create(TableClusters, c); err != nil {
+				return err
+			}
+			ingress, err := newNetwork(&tx.ReadTx, api.NetworkSpec{Annotations: api.Annotations{Name: IngressNetworkName}, Ingress: true,
+				IPAM: &api.IPAMConfig{Subnet: DefaultIngressSubnet.String()}}, c.CreatedAt)
+			if err != nil {
+				return err
+			}
+			return tx.Create(TableNetworks, ingress)
 		})
 		if err == nil || ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 			return err

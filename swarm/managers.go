@@ -26,6 +26,10 @@ type managers struct {
 	tls    *tls.Config
 	cur    string
 	client *http.Client
+	// retryFor is how long a call goes on trying when every manager
+	// refused it for a reason that passes (an election): a Client rides
+	// out a leader change instead of failing the user's call.
+	retryFor time.Duration
 }
 
 func (m *managers) httpClient() *http.Client {
@@ -81,8 +85,23 @@ func (m *managers) known() []string {
 	return slices.Clone(m.addrs)
 }
 
-// each runs fn on the managers in turn until one succeeds.
+// each runs fn on the managers in turn until one succeeds, for retryFor
+// at most when they all refuse for a reason that passes.
 func (m *managers) each(ctx context.Context, fn func(addr string) error) error {
+	deadline := time.Now().Add(m.retryFor)
+	var b backoff
+	for {
+		err := m.eachOnce(ctx, fn)
+		if err == nil || !Retryable(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		if !b.wait(ctx) {
+			return err
+		}
+	}
+}
+
+func (m *managers) eachOnce(ctx context.Context, fn func(addr string) error) error {
 	addrs := m.order()
 	if len(addrs) == 0 {
 		return errors.New("swarm: no manager addresses to call")

@@ -475,10 +475,9 @@ func (n *Node) switchRole(ctx context.Context, role string) error {
 		return ctx.Err()
 	}
 	// Demoted: stop managing and forget the Raft data (a later promotion
-	// joins afresh).
+	// joins afresh); the new role shows once all that is done.
 	n.mu.Lock()
 	m, port := n.mgr, n.port
-	n.mgr, n.port = nil, nil
 	n.mu.Unlock()
 	if m != nil {
 		m.Close()
@@ -486,15 +485,18 @@ func (n *Node) switchRole(ctx context.Context, role string) error {
 	if port != nil {
 		port.Close()
 	}
+	if err := os.RemoveAll(filepath.Join(n.Dir, "manager")); err != nil {
+		return err
+	}
 	st.Listen, st.Advertise = "", ""
 	if err := n.writeState(st); err != nil {
 		return err
 	}
 	n.mu.Lock()
-	n.state = st
+	n.state, n.mgr, n.port = st, nil, nil
 	n.mu.Unlock()
 	n.logger().Info("swarm: demoted: this node no longer manages", "node", st.ID)
-	return os.RemoveAll(filepath.Join(n.Dir, "manager"))
+	return nil
 }
 
 func (n *Node) runManager(ctx context.Context, st nodeState, ln net.Listener, boot []raftstore.Server, root *ca.Root) error {

@@ -27,7 +27,7 @@ type passResult struct {
 // changed: a task event reads that task's service and its tasks, not the
 // whole cluster. Only a pass that places tasks reads every task, to know
 // what each node already runs.
-func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[string]bool, all bool) (passResult, error) {
+func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[string]bool, all bool, book **allocator) (passResult, error) {
 	now := time.Now().UTC()
 	res := passResult{retry: map[string]time.Time{}}
 	var (
@@ -39,7 +39,9 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		usage    []*api.Task // every task, when the pass places some
 		p        plan
 		changed  []*api.Service
+		nodeUps  []*api.Node
 		owner    = map[string]string{} // task ID -> service ID, for conflicts
+		unplaced = map[*api.Task]bool{} // pending tasks without their addresses
 	)
 	err := st.View(func(tx *raftstore.ReadTx) error {
 		var err error
@@ -71,6 +73,29 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 				} else if len(ts) == 0 {
 					continue
 				}
+			}
+		}
+		// The address book: rebuilt from the store at a full pass, else
+		// kept up to date with what each pass allocates and frees.
+		if all || *book == nil {
+			if *book, err = newAllocator(tx); err != nil {
+				return err
+			}
+		} else {
+			nets, err := list[*api.Network](tx.List(TableNetworks))
+			if err != nil {
+				return err
+			}
+			(*book).syncNetworks(nets)
+		}
+		alloc := *book
+		vipChanged := map[string]bool{}
+		for i, svc := range services {
+			c := *svc
+			if ch, err := alloc.serviceVIPs(&c); err != nil {
+				m.logger().Warn("swarm: allocating a service's VIPs", "service", svc.Spec.Name, "err", err)
+			} else if ch {
+				services[i], vipChanged[svc.ID] = &c, true
 			}
 		}
 		known := map[string]bool{}
@@ -112,6 +137,24 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			budget -= len(sp.create)
 			if sp.service != nil {
 				changed = append(changed, sp.service)
+			} else if vipChanged[svc.ID] {
+				changed = append(changed, svc)
+			}
+			// Addresses: for the tasks to place (before placement), and
+			// freed for the tasks that ended.
+			for _, t := range append(slices.Clone(bySvc[svc.ID]), sp.create...) {
+				switch {
+				case ended(t) || t.DesiredState > api.TaskRunning && t.NodeID == "":
+					alloc.releaseTask(t)
+				case pendingTask(t):
+					if err := alloc.taskAddrs(svc, t); err != nil {
+						unplaced[t] = true
+						if msg := "waiting for an address: " + err.Error(); t.Status.Err != msg {
+							t.Status.Err = msg
+							p.updated(t)
+						}
+					}
+				}
 			}
 			p.merge(&sp)
 			if !sp.retryAt.IsZero() {
@@ -119,14 +162,36 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			}
 		}
 		// Tasks of removed services: shut down, then gone once ended.
-		for _, ts := range gone {
+		for id, ts := range gone {
+			alloc.releaseServiceByID(id)
 			for _, t := range ts {
+				if ended(t) {
+					alloc.releaseTask(t)
+				}
 				switch {
 				case ended(t) || t.NodeID == "":
 					p.remove = append(p.remove, t)
 				case t.DesiredState < api.TaskShutdown:
 					t.DesiredState = api.TaskShutdown
 					p.updated(t)
+				}
+			}
+		}
+		for _, t := range p.remove {
+			alloc.releaseTask(t)
+		}
+		if all {
+			// Every ready node has its address on ingress (the mesh
+			// reaches tasks on other nodes from it).
+			for _, n := range nodes {
+				if n.Status.State != api.NodeReady {
+					continue
+				}
+				c := *n
+				if ch, err := alloc.nodeIngress(&c); err != nil {
+					m.logger().Warn("swarm: allocating a node's ingress address", "err", err)
+				} else if ch {
+					nodeUps = append(nodeUps, &c)
 				}
 			}
 		}
@@ -153,14 +218,15 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		if sched == nil {
 			sched = scheduler.New(scheduler.Config{})
 		}
-		assigned = assign(sched, nodes, usage, byPending(bySvc, p.create), now)
+		pending := slices.DeleteFunc(byPending(bySvc, p.create), func(t *api.Task) bool { return unplaced[t] })
+		assigned = assign(sched, nodes, usage, pending, now)
 	}
-	return res, m.commit(ctx, st, now, &p, assigned, changed, owner, &res)
+	return res, m.commit(ctx, st, now, &p, assigned, changed, nodeUps, owner, &res)
 }
 
 // commit writes a pass: creations first (with their placement when the
 // scheduler placed them in this pass), then updates, each object once.
-func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, assigned []*api.Task, services []*api.Service, owner map[string]string, res *passResult) error {
+func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, assigned []*api.Task, services []*api.Service, nodes []*api.Node, owner map[string]string, res *passResult) error {
 	creating := make(map[*api.Task]bool, len(p.create))
 	for _, t := range p.create {
 		creating[t] = true
@@ -173,10 +239,15 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 			updating = append(updating, t)
 		}
 	}
-	if len(p.create)+len(updating)+len(p.remove)+len(services) == 0 {
+	if len(p.create)+len(updating)+len(p.remove)+len(services)+len(nodes) == 0 {
 		return nil
 	}
 	out, err := st.Batch(ctx, func(b *raftstore.Batch) error {
+		for _, n := range nodes {
+			if err := b.Update(TableNodes, n); err != nil {
+				return err
+			}
+		}
 		for _, svc := range services {
 			svc.UpdatedAt = now
 			if err := b.Update(TableServices, svc); err != nil {

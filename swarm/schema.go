@@ -26,6 +26,17 @@ const (
 	IndexService = "service"
 	// IndexNode finds the tasks assigned to a node.
 	IndexNode = "node"
+	// IndexNetwork, IndexSecret and IndexConfig find the services that use
+	// a network, secret or config (by ID).
+	IndexNetwork = "network"
+	IndexSecret  = "secret"
+	IndexConfig  = "config"
+	// IndexPort is a service's ingress published ports ("tcp/8080"),
+	// unique across services.
+	IndexPort = "port"
+	// IndexSubnet and IndexVNI are networks' allocations, unique.
+	IndexSubnet = "subnet"
+	IndexVNI    = "vni"
 )
 
 // Schema is the managers' store: the swarm/api objects with the indexes
@@ -36,15 +47,47 @@ func Schema() *raftstore.Schema {
 	}
 	return &raftstore.Schema{Tables: []raftstore.Table{
 		{Name: TableNodes, New: func() raftstore.Object { return &api.Node{} }},
-		{Name: TableServices, New: func() raftstore.Object { return &api.Service{} }, Unique: []string{IndexName},
-			Indexes: named(func(o raftstore.Object) string { return o.(*api.Service).Spec.Name })},
+		{Name: TableServices, New: func() raftstore.Object { return &api.Service{} }, Unique: []string{IndexName, IndexPort},
+			Indexes: map[string]raftstore.IndexFunc{
+				IndexName:    func(o raftstore.Object) []string { return []string{o.(*api.Service).Spec.Name} },
+				IndexNetwork: func(o raftstore.Object) []string { return serviceNetworks(o.(*api.Service)) },
+				IndexSecret: func(o raftstore.Object) []string {
+					var out []string
+					for _, r := range o.(*api.Service).Spec.TaskTemplate.Secrets {
+						out = append(out, r.SecretID)
+					}
+					return out
+				},
+				IndexConfig: func(o raftstore.Object) []string {
+					var out []string
+					for _, r := range o.(*api.Service).Spec.TaskTemplate.Configs {
+						out = append(out, r.ConfigID)
+					}
+					return out
+				},
+				IndexPort: func(o raftstore.Object) []string { return ingressPortKeys(o.(*api.Service)) },
+			}},
 		{Name: TableTasks, New: func() raftstore.Object { return &api.Task{} },
 			Indexes: map[string]raftstore.IndexFunc{
 				IndexService: func(o raftstore.Object) []string { return []string{o.(*api.Task).ServiceID} },
 				IndexNode:    func(o raftstore.Object) []string { return []string{o.(*api.Task).NodeID} },
 			}},
-		{Name: TableNetworks, New: func() raftstore.Object { return &api.Network{} }, Unique: []string{IndexName},
-			Indexes: named(func(o raftstore.Object) string { return o.(*api.Network).Spec.Name })},
+		{Name: TableNetworks, New: func() raftstore.Object { return &api.Network{} }, Unique: []string{IndexName, IndexSubnet, IndexVNI},
+			Indexes: map[string]raftstore.IndexFunc{
+				IndexName: func(o raftstore.Object) []string { return []string{o.(*api.Network).Spec.Name} },
+				IndexSubnet: func(o raftstore.Object) []string {
+					if n := o.(*api.Network); n.IPAM != nil {
+						return []string{n.IPAM.Subnet}
+					}
+					return nil
+				},
+				IndexVNI: func(o raftstore.Object) []string {
+					if n := o.(*api.Network); n.VNI != 0 {
+						return []string{fmt.Sprint(n.VNI)}
+					}
+					return nil
+				},
+			}},
 		{Name: TableSecrets, New: func() raftstore.Object { return &api.Secret{} }, Unique: []string{IndexName},
 			Indexes: named(func(o raftstore.Object) string { return o.(*api.Secret).Spec.Name })},
 		{Name: TableConfigs, New: func() raftstore.Object { return &api.Config{} }, Unique: []string{IndexName},
@@ -69,4 +112,36 @@ func list[T raftstore.Object](objs []raftstore.Object, err error) ([]T, error) {
 		out[i] = t
 	}
 	return out, nil
+}
+
+// serviceNetworks lists the network IDs a service's tasks attach to.
+func serviceNetworks(svc *api.Service) []string {
+	var out []string
+	for _, n := range svc.Spec.TaskTemplate.Networks {
+		out = append(out, n.Target)
+	}
+	return out
+}
+
+// ingressPortKeys lists a service's ingress published ports as
+// "proto/port" (allocated ones, from its endpoint).
+func ingressPortKeys(svc *api.Service) []string {
+	if svc.Endpoint == nil {
+		return nil
+	}
+	var out []string
+	for _, p := range svc.Endpoint.Ports {
+		if p.PublishMode != api.PublishHost && p.PublishedPort != 0 {
+			out = append(out, portKey(p))
+		}
+	}
+	return out
+}
+
+func portKey(p api.PortConfig) string {
+	proto := p.Protocol
+	if proto == "" {
+		proto = api.TCP
+	}
+	return fmt.Sprintf("%s/%d", proto, p.PublishedPort)
 }

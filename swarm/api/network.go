@@ -8,6 +8,8 @@ type Network struct {
 	VNI uint32 `json:"vni,omitempty"`
 	// IPAM is what was allocated: subnet and gateway.
 	IPAM *IPAMConfig `json:"ipam,omitempty"`
+	// WireGuardPort is an encrypted network's UDP port on every node.
+	WireGuardPort int `json:"wireGuardPort,omitempty"`
 }
 
 // NetworkSpec is what a user asks for.

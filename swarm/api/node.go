@@ -1,5 +1,7 @@
 package api
 
+import "net/netip"
+
 // NodeRole is what a node does in the cluster.
 type NodeRole string
 
@@ -38,6 +40,13 @@ type Node struct {
 	Description   NodeDescription `json:"description"`
 	Status        NodeStatus      `json:"status"`
 	ManagerStatus *ManagerStatus  `json:"managerStatus,omitempty"`
+	// Attachments are the node's own addresses on networks: on ingress,
+	// where the routing mesh reaches tasks on other nodes from.
+	Attachments []NetworkAttachment `json:"attachments,omitempty"`
+	// SpecChangedAfter is the version the node had just before its spec
+	// last changed (see Service.SpecChangedAfter): status changes do not
+	// make an operator's update a conflict.
+	SpecChangedAfter uint64 `json:"specChangedAfter,omitempty"`
 }
 
 // NodeSpec is what an operator sets on a node.
@@ -53,6 +62,11 @@ type NodeDescription struct {
 	Platform  Platform  `json:"platform"`
 	Resources Resources `json:"resources"`
 	Engine    Engine    `json:"engine"`
+	// DataAddr is the address other nodes send overlay traffic to; empty
+	// means the address the node reaches the managers from.
+	DataAddr string `json:"dataAddr,omitempty"`
+	// WireGuardKey is the node's public key for encrypted networks.
+	WireGuardKey string `json:"wireGuardKey,omitempty"`
 }
 
 // Engine describes the node's container runtime.
@@ -135,6 +149,14 @@ func (d *NodeDescription) Validate() error {
 		case g.Value < 0:
 			v.add(f+".value", "must not be negative")
 		}
+	}
+	if d.DataAddr != "" {
+		if _, err := netip.ParseAddr(d.DataAddr); err != nil {
+			v.addf("dataAddr", "%q is not an IP address", d.DataAddr)
+		}
+	}
+	if len(d.WireGuardKey) > 64 {
+		v.add("wireGuardKey", "at most 64 characters (a base64 key)")
 	}
 	if len(d.Engine.Version) > 128 {
 		v.add("engine.version", "at most 128 characters")

@@ -14,6 +14,11 @@ type Service struct {
 	UpdateStatus *UpdateStatus `json:"updateStatus,omitempty"`
 	// JobStatus tracks runs of a job service.
 	JobStatus *JobStatus `json:"jobStatus,omitempty"`
+	// SpecChangedAfter is the version the service had just before its spec
+	// last changed. An update based on a version after it is based on the
+	// spec in force, however many times the managers changed the service
+	// since (its endpoint, update status): it is not a conflict.
+	SpecChangedAfter uint64 `json:"specChangedAfter,omitempty"`
 }
 
 // ServiceSpec is what a user asks for.

@@ -1,0 +1,453 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/shoalproject/shoal/netmesh"
+	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// Networks, secrets and configs in the control API. A network's subnet
+// (from the cluster's default address pools unless given) and VNI are
+// allocated when it is created, unique across networks (the store checks
+// it when the change applies); task addresses and service VIPs are the
+// leader's allocator's. Secrets and configs are immutable but for their
+// labels; the API never returns a secret's data.
+
+// IngressNetworkName is the routing mesh's network, made with the cluster.
+const IngressNetworkName = "ingress"
+
+// DefaultIngressSubnet is the ingress network's subnet, as Docker's.
+var DefaultIngressSubnet = netip.MustParsePrefix("10.0.0.0/24")
+
+// firstVNI is where VNIs start (Docker's swarm uses 4096 and up).
+const firstVNI = 4096
+
+// firstWireGuardPort is where encrypted networks' UDP ports start.
+const firstWireGuardPort = 51820
+
+// ipamFor is an IPAM with the cluster's pools and the networks that exist.
+func ipamFor(spec api.ClusterSpec, nets []*api.Network) (*netmesh.IPAM, error) {
+	a := &netmesh.IPAM{SubnetBits: spec.SubnetSize}
+	for _, p := range spec.DefaultAddrPool {
+		pp, err := netip.ParsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("swarm: the cluster's address pool %q: %w", p, err)
+		}
+		a.Pools = append(a.Pools, pp)
+	}
+	for _, n := range nets {
+		if n.IPAM == nil {
+			continue
+		}
+		p, err := netip.ParsePrefix(n.IPAM.Subnet)
+		if err != nil {
+			continue
+		}
+		if _, err := a.AllocateSubnet(n.ID, p); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// newNetwork makes a network object: its subnet (asked for, or from the
+// pools) and gateway, its VNI and, if encrypted, its WireGuard port.
+func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time) (*api.Network, error) {
+	cspec, err := clusterSpec(tx)
+	if err != nil {
+		return nil, err
+	}
+	nets, err := list[*api.Network](tx.List(TableNetworks))
+	if err != nil {
+		return nil, err
+	}
+	a, err := ipamFor(cspec, nets)
+	if err != nil {
+		return nil, err
+	}
+	n := &api.Network{Meta: api.Meta{ID: newID(), CreatedAt: now, UpdatedAt: now}, Spec: spec}
+	var want netip.Prefix
+	if spec.IPAM != nil && spec.IPAM.Subnet != "" {
+		want = netip.MustParsePrefix(spec.IPAM.Subnet) // validated
+	}
+	sub, err := a.AllocateSubnet(n.ID, want)
+	if err != nil {
+		return nil, fmt.Errorf("%w: spec.ipam.subnet: %v", api.ErrInvalidSpec, err)
+	}
+	gw := sub.Gateway
+	if spec.IPAM != nil && spec.IPAM.Gateway != "" {
+		gw = netip.MustParseAddr(spec.IPAM.Gateway)
+	}
+	n.IPAM = &api.IPAMConfig{Subnet: sub.Prefix.String(), Gateway: gw.String()}
+	used := map[uint32]bool{}
+	ports := map[int]bool{}
+	for _, o := range nets {
+		used[o.VNI] = true
+		ports[o.WireGuardPort] = true
+	}
+	for v := uint32(firstVNI); ; v++ {
+		if !used[v] {
+			n.VNI = v
+			break
+		}
+	}
+	if spec.Encrypted {
+		for p := firstWireGuardPort; ; p++ {
+			if !ports[p] {
+				n.WireGuardPort = p
+				break
+			}
+		}
+	}
+	return n, nil
+}
+
+// CreateNetwork creates an overlay network.
+func (m *Manager) CreateNetwork(ctx context.Context, spec api.NetworkSpec) (*api.Network, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	return m.createNetwork(ctx, spec)
+}
+
+func (m *Manager) createNetwork(ctx context.Context, spec api.NetworkSpec) (*api.Network, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Network
+	err = retryConflicts(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			if same, err := tx.Find(TableNetworks, IndexName, spec.Name); err != nil {
+				return err
+			} else if len(same) > 0 {
+				return nameInUse("network", spec.Name, same[0].ObjectID())
+			}
+			if spec.Ingress {
+				all, err := list[*api.Network](tx.List(TableNetworks))
+				if err != nil {
+					return err
+				}
+				for _, n := range all {
+					if n.Spec.Ingress {
+						return fmt.Errorf("%w: spec.ingress: network %s is the ingress network: remove it first to replace it", api.ErrInvalidSpec, n.Spec.Name)
+					}
+				}
+			}
+			n, err := newNetwork(&tx.ReadTx, spec, time.Now().UTC())
+			if err != nil {
+				return err
+			}
+			out = n
+			return tx.Create(TableNetworks, n)
+		})
+	})
+	if err != nil {
+		return nil, asNameInUse(err, "network", spec.Name)
+	}
+	return out, nil
+}
+
+// retryConflicts runs fn again when another write took a unique key it
+// computed (a subnet, a VNI, a port), a few times.
+func retryConflicts(fn func() error) error {
+	var err error
+	for range 5 {
+		err = fn()
+		ce, ok := asConflict(err)
+		if !ok || ce.Index == IndexName {
+			return err
+		}
+	}
+	return err
+}
+
+func asConflict(err error) (*raftstore.ConflictError, bool) {
+	var ce *raftstore.ConflictError
+	if errors.As(err, &ce) {
+		return ce, true
+	}
+	return nil, false
+}
+
+// asNameInUse turns a unique-name conflict into ErrNameInUse.
+func asNameInUse(err error, kind, name string) error {
+	if ce, ok := asConflict(err); ok && ce.Index == IndexName {
+		return nameInUse(kind, name, ce.HeldBy)
+	}
+	return err
+}
+
+// lookup finds an object by ID, else by name, else by a unique ID prefix.
+func lookup[T raftstore.Object](tx *raftstore.ReadTx, table, kind, idOrName string) (T, error) {
+	var zero T
+	if o, err := tx.Get(table, idOrName); err == nil {
+		return o.(T), nil
+	}
+	if found, err := list[T](tx.Find(table, IndexName, idOrName)); err == nil && len(found) > 0 {
+		return found[0], nil
+	}
+	if len(idOrName) >= 3 {
+		if found, err := list[T](tx.FindPrefix(table, raftstore.IndexID, idOrName)); err == nil && len(found) == 1 {
+			return found[0], nil
+		}
+	}
+	return zero, notFound(kind, idOrName)
+}
+
+// Network returns a network by ID or name.
+func (m *Manager) Network(idOrName string) (*api.Network, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Network
+	err = st.View(func(tx *raftstore.ReadTx) (err error) {
+		out, err = lookup[*api.Network](tx, TableNetworks, "network", idOrName)
+		return err
+	})
+	return out, err
+}
+
+// Networks lists the networks.
+func (m *Manager) Networks() ([]*api.Network, error) { return listAll[*api.Network](m, TableNetworks) }
+
+// RemoveNetwork removes a network no service uses.
+func (m *Manager) RemoveNetwork(ctx context.Context, idOrName string) error {
+	st, err := m.st()
+	if err != nil {
+		return err
+	}
+	return st.Update(ctx, func(tx *raftstore.Tx) error {
+		n, err := lookup[*api.Network](&tx.ReadTx, TableNetworks, "network", idOrName)
+		if err != nil {
+			return err
+		}
+		users, err := usedBy(&tx.ReadTx, IndexNetwork, n.ID)
+		if err != nil {
+			return err
+		}
+		if n.Spec.Ingress {
+			// Services that publish ingress ports use it.
+			svcs, err := list[*api.Service](tx.List(TableServices))
+			if err != nil {
+				return err
+			}
+			for _, s := range svcs {
+				if wantsIngress(s) {
+					users = append(users, s.Spec.Name)
+				}
+			}
+		}
+		if len(users) > 0 {
+			return fmt.Errorf("%w: network %s is in use by service(s) %s: remove them or their use of it first", api.ErrInvalidSpec, n.Spec.Name, strings.Join(users, ", "))
+		}
+		return tx.Delete(TableNetworks, n.ID)
+	})
+}
+
+// usedBy names the services whose index holds key.
+func usedBy(tx *raftstore.ReadTx, index, key string) ([]string, error) {
+	svcs, err := list[*api.Service](tx.Find(TableServices, index, key))
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range svcs {
+		names = append(names, s.Spec.Name)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// CreateSecret stores a secret (sealed at rest with the rest of the
+// store); the answer leaves its data out.
+func (m *Manager) CreateSecret(ctx context.Context, spec api.SecretSpec) (*api.Secret, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	sec := &api.Secret{Meta: api.Meta{ID: newID(), CreatedAt: now, UpdatedAt: now}, Spec: spec}
+	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+		if same, err := tx.Find(TableSecrets, IndexName, spec.Name); err != nil {
+			return err
+		} else if len(same) > 0 {
+			return nameInUse("secret", spec.Name, same[0].ObjectID())
+		}
+		return tx.Create(TableSecrets, sec)
+	})
+	if err != nil {
+		return nil, asNameInUse(err, "secret", spec.Name)
+	}
+	return sec.Redacted(), nil
+}
+
+// Secret returns a secret by ID or name, without its data.
+func (m *Manager) Secret(idOrName string) (*api.Secret, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Secret
+	err = st.View(func(tx *raftstore.ReadTx) (err error) {
+		out, err = lookup[*api.Secret](tx, TableSecrets, "secret", idOrName)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.Redacted(), nil
+}
+
+// Secrets lists the secrets, without their data.
+func (m *Manager) Secrets() ([]*api.Secret, error) {
+	all, err := listAll[*api.Secret](m, TableSecrets)
+	for i, s := range all {
+		all[i] = s.Redacted()
+	}
+	return all, err
+}
+
+// UpdateSecret changes a secret's labels (its name and data cannot
+// change: make a new secret to change them).
+func (m *Manager) UpdateSecret(ctx context.Context, id string, version uint64, spec api.SecretSpec) (*api.Secret, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Secret
+	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+		cur, err := lookup[*api.Secret](&tx.ReadTx, TableSecrets, "secret", id)
+		if err != nil {
+			return err
+		}
+		if spec.Name != cur.Spec.Name || (len(spec.Data) > 0 && string(spec.Data) != string(cur.Spec.Data)) {
+			return fmt.Errorf("%w: only a secret's labels can change; its name and data cannot (make a new secret)", api.ErrInvalidSpec)
+		}
+		c := *cur
+		c.Spec.Labels, c.Version, c.UpdatedAt = spec.Labels, version, time.Now().UTC()
+		out = &c
+		return tx.Update(TableSecrets, &c)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.Redacted(), nil
+}
+
+// RemoveSecret removes a secret no service uses.
+func (m *Manager) RemoveSecret(ctx context.Context, idOrName string) error {
+	st, err := m.st()
+	if err != nil {
+		return err
+	}
+	return st.Update(ctx, func(tx *raftstore.Tx) error {
+		sec, err := lookup[*api.Secret](&tx.ReadTx, TableSecrets, "secret", idOrName)
+		if err != nil {
+			return err
+		}
+		if users, err := usedBy(&tx.ReadTx, IndexSecret, sec.ID); err != nil {
+			return err
+		} else if len(users) > 0 {
+			return fmt.Errorf("%w: secret %s is in use by service(s) %s", api.ErrInvalidSpec, sec.Spec.Name, strings.Join(users, ", "))
+		}
+		return tx.Delete(TableSecrets, sec.ID)
+	})
+}
+
+// CreateConfig stores a config.
+func (m *Manager) CreateConfig(ctx context.Context, spec api.ConfigSpec) (*api.Config, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	cfg := &api.Config{Meta: api.Meta{ID: newID(), CreatedAt: now, UpdatedAt: now}, Spec: spec}
+	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+		if same, err := tx.Find(TableConfigs, IndexName, spec.Name); err != nil {
+			return err
+		} else if len(same) > 0 {
+			return nameInUse("config", spec.Name, same[0].ObjectID())
+		}
+		return tx.Create(TableConfigs, cfg)
+	})
+	if err != nil {
+		return nil, asNameInUse(err, "config", spec.Name)
+	}
+	return cfg, nil
+}
+
+// Config returns a config by ID or name.
+func (m *Manager) Config(idOrName string) (*api.Config, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Config
+	err = st.View(func(tx *raftstore.ReadTx) (err error) {
+		out, err = lookup[*api.Config](tx, TableConfigs, "config", idOrName)
+		return err
+	})
+	return out, err
+}
+
+// Configs lists the configs.
+func (m *Manager) Configs() ([]*api.Config, error) { return listAll[*api.Config](m, TableConfigs) }
+
+// UpdateConfig changes a config's labels.
+func (m *Manager) UpdateConfig(ctx context.Context, id string, version uint64, spec api.ConfigSpec) (*api.Config, error) {
+	st, err := m.st()
+	if err != nil {
+		return nil, err
+	}
+	var out *api.Config
+	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+		cur, err := lookup[*api.Config](&tx.ReadTx, TableConfigs, "config", id)
+		if err != nil {
+			return err
+		}
+		if spec.Name != cur.Spec.Name || (len(spec.Data) > 0 && string(spec.Data) != string(cur.Spec.Data)) {
+			return fmt.Errorf("%w: only a config's labels can change; its name and data cannot (make a new config)", api.ErrInvalidSpec)
+		}
+		c := *cur
+		c.Spec.Labels, c.Version, c.UpdatedAt = spec.Labels, version, time.Now().UTC()
+		out = &c
+		return tx.Update(TableConfigs, &c)
+	})
+	return out, err
+}
+
+// RemoveConfig removes a config no service uses.
+func (m *Manager) RemoveConfig(ctx context.Context, idOrName string) error {
+	st, err := m.st()
+	if err != nil {
+		return err
+	}
+	return st.Update(ctx, func(tx *raftstore.Tx) error {
+		cfg, err := lookup[*api.Config](&tx.ReadTx, TableConfigs, "config", idOrName)
+		if err != nil {
+			return err
+		}
+		if users, err := usedBy(&tx.ReadTx, IndexConfig, cfg.ID); err != nil {
+			return err
+		} else if len(users) > 0 {
+			return fmt.Errorf("%w: config %s is in use by service(s) %s", api.ErrInvalidSpec, cfg.Spec.Name, strings.Join(users, ", "))
+		}
+		return tx.Delete(TableConfigs, cfg.ID)
+	})
+}
