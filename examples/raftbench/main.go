@@ -56,6 +56,10 @@ type options struct {
 	dir        string
 	quick      bool
 	cpuprofile string
+	blockprof  string
+	mutexprof  string
+	heapprof   string
+	timings    *timingSink
 }
 
 func run(ctx context.Context) error {
@@ -72,7 +76,17 @@ func run(ctx context.Context) error {
 	flag.BoolVar(&o.quick, "quick", false, "short run: 1s writes, 5,000-task batch, 3 trials, 10,000-task RSS")
 	flag.BoolVar(&o.rssChild, "rss-child", false, "internal: measure RSS in this process")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
+	flag.StringVar(&o.blockprof, "blockprofile", "", "write a block (waits on channels, syscalls not included) profile to this file")
+	flag.StringVar(&o.mutexprof, "mutexprofile", "", "write a mutex contention profile to this file")
+	flag.StringVar(&o.heapprof, "heapprofile", "", "write a heap profile to this file at the peak of the writes part (before its cluster closes)")
+	rafttimings := flag.Bool("raft-timings", false, "print where a write's time goes (hashicorp/raft's timing samples, means per writer count)")
 	flag.Parse()
+	if *rafttimings {
+		o.timings = newTimingSink()
+		if err := o.timings.install(); err != nil {
+			return err
+		}
+	}
 	if o.cpuprofile != "" {
 		f, err := os.Create(o.cpuprofile)
 		if err != nil {
@@ -80,6 +94,14 @@ func run(ctx context.Context) error {
 		}
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
+	}
+	if o.blockprof != "" {
+		runtime.SetBlockProfileRate(1)
+		defer writeProfile("block", o.blockprof)
+	}
+	if o.mutexprof != "" {
+		runtime.SetMutexProfileFraction(1)
+		defer writeProfile("mutex", o.mutexprof)
 	}
 	for _, w := range strings.Split(writers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(w))
@@ -254,6 +276,9 @@ func benchWrites(ctx context.Context, o options) error {
 			wg   sync.WaitGroup
 			errs atomic.Int64
 		)
+		if o.timings != nil {
+			o.timings.reset()
+		}
 		deadline := time.Now().Add(o.duration)
 		start := time.Now()
 		for range n {
@@ -283,8 +308,28 @@ func benchWrites(ctx context.Context, o options) error {
 			fmt.Printf("  (%d errors)", e)
 		}
 		fmt.Println()
+		if o.timings != nil {
+			o.timings.print()
+		}
+	}
+	if o.heapprof != "" {
+		runtime.GC()
+		writeProfile("heap", o.heapprof)
 	}
 	return nil
+}
+
+// writeProfile writes a named runtime profile; errors go to stderr, since a
+// missing profile must not hide the figures.
+func writeProfile(name, path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup(name).WriteTo(f, 0)
+		f.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "raftbench: %s profile: %v\n", name, err)
+	}
 }
 
 func benchBatch(ctx context.Context, o options) error {
