@@ -18,9 +18,17 @@ type fsm struct {
 	schema *Schema
 	logger *slog.Logger
 	events *eventRing
+	// durable, when set, waits until the log holds every entry up to an
+	// index on stable storage. The leader's appends may still be syncing
+	// when their entries commit (see WAL.StoreLogs); nothing is published or
+	// acknowledged before they are durable.
+	durable func(index uint64) error
 
 	// live is written only by raft's FSM goroutine (Apply, Restore).
 	live *state
+	// failed is set (FSM goroutine only) once the log could not be made
+	// durable: the state is no longer published.
+	failed error
 
 	mu sync.RWMutex // guards the published view and appliedCh
 	// published is an immutable clone of live as of applied.
@@ -59,12 +67,30 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // burst of small writes costs one commit, not one each.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	results := make([]any, len(logs))
+	if f.failed != nil {
+		for i := range results {
+			results[i] = f.failed
+		}
+		return results
+	}
 	var events []Event
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue
 		}
 		results[i], events = f.applyEntry(f.live, l, events)
+	}
+	// Applying ran while the leader's sync may still have been running;
+	// publishing and answering wait for it.
+	if f.durable != nil {
+		if err := f.durable(logs[len(logs)-1].Index); err != nil {
+			f.failed = err
+			f.logger.Error("raftstore: the log is not durable; this member stops applying entries", "err", err)
+			for i := range results {
+				results[i] = err
+			}
+			return results
+		}
 	}
 	pub := f.live.clone()
 	f.mu.Lock()

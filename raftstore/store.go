@@ -99,8 +99,9 @@ type Store struct {
 	raft      *raft.Raft
 	fsm       *fsm
 	events    *eventRing
-	logs      *BoltLogStore
-	logStore  raft.LogStore // the cached log, for covered()
+	logs      *WAL
+	raftPtr   atomic.Pointer[raft.Raft] // for the WAL's leader check, which may run before s.raft is set
+	logStore  raft.LogStore             // the cached log, for covered()
 	keyring   *KeyRing
 	snaps     *sealedSnapshotStore
 	pruneMu   sync.Mutex
@@ -151,6 +152,7 @@ func (s *Store) Start(ctx context.Context) (err error) {
 		logStore    raft.LogStore
 		stableStore raft.StableStore
 		snaps       raft.SnapshotStore
+		transport   = s.Transport
 	)
 	if s.Dir == "" {
 		mem := raft.NewInmemStore()
@@ -166,11 +168,18 @@ func (s *Store) Start(ctx context.Context) (err error) {
 			}
 			sealer = s.keyring
 		}
-		if s.logs, err = OpenBoltLogStore(filepath.Join(s.Dir, "raft.db"), sealer); err != nil {
+		if s.logs, err = openLog(s.Dir, sealer, logger); err != nil {
 			return err
 		}
 		cleanup = append(cleanup, func() { s.logs.Close() })
 		logStore, stableStore = s.logs, s.logs
+		leading := func() bool {
+			r := s.raftPtr.Load()
+			return r != nil && r.State() == raft.Leader
+		}
+		s.logs.leading.Store(&leading)
+		s.fsm.durable = s.logs.waitDurable
+		transport = guardCommits(transport, s.logs.durableIndex)
 		snapDir := filepath.Join(s.Dir, "snapshots")
 		fss, err := raft.NewFileSnapshotStoreWithLogger(s.Dir, 2, newHCLogger(s.Logger, "raft-snap"))
 		if err != nil {
@@ -196,10 +205,8 @@ func (s *Store) Start(ctx context.Context) (err error) {
 			snaps = ss
 		}
 	}
-	cached, err := raft.NewLogCache(64, logStore) // entries may be 256 KiB: a small cache
-	if err != nil {
-		return err
-	}
+	// No raft.LogCache: the WAL keeps recent entries itself, bounded by size.
+	cached := logStore
 	s.logStore = cached
 
 	conf := raft.DefaultConfig()
@@ -220,10 +227,11 @@ func (s *Store) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("raftstore: reading state in %s: %w", s.Dir, err)
 	}
-	r, err := raft.NewRaft(conf, s.fsm, cached, stableStore, snaps, s.Transport)
+	r, err := raft.NewRaft(conf, s.fsm, cached, stableStore, snaps, transport)
 	if err != nil {
 		return fmt.Errorf("raftstore: start raft (data dir %q): %w", s.Dir, err)
 	}
+	s.raftPtr.Store(r)
 	cleanup = append(cleanup, func() { r.Shutdown().Error() })
 	if !existing && len(s.Bootstrap) > 0 {
 		var cfg raft.Configuration
