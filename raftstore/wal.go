@@ -59,7 +59,7 @@ type WAL struct {
 	// make an unsynced leader append safe.
 	leading atomic.Pointer[func() bool]
 	// syncHook runs before each fdatasync of segments (tests).
-	syncHook func()
+	syncHook atomic.Pointer[func()]
 
 	smu sync.Mutex // held for a whole sync: syncs run one at a time (the epoch rule needs it)
 	wmu sync.Mutex // serializes appends, truncations and the start of each sync
@@ -799,8 +799,8 @@ func (w *WAL) sync() error {
 		w.epoch++
 	}
 	w.wmu.Unlock()
-	if w.syncHook != nil && len(files) > 0 {
-		w.syncHook()
+	if hook := w.syncHook.Load(); hook != nil && len(files) > 0 {
+		(*hook)()
 	}
 	for _, seg := range files {
 		if err := unix.Fdatasync(int(seg.f.Fd())); err != nil {
