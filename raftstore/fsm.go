@@ -18,6 +18,7 @@ type fsm struct {
 	schema *Schema
 	logger *slog.Logger
 	events *eventRing
+	dicts  *dictSet
 	// durable, when set, waits until the log holds every entry up to an
 	// index on stable storage. The leader's appends may still be syncing
 	// when their entries commit (see WAL.StoreLogs); nothing is published or
@@ -45,7 +46,7 @@ var (
 
 func newFSM(schema *Schema, ring *eventRing, logger *slog.Logger) (*fsm, error) {
 	live := newState(schema)
-	return &fsm{schema: schema, logger: logger, events: ring, live: live, published: live.clone(), appliedCh: make(chan struct{})}, nil
+	return &fsm{schema: schema, logger: logger, events: ring, dicts: newDictSet(), live: live, published: live.clone(), appliedCh: make(chan struct{})}, nil
 }
 
 // view opens a read-only snapshot together with the index it reflects.
@@ -112,6 +113,17 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 		f.logger.Error("raftstore: refusing malformed log entry", "index", l.Index, "err", err)
 		return err, events
 	}
+	// Dictionaries first: the ops after them may use them.
+	n := 0
+	for i := range ops {
+		if ops[i].kind == opDict {
+			f.dicts.add(ops[i].table, ops[i].data)
+			continue
+		}
+		ops[n] = ops[i]
+		n++
+	}
+	ops = ops[:n]
 	recs := make([]*record, len(ops))
 	for i := range ops {
 		o := &ops[i]
@@ -119,8 +131,16 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 			return err, events
 		}
 		if o.kind != opDelete {
+			var d *dict
+			if o.dictID != 0 {
+				if d = f.dicts.get(o.dictID); d == nil {
+					err := fmt.Errorf("raftstore: log entry %d: %s/%s is compressed with an unknown dictionary", l.Index, o.table, o.id)
+					f.logger.Error("raftstore: refusing log entry", "index", l.Index, "err", err)
+					return err, events
+				}
+			}
 			// Copy: a record must not pin its whole log entry in memory.
-			recs[i] = &record{id: o.id, version: l.Index, data: append([]byte(nil), o.data...), keys: o.keys}
+			recs[i] = &record{id: o.id, version: l.Index, data: append([]byte(nil), o.data...), dict: d, keys: string(o.keysRaw)}
 		}
 	}
 	olds := make([]*record, len(ops))
@@ -189,10 +209,16 @@ func write(st *state, o *op, r *record) {
 	st.put(o.table, r)
 }
 
-// Snapshot format: magic, uvarint index, then records (byte 1, string table,
-// string id, uvarint version, bytes data, index keys as in log entries) and a
-// terminating byte 0. Records are written as stored: no re-encoding.
-const snapshotMagic = "SHOALSS2"
+// Snapshot format: magic, uvarint index, then the compression dictionaries
+// (byte 2, string table, bytes dictionary), then records (byte 1, string
+// table, string id, uvarint version, compression as in log entries, bytes
+// data, index keys as in log entries) and a terminating byte 0. Records are
+// written as stored: no re-encoding. Snapshots of format 2 (SHOALSS2, before
+// compression: no dictionaries, no compression byte) are still read.
+const (
+	snapshotMagic   = "SHOALSS3"
+	snapshotMagicV2 = "SHOALSS2"
+)
 
 // maxRecordBytes bounds one object in a snapshot, so a corrupt length cannot
 // make a restore allocate without limit.
@@ -201,13 +227,14 @@ const maxRecordBytes = 256 << 20
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &fsmSnapshot{schema: f.schema, st: f.published, index: f.applied}, nil
+	return &fsmSnapshot{schema: f.schema, st: f.published, index: f.applied, dicts: f.dicts.all()}, nil
 }
 
 type fsmSnapshot struct {
 	schema *Schema
 	st     *state
 	index  uint64
+	dicts  []*dict
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
@@ -226,6 +253,12 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 func (s *fsmSnapshot) write(w *bufio.Writer) error {
 	buf := append([]byte(snapshotMagic), 0)[:len(snapshotMagic)]
 	buf = binary.AppendUvarint(buf, s.index)
+	for _, d := range s.dicts {
+		buf = append(buf, 2)
+		buf = appendString(buf, d.table)
+		buf = binary.AppendUvarint(buf, uint64(len(d.raw)))
+		buf = append(buf, d.raw...)
+	}
 	if _, err := w.Write(buf); err != nil {
 		return err
 	}
@@ -247,9 +280,19 @@ func (s *fsmSnapshot) writeRecord(w *bufio.Writer, bufp *[]byte, table string, r
 	buf = appendString(buf, table)
 	buf = appendString(buf, r.id)
 	buf = binary.AppendUvarint(buf, r.version)
+	if r.dict != nil {
+		buf = append(buf, 1)
+		buf = binary.LittleEndian.AppendUint64(buf, r.dict.id)
+	} else {
+		buf = append(buf, 0)
+	}
 	buf = binary.AppendUvarint(buf, uint64(len(r.data)))
 	buf = append(buf, r.data...)
-	buf = appendKeys(buf, r.keys)
+	if r.keys == "" {
+		buf = append(buf, 0)
+	} else {
+		buf = append(buf, r.keys...)
+	}
 	*bufp = buf
 	_, err := w.Write(buf)
 	return err
@@ -261,7 +304,7 @@ func (s *fsmSnapshot) Release() {}
 // resync, since the changes between their position and the snapshot are gone.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, index, err := readSnapshot(f.schema, bufio.NewReaderSize(rc, 256<<10))
+	st, index, err := readSnapshot(f.schema, f.dicts, bufio.NewReaderSize(rc, 256<<10))
 	if err != nil {
 		return fmt.Errorf("raftstore: restore snapshot: %w", err)
 	}
@@ -277,11 +320,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-func readSnapshot(schema *Schema, r *bufio.Reader) (*state, uint64, error) {
+func readSnapshot(schema *Schema, dicts *dictSet, r *bufio.Reader) (*state, uint64, error) {
 	magic := make([]byte, len(snapshotMagic))
-	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != snapshotMagic {
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != snapshotMagic && string(magic) != snapshotMagicV2 {
 		return nil, 0, errors.New("not a shoal snapshot (bad header)")
 	}
+	compression := string(magic) == snapshotMagic
 	index, err := binary.ReadUvarint(r)
 	if err != nil {
 		return nil, 0, fmt.Errorf("snapshot header: %w", err)
@@ -295,10 +339,22 @@ func readSnapshot(schema *Schema, r *bufio.Reader) (*state, uint64, error) {
 		if tag == 0 {
 			break
 		}
+		if tag == 2 && compression {
+			table, err := readBytes(r, 1<<10)
+			if err != nil {
+				return nil, 0, fmt.Errorf("snapshot dictionary %d: %w", n, err)
+			}
+			raw, err := readBytes(r, maxRecordBytes)
+			if err != nil {
+				return nil, 0, fmt.Errorf("snapshot dictionary %d: %w", n, err)
+			}
+			dicts.add(string(table), raw)
+			continue
+		}
 		if tag != 1 {
 			return nil, 0, fmt.Errorf("snapshot record %d: bad tag %d", n, tag)
 		}
-		rec, table, err := readRecord(r)
+		rec, table, err := readRecord(r, dicts, compression)
 		if err != nil {
 			return nil, 0, fmt.Errorf("snapshot record %d: %w", n, err)
 		}
@@ -310,7 +366,7 @@ func readSnapshot(schema *Schema, r *bufio.Reader) (*state, uint64, error) {
 	return st, index, nil
 }
 
-func readRecord(r *bufio.Reader) (*record, string, error) {
+func readRecord(r *bufio.Reader, dicts *dictSet, compression bool) (*record, string, error) {
 	table, err := readBytes(r, 1<<10)
 	if err != nil {
 		return nil, "", err
@@ -323,6 +379,26 @@ func readRecord(r *bufio.Reader) (*record, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	var d *dict
+	if compression {
+		c, err := r.ReadByte()
+		if err != nil {
+			return nil, "", err
+		}
+		switch c {
+		case 0:
+		case 1:
+			var ref [8]byte
+			if _, err := io.ReadFull(r, ref[:]); err != nil {
+				return nil, "", err
+			}
+			if d = dicts.get(binary.LittleEndian.Uint64(ref[:])); d == nil {
+				return nil, "", fmt.Errorf("%s/%s is compressed with a dictionary the snapshot does not hold", table, id)
+			}
+		default:
+			return nil, "", fmt.Errorf("unknown compression %d", c)
+		}
+	}
 	data, err := readBytes(r, maxRecordBytes)
 	if err != nil {
 		return nil, "", err
@@ -331,24 +407,23 @@ func readRecord(r *bufio.Reader) (*record, string, error) {
 	if err != nil || nidx > 1<<10 {
 		return nil, "", fmt.Errorf("bad index count %d: %v", nidx, err)
 	}
-	var keys [][]string
-	if nidx > 0 {
-		keys = make([][]string, nidx)
-	}
-	for i := range keys {
+	keys := binary.AppendUvarint(nil, nidx)
+	for range nidx {
 		nk, err := binary.ReadUvarint(r)
 		if err != nil || nk > 1<<20 {
 			return nil, "", fmt.Errorf("bad key count %d: %v", nk, err)
 		}
+		keys = binary.AppendUvarint(keys, nk)
 		for range nk {
 			k, err := readBytes(r, 1<<16)
 			if err != nil {
 				return nil, "", err
 			}
-			keys[i] = append(keys[i], string(k))
+			keys = binary.AppendUvarint(keys, uint64(len(k)))
+			keys = append(keys, k...)
 		}
 	}
-	return &record{id: string(id), version: version, data: data, keys: keys}, string(table), nil
+	return &record{id: string(id), version: version, data: data, dict: d, keys: string(keys)}, string(table), nil
 }
 
 func readBytes(r *bufio.Reader, limit uint64) ([]byte, error) {

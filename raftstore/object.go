@@ -33,6 +33,13 @@ type Table struct {
 	// Indexes are the secondary indexes by name. The primary index, by ID,
 	// always exists and is called IndexID.
 	Indexes map[string]IndexFunc
+	// Compress stores the table's objects compressed, in memory, in the log
+	// and in snapshots, against a dictionary: the first object written to
+	// the table. Similar objects (tasks) shrink several times. The
+	// dictionary keeps that first object's bytes for as long as the store
+	// lives, even after the object is deleted: leave Compress off for
+	// tables of secrets.
+	Compress bool
 
 	indexNames []string // sorted: the order index keys travel in log entries
 }

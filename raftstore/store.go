@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,6 +112,11 @@ type Store struct {
 	observer  *raft.Observer
 	barrierAt atomic.Uint64 // the term whose barrier completed: linearizable reads may skip it
 
+	dictMu sync.Mutex
+	// newDicts are dictionaries this member proposed that may not be
+	// applied yet, by table: entries carry them until they are.
+	newDicts map[string]*dict
+
 	leaderMu   sync.Mutex
 	leaderSubs map[chan LeaderInfo]struct{}
 	leaderLast LeaderInfo
@@ -143,7 +149,7 @@ func (s *Store) Start(ctx context.Context) (err error) {
 		}
 	}()
 
-	s.events = newEventRing(cmp(s.WatchBuffer, DefaultWatchBuffer))
+	s.events = newEventRing(cmp(s.WatchBuffer, DefaultWatchBuffer), s.Schema.tableNames()...)
 	logger := s.logger()
 	if s.fsm, err = newFSM(s.Schema, s.events, logger); err != nil {
 		return err
@@ -572,22 +578,33 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		return nil
 	}
 	entry := newEntry(entryTx, 256)
+	var carry []*dict
 	for _, o := range ops {
 		if o.obj != nil {
+			t, _ := s.Schema.table(o.table)
 			data, err := s.Schema.Codec.Marshal(o.table, o.obj)
 			if err != nil {
 				return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
 			}
-			o.data = data
-			t, _ := s.Schema.table(o.table)
+			var d *dict
+			o.dictID, o.data, d = s.pack(t, data)
+			if d != nil && !slices.Contains(carry, d) {
+				carry = append(carry, d)
+			}
 			o.keys = t.indexKeys(o.obj)
 		}
+	}
+	// Dictionaries the members may not have yet go first.
+	for _, d := range carry {
+		entry = appendOp(entry, &op{kind: opDict, table: d.table, data: d.raw})
+	}
+	for _, o := range ops {
 		entry = appendOp(entry, o)
 		if len(entry) > MaxTxBytes {
 			return fmt.Errorf("%w: over %d MiB in one entry; use Batch", ErrTooLarge, MaxTxBytes>>20)
 		}
 	}
-	setCount(entry, len(ops))
+	setCount(entry, len(carry)+len(ops))
 	index, resp, err := s.apply(ctx, entry)
 	if err != nil {
 		return err
@@ -601,6 +618,40 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		}
 	}
 	return nil
+}
+
+// pack compresses an encoded object of table t (if t.Compress) and returns
+// the op's dictionary ID and data, and the dictionary when the entry must
+// carry it (it may not be applied on every member yet).
+func (s *Store) pack(t *Table, data []byte) (uint64, []byte, *dict) {
+	if !t.Compress {
+		return 0, data, nil
+	}
+	var carry *dict
+	d := s.fsm.dicts.forTable(t.Name)
+	if d == nil {
+		s.dictMu.Lock()
+		if d = s.newDicts[t.Name]; d == nil {
+			// The first object of the table becomes its dictionary.
+			if d = newDict(t.Name, slices.Clone(data)); d == nil {
+				s.dictMu.Unlock()
+				return 0, data, nil
+			}
+			if s.newDicts == nil {
+				s.newDicts = map[string]*dict{}
+			}
+			s.newDicts[t.Name] = d
+		}
+		s.dictMu.Unlock()
+		if s.fsm.dicts.get(d.id) == nil {
+			carry = d
+		}
+	}
+	c := d.compress(data)
+	if c == nil {
+		return 0, data, nil
+	}
+	return d.id, c, carry
 }
 
 func (s *Store) apply(ctx context.Context, entry []byte) (uint64, any, error) {
@@ -653,6 +704,7 @@ type Batch struct {
 	limit   int
 	body    []byte
 	n       int
+	carried []*dict // dictionaries already in body
 	futures []raft.ApplyFuture
 	err     error
 }
@@ -680,6 +732,7 @@ func (b *Batch) add(o *op) error {
 	if err != nil {
 		return err
 	}
+	var carry *dict
 	if o.obj != nil {
 		o.keys = t.indexKeys(o.obj)
 		o.id = o.obj.ObjectID()
@@ -690,10 +743,15 @@ func (b *Batch) add(o *op) error {
 		if err != nil {
 			return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
 		}
-		o.data = data
+		o.dictID, o.data, carry = b.s.pack(t, data)
 	}
 	if b.body == nil {
 		b.body = newEntry(entryBatch, b.limit+b.limit/4)
+	}
+	if carry != nil && !slices.Contains(b.carried, carry) {
+		b.body = appendOp(b.body, &op{kind: opDict, table: carry.table, data: carry.raw})
+		b.carried = append(b.carried, carry)
+		b.n++
 	}
 	b.body = appendOp(b.body, o)
 	b.n++
@@ -710,7 +768,7 @@ func (b *Batch) flush() error {
 	setCount(b.body, b.n)
 	// Raft keeps the entry: the next one gets a fresh buffer.
 	b.futures = append(b.futures, b.s.raft.Apply(b.body, timeoutOf(b.ctx)))
-	b.body, b.n = nil, 0
+	b.body, b.n, b.carried = nil, 0, b.carried[:0]
 	return nil
 }
 

@@ -60,6 +60,7 @@ type options struct {
 	mutexprof  string
 	heapprof   string
 	timings    *timingSink
+	mem        bool
 }
 
 func run(ctx context.Context) error {
@@ -79,6 +80,7 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.blockprof, "blockprofile", "", "write a block (waits on channels, syscalls not included) profile to this file")
 	flag.StringVar(&o.mutexprof, "mutexprofile", "", "write a mutex contention profile to this file")
 	flag.StringVar(&o.heapprof, "heapprofile", "", "write a heap profile to this file at the peak of the writes part (before its cluster closes)")
+	flag.BoolVar(&o.mem, "mem", false, "print the process's memory after each writer count")
 	rafttimings := flag.Bool("raft-timings", false, "print where a write's time goes (hashicorp/raft's timing samples, means per writer count)")
 	flag.Parse()
 	if *rafttimings {
@@ -137,10 +139,11 @@ func run(ctx context.Context) error {
 	return nil
 }
 
-// schema is the task table as the managers will hold it.
+// schema is the task table as the managers will hold it, compressed (tasks
+// are alike: a task's JSON compresses several times against another task).
 func schema() *raftstore.Schema {
 	return &raftstore.Schema{Tables: []raftstore.Table{{
-		Name: "tasks", New: func() raftstore.Object { return &api.Task{} },
+		Name: "tasks", New: func() raftstore.Object { return &api.Task{} }, Compress: true,
 		Indexes: map[string]raftstore.IndexFunc{
 			"service": func(o raftstore.Object) []string { return []string{o.(*api.Task).ServiceID} },
 			"node":    func(o raftstore.Object) []string { return []string{o.(*api.Task).NodeID} },
@@ -310,6 +313,14 @@ func benchWrites(ctx context.Context, o options) error {
 		fmt.Println()
 		if o.timings != nil {
 			o.timings.print()
+		}
+		if o.mem {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			objects := 0
+			l.View(func(tx *raftstore.ReadTx) error { objects, _ = tx.Count("tasks"); return nil })
+			fmt.Printf("    memory: RSS %d MB (peak %d MB), Go heap in use %d MB (goal %d MB), %d tasks on each member\n",
+				procstat.RSSKB(os.Getpid())>>10, procstat.PeakRSSKB(os.Getpid())>>10, ms.HeapInuse>>20, ms.NextGC>>20, objects)
 		}
 	}
 	if o.heapprof != "" {
