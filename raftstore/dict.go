@@ -3,55 +3,149 @@ package raftstore
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"fmt"
+	"errors"
 	"slices"
 	"sync"
-
-	"github.com/klauspost/compress/s2"
 )
 
 // dict is a compression dictionary of a table (Table.Compress): the encoding
 // of one object of the table. Objects of a table share field names and
-// many values, so an object compressed with another one as S2's history
-// shrinks several times (a 528-byte JSON task to about 70 bytes, in 2 µs;
-// decoding takes 0.2 µs). Dictionaries are immutable and named by a hash of
+// many values, so an object written as copies from another one plus what
+// differs shrinks several times (a 528-byte JSON task to about 70 bytes in
+// about a microsecond). Dictionaries are immutable and named by a hash of
 // their bytes, so every member derives the same one from the same bytes.
+//
+// The encoding (not S2's dictionary mode, whose 64 KiB table on the stack
+// made every call grow the writer's stack, nor a general compressor: the
+// history is only the dictionary):
+//
+//	uvarint  decoded length
+//	ops      byte t; t&1 == 0: a literal of t>>1+1 bytes, which follow;
+//	         t&1 == 1: a copy of t>>1+dictMinMatch bytes from the dictionary
+//	         at a uvarint offset
 type dict struct {
 	id    uint64
 	table string
 	raw   []byte
-	s2    *s2.Dict
+
+	once  sync.Once
+	index *[1 << dictHashBits]int32 // dictionary position by hash of dictMinMatch bytes (proposers only)
 }
 
+const (
+	dictMinMatch = 5
+	dictMaxMatch = 127 + dictMinMatch
+	dictHashBits = 12
+	// dictMaxBytes bounds a dictionary: offsets stay small, and the first
+	// object of a table is what it is.
+	dictMaxBytes = 64 << 10
+)
+
 // newDict makes a dictionary of raw (kept, not copied); nil when raw is too
-// short to be one.
+// short or too long to be one.
 func newDict(table string, raw []byte) *dict {
-	d := s2.MakeDict(raw, nil)
-	if d == nil {
+	if len(raw) < 2*dictMinMatch || len(raw) > dictMaxBytes {
 		return nil
 	}
 	sum := sha256.Sum256(raw)
 	// 0 means "not compressed" in entries and snapshots.
-	return &dict{id: binary.LittleEndian.Uint64(sum[:]) | 1, table: table, raw: raw, s2: d}
+	return &dict{id: binary.LittleEndian.Uint64(sum[:]) | 1, table: table, raw: raw}
 }
 
-// compress returns data compressed, or nil when that would not be smaller.
+func dictHash(b []byte) uint32 {
+	v := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 | uint64(b[4])<<32
+	return uint32(v * 0x9E3779B97F4A7C15 >> (64 - dictHashBits))
+}
+
+// compress returns data encoded against the dictionary, or nil when that
+// would not be smaller.
 func (d *dict) compress(data []byte) []byte {
-	c := d.s2.Encode(nil, data)
-	if len(c) >= len(data) {
+	d.once.Do(func() {
+		d.index = new([1 << dictHashBits]int32)
+		for i := range d.index {
+			d.index[i] = -1
+		}
+		for i := 0; i+dictMinMatch <= len(d.raw); i++ {
+			d.index[dictHash(d.raw[i:])] = int32(i)
+		}
+	})
+	out := binary.AppendUvarint(make([]byte, 0, len(data)/4+16), uint64(len(data)))
+	lit, next := 0, -1 // next: the dictionary position after the last copy
+	for i := 0; i+dictMinMatch <= len(data); {
+		cand := -1
+		if next >= 0 && next+dictMinMatch <= len(d.raw) && string(d.raw[next:next+dictMinMatch]) == string(data[i:i+dictMinMatch]) {
+			cand = next // objects alike: what follows a match often matches too
+		} else if c := int(d.index[dictHash(data[i:])]); c >= 0 && string(d.raw[c:c+dictMinMatch]) == string(data[i:i+dictMinMatch]) {
+			cand = c
+		}
+		if cand < 0 {
+			i++
+			continue
+		}
+		n := dictMinMatch
+		for n < dictMaxMatch && i+n < len(data) && cand+n < len(d.raw) && data[i+n] == d.raw[cand+n] {
+			n++
+		}
+		out = appendLiterals(out, data[lit:i])
+		out = append(out, byte(n-dictMinMatch)<<1|1)
+		out = binary.AppendUvarint(out, uint64(cand))
+		i += n
+		lit, next = i, cand+n
+		if len(out) >= len(data) {
+			return nil
+		}
+	}
+	out = appendLiterals(out, data[lit:])
+	if len(out) >= len(data) {
 		return nil
 	}
-	return c
+	return out
 }
 
-func (d *dict) decompress(data []byte) ([]byte, error) {
-	n, err := s2.DecodedLen(data)
-	if err != nil || n > maxRecordBytes {
-		return nil, fmt.Errorf("raftstore: compressed object is damaged (length %d: %v)", n, err)
+func appendLiterals(out, lit []byte) []byte {
+	for len(lit) > 0 {
+		n := min(len(lit), 128)
+		out = append(out, byte(n-1)<<1)
+		out = append(out, lit[:n]...)
+		lit = lit[n:]
 	}
-	out, err := d.s2.Decode(nil, data)
-	if err != nil {
-		return nil, fmt.Errorf("raftstore: compressed object is damaged: %w", err)
+	return out
+}
+
+// decompress reverses compress. Damaged input is an error, never a panic
+// or an unbounded allocation.
+func (d *dict) decompress(data []byte) ([]byte, error) {
+	n, k := binary.Uvarint(data)
+	if k <= 0 || n > maxRecordBytes {
+		return nil, errors.New("raftstore: compressed object is damaged (bad length)")
+	}
+	data = data[k:]
+	out := make([]byte, 0, n)
+	for len(data) > 0 {
+		t := data[0]
+		data = data[1:]
+		if t&1 == 0 {
+			l := int(t>>1) + 1
+			if l > len(data) {
+				return nil, errors.New("raftstore: compressed object is damaged (literal past the end)")
+			}
+			out = append(out, data[:l]...)
+			data = data[l:]
+		} else {
+			l := uint64(t>>1) + dictMinMatch
+			off, k := binary.Uvarint(data)
+			if k <= 0 || off > uint64(len(d.raw)) || l > uint64(len(d.raw))-off {
+				return nil, errors.New("raftstore: compressed object is damaged (copy outside the dictionary)")
+			}
+			data = data[k:]
+			out = append(out, d.raw[off:off+l]...)
+		}
+		if uint64(len(out)) > n {
+			return nil, errors.New("raftstore: compressed object is damaged (longer than it says)")
+		}
+	}
+	if uint64(len(out)) != n {
+		return nil, errors.New("raftstore: compressed object is damaged (shorter than it says)")
 	}
 	return out, nil
 }
@@ -83,7 +177,6 @@ func (s *dictSet) add(table string, raw []byte) *dict {
 		return have
 	}
 	d.raw = slices.Clone(raw) // raw may alias a log entry
-	d.s2 = s2.MakeDict(d.raw, nil)
 	s.byID[d.id] = d
 	s.order = append(s.order, d)
 	if s.first[table] == nil {

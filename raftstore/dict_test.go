@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -221,4 +222,54 @@ func TestKeyListReadsEncodedKeys(t *testing.T) {
 		keyList(enc[:cut], 2, nil)
 	}
 	keyList("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 0, nil)
+}
+
+func TestDictionaryCodec(t *testing.T) {
+	ref := []byte(`{"id":"task000000999","createdAt":"2026-11-29T19:36:29.491965354Z","serviceID":"svc0099","nodeID":"node00999","state":"running"}`)
+	d := newDict("t", ref)
+	cases := [][]byte{
+		[]byte(`{"id":"task000012345","createdAt":"2026-11-29T19:40:01.000000001Z","serviceID":"svc0045","nodeID":"node02345","state":"running"}`),
+		ref,
+		[]byte(`completely different content with nothing in common at all, none whatsoever`),
+		bytes.Repeat([]byte("x"), 1000),
+		{},
+		[]byte("abc"),
+	}
+	rnd := []byte{}
+	for i := range 3000 {
+		rnd = append(rnd, byte(i*7919>>3), ref[i%len(ref)])
+	}
+	cases = append(cases, rnd)
+	for i, in := range cases {
+		c := d.compress(in)
+		if c == nil {
+			continue // not smaller: stored as is
+		}
+		if len(c) >= len(in) {
+			t.Fatalf("case %d: %d bytes compressed to %d", i, len(in), len(c))
+		}
+		out, err := d.decompress(c)
+		if err != nil || !bytes.Equal(out, in) {
+			t.Fatalf("case %d: round trip: %v", i, err)
+		}
+		// Every truncation and single-byte change decodes to an error or
+		// to some bytes, never a panic.
+		for cut := range len(c) {
+			d.decompress(c[:cut])
+		}
+		for j := range c {
+			m := slices.Clone(c)
+			m[j] ^= 0xA5
+			d.decompress(m)
+		}
+	}
+	if c := d.compress(cases[0]); c == nil || len(c) > len(cases[0])/3 {
+		t.Fatalf("an object like the dictionary compressed to %d of %d bytes", len(c), len(cases[0]))
+	}
+	if _, err := d.decompress([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}); err == nil {
+		t.Fatal("a huge claimed length was accepted")
+	}
+	if newDict("t", []byte("short")) != nil {
+		t.Fatal("a 5-byte dictionary")
+	}
 }
