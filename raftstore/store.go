@@ -526,6 +526,10 @@ func (s *Store) waitApplied(ctx context.Context, index uint64) error {
 
 // wait waits for a raft future, translating its errors.
 func (s *Store) wait(ctx context.Context, f raft.Future) error {
+	if ctx.Done() == nil {
+		// Nothing can cancel: wait in place, without a goroutine.
+		return s.raftErr(f.Error())
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- f.Error() }()
 	select {
