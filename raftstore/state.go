@@ -115,12 +115,6 @@ func lessIdx(a, b idxEntry) bool {
 // clone) against depth.
 const btreeDegree = 16
 
-// idxDegree is smaller: index entries are 32 bytes (the primary tree's are
-// pointers), and writes land all over an index (a task's node), so each
-// applied batch copies many index leaves once; halving the degree halved
-// the bytes copied (at 256 writers those copies were 30% of all allocation).
-const idxDegree = 8
-
 // state is the in-memory database: per table a B-tree by ID and one per
 // secondary index. Cloning is O(number of trees): the trees share nodes and
 // copy them on write, so the FSM can publish an immutable snapshot after
@@ -142,7 +136,7 @@ func newState(s *Schema) *state {
 		t := &s.Tables[i]
 		ts := &tableState{table: t, byID: btree.NewG(btreeDegree, lessRecord), idx: map[string]*btree.BTreeG[idxEntry]{}}
 		for name := range t.Indexes {
-			ts.idx[name] = btree.NewG(idxDegree, lessIdx)
+			ts.idx[name] = btree.NewG(btreeDegree, lessIdx)
 		}
 		st.tables[t.Name] = ts
 	}
