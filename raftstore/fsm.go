@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -124,6 +125,7 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 		n++
 	}
 	ops = ops[:n]
+	events = slices.Grow(events, len(ops))
 	recs := make([]*record, len(ops))
 	for i := range ops {
 		o := &ops[i]

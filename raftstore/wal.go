@@ -68,11 +68,14 @@ type WAL struct {
 	segs  []*segment
 	first uint64
 	last  uint64
-	// recent holds the latest small entries as raft gave them, by index
-	// modulo its size: replication to followers reads what was just
-	// appended, and reading it back from the file (a pread and, sealed, an
-	// AES-GCM open per entry) cost a fifth of the CPU at 256 writers.
-	recent [recentEntries]*raft.Log
+	// recent holds the latest entries as raft gave them, by index modulo
+	// its size, up to recentBytes of data: replication to followers reads
+	// what was just appended, and reading it back from the file (a pread
+	// and, sealed, an AES-GCM open per entry) cost a fifth of the CPU at
+	// 256 writers. recentLo is the lowest index that may be cached.
+	recent      [recentEntries]*raft.Log
+	recentBytes int
+	recentLo    uint64
 
 	// Guarded by wmu.
 	buf, plain []byte
@@ -129,10 +132,10 @@ const (
 	scanWindow      = 1 << 20
 	defaultSegBytes = 64 << 20
 	// recentEntries and recentMaxBytes bound the in-memory copies: at most
-	// 1024 entries of up to 8 KiB (8 MiB); bigger entries (Batch fills
-	// 256 KiB ones) are read from the file.
+	// 1024 entries and 16 MiB (64 of Batch's 256 KiB entries, as raft's
+	// own log cache held).
 	recentEntries  = 1024
-	recentMaxBytes = 8 << 10
+	recentMaxBytes = 16 << 20
 )
 
 // OpenWAL opens (or creates) the log in dir. It reads every entry once, so
@@ -644,11 +647,7 @@ func (w *WAL) write(logs []*raft.Log) error {
 		seg.offs = append(seg.offs, offs...)
 		seg.end += int64(len(buf))
 		for _, l := range pending {
-			if len(l.Data)+len(l.Extensions) <= recentMaxBytes {
-				w.recent[l.Index%recentEntries] = l
-			} else {
-				w.recent[l.Index%recentEntries] = nil
-			}
+			w.cacheLocked(l)
 		}
 		w.last = seg.base + uint64(len(seg.offs)) - 1
 		if w.first == 0 {
@@ -692,6 +691,31 @@ func (w *WAL) write(logs []*raft.Log) error {
 	w.written = w.last
 	w.buf = buf[:0]
 	return nil
+}
+
+// cacheLocked keeps l in the recent entries, dropping the oldest ones to
+// stay within the bounds. Called with mu held for writing.
+func (w *WAL) cacheLocked(l *raft.Log) {
+	size := len(l.Data) + len(l.Extensions)
+	if size > recentMaxBytes/4 {
+		return
+	}
+	slot := &w.recent[l.Index%recentEntries]
+	if *slot != nil {
+		w.recentBytes -= len((*slot).Data) + len((*slot).Extensions)
+	}
+	*slot = l
+	w.recentBytes += size
+	if l.Index >= recentEntries {
+		w.recentLo = max(w.recentLo, l.Index-(recentEntries-1)) // older slots were reused
+	}
+	for w.recentBytes > recentMaxBytes && w.recentLo < l.Index {
+		if c := &w.recent[w.recentLo%recentEntries]; *c != nil && (*c).Index == w.recentLo {
+			w.recentBytes -= len((*c).Data) + len((*c).Extensions)
+			*c = nil
+		}
+		w.recentLo++
+	}
 }
 
 // appendRecord appends l as a record of seg (whose salt the CRC covers; nil
@@ -933,6 +957,7 @@ func (w *WAL) removeAll() error {
 	gone := w.segs
 	w.segs, w.first, w.last = nil, 0, 0
 	clear(w.recent[:])
+	w.recentBytes = 0
 	w.mu.Unlock()
 	for j := len(gone) - 1; j >= 0; j-- {
 		if err := w.removeSegment(gone[j]); err != nil {
@@ -993,6 +1018,7 @@ func (w *WAL) truncate(lo uint64) error {
 	w.last = lo - 1
 	for i, c := range w.recent {
 		if c != nil && c.Index >= lo {
+			w.recentBytes -= len(c.Data) + len(c.Extensions)
 			w.recent[i] = nil
 		}
 	}

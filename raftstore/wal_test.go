@@ -376,3 +376,38 @@ func TestWALLeaderAppendsSyncInTheBackground(t *testing.T) {
 		t.Fatalf("durable index %d, want 3", d)
 	}
 }
+
+// The recent entries stay within their byte bound, and what they serve is
+// what was stored.
+func TestWALRecentEntriesAreBounded(t *testing.T) {
+	w, err := OpenWAL(t.TempDir(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	big := bytes.Repeat([]byte("b"), 1<<20)
+	for i := uint64(1); i <= 40; i++ {
+		if err := w.StoreLogs([]*raft.Log{{Index: i, Term: 1, Type: raft.LogCommand, Data: big}}); err != nil {
+			t.Fatal(err)
+		}
+		if w.recentBytes > recentMaxBytes {
+			t.Fatalf("%d bytes cached after %d entries of 1 MiB", w.recentBytes, i)
+		}
+	}
+	storeRange(t, w, 41, 3000, 1)
+	sum := 0
+	for _, c := range w.recent {
+		if c != nil {
+			sum += len(c.Data)
+		}
+	}
+	if sum != w.recentBytes {
+		t.Fatalf("accounting says %d cached bytes, the slots hold %d", w.recentBytes, sum)
+	}
+	var l raft.Log
+	for _, i := range []uint64{1, 40, 41, 2000, 3000} {
+		if err := w.GetLog(i, &l); err != nil || l.Index != i || (i <= 40 && !bytes.Equal(l.Data, big)) || (i > 40 && !bytes.Equal(l.Data, testLog(i, 1).Data)) {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+	}
+}
