@@ -620,7 +620,7 @@ func (w *WAL) write(logs []*raft.Log) error {
 	if w.last == 0 {
 		// Appending to an empty log: a first index kept from an earlier
 		// compaction must not hide the new entries after a restart.
-		if v, ok := w.stable.get(keyFirstIndex); ok && binary.LittleEndian.Uint64(v) != 0 {
+		if v, ok := w.stable.get(keyFirstIndex); ok && (len(v) != 8 || binary.LittleEndian.Uint64(v) != 0) {
 			if err := w.stable.set(keyFirstIndex, binary.LittleEndian.AppendUint64(nil, 0)); err != nil {
 				return w.fail(err)
 			}
