@@ -72,19 +72,25 @@ func (d *dict) compress(data []byte) []byte {
 	out := binary.AppendUvarint(make([]byte, 0, len(data)/4+16), uint64(len(data)))
 	lit, next := 0, -1 // next: the dictionary position after the last copy
 	for i := 0; i+dictMinMatch <= len(data); {
-		cand := -1
-		if next >= 0 && next+dictMinMatch <= len(d.raw) && string(d.raw[next:next+dictMinMatch]) == string(data[i:i+dictMinMatch]) {
-			cand = next // objects alike: what follows a match often matches too
-		} else if c := int(d.index[dictHash(data[i:])]); c >= 0 && string(d.raw[c:c+dictMinMatch]) == string(data[i:i+dictMinMatch]) {
-			cand = c
+		// Two candidates: where the last copy ended (objects alike: what
+		// follows a match often matches too), and the last place in the
+		// dictionary with the same next bytes. The longer match wins.
+		cand, n := -1, 0
+		for _, c := range [2]int{next, int(d.index[dictHash(data[i:])])} {
+			if c < 0 || c+dictMinMatch > len(d.raw) {
+				continue
+			}
+			m := 0
+			for m < dictMaxMatch && i+m < len(data) && c+m < len(d.raw) && data[i+m] == d.raw[c+m] {
+				m++
+			}
+			if m >= dictMinMatch && m > n {
+				cand, n = c, m
+			}
 		}
 		if cand < 0 {
 			i++
 			continue
-		}
-		n := dictMinMatch
-		for n < dictMaxMatch && i+n < len(data) && cand+n < len(d.raw) && data[i+n] == d.raw[cand+n] {
-			n++
 		}
 		out = appendLiterals(out, data[lit:i])
 		out = append(out, byte(n-dictMinMatch)<<1|1)
