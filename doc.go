@@ -7,7 +7,7 @@
 // The packages, from the bottom up:
 //
 //	swarm/api   the object model: nodes, services, tasks, networks, secrets, configs, cluster
-//	raftstore   replicated, transactional, watchable store (hashicorp/raft + bbolt)
+//	raftstore   replicated, transactional, watchable store (hashicorp/raft + a segment WAL)
 //	scheduler   placement engine: filters, spread/binpack/random, preferences
 //	netmesh     IPAM, VXLAN and encrypted overlays, gateway network, gossip, DNS, routing mesh
 //	agent       task execution: runner with health checks, containerd and fake executors

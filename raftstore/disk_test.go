@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,7 +87,7 @@ func TestEncryptionAtRestLeavesNoPlaintext(t *testing.T) {
 	}
 	// No KEK on an encrypted dir: a clear error, not garbage.
 	err = (&Store{ID: "d", Dir: dir, Schema: testSchema(), Transport: NewMemNetwork().Transport("d")}).Start(ctx)
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "raft.db") {
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), filepath.Join(dir, "wal")) || !strings.Contains(err.Error(), "no key-encryption key") {
 		t.Fatalf("no KEK on encrypted data: %v", err)
 	}
 }
@@ -119,22 +120,61 @@ func TestRewrapKeys(t *testing.T) {
 
 func TestCorruptDataDirGivesClearError(t *testing.T) {
 	ctx := context.Background()
-	cases := map[string]func(dir string){
-		"truncated log": func(dir string) {
-			p := filepath.Join(dir, "raft.db")
-			need, err := boltRequiredSize(p)
-			if err != nil || need < 3*4096 {
-				panic(fmt.Sprintf("bbolt file needs %d bytes: %v", need, err))
+	// segments returns the log's segment files, oldest first.
+	segments := func(dir string) []string {
+		m, _ := filepath.Glob(filepath.Join(dir, "wal", "*.seg"))
+		if len(m) == 0 {
+			panic("no log segment in " + dir)
+		}
+		return m
+	}
+	// records returns the offsets of a segment's records.
+	records := func(p string) []int64 {
+		b, _ := os.ReadFile(p)
+		var offs []int64
+		for off := int64(segHeaderLen); off+recHeaderLen <= int64(len(b)); {
+			n := int64(binary.LittleEndian.Uint32(b[off:]))
+			if n == 0 {
+				break
 			}
-			os.Truncate(p, need-4096)
-		},
-		"garbage log": func(dir string) {
-			os.WriteFile(filepath.Join(dir, "raft.db"), bytes.Repeat([]byte{0xAB}, 64<<10), 0o600)
-		},
-		"altered key file": func(dir string) {
+			offs = append(offs, off)
+			off += recordSize(int(n))
+		}
+		return offs
+	}
+	cases := map[string]struct {
+		damage func(dir string)
+		want   string // in the error
+	}{
+		"truncated segment": {func(dir string) {
+			p := segments(dir)[0]
+			fi, _ := os.Stat(p)
+			os.Truncate(p, fi.Size()/2)
+		}, "truncated"},
+		"garbage segment": {func(dir string) {
+			p := segments(dir)[0]
+			fi, _ := os.Stat(p)
+			os.WriteFile(p, bytes.Repeat([]byte{0xAB}, int(fi.Size())), 0o600)
+		}, "bad magic"},
+		// A flipped byte in an entry that was synced, with entries synced
+		// after it: damage, not a torn tail, so it must not be cut off.
+		"damaged synced entry": {func(dir string) {
+			p := segments(dir)[0]
+			offs := records(p)
+			f, _ := os.OpenFile(p, os.O_RDWR, 0)
+			defer f.Close()
+			b := make([]byte, 1)
+			at := offs[len(offs)/2] + recHeaderLen + 3
+			f.ReadAt(b, at)
+			f.WriteAt([]byte{b[0] ^ 0x40}, at)
+		}, "entries written after it had been synced"},
+		"garbage stable file": {func(dir string) {
+			os.WriteFile(filepath.Join(dir, "wal", "stable"), bytes.Repeat([]byte{0x5A}, 8192), 0o600)
+		}, "stable"},
+		"altered key file": {func(dir string) {
 			os.WriteFile(filepath.Join(dir, "keys.json"), []byte(`{"format":1,"check":"AAAA"`), 0o600)
-		},
-		"corrupt snapshot": func(dir string) {
+		}, "keys.json"},
+		"corrupt snapshot": {func(dir string) {
 			m, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
 			for _, p := range m {
 				b, _ := os.ReadFile(p)
@@ -142,10 +182,10 @@ func TestCorruptDataDirGivesClearError(t *testing.T) {
 				os.WriteFile(p, b, 0o600)
 			}
 			// Drop the log so the snapshot is the only copy of the data.
-			os.Remove(filepath.Join(dir, "raft.db"))
-		},
+			os.RemoveAll(filepath.Join(dir, "wal"))
+		}, "snapshot"},
 	}
-	for name, damage := range cases {
+	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			kek := make([]byte, KeySize)
@@ -155,15 +195,15 @@ func TestCorruptDataDirGivesClearError(t *testing.T) {
 			}
 			s.Snapshot(ctx)
 			s.Close()
-			damage(dir)
+			c.damage(dir)
 			s2 := &Store{ID: "d", Dir: dir, Schema: testSchema(), Transport: NewMemNetwork().Transport("d"), KeyEncryptionKey: kek}
 			err := s2.Start(ctx)
 			if err == nil {
 				s2.Close()
 				t.Fatal("started on a damaged data dir")
 			}
-			if !strings.Contains(err.Error(), dir) {
-				t.Fatalf("error does not name the file: %v", err)
+			if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error does not name the file and say %q: %v", c.want, err)
 			}
 			t.Log(err)
 		})

@@ -1,5 +1,6 @@
 // Package raftstore is a replicated, transactional, watchable object store:
-// the state every Shoal manager keeps, on hashicorp/raft with a bbolt log.
+// the state every Shoal manager keeps, on hashicorp/raft with a segment
+// write-ahead log of its own (WAL).
 //
 // Objects live in tables with a primary index (ID) and secondary indexes.
 // A write is a transaction that commits as one Raft log entry, all or
@@ -9,6 +10,8 @@
 // resume from an index; a watcher that falls too far behind is told to
 // resync rather than silently missing changes. With a key-encryption key,
 // log entries and snapshots are sealed at rest (AES-256-GCM data keys).
+// A table marked Compress keeps its objects compressed against a per-table
+// dictionary (similar objects such as tasks shrink several times).
 //
 // The package imports nothing else of Shoal: any type with ObjectID,
 // ObjectVersion and SetObjectVersion can be stored.

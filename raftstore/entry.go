@@ -12,12 +12,19 @@ import (
 //	byte    format (entryFormat)
 //	byte    kind (entryTx or entryBatch)
 //	uint32  number of ops (big endian; fixed width so a batch can fill it in last)
-//	ops:    byte op, string table, string id, uvarint expected version, bytes data,
-//	        uvarint index count, per index: uvarint key count, strings
+//	ops:    byte op, string table, string id, uvarint expected version,
+//	        byte compression (0 none, 1 dictionary: then uint64 dictionary ID),
+//	        bytes data, uvarint index count, per index: uvarint key count, strings
 //
 // The proposer computes the index keys, so members index an object without
-// decoding it; they decode on first read.
-const entryFormat = 1
+// decoding it; they decode on first read. An opDict op carries a table's
+// compression dictionary (in data); it comes before the first op that uses
+// it, in the same entry or an earlier one. Format 1 (before compression)
+// had no compression byte; it is still read.
+const (
+	entryFormat   = 2
+	entryFormatV1 = 1
+)
 
 type entryKind byte
 
@@ -32,6 +39,7 @@ const (
 	opCreate opKind = 1
 	opUpdate opKind = 2
 	opDelete opKind = 3
+	opDict   opKind = 4 // a compression dictionary for table
 )
 
 type op struct {
@@ -39,9 +47,12 @@ type op struct {
 	table  string
 	id     string
 	expect uint64     // version the change is based on; 0 for create
+	dictID uint64     // data is compressed with this dictionary; 0: not compressed
 	data   []byte     // encoded object (create, update)
-	keys   [][]string // secondary index keys, in the table's index order
-	obj    Object     // the caller's object, proposer side only
+	keys   [][]string // secondary index keys, in the table's index order (proposer side)
+	// keysRaw is keys as encoded in the entry (member side, from decodeEntry).
+	keysRaw []byte
+	obj     Object // the caller's object, proposer side only
 }
 
 var errShortEntry = errors.New("raftstore: log entry truncated")
@@ -51,6 +62,12 @@ func appendOp(b []byte, o *op) []byte {
 	b = appendString(b, o.table)
 	b = appendString(b, o.id)
 	b = binary.AppendUvarint(b, o.expect)
+	if o.dictID != 0 {
+		b = append(b, 1)
+		b = binary.LittleEndian.AppendUint64(b, o.dictID)
+	} else {
+		b = append(b, 0)
+	}
 	b = binary.AppendUvarint(b, uint64(len(o.data)))
 	b = append(b, o.data...)
 	return appendKeys(b, o.keys)
@@ -67,27 +84,28 @@ func appendKeys(b []byte, keys [][]string) []byte {
 	return b
 }
 
-func (d *decoder) keys() [][]string {
+// keysRaw checks an encoded key set and returns its bytes.
+func (d *decoder) keysRaw() []byte {
+	start := d.buf
 	n := d.uvarint()
 	if d.err != nil || n > uint64(len(d.buf)) {
 		d.err = errShortEntry
 		return nil
 	}
-	if n == 0 {
-		return nil
-	}
-	keys := make([][]string, n)
-	for i := range keys {
+	for range n {
 		m := d.uvarint()
 		if d.err != nil || m > uint64(len(d.buf)) {
 			d.err = errShortEntry
 			return nil
 		}
 		for range m {
-			keys[i] = append(keys[i], d.string())
+			d.bytes()
 		}
 	}
-	return keys
+	if d.err != nil {
+		return nil
+	}
+	return start[:len(start)-len(d.buf)]
 }
 
 func appendString(b []byte, s string) []byte {
@@ -112,9 +130,10 @@ func decodeEntry(buf []byte) (entryKind, []op, error) {
 	if len(buf) < 2 {
 		return 0, nil, errShortEntry
 	}
-	if buf[0] != entryFormat {
+	if buf[0] != entryFormat && buf[0] != entryFormatV1 {
 		return 0, nil, fmt.Errorf("raftstore: unknown log entry format %d (written by a newer version?)", buf[0])
 	}
+	compression := buf[0] != entryFormatV1
 	kind := entryKind(buf[1])
 	if kind != entryTx && kind != entryBatch {
 		return 0, nil, fmt.Errorf("raftstore: unknown log entry kind %d", kind)
@@ -134,12 +153,15 @@ func decodeEntry(buf []byte) (entryKind, []op, error) {
 		o.table = d.string()
 		o.id = d.string()
 		o.expect = d.uvarint()
+		if compression {
+			o.dictID = d.dict()
+		}
 		o.data = d.bytes()
-		o.keys = d.keys()
+		o.keysRaw = d.keysRaw()
 		if d.err != nil {
 			return 0, nil, d.err
 		}
-		if o.kind < opCreate || o.kind > opDelete {
+		if o.kind < opCreate || o.kind > opDict {
 			return 0, nil, fmt.Errorf("raftstore: unknown op %d in log entry", o.kind)
 		}
 	}
@@ -159,6 +181,29 @@ func (d *decoder) byte() byte {
 	c := d.buf[0]
 	d.buf = d.buf[1:]
 	return c
+}
+
+// dict reads a compression byte and, for 1, the dictionary ID.
+func (d *decoder) dict() uint64 {
+	switch d.byte() {
+	case 0:
+		return 0
+	case 1:
+		if d.err != nil || len(d.buf) < 8 {
+			d.err = errShortEntry
+			return 0
+		}
+		id := binary.LittleEndian.Uint64(d.buf)
+		d.buf = d.buf[8:]
+		if id == 0 {
+			d.err = errors.New("raftstore: compressed data names dictionary 0")
+		}
+		return id
+	}
+	if d.err == nil {
+		d.err = errors.New("raftstore: unknown compression")
+	}
+	return 0
 }
 
 func (d *decoder) uvarint() uint64 {

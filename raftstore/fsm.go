@@ -19,9 +19,18 @@ type fsm struct {
 	schema *Schema
 	logger *slog.Logger
 	events *eventRing
+	dicts  *dictSet
+	// durable, when set, waits until the log holds every entry up to an
+	// index on stable storage. The leader's appends may still be syncing
+	// when their entries commit (see WAL.StoreLogs); nothing is published or
+	// acknowledged before they are durable.
+	durable func(index uint64) error
 
 	// live is written only by raft's FSM goroutine (Apply, Restore).
 	live *state
+	// failed is set (FSM goroutine only) once the log could not be made
+	// durable: the state is no longer published.
+	failed error
 
 	mu sync.RWMutex // guards the published view and appliedCh
 	// published is an immutable clone of live as of applied.
@@ -38,7 +47,7 @@ var (
 
 func newFSM(schema *Schema, ring *eventRing, logger *slog.Logger) (*fsm, error) {
 	live := newState(schema)
-	return &fsm{schema: schema, logger: logger, events: ring, live: live, published: live.clone(), appliedCh: make(chan struct{})}, nil
+	return &fsm{schema: schema, logger: logger, events: ring, dicts: newDictSet(), live: live, published: live.clone(), appliedCh: make(chan struct{})}, nil
 }
 
 // view opens a read-only snapshot together with the index it reflects.
@@ -60,12 +69,30 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // burst of small writes costs one commit, not one each.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	results := make([]any, len(logs))
+	if f.failed != nil {
+		for i := range results {
+			results[i] = f.failed
+		}
+		return results
+	}
 	var events []Event
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue
 		}
 		results[i], events = f.applyEntry(f.live, l, events)
+	}
+	// Applying ran while the leader's sync may still have been running;
+	// publishing and answering wait for it.
+	if f.durable != nil {
+		if err := f.durable(logs[len(logs)-1].Index); err != nil {
+			f.failed = err
+			f.logger.Error("raftstore: the log is not durable; this member stops applying entries", "err", err)
+			for i := range results {
+				results[i] = err
+			}
+			return results
+		}
 	}
 	pub := f.live.clone()
 	f.mu.Lock()
@@ -87,6 +114,18 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 		f.logger.Error("raftstore: refusing malformed log entry", "index", l.Index, "err", err)
 		return err, events
 	}
+	// Dictionaries first: the ops after them may use them.
+	n := 0
+	for i := range ops {
+		if ops[i].kind == opDict {
+			f.dicts.add(ops[i].table, ops[i].data)
+			continue
+		}
+		ops[n] = ops[i]
+		n++
+	}
+	ops = ops[:n]
+	events = slices.Grow(events, len(ops))
 	recs := make([]*record, len(ops))
 	for i := range ops {
 		o := &ops[i]
@@ -94,8 +133,16 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 			return err, events
 		}
 		if o.kind != opDelete {
+			var d *dict
+			if o.dictID != 0 {
+				if d = f.dicts.get(o.dictID); d == nil {
+					err := fmt.Errorf("raftstore: log entry %d: %s/%s is compressed with an unknown dictionary", l.Index, o.table, o.id)
+					f.logger.Error("raftstore: refusing log entry", "index", l.Index, "err", err)
+					return err, events
+				}
+			}
 			// Copy: a record must not pin its whole log entry in memory.
-			recs[i] = &record{id: o.id, version: l.Index, data: append([]byte(nil), o.data...), keys: o.keys}
+			recs[i] = &record{id: o.id, version: l.Index, data: append([]byte(nil), o.data...), dict: d, keys: string(o.keysRaw)}
 		}
 	}
 	olds := make([]*record, len(ops))
@@ -183,10 +230,10 @@ func uniqueConflict(st *state, ops []op) *ConflictError {
 			continue
 		}
 		for j, name := range t.indexNames {
-			if !t.unique[j] || j >= len(o.keys) {
+			if !t.unique[j] {
 				continue
 			}
-			for _, k := range o.keys[j] {
+			for _, k := range keyList(string(o.keysRaw), j, nil) {
 				uk := ukey{o.table, name, k}
 				if claims == nil {
 					claims = map[ukey]string{}
@@ -228,10 +275,16 @@ func write(st *state, o *op, r *record) {
 	st.put(o.table, r)
 }
 
-// Snapshot format: magic, uvarint index, then records (byte 1, string table,
-// string id, uvarint version, bytes data, index keys as in log entries) and a
-// terminating byte 0. Records are written as stored: no re-encoding.
-const snapshotMagic = "SHOALSS2"
+// Snapshot format: magic, uvarint index, then the compression dictionaries
+// (byte 2, string table, bytes dictionary), then records (byte 1, string
+// table, string id, uvarint version, compression as in log entries, bytes
+// data, index keys as in log entries) and a terminating byte 0. Records are
+// written as stored: no re-encoding. Snapshots of format 2 (SHOALSS2, before
+// compression: no dictionaries, no compression byte) are still read.
+const (
+	snapshotMagic   = "SHOALSS3"
+	snapshotMagicV2 = "SHOALSS2"
+)
 
 // maxRecordBytes bounds one object in a snapshot, so a corrupt length cannot
 // make a restore allocate without limit.
@@ -240,13 +293,14 @@ const maxRecordBytes = 256 << 20
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &fsmSnapshot{schema: f.schema, st: f.published, index: f.applied}, nil
+	return &fsmSnapshot{schema: f.schema, st: f.published, index: f.applied, dicts: f.dicts.all()}, nil
 }
 
 type fsmSnapshot struct {
 	schema *Schema
 	st     *state
 	index  uint64
+	dicts  []*dict
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
@@ -265,6 +319,12 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 func (s *fsmSnapshot) write(w *bufio.Writer) error {
 	buf := append([]byte(snapshotMagic), 0)[:len(snapshotMagic)]
 	buf = binary.AppendUvarint(buf, s.index)
+	for _, d := range s.dicts {
+		buf = append(buf, 2)
+		buf = appendString(buf, d.table)
+		buf = binary.AppendUvarint(buf, uint64(len(d.raw)))
+		buf = append(buf, d.raw...)
+	}
 	if _, err := w.Write(buf); err != nil {
 		return err
 	}
@@ -286,9 +346,19 @@ func (s *fsmSnapshot) writeRecord(w *bufio.Writer, bufp *[]byte, table string, r
 	buf = appendString(buf, table)
 	buf = appendString(buf, r.id)
 	buf = binary.AppendUvarint(buf, r.version)
+	if r.dict != nil {
+		buf = append(buf, 1)
+		buf = binary.LittleEndian.AppendUint64(buf, r.dict.id)
+	} else {
+		buf = append(buf, 0)
+	}
 	buf = binary.AppendUvarint(buf, uint64(len(r.data)))
 	buf = append(buf, r.data...)
-	buf = appendKeys(buf, r.keys)
+	if r.keys == "" {
+		buf = append(buf, 0)
+	} else {
+		buf = append(buf, r.keys...)
+	}
 	*bufp = buf
 	_, err := w.Write(buf)
 	return err
@@ -300,7 +370,7 @@ func (s *fsmSnapshot) Release() {}
 // resync, since the changes between their position and the snapshot are gone.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, index, err := readSnapshot(f.schema, bufio.NewReaderSize(rc, 256<<10))
+	st, index, err := readSnapshot(f.schema, f.dicts, bufio.NewReaderSize(rc, 256<<10))
 	if err != nil {
 		return fmt.Errorf("raftstore: restore snapshot: %w", err)
 	}
@@ -316,11 +386,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-func readSnapshot(schema *Schema, r *bufio.Reader) (*state, uint64, error) {
+func readSnapshot(schema *Schema, dicts *dictSet, r *bufio.Reader) (*state, uint64, error) {
 	magic := make([]byte, len(snapshotMagic))
-	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != snapshotMagic {
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != snapshotMagic && string(magic) != snapshotMagicV2 {
 		return nil, 0, errors.New("not a shoal snapshot (bad header)")
 	}
+	compression := string(magic) == snapshotMagic
 	index, err := binary.ReadUvarint(r)
 	if err != nil {
 		return nil, 0, fmt.Errorf("snapshot header: %w", err)
@@ -334,10 +405,22 @@ func readSnapshot(schema *Schema, r *bufio.Reader) (*state, uint64, error) {
 		if tag == 0 {
 			break
 		}
+		if tag == 2 && compression {
+			table, err := readBytes(r, 1<<10)
+			if err != nil {
+				return nil, 0, fmt.Errorf("snapshot dictionary %d: %w", n, err)
+			}
+			raw, err := readBytes(r, maxRecordBytes)
+			if err != nil {
+				return nil, 0, fmt.Errorf("snapshot dictionary %d: %w", n, err)
+			}
+			dicts.add(string(table), raw)
+			continue
+		}
 		if tag != 1 {
 			return nil, 0, fmt.Errorf("snapshot record %d: bad tag %d", n, tag)
 		}
-		rec, table, err := readRecord(r)
+		rec, table, err := readRecord(r, dicts, compression)
 		if err != nil {
 			return nil, 0, fmt.Errorf("snapshot record %d: %w", n, err)
 		}
@@ -349,7 +432,7 @@ func readSnapshot(schema *Schema, r *bufio.Reader) (*state, uint64, error) {
 	return st, index, nil
 }
 
-func readRecord(r *bufio.Reader) (*record, string, error) {
+func readRecord(r *bufio.Reader, dicts *dictSet, compression bool) (*record, string, error) {
 	table, err := readBytes(r, 1<<10)
 	if err != nil {
 		return nil, "", err
@@ -362,6 +445,26 @@ func readRecord(r *bufio.Reader) (*record, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	var d *dict
+	if compression {
+		c, err := r.ReadByte()
+		if err != nil {
+			return nil, "", err
+		}
+		switch c {
+		case 0:
+		case 1:
+			var ref [8]byte
+			if _, err := io.ReadFull(r, ref[:]); err != nil {
+				return nil, "", err
+			}
+			if d = dicts.get(binary.LittleEndian.Uint64(ref[:])); d == nil {
+				return nil, "", fmt.Errorf("%s/%s is compressed with a dictionary the snapshot does not hold", table, id)
+			}
+		default:
+			return nil, "", fmt.Errorf("unknown compression %d", c)
+		}
+	}
 	data, err := readBytes(r, maxRecordBytes)
 	if err != nil {
 		return nil, "", err
@@ -370,24 +473,23 @@ func readRecord(r *bufio.Reader) (*record, string, error) {
 	if err != nil || nidx > 1<<10 {
 		return nil, "", fmt.Errorf("bad index count %d: %v", nidx, err)
 	}
-	var keys [][]string
-	if nidx > 0 {
-		keys = make([][]string, nidx)
-	}
-	for i := range keys {
+	keys := binary.AppendUvarint(nil, nidx)
+	for range nidx {
 		nk, err := binary.ReadUvarint(r)
 		if err != nil || nk > 1<<20 {
 			return nil, "", fmt.Errorf("bad key count %d: %v", nk, err)
 		}
+		keys = binary.AppendUvarint(keys, nk)
 		for range nk {
 			k, err := readBytes(r, 1<<16)
 			if err != nil {
 				return nil, "", err
 			}
-			keys[i] = append(keys[i], string(k))
+			keys = binary.AppendUvarint(keys, uint64(len(k)))
+			keys = append(keys, k...)
 		}
 	}
-	return &record{id: string(id), version: version, data: data, keys: keys}, string(table), nil
+	return &record{id: string(id), version: version, data: data, dict: d, keys: string(keys)}, string(table), nil
 }
 
 func readBytes(r *bufio.Reader, limit uint64) ([]byte, error) {

@@ -110,11 +110,19 @@ func (c *cluster) leader(among ...string) *Store {
 func (c *cluster) put(it *item) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	retried := false
 	for {
 		err := c.leader().Update(ctx, func(tx *Tx) error { return tx.Create("items", it.copy()) })
+		var ce *ConflictError
+		if retried && errors.As(err, &ce) && ce.Expected == 0 {
+			// ErrNoQuorum says the change may still commit: an earlier
+			// attempt did (a loaded machine can move leadership mid-write).
+			return nil
+		}
 		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoQuorum) {
 			return err
 		}
+		retried = true
 		if ctx.Err() != nil {
 			return err
 		}

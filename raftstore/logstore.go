@@ -219,15 +219,7 @@ func (s *BoltLogStore) firstKeyID() (id uint32, ok bool, err error) {
 const logFormat = 1
 
 func (s *BoltLogStore) encode(k []byte, l *raft.Log) ([]byte, error) {
-	b := make([]byte, 0, len(l.Data)+len(l.Extensions)+32)
-	b = append(b, logFormat)
-	b = binary.AppendUvarint(b, l.Term)
-	b = append(b, byte(l.Type))
-	b = binary.AppendVarint(b, l.AppendedAt.UnixNano())
-	b = binary.AppendUvarint(b, uint64(len(l.Data)))
-	b = append(b, l.Data...)
-	b = binary.AppendUvarint(b, uint64(len(l.Extensions)))
-	b = append(b, l.Extensions...)
+	b := appendRaftLog(make([]byte, 0, len(l.Data)+len(l.Extensions)+32), l)
 	if s.sealer == nil {
 		return b, nil
 	}
@@ -245,8 +237,29 @@ func (s *BoltLogStore) decode(k, v []byte, l *raft.Log) error {
 	} else {
 		v = append([]byte(nil), v...) // bbolt memory is only valid inside the transaction
 	}
+	if err := parseRaftLog(index, v, l); err != nil {
+		return &CorruptError{File: s.path, Err: err}
+	}
+	return nil
+}
+
+// appendRaftLog appends the encoding of a raft entry (all but its index,
+// which is the key or the record header) to b.
+func appendRaftLog(b []byte, l *raft.Log) []byte {
+	b = append(b, logFormat)
+	b = binary.AppendUvarint(b, l.Term)
+	b = append(b, byte(l.Type))
+	b = binary.AppendVarint(b, l.AppendedAt.UnixNano())
+	b = binary.AppendUvarint(b, uint64(len(l.Data)))
+	b = append(b, l.Data...)
+	b = binary.AppendUvarint(b, uint64(len(l.Extensions)))
+	return append(b, l.Extensions...)
+}
+
+// parseRaftLog decodes what appendRaftLog wrote; l's slices alias v.
+func parseRaftLog(index uint64, v []byte, l *raft.Log) error {
 	if len(v) == 0 || v[0] != logFormat {
-		return &CorruptError{File: s.path, Err: fmt.Errorf("log entry %d: unknown format (encrypted data opened without a key?)", index)}
+		return fmt.Errorf("log entry %d: unknown format (encrypted data opened without a key?)", index)
 	}
 	d := decoder{buf: v[1:]}
 	l.Index = index
@@ -264,7 +277,7 @@ func (s *BoltLogStore) decode(k, v []byte, l *raft.Log) error {
 	l.Data = d.bytes()
 	l.Extensions = d.bytes()
 	if d.err != nil {
-		return &CorruptError{File: s.path, Err: fmt.Errorf("log entry %d: %w", index, d.err)}
+		return fmt.Errorf("log entry %d: %w", index, d.err)
 	}
 	return nil
 }

@@ -38,6 +38,13 @@ type Table struct {
 	// so two writers that each saw a key free cannot both take it: the
 	// second gets a *ConflictError naming the key.
 	Unique []string
+	// Compress stores the table's objects compressed, in memory, in the log
+	// and in snapshots, against a dictionary: the first object written to
+	// the table. Similar objects (tasks) shrink several times. The
+	// dictionary keeps that first object's bytes for as long as the store
+	// lives, even after the object is deleted: leave Compress off for
+	// tables of secrets.
+	Compress bool
 
 	indexNames []string // sorted: the order index keys travel in log entries
 	unique     []bool   // by position in indexNames

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -11,12 +12,66 @@ import (
 // record is what the state holds for one object: its encoded bytes, its
 // index keys, and the decoded object once somebody has read it. Applying a
 // change never decodes, so every member's apply path stays cheap.
+//
+// The keys are kept encoded, as in log entries, in one string; index
+// entries hold substrings of it. A new version of an object takes over the
+// previous version's ID and, when its keys did not change, its keys string,
+// so the index entries it leaves in place pin nothing the record does not
+// hold itself.
 type record struct {
 	id      string
 	version uint64
 	data    []byte
-	keys    [][]string
-	obj     atomic.Pointer[Object]
+	// dict, when set, is the dictionary data is compressed with.
+	dict *dict
+	keys string // appendKeys's encoding
+	obj  atomic.Pointer[Object]
+}
+
+// indexKeys appends the keys of the table's i-th secondary index to buf.
+func (r *record) indexKeys(i int, buf []string) []string {
+	return keyList(r.keys, i, buf)
+}
+
+// keyList appends index i's keys from an encoded key set to buf; the
+// strings share enc's memory. A malformed set yields what could be read.
+func keyList(enc string, i int, buf []string) []string {
+	n, p := uvarintAt(enc, 0)
+	for j := uint64(0); j < n && p >= 0; j++ {
+		var m uint64
+		m, p = uvarintAt(enc, p)
+		for range m {
+			var l uint64
+			if l, p = uvarintAt(enc, p); p < 0 || uint64(len(enc)-p) < l {
+				return buf
+			}
+			if j == uint64(i) {
+				buf = append(buf, enc[p:p+int(l)])
+			}
+			p += int(l)
+		}
+		if j == uint64(i) {
+			break
+		}
+	}
+	return buf
+}
+
+// uvarintAt reads a uvarint at p; the new position is -1 on a bad one.
+func uvarintAt(s string, p int) (uint64, int) {
+	if p < 0 {
+		return 0, -1
+	}
+	var v uint64
+	for shift := uint(0); p < len(s) && shift < 64; shift += 7 {
+		c := s[p]
+		p++
+		v |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			return v, p
+		}
+	}
+	return 0, -1
 }
 
 // object decodes the record once; concurrent readers share the result.
@@ -24,7 +79,14 @@ func (r *record) object(c Codec, table string) (Object, error) {
 	if p := r.obj.Load(); p != nil {
 		return *p, nil
 	}
-	o, err := c.Unmarshal(table, r.data)
+	data := r.data
+	if r.dict != nil {
+		var err error
+		if data, err = r.dict.decompress(data); err != nil {
+			return nil, fmt.Errorf("%w (%s/%s)", err, table, r.id)
+		}
+	}
+	o, err := c.Unmarshal(table, data)
 	if err != nil {
 		return nil, err
 	}
@@ -108,14 +170,21 @@ func (st *state) get(table, id string) *record {
 func (st *state) put(table string, r *record) {
 	ts := st.tables[table]
 	old, _ := ts.byID.ReplaceOrInsert(r)
+	if old != nil {
+		// Equal strings; r is not visible to readers before the next publish.
+		r.id = old.id
+		if r.keys == old.keys {
+			r.keys = old.keys
+			return
+		}
+	}
+	var wasBuf, nowBuf [4]string
 	for i, name := range ts.table.indexNames {
-		var was, now []string
-		if old != nil && i < len(old.keys) {
-			was = old.keys[i]
+		var was []string
+		if old != nil {
+			was = old.indexKeys(i, wasBuf[:0])
 		}
-		if i < len(r.keys) {
-			now = r.keys[i]
-		}
+		now := r.indexKeys(i, nowBuf[:0])
 		if slices.Equal(was, now) {
 			continue
 		}
@@ -139,12 +208,10 @@ func (st *state) delete(table, id string) {
 }
 
 func (ts *tableState) unindex(r *record) {
+	var buf [4]string
 	for i, name := range ts.table.indexNames {
-		if i >= len(r.keys) {
-			break
-		}
 		tr := ts.idx[name]
-		for _, k := range r.keys[i] {
+		for _, k := range r.indexKeys(i, buf[:0]) {
 			tr.Delete(idxEntry{key: k, id: r.id})
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,8 +104,9 @@ type Store struct {
 	raft      *raft.Raft
 	fsm       *fsm
 	events    *eventRing
-	logs      *BoltLogStore
-	logStore  raft.LogStore // the cached log, for covered()
+	logs      *WAL
+	raftPtr   atomic.Pointer[raft.Raft] // for the WAL's leader check, which may run before s.raft is set
+	logStore  raft.LogStore             // the cached log, for covered()
 	keyring   *KeyRing
 	snaps     *sealedSnapshotStore
 	pruneMu   sync.Mutex
@@ -113,6 +115,11 @@ type Store struct {
 	bgWG      sync.WaitGroup
 	observer  *raft.Observer
 	barrierAt atomic.Uint64 // the term whose barrier completed: linearizable reads may skip it
+
+	dictMu sync.Mutex
+	// newDicts are dictionaries this member proposed that may not be
+	// applied yet, by table: entries carry them until they are.
+	newDicts map[string]*dict
 
 	leaderMu   sync.Mutex
 	leaderSubs map[chan LeaderInfo]struct{}
@@ -146,7 +153,7 @@ func (s *Store) Start(ctx context.Context) (err error) {
 		}
 	}()
 
-	s.events = newEventRing(cmp(s.WatchBuffer, DefaultWatchBuffer))
+	s.events = newEventRing(cmp(s.WatchBuffer, DefaultWatchBuffer), s.Schema.tableNames()...)
 	logger := s.logger()
 	if s.fsm, err = newFSM(s.Schema, s.events, logger); err != nil {
 		return err
@@ -155,6 +162,7 @@ func (s *Store) Start(ctx context.Context) (err error) {
 		logStore    raft.LogStore
 		stableStore raft.StableStore
 		snaps       raft.SnapshotStore
+		transport   = s.Transport
 	)
 	if s.Dir == "" {
 		mem := raft.NewInmemStore()
@@ -170,11 +178,18 @@ func (s *Store) Start(ctx context.Context) (err error) {
 			}
 			sealer = s.keyring
 		}
-		if s.logs, err = OpenBoltLogStore(filepath.Join(s.Dir, "raft.db"), sealer); err != nil {
+		if s.logs, err = openLog(s.Dir, sealer, logger); err != nil {
 			return err
 		}
 		cleanup = append(cleanup, func() { s.logs.Close() })
 		logStore, stableStore = s.logs, s.logs
+		leading := func() bool {
+			r := s.raftPtr.Load()
+			return r != nil && r.State() == raft.Leader
+		}
+		s.logs.leading.Store(&leading)
+		s.fsm.durable = s.logs.waitDurable
+		transport = guardCommits(transport, s.logs.durableIndex)
 		snapDir := filepath.Join(s.Dir, "snapshots")
 		fss, err := raft.NewFileSnapshotStoreWithLogger(s.Dir, 2, newHCLogger(s.Logger, "raft-snap"))
 		if err != nil {
@@ -200,10 +215,8 @@ func (s *Store) Start(ctx context.Context) (err error) {
 			snaps = ss
 		}
 	}
-	cached, err := raft.NewLogCache(64, logStore) // entries may be 256 KiB: a small cache
-	if err != nil {
-		return err
-	}
+	// No raft.LogCache: the WAL keeps recent entries itself, bounded by size.
+	cached := logStore
 	s.logStore = cached
 
 	conf := raft.DefaultConfig()
@@ -224,10 +237,11 @@ func (s *Store) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("raftstore: reading state in %s: %w", s.Dir, err)
 	}
-	r, err := raft.NewRaft(conf, s.fsm, cached, stableStore, snaps, s.Transport)
+	r, err := raft.NewRaft(conf, s.fsm, cached, stableStore, snaps, transport)
 	if err != nil {
 		return fmt.Errorf("raftstore: start raft (data dir %q): %w", s.Dir, err)
 	}
+	s.raftPtr.Store(r)
 	cleanup = append(cleanup, func() { r.Shutdown().Error() })
 	if !existing && len(s.Bootstrap) > 0 {
 		var cfg raft.Configuration
@@ -527,6 +541,8 @@ func (s *Store) waitApplied(ctx context.Context, index uint64) error {
 
 // wait waits for a raft future, translating its errors.
 func (s *Store) wait(ctx context.Context, f raft.Future) error {
+	// Even with a context that cannot cancel, wait beside s.done: raft
+	// answers no future still queued when it shuts down.
 	errc := make(chan error, 1)
 	go func() { errc <- f.Error() }()
 	select {
@@ -583,22 +599,33 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		return nil
 	}
 	entry := newEntry(entryTx, 256)
+	var carry []*dict
 	for _, o := range ops {
 		if o.obj != nil {
+			t, _ := s.Schema.table(o.table)
 			data, err := s.Schema.Codec.Marshal(o.table, o.obj)
 			if err != nil {
 				return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
 			}
-			o.data = data
-			t, _ := s.Schema.table(o.table)
+			var d *dict
+			o.dictID, o.data, d = s.pack(t, data)
+			if d != nil && !slices.Contains(carry, d) {
+				carry = append(carry, d)
+			}
 			o.keys = t.indexKeys(o.obj)
 		}
+	}
+	// Dictionaries the members may not have yet go first.
+	for _, d := range carry {
+		entry = appendOp(entry, &op{kind: opDict, table: d.table, data: d.raw})
+	}
+	for _, o := range ops {
 		entry = appendOp(entry, o)
 		if len(entry) > MaxTxBytes {
 			return fmt.Errorf("%w: over %d MiB in one entry; use Batch", ErrTooLarge, MaxTxBytes>>20)
 		}
 	}
-	setCount(entry, len(ops))
+	setCount(entry, len(carry)+len(ops))
 	index, resp, err := s.apply(ctx, entry)
 	if err != nil {
 		return err
@@ -612,6 +639,40 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		}
 	}
 	return nil
+}
+
+// pack compresses an encoded object of table t (if t.Compress) and returns
+// the op's dictionary ID and data, and the dictionary when the entry must
+// carry it (it may not be applied on every member yet).
+func (s *Store) pack(t *Table, data []byte) (uint64, []byte, *dict) {
+	if !t.Compress {
+		return 0, data, nil
+	}
+	var carry *dict
+	d := s.fsm.dicts.forTable(t.Name)
+	if d == nil {
+		s.dictMu.Lock()
+		if d = s.newDicts[t.Name]; d == nil {
+			// The first object of the table becomes its dictionary.
+			if d = newDict(t.Name, slices.Clone(data)); d == nil {
+				s.dictMu.Unlock()
+				return 0, data, nil
+			}
+			if s.newDicts == nil {
+				s.newDicts = map[string]*dict{}
+			}
+			s.newDicts[t.Name] = d
+		}
+		s.dictMu.Unlock()
+		if s.fsm.dicts.get(d.id) == nil {
+			carry = d
+		}
+	}
+	c := d.compress(data)
+	if c == nil {
+		return 0, data, nil
+	}
+	return d.id, c, carry
 }
 
 func (s *Store) apply(ctx context.Context, entry []byte) (uint64, any, error) {
@@ -664,6 +725,7 @@ type Batch struct {
 	limit   int
 	body    []byte
 	n       int
+	carried []*dict // dictionaries already in body
 	futures []raft.ApplyFuture
 	err     error
 }
@@ -691,6 +753,7 @@ func (b *Batch) add(o *op) error {
 	if err != nil {
 		return err
 	}
+	var carry *dict
 	if o.obj != nil {
 		o.keys = t.indexKeys(o.obj)
 		o.id = o.obj.ObjectID()
@@ -701,10 +764,15 @@ func (b *Batch) add(o *op) error {
 		if err != nil {
 			return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
 		}
-		o.data = data
+		o.dictID, o.data, carry = b.s.pack(t, data)
 	}
 	if b.body == nil {
 		b.body = newEntry(entryBatch, b.limit+b.limit/4)
+	}
+	if carry != nil && !slices.Contains(b.carried, carry) {
+		b.body = appendOp(b.body, &op{kind: opDict, table: carry.table, data: carry.raw})
+		b.carried = append(b.carried, carry)
+		b.n++
 	}
 	b.body = appendOp(b.body, o)
 	b.n++
@@ -721,7 +789,7 @@ func (b *Batch) flush() error {
 	setCount(b.body, b.n)
 	// Raft keeps the entry: the next one gets a fresh buffer.
 	b.futures = append(b.futures, b.s.raft.Apply(b.body, timeoutOf(b.ctx)))
-	b.body, b.n = nil, 0
+	b.body, b.n, b.carried = nil, 0, b.carried[:0]
 	return nil
 }
 

@@ -159,3 +159,73 @@ func NewNetworkTransport(stream raft.StreamLayer, logger *slog.Logger) *raft.Net
 		Logger:  newHCLogger(logger, "raft-net"),
 	})
 }
+
+// commitGuard wraps the transport of a member whose leader appends return
+// before they are synced (see WAL.StoreLogs): the commit index it sends
+// never passes the leader's durable log, so no follower applies an entry
+// that a power loss on the leader could still take back.
+type commitGuard struct {
+	raft.Transport
+	durable func() uint64
+}
+
+// commitGuardPreVote keeps raft's pre-vote when the wrapped transport has it
+// (raft looks for the method on the transport it is given).
+type commitGuardPreVote struct {
+	*commitGuard
+	pv raft.WithPreVote
+}
+
+var (
+	_ raft.WithClose   = (*commitGuard)(nil)
+	_ raft.WithPreVote = commitGuardPreVote{}
+)
+
+func guardCommits(t raft.Transport, durable func() uint64) raft.Transport {
+	g := &commitGuard{Transport: t, durable: durable}
+	if pv, ok := t.(raft.WithPreVote); ok {
+		return commitGuardPreVote{commitGuard: g, pv: pv}
+	}
+	return g
+}
+
+func (g *commitGuard) clamp(args *raft.AppendEntriesRequest) {
+	if d := g.durable(); args.LeaderCommitIndex > d {
+		args.LeaderCommitIndex = d
+	}
+}
+
+func (g *commitGuard) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	g.clamp(args)
+	return g.Transport.AppendEntries(id, target, args, resp)
+}
+
+func (g *commitGuard) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	p, err := g.Transport.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	return &guardedPipeline{AppendPipeline: p, g: g}, nil
+}
+
+// Close closes the wrapped transport if it can be closed, as raft would.
+func (g *commitGuard) Close() error {
+	if c, ok := g.Transport.(raft.WithClose); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+func (g commitGuardPreVote) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	return g.pv.RequestPreVote(id, target, args, resp)
+}
+
+type guardedPipeline struct {
+	raft.AppendPipeline
+	g *commitGuard
+}
+
+func (p *guardedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	p.g.clamp(args)
+	return p.AppendPipeline.AppendEntries(args, resp)
+}

@@ -45,18 +45,38 @@ type Event struct {
 // eventRing keeps the most recent events for watchers. The FSM only appends
 // and never waits for a watcher; a watcher that falls off the end is told to
 // resync instead of silently missing events.
+//
+// A slot is 32 bytes (an Event is 96): the ID is the record's and the table
+// a number, so the default 131,072 events take 4 MiB per member, not 12.
+// The buffer starts small and doubles up to its capacity as events come.
 type eventRing struct {
-	mu     sync.Mutex
-	buf    []Event
-	start  uint64 // sequence number of the oldest kept event
-	next   uint64 // sequence number the next event gets
-	floor  uint64 // events with Index <= floor may be missing (evicted, or before a restore)
-	notify chan struct{}
-	closed chan struct{}
+	mu       sync.Mutex
+	buf      []ringEvent
+	capacity int
+	tables   []string          // table names by number
+	tableNum map[string]uint16 // and back
+	start    uint64            // sequence number of the oldest kept event
+	next     uint64            // sequence number the next event gets
+	floor    uint64            // events with Index <= floor may be missing (evicted, or before a restore)
+	notify   chan struct{}
+	closed   chan struct{}
 }
 
-func newEventRing(capacity int) *eventRing {
-	return &eventRing{buf: make([]Event, capacity), notify: make(chan struct{}), closed: make(chan struct{})}
+type ringEvent struct {
+	index       uint64
+	rec, oldRec *record
+	table       uint16
+	kind        EventKind
+}
+
+func newEventRing(capacity int, tables ...string) *eventRing {
+	r := &eventRing{buf: make([]ringEvent, min(capacity, 1024)), capacity: capacity, tableNum: map[string]uint16{},
+		notify: make(chan struct{}), closed: make(chan struct{})}
+	for _, t := range tables {
+		r.tableNum[t] = uint16(len(r.tables))
+		r.tables = append(r.tables, t)
+	}
+	return r
 }
 
 func (r *eventRing) append(evs []Event) {
@@ -64,20 +84,51 @@ func (r *eventRing) append(evs []Event) {
 		return
 	}
 	r.mu.Lock()
-	capacity := uint64(len(r.buf))
 	for _, ev := range evs {
-		if r.next-r.start == capacity {
-			old := &r.buf[r.start%capacity]
-			r.floor = max(r.floor, old.Index)
-			*old = Event{}
+		size := uint64(len(r.buf))
+		if r.next-r.start == size && len(r.buf) < r.capacity {
+			r.grow()
+			size = uint64(len(r.buf))
+		}
+		if r.next-r.start == size {
+			old := &r.buf[r.start%size]
+			r.floor = max(r.floor, old.index)
+			*old = ringEvent{}
 			r.start++
 		}
-		r.buf[r.next%capacity] = ev
+		num, ok := r.tableNum[ev.Table]
+		if !ok {
+			num = uint16(len(r.tables))
+			r.tableNum[ev.Table] = num
+			r.tables = append(r.tables, ev.Table)
+		}
+		r.buf[r.next%size] = ringEvent{index: ev.Index, rec: ev.rec, oldRec: ev.oldRec, table: num, kind: ev.Kind}
 		r.next++
 	}
 	close(r.notify)
 	r.notify = make(chan struct{})
 	r.mu.Unlock()
+}
+
+// grow doubles the buffer (up to capacity), keeping each event at its
+// sequence number modulo the new size.
+func (r *eventRing) grow() {
+	nb := make([]ringEvent, min(2*len(r.buf), r.capacity))
+	for seq := r.start; seq < r.next; seq++ {
+		nb[seq%uint64(len(nb))] = r.buf[seq%uint64(len(r.buf))]
+	}
+	r.buf = nb
+}
+
+// event rebuilds the Event of a slot.
+func (r *eventRing) event(e *ringEvent) Event {
+	ev := Event{Index: e.index, Kind: e.kind, Table: r.tables[e.table], rec: e.rec, oldRec: e.oldRec}
+	if e.rec != nil {
+		ev.ID = e.rec.id
+	} else if e.oldRec != nil {
+		ev.ID = e.oldRec.id
+	}
+	return ev
 }
 
 // reset drops every kept event: the state was replaced up to index.
@@ -112,9 +163,9 @@ func (r *eventRing) seqAfter(index uint64) (uint64, bool) {
 	if index < r.floor {
 		return 0, false
 	}
-	capacity := uint64(len(r.buf))
+	size := uint64(len(r.buf))
 	n := int(r.next - r.start)
-	i := sort.Search(n, func(i int) bool { return r.buf[(r.start+uint64(i))%capacity].Index > index })
+	i := sort.Search(n, func(i int) bool { return r.buf[(r.start+uint64(i))%size].index > index })
 	return r.start + uint64(i), true
 }
 
@@ -168,10 +219,10 @@ func (w *Watcher) run(ctx context.Context, r *eventRing, codec Codec, cursor uin
 				return
 			}
 		}
-		capacity := uint64(len(r.buf))
+		size := uint64(len(r.buf))
 		batch = batch[:0]
 		for cursor < r.next && len(batch) < cap(batch) {
-			batch = append(batch, r.buf[cursor%capacity])
+			batch = append(batch, r.event(&r.buf[cursor%size]))
 			cursor++
 		}
 		r.mu.Unlock()

@@ -117,3 +117,39 @@ func TestWatchEndsOnClose(t *testing.T) {
 		t.Fatal("no error after close")
 	}
 }
+
+// The ring starts small and grows: every event up to its capacity is kept
+// (a watcher from the start gets them all, in order), and past it the
+// oldest go.
+func TestEventRingGrowsToItsCapacity(t *testing.T) {
+	r := newEventRing(3000, "items")
+	mk := func(from, to int) []Event {
+		var evs []Event
+		for i := from; i <= to; i++ {
+			evs = append(evs, Event{Index: uint64(i), Kind: Created, Table: "items", rec: &record{id: fmt.Sprint(i)}})
+		}
+		return evs
+	}
+	r.append(mk(1, 700))
+	r.append(mk(701, 2500)) // past the first 1024 slots, within 3000
+	seq, ok := r.seqAfter(0)
+	if !ok || seq != r.start {
+		t.Fatalf("events from the start not kept (ok %v)", ok)
+	}
+	for i := uint64(0); i < 2500; i++ {
+		ev := r.event(&r.buf[(r.start+i)%uint64(len(r.buf))])
+		if ev.Index != i+1 || ev.ID != fmt.Sprint(i+1) || ev.Table != "items" || ev.Kind != Created {
+			t.Fatalf("event %d read back as %+v", i+1, ev)
+		}
+	}
+	r.append(mk(2501, 3500))
+	if len(r.buf) != 3000 {
+		t.Fatalf("ring of %d slots, capacity 3000", len(r.buf))
+	}
+	if _, ok := r.seqAfter(100); ok {
+		t.Fatal("evicted events reported as kept")
+	}
+	if seq, ok := r.seqAfter(500); !ok || r.event(&r.buf[seq%3000]).Index != 501 {
+		t.Fatalf("oldest kept event: ok %v", ok)
+	}
+}

@@ -16,8 +16,9 @@ import (
 	"github.com/shoalproject/shoal/raftstore"
 )
 
-// A manager's data dir holds, beside the Raft data (raft.db, snapshots,
-// keys.json with the data keys wrapped by the key-encryption key):
+// A manager's data dir holds, beside the Raft data (the log in wal/, or
+// raft.db before the WAL; snapshots; keys.json with the data keys wrapped
+// by the key-encryption key):
 //
 //	manager.json     its identity: node ID, and whether autolock is on
 //	manager.key      the key-encryption key, only when autolock is off
@@ -26,7 +27,7 @@ import (
 //
 // The Raft state is sealed at rest either way. Without autolock the key
 // sits beside it (as Docker keeps it), which guards against a copied
-// raft.db but not a copied data dir; with autolock the key exists only in
+// Raft log but not a copied data dir; with autolock the key exists only in
 // the operator's hands and in memory.
 const (
 	identityFile = "manager.json"
@@ -145,7 +146,7 @@ func (m *Manager) resolveIdentity() ([]kekCandidate, error) {
 		return nil, err
 	}
 	if !ok {
-		if _, err := os.Stat(filepath.Join(m.Dir, "raft.db")); err == nil {
+		if holdsRaftData(m.Dir) {
 			return nil, fmt.Errorf("swarm: %s holds Raft data but no %s: it is not a manager's data dir, or the file was lost (restore it, or use an empty dir)", m.Dir, identityFile)
 		}
 		if m.ID == "" {
@@ -218,7 +219,19 @@ func removeFresh(dir string) {
 		os.Remove(filepath.Join(dir, f))
 	}
 	os.RemoveAll(filepath.Join(dir, "snapshots"))
+	os.RemoveAll(filepath.Join(dir, "wal"))
 	atomicfile.SyncDir(dir)
+}
+
+// holdsRaftData reports whether dir holds a Raft log: the WAL, or a
+// bbolt log from before it.
+func holdsRaftData(dir string) bool {
+	for _, f := range []string{"wal", "raft.db"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // finishInterruptedSwitch settles a data dir whose data opened with the

@@ -40,7 +40,7 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		p        plan
 		changed  []*api.Service
 		nodeUps  []*api.Node
-		owner    = map[string]string{} // task ID -> service ID, for conflicts
+		owner    = map[string]string{}  // task ID -> service ID, for conflicts
 		unplaced = map[*api.Task]bool{} // pending tasks without their addresses
 	)
 	err := st.View(func(tx *raftstore.ReadTx) error {

@@ -67,7 +67,12 @@ func Schema() *raftstore.Schema {
 				},
 				IndexPort: func(o raftstore.Object) []string { return ingressPortKeys(o.(*api.Service)) },
 			}},
-		{Name: TableTasks, New: func() raftstore.Object { return &api.Task{} },
+		// Tasks are many and alike (a service's tasks differ in a few
+		// fields): compressed against the first task they shrink several
+		// times in memory, in the log and in snapshots. Tasks carry no
+		// secret data (secrets are referenced by ID), so keeping the first
+		// task's bytes as the dictionary is safe.
+		{Name: TableTasks, New: func() raftstore.Object { return &api.Task{} }, Compress: true,
 			Indexes: map[string]raftstore.IndexFunc{
 				IndexService: func(o raftstore.Object) []string { return []string{o.(*api.Task).ServiceID} },
 				IndexNode:    func(o raftstore.Object) []string { return []string{o.(*api.Task).NodeID} },

@@ -56,6 +56,11 @@ type options struct {
 	dir        string
 	quick      bool
 	cpuprofile string
+	blockprof  string
+	mutexprof  string
+	heapprof   string
+	timings    *timingSink
+	mem        bool
 }
 
 func run(ctx context.Context) error {
@@ -72,7 +77,18 @@ func run(ctx context.Context) error {
 	flag.BoolVar(&o.quick, "quick", false, "short run: 1s writes, 5,000-task batch, 3 trials, 10,000-task RSS")
 	flag.BoolVar(&o.rssChild, "rss-child", false, "internal: measure RSS in this process")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
+	flag.StringVar(&o.blockprof, "blockprofile", "", "write a block (waits on channels, syscalls not included) profile to this file")
+	flag.StringVar(&o.mutexprof, "mutexprofile", "", "write a mutex contention profile to this file")
+	flag.StringVar(&o.heapprof, "heapprofile", "", "write a heap profile to this file at the peak of the writes part (before its cluster closes)")
+	flag.BoolVar(&o.mem, "mem", false, "print the process's memory after each writer count")
+	rafttimings := flag.Bool("raft-timings", false, "print where a write's time goes (hashicorp/raft's timing samples, means per writer count)")
 	flag.Parse()
+	if *rafttimings {
+		o.timings = newTimingSink()
+		if err := o.timings.install(); err != nil {
+			return err
+		}
+	}
 	if o.cpuprofile != "" {
 		f, err := os.Create(o.cpuprofile)
 		if err != nil {
@@ -80,6 +96,14 @@ func run(ctx context.Context) error {
 		}
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
+	}
+	if o.blockprof != "" {
+		runtime.SetBlockProfileRate(1)
+		defer writeProfile("block", o.blockprof)
+	}
+	if o.mutexprof != "" {
+		runtime.SetMutexProfileFraction(1)
+		defer writeProfile("mutex", o.mutexprof)
 	}
 	for _, w := range strings.Split(writers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(w))
@@ -115,10 +139,11 @@ func run(ctx context.Context) error {
 	return nil
 }
 
-// schema is the task table as the managers will hold it.
+// schema is the task table as the managers will hold it, compressed (tasks
+// are alike: a task's JSON compresses several times against another task).
 func schema() *raftstore.Schema {
 	return &raftstore.Schema{Tables: []raftstore.Table{{
-		Name: "tasks", New: func() raftstore.Object { return &api.Task{} },
+		Name: "tasks", New: func() raftstore.Object { return &api.Task{} }, Compress: true,
 		Indexes: map[string]raftstore.IndexFunc{
 			"service": func(o raftstore.Object) []string { return []string{o.(*api.Task).ServiceID} },
 			"node":    func(o raftstore.Object) []string { return []string{o.(*api.Task).NodeID} },
@@ -254,6 +279,9 @@ func benchWrites(ctx context.Context, o options) error {
 			wg   sync.WaitGroup
 			errs atomic.Int64
 		)
+		if o.timings != nil {
+			o.timings.reset()
+		}
 		deadline := time.Now().Add(o.duration)
 		start := time.Now()
 		for range n {
@@ -283,8 +311,36 @@ func benchWrites(ctx context.Context, o options) error {
 			fmt.Printf("  (%d errors)", e)
 		}
 		fmt.Println()
+		if o.timings != nil {
+			o.timings.print()
+		}
+		if o.mem {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			objects := 0
+			l.View(func(tx *raftstore.ReadTx) error { objects, _ = tx.Count("tasks"); return nil })
+			fmt.Printf("    memory: RSS %d MB (peak %d MB), Go heap in use %d MB (goal %d MB), %d tasks on each member\n",
+				procstat.RSSKB(os.Getpid())>>10, procstat.PeakRSSKB(os.Getpid())>>10, ms.HeapInuse>>20, ms.NextGC>>20, objects)
+		}
+	}
+	if o.heapprof != "" {
+		runtime.GC()
+		writeProfile("heap", o.heapprof)
 	}
 	return nil
+}
+
+// writeProfile writes a named runtime profile; errors go to stderr, since a
+// missing profile must not hide the figures.
+func writeProfile(name, path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup(name).WriteTo(f, 0)
+		f.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "raftbench: %s profile: %v\n", name, err)
+	}
 }
 
 func benchBatch(ctx context.Context, o options) error {
