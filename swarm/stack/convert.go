@@ -35,6 +35,7 @@ type converter struct {
 	secrets  map[string]string
 	configs  map[string]string
 
+	paths          map[string]string // "kind name" to the key in the file
 	usedNetworks   map[string]bool
 	usedExtSecrets map[string]bool
 	usedExtConfigs map[string]bool
@@ -61,6 +62,7 @@ func (c *converter) convert() (*Stack, error) {
 	c.networks, c.ingress, c.volumes = map[string]string{}, map[string]bool{}, map[string]string{}
 	c.secrets, c.configs = map[string]string{}, map[string]string{}
 	c.usedNetworks, c.usedExtSecrets, c.usedExtConfigs = map[string]bool{}, map[string]bool{}, map[string]bool{}
+	c.paths = map[string]string{}
 
 	for _, key := range sortedKeys(c.project.Networks) {
 		n := c.project.Networks[key]
@@ -102,7 +104,33 @@ func (c *converter) convert() (*Stack, error) {
 	if err := errors.Join(c.errs...); err != nil {
 		return nil, err
 	}
+	c.validate()
+	if err := errors.Join(c.errs...); err != nil {
+		return nil, err
+	}
 	return c.st, nil
+}
+
+// validate runs every spec through the API's Validate, naming the key in
+// the file and the object in the cluster.
+func (c *converter) validate() {
+	check := func(kind, name string, err error) {
+		if err != nil {
+			c.errs = append(c.errs, fmt.Errorf("stack: %s (%s %s): %w", c.paths[kind+" "+name], kind, name, err))
+		}
+	}
+	for i := range c.st.Networks {
+		check("network", c.st.Networks[i].Name, c.st.Networks[i].Validate())
+	}
+	for i := range c.st.Secrets {
+		check("secret", c.st.Secrets[i].Name, c.st.Secrets[i].Validate())
+	}
+	for i := range c.st.Configs {
+		check("config", c.st.Configs[i].Name, c.st.Configs[i].Validate())
+	}
+	for i := range c.st.Services {
+		check("service", c.st.Services[i].Name, c.st.Services[i].Validate())
+	}
 }
 
 // objectName is Docker's: the file's name as is for an external object or
@@ -122,6 +150,7 @@ func (c *converter) convertNetworks() {
 	for _, key := range sortedKeys(c.usedNetworks) {
 		name := c.networks[key]
 		n, declared := c.project.Networks[key]
+		c.paths["network "+name] = "networks." + key
 		if !declared { // the implicit default network
 			c.st.Networks = append(c.st.Networks, api.NetworkSpec{
 				Annotations: api.Annotations{Name: name, Labels: withNamespace(nil, c.stack)}, Driver: "overlay"})
@@ -172,6 +201,7 @@ func (c *converter) convertSecrets() {
 			}
 			continue
 		}
+		c.paths["secret "+c.secrets[key]] = "secrets." + key
 		data, ok := c.objectData("secrets."+key, types.FileObjectConfig(s))
 		if !ok {
 			continue
@@ -192,6 +222,7 @@ func (c *converter) convertConfigs() {
 			}
 			continue
 		}
+		c.paths["config "+c.configs[key]] = "configs." + key
 		data, ok := c.objectData("configs."+key, types.FileObjectConfig(s))
 		if !ok {
 			continue
@@ -238,6 +269,7 @@ func (c *converter) objectData(p string, o types.FileObjectConfig) ([]byte, bool
 func (c *converter) service(key string, s types.ServiceConfig) {
 	p := "services." + key
 	name := scope(c.stack, key)
+	c.paths["service "+name] = p
 	image := s.Image
 	if image == "" {
 		c.problem(p+".image", "is required: Shoal runs images, it does not build them")
