@@ -76,6 +76,11 @@ func (a Action) String() string {
 // (wrapping also ErrNotFound when an external object is missing), so a
 // stack is not deployed half-way for a reason known in advance.
 //
+// A secret that exists is kept as it is: the API never shows a secret's
+// data, so a changed secret file goes unseen. Give a changed secret a new
+// name (name: db_password_v2), as Docker, which refuses to change one,
+// requires.
+//
 // It returns what it did, also when it fails part-way.
 func Deploy(ctx context.Context, b Backend, s *Stack, opts DeployOptions) ([]Action, error) {
 	if s == nil {

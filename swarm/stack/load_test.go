@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -713,4 +714,23 @@ configs:
 	eq(t, "network label", st.Network("l_n").Labels["purpose"], "test")
 	eq(t, "config label", st.Configs[0].Labels["v"], "1")
 	eq(t, "config namespace", st.Configs[0].Labels[stack.LabelNamespace], "l")
+}
+
+// A YAML alias bomb is refused quickly, not expanded.
+func TestLoadAliasBomb(t *testing.T) {
+	bomb := "x-a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n"
+	for i := 1; i <= 9; i++ {
+		p := "*a" + strconv.Itoa(i-1)
+		bomb += "x-a" + strconv.Itoa(i) + ": &a" + strconv.Itoa(i) + " [" + strings.Repeat(p+",", 8) + p + "]\n"
+	}
+	bomb += "services:\n  web:\n    image: nginx\n    labels: *a9\n"
+	start := time.Now()
+	_, err := load(t, "b", bomb, nil)
+	if err == nil {
+		t.Fatal("the bomb loaded")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v", d)
+	}
+	t.Log(err)
 }
