@@ -7,11 +7,11 @@ import (
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
-// Backend is what the stack operations need of a cluster. *swarm.Client
-// has the service calls today (ServiceBackend); the network, secret and
-// config calls are the ones it is to gain, with the same shapes: a
-// create that returns the stored object, a list through a swarm.Filter
-// (names match by prefix, labels as "key=value"), a remove by ID or name.
+// Backend is what the stack operations need of a cluster: the control
+// API's Go client, *swarm.Client, implements it. Each kind has a create
+// that returns the stored object, a list through a swarm.Filter (names
+// match by prefix, labels as "key" or "key=value") and a remove by ID or
+// name; services also a read by name and an update with the version read.
 //
 // Errors are the swarm package's: swarm.ErrNotFound for a missing object,
 // swarm.ErrNameInUse for a create whose name is taken, raftstore.ErrConflict
@@ -24,7 +24,9 @@ type Backend interface {
 	ConfigBackend
 }
 
-// ServiceBackend manages services; *swarm.Client implements it.
+// ServiceBackend manages services. The cluster may store a spec with its
+// references resolved (network names to IDs, secret and config IDs
+// filled in): Deploy compares specs as resolved.
 type ServiceBackend interface {
 	CreateService(ctx context.Context, spec api.ServiceSpec) (*api.Service, error)
 	// Service returns a service by ID or exact name.
@@ -59,4 +61,4 @@ type ConfigBackend interface {
 	RemoveConfig(ctx context.Context, idOrName string) error
 }
 
-var _ ServiceBackend = (*swarm.Client)(nil)
+var _ Backend = (*swarm.Client)(nil)

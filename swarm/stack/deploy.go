@@ -287,6 +287,9 @@ func (d *deployer) apply(ctx context.Context, opts DeployOptions) ([]Action, err
 		if err != nil {
 			return fail("creating network "+spec.Name, err)
 		}
+		if n != nil {
+			d.networks[spec.Name] = n
+		}
 		d.do(Action{Op: OpCreate, Kind: "network", Name: spec.Name, ID: idOf(n)})
 	}
 	for _, spec := range d.st.Secrets {
@@ -301,6 +304,7 @@ func (d *deployer) apply(ctx context.Context, opts DeployOptions) ([]Action, err
 		id := ""
 		if s != nil {
 			id = s.ID
+			d.secrets[spec.Name] = s
 		}
 		d.do(Action{Op: OpCreate, Kind: "secret", Name: spec.Name, ID: id})
 	}
@@ -316,6 +320,7 @@ func (d *deployer) apply(ctx context.Context, opts DeployOptions) ([]Action, err
 		id := ""
 		if c != nil {
 			id = c.ID
+			d.configs[spec.Name] = c
 		}
 		d.do(Action{Op: OpCreate, Kind: "config", Name: spec.Name, ID: id})
 	}
@@ -377,7 +382,7 @@ func (d *deployer) service(ctx context.Context, spec api.ServiceSpec) (Action, e
 		want := spec
 		// A forced update counter set by `service update --force` stays.
 		want.TaskTemplate.ForceUpdate = cur.Spec.TaskTemplate.ForceUpdate
-		if sameJSON(cur.Spec, want) {
+		if sameJSON(d.resolved(cur.Spec), d.resolved(want)) {
 			return Action{Op: OpUnchanged, Kind: "service", Name: spec.Name, ID: cur.ID}, nil
 		}
 		_, err = d.b.UpdateService(ctx, cur.ID, cur.Version, want)
@@ -390,6 +395,32 @@ func (d *deployer) service(ctx context.Context, spec api.ServiceSpec) (Action, e
 		return Action{Op: OpUpdate, Kind: "service", Name: spec.Name, ID: cur.ID}, nil
 	}
 	return Action{}, fmt.Errorf("gave up after %d attempts, the service kept changing: %w", MaxConflictRetries, err)
+}
+
+// resolved returns a copy of spec with its references as the cluster
+// stores them: networks by ID, secrets and configs with their IDs, so a
+// spec read back compares equal to the one sent.
+func (d *deployer) resolved(spec api.ServiceSpec) api.ServiceSpec {
+	t := &spec.TaskTemplate
+	t.Networks = slices.Clone(t.Networks)
+	for i, n := range t.Networks {
+		if net := d.networks[n.Target]; net != nil {
+			t.Networks[i].Target = net.ID
+		}
+	}
+	t.Secrets = slices.Clone(t.Secrets)
+	for i, r := range t.Secrets {
+		if s := d.secrets[r.SecretName]; s != nil && r.SecretID == "" {
+			t.Secrets[i].SecretID = s.ID
+		}
+	}
+	t.Configs = slices.Clone(t.Configs)
+	for i, r := range t.Configs {
+		if c := d.configs[r.ConfigName]; c != nil && r.ConfigID == "" {
+			t.Configs[i].ConfigID = c.ID
+		}
+	}
+	return spec
 }
 
 // sameJSON reports whether two specs are the same as the API stores them

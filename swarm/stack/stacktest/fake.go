@@ -23,9 +23,10 @@ import (
 // API's Validate (so a spec Shoal would refuse fails the test), keeps
 // names unique per kind (swarm.ErrNameInUse), refuses an update based on
 // an old version (raftstore.ErrConflict), refuses a service that uses a
-// network, secret or config that does not exist, and a removal of a
-// network, secret or config that a service uses. Listed secrets come
-// without their data, as from the API.
+// network, secret or config that does not exist (or the ingress network)
+// and stores it with its references resolved (networks by ID), and
+// refuses to remove a network, secret or config that a service uses.
+// Listed secrets come without their data, as from the API.
 //
 // Each service has tasks made up on the fly: one running task per
 // replica (slot 1..N), one on node "node-1" for a global service.
@@ -136,29 +137,52 @@ func notFound(kind, idOrName string) error {
 	return fmt.Errorf("%w: %s %q", swarm.ErrNotFound, kind, idOrName)
 }
 
-// checkRefs refuses a service whose networks, secrets or configs do not
-// exist, as a manager does.
-func (f *FakeBackend) checkRefs(spec *api.ServiceSpec) error {
+// resolve checks a service's networks, secrets and configs and resolves
+// them as a manager does: the stored spec names networks by ID and has
+// the IDs of its secrets and configs. A missing one, or the ingress
+// network, is refused.
+func (f *FakeBackend) resolve(spec api.ServiceSpec) (api.ServiceSpec, error) {
 	var problems []string
-	for i, n := range spec.TaskTemplate.Networks {
-		if _, o := find(f.networks, n.Target, networkMeta); o == nil {
-			problems = append(problems, fmt.Sprintf("spec.taskTemplate.networks[%d].target: network %q not found", i, n.Target))
+	t := &spec.TaskTemplate
+	t.Networks = slices.Clone(t.Networks)
+	for i, n := range t.Networks {
+		_, o := find(f.networks, n.Target, networkMeta)
+		switch {
+		case o == nil:
+			problems = append(problems, fmt.Sprintf("spec.taskTemplate.networks[%d]: network %q does not exist", i, n.Target))
+		case o.Spec.Ingress:
+			problems = append(problems, fmt.Sprintf("spec.taskTemplate.networks[%d]: the ingress network is for published ports", i))
+		default:
+			t.Networks[i].Target = o.ID
 		}
 	}
-	for i, s := range spec.TaskTemplate.Secrets {
-		if _, o := find(f.secrets, s.SecretName, secretMeta); o == nil {
-			problems = append(problems, fmt.Sprintf("spec.taskTemplate.secrets[%d].secretName: secret %q not found", i, s.SecretName))
+	t.Secrets = slices.Clone(t.Secrets)
+	for i, r := range t.Secrets {
+		if _, o := find(f.secrets, firstOf(r.SecretID, r.SecretName), secretMeta); o == nil {
+			problems = append(problems, fmt.Sprintf("spec.taskTemplate.secrets[%d]: secret %q does not exist", i, firstOf(r.SecretName, r.SecretID)))
+		} else {
+			t.Secrets[i].SecretID, t.Secrets[i].SecretName = o.ID, o.Spec.Name
 		}
 	}
-	for i, c := range spec.TaskTemplate.Configs {
-		if _, o := find(f.configs, c.ConfigName, configMeta); o == nil {
-			problems = append(problems, fmt.Sprintf("spec.taskTemplate.configs[%d].configName: config %q not found", i, c.ConfigName))
+	t.Configs = slices.Clone(t.Configs)
+	for i, r := range t.Configs {
+		if _, o := find(f.configs, firstOf(r.ConfigID, r.ConfigName), configMeta); o == nil {
+			problems = append(problems, fmt.Sprintf("spec.taskTemplate.configs[%d]: config %q does not exist", i, firstOf(r.ConfigName, r.ConfigID)))
+		} else {
+			t.Configs[i].ConfigID, t.Configs[i].ConfigName = o.ID, o.Spec.Name
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: %s", api.ErrInvalidSpec, strings.Join(problems, "; "))
+		return spec, fmt.Errorf("%w: %s", api.ErrInvalidSpec, strings.Join(problems, "; "))
 	}
-	return nil
+	return spec, nil
+}
+
+func firstOf(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // CreateService validates the spec and stores a new service.
@@ -177,7 +201,8 @@ func (f *FakeBackend) CreateService(_ context.Context, spec api.ServiceSpec) (*a
 	if _, o := find(f.services, spec.Name, serviceMeta); o != nil {
 		return nil, nameInUse("service", spec.Name)
 	}
-	if err := f.checkRefs(&spec); err != nil {
+	spec, err := f.resolve(spec)
+	if err != nil {
 		return nil, err
 	}
 	svc := &api.Service{Meta: f.meta("svc"), Spec: spec}
@@ -239,7 +264,8 @@ func (f *FakeBackend) UpdateService(_ context.Context, id string, version uint64
 	if cur.Spec.Name != spec.Name {
 		return nil, fmt.Errorf("%w: spec.name: a service cannot be renamed", api.ErrInvalidSpec)
 	}
-	if err := f.checkRefs(&spec); err != nil {
+	spec, err := f.resolve(spec)
+	if err != nil {
 		return nil, err
 	}
 	svc := clone(cur)
@@ -363,7 +389,7 @@ func (f *FakeBackend) RemoveNetwork(_ context.Context, idOrName string) error {
 		return notFound("network", idOrName)
 	}
 	if by := f.usedBy(func(t *api.TaskSpec) bool {
-		return slices.ContainsFunc(t.Networks, func(n api.NetworkTarget) bool { return n.Target == o.ID || n.Target == o.Spec.Name })
+		return slices.ContainsFunc(t.Networks, func(n api.NetworkTarget) bool { return n.Target == o.ID })
 	}); by != "" {
 		return fmt.Errorf("network %s is in use by service %s", o.Spec.Name, by)
 	}
