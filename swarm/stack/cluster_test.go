@@ -146,7 +146,56 @@ func TestTutorialsOnACluster(t *testing.T) {
 	for _, n := range nets {
 		left = append(left, n.Spec.Name)
 	}
+	slices.Sort(left)
 	eq(t, "networks left", strings.Join(left, " "), "ingress other_default")
+}
+
+// Secrets, configs and external objects through the real control API:
+// created once, unchanged on a redeploy (secrets come back without their
+// data), references resolved by the cluster, only the stack's removed.
+func TestObjectsOnACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{})
+	cl := c.Client()
+	st := loadObjects(t, "obj", "hunter2", "a=1")
+	if _, err := stack.Deploy(ctx, cl, st, stack.DeployOptions{}); !errors.Is(err, stack.ErrNotFound) {
+		t.Fatalf("without the external objects: %v", err)
+	}
+	externals(t, cl)
+	actions, err := stack.Deploy(ctx, cl, st, stack.DeployOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eqs(t, "deploy", lines(actions), []string{"Creating network obj_front", "Creating secret obj_pw", "Creating config obj_conf", "Creating service obj_web"})
+	actions, err = stack.Deploy(ctx, cl, loadObjects(t, "obj", "hunter2", "a=1"), stack.DeployOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eqs(t, "again", lines(actions), []string{"Unchanged network obj_front", "Unchanged secret obj_pw", "Unchanged config obj_conf", "Unchanged service obj_web"})
+	if _, err := stack.Deploy(ctx, cl, loadObjects(t, "obj", "hunter2", "a=2"), stack.DeployOptions{}); !errors.Is(err, stack.ErrConflict) {
+		t.Errorf("changed config: %v", err)
+	}
+	web, err := cl.Service(ctx, "obj_web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := web.Spec.TaskTemplate.Secrets; len(s) != 2 || s[0].SecretID == "" || s[0].SecretName != "obj_pw" {
+		t.Errorf("secrets as stored: %+v", s)
+	}
+	actions, err = stack.Remove(ctx, cl, "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eqs(t, "rm", lines(actions), []string{"Removing service obj_web", "Removing secret obj_pw", "Removing config obj_conf", "Removing network obj_front"})
+	secs, _ := cl.Secrets(ctx, swarm.Filter{})
+	cfgs, _ := cl.Configs(ctx, swarm.Filter{})
+	nets, _ := cl.Networks(ctx, swarm.Filter{Names: []string{"corp-net"}})
+	if len(secs) != 1 || len(cfgs) != 1 || len(nets) != 1 {
+		t.Errorf("external objects left: %d secrets, %d configs, %d networks", len(secs), len(cfgs), len(nets))
+	}
 }
 
 func sortedNames(m map[string]string) []string {

@@ -337,7 +337,8 @@ func (d *deployer) apply(ctx context.Context, opts DeployOptions) ([]Action, err
 			if !ours(cur.Spec.Labels, d.st.Name) || d.st.Service(name) != nil {
 				continue
 			}
-			if err := d.b.RemoveService(ctx, cur.ID); err != nil && !errors.Is(err, swarm.ErrNotFound) {
+			retry := func(err error) bool { return errors.Is(err, raftstore.ErrConflict) || swarm.Retryable(err) }
+			if err := removeOne(ctx, d.b.RemoveService, cur.ID, retry); err != nil {
 				return fail("pruning service "+name, err)
 			}
 			d.do(Action{Op: OpRemove, Kind: "service", Name: name, ID: cur.ID})

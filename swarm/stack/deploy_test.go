@@ -204,7 +204,7 @@ func loadObjects(t *testing.T, name, pw, conf string) *stack.Stack {
 	return st
 }
 
-func externals(t *testing.T, b *stacktest.FakeBackend) {
+func externals(t *testing.T, b stack.Backend) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := b.CreateNetwork(ctx, api.NetworkSpec{Annotations: api.Annotations{Name: "corp-net"}, Driver: "overlay"}); err != nil {
@@ -406,19 +406,38 @@ func TestRemoveRetries(t *testing.T) {
 	eqs(t, "rm", lines(actions), []string{"Removing service n_web", "Removing config n_c", "Removing network n_default"})
 	eq(t, "attempts", refusals.Load(), 3)
 
+	// A service the cluster wrote meanwhile (a version conflict) is
+	// removed on a later attempt.
 	deploy(t, b, mustLoad(t, "n", "services:\n  web:\n    image: web\n", nil), stack.DeployOptions{})
+	var conflicts atomic.Int32
 	b.Fail = func(call, name string) error {
-		if call == "RemoveService" {
-			return errors.New("manager unavailable")
+		if call == "RemoveService" && conflicts.Add(1) <= 2 {
+			return fmt.Errorf("%w: expected version 13, store has 14", raftstore.ErrConflict)
 		}
 		return nil
 	}
-	// The network stays in use: its removal is retried until ctx ends.
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel()
-	actions, err = stack.Remove(short, b, "n")
-	if err == nil || !strings.Contains(err.Error(), "removing service n_web: manager unavailable") || !strings.Contains(err.Error(), "removing network n_default") {
+	actions, err = stack.Remove(ctx, b, "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eqs(t, "rm after conflicts", lines(actions), []string{"Removing service n_web", "Removing network n_default"})
+
+	// An error that lasts is reported at once, and what the service still
+	// uses is not waited for.
+	deploy(t, b, mustLoad(t, "n", "services:\n  web:\n    image: web\n", nil), stack.DeployOptions{})
+	b.Fail = func(call, name string) error {
+		if call == "RemoveService" {
+			return errors.New("disk full")
+		}
+		return nil
+	}
+	start := time.Now()
+	actions, err = stack.Remove(ctx, b, "n")
+	if err == nil || !strings.Contains(err.Error(), "removing service n_web: disk full") || !strings.Contains(err.Error(), "removing network n_default: network n_default is in use by service n_web") {
 		t.Errorf("err = %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v", d)
 	}
 	eqs(t, "rm", lines(actions), nil)
 }

@@ -8,12 +8,15 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
-// RemoveRetries bounds the attempts to remove a network, secret or config
-// that the cluster refuses at first (its tasks are still shutting down).
+// RemoveRetries bounds the attempts to remove an object that the cluster
+// refuses at first: a network, secret or config still in use while the
+// stack's services go, a service the cluster wrote meanwhile (a version
+// conflict) or a manager that cannot answer now.
 const RemoveRetries = 10
 
 // stackFilter selects the objects labelled with the stack's namespace.
@@ -82,12 +85,12 @@ func Remove(ctx context.Context, b Backend, name string) ([]Action, error) {
 
 	var actions []Action
 	var errs []error
+	servicesLeft := false
 	for _, o := range objs {
 		var rm func(context.Context, string) error
-		retry := true
 		switch o.kind {
 		case "service":
-			rm, retry = b.RemoveService, false
+			rm = b.RemoveService
 		case "secret":
 			rm = b.RemoveSecret
 		case "config":
@@ -95,8 +98,16 @@ func Remove(ctx context.Context, b Backend, name string) ([]Action, error) {
 		default:
 			rm = b.RemoveNetwork
 		}
+		// A service's removal is retried when the cluster wrote the
+		// service meanwhile; the others, while services may still use
+		// them (but not when a service of the stack is left).
+		retry := func(err error) bool { return errors.Is(err, raftstore.ErrConflict) || swarm.Retryable(err) }
+		if o.kind != "service" {
+			retry = func(error) bool { return !servicesLeft }
+		}
 		if err := removeOne(ctx, rm, o.id, retry); err != nil {
 			errs = append(errs, fmt.Errorf("stack: removing %s %s: %w", o.kind, o.name, err))
+			servicesLeft = servicesLeft || o.kind == "service"
 			if ctx.Err() != nil {
 				break
 			}
@@ -107,15 +118,16 @@ func Remove(ctx context.Context, b Backend, name string) ([]Action, error) {
 	return actions, errors.Join(errs...)
 }
 
-// removeOne removes an object; one already gone counts as removed.
-func removeOne(ctx context.Context, rm func(context.Context, string) error, id string, retry bool) error {
-	delay := 100 * time.Millisecond
+// removeOne removes an object, trying again (RemoveRetries times at most)
+// while retry says so; one already gone counts as removed.
+func removeOne(ctx context.Context, rm func(context.Context, string) error, id string, retry func(error) bool) error {
+	delay := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := rm(ctx, id)
 		if err == nil || errors.Is(err, swarm.ErrNotFound) {
 			return nil
 		}
-		if !retry || attempt >= RemoveRetries || ctx.Err() != nil {
+		if !retry(err) || attempt >= RemoveRetries || ctx.Err() != nil {
 			return err
 		}
 		t := time.NewTimer(delay)
