@@ -182,17 +182,21 @@ func (m *Manager) RollbackService(ctx context.Context, id string) (*api.Service,
 	return out, err
 }
 
-// RemoveService deletes a service; its tasks are shut down and removed.
+// RemoveService deletes a service (by ID or name); its tasks are shut
+// down and removed.
 func (m *Manager) RemoveService(ctx context.Context, id string) error {
 	st, err := m.st()
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, func(tx *raftstore.Tx) error {
-		if err := tx.Delete(TableServices, id); err != nil {
-			return notFound("service", id)
-		}
-		return nil
+	return retryRemoval(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			svc, err := lookup[*api.Service](&tx.ReadTx, TableServices, "service", id)
+			if err != nil {
+				return err
+			}
+			return tx.Delete(TableServices, svc.ID)
+		})
 	})
 }
 
@@ -407,27 +411,29 @@ func (m *Manager) RemoveNode(ctx context.Context, id string, force bool) error {
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, func(tx *raftstore.Tx) error {
-		o, err := tx.Get(TableNodes, id)
-		if err != nil {
-			return notFound("node", id)
-		}
-		if n := o.(*api.Node); n.Status.State == api.NodeReady && !force {
-			return fmt.Errorf("%w: node %s is up: stop it first (or drain it and force the removal)", api.ErrInvalidSpec, id)
-		}
-		if err := tx.Delete(TableNodes, id); err != nil {
-			return err
-		}
-		// Its certificates are refused from now on, until they expire.
-		c0, err := clusterObject(&tx.ReadTx)
-		if err != nil {
-			return err
-		}
-		c := *c0
-		now := time.Now().UTC()
-		c.RemovedNodes = slices.DeleteFunc(slices.Clone(c.RemovedNodes), func(r api.RemovedNode) bool { return r.Until.Before(now) || r.ID == id })
-		c.RemovedNodes = append(c.RemovedNodes, api.RemovedNode{ID: id, RemovedAt: now, Until: now.Add(certValidity(&c))})
-		return tx.Update(TableClusters, &c)
+	return retryRemoval(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			o, err := tx.Get(TableNodes, id)
+			if err != nil {
+				return notFound("node", id)
+			}
+			if n := o.(*api.Node); n.Status.State == api.NodeReady && !force {
+				return fmt.Errorf("%w: node %s is up: stop it first (or drain it and force the removal)", api.ErrInvalidSpec, id)
+			}
+			if err := tx.Delete(TableNodes, id); err != nil {
+				return err
+			}
+			// Its certificates are refused from now on, until they expire.
+			c0, err := clusterObject(&tx.ReadTx)
+			if err != nil {
+				return err
+			}
+			c := *c0
+			now := time.Now().UTC()
+			c.RemovedNodes = slices.DeleteFunc(slices.Clone(c.RemovedNodes), func(r api.RemovedNode) bool { return r.Until.Before(now) || r.ID == id })
+			c.RemovedNodes = append(c.RemovedNodes, api.RemovedNode{ID: id, RemovedAt: now, Until: now.Add(certValidity(&c))})
+			return tx.Update(TableClusters, &c)
+		})
 	})
 }
 

@@ -170,6 +170,19 @@ func retryConflicts(fn func() error) error {
 	return err
 }
 
+// retryRemoval runs a removal again when the object (or one it reads)
+// changed under it: a removal asks for no version, so a write the managers
+// made meanwhile (an address, a status) must not fail it.
+func retryRemoval(fn func() error) error {
+	var err error
+	for range 20 {
+		if err = fn(); !errors.Is(err, raftstore.ErrConflict) {
+			return err
+		}
+	}
+	return err
+}
+
 func asConflict(err error) (*raftstore.ConflictError, bool) {
 	var ce *raftstore.ConflictError
 	if errors.As(err, &ce) {
@@ -226,31 +239,33 @@ func (m *Manager) RemoveNetwork(ctx context.Context, idOrName string) error {
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, func(tx *raftstore.Tx) error {
-		n, err := lookup[*api.Network](&tx.ReadTx, TableNetworks, "network", idOrName)
-		if err != nil {
-			return err
-		}
-		users, err := usedBy(&tx.ReadTx, IndexNetwork, n.ID)
-		if err != nil {
-			return err
-		}
-		if n.Spec.Ingress {
-			// Services that publish ingress ports use it.
-			svcs, err := list[*api.Service](tx.List(TableServices))
+	return retryRemoval(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			n, err := lookup[*api.Network](&tx.ReadTx, TableNetworks, "network", idOrName)
 			if err != nil {
 				return err
 			}
-			for _, s := range svcs {
-				if wantsIngress(s) {
-					users = append(users, s.Spec.Name)
+			users, err := usedBy(&tx.ReadTx, IndexNetwork, n.ID)
+			if err != nil {
+				return err
+			}
+			if n.Spec.Ingress {
+				// Services that publish ingress ports use it.
+				svcs, err := list[*api.Service](tx.List(TableServices))
+				if err != nil {
+					return err
+				}
+				for _, s := range svcs {
+					if wantsIngress(s) {
+						users = append(users, s.Spec.Name)
+					}
 				}
 			}
-		}
-		if len(users) > 0 {
-			return fmt.Errorf("%w: network %s is in use by service(s) %s: remove them or their use of it first", api.ErrInvalidSpec, n.Spec.Name, strings.Join(users, ", "))
-		}
-		return tx.Delete(TableNetworks, n.ID)
+			if len(users) > 0 {
+				return fmt.Errorf("%w: network %s is in use by service(s) %s: remove them or their use of it first", api.ErrInvalidSpec, n.Spec.Name, strings.Join(users, ", "))
+			}
+			return tx.Delete(TableNetworks, n.ID)
+		})
 	})
 }
 
@@ -353,17 +368,19 @@ func (m *Manager) RemoveSecret(ctx context.Context, idOrName string) error {
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, func(tx *raftstore.Tx) error {
-		sec, err := lookup[*api.Secret](&tx.ReadTx, TableSecrets, "secret", idOrName)
-		if err != nil {
-			return err
-		}
-		if users, err := usedBy(&tx.ReadTx, IndexSecret, sec.ID); err != nil {
-			return err
-		} else if len(users) > 0 {
-			return fmt.Errorf("%w: secret %s is in use by service(s) %s", api.ErrInvalidSpec, sec.Spec.Name, strings.Join(users, ", "))
-		}
-		return tx.Delete(TableSecrets, sec.ID)
+	return retryRemoval(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			sec, err := lookup[*api.Secret](&tx.ReadTx, TableSecrets, "secret", idOrName)
+			if err != nil {
+				return err
+			}
+			if users, err := usedBy(&tx.ReadTx, IndexSecret, sec.ID); err != nil {
+				return err
+			} else if len(users) > 0 {
+				return fmt.Errorf("%w: secret %s is in use by service(s) %s", api.ErrInvalidSpec, sec.Spec.Name, strings.Join(users, ", "))
+			}
+			return tx.Delete(TableSecrets, sec.ID)
+		})
 	})
 }
 
@@ -438,16 +455,18 @@ func (m *Manager) RemoveConfig(ctx context.Context, idOrName string) error {
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, func(tx *raftstore.Tx) error {
-		cfg, err := lookup[*api.Config](&tx.ReadTx, TableConfigs, "config", idOrName)
-		if err != nil {
-			return err
-		}
-		if users, err := usedBy(&tx.ReadTx, IndexConfig, cfg.ID); err != nil {
-			return err
-		} else if len(users) > 0 {
-			return fmt.Errorf("%w: config %s is in use by service(s) %s", api.ErrInvalidSpec, cfg.Spec.Name, strings.Join(users, ", "))
-		}
-		return tx.Delete(TableConfigs, cfg.ID)
+	return retryRemoval(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			cfg, err := lookup[*api.Config](&tx.ReadTx, TableConfigs, "config", idOrName)
+			if err != nil {
+				return err
+			}
+			if users, err := usedBy(&tx.ReadTx, IndexConfig, cfg.ID); err != nil {
+				return err
+			} else if len(users) > 0 {
+				return fmt.Errorf("%w: config %s is in use by service(s) %s", api.ErrInvalidSpec, cfg.Spec.Name, strings.Join(users, ", "))
+			}
+			return tx.Delete(TableConfigs, cfg.ID)
+		})
 	})
 }

@@ -3,9 +3,12 @@ package swarm_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -276,5 +279,51 @@ func TestSecretsAndConfigs(t *testing.T) {
 	}
 	if err := m.RemoveConfig(ctx, cfg.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A removal asks for no version: writes to the object meanwhile (here
+// updates racing it, as the managers' own writes do) must not fail it.
+func TestRemovalOutlastsConcurrentWrites(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.New(t, swarmtest.Options{})
+	m := c.Leader()
+	for i := range 5 {
+		svc, err := m.CreateService(ctx, service(fmt.Sprint("busy", i), api.Replicated(0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					cur, err := m.Service(svc.ID)
+					if err != nil {
+						return
+					}
+					spec := cur.Spec
+					spec.Labels = map[string]string{"n": fmt.Sprint(cur.Version)}
+					m.UpdateService(ctx, cur.ID, cur.Version, spec)
+				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond) // let the writers get going
+		err = m.RemoveService(ctx, svc.Spec.Name)
+		close(stop)
+		wg.Wait()
+		if err != nil {
+			t.Fatalf("removal %d during writes: %v", i, err)
+		}
+		if _, err := m.Service(svc.ID); !errors.Is(err, swarm.ErrNotFound) {
+			t.Fatalf("service still there: %v", err)
+		}
 	}
 }

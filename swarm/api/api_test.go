@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -237,4 +238,14 @@ func FuzzServiceSpecValidate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// NaN fails every comparison, so a range check written as two refusals
+// would let it through.
+func TestMaxFailureRatioNaN(t *testing.T) {
+	spec := api.ServiceSpec{Annotations: api.Annotations{Name: "web"}, Mode: api.Replicated(1), TaskTemplate: api.TaskSpec{Image: "busybox"},
+		UpdateConfig: &api.UpdateConfig{MaxFailureRatio: math.NaN()}}
+	if err := spec.Validate(); err == nil || !strings.Contains(err.Error(), "maxFailureRatio") {
+		t.Fatalf("NaN maxFailureRatio: %v", err)
+	}
 }

@@ -173,7 +173,7 @@ func (m *ServiceMode) bound(v *validator, max uint64) {
 func (u *UpdateConfig) validate(v *validator, f string) {
 	v.nonNegative(f+".delay", u.Delay)
 	v.nonNegative(f+".monitor", u.Monitor)
-	if u.MaxFailureRatio < 0 || u.MaxFailureRatio > 1 {
+	if !(u.MaxFailureRatio >= 0 && u.MaxFailureRatio <= 1) { // NaN fails both
 		v.addf(f+".maxFailureRatio", "must be between 0 and 1, got %g", u.MaxFailureRatio)
 	}
 	switch u.FailureAction {
