@@ -79,8 +79,8 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 		return fmt.Errorf("netmesh: VIP service %s: want an IPv4 VIP, a port and tcp or udp", s.ServiceID)
 	}
 	for _, b := range s.Backends {
-		if !b.Addr.Is4() || b.Port == 0 {
-			return fmt.Errorf("netmesh: VIP service %s: backend %v:%d is not an IPv4 address and port", s.ServiceID, b.Addr, b.Port)
+		if err := b.validate(); err != nil {
+			return fmt.Errorf("netmesh: VIP service %s: %w", s.ServiceID, err)
 		}
 	}
 	l.mu.Lock()

@@ -28,6 +28,17 @@ type Backend struct {
 	Port uint16
 }
 
+// validate refuses what is no task's address: IPv6 (not supported yet),
+// loopback (a published port to it would publish the node's loopback
+// services on every node), unspecified, multicast and broadcast.
+func (b Backend) validate() error {
+	a := b.Addr
+	if !a.Is4() || b.Port == 0 || a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return fmt.Errorf("backend %v:%d is not a task's IPv4 address and port", b.Addr, b.Port)
+	}
+	return nil
+}
+
 // PublishedPort makes a service answer on a port of every node (ingress
 // mode) and balances over its healthy backends on any node.
 type PublishedPort struct {
@@ -140,8 +151,8 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 		return fmt.Errorf("netmesh: published port %d/%s: want a port and tcp or udp", p.Port, p.Protocol)
 	}
 	for _, b := range p.Backends {
-		if !b.Addr.Is4() || b.Port == 0 {
-			return fmt.Errorf("netmesh: published port %d/%s: backend %v:%d is not an IPv4 address and port", p.Port, p.Protocol, b.Addr, b.Port)
+		if err := b.validate(); err != nil {
+			return fmt.Errorf("netmesh: published port %d/%s: %w", p.Port, p.Protocol, err)
 		}
 	}
 	m.mu.Lock()
@@ -200,16 +211,22 @@ func portKey(p Protocol, port uint16) string { return fmt.Sprintf("%s/%d", p, po
 
 func chainName(p Protocol, port uint16) string { return fmt.Sprintf("svc-%s-%d", p, port) }
 
-// localnetGuard drops packets for 127.0.0.0/8 that come from anywhere but
-// the node itself. Start turns route_localnet on, so that the node's own
-// connections to a published port on 127.0.0.1 can be sent to a backend on
-// another node; without the guard, the same setting would let any host on
-// the node's links reach services that listen on the node's loopback only.
-// It runs before NAT (priority -150), where replies to those connections
-// still carry the node's own address.
+// localnetGuard drops packets to or from 127.0.0.0/8 that come from
+// anywhere but the node itself (the CVE-2020-8558 pattern). Start turns
+// route_localnet on, so that the node's own connections to a published
+// port on 127.0.0.1 can be sent to a backend on another node; without the
+// guard, the same setting would let any host on the node's links reach
+// services that listen on the node's loopback only, and send packets that
+// claim a loopback source (which the kernel then accepts, but for
+// 127.0.0.1 itself) to services that trust such sources as the node's own.
+// It runs before NAT (priority -150), where replies to the node's
+// connections that the mesh sent elsewhere still carry the node's own
+// address (masqueraded): what the mesh itself DNATs is never dropped. The
+// mesh never DNATs to loopback either (Backend.validate).
 const localnetGuard = ` chain localnet {
   type filter hook prerouting priority -150; policy accept;
   iifname != "lo" ip daddr 127.0.0.0/8 drop
+  iifname != "lo" ip saddr 127.0.0.0/8 drop
  }
 `
 
