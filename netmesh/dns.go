@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -309,13 +310,8 @@ func (d *DNS) Start(ctx context.Context) error {
 	if d.Registry == nil {
 		return errors.New("netmesh dns: Registry is required")
 	}
-	pc, err := net.ListenPacket("udp", d.Addr)
+	pc, ln, err := listenUDPAndTCP(d.Addr)
 	if err != nil {
-		return fmt.Errorf("netmesh dns: %w", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
 		return fmt.Errorf("netmesh dns: %w", err)
 	}
 	n := d.MaxForwards
@@ -335,6 +331,30 @@ func (d *DNS) Start(ctx context.Context) error {
 	go d.tcp.ActivateAndServe()
 	go func() { <-started; <-started; close(d.ready) }()
 	return nil
+}
+
+// listenUDPAndTCP listens on addr over UDP and TCP, on the same port. With
+// port 0, the port the system picks for UDP may be taken for TCP (by a
+// connection's local end): then another is tried.
+func listenUDPAndTCP(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if port != "0" || try == 10 || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, err
+		}
+	}
 }
 
 // Ready is closed once both listeners serve.
