@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 
@@ -22,10 +23,30 @@ const (
 	UDP Protocol = "udp"
 )
 
-// Backend is a task a published port leads to.
+// Backend is a task a published port or a VIP leads to.
 type Backend struct {
 	Addr netip.Addr
 	Port uint16
+	// Draining takes the backend out of the choice for new connections
+	// while its established ones go on (their conntrack entries are kept):
+	// a graceful drain sets it, waits for the task to finish its
+	// connections or stop, then leaves the backend out, which resets what
+	// is left.
+	Draining bool
+}
+
+// key is the backend without its state.
+func (b Backend) key() Backend { return Backend{Addr: b.Addr, Port: b.Port} }
+
+// active are the backends new connections may go to.
+func active(backends []Backend) []Backend {
+	out := make([]Backend, 0, len(backends))
+	for _, b := range backends {
+		if !b.Draining {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // validate refuses what is no task's address: IPv6 (not supported yet),
@@ -47,7 +68,8 @@ type PublishedPort struct {
 	ServiceID string
 	Protocol  Protocol
 	Port      uint16
-	// Backends are the healthy tasks; an empty list refuses connections.
+	// Backends are the healthy tasks; with none that is not Draining, new
+	// connections are refused.
 	Backends []Backend
 	// HostMode publishes the port on this node only, to tasks on this node
 	// (set it only where such a task runs). Connections are not masqueraded:
@@ -145,7 +167,10 @@ func (m *RoutingMesh) Backend() string {
 
 // Set adds or replaces a published port. Only that port's chain and map
 // element change (one nft transaction), so the cost does not grow with the
-// number of services.
+// number of services. When Set returns, the kernel has the new backend set:
+// no connection opened after it goes to a backend left out or Draining.
+// Then the connections still tracked to backends left out are deleted (not
+// those of Draining ones), so their clients are reset rather than hang.
 func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	if p.Port == 0 || (p.Protocol != TCP && p.Protocol != UDP) {
 		return fmt.Errorf("netmesh: published port %d/%s: want a port and tcp or udp", p.Port, p.Protocol)
@@ -162,9 +187,10 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	}
 	k := portKey(p.Protocol, p.Port)
 	prev, had := m.ports[k]
-	if err := m.fast.setService(chainName(p.Protocol, p.Port), meshKey(p.Protocol, p.Port), !had, p.Protocol, p.Backends, !p.HostMode); err != nil {
+	if err := m.fast.setService(chainName(p.Protocol, p.Port), meshKey(p.Protocol, p.Port), !had, p.Protocol, active(p.Backends), !p.HostMode); err != nil {
 		return err
 	}
+	p.Backends = slices.Clone(p.Backends)
 	m.ports[k] = p
 	return flushConntrack(m.NetNS, p.Protocol, p.Port, netip.Addr{}, removedBackends(prev.Backends, p.Backends))
 }

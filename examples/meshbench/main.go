@@ -4,14 +4,16 @@
 // routing-mesh throughput against going direct to the same backend (backend
 // on the same node, and on another one), HTTP keep-alive requests/s through
 // the mesh against direct, the time a routing-mesh change takes with 10 and
-// with 1,000 published services of 10 backends, DNS latency inside a task,
-// and the time gossip takes to spread an endpoint. Throughput comes from iperf3 and HTTP rates from wrk, in separate
-// processes pinned to the two cores (client on 0, server on 1), in
-// interleaved rounds, as medians. It needs root, iproute2, nftables, iperf3
-// and wrk.
+// with 1,000 published services of 10 backends (and with 10,000 connections
+// tracked on the node), DNS latency inside a task, and the time gossip
+// takes to spread an endpoint. Throughput comes from iperf3 and HTTP rates
+// from wrk, in separate processes pinned to the two cores (client on 0,
+// server on 1), in interleaved rounds, as medians. It needs root, iproute2,
+// nftables, iperf3 and wrk (-only rules needs neither).
 //
 //	go run ./examples/meshbench            # 5 rounds of 3 s per case
 //	go run ./examples/meshbench -quick
+//	go run ./examples/meshbench -only rules -cpuprofile rules.prof
 package main
 
 import (
@@ -37,6 +39,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/shoalproject/shoal/internal/nettest"
 	"github.com/shoalproject/shoal/netmesh"
@@ -484,12 +489,13 @@ func httpRate(ctx context.Context, ns, addr string) (float64, string, error) {
 }
 
 // ruleChanges measures a routing-mesh change (all 10 backends of one
-// service replaced) with 10 and with n published services, as the median
-// of 20; with a profile path, it writes a CPU profile of 200 more changes
-// with n services.
+// service replaced) with 10 and with n published services, and with n
+// services on a node that tracks 10,000 connections of other services, as
+// the median of 20; with a profile path, it writes a CPU profile of 200
+// more changes with n services.
 func ruleChanges(ctx context.Context, h *nettest.Host, n int, profile string) error {
 	fmt.Println("\n== routing-mesh change (one backend set of one service), median of 20")
-	for _, count := range []int{10, n} {
+	for _, c := range []struct{ services, tracked int }{{10, 0}, {n, 0}, {n, 10000}} {
 		m := &netmesh.RoutingMesh{NetNS: "/var/run/netns/" + h.Name, Table: "bench-rules"}
 		if err := m.Start(ctx); err != nil {
 			return err
@@ -502,15 +508,18 @@ func ruleChanges(ctx context.Context, h *nettest.Host, n int, profile string) er
 			return b
 		}
 		t0 := time.Now()
-		for s := range count {
+		for s := range c.services {
 			if err := m.Set(ctx, netmesh.PublishedPort{ServiceID: fmt.Sprint(s), Protocol: netmesh.TCP, Port: uint16(20000 + s), Backends: backends(0)}); err != nil {
 				return err
 			}
 		}
 		install := time.Since(t0)
+		if err := trackConnections(h, c.tracked); err != nil {
+			return err
+		}
 		change := func(i int) (time.Duration, error) {
 			t := time.Now()
-			err := m.Set(ctx, netmesh.PublishedPort{ServiceID: "0", Protocol: netmesh.TCP, Port: 20000 + uint16(i%count), Backends: backends(1 + i%2)})
+			err := m.Set(ctx, netmesh.PublishedPort{ServiceID: "0", Protocol: netmesh.TCP, Port: 20000 + uint16(i%c.services), Backends: backends(1 + i%2)})
 			return time.Since(t), err
 		}
 		var lat []time.Duration
@@ -522,9 +531,13 @@ func ruleChanges(ctx context.Context, h *nettest.Host, n int, profile string) er
 			lat = append(lat, d)
 		}
 		slices.Sort(lat)
-		fmt.Printf("  %4d services x 10 backends (installed in %v): change takes %v (min %v, max %v) [target <= 10 ms, independent of the count]\n",
-			count, install.Round(time.Millisecond), lat[len(lat)/2].Round(10*time.Microsecond), lat[0].Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
-		if profile != "" && count == n {
+		conns := ""
+		if c.tracked > 0 {
+			conns = fmt.Sprintf(", %d connections tracked", c.tracked)
+		}
+		fmt.Printf("  %4d services x 10 backends%s (installed in %v): change takes %v (min %v, max %v) [target <= 10 ms, independent of the count]\n",
+			c.services, conns, install.Round(time.Millisecond), lat[len(lat)/2].Round(10*time.Microsecond), lat[0].Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
+		if profile != "" && c.services == n && c.tracked == 0 {
 			f, err := os.Create(profile)
 			if err != nil {
 				return err
@@ -543,6 +556,40 @@ func ruleChanges(ctx context.Context, h *nettest.Host, n int, profile string) er
 			fmt.Printf("  profiled 200 changes: %v each on average\n", (time.Since(t) / 200).Round(10*time.Microsecond))
 		}
 		m.Close()
+		if err := trackConnections(h, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trackConnections makes the host's conntrack table hold n established
+// TCP connections of another published port (40000), as a busy node's
+// does; 0 empties it.
+func trackConnections(h *nettest.Host, n int) error {
+	ns, err := netns.GetFromName(h.Name)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	nl, err := netlink.NewHandleAt(ns, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	if n == 0 {
+		return nl.ConntrackTableFlush(netlink.ConntrackTable)
+	}
+	for i := range n {
+		client := net.IPv4(192, 0, 2, byte(100+i/50000))
+		port := uint16(1024 + i%50000)
+		f := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
+			Forward:   netlink.IPTuple{SrcIP: client, DstIP: h.Addr.AsSlice(), Protocol: unix.IPPROTO_TCP, SrcPort: port, DstPort: 40000},
+			Reverse:   netlink.IPTuple{SrcIP: net.IPv4(10, 31, byte(i%7), 9), DstIP: client, Protocol: unix.IPPROTO_TCP, SrcPort: 80, DstPort: port},
+			ProtoInfo: &netlink.ProtoInfoTCP{State: 3}} // established
+		if err := nl.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+			return fmt.Errorf("conntrack entry %d: %w", i, err)
+		}
 	}
 	return nil
 }
