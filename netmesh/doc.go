@@ -22,4 +22,14 @@
 //
 //	o.SetPeerKeys(map[netip.Addr]netmesh.WireGuardKey{otherNode: itsPublicKey})
 //	o.EnsureNetwork(netmesh.OverlayNetwork{ID: "secret", VNI: 4098, Subnet: subnet, Encrypted: true})
+//
+// Gossip needs the node's signing key, and every node's public key from the
+// managers; the firewall the other nodes' underlay addresses:
+//
+//	g := &netmesh.Gossip{Name: nodeID, HostAddr: nodeAddr, Key: clusterKey, Signer: nodeKey}
+//	g.Start(ctx)
+//	g.SetNodeKeys(map[string]crypto.PublicKey{otherID: itsPublicKey})
+//	fw := &netmesh.NodeFirewall{}
+//	fw.SetPeers(ctx, []netip.Addr{otherNode})
+//	fw.Start(ctx)
 package netmesh
