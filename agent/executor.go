@@ -51,6 +51,14 @@ type Adopter interface {
 	Adopt(ctx context.Context) ([]string, error)
 }
 
+// ReservedLabelPrefix starts the container labels executors set
+// themselves (shoal.task.id, shoal.service.id, shoal.stop-signal ...):
+// what they tell (which task and service a container is, its logs' service,
+// how an agent restarted after stops it) must not come from a task's spec.
+// Executors drop spec labels with this prefix; the control API should
+// refuse them in specs (api validation), so the user hears of it.
+const ReservedLabelPrefix = "shoal."
+
 // Metrics is a task's resource use (cgroup v1 and v2 alike).
 type Metrics struct {
 	// CPUNanos is CPU time used since the task started.

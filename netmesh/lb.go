@@ -15,7 +15,9 @@ type VIPService struct {
 	VIP       netip.Addr
 	Protocol  Protocol
 	Port      uint16
-	Backends  []Backend
+	// Backends are the healthy tasks; with none that is not Draining, new
+	// connections are refused.
+	Backends []Backend
 }
 
 // ServiceLB balances a task's connections to service VIPs over the
@@ -73,14 +75,17 @@ func vipChain(vip netip.Addr, p Protocol, port uint16) string {
 	return fmt.Sprintf("vip-%d-%d-%d-%d-%s-%d", b[0], b[1], b[2], b[3], p, port)
 }
 
-// Set adds or replaces a VIP service.
+// Set adds or replaces a VIP service. As RoutingMesh.Set: when it
+// returns, new connections go only to the backends given and not Draining;
+// connections tracked to backends left out are then deleted, those of
+// Draining ones kept.
 func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 	if !s.VIP.Is4() || s.Port == 0 || (s.Protocol != TCP && s.Protocol != UDP) {
 		return fmt.Errorf("netmesh: VIP service %s: want an IPv4 VIP, a port and tcp or udp", s.ServiceID)
 	}
 	for _, b := range s.Backends {
-		if !b.Addr.Is4() || b.Port == 0 {
-			return fmt.Errorf("netmesh: VIP service %s: backend %v:%d is not an IPv4 address and port", s.ServiceID, b.Addr, b.Port)
+		if err := b.validate(); err != nil {
+			return fmt.Errorf("netmesh: VIP service %s: %w", s.ServiceID, err)
 		}
 	}
 	l.mu.Lock()
@@ -90,7 +95,7 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 	}
 	k := vipKey(s.VIP, s.Protocol, s.Port)
 	prev, had := l.vips[k]
-	if err := l.fast.setService(vipChain(s.VIP, s.Protocol, s.Port), vipKeyBytes(s.VIP, s.Protocol, s.Port), !had, s.Protocol, s.Backends, false); err != nil {
+	if err := l.fast.setService(vipChain(s.VIP, s.Protocol, s.Port), vipKeyBytes(s.VIP, s.Protocol, s.Port), !had, s.Protocol, active(s.Backends), false); err != nil {
 		return err
 	}
 	l.vips[k] = append([]Backend(nil), s.Backends...)

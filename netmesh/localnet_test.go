@@ -76,6 +76,23 @@ func TestRoutingMeshLoopback(t *testing.T) {
 	if pending := fromOutside(); pending != 0 {
 		t.Fatalf("a datagram for 127.0.0.1 from another host reached a service on h1's loopback (%d bytes queued)", pending)
 	}
+	// Nor does a packet that claims to come from the node's loopback:
+	// route_localnet accepts 127.0.0.0/8 sources from the wire too (the
+	// kernel still refuses 127.0.0.1, an address of the node's own, but
+	// not 127.0.0.2), and a service that trusts loopback sources as "this
+	// node" (Go's IsLoopback is all of 127.0.0.0/8) would take it for one
+	// of the node's own.
+	if first := spoofedFirst(t, h0, h1, h1MAC); first != "control" {
+		t.Fatalf("a datagram from 127.0.0.2 sent by another host reached a service of h1: got %q first", first)
+	}
+	// The mesh never leads a published port to the node's loopback: that
+	// would publish what listens there on every node.
+	for _, a := range []string{"127.0.0.1", "127.1.2.3", "0.0.0.0", "224.0.0.1", "255.255.255.255"} {
+		err := m.Set(ctx, netmesh.PublishedPort{ServiceID: "lo", Protocol: netmesh.TCP, Port: 8081, Backends: []netmesh.Backend{{Addr: netip.MustParseAddr(a), Port: 22}}})
+		if err == nil {
+			t.Errorf("a backend at %s accepted", a)
+		}
+	}
 	// Closed, the mesh takes its guard away, and route_localnet with it.
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
@@ -83,6 +100,35 @@ func TestRoutingMeshLoopback(t *testing.T) {
 	if pending := fromOutside(); pending != 0 {
 		t.Fatalf("after Close, a datagram for 127.0.0.1 from another host reached h1's loopback (%d bytes queued)", pending)
 	}
+	if first := spoofedFirst(t, h0, h1, h1MAC); first != "control" {
+		t.Fatalf("after Close, a datagram from 127.0.0.2 sent by another host reached a service of h1: got %q first", first)
+	}
+}
+
+// spoofedFirst sends, from a to b, a datagram claiming to come from
+// 127.0.0.2, then one from a's own address, to a socket of b on all
+// addresses, and returns the payload of the first that arrives.
+func spoofedFirst(t *testing.T, a, b *nettest.Host, bMAC net.HardwareAddr) string {
+	t.Helper()
+	var any net.PacketConn
+	if err := nettest.Do(b.Name, func() (err error) { any, err = net.ListenPacket("udp", "0.0.0.0:9997"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer any.Close()
+	if err := nettest.Do(a.Name, func() error {
+		return sendUDPFrames(a.Addr, bMAC,
+			udpFrame{src: netip.MustParseAddr("127.0.0.2"), dst: b.Addr, port: 9997, payload: "spoofed"},
+			udpFrame{dst: b.Addr, port: 9997, payload: "control"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	any.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, _, err := any.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n])
 }
 
 // linkMAC is the MAC address of a link in a namespace.
@@ -114,6 +160,7 @@ func queued(t *testing.T, c net.PacketConn) int {
 }
 
 type udpFrame struct {
+	src     netip.Addr // zero: the sender's
 	dst     netip.Addr
 	port    uint16
 	payload string
@@ -166,6 +213,9 @@ func ipv4UDP(src netip.Addr, f udpFrame) []byte {
 	p[0], p[8], p[9] = 0x45, 64, unix.IPPROTO_UDP
 	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
 	binary.BigEndian.PutUint16(p[6:], 0x4000) // don't fragment
+	if f.src.IsValid() {
+		src = f.src
+	}
 	s, d := src.As4(), f.dst.As4()
 	copy(p[12:], s[:])
 	copy(p[16:], d[:])

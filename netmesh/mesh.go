@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 
@@ -22,10 +23,41 @@ const (
 	UDP Protocol = "udp"
 )
 
-// Backend is a task a published port leads to.
+// Backend is a task a published port or a VIP leads to.
 type Backend struct {
 	Addr netip.Addr
 	Port uint16
+	// Draining takes the backend out of the choice for new connections
+	// while its established ones go on (their conntrack entries are kept):
+	// a graceful drain sets it, waits for the task to finish its
+	// connections or stop, then leaves the backend out, which resets what
+	// is left.
+	Draining bool
+}
+
+// key is the backend without its state.
+func (b Backend) key() Backend { return Backend{Addr: b.Addr, Port: b.Port} }
+
+// active are the backends new connections may go to.
+func active(backends []Backend) []Backend {
+	out := make([]Backend, 0, len(backends))
+	for _, b := range backends {
+		if !b.Draining {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// validate refuses what is no task's address: IPv6 (not supported yet),
+// loopback (a published port to it would publish the node's loopback
+// services on every node), unspecified, multicast and broadcast.
+func (b Backend) validate() error {
+	a := b.Addr
+	if !a.Is4() || b.Port == 0 || a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return fmt.Errorf("backend %v:%d is not a task's IPv4 address and port", b.Addr, b.Port)
+	}
+	return nil
 }
 
 // PublishedPort makes a service answer on a port of every node (ingress
@@ -36,7 +68,8 @@ type PublishedPort struct {
 	ServiceID string
 	Protocol  Protocol
 	Port      uint16
-	// Backends are the healthy tasks; an empty list refuses connections.
+	// Backends are the healthy tasks; with none that is not Draining, new
+	// connections are refused.
 	Backends []Backend
 	// HostMode publishes the port on this node only, to tasks on this node
 	// (set it only where such a task runs). Connections are not masqueraded:
@@ -134,14 +167,17 @@ func (m *RoutingMesh) Backend() string {
 
 // Set adds or replaces a published port. Only that port's chain and map
 // element change (one nft transaction), so the cost does not grow with the
-// number of services.
+// number of services. When Set returns, the kernel has the new backend set:
+// no connection opened after it goes to a backend left out or Draining.
+// Then the connections still tracked to backends left out are deleted (not
+// those of Draining ones), so their clients are reset rather than hang.
 func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	if p.Port == 0 || (p.Protocol != TCP && p.Protocol != UDP) {
 		return fmt.Errorf("netmesh: published port %d/%s: want a port and tcp or udp", p.Port, p.Protocol)
 	}
 	for _, b := range p.Backends {
-		if !b.Addr.Is4() || b.Port == 0 {
-			return fmt.Errorf("netmesh: published port %d/%s: backend %v:%d is not an IPv4 address and port", p.Port, p.Protocol, b.Addr, b.Port)
+		if err := b.validate(); err != nil {
+			return fmt.Errorf("netmesh: published port %d/%s: %w", p.Port, p.Protocol, err)
 		}
 	}
 	m.mu.Lock()
@@ -151,9 +187,10 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	}
 	k := portKey(p.Protocol, p.Port)
 	prev, had := m.ports[k]
-	if err := m.fast.setService(chainName(p.Protocol, p.Port), meshKey(p.Protocol, p.Port), !had, p.Protocol, p.Backends, !p.HostMode); err != nil {
+	if err := m.fast.setService(chainName(p.Protocol, p.Port), meshKey(p.Protocol, p.Port), !had, p.Protocol, active(p.Backends), !p.HostMode); err != nil {
 		return err
 	}
+	p.Backends = slices.Clone(p.Backends)
 	m.ports[k] = p
 	return flushConntrack(m.NetNS, p.Protocol, p.Port, netip.Addr{}, removedBackends(prev.Backends, p.Backends))
 }
@@ -200,16 +237,22 @@ func portKey(p Protocol, port uint16) string { return fmt.Sprintf("%s/%d", p, po
 
 func chainName(p Protocol, port uint16) string { return fmt.Sprintf("svc-%s-%d", p, port) }
 
-// localnetGuard drops packets for 127.0.0.0/8 that come from anywhere but
-// the node itself. Start turns route_localnet on, so that the node's own
-// connections to a published port on 127.0.0.1 can be sent to a backend on
-// another node; without the guard, the same setting would let any host on
-// the node's links reach services that listen on the node's loopback only.
-// It runs before NAT (priority -150), where replies to those connections
-// still carry the node's own address.
+// localnetGuard drops packets to or from 127.0.0.0/8 that come from
+// anywhere but the node itself (the CVE-2020-8558 pattern). Start turns
+// route_localnet on, so that the node's own connections to a published
+// port on 127.0.0.1 can be sent to a backend on another node; without the
+// guard, the same setting would let any host on the node's links reach
+// services that listen on the node's loopback only, and send packets that
+// claim a loopback source (which the kernel then accepts, but for
+// 127.0.0.1 itself) to services that trust such sources as the node's own.
+// It runs before NAT (priority -150), where replies to the node's
+// connections that the mesh sent elsewhere still carry the node's own
+// address (masqueraded): what the mesh itself DNATs is never dropped. The
+// mesh never DNATs to loopback either (Backend.validate).
 const localnetGuard = ` chain localnet {
   type filter hook prerouting priority -150; policy accept;
   iifname != "lo" ip daddr 127.0.0.0/8 drop
+  iifname != "lo" ip saddr 127.0.0.0/8 drop
  }
 `
 

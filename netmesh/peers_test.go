@@ -2,6 +2,9 @@ package netmesh_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -35,6 +38,7 @@ func TestGossipProgramsOverlay(t *testing.T) {
 		err     error
 	}
 	var nodes []*node
+	nodeKeys := map[string]crypto.PublicKey{} // as the managers hand them out
 	for i, h := range lab.Hosts {
 		nd := &node{addr: netip.AddrFrom4([4]byte{10, 44, 0, byte(2 + i)})}
 		nd.overlay = &netmesh.Overlay{NetNS: "/var/run/netns/" + h.Name, LocalAddr: h.Addr}
@@ -56,7 +60,12 @@ func TestGossipProgramsOverlay(t *testing.T) {
 		echo(t, ns, nd.addr.String()+":9000")
 		// Gossip runs in the test's namespace on loopback: it is control
 		// traffic, and memberlist dials from threads of its own.
-		nd.gossip = &netmesh.Gossip{Name: h.Name, BindAddr: "127.0.0.1", HostAddr: h.Addr, Key: key, Fast: true}
+		_, signer, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodeKeys[h.Name] = signer.Public()
+		nd.gossip = &netmesh.Gossip{Name: h.Name, BindAddr: "127.0.0.1", HostAddr: h.Addr, Key: key, Signer: signer, Fast: true}
 		nd.gossip.OnChange = func() {
 			err := nd.overlay.SetEndpoints(n, nd.gossip.Endpoints(n.ID))
 			nd.mu.Lock()
@@ -69,8 +78,17 @@ func TestGossipProgramsOverlay(t *testing.T) {
 		t.Cleanup(func() { nd.gossip.Close() })
 		nodes = append(nodes, nd)
 	}
+	first, err := nodes[0].gossip.Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range nodes {
+		if err := nd.gossip.SetNodeKeys(nodeKeys); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, nd := range nodes[1:] {
-		if _, err := nd.gossip.Join(context.Background(), []string{nodes[0].gossip.Addr()}); err != nil {
+		if _, err := nd.gossip.Join(context.Background(), []string{first}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -234,11 +234,7 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 	if len(secretMounts) > 0 {
 		specOpts = append(specOpts, oci.WithMounts(secretMounts))
 	}
-	labels := map[string]string{taskLabel: t.ID, "shoal.service.id": t.ServiceID, "shoal.task.name": t.Annotations.Name,
-		stopSignalLabel: fmt.Sprint(int(stop))}
-	for k, v := range t.Spec.Labels {
-		labels[k] = v
-	}
+	labels := e.containerLabels(t, stop)
 	ctr, err := e.client.NewContainer(ctx, t.ID,
 		ctrd.WithImage(img),
 		ctrd.WithSnapshotter(e.snapshotter()),
@@ -258,6 +254,31 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 	e.tasks[t.ID] = &entry{container: ctr, stopSignal: stop, logPath: filepath.Join(e.StateDir, "logs", t.ID+".log"), done: make(chan struct{})}
 	e.mu.Unlock()
 	return nil
+}
+
+// containerLabels are the task spec's labels, then the executor's own
+// (agent.ReservedLabelPrefix), last so that none of the spec's can pass for
+// them: spec labels with the reserved prefix are dropped (and logged), not
+// merely overwritten, since a later version may read more of them.
+func (e *Executor) containerLabels(t *api.Task, stop syscall.Signal) map[string]string {
+	labels := make(map[string]string, len(t.Spec.Labels)+4)
+	var dropped []string
+	for k, v := range t.Spec.Labels {
+		if strings.HasPrefix(k, agent.ReservedLabelPrefix) {
+			dropped = append(dropped, k)
+			continue
+		}
+		labels[k] = v
+	}
+	if len(dropped) > 0 {
+		sort.Strings(dropped)
+		e.logger().Warn("containerd executor: reserved labels in a task's spec dropped", "task", t.ID, "labels", dropped)
+	}
+	labels[taskLabel] = t.ID
+	labels[serviceLabel] = t.ServiceID
+	labels[taskNameLabel] = t.Annotations.Name
+	labels[stopSignalLabel] = fmt.Sprint(int(stop))
+	return labels
 }
 
 // specFor turns a task spec into OCI spec options, as Docker does:
@@ -622,7 +643,7 @@ func (e *Executor) Logs(ctx context.Context, id string, opts agent.LogOptions, f
 	}
 	labels, _ := en.container.Labels(e.ns(ctx))
 	tag := func(r logRecord) agent.LogLine {
-		return agent.LogLine{Time: r.Time, Stream: r.Stream, Line: r.Line, TaskID: id, ServiceID: labels["shoal.service.id"]}
+		return agent.LogLine{Time: r.Time, Stream: r.Stream, Line: r.Line, TaskID: id, ServiceID: labels[serviceLabel]}
 	}
 	var lines []agent.LogLine
 	var offset int64
@@ -708,7 +729,13 @@ func (e *Executor) logger() *slog.Logger {
 	return e.Logger
 }
 
-const stopSignalLabel = "shoal.stop-signal"
+// The executor's own labels (agent.ReservedLabelPrefix); taskLabel is in
+// adopt.go.
+const (
+	stopSignalLabel = "shoal.stop-signal"
+	serviceLabel    = "shoal.service.id"
+	taskNameLabel   = "shoal.task.name"
+)
 
 func stopSignalOf(ctx context.Context, ctr ctrd.Container) syscall.Signal {
 	labels, err := ctr.Labels(ctx)

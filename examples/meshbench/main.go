@@ -4,18 +4,23 @@
 // routing-mesh throughput against going direct to the same backend (backend
 // on the same node, and on another one), HTTP keep-alive requests/s through
 // the mesh against direct, the time a routing-mesh change takes with 10 and
-// with 1,000 published services of 10 backends, and DNS latency inside a
-// task. Throughput comes from iperf3 and HTTP rates from wrk, in separate
-// processes pinned to the two cores (client on 0, server on 1), in
-// interleaved rounds, as medians. It needs root, iproute2, nftables, iperf3
-// and wrk.
+// with 1,000 published services of 10 backends (and with 10,000 connections
+// tracked on the node), DNS latency inside a task, and the time gossip
+// takes to spread an endpoint. Throughput comes from iperf3 and HTTP rates
+// from wrk, in separate processes pinned to the two cores (client on 0,
+// server on 1), in interleaved rounds, as medians. It needs root, iproute2,
+// nftables, iperf3 and wrk (-only rules needs neither).
 //
 //	go run ./examples/meshbench            # 5 rounds of 3 s per case
 //	go run ./examples/meshbench -quick
+//	go run ./examples/meshbench -only rules -cpuprofile rules.prof
 package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -26,6 +31,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +39,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/shoalproject/shoal/internal/nettest"
 	"github.com/shoalproject/shoal/netmesh"
@@ -51,6 +60,8 @@ func run(ctx context.Context) error {
 	rounds := flag.Int("rounds", 5, "rounds of throughput runs (medians are reported)")
 	flag.DurationVar(&dur, "duration", 3*time.Second, "length of each throughput run")
 	serve := flag.String("serve-http", "", "(internal) serve HTTP on this address and do nothing else")
+	only := flag.String("only", "", "run one part only: rules (the routing-mesh change)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the rule changes to this file (with -only rules)")
 	flag.Parse()
 	if *serve != "" {
 		return serveHTTP(*serve)
@@ -61,6 +72,16 @@ func run(ctx context.Context) error {
 	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("meshbench needs root (it makes network namespaces)")
+	}
+	if *only == "rules" {
+		lab, err := nettest.NewLab(1)
+		if err != nil {
+			return err
+		}
+		defer lab.Close()
+		return ruleChanges(ctx, lab.Hosts[0], services, *cpuProfile)
+	} else if *only != "" {
+		return fmt.Errorf("-only %q: want rules", *only)
 	}
 	for _, tool := range []string{"iperf3", "wrk", "taskset"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -251,37 +272,8 @@ func run(ctx context.Context) error {
 		md, directP50[len(directP50)/2], mm, meshP50[len(meshP50)/2], mm/md)
 
 	// Rule updates.
-	fmt.Println("\n== routing-mesh change (one backend of one service), median of 20")
-	for _, n := range []int{10, services} {
-		m := &netmesh.RoutingMesh{NetNS: "/var/run/netns/" + h0.Name, Table: "bench-rules"}
-		if err := m.Start(ctx); err != nil {
-			return err
-		}
-		backends := func(shift int) []netmesh.Backend {
-			var b []netmesh.Backend
-			for j := range 10 {
-				b = append(b, netmesh.Backend{Addr: netip.AddrFrom4([4]byte{10, 30, byte(j), byte(1 + shift)}), Port: 80})
-			}
-			return b
-		}
-		t0 := time.Now()
-		for s := range n {
-			if err := m.Set(ctx, netmesh.PublishedPort{ServiceID: fmt.Sprint(s), Protocol: netmesh.TCP, Port: uint16(20000 + s), Backends: backends(0)}); err != nil {
-				return err
-			}
-		}
-		install := time.Since(t0)
-		var lat []time.Duration
-		for i := range 20 {
-			t := time.Now()
-			if err := m.Set(ctx, netmesh.PublishedPort{ServiceID: "0", Protocol: netmesh.TCP, Port: 20000 + uint16(i%n), Backends: backends(1 + i%2)}); err != nil {
-				return err
-			}
-			lat = append(lat, time.Since(t))
-		}
-		slices.Sort(lat)
-		fmt.Printf("  %4d services x 10 backends (installed in %v): change takes %v [target <= 10 ms, independent of the count]\n", n, install.Round(time.Millisecond), lat[len(lat)/2].Round(10*time.Microsecond))
-		m.Close()
+	if err := ruleChanges(ctx, h0, services, ""); err != nil {
+		return err
 	}
 
 	// DNS inside a task.
@@ -316,16 +308,31 @@ func run(ctx context.Context) error {
 	// Gossip: a new endpoint on one node until all 3 know it.
 	key := []byte("meshbench-gossip-key-32-bytes!!!")
 	var gs []*netmesh.Gossip
+	nodeKeys := map[string]crypto.PublicKey{}
 	for i := range 3 {
-		g := &netmesh.Gossip{Name: fmt.Sprint("g", i), BindAddr: "127.0.0.1", HostAddr: netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)}), Key: key, Fast: true}
+		_, signer, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return err
+		}
+		g := &netmesh.Gossip{Name: fmt.Sprint("g", i), BindAddr: "127.0.0.1", HostAddr: netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)}), Key: key, Signer: signer, Fast: true}
+		nodeKeys[g.Name] = signer.Public()
 		if err := g.Start(ctx); err != nil {
 			return err
 		}
 		defer g.Close()
 		gs = append(gs, g)
 	}
+	first, err := gs[0].Addr()
+	if err != nil {
+		return err
+	}
+	for _, g := range gs {
+		if err := g.SetNodeKeys(nodeKeys); err != nil {
+			return err
+		}
+	}
 	for _, g := range gs[1:] {
-		if _, err := g.Join(ctx, []string{gs[0].Addr()}); err != nil {
+		if _, err := g.Join(ctx, []string{first}); err != nil {
 			return err
 		}
 	}
@@ -479,4 +486,110 @@ func httpRate(ctx context.Context, ns, addr string) (float64, string, error) {
 		return 0, "", fmt.Errorf("wrk %s: no rate in %s", addr, out)
 	}
 	return rate, p50, nil
+}
+
+// ruleChanges measures a routing-mesh change (all 10 backends of one
+// service replaced) with 10 and with n published services, and with n
+// services on a node that tracks 10,000 connections of other services, as
+// the median of 20; with a profile path, it writes a CPU profile of 200
+// more changes with n services.
+func ruleChanges(ctx context.Context, h *nettest.Host, n int, profile string) error {
+	fmt.Println("\n== routing-mesh change (one backend set of one service), median of 20")
+	for _, c := range []struct{ services, tracked int }{{10, 0}, {n, 0}, {n, 10000}} {
+		m := &netmesh.RoutingMesh{NetNS: "/var/run/netns/" + h.Name, Table: "bench-rules"}
+		if err := m.Start(ctx); err != nil {
+			return err
+		}
+		backends := func(shift int) []netmesh.Backend {
+			var b []netmesh.Backend
+			for j := range 10 {
+				b = append(b, netmesh.Backend{Addr: netip.AddrFrom4([4]byte{10, 30, byte(j), byte(1 + shift)}), Port: 80})
+			}
+			return b
+		}
+		t0 := time.Now()
+		for s := range c.services {
+			if err := m.Set(ctx, netmesh.PublishedPort{ServiceID: fmt.Sprint(s), Protocol: netmesh.TCP, Port: uint16(20000 + s), Backends: backends(0)}); err != nil {
+				return err
+			}
+		}
+		install := time.Since(t0)
+		if err := trackConnections(h, c.tracked); err != nil {
+			return err
+		}
+		change := func(i int) (time.Duration, error) {
+			t := time.Now()
+			err := m.Set(ctx, netmesh.PublishedPort{ServiceID: "0", Protocol: netmesh.TCP, Port: 20000 + uint16(i%c.services), Backends: backends(1 + i%2)})
+			return time.Since(t), err
+		}
+		var lat []time.Duration
+		for i := range 20 {
+			d, err := change(i)
+			if err != nil {
+				return err
+			}
+			lat = append(lat, d)
+		}
+		slices.Sort(lat)
+		conns := ""
+		if c.tracked > 0 {
+			conns = fmt.Sprintf(", %d connections tracked", c.tracked)
+		}
+		fmt.Printf("  %4d services x 10 backends%s (installed in %v): change takes %v (min %v, max %v) [target <= 10 ms, independent of the count]\n",
+			c.services, conns, install.Round(time.Millisecond), lat[len(lat)/2].Round(10*time.Microsecond), lat[0].Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
+		if profile != "" && c.services == n && c.tracked == 0 {
+			f, err := os.Create(profile)
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			t := time.Now()
+			for i := range 200 {
+				if _, err := change(i); err != nil {
+					return err
+				}
+			}
+			pprof.StopCPUProfile()
+			f.Close()
+			fmt.Printf("  profiled 200 changes: %v each on average\n", (time.Since(t) / 200).Round(10*time.Microsecond))
+		}
+		m.Close()
+		if err := trackConnections(h, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trackConnections makes the host's conntrack table hold n established
+// TCP connections of another published port (40000), as a busy node's
+// does; 0 empties it.
+func trackConnections(h *nettest.Host, n int) error {
+	ns, err := netns.GetFromName(h.Name)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	nl, err := netlink.NewHandleAt(ns, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	if n == 0 {
+		return nl.ConntrackTableFlush(netlink.ConntrackTable)
+	}
+	for i := range n {
+		client := net.IPv4(192, 0, 2, byte(100+i/50000))
+		port := uint16(1024 + i%50000)
+		f := &netlink.ConntrackFlow{FamilyType: unix.AF_INET, TimeOut: 600,
+			Forward:   netlink.IPTuple{SrcIP: client, DstIP: h.Addr.AsSlice(), Protocol: unix.IPPROTO_TCP, SrcPort: port, DstPort: 40000},
+			Reverse:   netlink.IPTuple{SrcIP: net.IPv4(10, 31, byte(i%7), 9), DstIP: client, Protocol: unix.IPPROTO_TCP, SrcPort: 80, DstPort: port},
+			ProtoInfo: &netlink.ProtoInfoTCP{State: 3}} // established
+		if err := nl.ConntrackCreate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+			return fmt.Errorf("conntrack entry %d: %w", i, err)
+		}
+	}
+	return nil
 }
