@@ -55,9 +55,9 @@ type Adopter interface {
 // themselves (shoal.task.id, shoal.service.id, shoal.stop-signal ...):
 // what they tell (which task and service a container is, its logs' service,
 // how an agent restarted after stops it) must not come from a task's spec.
-// Executors drop spec labels with this prefix; the control API should
-// refuse them in specs (api validation), so the user hears of it.
-const ReservedLabelPrefix = "shoal."
+// Executors drop spec labels with this prefix; the control API refuses
+// them in specs (api validation), so the user hears of it.
+const ReservedLabelPrefix = api.ReservedLabelPrefix
 
 // Metrics is a task's resource use (cgroup v1 and v2 alike).
 type Metrics struct {

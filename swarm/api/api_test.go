@@ -249,3 +249,16 @@ func TestMaxFailureRatioNaN(t *testing.T) {
 		t.Fatalf("NaN maxFailureRatio: %v", err)
 	}
 }
+
+// Container labels under shoal. are the executors' own.
+func TestReservedLabelsRefused(t *testing.T) {
+	spec := api.ServiceSpec{Annotations: api.Annotations{Name: "web"}, Mode: api.Replicated(1),
+		TaskTemplate: api.TaskSpec{Image: "busybox", Labels: map[string]string{"shoal.service.id": "victim"}}}
+	if err := spec.Validate(); err == nil || !strings.Contains(err.Error(), "shoal.service.id") {
+		t.Fatalf("reserved label: %v", err)
+	}
+	spec.TaskTemplate.Labels = map[string]string{"shoalish": "ok"}
+	if err := spec.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

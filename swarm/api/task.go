@@ -258,3 +258,8 @@ type NetworkTarget struct {
 	Target  string   `json:"target"`
 	Aliases []string `json:"aliases,omitempty"`
 }
+
+// ReservedLabelPrefix starts the container labels Shoal's executors set
+// themselves (shoal.task.id, shoal.service.id ...): a task spec's labels
+// may not use it, since what those labels tell must not come from a spec.
+const ReservedLabelPrefix = "shoal."

@@ -245,6 +245,11 @@ func (t *TaskSpec) validate(v *validator, f string) {
 		v.addf(f+".dir", "%q must be an absolute path", t.Dir)
 	}
 	v.labels(f+".labels", t.Labels)
+	for k := range t.Labels {
+		if strings.HasPrefix(k, ReservedLabelPrefix) {
+			v.addf(f+".labels", "label %q: keys starting with %q are set by Shoal itself (which task and service a container is); choose another key", k, ReservedLabelPrefix)
+		}
+	}
 	targets := map[string]bool{}
 	for i, m := range t.Mounts {
 		mf := f + "." + pathIdx("mounts", i)
