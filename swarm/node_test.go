@@ -333,7 +333,12 @@ func TestPromoteAndDemote(t *testing.T) {
 		return !in && w.Role() == "worker" && w.Manager() == nil
 	})
 	if _, err := os.Stat(filepath.Join(w.Dir, "manager")); !os.IsNotExist(err) {
-		t.Fatalf("the demoted node kept its Raft data: %v", err)
+		var left []string
+		filepath.WalkDir(filepath.Join(w.Dir, "manager"), func(p string, d os.DirEntry, err error) error {
+			left = append(left, p)
+			return nil
+		})
+		t.Fatalf("the demoted node kept its Raft data: %v %v", err, left)
 	}
 }
 
