@@ -25,10 +25,11 @@ type Dispatcher interface {
 	// Heartbeat tells the leader the node is alive; it answers the period
 	// to keep, which grows with the cluster.
 	Heartbeat(ctx context.Context, nodeID string) (time.Duration, error)
-	// Assignments streams the node's tasks: each value is the whole set,
-	// sent at first and after every change to it. The channel closes when
-	// ctx ends or the manager goes away; call again.
-	Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error)
+	// Assignments streams the node's assignment: each value is whole (its
+	// tasks, the secrets and configs they use, its network view), sent at
+	// first and after every change. The channel closes when ctx ends or
+	// the manager goes away; call again.
+	Assignments(ctx context.Context, nodeID string) (<-chan *api.Assignment, error)
 	// UpdateStatus records task states the node reports. nil means every
 	// report was applied (or was stale and is not needed); an error means
 	// the reports must be sent again.
@@ -83,6 +84,9 @@ type dispatcher struct {
 	leadAt   time.Time            // when this manager became leader
 	leadTerm uint64               // in which term
 	streams  map[string]*stream   // the assignment stream of each node
+	book     *netBook             // the data plane's book, while leading
+	bookStop context.CancelFunc
+	bookDone chan struct{}
 }
 
 // stream is one node's assignment stream.
@@ -96,8 +100,21 @@ func (d *dispatcher) startLeading(term uint64) {
 	if term != d.leadTerm || d.seen == nil {
 		d.seen, d.leadAt, d.leadTerm = map[string]time.Time{}, time.Now(), term
 	}
+	if d.book == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		d.book, d.bookStop, d.bookDone = newNetBook(d.store, d.logger), cancel, make(chan struct{})
+		book, done := d.book, d.bookDone
+		go func() { defer close(done); book.run(ctx) }()
+	}
 	d.mu.Unlock()
 	d.serving.Store(true)
+}
+
+// netBook is the data plane's book while this manager leads.
+func (d *dispatcher) netBook() *netBook {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.book
 }
 
 // stopLeading stops serving workers, and ends their assignment streams:
@@ -105,10 +122,16 @@ func (d *dispatcher) startLeading(term uint64) {
 func (d *dispatcher) stopLeading() {
 	d.serving.Store(false)
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	for id, s := range d.streams {
 		s.cancel()
 		delete(d.streams, id)
+	}
+	stop, done := d.bookStop, d.bookDone
+	d.book, d.bookStop, d.bookDone = nil, nil, nil
+	d.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
 	}
 }
 
@@ -292,11 +315,12 @@ func assigned(t *api.Task) bool {
 	return t.Status.State >= api.TaskAssigned && (t.DesiredState <= api.TaskRunning || !ended(t))
 }
 
-// assignments streams a node's task set while this manager leads. The
-// watch behind it survives a resync (a snapshot restore, or a burst of
-// changes larger than the store's event buffer): it reads the set again
-// and watches from there.
-func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
+// assignments streams a node's assignment while this manager leads: its
+// tasks, the secrets and configs they use, and (for a node with a network
+// agent) its network view. The watch behind it survives a resync (a
+// snapshot restore, or a burst of changes larger than the store's event
+// buffer): it reads the set again and watches from there.
+func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan *api.Assignment, error) {
 	if err := checkNodeID(nodeID); err != nil {
 		return nil, err
 	}
@@ -311,24 +335,28 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*
 		}
 		return false
 	}
-	read := func() ([]*api.Task, uint64, error) {
-		var set []*api.Task
+	read := func() (*api.Assignment, uint64, error) {
+		a := &api.Assignment{}
 		var index uint64
 		err := d.store.View(func(tx *raftstore.ReadTx) error {
 			index = tx.Index()
 			ts, err := list[*api.Task](tx.Find(TableTasks, IndexNode, nodeID))
+			if err != nil {
+				return err
+			}
 			for _, t := range ts {
 				if assigned(t) {
-					set = append(set, t)
+					a.Tasks = append(a.Tasks, t)
 				}
 			}
+			a.Secrets, a.Configs, err = dataOfTasks(tx, a.Tasks)
 			return err
 		})
-		return set, index, err
+		return a, index, err
 	}
-	watch := func() (*raftstore.Watcher, []*api.Task, error) {
+	watch := func() (*raftstore.Watcher, *api.Assignment, error) {
 		for {
-			set, index, err := read()
+			a, index, err := read()
 			if err != nil {
 				return nil, nil, err
 			}
@@ -336,7 +364,7 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*
 			if errors.Is(err, raftstore.ErrResync) {
 				continue // the state moved past the buffer meanwhile: read again
 			}
-			return w, set, err
+			return w, a, err
 		}
 	}
 	// Only the leader hands out assignments, and only while it leads: a
@@ -344,6 +372,10 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*
 	// feeding its workers a past that the cluster has left.
 	if err := d.leading(); err != nil {
 		return nil, err
+	}
+	book := d.netBook()
+	if book == nil {
+		return nil, d.notLeader()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	// One stream per node: a new one (the worker reconnected) ends the
@@ -379,13 +411,14 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*
 			}
 		}
 	}()
-	w, set, err := watch()
+	bookChanged := book.wait()
+	w, a, err := watch()
 	if err != nil {
 		cancel()
 		forget()
 		return nil, err
 	}
-	out := make(chan []*api.Task, 1)
+	out := make(chan *api.Assignment, 1)
 	go func() {
 		defer close(out)
 		defer forget()
@@ -396,16 +429,21 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*
 			}
 		}()
 		for {
+			if book.has(nodeID) {
+				a.Network = book.view(taskNetworks(a.Tasks))
+			}
 			select {
-			case out <- set:
+			case out <- a:
 			case <-ctx.Done():
 				return
 			}
+			// The next value is a new one: the worker may hold this.
+			a = &api.Assignment{Tasks: a.Tasks, Secrets: a.Secrets, Configs: a.Configs}
 			select {
 			case _, ok := <-w.Events():
 				if ok {
 					drain(w.Events())
-					if set, _, err = read(); err != nil {
+					if a, _, err = read(); err != nil {
 						return
 					}
 					continue
@@ -414,15 +452,63 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan []*
 					return // ctx ended or the store closed
 				}
 				d.logger.Debug("swarm: assignments watch resyncs", "node", nodeID)
-				if w, set, err = watch(); err != nil {
+				if w, a, err = watch(); err != nil {
 					return
 				}
+			case <-bookChanged:
+				bookChanged = book.wait()
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
 	return out, nil
+}
+
+// taskNetworks are the networks of a node's tasks that run or may run.
+func taskNetworks(tasks []*api.Task) map[string]bool {
+	out := map[string]bool{}
+	for _, t := range tasks {
+		if ended(t) {
+			continue
+		}
+		for _, na := range t.Networks {
+			out[na.NetworkID] = true
+		}
+	}
+	return out
+}
+
+// dataOfTasks reads the secrets and configs that a node's tasks (those not
+// ended) reference, with their data: the node needs nothing else.
+func dataOfTasks(tx *raftstore.ReadTx, tasks []*api.Task) ([]*api.Secret, []*api.Config, error) {
+	var secrets []*api.Secret
+	var configs []*api.Config
+	seen := map[string]bool{}
+	for _, t := range tasks {
+		if ended(t) {
+			continue
+		}
+		for _, r := range t.Spec.Secrets {
+			if seen["s"+r.SecretID] {
+				continue
+			}
+			seen["s"+r.SecretID] = true
+			if o, err := tx.Get(TableSecrets, r.SecretID); err == nil {
+				secrets = append(secrets, o.(*api.Secret))
+			}
+		}
+		for _, r := range t.Spec.Configs {
+			if seen["c"+r.ConfigID] {
+				continue
+			}
+			seen["c"+r.ConfigID] = true
+			if o, err := tx.Get(TableConfigs, r.ConfigID); err == nil {
+				configs = append(configs, o.(*api.Config))
+			}
+		}
+	}
+	return secrets, configs, nil
 }
 
 // updateStatus applies a node's reports in one batch. Reports about tasks
@@ -539,9 +625,9 @@ func (m *Manager) Heartbeat(ctx context.Context, nodeID string) (time.Duration, 
 	return d.heartbeat(ctx, nodeID)
 }
 
-// Assignments streams the tasks a node must run or stop: each value is the
-// whole set, sent at first and after every change to it.
-func (m *Manager) Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
+// Assignments streams a node's assignment: the tasks it must run or stop,
+// the secrets and configs they use, its network view; see Dispatcher.
+func (m *Manager) Assignments(ctx context.Context, nodeID string) (<-chan *api.Assignment, error) {
 	d, err := m.dispatcher()
 	if err != nil {
 		return nil, err

@@ -72,8 +72,8 @@ func (f *Failover) Heartbeat(ctx context.Context, nodeID string) (time.Duration,
 }
 
 // Assignments streams from the manager that took the last call.
-func (f *Failover) Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
-	var ch <-chan []*api.Task
+func (f *Failover) Assignments(ctx context.Context, nodeID string) (<-chan *api.Assignment, error) {
+	var ch <-chan *api.Assignment
 	err := f.call(func(d Dispatcher) (err error) {
 		ch, err = d.Assignments(ctx, nodeID)
 		return err

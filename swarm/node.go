@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -49,6 +50,11 @@ type Node struct {
 	// Executor runs the node's tasks; nil means none (a manager that only
 	// manages).
 	Executor agent.Executor
+	// Network, when set, is the node's network agent (swarm/netagent): it
+	// wires each assignment's network view, and its WireGuard key is told
+	// to the managers (again after each rotation). Description.DataAddr
+	// must then be the node's data-plane address (DataAddrFor finds one).
+	Network NodeNetwork
 	// Description overrides what the node detects about itself.
 	Description api.NodeDescription
 	// HeartbeatPeriod is the managers' base heartbeat period; 0 means
@@ -77,6 +83,35 @@ type Node struct {
 	client  *Client
 	mgrs    *managers
 	readyMu sync.Once
+}
+
+// NodeNetwork is what a Node needs of its network agent.
+type NodeNetwork interface {
+	NetworkAgent
+	// PublicKey is the node's WireGuard public key for encrypted networks.
+	PublicKey() string
+}
+
+// secretUser is an executor that takes its secrets from the worker
+// (agent/containerd's Executor).
+type secretUser interface {
+	UseSecrets(agent.SecretSource)
+}
+
+// DataAddrFor is the local address this host reaches addr (a manager's
+// host:port) from: a node's data-plane address, unless the operator names
+// one. Nothing is sent.
+func DataAddrFor(addr string) (netip.Addr, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("swarm: finding the data-plane address towards %s: %w", addr, err)
+	}
+	defer c.Close()
+	ap, err := netip.ParseAddrPort(c.LocalAddr().String())
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return ap.Addr().Unmap(), nil
 }
 
 // nodeState is what a node keeps in Dir/node.json.
@@ -381,6 +416,23 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 	if n.Executor != nil {
 		d := &RemoteDispatcher{Addrs: n.managerAddrs(), TLS: holder.clientConfig()}
 		w := &Worker{NodeID: st.ID, Executor: n.Executor, Dispatcher: d, Description: DetectDescription(n.Description), Logger: n.Logger}
+		if n.Network != nil {
+			if w.Description.DataAddr == "" {
+				return errors.New("swarm: a node with a network agent needs Description.DataAddr, its data-plane address (see DataAddrFor)")
+			}
+			w.Network = n.Network
+			desc := w.Description
+			w.Describe = func() api.NodeDescription {
+				d := desc
+				d.WireGuardKey = n.Network.PublicKey()
+				return d
+			}
+		}
+		// The executor reads the secrets and configs the managers sent
+		// this node from the worker, in memory.
+		if su, ok := n.Executor.(secretUser); ok {
+			su.UseSecrets(w)
+		}
 		if err := w.Start(ctx); err != nil {
 			return err
 		}

@@ -15,6 +15,14 @@ import (
 	"github.com/shoalproject/shoal/swarm/swarmtest"
 )
 
+// dataPlane describes a node with a network agent (its data-plane address
+// is never dialled here).
+func dataPlane(id string) api.NodeDescription {
+	d := swarmtest.DefaultDescription(id)
+	d.DataAddr = "127.0.0.1"
+	return d
+}
+
 func addrOn(t *api.Task, network string) netip.Addr {
 	for _, na := range t.Networks {
 		if na.NetworkID == network && len(na.Addresses) > 0 {
@@ -152,7 +160,7 @@ func mustService(t *testing.T, m *swarm.Manager, id string) *api.Service {
 // get their ingress address.
 func TestPublishedPorts(t *testing.T) {
 	ctx := context.Background()
-	c := newCluster(t, 2)
+	c := swarmtest.New(t, swarmtest.Options{Workers: 2, Executor: testImages, Description: dataPlane})
 	m := c.Leader()
 	web := service("web", api.Replicated(2))
 	web.EndpointSpec = &api.EndpointSpec{Ports: []api.PortConfig{{TargetPort: 80, PublishedPort: 8080}, {TargetPort: 443}}}

@@ -184,7 +184,9 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			// Every ready node has its address on ingress (the mesh
 			// reaches tasks on other nodes from it).
 			for _, n := range nodes {
-				if n.Status.State != api.NodeReady {
+				// Only nodes with a data-plane address run a network
+				// agent (and a routing mesh) that needs one.
+				if n.Status.State != api.NodeReady || n.Description.DataAddr == "" {
 					continue
 				}
 				c := *n

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,14 +21,6 @@ import (
 // assignments and reports status only as itself.
 
 const dispatcherPrefix = "/v1/dispatcher/"
-
-// assignmentMsg is one message of the assignment stream: the whole set
-// first (Full), then what changed.
-type assignmentMsg struct {
-	Full    bool        `json:"full,omitempty"`
-	Tasks   []*api.Task `json:"tasks,omitempty"`
-	Removed []string    `json:"removed,omitempty"`
-}
 
 // assignmentKeepalive is how often an idle assignment stream says it
 // lives; a worker that hears nothing for three times as long reconnects.
@@ -95,20 +86,18 @@ func (m *Manager) dispatcherRoutes(mux *http.ServeMux) {
 		w.WriteHeader(http.StatusOK)
 		rc := http.NewResponseController(w)
 		enc := json.NewEncoder(w)
-		// Send the set once whole, then only what changed: a node with
-		// many tasks does not get them all again when one changes.
-		first := true
-		var sent map[string]uint64
+		// The assignment once whole, then only what changed.
+		snd := newAssignmentSender()
 		keepalive := time.NewTicker(assignmentKeepalive)
 		defer keepalive.Stop()
 		for {
-			var set []*api.Task
+			var a *api.Assignment
 			select {
-			case s, ok := <-sets:
+			case v, ok := <-sets:
 				if !ok {
 					return nil
 				}
-				set = s
+				a = v
 			case <-keepalive.C:
 				// An empty line of news: the worker knows the stream
 				// lives (a half-open connection would be silent).
@@ -117,23 +106,10 @@ func (m *Manager) dispatcherRoutes(mux *http.ServeMux) {
 				}
 				continue
 			}
-			msg := assignmentMsg{Full: first}
-			now := make(map[string]uint64, len(set))
-			for _, t := range set {
-				now[t.ID] = t.Version
-				if v, ok := sent[t.ID]; first || !ok || v != t.Version {
-					msg.Tasks = append(msg.Tasks, t)
-				}
-			}
-			for id := range sent {
-				if _, ok := now[id]; !ok {
-					msg.Removed = append(msg.Removed, id)
-				}
-			}
-			if !first && len(msg.Tasks) == 0 && len(msg.Removed) == 0 {
+			msg, changed := snd.next(a)
+			if !changed {
 				continue
 			}
-			first, sent = false, now
 			if enc.Encode(msg) != nil || rc.Flush() != nil {
 				return nil
 			}
@@ -234,17 +210,17 @@ func (d *RemoteDispatcher) UpdateStatus(ctx context.Context, nodeID string, upda
 	return d.post(ctx, "status", nodeID, updates, nil)
 }
 
-// Assignments streams this node's assignment sets until ctx ends or the
+// Assignments streams this node's assignments until ctx ends or the
 // connection drops (the channel closes; call again). The wire carries
-// changes; the channel carries whole sets.
-func (d *RemoteDispatcher) Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
+// changes; the channel carries whole assignments.
+func (d *RemoteDispatcher) Assignments(ctx context.Context, nodeID string) (<-chan *api.Assignment, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	resp, err := d.managers().stream(ctx, dispatcherPath("assignments", nodeID))
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	out := make(chan []*api.Task, 1)
+	out := make(chan *api.Assignment, 1)
 	// A stream silent for three keepalives is dead (a half-open
 	// connection): end it, and the worker connects again.
 	watchdog := time.AfterFunc(3*assignmentKeepalive, cancel)
@@ -254,33 +230,20 @@ func (d *RemoteDispatcher) Assignments(ctx context.Context, nodeID string) (<-ch
 		defer watchdog.Stop()
 		defer resp.Body.Close()
 		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), maxBody)
-		have := map[string]*api.Task{}
+		sc.Buffer(make([]byte, 64<<10), maxAssignmentMsg)
+		rcv := newAssignmentReceiver()
 		for sc.Scan() {
 			watchdog.Reset(3 * assignmentKeepalive)
 			var msg assignmentMsg
 			if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
 				return // a broken stream: the worker connects again
 			}
-			if !msg.Full && len(msg.Tasks) == 0 && len(msg.Removed) == 0 {
+			a, ok := rcv.take(&msg)
+			if !ok {
 				continue // a keepalive
 			}
-			if msg.Full {
-				clear(have)
-			}
-			for _, t := range msg.Tasks {
-				have[t.ID] = t
-			}
-			for _, id := range msg.Removed {
-				delete(have, id)
-			}
-			set := make([]*api.Task, 0, len(have))
-			for _, t := range have {
-				set = append(set, t)
-			}
-			slices.SortFunc(set, func(a, b *api.Task) int { return strings.Compare(a.ID, b.ID) })
 			select {
-			case out <- set:
+			case out <- a:
 			case <-ctx.Done():
 				return
 			}
@@ -288,3 +251,8 @@ func (d *RemoteDispatcher) Assignments(ctx context.Context, nodeID string) (<-ch
 	}()
 	return out, nil
 }
+
+// maxAssignmentMsg bounds one message of the assignment stream: a node's
+// whole assignment at first (its tasks, secrets of up to 500 KiB each,
+// the services of its networks).
+const maxAssignmentMsg = 256 << 20

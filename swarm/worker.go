@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,11 +31,25 @@ type Worker struct {
 	NodeID string
 	// Description is what the node reports: hostname, platform, resources.
 	Description api.NodeDescription
+	// Describe, when set, gives the description at each registration
+	// instead; when its answer changes (a rotated key), the worker
+	// registers again to tell the managers.
+	Describe func() api.NodeDescription
 	// Executor runs the tasks; required.
 	Executor agent.Executor
 	// Dispatcher reaches the managers; required. The heartbeat period
 	// comes from them.
 	Dispatcher Dispatcher
+	// Network, when set, wires the node's networks from the network view
+	// of each assignment (swarm/netagent in production). It is applied
+	// before the assignment's tasks start, and told when a task's
+	// container is gone.
+	Network NetworkAgent
+	// DrainDelay is how long a task with network endpoints keeps running
+	// after the managers asked it to stop, so that every node has taken it
+	// out of its backends first (clients see no failed request). Zero
+	// means DefaultDrainDelay; negative means none.
+	DrainDelay time.Duration
 	// Logger receives the worker's logs; nil discards.
 	Logger *slog.Logger
 
@@ -51,12 +66,36 @@ type Worker struct {
 	readyOnce sync.Once
 	ready     chan struct{}
 	beat      atomic.Int64 // the heartbeat period the managers asked for, in ns
+	data      atomic.Pointer[taskData]
+	told      atomic.Pointer[api.NodeDescription] // what the last registration said
+}
+
+// NetworkAgent is what a worker needs of the node's network agent.
+type NetworkAgent interface {
+	// Apply brings the node's networks to a view (idempotent).
+	Apply(ctx context.Context, v *api.NetworkView) error
+	// ReleaseTask frees what a task had of the network: its container is
+	// gone.
+	ReleaseTask(ctx context.Context, taskID string) error
+}
+
+// DefaultDrainDelay is how long a task with network endpoints runs on
+// after it was asked to stop: time for the managers' word to reach every
+// node's backends (a few hundred milliseconds on a loaded cluster).
+const DefaultDrainDelay = time.Second
+
+// taskData is the secrets and configs of the last assignment, by ID, in
+// memory only.
+type taskData struct {
+	secrets map[string][]byte
+	configs map[string][]byte
 }
 
 // taskRun is one task on this worker.
 type taskRun struct {
-	stop context.CancelFunc
-	done chan struct{} // closed when the task's process has ended here
+	stop     context.CancelFunc
+	done     chan struct{} // closed when the task's process has ended here
+	draining bool          // a stop is on its way, after the drain delay
 }
 
 // Start adopts what an earlier worker left running, registers the node
@@ -124,11 +163,13 @@ func (w *Worker) Start(ctx context.Context) error {
 func (w *Worker) register(ctx context.Context) error {
 	var b backoff
 	for {
+		desc := w.describe()
 		cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
-		s, err := w.Dispatcher.Register(cctx, w.NodeID, w.Description)
+		s, err := w.Dispatcher.Register(cctx, w.NodeID, desc)
 		cancel()
 		if err == nil {
 			w.setPeriod(s.HeartbeatPeriod)
+			w.told.Store(&desc)
 			return nil
 		}
 		if !Retryable(err) {
@@ -139,6 +180,20 @@ func (w *Worker) register(ctx context.Context) error {
 			return fmt.Errorf("swarm: worker could not register: %w (last error: %v)", ctx.Err(), err)
 		}
 	}
+}
+
+func (w *Worker) describe() api.NodeDescription {
+	if w.Describe != nil {
+		return w.Describe()
+	}
+	return w.Description
+}
+
+func deref[T any](p *T) (v T) {
+	if p != nil {
+		v = *p
+	}
+	return v
 }
 
 // Ready is closed once the worker has applied its first assignments.
@@ -191,8 +246,17 @@ func (w *Worker) session(ctx context.Context) {
 		// A new session: the manager may not have heard what happened
 		// while the last one was down.
 		w.status.resendAll()
-		for set := range ch {
-			w.apply(ctx, set)
+		for a := range ch {
+			w.keepData(a)
+			if w.Network != nil && a.Network != nil {
+				// Before the tasks: a new task's networks must exist
+				// when it is prepared. A failure is logged; the tasks
+				// that need what is missing fail and are replaced.
+				if err := w.Network.Apply(ctx, a.Network); err != nil {
+					w.logger().Warn("swarm: wiring the node's networks", "err", err)
+				}
+			}
+			w.apply(ctx, a.Tasks)
 		}
 		if ctx.Err() == nil {
 			w.logger().Info("swarm: worker lost its manager; reconnecting")
@@ -218,6 +282,13 @@ func (w *Worker) heartbeats(ctx context.Context) {
 		case ctx.Err() != nil:
 		case err == nil:
 			w.setPeriod(p)
+			if w.Describe != nil && !reflect.DeepEqual(w.describe(), deref(w.told.Load())) {
+				// The node's description changed (a rotated key):
+				// tell the managers.
+				if err := w.register(ctx); err != nil {
+					w.logger().Warn("swarm: worker registering its new description", "err", err)
+				}
+			}
 		case errors.Is(err, ErrNotFound):
 			// The managers forgot this node (removed, or state lost):
 			// register again; the session picks up from there.
@@ -243,9 +314,15 @@ func (w *Worker) apply(ctx context.Context, set []*api.Task) {
 	want := make(map[string]bool, len(set))
 	for _, t := range set {
 		want[t.ID] = true
-		if w.tasks[t.ID] != nil {
-			if t.DesiredState > api.TaskRunning {
-				w.tasks[t.ID].stop()
+		if rt := w.tasks[t.ID]; rt != nil {
+			if t.DesiredState > api.TaskRunning && !rt.draining {
+				rt.draining = true
+				if d := w.drainDelay(t); d > 0 {
+					// Other nodes take it out of their backends meanwhile.
+					time.AfterFunc(d, rt.stop)
+				} else {
+					rt.stop()
+				}
 			}
 			continue
 		}
@@ -349,7 +426,60 @@ func (w *Worker) removeContainer(ctx context.Context, id string, done <-chan str
 	if err := w.Executor.Remove(ctx, id); err != nil && !errors.Is(err, agent.ErrNotFound) {
 		w.logger().Warn("swarm: removing a task's container", "task", id, "err", err)
 	}
+	if w.Network != nil {
+		if err := w.Network.ReleaseTask(ctx, id); err != nil {
+			w.logger().Warn("swarm: releasing a task's network", "task", id, "err", err)
+		}
+	}
 }
+
+// drainDelay is how long a task runs on after it was asked to stop: only
+// tasks that clients reach (on a network, or publishing a port) wait.
+func (w *Worker) drainDelay(t *api.Task) time.Duration {
+	if w.DrainDelay < 0 || (len(t.Networks) == 0 && (t.Endpoint == nil || len(t.Endpoint.Ports) == 0)) {
+		return 0
+	}
+	if w.DrainDelay == 0 {
+		return DefaultDrainDelay
+	}
+	return w.DrainDelay
+}
+
+// keepData keeps the secrets and configs of an assignment for the tasks
+// about to start (SecretSource).
+func (w *Worker) keepData(a *api.Assignment) {
+	d := &taskData{secrets: make(map[string][]byte, len(a.Secrets)), configs: make(map[string][]byte, len(a.Configs))}
+	for _, s := range a.Secrets {
+		d.secrets[s.ID] = s.Spec.Data
+	}
+	for _, c := range a.Configs {
+		d.configs[c.ID] = c.Spec.Data
+	}
+	w.data.Store(d)
+}
+
+// SecretData gives a task the data of a secret its node was sent: the
+// worker is the executor's agent.SecretSource.
+func (w *Worker) SecretData(_ context.Context, ref api.SecretReference) ([]byte, error) {
+	if d := w.data.Load(); d != nil {
+		if b, ok := d.secrets[ref.SecretID]; ok {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("swarm: secret %s (%s) was not sent to this node: %w", ref.SecretName, ref.SecretID, agent.ErrNotFound)
+}
+
+// ConfigData gives a task the data of a config its node was sent.
+func (w *Worker) ConfigData(_ context.Context, ref api.ConfigReference) ([]byte, error) {
+	if d := w.data.Load(); d != nil {
+		if b, ok := d.configs[ref.ConfigID]; ok {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("swarm: config %s (%s) was not sent to this node: %w", ref.ConfigName, ref.ConfigID, agent.ErrNotFound)
+}
+
+var _ agent.SecretSource = (*Worker)(nil)
 
 // put queues a runner's report, unless the managers dropped its task
 // meanwhile (nobody needs it, and it would stay in memory).

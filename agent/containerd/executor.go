@@ -116,6 +116,15 @@ type entry struct {
 	exit       agent.ExitStatus
 }
 
+// UseSecrets sets the SecretSource when none was set: a swarm node hands
+// its worker over (the worker holds what the managers sent), before any
+// task starts.
+func (e *Executor) UseSecrets(src agent.SecretSource) {
+	if e.Secrets == nil {
+		e.Secrets = src
+	}
+}
+
 // Connect connects to containerd. It is idempotent.
 func (e *Executor) Connect(ctx context.Context) error {
 	e.mu.Lock()

@@ -53,7 +53,7 @@ func (l *link) Heartbeat(ctx context.Context, nodeID string) (time.Duration, err
 	return m.Heartbeat(ctx, nodeID)
 }
 
-func (l *link) Assignments(ctx context.Context, nodeID string) (<-chan []*api.Task, error) {
+func (l *link) Assignments(ctx context.Context, nodeID string) (<-chan *api.Assignment, error) {
 	m, err := l.get()
 	if err != nil {
 		return nil, err

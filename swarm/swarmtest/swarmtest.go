@@ -64,6 +64,9 @@ type Options struct {
 	// Description, if set, describes each worker's node (read at every
 	// worker start); by default 4 CPUs, 8 GiB, linux/x86_64.
 	Description func(nodeID string) api.NodeDescription
+	// Worker, if set, adjusts each worker before it starts (a network
+	// agent, a drain delay).
+	Worker func(*swarm.Worker)
 	// Dispatcher, if set, wraps each worker's way to the managers (to
 	// inject faults).
 	Dispatcher func(nodeID string, d swarm.Dispatcher) swarm.Dispatcher
@@ -254,6 +257,13 @@ func (c *Cluster) description(id string) api.NodeDescription {
 	if c.opts.Description != nil {
 		return c.opts.Description(id)
 	}
+	return DefaultDescription(id)
+}
+
+// DefaultDescription is how a test node describes itself unless
+// Options.Description says otherwise: 4 CPUs, 8 GiB, no data-plane
+// address (no network agent, so no network view).
+func DefaultDescription(id string) api.NodeDescription {
 	return api.NodeDescription{Hostname: id, Platform: api.Platform{OS: "linux", Architecture: "x86_64"},
 		Resources: api.Resources{NanoCPUs: 4e9, MemoryBytes: 8 << 30}}
 }
@@ -297,6 +307,9 @@ func (c *Cluster) StartWorker(id string) *swarm.Worker {
 		d = c.opts.Dispatcher(id, d)
 	}
 	w := &swarm.Worker{NodeID: id, Executor: e, Dispatcher: d, Description: c.description(id), Logger: c.opts.Logger.With("worker", id)}
+	if c.opts.Worker != nil {
+		c.opts.Worker(w)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitfor.DefaultTimeout)
 	defer cancel()
 	if err := w.Start(ctx); err != nil {
