@@ -21,7 +21,7 @@ import (
 // nodeCmd is the hidden subcommand that runs one swarm.Node in a child
 // process:
 //
-//	clusterbench node -dir DIR (-init | -join TOKEN -addr HOST:PORT | -start) [-exec]
+//	clusterbench node -dir DIR (-init | -join TOKEN -addr HOST:PORT | -start) [-exec] [-raft-timeout D]
 //
 // It prints a hello line (JSON: id, addr, role, pid) on stdout once the
 // node is ready, then answers commands read from stdin, one a line:
@@ -38,6 +38,7 @@ func runNodeChild(ctx context.Context, args []string) error {
 	addr := fs.String("addr", "", "the manager to join through")
 	start := fs.Bool("start", false, "restart the node from its dir")
 	execF := fs.Bool("exec", false, "run tasks (fake executor)")
+	raftTimeout := fs.Duration("raft-timeout", 0, "Raft heartbeat and election timeout (lease: half); 0: the defaults")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,6 +61,9 @@ func runNodeChild(ctx context.Context, args []string) error {
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if *execF {
 		n.Executor = &agent.FakeExecutor{}
+	}
+	if d := *raftTimeout; d > 0 {
+		n.Raft = swarm.RaftTuning{HeartbeatTimeout: d, ElectionTimeout: d, LeaderLeaseTimeout: d / 2}
 	}
 	var err error
 	switch {

@@ -28,6 +28,9 @@ func (c *cluster) args(a ...string) []string {
 	if c.exec {
 		a = append(a, "-exec")
 	}
+	if d := c.b.o.raftTimeout; d > 0 {
+		a = append(a, "-raft-timeout", d.String())
+	}
 	return a
 }
 

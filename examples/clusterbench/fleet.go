@@ -187,13 +187,18 @@ func watchRunning(ctx context.Context, cl *swarm.Client) (*runWatch, error) {
 	return w, nil
 }
 
+// count is how many of a service's tasks run.
+func (w *runWatch) count(serviceID string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.running[serviceID])
+}
+
 // wait returns when n of a service's tasks run.
 func (w *runWatch) wait(ctx context.Context, serviceID string, n int, limit time.Duration) error {
 	deadline := time.After(limit)
 	for {
-		w.mu.Lock()
-		have := len(w.running[serviceID])
-		w.mu.Unlock()
+		have := w.count(serviceID)
 		if have >= n {
 			return nil
 		}
@@ -344,9 +349,11 @@ func (b *bench) steadyFigure(ctx context.Context, c *cluster, f *fleet) error {
 		return err
 	}
 	converge := time.Since(start)
-	cancel()
 	progress("figure 6: %d tasks on %d workers all running after %v; waiting for a steady state", b.o.fleetTasks, b.o.fleet, converge.Round(time.Millisecond))
-	leader, st1, err := c.steady(ctx, cl, b.o.fleet, svc.ID, b.o.fleetTasks, min(b.o.steady, 10*time.Second))
+	// The event stream (from a follower) goes on telling which tasks run:
+	// a list of 20,000 tasks is more than the Client reads in one answer.
+	running := func() int { return w.count(svc.ID) }
+	leader, st1, err := c.steady(ctx, cl, b.o.fleet, running, b.o.fleetTasks, min(b.o.steady, 10*time.Second))
 	if err != nil {
 		return err
 	}
@@ -430,7 +437,7 @@ func (c *cluster) leaderStatus(ctx context.Context) (*proc, nodeStatus, error) {
 
 // steady waits until the cluster has kept one leader in one term, every
 // node ready and a service's tasks running, for d.
-func (c *cluster) steady(ctx context.Context, cl *swarm.Client, nodes int, serviceID string, tasks int, d time.Duration) (*proc, nodeStatus, error) {
+func (c *cluster) steady(ctx context.Context, cl *swarm.Client, nodes int, running func() int, tasks int, d time.Duration) (*proc, nodeStatus, error) {
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
 		l1, s1, err := c.leaderStatus(ctx)
@@ -460,14 +467,11 @@ func (c *cluster) steady(ctx context.Context, cl *swarm.Client, nodes int, servi
 				ready++
 			}
 		}
-		_, running, err := runningOn(ctx, cl, serviceID)
-		if err != nil {
-			return nil, s2, err
-		}
-		if ready >= nodes && running >= tasks {
+		run := running()
+		if ready >= nodes && run >= tasks {
 			return l2, s2, nil
 		}
-		progress("figure 6: %d of %d nodes ready, %d of %d tasks running; waiting again", ready, nodes, running, tasks)
+		progress("figure 6: %d of %d nodes ready, %d of %d tasks running; waiting again", ready, nodes, run, tasks)
 	}
 	return nil, nodeStatus{}, errors.New("no steady state within 5 minutes")
 }

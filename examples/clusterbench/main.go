@@ -24,7 +24,7 @@
 // min and max. Timings are Shoal's defaults (Raft timeouts, heartbeat
 // period 1 s, restart delay 5 s), except where a row says otherwise.
 //
-//	go run ./examples/clusterbench              # the sizes (about 10 minutes on 2 cores)
+//	go run ./examples/clusterbench              # the sizes (about 15 minutes on 2 cores)
 //	go run ./examples/clusterbench -quick       # CI: tiny sizes, one trial, about 30 s
 //	go run ./examples/clusterbench -only sched -profile /tmp/prof
 //
@@ -59,20 +59,21 @@ func main() {
 }
 
 type options struct {
-	quick      bool
-	trials     int
-	only       []string
-	workers    int // figure 4
-	replicas   int
-	fleet      int // figure 6
-	fleetTasks int
-	steady     time.Duration
-	schedNodes int // figure 5
-	schedTasks int
-	schedRuns  int
-	swarmkit   string
-	profile    string
-	keep       bool
+	quick       bool
+	trials      int
+	only        []string
+	workers     int // figure 4
+	replicas    int
+	fleet       int // figure 6
+	fleetTasks  int
+	steady      time.Duration
+	schedNodes  int // figure 5
+	schedTasks  int
+	schedRuns   int
+	swarmkit    string
+	profile     string
+	keep        bool
+	raftTimeout time.Duration
 }
 
 var parts = []string{"failover", "worker", "create", "fleet", "sched"}
@@ -114,6 +115,7 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.swarmkit, "swarmkit", "../shared/anchors/swarmkit-sched", "SwarmKit's scheduler harness to build and run for figure 5 (empty: skip; skipped with -quick unless set explicitly)")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles here: the figure 5 child, the leader during figures 4 and 6")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (data dirs and the children's logs)")
+	flag.DurationVar(&o.raftTimeout, "raft-timeout", 0, "TUNE the managers' Raft heartbeat and election timeouts (lease: half) away from the defaults; the table says so")
 	flag.Parse()
 	explicit := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
@@ -174,33 +176,29 @@ func run(ctx context.Context) error {
 
 	fmt.Printf("clusterbench: %d CPUs, %s, load average at start %s; %d trial(s) per figure and variant%s\n",
 		runtime.NumCPU(), runtime.Version(), loadAvg(), o.trials, map[bool]string{true: " (-quick)"}[o.quick])
+	if o.raftTimeout > 0 {
+		fmt.Printf("Raft timeouts TUNED (-raft-timeout %v): not Shoal's defaults\n", o.raftTimeout)
+	}
 	start := time.Now()
-	want := func(p string) bool { return len(o.only) == 0 || slices.Contains(o.only, p) }
 	steps := []struct {
-		name string
-		fn   func(context.Context) error
+		parts []string
+		fn    func(context.Context) error
 	}{
-		{"failover", b.failoverFigures}, // figures 1, 2 and 3 on one cluster
-		{"create", b.fleetFigures},      // figures 4 and 6 on another
-		{"sched", b.schedFigure},        // figure 5
+		{[]string{"failover", "worker"}, b.failoverFigures}, // figures 1, 2 and 3 on one cluster
+		{[]string{"create", "fleet"}, b.fleetFigures},       // figures 4 and 6 on another
+		{[]string{"sched"}, b.schedFigure},                  // figure 5
 	}
 	var failed []error
 	for _, s := range steps {
-		if s.name == "failover" && !want("failover") && !want("worker") {
-			continue
-		}
-		if s.name == "create" && !want("create") && !want("fleet") {
-			continue
-		}
-		if s.name == "sched" && !want("sched") {
+		if !slices.ContainsFunc(s.parts, b.want) {
 			continue
 		}
 		if err := s.fn(ctx); err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
-			failed = append(failed, fmt.Errorf("%s: %w", s.name, err))
-			b.note("%s: FAILED: %v", s.name, err)
+			failed = append(failed, fmt.Errorf("%s: %w", s.parts[0], err))
+			b.note("%s: FAILED: %v", strings.Join(s.parts, ","), err)
 		}
 		b.killAll() // nothing of one part outlives it
 	}
@@ -211,9 +209,17 @@ func run(ctx context.Context) error {
 			"3 managers + 1 worker in network namespaces, default settings; min/median/max of 9 trials).",
 		"[S] reference, NOT this run: ../shared/anchors/swarmkit-sched README, SwarmKit v2.1.2's scheduler on this machine\n" +
 			"(-nodes 10000 -tasks 100000 -reserve -spread 3). The row marked THIS RUN was built and run by this run.",
-		"Shoal's timings are its defaults: Raft heartbeat/election 500 ms, heartbeat period 1 s (down after 3 missed), restart delay 5 s.",
+		b.timings(),
 	}, b.notes...))
 	return errors.Join(failed...)
+}
+
+func (b *bench) timings() string {
+	if d := b.o.raftTimeout; d > 0 {
+		return fmt.Sprintf("Raft timings TUNED by -raft-timeout: heartbeat/election %v, lease %v; otherwise Shoal's defaults: heartbeat period 1 s\n"+
+			"(down after 3 missed), restart delay 5 s.", d, d/2)
+	}
+	return "Shoal's timings are its defaults: Raft heartbeat/election 500 ms, lease 250 ms, heartbeat period 1 s (down after 3 missed),\nrestart delay 5 s."
 }
 
 func loadAvg() string {
