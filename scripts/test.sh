@@ -47,3 +47,4 @@ go run ./examples/schedbench -suite -repeat 1
 go run ./examples/raftbench -quick
 go run ./examples/agentbench -tasks 5 -rounds 1
 go run ./examples/meshbench -quick
+go run ./examples/clusterbench -quick
