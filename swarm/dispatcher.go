@@ -85,12 +85,24 @@ type dispatcher struct {
 	leadTerm uint64               // in which term
 	streams  map[string]*stream   // the assignment stream of each node
 	book     *netBook             // the data plane's book, while leading
-	bookStop context.CancelFunc
-	bookDone chan struct{}
+	bgStop   context.CancelFunc   // ends the book and the task pump
+	bgDone   sync.WaitGroup
 }
 
-// stream is one node's assignment stream.
-type stream struct{ cancel context.CancelFunc }
+// stream is one node's assignment stream. One shared watch of the tasks
+// (the pump) wakes the streams whose nodes' tasks changed: thousands of
+// streams cost no watch each.
+type stream struct {
+	cancel context.CancelFunc
+	wake   chan struct{} // capacity 1: a change since the stream last read
+}
+
+func (s *stream) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
 
 // startLeading begins serving workers in a term. A new term forgets
 // heartbeats seen before, so every node gets a full grace; a leader loop
@@ -102,9 +114,11 @@ func (d *dispatcher) startLeading(term uint64) {
 	}
 	if d.book == nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		d.book, d.bookStop, d.bookDone = newNetBook(d.store, d.logger), cancel, make(chan struct{})
-		book, done := d.book, d.bookDone
-		go func() { defer close(done); book.run(ctx) }()
+		d.book, d.bgStop = newNetBook(d.store, d.logger), cancel
+		book := d.book
+		d.bgDone.Add(2)
+		go func() { defer d.bgDone.Done(); book.run(ctx) }()
+		go func() { defer d.bgDone.Done(); d.pump(ctx) }()
 	}
 	d.mu.Unlock()
 	d.serving.Store(true)
@@ -126,12 +140,51 @@ func (d *dispatcher) stopLeading() {
 		s.cancel()
 		delete(d.streams, id)
 	}
-	stop, done := d.bookStop, d.bookDone
-	d.book, d.bookStop, d.bookDone = nil, nil, nil
+	stop := d.bgStop
+	d.book, d.bgStop = nil, nil
 	d.mu.Unlock()
 	if stop != nil {
 		stop()
-		<-done
+		d.bgDone.Wait()
+	}
+}
+
+// pump follows the tasks while this manager leads and wakes the streams
+// of the nodes whose tasks changed; after a resync (the watch fell behind)
+// it wakes them all, and they read their sets again.
+func (d *dispatcher) pump(ctx context.Context) {
+	filter := func(e raftstore.Event) bool { return e.Table == TableTasks }
+	for ctx.Err() == nil {
+		w, err := d.store.Watch(ctx, d.store.AppliedIndex(), filter)
+		if errors.Is(err, raftstore.ErrResync) {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		// Changes between the streams' reads and this watch's start
+		// would be missed: every stream reads again.
+		d.pokeAll()
+		for ev := range w.Events() {
+			d.mu.Lock()
+			for _, o := range []raftstore.Object{ev.Object, ev.Old} {
+				if t, ok := o.(*api.Task); ok && t.NodeID != "" {
+					if s := d.streams[t.NodeID]; s != nil {
+						s.poke()
+					}
+				}
+			}
+			d.mu.Unlock()
+		}
+		w.Stop()
+	}
+}
+
+func (d *dispatcher) pokeAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.streams {
+		s.poke()
 	}
 }
 
@@ -324,22 +377,9 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan *ap
 	if err := checkNodeID(nodeID); err != nil {
 		return nil, err
 	}
-	filter := func(e raftstore.Event) bool {
-		if e.Table != TableTasks {
-			return false
-		}
-		for _, o := range []raftstore.Object{e.Object, e.Old} {
-			if t, ok := o.(*api.Task); ok && t.NodeID == nodeID {
-				return true
-			}
-		}
-		return false
-	}
-	read := func() (*api.Assignment, uint64, error) {
+	read := func() (*api.Assignment, error) {
 		a := &api.Assignment{}
-		var index uint64
 		err := d.store.View(func(tx *raftstore.ReadTx) error {
-			index = tx.Index()
 			ts, err := list[*api.Task](tx.Find(TableTasks, IndexNode, nodeID))
 			if err != nil {
 				return err
@@ -352,24 +392,12 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan *ap
 			a.Secrets, a.Configs, err = dataOfTasks(tx, a.Tasks)
 			return err
 		})
-		return a, index, err
-	}
-	watch := func() (*raftstore.Watcher, *api.Assignment, error) {
-		for {
-			a, index, err := read()
-			if err != nil {
-				return nil, nil, err
-			}
-			w, err := d.store.Watch(ctx, index, filter)
-			if errors.Is(err, raftstore.ErrResync) {
-				continue // the state moved past the buffer meanwhile: read again
-			}
-			return w, a, err
-		}
+		return a, err
 	}
 	// Only the leader hands out assignments, and only while it leads: a
 	// follower's state may lag, and one cut off from the others would keep
-	// feeding its workers a past that the cluster has left.
+	// feeding its workers a past that the cluster has left. When it stops
+	// leading, stopLeading ends every stream.
 	if err := d.leading(); err != nil {
 		return nil, err
 	}
@@ -379,8 +407,9 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan *ap
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	// One stream per node: a new one (the worker reconnected) ends the
-	// old, so a node cannot pile up streams.
-	mine := &stream{cancel: cancel}
+	// old, so a node cannot pile up streams. The stream is known to the
+	// pump before its first read: no change falls in between.
+	mine := &stream{cancel: cancel, wake: make(chan struct{}, 1)}
 	d.mu.Lock()
 	if d.streams == nil {
 		d.streams = map[string]*stream{}
@@ -397,22 +426,15 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan *ap
 		}
 		d.mu.Unlock()
 	}
-	leaders, err := d.store.WatchLeader(ctx)
-	if err != nil {
+	if err := d.leading(); err != nil {
+		// Leadership ended between the check and the registration (and
+		// stopLeading may have run before it): no stream.
 		cancel()
 		forget()
 		return nil, err
 	}
-	go func() {
-		for li := range leaders {
-			if !li.Self {
-				cancel()
-				return
-			}
-		}
-	}()
 	bookChanged := book.wait()
-	w, a, err := watch()
+	a, err := read()
 	if err != nil {
 		cancel()
 		forget()
@@ -423,11 +445,6 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan *ap
 		defer close(out)
 		defer forget()
 		defer cancel()
-		defer func() {
-			if w != nil {
-				w.Stop()
-			}
-		}()
 		for {
 			if book.has(nodeID) {
 				a.Network = book.view(taskNetworks(a.Tasks))
@@ -440,19 +457,8 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan *ap
 			// The next value is a new one: the worker may hold this.
 			a = &api.Assignment{Tasks: a.Tasks, Secrets: a.Secrets, Configs: a.Configs}
 			select {
-			case _, ok := <-w.Events():
-				if ok {
-					drain(w.Events())
-					if a, _, err = read(); err != nil {
-						return
-					}
-					continue
-				}
-				if !errors.Is(w.Err(), raftstore.ErrResync) {
-					return // ctx ended or the store closed
-				}
-				d.logger.Debug("swarm: assignments watch resyncs", "node", nodeID)
-				if w, a, err = watch(); err != nil {
+			case <-mine.wake:
+				if a, err = read(); err != nil {
 					return
 				}
 			case <-bookChanged:
