@@ -261,13 +261,16 @@ func (l *logBuf) String() string {
 // newAgent starts an agent for a lab host with its own StateDir. Cleanup
 // closes it and removes every task namespace left under the StateDir
 // (before the directory goes), also when the test failed.
-func newAgent(t testing.TB, h *nettest.Host, id, dir string, ups []string, logs io.Writer) *netagent.Agent {
+func newAgent(t testing.TB, h *nettest.Host, id, dir string, ups []string, logs io.Writer, opts ...func(*netagent.Agent)) *netagent.Agent {
 	t.Helper()
 	if logs == nil {
 		logs = io.Discard
 	}
 	a := &netagent.Agent{NodeID: id, DataAddr: h.Addr, NetNS: "/var/run/netns/" + h.Name, StateDir: dir, Upstreams: ups,
 		KeyRotation: -1, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	for _, o := range opts {
+		o(a)
+	}
 	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
