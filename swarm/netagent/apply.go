@@ -354,6 +354,11 @@ func (a *Agent) publishedPorts() map[portKey]netmesh.PublishedPort {
 				}
 				continue
 			}
+			if holder, ok := a.applied.ports[k]; ok && holder.ServiceID != s.id && holdsPort(a.view.services, holder.ServiceID, k) {
+				// Bad data: the port stays with the service that has it.
+				a.logger().Warn("netagent: published port already taken: skipped", "service", s.id, "port", p.published, "protocol", p.proto, "by", holder.ServiceID)
+				continue
+			}
 			pp := netmesh.PublishedPort{ServiceID: s.id, Protocol: p.proto, Port: p.published, HostMode: p.host}
 			for _, t := range s.tasks {
 				if p.host {
@@ -408,4 +413,14 @@ func (a *Agent) syncPorts(ctx context.Context) error {
 		a.applied.ports[k] = p
 	}
 	return errors.Join(errs...)
+}
+
+// holdsPort reports whether the service still publishes the port.
+func holdsPort(services []*serviceInfo, id string, k portKey) bool {
+	for _, s := range services {
+		if s.id == id {
+			return slices.ContainsFunc(s.ports, func(p portSpec) bool { return p.proto == k.proto && p.published == k.port })
+		}
+	}
+	return false
 }
