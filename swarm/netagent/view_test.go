@@ -38,7 +38,7 @@ func TestCompileSkipsBadData(t *testing.T) {
 		},
 		Services: []*api.ServiceEndpoints{
 			{ID: "web", Name: "web", VirtualIPs: []api.VirtualIP{{NetworkID: "front", Addr: "10.0.1.2/24"}, {NetworkID: "nope", Addr: "10.0.9.2"}, {NetworkID: "ing", Addr: "garbage"}},
-				Ports: []api.PortConfig{{TargetPort: 80, PublishedPort: 8080}, {Protocol: api.SCTP, TargetPort: 80, PublishedPort: 8081}, {TargetPort: 80}},
+				Ports:   []api.PortConfig{{TargetPort: 80, PublishedPort: 8080}, {Protocol: api.SCTP, TargetPort: 80, PublishedPort: 8081}, {TargetPort: 80}},
 				Aliases: map[string][]string{"front": {"www", "www"}},
 				Tasks: []*api.TaskEndpoint{
 					{ID: "w1", NodeID: "me", Ready: true, Addrs: map[string]string{"front": "10.0.1.11", "ing": "10.255.1.11", "nope": "10.0.0.1"}},
