@@ -164,8 +164,9 @@ func (a *Agent) validate() error {
 }
 
 // Start sets up the node's side: the overlay (with the node's WireGuard
-// key, kept in StateDir), the gateway network, the routing mesh and the
-// node firewall, and reads what an earlier agent left in StateDir (its
+// key, kept in StateDir), the gateway network and the routing mesh (the
+// node firewall comes with the first Apply, which knows the peers), and
+// reads what an earlier agent left in StateDir (its
 // tasks' namespaces and records). Stale network devices are removed at the
 // first Apply, when the wanted networks are known; stale task namespaces by
 // Prune. Start is idempotent; after a failure, what it made is released.
@@ -219,10 +220,10 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("netagent: routing mesh: %w", err)
 	}
 	undo = append(undo, func() { a.mesh.Close() })
-	a.fw = a.newFirewall(nil)
-	if err := a.fw.Start(ctx); err != nil {
-		return fmt.Errorf("netagent: node firewall: %w", err)
-	}
+	// The node firewall is installed by the first Apply, with the peers:
+	// until then, the table an earlier agent left keeps letting its peers'
+	// VXLAN in, so running tasks' traffic does not stop for the restart.
+	a.fw = nil
 	a.registry = &netmesh.Registry{}
 	a.applied = applied{networks: map[string]netmesh.OverlayNetwork{}, endpoints: map[string][]netmesh.RemoteEndpoint{},
 		nodeAddrs: map[string]netip.Addr{}, services: map[string]netmesh.ServiceEndpoint{}, ports: map[portKey]netmesh.PublishedPort{}}

@@ -200,6 +200,23 @@ func TestAgentCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("firewall", func(t *testing.T) {
+		// VXLAN and the encrypted network's WireGuard port from the other
+		// nodes only.
+		out, err := h[0].Command(context.Background(), "nft", "list", "table", "inet", "shoal-input").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft: %v %s", err, out)
+		}
+		for _, want := range []string{h[1].Addr.String(), h[2].Addr.String(), "udp dport 4789 goto peers_only", "udp dport 51919 goto peers_only"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("node firewall lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(string(out), h[0].Addr.String()) {
+			t.Errorf("node firewall lists the node itself as a peer:\n%s", out)
+		}
+	})
+
 	t.Run("encrypted", func(t *testing.T) {
 		marker := []byte("SHOAL-NETAGENT-PLAINTEXT-5b1e")
 		send := func(from, to string) error {

@@ -199,7 +199,7 @@ func (a *Agent) syncFirewall(ctx context.Context) error {
 	}
 	slices.SortFunc(ports, func(x, y netmesh.NodePort) int { return int(x.Port) - int(y.Port) })
 	ports = slices.Compact(ports)
-	if !slices.Equal(ports, a.applied.peerPorts) {
+	if a.fw == nil || !slices.Equal(ports, a.applied.peerPorts) {
 		// The ports are the table's shape: a new table replaces the old in
 		// one transaction (NodeFirewall.Start), never leaving the node open.
 		fw := a.newFirewall(ports)
