@@ -89,19 +89,21 @@ type Agent struct {
 	// Logger receives the agent's logs; nil discards.
 	Logger *slog.Logger
 
-	mu       sync.Mutex
-	started  bool
-	closed   bool
-	ready    chan struct{}
-	stop     chan struct{}
-	loops    sync.WaitGroup
-	overlay  *netmesh.Overlay
-	gateway  *netmesh.Gateway
-	mesh     *netmesh.RoutingMesh
-	fw       *netmesh.NodeFirewall
-	registry *netmesh.Registry
-	ups      []string
-	wgKey    netmesh.WireGuardKey
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	ready   chan struct{}
+	stop    chan struct{}
+	loops   sync.WaitGroup
+	overlay *netmesh.Overlay
+	gateway *netmesh.Gateway
+	mesh    *netmesh.RoutingMesh
+	// meshStarted is set once the routing mesh's table is installed.
+	meshStarted bool
+	fw          *netmesh.NodeFirewall
+	registry    *netmesh.Registry
+	ups         []string
+	wgKey       netmesh.WireGuardKey
 
 	// tasks are the tasks this node has state for: on disk (records,
 	// namespaces) and, once TaskNetwork ran in this process, live.
@@ -164,9 +166,9 @@ func (a *Agent) validate() error {
 }
 
 // Start sets up the node's side: the overlay (with the node's WireGuard
-// key, kept in StateDir), the gateway network and the routing mesh (the
-// node firewall comes with the first Apply, which knows the peers), and
-// reads what an earlier agent left in StateDir (its
+// key, kept in StateDir) and the gateway network (the routing mesh and the
+// node firewall come with the first Apply, which knows the ports and the
+// peers), and reads what an earlier agent left in StateDir (its
 // tasks' namespaces and records). Stale network devices are removed at the
 // first Apply, when the wanted networks are known; stale task namespaces by
 // Prune. Start is idempotent; after a failure, what it made is released.
@@ -215,14 +217,13 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("netagent: gateway: %w", err)
 	}
 	undo = append(undo, func() { a.gateway.Close() })
+	// The routing mesh and the node firewall are installed by the first
+	// Apply, which knows the ports and the peers: until then, the tables
+	// an earlier agent left (after a crash) keep publishing its ports and
+	// letting its peers' VXLAN in, so running tasks are not cut off by the
+	// restart.
 	a.mesh = &netmesh.RoutingMesh{NetNS: a.NetNS, Logger: a.Logger}
-	if err := a.mesh.Start(ctx); err != nil {
-		return fmt.Errorf("netagent: routing mesh: %w", err)
-	}
-	undo = append(undo, func() { a.mesh.Close() })
-	// The node firewall is installed by the first Apply, with the peers:
-	// until then, the table an earlier agent left keeps letting its peers'
-	// VXLAN in, so running tasks' traffic does not stop for the restart.
+	a.meshStarted = false
 	a.fw = nil
 	a.registry = &netmesh.Registry{}
 	a.applied = applied{networks: map[string]netmesh.OverlayNetwork{}, endpoints: map[string][]netmesh.RemoteEndpoint{},
@@ -293,7 +294,10 @@ func (a *Agent) Close() error {
 	for _, ts := range a.tasks {
 		errs = append(errs, ts.stopLive())
 	}
-	errs = append(errs, a.mesh.Close(), a.gateway.Close(), a.overlay.Close())
+	if a.meshStarted {
+		errs = append(errs, a.mesh.Close())
+	}
+	errs = append(errs, a.gateway.Close(), a.overlay.Close())
 	a.mu.Unlock()
 	a.loops.Wait()
 	return errors.Join(errs...)

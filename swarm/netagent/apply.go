@@ -390,6 +390,12 @@ func (a *Agent) publishedPorts() map[portKey]netmesh.PublishedPort {
 
 // syncPorts makes the routing mesh publish what the view publishes here.
 func (a *Agent) syncPorts(ctx context.Context) error {
+	if !a.meshStarted {
+		if err := a.mesh.Start(ctx); err != nil {
+			return fmt.Errorf("netagent: routing mesh: %w", err)
+		}
+		a.meshStarted = true
+	}
 	want := a.publishedPorts()
 	var errs []error
 	for k := range a.applied.ports {
