@@ -55,7 +55,9 @@ const (
 // (empty: the caller's). Without this, packets of an established connection
 // would keep going to a backend that is gone and the client would hang;
 // with it, the next packet is treated as new and the client is reset at
-// once. origDst, when valid, narrows the match to one VIP.
+// once. origDst, when valid, narrows the match to one VIP. origPort 0 means
+// every port (a VIP of every port, whose removed backends have port 0: any
+// port of theirs matches).
 //
 // The kernel is asked for the entries of the service's port only (a dump
 // filtered by protocol, original destination port and, for a VIP, address,
@@ -105,7 +107,11 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 	var errs []error
 	for _, m := range msgs {
 		e, ok := parseConntrack(m)
-		if !ok || e.proto != pnum || e.origDstPort != origPort || !gone[e.replySrc] || e.status&ipsDstNAT == 0 ||
+		replySrc := e.replySrc
+		if origPort == 0 {
+			replySrc = netip.AddrPortFrom(replySrc.Addr(), 0)
+		}
+		if !ok || e.proto != pnum || (origPort != 0 && e.origDstPort != origPort) || !gone[replySrc] || e.status&ipsDstNAT == 0 ||
 			(origDst.IsValid() && e.origDst != origDst) {
 			continue
 		}
@@ -127,14 +133,18 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 }
 
 // dumpConntrack lists IPv4 conntrack entries, with filter only those of
-// the protocol, original destination port and (when valid) address, and
-// (when valid) those whose replies come from backend.
+// the protocol, original destination port (unless 0) and (when valid)
+// address, and (when valid) those whose replies come from backend (its
+// address alone when its port is 0).
 func dumpConntrack(sockets map[int]*nl.SocketHandle, proto byte, port uint16, dst netip.Addr, backend netip.AddrPort, filter bool) ([][]byte, error) {
 	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_CTNETLINK<<8|nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP)
 	req.Sockets = sockets
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_INET, Version: unix.NFNETLINK_V0})
 	if filter {
-		flags := uint32(ctaFilterFlagProto | ctaFilterFlagDstPort)
+		flags := uint32(ctaFilterFlagProto)
+		if port != 0 {
+			flags |= ctaFilterFlagDstPort
+		}
 		tuple := nl.NewRtAttr(nl.CTA_TUPLE_ORIG|int(nl.NLA_F_NESTED), nil)
 		if dst.IsValid() {
 			flags |= ctaFilterFlagIPDst
@@ -143,17 +153,22 @@ func dumpConntrack(sockets map[int]*nl.SocketHandle, proto byte, port uint16, ds
 		}
 		p := tuple.AddRtAttr(ctaTupleProto|int(nl.NLA_F_NESTED), nil)
 		p.AddRtAttr(ctaProtoNum, []byte{proto})
-		p.AddRtAttr(ctaProtoDstPort, binary.BigEndian.AppendUint16(nil, port))
+		if port != 0 {
+			p.AddRtAttr(ctaProtoDstPort, binary.BigEndian.AppendUint16(nil, port))
+		}
 		req.AddData(tuple)
 		replyFlags := uint32(0)
 		if backend.IsValid() {
-			replyFlags = ctaFilterFlagIPSrc | ctaFilterFlagProto | ctaFilterFlagSrcPort
+			replyFlags = ctaFilterFlagIPSrc | ctaFilterFlagProto
 			reply := nl.NewRtAttr(nl.CTA_TUPLE_REPLY|int(nl.NLA_F_NESTED), nil)
 			ip := reply.AddRtAttr(ctaTupleIP|int(nl.NLA_F_NESTED), nil)
 			ip.AddRtAttr(ctaIPv4Src, backend.Addr().AsSlice())
 			p := reply.AddRtAttr(ctaTupleProto|int(nl.NLA_F_NESTED), nil)
 			p.AddRtAttr(ctaProtoNum, []byte{proto})
-			p.AddRtAttr(ctaProtoSrcPort, binary.BigEndian.AppendUint16(nil, backend.Port()))
+			if backend.Port() != 0 {
+				replyFlags |= ctaFilterFlagSrcPort
+				p.AddRtAttr(ctaProtoSrcPort, binary.BigEndian.AppendUint16(nil, backend.Port()))
+			}
 			req.AddData(reply)
 		}
 		f := nl.NewRtAttr(ctaFilter|int(nl.NLA_F_NESTED), nil)

@@ -93,6 +93,16 @@ func (o *Overlay) RotateKey() (WireGuardKey, error) {
 	if err != nil {
 		return WireGuardKey{}, err
 	}
+	return o.SetKey(k)
+}
+
+// SetKey is RotateKey with a private key the caller made (and keeps: on
+// disk, so that a restarted agent has the key the other nodes know). It
+// returns the public key.
+func (o *Overlay) SetKey(k WireGuardKey) (WireGuardKey, error) {
+	if k.IsZero() {
+		return WireGuardKey{}, errors.New("netmesh: SetKey: zero key")
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.h == nil {

@@ -378,6 +378,19 @@ func TestEncryptedKeyRotation(t *testing.T) {
 	if err := dial(a0.ns, a1.addr.String()+":9000"); err != nil {
 		t.Fatalf("new connection after rotation: %v", err)
 	}
+	// SetKey: a key of the caller's (one it keeps on disk).
+	time.Sleep(100 * time.Millisecond)
+	mine, _ := netmesh.GenerateWireGuardKey()
+	if pub, err := e.overlays[1].SetKey(mine); err != nil || pub != mine.PublicKey() || e.overlays[1].PublicKey() != mine.PublicKey() {
+		t.Fatalf("SetKey: %v %v", pub, err)
+	}
+	if _, err := e.overlays[1].SetKey(netmesh.WireGuardKey{}); err == nil {
+		t.Fatal("SetKey took a zero key")
+	}
+	e.shareKeys(t)
+	if err := roundTrip("after SetKey"); err != nil {
+		t.Fatalf("established connection broken by SetKey: %v", err)
+	}
 }
 
 func netlinkIn(t *testing.T, name string) *netlink.Handle {

@@ -14,7 +14,11 @@ type VIPService struct {
 	ServiceID string
 	VIP       netip.Addr
 	Protocol  Protocol
-	Port      uint16
+	// Port 0 balances every port of Protocol, as Docker's VIPs do: a
+	// connection to any port of the VIP goes to the same port of the
+	// chosen backend (whose Port is 0 then). A VIP with a port of its own
+	// takes precedence over the VIP's every-port entry.
+	Port uint16
 	// Backends are the healthy tasks; with none that is not Draining, new
 	// connections are refused.
 	Backends []Backend
@@ -25,6 +29,8 @@ type VIPService struct {
 // a verdict map keyed on VIP, protocol and port; a chain per service with
 // `numgen random`). Nothing is masqueraded: backends see the task's own
 // address. Changes touch only their service, in one nft transaction.
+// Services of every port (Port 0) have a second verdict map, keyed on VIP
+// and protocol, consulted after the first.
 type ServiceLB struct {
 	// NetNS is the path of the task's network namespace.
 	NetNS string
@@ -53,7 +59,9 @@ func (l *ServiceLB) Start(ctx context.Context) error {
 	if l.started {
 		return nil
 	}
-	if err := nsExec(l.NetNS).nft(ctx, baseScript(l.table(), "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport", []string{"output"}, "")); err != nil {
+	script := baseScript(l.table(), "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport", []string{"output"}, "")
+	script += fmt.Sprintf("add map ip %[1]s %[2]s { type ipv4_addr . inet_proto : verdict; }\nadd rule ip %[1]s output ip daddr . meta l4proto vmap @%[2]s\n", l.table(), anyPortMap)
+	if err := nsExec(l.NetNS).nft(ctx, script); err != nil {
 		return err
 	}
 	fast, err := newFastPath(l.NetNS, l.table())
@@ -64,6 +72,18 @@ func (l *ServiceLB) Start(ctx context.Context) error {
 	l.vips = map[string][]Backend{}
 	l.started = true
 	return nil
+}
+
+// anyPortMap is the verdict map of VIP services of every port.
+const anyPortMap = "anyport"
+
+// vipMapKey is a VIP service's verdict map and key in it.
+func vipMapKey(vip netip.Addr, p Protocol, port uint16) (string, []byte) {
+	if port == 0 {
+		a := vip.As4()
+		return anyPortMap, append(a[:], protoNumber(p), 0, 0, 0)
+	}
+	return "published", vipKeyBytes(vip, p, port)
 }
 
 func vipKey(vip netip.Addr, p Protocol, port uint16) string {
@@ -80,11 +100,19 @@ func vipChain(vip netip.Addr, p Protocol, port uint16) string {
 // connections tracked to backends left out are then deleted, those of
 // Draining ones kept.
 func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
-	if !s.VIP.Is4() || s.Port == 0 || (s.Protocol != TCP && s.Protocol != UDP) {
-		return fmt.Errorf("netmesh: VIP service %s: want an IPv4 VIP, a port and tcp or udp", s.ServiceID)
+	if !s.VIP.Is4() || (s.Protocol != TCP && s.Protocol != UDP) {
+		return fmt.Errorf("netmesh: VIP service %s: want an IPv4 VIP and tcp or udp", s.ServiceID)
 	}
 	for _, b := range s.Backends {
-		if err := b.validate(); err != nil {
+		err := b.validate()
+		if s.Port == 0 {
+			// Every port: the backend keeps the connection's port.
+			err = b.withPort(1).validate()
+			if err == nil && b.Port != 0 {
+				err = fmt.Errorf("backend %v:%d of a VIP of every port must have port 0 (the connection's port is kept)", b.Addr, b.Port)
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("netmesh: VIP service %s: %w", s.ServiceID, err)
 		}
 	}
@@ -95,7 +123,8 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 	}
 	k := vipKey(s.VIP, s.Protocol, s.Port)
 	prev, had := l.vips[k]
-	if err := l.fast.setService(vipChain(s.VIP, s.Protocol, s.Port), vipKeyBytes(s.VIP, s.Protocol, s.Port), !had, s.Protocol, active(s.Backends), false); err != nil {
+	vmap, key := vipMapKey(s.VIP, s.Protocol, s.Port)
+	if err := l.fast.setService(vmap, vipChain(s.VIP, s.Protocol, s.Port), key, !had, s.Protocol, active(s.Backends), false); err != nil {
 		return err
 	}
 	l.vips[k] = append([]Backend(nil), s.Backends...)
@@ -114,7 +143,8 @@ func (l *ServiceLB) Remove(ctx context.Context, vip netip.Addr, p Protocol, port
 	if !had {
 		return nil
 	}
-	if err := l.fast.removeService(vipChain(vip, p, port), vipKeyBytes(vip, p, port)); err != nil {
+	vmap, key := vipMapKey(vip, p, port)
+	if err := l.fast.removeService(vmap, vipChain(vip, p, port), key); err != nil {
 		return err
 	}
 	delete(l.vips, k)

@@ -38,6 +38,9 @@ type Backend struct {
 // key is the backend without its state.
 func (b Backend) key() Backend { return Backend{Addr: b.Addr, Port: b.Port} }
 
+// withPort is the backend with another port.
+func (b Backend) withPort(port uint16) Backend { b.Port = port; return b }
+
 // active are the backends new connections may go to.
 func active(backends []Backend) []Backend {
 	out := make([]Backend, 0, len(backends))
@@ -187,7 +190,7 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	}
 	k := portKey(p.Protocol, p.Port)
 	prev, had := m.ports[k]
-	if err := m.fast.setService(chainName(p.Protocol, p.Port), meshKey(p.Protocol, p.Port), !had, p.Protocol, active(p.Backends), !p.HostMode); err != nil {
+	if err := m.fast.setService("published", chainName(p.Protocol, p.Port), meshKey(p.Protocol, p.Port), !had, p.Protocol, active(p.Backends), !p.HostMode); err != nil {
 		return err
 	}
 	p.Backends = slices.Clone(p.Backends)
@@ -206,7 +209,7 @@ func (m *RoutingMesh) Remove(ctx context.Context, proto Protocol, port uint16) e
 	if _, ok := m.ports[k]; !ok {
 		return nil
 	}
-	if err := m.fast.removeService(chainName(proto, port), meshKey(proto, port)); err != nil {
+	if err := m.fast.removeService("published", chainName(proto, port), meshKey(proto, port)); err != nil {
 		return err
 	}
 	prev := m.ports[k]

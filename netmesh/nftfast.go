@@ -45,9 +45,9 @@ func (f *fastPath) close() {
 // markValue is the conntrack mark of routing-mesh connections (masqueraded).
 const markValue = 0x5348
 
-// verdictMap is the table's map from a service's key to its chain.
-func (f *fastPath) verdictMap() *nftables.Set {
-	return &nftables.Set{Table: f.table, Name: "published", IsMap: true}
+// verdictMap is one of the table's maps from a service's key to its chain.
+func (f *fastPath) verdictMap(name string) *nftables.Set {
+	return &nftables.Set{Table: f.table, Name: name, IsMap: true}
 }
 
 // meshKey is a key of the routing mesh's verdict map (inet_proto .
@@ -73,13 +73,13 @@ func protoNumber(p Protocol) byte {
 }
 
 // setService makes a service's chain hold its current backends; a new
-// service also gets its chain and its element in the verdict map, in the
-// same transaction, so no packet sees half a service.
-func (f *fastPath) setService(chain string, key []byte, isNew bool, proto Protocol, backends []Backend, mark bool) error {
+// service also gets its chain and its element in the verdict map vmap, in
+// the same transaction, so no packet sees half a service.
+func (f *fastPath) setService(vmap, chain string, key []byte, isNew bool, proto Protocol, backends []Backend, mark bool) error {
 	ch := &nftables.Chain{Name: chain, Table: f.table}
 	if isNew {
 		f.conn.AddChain(ch)
-		if err := f.conn.SetAddElements(f.verdictMap(), []nftables.SetElement{{Key: key,
+		if err := f.conn.SetAddElements(f.verdictMap(vmap), []nftables.SetElement{{Key: key,
 			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}}}); err != nil {
 			return err
 		}
@@ -87,9 +87,9 @@ func (f *fastPath) setService(chain string, key []byte, isNew bool, proto Protoc
 	return f.setBackends(ch, proto, backends, mark)
 }
 
-// removeService deletes a service's map element and chain.
-func (f *fastPath) removeService(chain string, key []byte) error {
-	if err := f.conn.SetDeleteElements(f.verdictMap(), []nftables.SetElement{{Key: key}}); err != nil {
+// removeService deletes a service's element of vmap and its chain.
+func (f *fastPath) removeService(vmap, chain string, key []byte) error {
+	if err := f.conn.SetDeleteElements(f.verdictMap(vmap), []nftables.SetElement{{Key: key}}); err != nil {
 		return err
 	}
 	f.conn.DelChain(&nftables.Chain{Name: chain, Table: f.table})
@@ -100,7 +100,8 @@ func (f *fastPath) removeService(chain string, key []byte) error {
 }
 
 // setBackends replaces the rule of chain: match the protocol, mark the
-// connection (mesh only), and DNAT to one backend picked by numgen.
+// connection (mesh only), and DNAT to one backend picked by numgen. Backends
+// of port 0 keep the connection's port (the address alone is translated).
 func (f *fastPath) setBackends(ch *nftables.Chain, proto Protocol, backends []Backend, mark bool) error {
 	chain := ch.Name
 	f.conn.FlushChain(ch)
@@ -114,15 +115,37 @@ func (f *fastPath) setBackends(ch *nftables.Chain, proto Protocol, backends []Ba
 			&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(markValue)},
 			&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
 	}
-	switch n := len(backends); n {
-	case 0:
+	n := len(backends)
+	switch {
+	case n == 0:
 		exprs = append(exprs, &expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH})
-	case 1:
+	case n == 1:
 		a := backends[0].Addr.As4()
+		if backends[0].Port == 0 {
+			exprs = append(exprs,
+				&expr.Immediate{Register: 1, Data: a[:]},
+				&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1})
+			break
+		}
 		exprs = append(exprs,
 			&expr.Immediate{Register: 1, Data: a[:]},
 			&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(backends[0].Port)},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
+	case samePort(backends):
+		set := &nftables.Set{Table: f.table, Anonymous: true, Constant: true, IsMap: true,
+			KeyType: nftables.TypeInteger, DataType: nftables.TypeIPAddr}
+		elems := make([]nftables.SetElement, n)
+		for i, b := range backends {
+			a := b.Addr.As4()
+			elems[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), Val: a[:]}
+		}
+		if err := f.conn.AddSet(set, elems); err != nil {
+			return err
+		}
+		exprs = append(exprs,
+			&expr.Numgen{Register: 1, Modulus: uint32(n), Type: unix.NFT_NG_RANDOM},
+			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set.Name, SetID: set.ID},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1})
 	default:
 		set := &nftables.Set{Table: f.table, Anonymous: true, Constant: true, IsMap: true,
 			KeyType: nftables.TypeInteger, DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
@@ -151,3 +174,7 @@ func (f *fastPath) setBackends(ch *nftables.Chain, proto Protocol, backends []Ba
 	}
 	return nil
 }
+
+// samePort reports whether the backends keep the connection's port (port
+// 0, a VIP of every port); callers never mix them with others.
+func samePort(backends []Backend) bool { return len(backends) > 0 && backends[0].Port == 0 }
