@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -30,6 +31,9 @@ type Client struct {
 	Addrs []string
 	// TLS holds the caller's certificate and the cluster's CA.
 	TLS *tls.Config
+	// Dial, when set, makes the connections to the managers (through a
+	// tunnel, or from another network namespace); nil dials directly.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	once sync.Once
 	mc   *managers
@@ -39,7 +43,9 @@ type Client struct {
 const clientRetryFor = 3 * time.Second
 
 func (c *Client) managers() *managers {
-	c.once.Do(func() { c.mc = &managers{addrs: slices.Clone(c.Addrs), tls: c.TLS, retryFor: clientRetryFor} })
+	c.once.Do(func() {
+		c.mc = &managers{addrs: slices.Clone(c.Addrs), tls: c.TLS, retryFor: clientRetryFor, dial: c.Dial}
+	})
 	return c.mc
 }
 

@@ -411,7 +411,7 @@ func (m *Manager) RemoveNode(ctx context.Context, id string, force bool) error {
 	if err != nil {
 		return err
 	}
-	return retryRemoval(func() error {
+	err = retryRemoval(func() error {
 		return st.Update(ctx, func(tx *raftstore.Tx) error {
 			o, err := tx.Get(TableNodes, id)
 			if err != nil {
@@ -435,6 +435,12 @@ func (m *Manager) RemoveNode(ctx context.Context, id string, force bool) error {
 			return tx.Update(TableClusters, &c)
 		})
 	})
+	if err == nil {
+		// Its session ends with it (a live node's stream would otherwise
+		// go on until it reconnects, and then be refused).
+		m.disp.endStream(id)
+	}
+	return err
 }
 
 // Cluster returns the cluster object (without the CA's key).

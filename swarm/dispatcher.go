@@ -149,6 +149,17 @@ func (d *dispatcher) stopLeading() {
 	}
 }
 
+// endStream ends a node's assignment stream (the node was removed).
+func (d *dispatcher) endStream(nodeID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := d.streams[nodeID]; s != nil {
+		s.cancel()
+		delete(d.streams, nodeID)
+	}
+	delete(d.seen, nodeID)
+}
+
 // pump follows the tasks while this manager leads and wakes the streams
 // of the nodes whose tasks changed; after a resync (the watch fell behind)
 // it wakes them all, and they read their sets again.
@@ -300,6 +311,11 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, role api.NodeR
 	now := time.Now().UTC()
 	write := func() error {
 		return d.store.Update(ctx, func(tx *raftstore.Tx) error {
+			// A removed node stays out, even over a connection it
+			// opened before its removal.
+			if c, err := clusterObject(&tx.ReadTx); err == nil && removed(c, nodeID) {
+				return fmt.Errorf("%w: node %s was removed from the cluster; join it again with a join token", errForbidden, nodeID)
+			}
 			status := api.NodeStatus{State: api.NodeReady, Message: "registered"}
 			if o, err := tx.Get(TableNodes, nodeID); err == nil {
 				n := *o.(*api.Node)

@@ -153,3 +153,57 @@ func TestHeartbeatPeriodIsTheClusters(t *testing.T) {
 		t.Fatalf("period %v with 20 nodes at 10 a second, want 2s", p)
 	}
 }
+
+// registrations counts the registrations the managers refused.
+type registrations struct {
+	swarm.Dispatcher
+	mu      sync.Mutex
+	refused int
+	lastErr error
+}
+
+func (r *registrations) Register(ctx context.Context, nodeID string, desc api.NodeDescription) (swarm.Session, error) {
+	s, err := r.Dispatcher.Register(ctx, nodeID, desc)
+	if err != nil {
+		r.mu.Lock()
+		r.refused++
+		r.lastErr = err
+		r.mu.Unlock()
+	}
+	return s, err
+}
+
+// A live node removed by force stays removed: its session ends, and the
+// registration it tries next is refused, so it never comes back as a node
+// object (the fault: it re-registered and reappeared in node ls).
+func TestRemovedNodeCannotRegisterAgain(t *testing.T) {
+	ctx := context.Background()
+	var r *registrations
+	c := swarmtest.New(t, swarmtest.Options{Workers: 1, Dispatcher: func(_ string, d swarm.Dispatcher) swarm.Dispatcher {
+		r = &registrations{Dispatcher: d}
+		return r
+	}})
+	m := c.Leader()
+	c.WaitFor("node0 ready", func() bool {
+		n, err := m.Node("node0")
+		return err == nil && n.Status.State == api.NodeReady
+	})
+	if err := m.RemoveNode(ctx, "node0", false); err == nil {
+		t.Fatal("a ready node was removed without force")
+	}
+	if err := m.RemoveNode(ctx, "node0", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Register(ctx, "node0", swarmtest.DefaultDescription("node0")); err == nil || !strings.Contains(err.Error(), "removed") {
+		t.Fatalf("a removed node registered again: %v", err)
+	}
+	// The live worker's own attempt is refused too.
+	c.WaitFor("the worker's registration refused", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.refused > 0
+	})
+	if _, err := m.Node("node0"); !errors.Is(err, swarm.ErrNotFound) {
+		t.Fatalf("the removed node is back: %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -30,6 +31,8 @@ type managers struct {
 	// refused it for a reason that passes (an election): a Client rides
 	// out a leader change instead of failing the user's call.
 	retryFor time.Duration
+	// dial, when set, makes the connections.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func (m *managers) httpClient() *http.Client {
@@ -38,7 +41,7 @@ func (m *managers) httpClient() *http.Client {
 	if m.client == nil {
 		conf := m.tls.Clone()
 		conf.NextProtos = []string{ProtoAPI}
-		m.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true,
+		m.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true, DialContext: m.dial,
 			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute}}
 	}
 	return m.client

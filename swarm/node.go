@@ -24,6 +24,7 @@ import (
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/ca"
+	"github.com/shoalproject/shoal/swarm/netagent"
 )
 
 // Node is one Shoal node, as a host program embeds it: it inits a cluster
@@ -50,11 +51,14 @@ type Node struct {
 	// Executor runs the node's tasks; nil means none (a manager that only
 	// manages).
 	Executor agent.Executor
-	// Network, when set, is the node's network agent (swarm/netagent): it
-	// wires each assignment's network view, and its WireGuard key is told
-	// to the managers (again after each rotation). Description.DataAddr
-	// must then be the node's data-plane address (DataAddrFor finds one).
-	Network NodeNetwork
+	// Network, when set, turns on the node's data plane: the node fills in
+	// the agent's NodeID (and StateDir, Dir/net, and DataAddr, the address
+	// this host reaches the managers from, when empty), starts it, hands
+	// its task hook to the Executor (agent/containerd takes it), applies
+	// each assignment's network view and tells the managers its WireGuard
+	// key (again after each rotation). Needs root. The agent is closed
+	// with the node; devices and task namespaces stay for the next start.
+	Network *netagent.Agent
 	// Description overrides what the node detects about itself.
 	Description api.NodeDescription
 	// HeartbeatPeriod is the managers' base heartbeat period; 0 means
@@ -78,6 +82,7 @@ type Node struct {
 	port    *Port
 	worker  *Worker
 	cancel  context.CancelFunc
+	runCtx  context.Context // ends when the node stops: background loops use it
 	wg      sync.WaitGroup
 	ready   chan struct{}
 	client  *Client
@@ -85,17 +90,16 @@ type Node struct {
 	readyMu sync.Once
 }
 
-// NodeNetwork is what a Node needs of its network agent.
-type NodeNetwork interface {
-	NetworkAgent
-	// PublicKey is the node's WireGuard public key for encrypted networks.
-	PublicKey() string
-}
-
 // secretUser is an executor that takes its secrets from the worker
 // (agent/containerd's Executor).
 type secretUser interface {
 	UseSecrets(agent.SecretSource)
+}
+
+// networkUser is an executor that takes its tasks' network namespaces
+// from the network agent (agent/containerd's Executor).
+type networkUser interface {
+	UseNetwork(hook func(ctx context.Context, t *api.Task) (netnsPath, resolvConf string, err error))
 }
 
 // DataAddrFor is the local address this host reaches addr (a manager's
@@ -112,6 +116,46 @@ func DataAddrFor(addr string) (netip.Addr, error) {
 		return netip.Addr{}, err
 	}
 	return ap.Addr().Unmap(), nil
+}
+
+// startNetwork completes the network agent's settings and starts it.
+func (n *Node) startNetwork(ctx context.Context, nodeID string) error {
+	na := n.Network
+	if na.NodeID == "" {
+		na.NodeID = nodeID
+	}
+	if na.NodeID != nodeID {
+		return fmt.Errorf("swarm: the network agent is for node %s, this node is %s", na.NodeID, nodeID)
+	}
+	if na.StateDir == "" {
+		na.StateDir = filepath.Join(n.Dir, "net")
+	}
+	if !na.DataAddr.IsValid() {
+		if d := n.Description.DataAddr; d != "" {
+			a, err := netip.ParseAddr(d)
+			if err != nil {
+				return fmt.Errorf("swarm: Description.DataAddr %q: %w", d, err)
+			}
+			na.DataAddr = a
+		} else {
+			addrs := n.managerAddrs()
+			if len(addrs) == 0 {
+				return errors.New("swarm: no manager address to find the data-plane address from: set the network agent's DataAddr")
+			}
+			a, err := DataAddrFor(addrs[0])
+			if err != nil {
+				return err
+			}
+			na.DataAddr = a
+		}
+	}
+	if na.Logger == nil {
+		na.Logger = n.Logger
+	}
+	if err := na.Start(ctx); err != nil {
+		return fmt.Errorf("swarm: starting the network agent: %w", err)
+	}
+	return nil
 }
 
 // nodeState is what a node keeps in Dir/node.json.
@@ -404,7 +448,7 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 	holder.set(cert, fileRoot)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.mu.Lock()
-	n.state, n.certs, n.cancel = st, holder, cancel
+	n.state, n.certs, n.cancel, n.runCtx = st, holder, cancel, runCtx
 	n.ready = n.readyChan()
 	n.mu.Unlock()
 
@@ -416,15 +460,21 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 	if n.Executor != nil {
 		d := &RemoteDispatcher{Addrs: n.managerAddrs(), TLS: holder.clientConfig()}
 		w := &Worker{NodeID: st.ID, Executor: n.Executor, Dispatcher: d, Description: DetectDescription(n.Description), Logger: n.Logger}
-		if n.Network != nil {
-			if w.Description.DataAddr == "" {
-				return errors.New("swarm: a node with a network agent needs Description.DataAddr, its data-plane address (see DataAddrFor)")
+		if na := n.Network; na != nil {
+			if err := n.startNetwork(ctx, st.ID); err != nil {
+				return err
 			}
-			w.Network = n.Network
+			nu, ok := n.Executor.(networkUser)
+			if !ok {
+				return fmt.Errorf("swarm: the node has a network agent but its executor (%T) takes no network hook", n.Executor)
+			}
+			nu.UseNetwork(na.TaskNetwork)
+			w.Network = na
 			desc := w.Description
+			desc.DataAddr = na.DataAddr.String()
 			w.Describe = func() api.NodeDescription {
 				d := desc
-				d.WireGuardKey = n.Network.PublicKey()
+				d.WireGuardKey = na.PublicKey()
 				return d
 			}
 		}
@@ -434,6 +484,9 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 			su.UseSecrets(w)
 		}
 		if err := w.Start(ctx); err != nil {
+			if n.Network != nil {
+				n.Network.Close()
+			}
 			return err
 		}
 		n.mu.Lock()
@@ -591,8 +644,13 @@ func (n *Node) runManager(ctx context.Context, st nodeState, ln net.Listener, bo
 	n.mu.Unlock()
 	if len(boot) == 0 {
 		// A manager that joined is a non-voter until it has caught up.
+		// The loop lives with the node, not with the call that started
+		// it (Close must end it).
+		n.mu.Lock()
+		runCtx := n.runCtx
+		n.mu.Unlock()
 		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.promoteWhenCaughtUp(ctx, m) }()
+		go func() { defer n.wg.Done(); n.promoteWhenCaughtUp(runCtx, m) }()
 	}
 	return nil
 }
@@ -878,6 +936,9 @@ func (n *Node) stop() {
 		port.Close()
 	}
 	n.wg.Wait()
+	if n.Network != nil && w != nil {
+		n.Network.Close()
+	}
 }
 
 // Shutdown stops the node gracefully: the worker sends what it has to

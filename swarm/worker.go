@@ -79,6 +79,12 @@ type NetworkAgent interface {
 	ReleaseTask(ctx context.Context, taskID string) error
 }
 
+// pruner is a network agent that can forget tasks an earlier agent left
+// (swarm/netagent).
+type pruner interface {
+	Prune(ctx context.Context, keep map[string]bool) error
+}
+
 // DefaultDrainDelay is how long a task with network endpoints runs on
 // after it was asked to stop: time for the managers' word to reach every
 // node's backends (a few hundred milliseconds on a loaded cluster).
@@ -223,7 +229,7 @@ func (w *Worker) setPeriod(p time.Duration) {
 // registering again) whenever the stream ends.
 func (w *Worker) session(ctx context.Context) {
 	var b backoff
-	first := true
+	first, pruned := true, false
 	for ctx.Err() == nil {
 		if !first {
 			if err := w.register(ctx); err != nil {
@@ -257,6 +263,18 @@ func (w *Worker) session(ctx context.Context) {
 				}
 			}
 			w.apply(ctx, a.Tasks)
+			if p, ok := w.Network.(pruner); ok && !pruned {
+				// Once the node knows its tasks: what an earlier agent
+				// left for tasks that ended meanwhile goes.
+				keep := make(map[string]bool, len(a.Tasks))
+				for _, t := range a.Tasks {
+					keep[t.ID] = true
+				}
+				if err := p.Prune(ctx, keep); err != nil {
+					w.logger().Warn("swarm: pruning stale task networks", "err", err)
+				}
+				pruned = true
+			}
 		}
 		if ctx.Err() == nil {
 			w.logger().Info("swarm: worker lost its manager; reconnecting")

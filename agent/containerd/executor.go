@@ -125,6 +125,14 @@ func (e *Executor) UseSecrets(src agent.SecretSource) {
 	}
 }
 
+// UseNetwork sets the Network hook when none was set: a swarm node hands
+// its network agent's over, before any task starts.
+func (e *Executor) UseNetwork(hook func(ctx context.Context, t *api.Task) (netnsPath, resolvConf string, err error)) {
+	if e.Network == nil {
+		e.Network = hook
+	}
+}
+
 // Connect connects to containerd. It is idempotent.
 func (e *Executor) Connect(ctx context.Context) error {
 	e.mu.Lock()

@@ -16,6 +16,11 @@
 //	stat PATH       print the file's permission bits (octal), uid and gid
 //	                and the type of the filesystem it is on; exit 0
 //	long N          print one line of N bytes ("x"), then exit 0
+//	get URL         GET the URL (5 s timeout), print the body; exit 1 with
+//	                the error if it fails
+//	resolve NAME    print the name's addresses, sorted, one per line;
+//	                exit 1 if it does not resolve
+//	read PATH       print a file's content and exit 0 (1 if unreadable)
 //	signals         print "waiting for a signal", then, on SIGTERM, SIGINT,
 //	                SIGHUP, SIGQUIT, SIGUSR1 or SIGUSR2, print "got NAME"
 //	                (SIGUSR1, ...) and exit 0
@@ -24,9 +29,12 @@ package main
 import (
 	"crypto/sha256"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -120,6 +128,33 @@ func main() {
 		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 		fmt.Println("waiting for a signal")
 		fmt.Println("got", names[<-sigs])
+	case "get":
+		c := &http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(arg(2))
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Print(string(b))
+	case "resolve":
+		addrs, err := net.LookupHost(arg(2))
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		sort.Strings(addrs)
+		for _, a := range addrs {
+			fmt.Println(a)
+		}
+	case "read":
+		b, err := os.ReadFile(arg(2))
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Print(string(b))
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println(e)
