@@ -234,8 +234,9 @@ func TestClusterSpecFromDocker(t *testing.T) {
 func TestMessages(t *testing.T) {
 	for in, want := range map[string]string{
 		"swarm: manager 127.0.0.1:4000: swarm: name in use: swarm: name in use: service \"web\" exists": "name in use: service \"web\" exists",
-		"api: invalid spec: swarm: manager [::1]:1: api: invalid spec: node x is up":                     "node x is up",
+		"api: invalid spec: swarm: manager [::1]:1: api: invalid spec: node x is up":                    "node x is up",
 		"a: b: c": "a: b: c",
+		"raftstore: no quorum: x: swarm: manager 127.0.0.1:1: raftstore: no quorum: x (lost)\nswarm: manager 127.0.0.1:2: dial tcp: refused": "no quorum: x (lost); dial tcp: refused",
 	} {
 		if got := messageOf(errors.New(in)); got != want {
 			t.Errorf("messageOf(%q) = %q, want %q", in, got, want)

@@ -121,12 +121,14 @@ func messageOf(err error) string {
 	if errors.As(err, &rve) {
 		return rve.ValidationError.Error()
 	}
-	msg := collapseRepeats(managerPrefix.ReplaceAllString(err.Error(), ""))
-	// Package prefixes say where an error comes from, to a Go caller; the
-	// CLI user reads the rest.
-	for _, p := range []string{"dockerapi: ", "api: invalid spec: ", "swarm: "} {
-		msg = strings.TrimPrefix(msg, p)
+	// errors.Join puts one manager's answer a line: one line for the CLI.
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, trimPrefixes(collapseRepeats(managerPrefix.ReplaceAllString(l, ""))))
+		}
 	}
+	msg := strings.Join(lines, "; ")
 	switch {
 	case errors.Is(err, raftstore.ErrConflict):
 		msg += " (the object changed since it was read: read it again and retry)"
@@ -134,13 +136,23 @@ func messageOf(err error) string {
 	return msg
 }
 
+// trimPrefixes drops package prefixes: they say where an error comes
+// from to a Go caller; the CLI user reads the rest.
+func trimPrefixes(msg string) string {
+	for _, p := range []string{"dockerapi: ", "api: invalid spec: ", "swarm: ", "raftstore: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	return msg
+}
+
 // collapseRepeats drops a leading run of ": "-separated parts that the
 // next parts repeat ("swarm: name in use: swarm: name in use: service
-// ..."), as errors wrapped on both ends of the control API read.
+// ..."), as errors wrapped on both ends of the control API read; the
+// repeat may say more at its end.
 func collapseRepeats(msg string) string {
 	parts := strings.Split(msg, ": ")
 	for k := len(parts) / 2; k >= 1; k-- {
-		if slices.Equal(parts[:k], parts[k:2*k]) {
+		if slices.Equal(parts[:k-1], parts[k:2*k-1]) && strings.HasPrefix(parts[2*k-1], parts[k-1]) {
 			return collapseRepeats(strings.Join(parts[k:], ": "))
 		}
 	}

@@ -404,3 +404,43 @@ func TestAPI(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A manager without a quorum answers writes 503, and reads from its own
+// state.
+func TestNoQuorum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three managers")
+	}
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3})
+	e := serve(t, c, "m0")
+	// Kill them once all three vote: a node whose manager still waits to
+	// vote does not stop on Close (swarm.Node runs that wait under the
+	// context given to Join, not its own).
+	leader := c.Node(c.LeaderName()).Manager()
+	c.WaitFor("three voters", func() bool {
+		srvs, err := leader.Store().Servers(context.Background())
+		voters := 0
+		for _, s := range srvs {
+			if s.Voter {
+				voters++
+			}
+		}
+		return err == nil && voters == 3
+	})
+	c.Kill("m1")
+	c.Kill("m2")
+	e.http.Timeout = 40 * time.Second
+	start := time.Now()
+	code, body := e.call(t, "POST", "/v1.50/services/create", `{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"}}}`)
+	var msg struct{ Message string }
+	json.Unmarshal(body, &msg)
+	t.Logf("a write without quorum: %d %q after %v", code, msg.Message, time.Since(start).Round(time.Millisecond))
+	if code != http.StatusServiceUnavailable || !strings.Contains(msg.Message, "no quorum") {
+		t.Fatalf("a write without quorum: %d %s", code, body)
+	}
+	var info system.Info
+	e.get(t, "/v1.50/info", &info)
+	if info.Swarm.NodeID != c.NodeID("m0") {
+		t.Fatalf("info without quorum: %+v", info.Swarm)
+	}
+}
