@@ -243,3 +243,54 @@ func TestMessages(t *testing.T) {
 		}
 	}
 }
+
+func TestParseFilters(t *testing.T) {
+	for raw, want := range map[string]string{
+		``:                                    `{}`,
+		`{"name":{"web":true,"api":true}}`:    `{"name":["api","web"]}`,
+		`{"name":["web"],"label":["a=b"]}`:    `{"label":["a=b"],"name":["web"]}`,
+		`{"desired-state":{"running":false}}`: `{}`,
+	} {
+		f, err := parseFilters(raw)
+		if err != nil || jsonOf(t, f) != want {
+			t.Errorf("parseFilters(%s) = %s, %v; want %s", raw, jsonOf(t, f), err, want)
+		}
+	}
+	for _, raw := range []string{`x`, `{"name":"web"}`, `[1]`} {
+		if _, err := parseFilters(raw); err == nil || statusOf(err) != 400 {
+			t.Errorf("parseFilters(%s): %v, want a 400", raw, err)
+		}
+	}
+	if err := (filters{"nmae": {"x"}}).accept("name", "id"); err == nil || !strings.Contains(err.Error(), "invalid filter 'nmae' (one of id, name)") {
+		t.Errorf("accept: %v", err)
+	}
+}
+
+func TestVersionsAndTimes(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		less bool
+	}{{"1.41", "1.50", true}, {"1.50", "1.41", false}, {"1.9", "1.24", true}, {"1.50", "1.50", false}, {"2.0", "1.50", false}} {
+		if versionLess(c.a, c.b) != c.less {
+			t.Errorf("versionLess(%s, %s) != %v", c.a, c.b, c.less)
+		}
+	}
+	now := time.Unix(1_700_000_000, 0)
+	for in, want := range map[string]time.Time{
+		"1700000001":           time.Unix(1_700_000_001, 0),
+		"1700000001.5":         time.Unix(1_700_000_001, 500_000_000),
+		"1700000001.000000001": time.Unix(1_700_000_001, 1),
+		"10m":                  now.Add(-10 * time.Minute),
+		"2023-11-14T22:13:20Z": time.Unix(1_700_000_000, 0),
+	} {
+		got, err := parseEventTime(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("parseEventTime(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"soon", "1.x", "-5"} {
+		if _, err := parseEventTime(in, now); err == nil {
+			t.Errorf("parseEventTime(%q): no error", in)
+		}
+	}
+}

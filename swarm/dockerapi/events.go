@@ -102,8 +102,8 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) error {
 		wait = 100 * time.Millisecond
 		last = ev.Index
 		msg, keep := toDockerEvent(ev, seen)
-		if !keep || !f.matchEvent(msg) {
-			continue
+		if !keep || !f.matchEvent(msg) || (!since.IsZero() && msg.TimeNano < since.UnixNano()) {
+			continue // since in the future: from then on
 		}
 		if enc.Encode(msg) != nil || rc.Flush() != nil {
 			return nil
