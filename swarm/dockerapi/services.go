@@ -161,6 +161,9 @@ func (h *Handler) serviceStatus(ctx context.Context, services []*api.Service) (m
 	return out, nil
 }
 
+// serviceInspect answers docker service inspect. insertDefaults is
+// accepted and the spec shown as stored: Shoal fills its defaults where it
+// uses them (an empty update config means Shoal's defaults).
 func (h *Handler) serviceInspect(w http.ResponseWriter, r *http.Request) error {
 	if _, err := queryBool(r, "insertDefaults"); err != nil {
 		return err
