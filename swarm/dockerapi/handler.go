@@ -218,7 +218,7 @@ func (h *Handler) routes() {
 
 func (h *Handler) notYetKind(kind string) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		return notYet("%s %s: %s through the Docker API come with Shoal's %s API", r.Method, r.URL.Path, kind, strings.TrimSuffix(kind, "s"))
+		return notYet("%s %s: %s are not served through the Docker API yet", r.Method, r.URL.Path, kind)
 	}
 }
 
