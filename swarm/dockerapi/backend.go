@@ -1,0 +1,110 @@
+package dockerapi
+
+import (
+	"context"
+	"errors"
+	"net"
+
+	"github.com/shoalproject/shoal/swarm"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// Backend is the cluster the handler serves: Shoal's control API.
+// *swarm.Client implements it (a Node's Client talks to the managers over
+// mutual TLS and follows the leader).
+type Backend interface {
+	CreateService(ctx context.Context, spec api.ServiceSpec) (*api.Service, error)
+	Service(ctx context.Context, idOrName string) (*api.Service, error)
+	Services(ctx context.Context, f swarm.Filter) ([]*api.Service, error)
+	UpdateService(ctx context.Context, id string, version uint64, spec api.ServiceSpec) (*api.Service, error)
+	RollbackService(ctx context.Context, idOrName string) (*api.Service, error)
+	RemoveService(ctx context.Context, idOrName string) error
+	Tasks(ctx context.Context, f swarm.Filter) ([]*api.Task, error)
+	Task(ctx context.Context, id string) (*api.Task, error)
+	Nodes(ctx context.Context, f swarm.Filter) ([]*api.Node, error)
+	Node(ctx context.Context, id string) (*api.Node, error)
+	UpdateNode(ctx context.Context, id string, version uint64, spec api.NodeSpec) (*api.Node, error)
+	RemoveNode(ctx context.Context, id string, force bool) error
+	Cluster(ctx context.Context) (*api.Cluster, error)
+	UpdateCluster(ctx context.Context, version uint64, spec api.ClusterSpec) (*api.Cluster, error)
+	RotateJoinToken(ctx context.Context, role api.NodeRole) (*api.Cluster, error)
+	Events(ctx context.Context, since uint64, types ...string) (<-chan swarm.Event, error)
+}
+
+var _ Backend = (*swarm.Client)(nil)
+
+// Self is the node the API speaks for: the Docker CLI asks it who it is
+// (docker info's NodeID, the '*' of docker node ls, the address of
+// docker swarm join-token). *swarm.Node implements it.
+type Self interface {
+	// ID is the node's ID.
+	ID() string
+	// Role is "manager" or "worker". A worker's handler refuses the swarm
+	// calls, as dockerd does on a worker.
+	Role() string
+	// Addr is a manager's management address (host:port), "" on workers.
+	Addr() string
+}
+
+var _ Self = (*swarm.Node)(nil)
+
+// UnlockKeyer is a Self that can hand out its manager's unlock key
+// (GET /swarm/unlockkey). Without it, the handler answers "not supported".
+type UnlockKeyer interface {
+	// UnlockKey returns the unlock key; "" when autolock is off.
+	UnlockKey() (string, error)
+}
+
+// Unlocker is a Self whose locked manager can be unlocked
+// (POST /swarm/unlock, docker swarm unlock).
+type Unlocker interface {
+	// Locked reports whether the manager waits for its unlock key.
+	Locked() bool
+	// Unlock opens the manager with its unlock key.
+	Unlock(ctx context.Context, key string) error
+}
+
+// ForNode returns a handler for a started node (after Init, Join or Start):
+// the cluster through the node's Client, the node as Self, with its
+// manager's unlock key and unlock.
+func ForNode(n *swarm.Node) (*Handler, error) {
+	c := n.Client()
+	if c == nil {
+		return nil, errors.New("dockerapi: the node has not started (call Init, Join or Start first)")
+	}
+	return &Handler{Backend: c, Self: nodeSelf{n}}, nil
+}
+
+// nodeSelf adds a node's manager's unlock key and unlock to the node.
+type nodeSelf struct{ *swarm.Node }
+
+var (
+	_ UnlockKeyer = nodeSelf{}
+	_ Unlocker    = nodeSelf{}
+)
+
+func (s nodeSelf) UnlockKey() (string, error) {
+	m := s.Manager()
+	if m == nil {
+		return "", errNotManager
+	}
+	k, err := m.UnlockKey()
+	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, swarm.ErrNotStarted) && !errors.Is(err, swarm.ErrLocked) {
+		// Autolock is off: there is no key, which dockerd says with "".
+		return "", nil
+	}
+	return k, err
+}
+
+func (s nodeSelf) Locked() bool {
+	m := s.Manager()
+	return m != nil && m.Locked()
+}
+
+func (s nodeSelf) Unlock(ctx context.Context, key string) error {
+	m := s.Manager()
+	if m == nil {
+		return errNotManager
+	}
+	return m.Unlock(ctx, key)
+}

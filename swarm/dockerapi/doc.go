@@ -1,0 +1,29 @@
+// Package dockerapi serves the swarm part of the Docker Engine API over a
+// Shoal cluster, so that the stock docker CLI drives it: docker info,
+// swarm inspect/update/join-token/unlock-key, node ls/inspect/update/
+// promote/demote/rm/ps, service create/ls/ps/inspect/scale/update/
+// rollback/rm (with the progress display, which polls tasks), and events.
+// Types are Docker's own (github.com/moby/moby/api); the CLI negotiates
+// an API version between MinAPIVersion and MaxAPIVersion.
+//
+// Docker's service spec is converted to Shoal's and back
+// (ServiceSpecFromDocker, ServiceSpecToDocker): what Shoal cannot
+// represent (a TTY, extra groups, DNS options, capabilities, ...) is
+// refused with every such field named (*UnsupportedFieldsError), never
+// dropped, and Shoal's own validation answers with its field paths.
+// Calls outside the swarm subset (docker run, images, volumes) answer 501
+// "not supported by Shoal"; networks, secrets, configs and logs answer
+// "not supported by Shoal yet" until Shoal's APIs for them exist.
+//
+// Serve a node's API on a unix socket:
+//
+//	h, err := dockerapi.ForNode(node) // a started *swarm.Node
+//	if err != nil { ... }
+//	ln, err := net.Listen("unix", "/run/shoal/docker.sock")
+//	if err != nil { ... }
+//	go http.Serve(ln, h)
+//	// DOCKER_HOST=unix:///run/shoal/docker.sock docker service ls
+//
+// The handler does no authentication of its own: serve it on a unix
+// socket with the right permissions, or on loopback.
+package dockerapi
