@@ -167,6 +167,29 @@ func (a *IPAM) AllocateAddr(networkID, owner string, want netip.Addr) (netip.Add
 	return netip.Addr{}, fmt.Errorf("%w: all %d addresses of %s are in use", ErrPoolExhausted, hosts, s.Prefix)
 }
 
+// AllocateAfter makes the next allocations of the network (without a
+// wanted address) start after ad, if they would start at or below it: a
+// book rebuilt from saved allocations continues serially instead of
+// handing out again an address freed a moment ago, which other nodes'
+// caches (neighbour entries, conntrack, DNS answers) may still hold.
+func (a *IPAM) AllocateAfter(networkID string, ad netip.Addr) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.nets[networkID]
+	if !ok || !s.Prefix.Contains(ad) {
+		return
+	}
+	first, size := u32(s.Prefix.Addr()), uint32(1)<<(32-s.Prefix.Bits())
+	hosts := size - 2
+	off := u32(ad) - first
+	if off == 0 || off > hosts {
+		return
+	}
+	if next := 1 + off%hosts; off >= s.cursor || s.cursor == 0 {
+		s.cursor = next
+	}
+}
+
 // Owner tells who holds an address.
 func (a *IPAM) Owner(networkID string, ad netip.Addr) (string, bool) {
 	a.mu.Lock()

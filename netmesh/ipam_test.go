@@ -111,3 +111,25 @@ func TestIPAMStateRoundTripIsDeterministic(t *testing.T) {
 		t.Fatalf("bad state: %v", err)
 	}
 }
+
+// A book rebuilt from saved allocations continues after the highest
+// address it was told of, instead of handing out a freed one again.
+func TestIPAMAllocateAfter(t *testing.T) {
+	a := &IPAM{SubnetBits: 29} // hosts .2-.6 (gateway .1)
+	a.AllocateSubnet("n", netip.Prefix{})
+	a.AllocateAddr("n", "kept", netip.MustParseAddr("10.0.0.2"))
+	a.AllocateAfter("n", netip.MustParseAddr("10.0.0.4")) // .3 and .4 were freed
+	a.AllocateAfter("n", netip.MustParseAddr("10.0.0.3")) // lower: no effect
+	a.AllocateAfter("n", netip.MustParseAddr("10.9.0.3")) // not in the subnet
+	var got []string
+	for i := range 4 {
+		ad, err := a.AllocateAddr("n", fmt.Sprint("t", i), netip.Addr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ad.String())
+	}
+	if fmt.Sprint(got) != "[10.0.0.5 10.0.0.6 10.0.0.3 10.0.0.4]" {
+		t.Fatalf("addresses %v: want the free ones above .4 first, then the wrap", got)
+	}
+}

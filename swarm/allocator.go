@@ -66,11 +66,16 @@ func newAllocator(tx *raftstore.ReadTx) (*allocator, error) {
 		return nil, err
 	}
 	for _, t := range tasks {
-		if ended(t) {
-			continue
-		}
 		for _, na := range t.Networks {
 			for _, ad := range na.Addresses {
+				if ended(t) {
+					// Free, but handed out again only after the
+					// addresses above it (serial allocation).
+					if p, ok := parseAddr(ad); ok {
+						a.ipam.AllocateAfter(na.NetworkID, p)
+					}
+					continue
+				}
 				a.claim(na.NetworkID, ad, taskOwner(t.ID))
 			}
 		}
@@ -97,6 +102,7 @@ func (a *allocator) claim(network, addr, owner string) {
 		return
 	}
 	a.ipam.AllocateAddr(network, owner, ad)
+	a.ipam.AllocateAfter(network, ad)
 }
 
 func parseAddr(s string) (netip.Addr, bool) {

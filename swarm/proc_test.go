@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,10 +14,12 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/agent/containerd"
 	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/ca"
+	"github.com/shoalproject/shoal/swarm/netagent"
 )
 
 // Nodes as processes, for tests of crashes (SIGKILL) and restarts from
@@ -34,6 +37,19 @@ func runChildNode() error {
 	ctx := context.Background()
 	n := &swarm.Node{Dir: env("DIR"), ListenAddr: env("LISTEN"), Executor: &agent.FakeExecutor{},
 		HeartbeatPeriod: 500 * time.Millisecond}
+	if addr := env("CONTAINERD"); addr != "" {
+		// A node of the network tests: real containers, and the data
+		// plane in the network namespace the process runs in.
+		x := &containerd.Executor{Address: addr, Namespace: env("CTRD_NS"), StateDir: env("STATE"), ImageDir: env("IMAGES")}
+		if err := x.Connect(ctx); err != nil {
+			return err
+		}
+		n.Executor = x
+		n.Network = &netagent.Agent{Upstreams: []string{}} // cluster names only
+		if env("DEBUG") != "" {
+			n.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+	}
 	var err error
 	switch env("NODE_MODE") {
 	case "init":

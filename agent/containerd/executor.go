@@ -8,6 +8,8 @@ package containerd
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -782,12 +784,21 @@ func (e *Executor) Exec(ctx context.Context, id string, cmd []string) (int, []by
 	pspec := *spec.Process
 	pspec.Args = cmd
 	pspec.Terminal = false
-	out := &cappedBuffer{max: agent.MaxExecOutput}
 	e.mu.Lock()
 	e.execSeq++
-	execID := fmt.Sprintf("exec-%d", e.execSeq)
+	execID := fmt.Sprintf("exec-%d-%s", e.execSeq, randomSuffix())
 	e.mu.Unlock()
-	proc, err := en.task.Exec(nctx, execID, &pspec, cio.NewCreator(cio.WithStreams(nil, out, out)))
+	// The shim writes the output to a file, not to FIFOs this process
+	// reads: an agent killed in the middle of an exec (a health check
+	// runs every few seconds) must not leave the shim blocked on a FIFO
+	// nobody opens, unable to stop or delete the container afterwards.
+	dir := filepath.Join(e.StateDir, "exec")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return -1, nil, err
+	}
+	outPath := filepath.Join(dir, execID+".out")
+	defer os.Remove(outPath)
+	proc, err := en.task.Exec(nctx, execID, &pspec, cio.LogFile(outPath))
 	if err != nil {
 		return -1, nil, err
 	}
@@ -802,15 +813,31 @@ func (e *Executor) Exec(ctx context.Context, id string, cmd []string) (int, []by
 	select {
 	case st := <-statusC:
 		code, _, err := st.Result()
-		if cio := proc.IO(); cio != nil {
-			cio.Wait()
-		}
-		return int(code), out.Bytes(), err
+		return int(code), readCapped(outPath, agent.MaxExecOutput), err
 	case <-ctx.Done():
 		proc.Kill(nctx, syscall.SIGKILL)
 		<-statusC
-		return -1, out.Bytes(), ctx.Err()
+		return -1, readCapped(outPath, agent.MaxExecOutput), ctx.Err()
 	}
+}
+
+// readCapped reads at most max bytes of a file (nil if it cannot).
+func readCapped(path string, max int) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, int64(max)))
+	return b
+}
+
+// randomSuffix tells apart the exec IDs of agents that ran before this
+// one (their counters started at 1 too).
+func randomSuffix() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Metrics reads the task's cgroup statistics (v1 or v2).
@@ -856,28 +883,6 @@ func (e *Executor) Metrics(ctx context.Context, id string) (agent.Metrics, error
 		return out, fmt.Errorf("metrics of %s: unknown format %T", id, v)
 	}
 	return out, nil
-}
-
-// cappedBuffer keeps the first max bytes written to it.
-type cappedBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := b.max - len(b.buf); room > 0 {
-		b.buf = append(b.buf, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (b *cappedBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]byte(nil), b.buf...)
 }
 
 // outputPipeSize is the buffer of a task's output FIFOs: what a task can

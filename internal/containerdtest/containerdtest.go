@@ -7,6 +7,7 @@ package containerdtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -119,7 +120,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 // Stop removes every container left, stops the daemon (by its PID),
 // unmounts what it mounted and deletes its directory.
 func (d *Daemon) Stop() error {
-	d.removeAll()
+	left := d.removeAll()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:
@@ -129,29 +130,41 @@ func (d *Daemon) Stop() error {
 	}
 	d.logf.Close()
 	unmountUnder(filepath.Join(d.Dir, "root"))
-	return os.RemoveAll(d.Dir)
+	return errors.Join(left, os.RemoveAll(d.Dir))
 }
 
 // removeAll kills and deletes every task and container the test left, in
 // every namespace, so no shim outlives the test.
-func (d *Daemon) removeAll() {
-	c, err := ctrd.New(d.Address, ctrd.WithTimeout(2*time.Second))
+func (d *Daemon) removeAll() error {
+	c, err := ctrd.New(d.Address, ctrd.WithTimeout(10*time.Second))
 	if err != nil {
-		return
+		return fmt.Errorf("containerdtest: connecting to remove what was left: %w", err)
 	}
 	defer c.Close()
-	nss, _ := c.NamespaceService().List(context.Background())
+	var errs []error
+	nss, err := c.NamespaceService().List(context.Background())
+	if err != nil {
+		errs = append(errs, err)
+	}
 	for _, ns := range nss {
 		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), 20*time.Second)
-		containers, _ := c.Containers(ctx)
+		containers, err := c.Containers(ctx)
+		if err != nil {
+			errs = append(errs, err)
+		}
 		for _, ctr := range containers {
 			if task, err := ctr.Task(ctx, nil); err == nil {
-				task.Delete(ctx, ctrd.WithProcessKill)
+				if _, err := task.Delete(ctx, ctrd.WithProcessKill); err != nil {
+					errs = append(errs, fmt.Errorf("containerdtest: deleting task %s/%s: %w", ns, ctr.ID(), err))
+				}
 			}
-			ctr.Delete(ctx, ctrd.WithSnapshotCleanup)
+			if err := ctr.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil {
+				errs = append(errs, fmt.Errorf("containerdtest: deleting container %s/%s: %w", ns, ctr.ID(), err))
+			}
 		}
 		cancel()
 	}
+	return errors.Join(errs...)
 }
 
 func unmountUnder(root string) {

@@ -6,6 +6,7 @@
 //	ignore-term     run and ignore SIGTERM (to be killed after the grace period)
 //	lines N         print "line 1" ... "line N", then run until SIGTERM
 //	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable
+//	                (after the duration in the delay query parameter)
 //	env             print the environment, uid, cwd, hostname and whether
 //	                the root filesystem is writable; exit 0
 //	sha256 PATH     print the SHA-256 of a file and run until SIGTERM
@@ -70,6 +71,9 @@ func main() {
 	case "http":
 		host, _ := os.Hostname()
 		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+				time.Sleep(d) // a slow request, in flight when a stop comes
+			}
 			fmt.Fprintf(w, "%s %s\n", host, os.Getenv("TASK_ID"))
 		})
 		go func() { <-term; os.Exit(0) }()

@@ -1,0 +1,737 @@
+package swarm_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	ctrd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/shoalproject/shoal/internal/containerdtest"
+	"github.com/shoalproject/shoal/internal/nettest"
+	"github.com/shoalproject/shoal/internal/testimages"
+	"github.com/shoalproject/shoal/internal/waitfor"
+	"github.com/shoalproject/shoal/swarm"
+	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/ca"
+)
+
+// netCluster is a Shoal cluster of node processes, each in its own
+// network-namespace host of a lab, running real containers on one private
+// containerd (a containerd namespace per node, as separate hosts would
+// have their own daemon) with the data plane on: overlays between the
+// hosts, DNS, the routing mesh.
+type netCluster struct {
+	t       *testing.T
+	lab     *nettest.Lab
+	ctrd    *ctrd.Client
+	base    string
+	images  string
+	ctrdSoc string
+	nodes   map[string]*netNode
+	client  *swarm.Client
+}
+
+// netNode is one node process and the host it runs on.
+type netNode struct {
+	name string
+	host *nettest.Host
+	dir  string
+	proc *procNode
+}
+
+func newNetCluster(t *testing.T, workers int) *netCluster {
+	t.Helper()
+	base := t.TempDir()
+	d := containerdtest.Start(t) // skips without root or containerd
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		t.Skip("the network tests run nodes with nsenter (util-linux)")
+	}
+	images := filepath.Join(base, "images")
+	if _, err := testimages.Build(context.Background(), images); err != nil {
+		t.Fatal(err)
+	}
+	lab := nettest.New(t, 1+workers)
+	cl, err := ctrd.New(d.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	c := &netCluster{t: t, lab: lab, ctrd: cl, base: base, images: images, ctrdSoc: d.Address, nodes: map[string]*netNode{}}
+	// Runs after the node processes are killed (cleanups run last
+	// first), before the lab and containerd go: the task namespaces the
+	// agents bind-mounted under the node dirs are unmounted so that the
+	// dirs can be removed.
+	t.Cleanup(func() {
+		c.removeContainers()
+		unmountUnder(base)
+	})
+
+	m0 := c.start("m0", lab.Hosts[0], "init", "", "")
+	c.client = c.clientVia(lab.Hosts[0], m0)
+	cur, err := c.client.Cluster(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= workers; i++ {
+		c.start(fmt.Sprint("w", i), lab.Hosts[i], "join", cur.JoinTokens.Worker, m0.proc.info.Addr)
+	}
+	waitfor.True(t, "every node ready with its data-plane address", func() bool {
+		ns, err := c.client.Nodes(context.Background(), swarm.Filter{})
+		if err != nil || len(ns) != len(c.nodes) {
+			return false
+		}
+		for _, n := range ns {
+			if n.Status.State != api.NodeReady || n.Description.DataAddr == "" {
+				return false
+			}
+		}
+		return true
+	})
+	return c
+}
+
+// start runs a node process inside host's network namespace (nsenter
+// --net: the mount namespace stays the test's, where containerd runs, so
+// the task namespaces the agent makes are the ones runc joins).
+func (c *netCluster) start(name string, h *nettest.Host, how, token, manager string) *netNode {
+	c.t.Helper()
+	n := c.nodes[name]
+	if n == nil {
+		n = &netNode{name: name, host: h, dir: filepath.Join(c.base, name)}
+		c.nodes[name] = n
+	}
+	listen := ""
+	if how == "init" {
+		listen = h.Addr.String() + ":2377"
+	}
+	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+h.Name, os.Args[0], "-test.run", "^$")
+	cmd.Env = append(os.Environ(), "SHOAL_TEST_NODE_MODE="+how, "SHOAL_TEST_DIR="+n.dir, "SHOAL_TEST_LISTEN="+listen,
+		"SHOAL_TEST_TOKEN="+token, "SHOAL_TEST_MANAGER="+manager,
+		"SHOAL_TEST_CONTAINERD="+c.ctrdSoc, "SHOAL_TEST_CTRD_NS="+name,
+		"SHOAL_TEST_STATE="+filepath.Join(c.base, name+"-exec"), "SHOAL_TEST_IMAGES="+c.images)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	p := &procNode{dir: n.dir, cmd: cmd, how: how, ready: make(chan error, 1)}
+	c.t.Cleanup(p.kill)
+	go func() { p.ready <- json.NewDecoder(bufio.NewReader(out)).Decode(&p.info) }()
+	n.proc = p.wait(c.t)
+	return n
+}
+
+// clientVia is a control API client that dials from inside host's
+// namespace (the test process itself is on no lab host).
+func (c *netCluster) clientVia(h *nettest.Host, m *netNode) *swarm.Client {
+	c.t.Helper()
+	cert, root, err := (ca.Files{Dir: m.dir}).Load()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return &swarm.Client{Addrs: []string{m.proc.info.Addr}, TLS: ca.ClientConfig(cert, root, ca.RoleManager),
+		Dial: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+			err = h.Do(func() error {
+				var d net.Dialer
+				conn, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		}}
+}
+
+// exec runs the test app with args inside a task's container (on the
+// node that runs it) and returns its exit code and output.
+func (c *netCluster) exec(tk *api.Task, args ...string) (int, string, error) {
+	node := c.nodeByID(tk.NodeID)
+	if node == nil {
+		return -1, "", fmt.Errorf("task %s is on no known node (%q)", tk.ID, tk.NodeID)
+	}
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), node.name), 20*time.Second)
+	defer cancel()
+	ctr, err := c.ctrd.LoadContainer(ctx, tk.ID)
+	if err != nil {
+		return -1, "", err
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		return -1, "", err
+	}
+	spec, err := ctr.Spec(ctx)
+	if err != nil {
+		return -1, "", err
+	}
+	ps := *spec.Process
+	ps.Args, ps.Terminal = append([]string{"/app"}, args...), false
+	var out lockedBuffer
+	id := make([]byte, 6)
+	rand.Read(id)
+	proc, err := task.Exec(ctx, "test-"+hex.EncodeToString(id), &ps, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
+	if err != nil {
+		return -1, "", err
+	}
+	defer proc.Delete(context.WithoutCancel(ctx), ctrd.WithProcessKill)
+	statusC, err := proc.Wait(ctx)
+	if err != nil {
+		return -1, "", err
+	}
+	if err := proc.Start(ctx); err != nil {
+		return -1, "", err
+	}
+	select {
+	case st := <-statusC:
+		code, _, err := st.Result()
+		proc.IO().Wait()
+		return int(code), out.String(), err
+	case <-ctx.Done():
+		return -1, out.String(), ctx.Err()
+	}
+}
+
+// removeContainers kills and deletes the nodes' containers (while their
+// namespaces are still mounted: runc needs them to kill and delete).
+func (c *netCluster) removeContainers() {
+	for name := range c.nodes {
+		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), name), 30*time.Second)
+		ctrs, err := c.ctrd.Containers(ctx)
+		if err != nil {
+			c.t.Errorf("listing %s's containers: %v", name, err)
+		}
+		for _, ctr := range ctrs {
+			if task, err := ctr.Task(ctx, nil); err == nil {
+				if _, err := task.Delete(ctx, ctrd.WithProcessKill); err != nil {
+					c.t.Errorf("deleting task %s/%s: %v", name, ctr.ID(), err)
+				}
+			}
+			if err := ctr.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil {
+				c.t.Errorf("deleting container %s/%s: %v", name, ctr.ID(), err)
+			}
+		}
+		cancel()
+	}
+}
+
+func (c *netCluster) nodeByID(id string) *netNode {
+	for _, n := range c.nodes {
+		if n.proc != nil && n.proc.info.ID == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// getFrom fetches a URL from inside a lab host's namespace, on a new
+// connection.
+func getFrom(h *nettest.Host, url string) (string, error) {
+	var conn net.Conn
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := h.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", req.URL.Host, 2*time.Second)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// lockedBuffer collects a process's stdout and stderr, which are copied
+// by two goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// unmountUnder detaches every mount below dir, deepest first.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, p := range points {
+		syscall.Unmount(p, syscall.MNT_DETACH)
+	}
+}
+
+// addrsOf lists a task's addresses on a network (without the prefix).
+func addrsOf(tk *api.Task, networkID string) []string {
+	var out []string
+	for _, a := range tk.Networks {
+		if a.NetworkID != networkID {
+			continue
+		}
+		for _, s := range a.Addresses {
+			out = append(out, strings.Split(s, "/")[0])
+		}
+	}
+	return out
+}
+
+func mustCreate[T any](t *testing.T, what string) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("create %s: %v", what, err)
+		}
+		return v
+	}
+}
+
+// A cluster of three hosts (a manager that runs tasks, two workers) with
+// real containers: tasks on different hosts reach each other by service
+// name and tasks.NAME over an overlay, and not across networks; published
+// ports answer on every host, including one with no task of the service;
+// a host-mode port answers only on its task's host; an encrypted network
+// carries nothing in plaintext on the wire; secrets and configs reach the
+// tasks and secrets touch no disk; objects in use cannot be removed; a
+// killed node's tasks leave the backends.
+func TestNetworkAcrossHosts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-host cluster with real containers")
+	}
+	c := newNetCluster(t, 2)
+	ctx := context.Background()
+	cl := c.client
+	h := c.lab.Hosts
+
+	// Bad input first: clear errors, nothing made.
+	if _, err := cl.CreateNetwork(ctx, api.NetworkSpec{Annotations: api.Annotations{Name: "bad"},
+		IPAM: &api.IPAMConfig{Subnet: "10.0.300.0/24"}}); !errors.Is(err, api.ErrInvalidSpec) {
+		t.Fatalf("a network with a malformed subnet: %v", err)
+	}
+	bad := service("bad", api.Replicated(1))
+	bad.TaskTemplate.Networks = []api.NetworkTarget{{Target: "no-such-network"}}
+	if _, err := cl.CreateService(ctx, bad); err == nil || !strings.Contains(err.Error(), "no-such-network") {
+		t.Fatalf("a service on a missing network: %v", err)
+	}
+
+	front := mustCreate[*api.Network](t, "front")(cl.CreateNetwork(ctx, api.NetworkSpec{Annotations: api.Annotations{Name: "front"}}))
+	other := mustCreate[*api.Network](t, "other")(cl.CreateNetwork(ctx, api.NetworkSpec{Annotations: api.Annotations{Name: "other"}}))
+	vault := mustCreate[*api.Network](t, "vault")(cl.CreateNetwork(ctx, api.NetworkSpec{Annotations: api.Annotations{Name: "vault"}, Encrypted: true}))
+	secretData := "s3cret-" + hex.EncodeToString([]byte(t.Name()))[:12] + "-" + fmt.Sprint(time.Now().UnixNano())
+	mustCreate[*api.Secret](t, "secret")(cl.CreateSecret(ctx, api.SecretSpec{Annotations: api.Annotations{Name: "pass"}, Data: []byte(secretData)}))
+	mustCreate[*api.Config](t, "config")(cl.CreateConfig(ctx, api.ConfigSpec{Annotations: api.Annotations{Name: "conf"}, Data: []byte("listen=80\n")}))
+
+	app := func(name string, replicas uint64, args ...string) api.ServiceSpec {
+		s := service(name, api.Replicated(replicas))
+		s.TaskTemplate.Image, s.TaskTemplate.Args = testimages.AppRef, args
+		return s
+	}
+	onWorkers := &api.Placement{Constraints: []string{"node.role==worker"}}
+	onManager := &api.Placement{Constraints: []string{"node.role==manager"}}
+
+	web := app("web", 2, "http", ":80")
+	web.TaskTemplate.Placement = onWorkers
+	web.TaskTemplate.Networks = []api.NetworkTarget{{Target: "front"}}
+	web.TaskTemplate.Secrets = []api.SecretReference{{SecretName: "pass"}}
+	web.TaskTemplate.Configs = []api.ConfigReference{{ConfigName: "conf", File: api.FileTarget{Name: "/etc/app.conf"}}}
+	web.EndpointSpec = &api.EndpointSpec{Ports: []api.PortConfig{{TargetPort: 80, PublishedPort: 8080}}}
+	// Ready once it answers (a container that runs may not listen yet).
+	web.TaskTemplate.Healthcheck = &api.HealthConfig{Test: []string{"CMD", "/app", "get", "http://127.0.0.1:80/"}, Interval: 250 * time.Millisecond, Retries: 3}
+	webSvc := mustCreate[*api.Service](t, "web")(cl.CreateService(ctx, web))
+
+	probe := app("probe", 1, "sleep")
+	probe.TaskTemplate.Placement = onManager
+	probe.TaskTemplate.Networks = []api.NetworkTarget{{Target: "front"}, {Target: "vault"}}
+	probeSvc := mustCreate[*api.Service](t, "probe")(cl.CreateService(ctx, probe))
+
+	lonely := app("lonely", 1, "http", ":80")
+	lonely.TaskTemplate.Placement = onWorkers
+	lonely.TaskTemplate.Networks = []api.NetworkTarget{{Target: "other"}}
+	lonelySvc := mustCreate[*api.Service](t, "lonely")(cl.CreateService(ctx, lonely))
+
+	safe := app("safe", 1, "http", ":80")
+	safe.TaskTemplate.Placement = &api.Placement{Constraints: []string{"node.id==" + c.nodes["w1"].proc.info.ID}}
+	safe.TaskTemplate.Networks = []api.NetworkTarget{{Target: "vault"}}
+	safeSvc := mustCreate[*api.Service](t, "safe")(cl.CreateService(ctx, safe))
+
+	edge := app("edge", 1, "http", ":80")
+	edge.TaskTemplate.Placement = &api.Placement{Constraints: []string{"node.id==" + c.nodes["w2"].proc.info.ID}}
+	edge.EndpointSpec = &api.EndpointSpec{Ports: []api.PortConfig{{TargetPort: 80, PublishedPort: 9090, PublishMode: api.PublishHost}}}
+	edgeSvc := mustCreate[*api.Service](t, "edge")(cl.CreateService(ctx, edge))
+
+	for _, s := range []*api.Service{webSvc, probeSvc, lonelySvc, safeSvc, edgeSvc} {
+		want := int(s.Spec.Mode.Replicated.Replicas)
+		id := s.ID
+		waitfor.True(t, s.Spec.Name+" running", func() bool { return len(running(t, cl, id)) == want })
+	}
+	webTasks := running(t, cl, webSvc.ID)
+	if webTasks[0].NodeID == webTasks[1].NodeID {
+		t.Fatalf("web's two tasks both on %s: not spread over the workers", webTasks[0].NodeID)
+	}
+	probeTask := running(t, cl, probeSvc.ID)[0]
+	if len(addrsOf(probeTask, front.ID)) != 1 || len(addrsOf(probeTask, vault.ID)) != 1 {
+		t.Fatalf("the probe's attachments: %+v", probeTask.Networks)
+	}
+	run := func(args ...string) (string, error) {
+		code, out, err := c.exec(probeTask, args...)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit %d: %s", code, strings.TrimSpace(out))
+		}
+		return out, err
+	}
+
+	t.Run("names across hosts", func(t *testing.T) {
+		webNow, _ := cl.Service(ctx, webSvc.ID)
+		var vip string
+		for _, v := range webNow.Endpoint.VirtualIPs {
+			if v.NetworkID == front.ID {
+				vip = strings.Split(v.Addr, "/")[0]
+			}
+		}
+		if vip == "" {
+			t.Fatalf("web has no VIP on front: %+v", webNow.Endpoint)
+		}
+		var want []string
+		for _, tk := range webTasks {
+			want = append(want, addrsOf(tk, front.ID)...)
+		}
+		sort.Strings(want)
+		waitfor.True(t, "web and tasks.web resolve from the probe", func() bool {
+			out, err := run("resolve", "web")
+			if err != nil || strings.TrimSpace(out) != vip {
+				t.Logf("web: %q %v (want %s)", out, err, vip)
+				return false
+			}
+			out, err = run("resolve", "tasks.web")
+			if err != nil || strings.Join(strings.Fields(out), " ") != strings.Join(want, " ") {
+				t.Logf("tasks.web: %q %v (want %v)", out, err, want)
+				return false
+			}
+			return true
+		})
+		// Through the VIP, every task answers in turn (on the other hosts).
+		seen := map[string]bool{}
+		waitfor.True(t, "both web tasks answer through the VIP", func() bool {
+			out, err := run("get", "http://web/")
+			if err != nil {
+				t.Logf("get web: %v", err)
+				return false
+			}
+			for _, tk := range webTasks {
+				if strings.Contains(out, tk.ID) {
+					seen[tk.ID] = true
+				}
+			}
+			return len(seen) == 2
+		})
+	})
+
+	t.Run("networks are isolated", func(t *testing.T) {
+		if out, err := run("resolve", "lonely"); err == nil {
+			t.Fatalf("lonely (on another network) resolves from the probe: %q", out)
+		}
+		lt := running(t, cl, lonelySvc.ID)[0]
+		addr := addrsOf(lt, other.ID)
+		if len(addr) != 1 {
+			t.Fatalf("lonely's addresses on other: %v", lt.Networks)
+		}
+		if out, err := run("get", "http://"+addr[0]+"/"); err == nil {
+			t.Fatalf("lonely's address on another network answers the probe: %q", out)
+		}
+	})
+
+	t.Run("published port on every host", func(t *testing.T) {
+		// m0 runs no web task: the routing mesh answers there too.
+		for _, from := range h {
+			for _, to := range h {
+				got := map[string]bool{}
+				waitfor.True(t, fmt.Sprintf("port 8080 of %s from %s", to.Addr, from.Addr), func() bool {
+					out, err := getFrom(from, "http://"+to.Addr.String()+":8080/")
+					if err != nil {
+						t.Logf("%s -> %s: %v", from.Addr, to.Addr, err)
+						return false
+					}
+					for _, tk := range webTasks {
+						if strings.Contains(out, tk.ID) {
+							got[tk.ID] = true
+						}
+					}
+					return len(got) == 2
+				})
+			}
+		}
+	})
+
+	t.Run("host-mode port only on its node", func(t *testing.T) {
+		w2 := c.nodes["w2"].host
+		waitfor.True(t, "port 9090 on w2", func() bool {
+			out, err := getFrom(h[0], "http://"+w2.Addr.String()+":9090/")
+			return err == nil && strings.Contains(out, running(t, cl, edgeSvc.ID)[0].ID)
+		})
+		for _, other := range []*nettest.Host{h[0], c.nodes["w1"].host} {
+			if out, err := getFrom(h[0], "http://"+other.Addr.String()+":9090/"); err == nil {
+				t.Fatalf("a host-mode port answers on %s, which runs no task of it: %q", other.Addr, out)
+			}
+		}
+	})
+
+	t.Run("encrypted network", func(t *testing.T) {
+		marker := "plaintext-marker-" + hex.EncodeToString([]byte(time.Now().String()))[:16]
+		var out string
+		frames, err := c.lab.Capture(func() (err error) {
+			pctx, cancel := context.WithTimeout(ctx, waitfor.DefaultTimeout)
+			defer cancel()
+			return waitfor.Poll(pctx, func() bool {
+				out, err = run("get", "http://safe/"+marker)
+				return err == nil
+			})
+		})
+		if err != nil {
+			t.Fatalf("the probe cannot reach safe over the encrypted network: %v (%s)", err, out)
+		}
+		if !strings.Contains(out, running(t, cl, safeSvc.ID)[0].ID) {
+			t.Fatalf("safe answered %q", out)
+		}
+		if len(frames) == 0 {
+			t.Fatal("nothing captured on the wire")
+		}
+		for _, f := range frames {
+			if bytes.Contains(f, []byte(marker)) {
+				t.Fatal("the request crossed the wire in plaintext on an encrypted network")
+			}
+		}
+	})
+
+	t.Run("secrets and configs", func(t *testing.T) {
+		for _, tk := range webTasks {
+			code, out, err := c.exec(tk, "read", "/run/secrets/pass")
+			if err != nil || code != 0 || out != secretData {
+				_, st, _ := c.exec(tk, "stat", "/run/secrets/pass")
+				_, again, _ := c.exec(tk, "read", "/run/secrets/pass")
+				t.Fatalf("the secret in %s: %d %q %v (stat %q, again %q)", tk.ID, code, out, err, st, again)
+			}
+			code, out, err = c.exec(tk, "read", "/etc/app.conf")
+			if err != nil || code != 0 || out != "listen=80\n" {
+				t.Fatalf("the config in %s: %d %q %v", tk.ID, code, out, err)
+			}
+		}
+		// Sent only to nodes that run a task that uses it: the probe's
+		// container (on m0) has no secret.
+		if out, err := run("read", "/run/secrets/pass"); err == nil {
+			t.Fatalf("a task that does not use the secret reads it: %q", out)
+		}
+		// No file on disk of the nodes' (Raft data, state, executor dirs)
+		// holds the secret in clear; the tasks' copies are on tmpfs.
+		onTmpfs := 0
+		filepath.WalkDir(c.base, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			var st syscall.Statfs_t
+			if syscall.Statfs(p, &st) == nil && st.Type == 0x01021994 { // TMPFS_MAGIC
+				onTmpfs++
+				return nil
+			}
+			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(secretData)) {
+				t.Errorf("%s holds the secret in clear", p)
+			}
+			return nil
+		})
+		if onTmpfs == 0 {
+			t.Error("no secret file on tmpfs under the executors' dirs: where are the tasks' secrets?")
+		}
+	})
+
+	t.Run("in use", func(t *testing.T) {
+		if err := cl.RemoveSecret(ctx, "pass"); err == nil || !strings.Contains(err.Error(), "web") {
+			t.Fatalf("removing a secret in use: %v", err)
+		}
+		if err := cl.RemoveConfig(ctx, "conf"); err == nil || !strings.Contains(err.Error(), "web") {
+			t.Fatalf("removing a config in use: %v", err)
+		}
+		if err := cl.RemoveNetwork(ctx, "front"); err == nil || !strings.Contains(err.Error(), "web") || !strings.Contains(err.Error(), "probe") {
+			t.Fatalf("removing a network in use: %v", err)
+		}
+	})
+
+	t.Run("rolling update and scale-down drop no request", func(t *testing.T) {
+		// Clients on a host with no task of web (through the mesh) and
+		// in the probe (through the VIP), a new connection per request.
+		type tally struct{ ok, failed int }
+		var mu sync.Mutex
+		counts := map[string]*tally{"mesh": {}, "vip": {}, "slow": {}}
+		var errs []string
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		loop := func(name string, req func() error) {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := req()
+				mu.Lock()
+				if err != nil {
+					counts[name].failed++
+					if len(errs) < 10 {
+						errs = append(errs, name+": "+err.Error())
+					}
+				} else {
+					counts[name].ok++
+				}
+				mu.Unlock()
+			}
+		}
+		wg.Add(5)
+		go loop("mesh", func() error { _, err := getFrom(h[0], "http://"+h[0].Addr.String()+":8080/"); return err })
+		// Requests of 300 ms are in flight when a task is told to stop:
+		// they finish, because the task left the backends a second
+		// before its SIGTERM (which this app obeys at once).
+		for range 3 {
+			go loop("slow", func() error {
+				_, err := getFrom(h[0], "http://"+h[0].Addr.String()+":8080/?delay=300ms")
+				return err
+			})
+		}
+		go loop("vip", func() error { _, err := run("get", "http://web/"); return err })
+
+		cur, err := cl.Service(ctx, webSvc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec := cur.Spec
+		spec.TaskTemplate.Env = []string{"V=2"}
+		spec.UpdateConfig = &api.UpdateConfig{Parallelism: 1}
+		if _, err := cl.UpdateService(ctx, cur.ID, cur.Version, spec); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.True(t, "the rolling update done", func() bool {
+			s, err := cl.Service(ctx, webSvc.ID)
+			if err != nil || s.UpdateStatus == nil || s.UpdateStatus.State != api.UpdateCompleted {
+				return false
+			}
+			ts := running(t, cl, webSvc.ID)
+			return len(ts) == 2 && len(ts[0].Spec.Env) == 1 && len(ts[1].Spec.Env) == 1
+		})
+		for _, n := range []uint64{3, 1, 2} {
+			if _, err := cl.ScaleService(ctx, webSvc.ID, n); err != nil {
+				t.Fatal(err)
+			}
+			waitfor.True(t, fmt.Sprintf("web at %d", n), func() bool {
+				ts, err := cl.Tasks(ctx, swarm.Filter{Services: []string{webSvc.ID}, DesiredStates: []string{api.TaskRunning.String()}})
+				if err != nil || len(ts) != int(n) {
+					return false
+				}
+				all, _ := cl.Tasks(ctx, swarm.Filter{Services: []string{webSvc.ID}})
+				for _, tk := range all {
+					if tk.Status.State == api.TaskRunning && tk.DesiredState != api.TaskRunning {
+						return false // one still stopping
+					}
+				}
+				return len(running(t, cl, webSvc.ID)) == int(n)
+			})
+		}
+		close(stop)
+		wg.Wait()
+		for name, c := range counts {
+			t.Logf("%s: %d requests answered, %d failed", name, c.ok, c.failed)
+			if c.ok == 0 {
+				t.Errorf("%s: no request answered", name)
+			}
+		}
+		if len(errs) > 0 {
+			t.Fatalf("requests failed during the update and scaling: %v", errs)
+		}
+		webTasks = running(t, cl, webSvc.ID)
+	})
+
+	t.Run("a killed node's tasks leave the backends", func(t *testing.T) {
+		w1 := c.nodes["w1"]
+		var gone []string
+		for _, tk := range running(t, cl, webSvc.ID) {
+			if tk.NodeID == w1.proc.info.ID {
+				gone = append(gone, addrsOf(tk, front.ID)...)
+			}
+		}
+		if len(gone) != 1 {
+			t.Fatalf("w1 runs %d web tasks", len(gone))
+		}
+		w1.proc.kill()
+		waitfor.True(t, "tasks.web without w1's task, and a replacement", func() bool {
+			out, err := run("resolve", "tasks.web")
+			fields := strings.Fields(out)
+			if ts, _ := cl.Tasks(ctx, swarm.Filter{Services: []string{webSvc.ID}}); true {
+				var b strings.Builder
+				for _, tk := range ts {
+					fmt.Fprintf(&b, " [%s node=%s %s/%s %v]", tk.ID[:6], tk.NodeID[:6], tk.Status.State, tk.DesiredState, addrsOf(tk, front.ID))
+				}
+				nd, _ := cl.Node(ctx, w1.proc.info.ID)
+				t.Logf("tasks.web: %v %v (gone %s); w1 %s; tasks%s", fields, err, gone[0], nd.Status.State, b.String())
+			}
+			return err == nil && !slices.Contains(fields, gone[0]) && len(fields) == 2
+		})
+		// Requests through the mesh on m0 all succeed again (the dead
+		// backend is gone).
+		waitfor.True(t, "ten requests in a row through the mesh", func() bool {
+			for range 10 {
+				if _, err := getFrom(h[0], "http://"+h[0].Addr.String()+":8080/"); err != nil {
+					return false
+				}
+			}
+			return true
+		})
+	})
+}
