@@ -2,7 +2,9 @@
 // Shoal cluster, so that the stock docker CLI drives it: docker info,
 // swarm inspect/update/join-token/unlock-key, node ls/inspect/update/
 // promote/demote/rm/ps, service create/ls/ps/inspect/scale/update/
-// rollback/rm (with the progress display, which polls tasks), and events.
+// rollback/rm (with the progress display, which polls tasks), network
+// create/ls/inspect/rm, secret and config create/ls/inspect/rm, stack
+// deploy/ls/ps/services/rm (which the CLI does with those), and events.
 // Types are Docker's own (github.com/moby/moby/api); the CLI negotiates
 // an API version between MinAPIVersion and MaxAPIVersion.
 //
@@ -11,9 +13,12 @@
 // represent (a TTY, extra groups, DNS options, capabilities, ...) is
 // refused with every such field named (*UnsupportedFieldsError), never
 // dropped, and Shoal's own validation answers with its field paths.
-// Calls outside the swarm subset (docker run, images, volumes) answer 501
-// "not supported by Shoal"; networks, secrets, configs and logs answer
-// "not supported by Shoal yet" until Shoal's APIs for them exist.
+// Networks are Shoal's overlay networks (docker network create
+// --driver overlay; IPv6, other IPAM drivers, IP ranges and driver
+// options but encrypted are refused by name); a secret's data never comes
+// back. Calls outside the swarm subset (docker run, images, volumes)
+// answer 501 "not supported by Shoal"; service and task logs answer 501
+// "not supported by Shoal yet": the managers do not gather logs yet.
 //
 // Serve a node's API on a unix socket:
 //
