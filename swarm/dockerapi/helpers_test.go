@@ -178,10 +178,17 @@ func newCLI(t *testing.T, bin string, e *apiEnv, script *strings.Builder) *docke
 // lines folded.
 func (d *dockerCLI) run(args ...string) (stdout, stderr string, err error) {
 	d.t.Helper()
+	return d.runIn("", args...)
+}
+
+// runIn is run with stdin.
+func (d *dockerCLI) runIn(stdin string, args ...string) (stdout, stderr string, err error) {
+	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, d.bin, args...)
 	cmd.Env = d.env
+	cmd.Stdin = strings.NewReader(stdin)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
@@ -209,6 +216,24 @@ func (d *dockerCLI) ok(args ...string) string {
 		d.t.Fatalf("docker %s: %v\nstdout:\n%s\nstderr:\n%s", shellQuote(args), err, out, errOut)
 	}
 	return out
+}
+
+// okIn is ok with stdin.
+func (d *dockerCLI) okIn(stdin string, args ...string) string {
+	d.t.Helper()
+	out, errOut, err := d.runIn(stdin, args...)
+	if err != nil {
+		d.t.Fatalf("docker %s: %v\nstdout:\n%s\nstderr:\n%s", shellQuote(args), err, out, errOut)
+	}
+	return out
+}
+
+// writeFile writes a test's file.
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // fails runs docker, wants it to fail, and returns what it printed on
