@@ -166,11 +166,16 @@ func findCLI(t *testing.T, path, what string) string {
 }
 
 func newCLI(t *testing.T, bin string, e *apiEnv, script *strings.Builder) *dockerCLI {
+	return newCLIEnv(t, bin, script, "DOCKER_HOST=unix://"+e.sock)
+}
+
+// newCLIEnv is a docker CLI with env (DOCKER_HOST and the like) added.
+func newCLIEnv(t *testing.T, bin string, script *strings.Builder, env ...string) *dockerCLI {
 	cfg := t.TempDir()
-	return &dockerCLI{t: t, bin: bin, script: script, env: []string{
-		"DOCKER_HOST=unix://" + e.sock, "DOCKER_CONFIG=" + cfg, "HOME=" + cfg, "PATH=/usr/bin:/bin",
+	return &dockerCLI{t: t, bin: bin, script: script, env: append([]string{
+		"DOCKER_CONFIG=" + cfg, "HOME=" + cfg, "PATH=/usr/bin:/bin",
 		"DOCKER_CLI_HINTS=false", "NO_COLOR=1", "TERM=dumb",
-	}}
+	}, env...)}
 }
 
 // run runs docker with args (no shell) and returns its output; the
