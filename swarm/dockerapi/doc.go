@@ -30,5 +30,16 @@
 //	// DOCKER_HOST=unix:///run/shoal/docker.sock docker service ls
 //
 // The handler does no authentication of its own: serve it on a unix
-// socket with the right permissions, or on loopback.
+// socket with the right permissions, or on TCP with mutual TLS, where the
+// cluster's root CA vouches for the server and a client must present a
+// manager certificate of the cluster:
+//
+//	hosts, err := dockerapi.Hosts(":2376") // what clients dial
+//	cfg, err := dockerapi.NodeTLSConfig(node, hosts...)
+//	ln, err := dockerapi.ListenTLS(ctx, ":2376", cfg)
+//	srv := dockerapi.NewServer(h)
+//	go srv.Serve(ln)
+//	// DOCKER_HOST=tcp://HOST:2376 DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=DIR
+//	// (DIR: ca.pem, the cluster's root; cert.pem and key.pem, a manager
+//	// certificate the root issued) docker service ls
 package dockerapi
