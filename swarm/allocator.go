@@ -114,11 +114,24 @@ func parseAddr(s string) (netip.Addr, bool) {
 }
 
 // syncNetworks learns networks made since the book was built, and forgets
-// removed ones.
+// removed ones: those first, since a new network may have taken the
+// subnet of one removed since the last pass (docker stack rm, then
+// deploy).
 func (a *allocator) syncNetworks(nets []*api.Network) {
 	seen := map[string]bool{}
 	for _, n := range nets {
 		seen[n.ID] = true
+	}
+	for id := range a.nets {
+		if !seen[id] {
+			delete(a.nets, id)
+			a.ipam.ReleaseSubnet(id)
+			if a.ingress == id {
+				a.ingress = ""
+			}
+		}
+	}
+	for _, n := range nets {
 		if _, ok := a.nets[n.ID]; ok {
 			continue
 		}
@@ -129,15 +142,6 @@ func (a *allocator) syncNetworks(nets []*api.Network) {
 		if n.IPAM != nil {
 			if p, err := netip.ParsePrefix(n.IPAM.Subnet); err == nil {
 				a.ipam.AllocateSubnet(n.ID, p)
-			}
-		}
-	}
-	for id := range a.nets {
-		if !seen[id] {
-			delete(a.nets, id)
-			a.ipam.ReleaseSubnet(id)
-			if a.ingress == id {
-				a.ingress = ""
 			}
 		}
 	}

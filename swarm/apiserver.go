@@ -456,6 +456,9 @@ func (c *controlAPI) events(w http.ResponseWriter, r *http.Request) error {
 		default:
 			out.Action, obj = "remove", ev.Old
 		}
+		if sec, ok := obj.(*api.Secret); ok {
+			obj = sec.Redacted() // the API never returns a secret's data
+		}
 		if obj != nil {
 			if b, err := json.Marshal(obj); err == nil {
 				out.Object = b

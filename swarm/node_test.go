@@ -2,6 +2,8 @@ package swarm_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -658,4 +660,39 @@ func runningFakes(e *agent.FakeExecutor) int {
 		}
 	}
 	return n
+}
+
+// The event stream never carries a secret's data: the API never returns
+// it.
+func TestEventsRedactSecrets(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 1})
+	cl := c.Client()
+	evctx, stop := context.WithCancel(ctx)
+	defer stop()
+	events, err := cl.Events(evctx, 0, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := cl.CreateSecret(ctx, api.SecretSpec{Annotations: api.Annotations{Name: "pw"}, Data: []byte("hunter2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.RemoveSecret(ctx, sec.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, action := range []string{"create", "remove"} {
+		select {
+		case ev := <-events:
+			var got api.Secret
+			if ev.Action != action || ev.ID != sec.ID || json.Unmarshal(ev.Object, &got) != nil || got.Spec.Name != "pw" {
+				t.Fatalf("want the %s event of secret pw, got %+v", action, ev)
+			}
+			if len(got.Spec.Data) != 0 || strings.Contains(string(ev.Object), base64.StdEncoding.EncodeToString([]byte("hunter2"))) {
+				t.Fatalf("the %s event holds the secret's data: %s", action, ev.Object)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no %s event", action)
+		}
+	}
 }

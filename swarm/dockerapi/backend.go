@@ -29,6 +29,23 @@ type Backend interface {
 	UpdateCluster(ctx context.Context, version uint64, spec api.ClusterSpec) (*api.Cluster, error)
 	RotateJoinToken(ctx context.Context, role api.NodeRole) (*api.Cluster, error)
 	Events(ctx context.Context, since uint64, types ...string) (<-chan swarm.Event, error)
+
+	CreateNetwork(ctx context.Context, spec api.NetworkSpec) (*api.Network, error)
+	Network(ctx context.Context, idOrName string) (*api.Network, error)
+	Networks(ctx context.Context, f swarm.Filter) ([]*api.Network, error)
+	RemoveNetwork(ctx context.Context, idOrName string) error
+
+	CreateSecret(ctx context.Context, spec api.SecretSpec) (*api.Secret, error)
+	Secret(ctx context.Context, idOrName string) (*api.Secret, error)
+	Secrets(ctx context.Context, f swarm.Filter) ([]*api.Secret, error)
+	UpdateSecret(ctx context.Context, id string, version uint64, spec api.SecretSpec) (*api.Secret, error)
+	RemoveSecret(ctx context.Context, idOrName string) error
+
+	CreateConfig(ctx context.Context, spec api.ConfigSpec) (*api.Config, error)
+	Config(ctx context.Context, idOrName string) (*api.Config, error)
+	Configs(ctx context.Context, f swarm.Filter) ([]*api.Config, error)
+	UpdateConfig(ctx context.Context, id string, version uint64, spec api.ConfigSpec) (*api.Config, error)
+	RemoveConfig(ctx context.Context, idOrName string) error
 }
 
 var _ Backend = (*swarm.Client)(nil)

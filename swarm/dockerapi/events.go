@@ -19,9 +19,8 @@ import (
 )
 
 // The object types Shoal's events carry that Docker shows (tasks are
-// not events in Docker; networks, secrets and configs come with their
-// APIs).
-var eventTypes = []string{"service", "node"}
+// not events in Docker).
+var eventTypes = []string{"service", "node", "network", "secret", "config"}
 
 // nameKeys are the filters that match an event's actor by ID prefix or
 // name, whatever its type (dockerd's semantics).
@@ -200,6 +199,29 @@ func toDockerEvent(ev swarm.Event, seen map[string]map[string]string) (events.Me
 		labels = n.Spec.Labels
 		if ev.Action != "remove" && !n.UpdatedAt.IsZero() {
 			at = n.UpdatedAt
+		}
+	case "network":
+		var n api.Network
+		if json.Unmarshal(ev.Object, &n) != nil {
+			return msg, false
+		}
+		attrs, labels = map[string]string{"name": n.Spec.Name}, n.Spec.Labels
+		if ev.Action != "remove" && !n.UpdatedAt.IsZero() {
+			at = n.UpdatedAt
+		}
+	case "secret", "config":
+		// Meta and annotations only: a secret's data never leaves the
+		// managers' store (nor does the event stream hold it).
+		var o struct {
+			api.Meta
+			Spec struct{ api.Annotations } `json:"spec"`
+		}
+		if json.Unmarshal(ev.Object, &o) != nil {
+			return msg, false
+		}
+		attrs, labels = map[string]string{"name": o.Spec.Name}, o.Spec.Labels
+		if ev.Action != "remove" && !o.UpdatedAt.IsZero() {
+			at = o.UpdatedAt
 		}
 	default:
 		return msg, false

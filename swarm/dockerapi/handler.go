@@ -28,7 +28,8 @@ const DefaultMaxBodyBytes = 4 << 20
 
 // Handler serves the swarm part of the Docker Engine API over Shoal, so
 // that the docker CLI drives a Shoal cluster: the ping, version and info,
-// the swarm, nodes, services, tasks and events. Everything else (containers,
+// the swarm, nodes, services, tasks, networks, secrets, configs (and so
+// docker stack, which the CLI builds on them) and events. Everything else (containers,
 // images, volumes, builds) answers 501 "not supported by Shoal". Serve it
 // on a unix socket (DOCKER_HOST=unix:///path) or loopback; it does no
 // authentication of its own.
@@ -196,30 +197,45 @@ func (h *Handler) routes() {
 	h.handle("POST /services/{id}/update", h.manager(h.serviceUpdate))
 	h.handle("DELETE /services/{id}", h.manager(h.serviceRemove))
 	h.handle("GET /services/{id}/logs", func(http.ResponseWriter, *http.Request) error {
-		return notYet("service logs (the logs plumbing is being built)")
+		return notYet("service logs: Shoal's managers do not gather task logs yet (each node's executor keeps its tasks' logs)")
 	})
 
 	h.handle("GET /tasks", h.manager(h.taskList))
 	h.handle("GET /tasks/{id}", h.manager(h.taskInspect))
 	h.handle("GET /tasks/{id}/logs", func(http.ResponseWriter, *http.Request) error {
-		return notYet("task logs (the logs plumbing is being built)")
+		return notYet("task logs: Shoal's managers do not gather task logs yet (each node's executor keeps its tasks' logs)")
 	})
 
 	h.handle("GET /events", h.manager(h.events))
 
-	for _, kind := range []string{"networks", "secrets", "configs"} {
-		h.handle("/"+kind, h.notYetKind(kind))
-		h.handle("/"+kind+"/", h.notYetKind(kind))
-	}
+	h.handle("GET /networks", h.manager(h.networkList))
+	h.handle("POST /networks/create", h.manager(h.networkCreate))
+	h.handle("GET /networks/{id}", h.manager(h.networkInspect))
+	h.handle("DELETE /networks/{id}", h.manager(h.networkRemove))
+	h.handle("POST /networks/{id}/connect", func(w http.ResponseWriter, r *http.Request) error {
+		return notSupported("%s %s: connecting containers to networks (Shoal runs services, whose tasks join the networks their spec names)", r.Method, r.URL.Path)
+	})
+	h.handle("POST /networks/{id}/disconnect", func(w http.ResponseWriter, r *http.Request) error {
+		return notSupported("%s %s: disconnecting containers from networks (Shoal runs services, whose tasks join the networks their spec names)", r.Method, r.URL.Path)
+	})
+	h.handle("POST /networks/prune", func(w http.ResponseWriter, r *http.Request) error {
+		return notSupported("%s %s: pruning networks; remove them by name (docker network rm)", r.Method, r.URL.Path)
+	})
+
+	h.handle("GET /secrets", h.manager(h.secretList))
+	h.handle("POST /secrets/create", h.manager(h.secretCreate))
+	h.handle("GET /secrets/{id}", h.manager(h.secretInspect))
+	h.handle("POST /secrets/{id}/update", h.manager(h.secretUpdate))
+	h.handle("DELETE /secrets/{id}", h.manager(h.secretRemove))
+
+	h.handle("GET /configs", h.manager(h.configList))
+	h.handle("POST /configs/create", h.manager(h.configCreate))
+	h.handle("GET /configs/{id}", h.manager(h.configInspect))
+	h.handle("POST /configs/{id}/update", h.manager(h.configUpdate))
+	h.handle("DELETE /configs/{id}", h.manager(h.configRemove))
 	h.handle("/", func(w http.ResponseWriter, r *http.Request) error {
 		return notSupported("%s %s: Shoal serves the swarm part of the Docker Engine API (swarm, node, service and task commands, events), not containers, images, volumes, plugins or builds", r.Method, r.URL.Path)
 	})
-}
-
-func (h *Handler) notYetKind(kind string) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		return notYet("%s %s: %s are not served through the Docker API yet", r.Method, r.URL.Path, kind)
-	}
 }
 
 // writeJSON answers v as JSON.

@@ -166,11 +166,16 @@ func findCLI(t *testing.T, path, what string) string {
 }
 
 func newCLI(t *testing.T, bin string, e *apiEnv, script *strings.Builder) *dockerCLI {
+	return newCLIEnv(t, bin, script, "DOCKER_HOST=unix://"+e.sock)
+}
+
+// newCLIEnv is a docker CLI with env (DOCKER_HOST and the like) added.
+func newCLIEnv(t *testing.T, bin string, script *strings.Builder, env ...string) *dockerCLI {
 	cfg := t.TempDir()
-	return &dockerCLI{t: t, bin: bin, script: script, env: []string{
-		"DOCKER_HOST=unix://" + e.sock, "DOCKER_CONFIG=" + cfg, "HOME=" + cfg, "PATH=/usr/bin:/bin",
+	return &dockerCLI{t: t, bin: bin, script: script, env: append([]string{
+		"DOCKER_CONFIG=" + cfg, "HOME=" + cfg, "PATH=/usr/bin:/bin",
 		"DOCKER_CLI_HINTS=false", "NO_COLOR=1", "TERM=dumb",
-	}}
+	}, env...)}
 }
 
 // run runs docker with args (no shell) and returns its output; the
@@ -178,10 +183,17 @@ func newCLI(t *testing.T, bin string, e *apiEnv, script *strings.Builder) *docke
 // lines folded.
 func (d *dockerCLI) run(args ...string) (stdout, stderr string, err error) {
 	d.t.Helper()
+	return d.runIn("", args...)
+}
+
+// runIn is run with stdin.
+func (d *dockerCLI) runIn(stdin string, args ...string) (stdout, stderr string, err error) {
+	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, d.bin, args...)
 	cmd.Env = d.env
+	cmd.Stdin = strings.NewReader(stdin)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
@@ -209,6 +221,24 @@ func (d *dockerCLI) ok(args ...string) string {
 		d.t.Fatalf("docker %s: %v\nstdout:\n%s\nstderr:\n%s", shellQuote(args), err, out, errOut)
 	}
 	return out
+}
+
+// okIn is ok with stdin.
+func (d *dockerCLI) okIn(stdin string, args ...string) string {
+	d.t.Helper()
+	out, errOut, err := d.runIn(stdin, args...)
+	if err != nil {
+		d.t.Fatalf("docker %s: %v\nstdout:\n%s\nstderr:\n%s", shellQuote(args), err, out, errOut)
+	}
+	return out
+}
+
+// writeFile writes a test's file.
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // fails runs docker, wants it to fail, and returns what it printed on

@@ -21,6 +21,10 @@ import (
 // fields named, never dropped; empty Docker values (the CLI sends many:
 // an empty DNS config, zero resources) are not features and pass.
 
+// stackNamespaceLabel is the label docker stack deploy puts on what it
+// makes: services, networks, secrets, configs and volumes.
+const stackNamespaceLabel = "com.docker.stack.namespace"
+
 // unsupported collects the fields a conversion cannot take.
 type unsupported struct{ fields []UnsupportedField }
 
@@ -277,8 +281,15 @@ func mountFromDocker(u *unsupported, path string, m mount.Mount) (api.Mount, boo
 	}
 	if v := m.VolumeOptions; v != nil {
 		out.NoCopy = v.NoCopy
-		if len(v.Labels) > 0 {
-			u.add(path+".VolumeOptions.Labels", "--mount volume-label=...")
+		// docker stack deploy labels a stack's named volumes with the
+		// stack's namespace, for docker volume ls to find them. Shoal's
+		// volumes are directories on the node without labels (and Shoal
+		// serves no volume API): that label alone passes, not kept.
+		for _, k := range slices.Sorted(maps.Keys(v.Labels)) {
+			if k != stackNamespaceLabel {
+				u.add(path+".VolumeOptions.Labels", "--mount volume-label=...")
+				break
+			}
 		}
 		if v.Subpath != "" {
 			u.add(path+".VolumeOptions.Subpath", "--mount volume-subpath=...")

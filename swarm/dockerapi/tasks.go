@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 
 	dswarm "github.com/moby/moby/api/types/swarm"
 
@@ -17,7 +18,7 @@ import (
 // taskList answers docker service ps and node ps, and the polls of the
 // progress display of service create, update, scale and rollback
 // (_up-to-date=true: only tasks that run the service's current spec).
-// Filters: id, name, label, service (ID or name), node (ID or name),
+// Filters: id, name, label (of the service), service (ID or name), node (ID or name),
 // desired-state, _up-to-date, runtime.
 func (h *Handler) taskList(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
@@ -28,13 +29,31 @@ func (h *Handler) taskList(w http.ResponseWriter, r *http.Request) error {
 	if err := f.accept("id", "name", "label", "service", "node", "desired-state", "_up-to-date", "runtime"); err != nil {
 		return err
 	}
-	sf := swarm.Filter{IDs: f["id"], Labels: f["label"]}
+	sf := swarm.Filter{IDs: f["id"]}
 	for _, ref := range f["service"] {
 		s, err := h.findService(ctx, ref)
 		if err != nil {
 			return err
 		}
 		sf.Services = append(sf.Services, s.ID)
+	}
+	if len(f["label"]) > 0 {
+		// dockerd matches a task's labels filter on its service's labels
+		// (docker stack ps asks for com.docker.stack.namespace=NAME).
+		labelled, err := h.Backend.Services(ctx, swarm.Filter{Labels: f["label"]})
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for _, s := range labelled {
+			if len(sf.Services) == 0 || slices.Contains(sf.Services, s.ID) {
+				ids = append(ids, s.ID)
+			}
+		}
+		if len(ids) == 0 {
+			return writeJSON(w, http.StatusOK, []dswarm.Task{})
+		}
+		sf.Services = ids
 	}
 	for _, ref := range f["node"] {
 		n, err := h.findNode(ctx, ref)

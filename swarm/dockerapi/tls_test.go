@@ -1,0 +1,197 @@
+package dockerapi_test
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/swarm/ca"
+	"github.com/shoalproject/shoal/swarm/dockerapi"
+	"github.com/shoalproject/shoal/swarm/swarmtest"
+)
+
+// certDir writes a DOCKER_CERT_PATH: ca.pem (the cluster's root, or
+// caPEM), and cert.pem and key.pem issued by issuer for id in role.
+func certDir(t *testing.T, issuer *ca.Root, caPEM []byte, id string, role ca.Role) string {
+	t.Helper()
+	key, err := ca.NewNodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := ca.NewCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := issuer.Issue(csr, id, role, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := ca.MarshalKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"ca.pem": caPEM, "cert.pem": certPEM, "key.pem": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// serveTLS serves a manager's Docker API on loopback TCP with mutual TLS;
+// it returns the address.
+func serveTLS(t *testing.T, c *swarmtest.TLSCluster, name string) string {
+	t.Helper()
+	n := c.Node(name)
+	h, err := dockerapi.ForNode(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := dockerapi.Hosts("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := dockerapi.NodeTLSConfig(n, hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := dockerapi.ListenTLS(context.Background(), "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := dockerapi.NewServer(h)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// The docker CLIs over TCP with mutual TLS: the cluster's CA vouches for
+// the server, and a manager certificate it issued for the client; other
+// certificates are refused.
+func TestDockerCLITLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("docker CLI sessions")
+	}
+	clis := map[string]string{}
+	for name, path := range map[string]string{"docker-28.2.2-tls": dockerCLI28, "docker-20.10-tls": dockerCLI20} {
+		if _, err := os.Stat(path); err == nil {
+			clis[name] = path
+		}
+	}
+	if len(clis) == 0 {
+		t.Skip("no docker CLI installed")
+	}
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 1, Workers: 1})
+	addr := serveTLS(t, c, "m0")
+	_, port, _ := net.SplitHostPort(addr)
+	root, err := c.Node("m0").Manager().Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := certDir(t, root, root.CertPEM(), "admin", ca.RoleManager)
+	worker := certDir(t, root, root.CertPEM(), "someworker", ca.RoleWorker)
+	other, err := ca.NewRoot("othercluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger := certDir(t, other, root.CertPEM(), "admin", ca.RoleManager)
+
+	for name, bin := range clis {
+		t.Run(name, func(t *testing.T) {
+			var script strings.Builder
+			saveTranscript(t, name, &script)
+			tcp := "DOCKER_HOST=tcp://127.0.0.1:" + port
+			d := newCLIEnv(t, bin, &script, tcp, "DOCKER_TLS_VERIFY=1", "DOCKER_CERT_PATH="+admin)
+			mustContain(t, "docker version", d.ok("version"), "Server: Shoal")
+			mustContain(t, "docker node ls", d.ok("node", "ls"), c.NodeID("m0")+" *", "Leader")
+			svc := strings.ReplaceAll(name, ".", "-")
+			mustContain(t, "service create", d.ok("service", "create", "--detach", "--name", svc, testImage), "")
+			mustContain(t, "service ls", d.ok("service", "ls"), svc)
+			d.ok("network", "create", "-d", "overlay", svc+"-net")
+			mustContain(t, "network ls", d.ok("network", "ls"), svc+"-net")
+			d.ok("network", "rm", svc+"-net")
+			d.ok("service", "rm", svc)
+
+			// A worker's certificate, one of another cluster, and a server
+			// dialled by a name its certificate does not have.
+			w := newCLIEnv(t, bin, &script, tcp, "DOCKER_TLS_VERIFY=1", "DOCKER_CERT_PATH="+worker)
+			mustContain(t, "a worker's certificate", w.fails("node", "ls"), "remote error: tls: bad certificate")
+			s := newCLIEnv(t, bin, &script, tcp, "DOCKER_TLS_VERIFY=1", "DOCKER_CERT_PATH="+stranger)
+			// The CLI sends no certificate the server's CA did not issue.
+			mustContain(t, "another cluster's certificate", s.fails("node", "ls"), "remote error: tls: certificate required")
+			wrongName := newCLIEnv(t, bin, &script, "DOCKER_HOST=tcp://localhost:"+port, "DOCKER_TLS_VERIFY=1", "DOCKER_CERT_PATH="+admin)
+			mustContain(t, "a name the server's certificate lacks", wrongName.fails("node", "ls"), "x509: certificate is not valid for any names, but wanted to match localhost")
+		})
+	}
+}
+
+// What the server refuses, seen from Go: no client certificate, a
+// worker's, another cluster's; a manager's passes.
+func TestTLSClientCertificates(t *testing.T) {
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 1})
+	addr := serveTLS(t, c, "m0")
+	root, err := c.Node("m0").Manager().Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ca.NewRoot("othercluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(dir string) (int, error) {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool()}
+		if dir != "" {
+			cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
+		defer hc.CloseIdleConnections()
+		resp, err := hc.Get("https://" + addr + "/v1.50/nodes")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := get(certDir(t, root, root.CertPEM(), "admin", ca.RoleManager)); err != nil || code != http.StatusOK {
+		t.Fatalf("a manager certificate: %d %v", code, err)
+	}
+	for what, dir := range map[string]string{
+		"no certificate":              "",
+		"a worker's certificate":      certDir(t, root, root.CertPEM(), "w1", ca.RoleWorker),
+		"another cluster's (same CN)": certDir(t, other, root.CertPEM(), "admin", ca.RoleManager),
+	} {
+		if code, err := get(dir); err == nil {
+			t.Errorf("%s: answered %d, want a refused handshake", what, code)
+		}
+	}
+
+	// The server's certificate names 127.0.0.1 and is for servers only: it
+	// cannot act as a node toward the managers.
+	conn, err := tls.Dial("tcp", addr, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool(), ServerName: "127.0.0.1",
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tls.Certificate{}, nil }})
+	if err != nil {
+		t.Fatalf("verifying the server's certificate for 127.0.0.1: %v", err)
+	}
+	leaf := conn.ConnectionState().PeerCertificates[0]
+	conn.Close()
+	if _, err := ca.IdentityOf(leaf); err == nil {
+		t.Fatal("the API's server certificate passes as a node certificate")
+	}
+	if _, err := dockerapi.ListenTLS(context.Background(), "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{}}}); err == nil {
+		t.Fatal("ListenTLS without client certificates required")
+	}
+	if _, err := dockerapi.NodeTLSConfig(c.Node("m0")); err == nil {
+		t.Fatal("a server certificate without hosts")
+	}
+}
