@@ -390,6 +390,34 @@ func TestNetworkAcrossHosts(t *testing.T) {
 	web.TaskTemplate.Healthcheck = &api.HealthConfig{Test: []string{"CMD", "/app", "get", "http://127.0.0.1:80/"}, Interval: 250 * time.Millisecond, Retries: 3}
 	webSvc := mustCreate[*api.Service](t, "web")(cl.CreateService(ctx, web))
 
+	// More bad input, now that there is something to collide with.
+	frontNow, err := cl.Network(ctx, "front")
+	if err != nil || frontNow.IPAM == nil {
+		t.Fatalf("front: %+v %v", frontNow, err)
+	}
+	if _, err := cl.CreateNetwork(ctx, api.NetworkSpec{Annotations: api.Annotations{Name: "overlap"}, IPAM: &api.IPAMConfig{Subnet: frontNow.IPAM.Subnet}}); err == nil || !strings.Contains(err.Error(), "front") {
+		t.Fatalf("a network overlapping front: %v", err)
+	}
+	for name, c := range map[string]struct {
+		port   uint32
+		secret string
+		want   string
+	}{
+		"taken":      {port: 8080, want: "web"},
+		"management": {port: 2377, want: "2377"},
+		"ssh":        {port: 22, want: "22"},
+		"no secret":  {port: 8181, secret: "no-such-secret", want: "no-such-secret"},
+	} {
+		s := app("bad-"+strings.ReplaceAll(name, " ", "-"), 1, "sleep")
+		s.EndpointSpec = &api.EndpointSpec{Ports: []api.PortConfig{{TargetPort: 80, PublishedPort: c.port}}}
+		if c.secret != "" {
+			s.TaskTemplate.Secrets = []api.SecretReference{{SecretName: c.secret}}
+		}
+		if _, err := cl.CreateService(ctx, s); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: %v (want an error naming %s)", name, err, c.want)
+		}
+	}
+
 	probe := app("probe", 1, "sleep")
 	probe.TaskTemplate.Placement = onManager
 	probe.TaskTemplate.Networks = []api.NetworkTarget{{Target: "front"}, {Target: "vault"}}

@@ -58,6 +58,13 @@ func ipamFor(spec api.ClusterSpec, nets []*api.Network) (*netmesh.IPAM, error) {
 	return a, nil
 }
 
+func subnetOf(n *api.Network) string {
+	if n.IPAM == nil {
+		return ""
+	}
+	return n.IPAM.Subnet
+}
+
 // newNetwork makes a network object: its subnet (asked for, or from the
 // pools) and gateway, its VNI and, if encrypted, its WireGuard port.
 func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time) (*api.Network, error) {
@@ -80,6 +87,12 @@ func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time) (*api
 	}
 	sub, err := a.AllocateSubnet(n.ID, want)
 	if err != nil {
+		for _, o := range nets {
+			// Named for the operator (the IPAM knows networks by ID).
+			if p, perr := netip.ParsePrefix(subnetOf(o)); perr == nil && want.IsValid() && p.Overlaps(want) {
+				return nil, fmt.Errorf("%w: spec.ipam.subnet: %s overlaps network %s (%s): choose a subnet outside it", api.ErrInvalidSpec, want, o.Spec.Name, p)
+			}
+		}
 		return nil, fmt.Errorf("%w: spec.ipam.subnet: %v", api.ErrInvalidSpec, err)
 	}
 	gw := sub.Gateway
