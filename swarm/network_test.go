@@ -61,7 +61,7 @@ type netNode struct {
 	proc *procNode
 }
 
-func newNetCluster(t *testing.T, workers int) *netCluster {
+func newNetCluster(t *testing.T, managers, workers int) *netCluster {
 	t.Helper()
 	base := t.TempDir()
 	d := containerdtest.Start(t) // skips without root or containerd
@@ -72,7 +72,7 @@ func newNetCluster(t *testing.T, workers int) *netCluster {
 	if _, err := testimages.Build(context.Background(), images); err != nil {
 		t.Fatal(err)
 	}
-	lab := nettest.New(t, 1+workers)
+	lab := nettest.New(t, managers+workers)
 	cl, err := ctrd.New(d.Address)
 	if err != nil {
 		t.Fatal(err)
@@ -94,8 +94,18 @@ func newNetCluster(t *testing.T, workers int) *netCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for i := 1; i < managers; i++ {
+		c.start(fmt.Sprint("m", i), lab.Hosts[i], "join-manager", cur.JoinTokens.Manager, m0.proc.info.Addr)
+	}
 	for i := 1; i <= workers; i++ {
-		c.start(fmt.Sprint("w", i), lab.Hosts[i], "join", cur.JoinTokens.Worker, m0.proc.info.Addr)
+		c.start(fmt.Sprint("w", i), lab.Hosts[managers+i-1], "join", cur.JoinTokens.Worker, m0.proc.info.Addr)
+	}
+	if managers > 1 {
+		var addrs []string
+		for i := range managers {
+			addrs = append(addrs, c.nodes[fmt.Sprint("m", i)].proc.info.Addr)
+		}
+		c.client.Addrs = addrs
 	}
 	waitfor.True(t, "every node ready with its data-plane address", func() bool {
 		ns, err := c.client.Nodes(context.Background(), swarm.Filter{})
@@ -123,8 +133,11 @@ func (c *netCluster) start(name string, h *nettest.Host, how, token, manager str
 		c.nodes[name] = n
 	}
 	listen := ""
-	if how == "init" {
+	if how == "init" || how == "join-manager" {
 		listen = h.Addr.String() + ":2377"
+	}
+	if how == "join-manager" {
+		how = "join"
 	}
 	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+h.Name, os.Args[0], "-test.run", "^$")
 	cmd.Env = append(os.Environ(), "SHOAL_TEST_NODE_MODE="+how, "SHOAL_TEST_DIR="+n.dir, "SHOAL_TEST_LISTEN="+listen,
@@ -349,7 +362,7 @@ func TestNetworkAcrossHosts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a three-host cluster with real containers")
 	}
-	c := newNetCluster(t, 2)
+	c := newNetCluster(t, 1, 2)
 	ctx := context.Background()
 	cl := c.client
 	h := c.lab.Hosts
@@ -761,5 +774,96 @@ func TestNetworkAcrossHosts(t *testing.T) {
 			}
 			return true
 		})
+	})
+}
+
+// Three managers that all run tasks: a published port answers on every
+// host and spreads over the three tasks; the leader killed (kill -9), a
+// new one takes over, the dead node's task leaves every backend set and
+// is replaced, and the mesh answers on the survivors.
+func TestNetworkThreeManagers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-manager cluster with real containers")
+	}
+	c := newNetCluster(t, 3, 0)
+	ctx := context.Background()
+	cl := c.client
+	front := mustCreate[*api.Network](t, "front")(cl.CreateNetwork(ctx, api.NetworkSpec{Annotations: api.Annotations{Name: "front"}}))
+	web := service("web", api.Replicated(3))
+	web.TaskTemplate.Image, web.TaskTemplate.Args = testimages.AppRef, []string{"http", ":80"}
+	web.TaskTemplate.Networks = []api.NetworkTarget{{Target: "front"}}
+	web.TaskTemplate.Healthcheck = &api.HealthConfig{Test: []string{"CMD", "/app", "get", "http://127.0.0.1:80/"}, Interval: 250 * time.Millisecond, Retries: 3}
+	web.EndpointSpec = &api.EndpointSpec{Ports: []api.PortConfig{{TargetPort: 80, PublishedPort: 8080}}}
+	svc := mustCreate[*api.Service](t, "web")(cl.CreateService(ctx, web))
+	waitfor.True(t, "3 running, one per manager", func() bool {
+		ts := running(t, cl, svc.ID)
+		nodes := map[string]bool{}
+		for _, tk := range ts {
+			nodes[tk.NodeID] = true
+		}
+		return len(ts) == 3 && len(nodes) == 3
+	})
+	tasks := running(t, cl, svc.ID)
+	for _, from := range c.lab.Hosts {
+		for _, to := range c.lab.Hosts {
+			got := map[string]bool{}
+			waitfor.True(t, fmt.Sprintf("port 8080 of %s from %s reaches all 3 tasks", to.Addr, from.Addr), func() bool {
+				out, err := getFrom(from, "http://"+to.Addr.String()+":8080/")
+				if err != nil {
+					return false
+				}
+				for _, tk := range tasks {
+					if strings.Contains(out, tk.ID) {
+						got[tk.ID] = true
+					}
+				}
+				return len(got) == 3
+			})
+		}
+	}
+
+	// Kill the leader.
+	var leader *netNode
+	waitfor.True(t, "a leader known", func() bool {
+		ns, err := cl.Nodes(ctx, swarm.Filter{})
+		if err != nil {
+			return false
+		}
+		for _, n := range ns {
+			if n.ManagerStatus != nil && n.ManagerStatus.Leader {
+				leader = c.nodeByID(n.ID)
+			}
+		}
+		return leader != nil
+	})
+	var dead *api.Task
+	var survivor *api.Task
+	for _, tk := range tasks {
+		if tk.NodeID == leader.proc.info.ID {
+			dead = tk
+		} else {
+			survivor = tk
+		}
+	}
+	leader.proc.kill()
+	gone := addrsOf(dead, front.ID)[0]
+	waitfor.True(t, "the dead leader's task out of tasks.web and replaced", func() bool {
+		code, out, err := c.exec(survivor, "resolve", "tasks.web")
+		fields := strings.Fields(out)
+		return err == nil && code == 0 && len(fields) == 3 && !slices.Contains(fields, gone)
+	})
+	var alive *nettest.Host
+	for _, n := range c.nodes {
+		if n != leader {
+			alive = n.host
+		}
+	}
+	waitfor.True(t, "ten requests in a row through the mesh on a survivor", func() bool {
+		for range 10 {
+			if _, err := getFrom(alive, "http://"+alive.Addr.String()+":8080/"); err != nil {
+				return false
+			}
+		}
+		return true
 	})
 }

@@ -133,6 +133,14 @@ func TestAgentCluster(t *testing.T) {
 				t.Errorf("%s from client.1 (another network): %v rcode %d %v, want NXDOMAIN", name, got, rcode, err)
 			}
 		}
+		// web.1 is on front and ingress: names resolve on front only
+		// (ingress carries the mesh, no names).
+		if got, _, err := lookup(c.ns["web.1"], "tasks.web"); err != nil || strings.Join(got, " ") != "10.0.1.11 10.0.1.12" {
+			t.Errorf("tasks.web from web.1: %v %v, want the front addresses only", got, err)
+		}
+		if got, _, err := lookup(c.ns["web.1"], "web"); err != nil || strings.Join(got, " ") != "10.0.1.2" {
+			t.Errorf("web from web.1: %v %v, want front's VIP only", got, err)
+		}
 		if got, _, err := lookup(c.ns["web.1"], "database"); err != nil || len(got) != 0 {
 			t.Errorf("database from web.1 (front, not back): %v %v", got, err)
 		}

@@ -340,21 +340,39 @@ func parsePort(p api.PortConfig) (portSpec, error) {
 
 // serviceEndpoint is what DNS knows of a service.
 func (c *compiled) serviceEndpoint(s *serviceInfo) netmesh.ServiceEndpoint {
-	se := netmesh.ServiceEndpoint{ID: s.id, Name: s.name, Aliases: s.aliases, Mode: s.mode, VIPs: s.vips,
+	// The ingress network carries the routing mesh only: no names are
+	// resolved on it (as in Docker), so a task on ingress and an overlay
+	// gets the overlay's addresses for a service, not both.
+	se := netmesh.ServiceEndpoint{ID: s.id, Name: s.name, Aliases: s.aliases, Mode: s.mode, VIPs: withoutNetwork(s.vips, c.ingress),
 		NetworkNames: map[string]string{}}
 	names := func(netID string) {
 		if ni := c.nets[netID]; ni != nil && ni.name != "" {
 			se.NetworkNames[netID] = ni.name
 		}
 	}
-	for netID := range s.vips {
+	for netID := range se.VIPs {
 		names(netID)
 	}
 	for _, t := range s.tasks {
-		se.Tasks = append(se.Tasks, netmesh.TaskEndpoint{ID: t.id, Name: t.name, Addrs: t.addrs, Healthy: t.ready})
-		for netID := range t.addrs {
+		addrs := withoutNetwork(t.addrs, c.ingress)
+		se.Tasks = append(se.Tasks, netmesh.TaskEndpoint{ID: t.id, Name: t.name, Addrs: addrs, Healthy: t.ready})
+		for netID := range addrs {
 			names(netID)
 		}
 	}
 	return se
+}
+
+// withoutNetwork is m without the key netID (m itself when it has none).
+func withoutNetwork[V any](m map[string]V, netID string) map[string]V {
+	if _, ok := m[netID]; !ok || netID == "" {
+		return m
+	}
+	out := make(map[string]V, len(m)-1)
+	for k, v := range m {
+		if k != netID {
+			out[k] = v
+		}
+	}
+	return out
 }
