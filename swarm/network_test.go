@@ -43,7 +43,7 @@ import (
 // have their own daemon) with the data plane on: overlays between the
 // hosts, DNS, the routing mesh.
 type netCluster struct {
-	t       *testing.T
+	t       testing.TB
 	lab     *nettest.Lab
 	ctrd    *ctrd.Client
 	base    string
@@ -61,7 +61,7 @@ type netNode struct {
 	proc *procNode
 }
 
-func newNetCluster(t *testing.T, managers, workers int) *netCluster {
+func newNetCluster(t testing.TB, managers, workers int) *netCluster {
 	t.Helper()
 	base := t.TempDir()
 	d := containerdtest.Start(t) // skips without root or containerd
@@ -340,7 +340,7 @@ func addrsOf(tk *api.Task, networkID string) []string {
 	return out
 }
 
-func mustCreate[T any](t *testing.T, what string) func(T, error) T {
+func mustCreate[T any](t testing.TB, what string) func(T, error) T {
 	return func(v T, err error) T {
 		t.Helper()
 		if err != nil {

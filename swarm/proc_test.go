@@ -102,7 +102,7 @@ func startProc(t *testing.T, dir, how, token, manager string) *procNode {
 }
 
 // wait waits until the node process is ready.
-func (p *procNode) wait(t *testing.T) *procNode {
+func (p *procNode) wait(t testing.TB) *procNode {
 	t.Helper()
 	select {
 	case err := <-p.ready:
