@@ -379,7 +379,7 @@ func (m *Manager) logger() *slog.Logger {
 }
 
 // managerAddrs lists the managers' addresses from the Raft configuration
-// (their management ports).
+// (their management ports); arbiters serve no API and are left out.
 func managerAddrs(st *raftstore.Store) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -387,9 +387,12 @@ func managerAddrs(st *raftstore.Store) []string {
 	if err != nil {
 		return nil
 	}
+	arbiters := arbitersOf(st)
 	out := make([]string, 0, len(srvs))
 	for _, s := range srvs {
-		out = append(out, s.Address)
+		if !arbiters[s.ID] {
+			out = append(out, s.Address)
+		}
 	}
 	return out
 }

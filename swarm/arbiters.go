@@ -1,0 +1,222 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/ca"
+)
+
+// Arbiters on the managers' side. An arbiter (arbiter.go) joins with the
+// arbiter token; the leader records it in the cluster object (so that
+// every member knows which Raft voters are not managers) and adds it to
+// Raft as a non-voter; once caught up it asks to vote (POST
+// /v1/arbiter/promote-self, arbiter certificates only). Its certificate
+// lets it carry Raft, renew itself and ask to vote: nothing else.
+
+// arbiterPrefix is the arbiters' own calls.
+const arbiterPrefix = "/v1/arbiter/"
+
+// checkJoinRole refuses a join whose token is of another role than the
+// one the joiner takes on: an arbiter token joins only arbiters, and only
+// it does.
+func checkJoinRole(role ca.Role, asArbiter bool) error {
+	switch {
+	case role == ca.RoleArbiter && !asArbiter:
+		return fmt.Errorf("%w: this is the arbiter join token: it joins only an arbiter (swarm.Arbiter, shoald arbiter), not a manager or a worker", errForbidden)
+	case role != ca.RoleArbiter && asArbiter:
+		return fmt.Errorf("%w: this is the %s join token: an arbiter joins only with the arbiter token (docker swarm join-token arbiter)", errForbidden, role)
+	}
+	return nil
+}
+
+// isArbiter reports whether the cluster records id as an arbiter.
+func isArbiter(c *api.Cluster, id string) bool {
+	return slices.ContainsFunc(c.Arbiters, func(a api.Arbiter) bool { return a.ID == id })
+}
+
+// arbitersOf returns the IDs of the arbiters st's cluster object records.
+func arbitersOf(st *raftstore.Store) map[string]bool {
+	out := map[string]bool{}
+	st.View(func(tx *raftstore.ReadTx) error {
+		if c, err := clusterObject(tx); err == nil {
+			for _, a := range c.Arbiters {
+				out[a.ID] = true
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// admitArbiter records a joining arbiter and adds it to Raft as a
+// non-voter (it asks to vote once caught up). Leader only. The record
+// comes first: a member must never see a voter it would take for a
+// manager.
+func (m *Manager) admitArbiter(ctx context.Context, st *raftstore.Store, id, addr string) error {
+	err := retryClusterUpdate(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			c0, err := clusterObject(&tx.ReadTx)
+			if err != nil {
+				return err
+			}
+			c := *c0
+			c.Arbiters = append(slices.Clone(c.Arbiters), api.Arbiter{ID: id, Addr: addr, JoinedAt: time.Now().UTC()})
+			return tx.Update(TableClusters, &c)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if err := st.AddNonvoter(ctx, id, addr); err != nil {
+		return err
+	}
+	m.logger().Info("swarm: arbiter joined as a non-voter", "arbiter", id, "addr", addr)
+	return nil
+}
+
+// retryClusterUpdate runs fn again while it fails with a conflict
+// (another writer changed the cluster object first), a few times.
+func retryClusterUpdate(fn func() error) error {
+	var err error
+	for range 5 {
+		if err = fn(); !errors.Is(err, raftstore.ErrConflict) {
+			return err
+		}
+	}
+	return err
+}
+
+// promoteArbiter makes an arbiter that has caught up a voter.
+func (m *Manager) promoteArbiter(ctx context.Context, id string) error {
+	st, err := m.st()
+	if err != nil {
+		return err
+	}
+	if !st.IsLeader() {
+		li := st.Leader()
+		return &raftstore.NotLeaderError{LeaderID: li.ID, LeaderAddr: li.Address}
+	}
+	if !arbitersOf(st)[id] {
+		return fmt.Errorf("%w: %s is not an arbiter of this cluster", errForbidden, id)
+	}
+	srvs, err := st.Servers(ctx)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(srvs, func(s raftstore.Server) bool { return s.ID == id })
+	if i < 0 {
+		return fmt.Errorf("%w: arbiter %s is not in the Raft configuration", ErrNotFound, id)
+	}
+	if srvs[i].Voter {
+		return nil
+	}
+	if err := st.AddVoter(ctx, id, srvs[i].Address); err != nil {
+		return err
+	}
+	m.logger().Info("swarm: arbiter votes now", "arbiter", id)
+	m.warnQuorumShape(ctx, st)
+	return nil
+}
+
+// arbiterRoutes serves the arbiters' one call of their own.
+func (m *Manager) arbiterRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+arbiterPrefix+"promote-self", m.asMember(true, func(w http.ResponseWriter, r *http.Request, id string) error {
+		if _, role, _ := peerIdentity(r); role != string(ca.RoleArbiter) {
+			return fmt.Errorf("%w: %s is a %s: this call is for arbiters", errForbidden, id, role)
+		}
+		if err := m.promoteArbiter(r.Context(), id); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
+}
+
+// leadArbiters is what a new leader does about arbiters: give a cluster
+// made before arbiters existed its arbiter token, and say what the
+// managers' Raft membership cannot survive.
+func (m *Manager) leadArbiters(ctx context.Context, st *raftstore.Store) {
+	err := retryClusterUpdate(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			c0, err := clusterObject(&tx.ReadTx)
+			if err != nil || c0.JoinTokens.Arbiter != "" {
+				return err
+			}
+			root, err := ca.ParseRoot(c0.RootCA.CACertPEM, nil)
+			if err != nil {
+				return err
+			}
+			tok, err := ca.NewToken(root)
+			if err != nil {
+				return err
+			}
+			c := *c0
+			c.JoinTokens.Arbiter = tok
+			return tx.Update(TableClusters, &c)
+		})
+	})
+	if err != nil && ctx.Err() == nil {
+		m.logger().Warn("swarm: making the arbiter join token", "err", err)
+	}
+	m.warnQuorumShape(ctx, st)
+}
+
+// quorumWarning says what the voters in srvs cannot survive, when it is
+// worse than an operator would expect of the managers they run: two
+// managers and no arbiter tolerate no manager failure; "" otherwise.
+func quorumWarning(srvs []raftstore.Server, arbiters map[string]bool) string {
+	managers, arbs := 0, 0
+	for _, s := range srvs {
+		switch {
+		case !s.Voter:
+		case arbiters[s.ID]:
+			arbs++
+		default:
+			managers++
+		}
+	}
+	switch {
+	case managers == 2 && arbs == 0:
+		return "2 managers and no arbiter: a quorum needs both, so the cluster tolerates no manager failure; " +
+			"add an arbiter (a third vote that runs nothing else: swarm.Arbiter joined with the arbiter token) or a third manager"
+	case managers == 1 && arbs > 0:
+		return fmt.Sprintf("1 manager and %d arbiter(s): the cluster stops when the manager or an arbiter fails; an arbiter is a third vote for two managers", arbs)
+	}
+	return ""
+}
+
+// warnQuorumShape logs quorumWarning for the current configuration.
+func (m *Manager) warnQuorumShape(ctx context.Context, st *raftstore.Store) {
+	srvs, err := st.Servers(ctx)
+	if err != nil {
+		return
+	}
+	if w := quorumWarning(srvs, arbitersOf(st)); w != "" {
+		m.logger().Warn("swarm: " + w)
+	}
+}
+
+// clusterWarnings are the warnings a read of the cluster object shows.
+func (m *Manager) clusterWarnings(st *raftstore.Store, c *api.Cluster) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	srvs, err := st.Servers(ctx)
+	if err != nil {
+		return nil
+	}
+	arbiters := map[string]bool{}
+	for _, a := range c.Arbiters {
+		arbiters[a.ID] = true
+	}
+	if w := quorumWarning(srvs, arbiters); w != "" {
+		return []string{w}
+	}
+	return nil
+}
