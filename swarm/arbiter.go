@@ -22,12 +22,17 @@ import (
 	"github.com/shoalproject/shoal/swarm/ca"
 )
 
-// Defaults of an arbiter's Raft store: it compacts its log often and
-// keeps few events (nothing watches it).
+// Defaults of an arbiter's Raft store: it snapshots and compacts its log
+// often (its log is for voting, and for the moments it leads), in small
+// segment files, and keeps few events (nothing watches it). Managers
+// keep 8,192 entries between snapshots and 10,240 behind them, in 64 MiB
+// segments.
 const (
-	DefaultArbiterSnapshotThreshold = 1024
-	DefaultArbiterTrailingLogs      = 1024
+	DefaultArbiterSnapshotThreshold = 128
+	DefaultArbiterTrailingLogs      = 64
 	DefaultArbiterWatchBuffer       = 1024
+	DefaultArbiterWALSegmentBytes   = 4 << 20
+	DefaultArbiterWALCacheBytes     = 1 << 20
 )
 
 // Arbiter is a third Raft vote for a cluster of two managers, on any small
@@ -286,7 +291,9 @@ func (a *Arbiter) run(ctx context.Context, st nodeState, ln net.Listener) error 
 		HeartbeatTimeout: t.HeartbeatTimeout, ElectionTimeout: t.ElectionTimeout, LeaderLeaseTimeout: t.LeaderLeaseTimeout,
 		SnapshotThreshold: cmpOr(t.SnapshotThreshold, DefaultArbiterSnapshotThreshold),
 		TrailingLogs:      cmpOr(t.TrailingLogs, DefaultArbiterTrailingLogs),
-		WatchBuffer:       cmpOr(t.WatchBuffer, DefaultArbiterWatchBuffer)}
+		WatchBuffer:       cmpOr(t.WatchBuffer, DefaultArbiterWatchBuffer),
+		WALSegmentBytes:   DefaultArbiterWALSegmentBytes,
+		WALCacheBytes:     DefaultArbiterWALCacheBytes}
 	if err := store.Start(ctx); err != nil {
 		return err
 	}
