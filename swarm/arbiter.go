@@ -273,6 +273,12 @@ func (a *Arbiter) run(ctx context.Context, st nodeState, ln net.Listener) error 
 			return authorizeRaftPeer(s, cs)
 		},
 		API: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// Managers check that they reach the arbiter; nothing else
+			// is served.
+			if _, role, _ := peerIdentity(r); r.Method == http.MethodGet && r.URL.Path == arbiterPing && role == string(ca.RoleManager) {
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
 			writeError(w, fmt.Errorf("%w: %s is an arbiter: it serves no API (call a manager)", ErrUnavailable, st.ID))
 		}),
 		Logger: a.logger(),
@@ -606,6 +612,19 @@ func (a *Arbiter) Close() error {
 	a.mu.Unlock()
 	a.stop()
 	return nil
+}
+
+// arbiterClientConfig calls arbiters (their certificate has the arbiter
+// role) with whatever certificate is current at each handshake.
+func (h *certHolder) arbiterClientConfig() *tls.Config {
+	c := h.cur.Load()
+	conf := ca.ClientConfig(c.cert, c.root, ca.RoleArbiter)
+	conf.Certificates = nil
+	conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		cur := h.cur.Load()
+		return &cur.cert, nil
+	}
+	return conf
 }
 
 // raftClientConfig dials Raft peers (managers and arbiters) with whatever

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -125,18 +126,42 @@ func TestTwoManagersAndArbiterSurviveKills(t *testing.T) {
 		}
 	}
 
-	// The arbiter dies: both managers go on.
+	// The arbiter dies: both managers go on, and say that it is gone.
 	arb.kill()
 	replicas++
 	if _, err := cl.ScaleService(ctx, "web", uint64(replicas)); err != nil {
 		t.Fatalf("a write with the arbiter dead: %v", err)
 	}
 	waitfor.True(t, "all running with the arbiter dead", func() bool { return len(running(t, cl, svc.ID)) == replicas })
+	arbiterWarned := func() bool {
+		c, err := cl.Cluster(ctx)
+		if err != nil {
+			return false
+		}
+		warned := slices.ContainsFunc(c.Warnings, func(w string) bool {
+			return strings.Contains(w, "arbiter "+arb.info.ID) && strings.Contains(w, "unreachable")
+		})
+		ns, err := cl.Nodes(ctx, swarm.Filter{Roles: []string{"manager"}})
+		if err != nil || len(ns) != 2 {
+			return false
+		}
+		for _, n := range ns {
+			if n.ManagerStatus == nil || strings.Contains(n.ManagerStatus.Warning, "unreachable") != warned {
+				return false
+			}
+		}
+		return warned
+	}
+	waitfor.True(t, "the cluster and node list warn that the arbiter is unreachable", arbiterWarned)
 	// It comes back from its data dir with its identity, and votes: a
 	// manager's death now needs its vote.
 	back := startArbiterProc(t, arb.dir, "start", "", "").wait(t)
 	if back.info.ID != arb.info.ID || back.info.Addr != arb.info.Addr {
 		t.Fatalf("arbiter restarted as %+v, was %+v", back.info, arb.info)
 	}
+	waitfor.True(t, "no warning once the arbiter is back", func() bool {
+		c, err := cl.Cluster(ctx)
+		return err == nil && len(c.Warnings) == 0
+	})
 	killAndCheck(leaderOf(t, cl, managers), "the leader, after the arbiter restarted")
 }

@@ -2,10 +2,14 @@ package swarm
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/shoalproject/shoal/raftstore"
@@ -168,6 +172,23 @@ func (m *Manager) leadArbiters(ctx context.Context, st *raftstore.Store) {
 	m.warnQuorumShape(ctx, st)
 }
 
+// quorumWarnings are quorumWarning and, for each voting arbiter this
+// manager cannot reach, a warning that says so.
+func (m *Manager) quorumWarnings(srvs []raftstore.Server, arbiters map[string]bool) []string {
+	var out []string
+	if w := quorumWarning(srvs, arbiters); w != "" {
+		out = append(out, w)
+	}
+	down := m.arbHealth.down()
+	for _, s := range srvs {
+		if since, ok := down[s.ID]; ok && s.Voter && arbiters[s.ID] {
+			out = append(out, fmt.Sprintf("arbiter %s (%s) unreachable since %s: until it is back, the cluster tolerates one failure fewer (with 2 managers, none)",
+				s.ID, s.Address, since.UTC().Format(time.RFC3339)))
+		}
+	}
+	return out
+}
+
 // quorumWarning says what the voters in srvs cannot survive, when it is
 // worse than an operator would expect of the managers they run: two
 // managers and no arbiter tolerate no manager failure; "" otherwise.
@@ -198,7 +219,7 @@ func (m *Manager) warnQuorumShape(ctx context.Context, st *raftstore.Store) {
 	if err != nil {
 		return
 	}
-	if w := quorumWarning(srvs, arbitersOf(st)); w != "" {
+	for _, w := range m.quorumWarnings(srvs, arbitersOf(st)) {
 		m.logger().Warn("swarm: " + w)
 	}
 }
@@ -215,8 +236,128 @@ func (m *Manager) clusterWarnings(st *raftstore.Store, c *api.Cluster) []string 
 	for _, a := range c.Arbiters {
 		arbiters[a.ID] = true
 	}
-	if w := quorumWarning(srvs, arbiters); w != "" {
-		return []string{w}
+	return m.quorumWarnings(srvs, arbiters)
+}
+
+// DefaultArbiterProbePeriod is how often each manager checks that it
+// reaches the arbiters (a TLS call to their port).
+const DefaultArbiterProbePeriod = 2 * time.Second
+
+// arbiterHealth is which arbiters a manager could not reach at its last
+// look, and since when. The zero value is ready.
+type arbiterHealth struct {
+	mu       sync.Mutex
+	downFrom map[string]time.Time
+}
+
+func (h *arbiterHealth) set(id string, up bool, now time.Time) (changed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, wasDown := h.downFrom[id]
+	switch {
+	case up && wasDown:
+		delete(h.downFrom, id)
+		return true
+	case !up && !wasDown:
+		if h.downFrom == nil {
+			h.downFrom = map[string]time.Time{}
+		}
+		h.downFrom[id] = now
+		return true
+	}
+	return false
+}
+
+func (h *arbiterHealth) down() map[string]time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.downFrom)
+}
+
+// forget drops arbiters no longer in the cluster.
+func (h *arbiterHealth) forget(keep map[string]bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	maps.DeleteFunc(h.downFrom, func(id string, _ time.Time) bool { return !keep[id] })
+}
+
+// probeArbiters checks, every DefaultArbiterProbePeriod until ctx ends or
+// the manager closes, that this manager reaches each arbiter's port
+// (with tlsConf, which must verify an arbiter's certificate); the
+// warnings of the node list and the cluster object say which it does not,
+// and a change is logged.
+func (m *Manager) probeArbiters(ctx context.Context, tlsConf func() *tls.Config) {
+	var client *http.Client
+	defer func() {
+		if client != nil {
+			client.CloseIdleConnections()
+		}
+	}()
+	t := time.NewTicker(DefaultArbiterProbePeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, err := m.st()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			continue
+		}
+		var arbiters []api.Arbiter
+		st.View(func(tx *raftstore.ReadTx) error {
+			if c, err := clusterObject(tx); err == nil {
+				arbiters = c.Arbiters
+			}
+			return nil
+		})
+		keep := map[string]bool{}
+		for _, a := range arbiters {
+			keep[a.ID] = true
+		}
+		m.arbHealth.forget(keep)
+		if len(arbiters) == 0 {
+			continue
+		}
+		if client == nil {
+			conf := tlsConf().Clone()
+			conf.NextProtos = []string{ProtoAPI}
+			client = &http.Client{Timeout: DefaultArbiterProbePeriod, Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true,
+				TLSHandshakeTimeout: DefaultArbiterProbePeriod}}
+		}
+		for _, a := range arbiters {
+			err := pingArbiter(ctx, client, a.Addr)
+			if m.arbHealth.set(a.ID, err == nil, time.Now()) {
+				if err != nil {
+					m.logger().Warn("swarm: arbiter unreachable", "arbiter", a.ID, "addr", a.Addr, "err", err)
+					m.warnQuorumShape(ctx, st)
+				} else {
+					m.logger().Info("swarm: arbiter reachable again", "arbiter", a.ID, "addr", a.Addr)
+				}
+			}
+		}
+	}
+}
+
+// arbiterPing is the one call an arbiter's port answers (to managers).
+const arbiterPing = arbiterPrefix + "ping"
+
+func pingArbiter(ctx context.Context, client *http.Client, addr string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+arbiterPing, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("swarm: arbiter %s answered %s", addr, resp.Status)
 	}
 	return nil
 }

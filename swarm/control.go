@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/shoalproject/shoal/raftstore"
@@ -289,7 +290,7 @@ func (m *Manager) withManagerStatus(ns []*api.Node) []*api.Node {
 		return ns
 	}
 	leader := st.Leader()
-	warning := quorumWarning(srvs, arbitersOf(st))
+	warning := strings.Join(m.quorumWarnings(srvs, arbitersOf(st)), "; ")
 	byID := make(map[string]raftstore.Server, len(srvs))
 	for _, s := range srvs {
 		byID[s.ID] = s

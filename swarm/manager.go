@@ -95,18 +95,19 @@ type Manager struct {
 	// Logger receives the manager's logs; nil discards.
 	Logger *slog.Logger
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	locked  bool
-	autoLk  bool   // autolock is on (identity)
-	kek     []byte // the key-encryption key in use, nil in memory
-	store   *raftstore.Store
-	disp    *dispatcher
-	cancel  context.CancelFunc
-	done    chan struct{}
-	ready   chan struct{}
-	addrs   atomic.Pointer[cachedAddrs]
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	locked    bool
+	autoLk    bool   // autolock is on (identity)
+	kek       []byte // the key-encryption key in use, nil in memory
+	store     *raftstore.Store
+	disp      *dispatcher
+	cancel    context.CancelFunc
+	done      chan struct{}
+	ready     chan struct{}
+	addrs     atomic.Pointer[cachedAddrs]
+	arbHealth arbiterHealth // which arbiters this manager cannot reach
 }
 
 // RaftTuning holds the Raft store's timing and sizes (see raftstore.Store

@@ -641,14 +641,14 @@ func (n *Node) runManager(ctx context.Context, st nodeState, ln net.Listener, bo
 	}
 	n.mu.Lock()
 	n.mgr, n.port = m, port
+	runCtx := n.runCtx
 	n.mu.Unlock()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); m.probeArbiters(runCtx, holder.arbiterClientConfig) }()
 	if len(boot) == 0 {
 		// A manager that joined is a non-voter until it has caught up.
 		// The loop lives with the node, not with the call that started
 		// it (Close must end it).
-		n.mu.Lock()
-		runCtx := n.runCtx
-		n.mu.Unlock()
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.promoteWhenCaughtUp(runCtx, m) }()
 	}
