@@ -176,6 +176,9 @@ func (c *controlAPI) routes(mux *http.ServeMux) {
 		force, _ := strconv.ParseBool(r.URL.Query().Get("force"))
 		return nil, m.RemoveNode(r.Context(), r.PathValue("id"), force)
 	})
+	write("DELETE", "arbiters/{id}", 0, func(r *http.Request) (any, error) {
+		return nil, m.RemoveArbiter(r.Context(), r.PathValue("id"))
+	})
 	// The cluster.
 	read("cluster", func(r *http.Request) (any, error) { return m.Cluster() })
 	write("POST", "cluster/update", http.StatusOK, func(r *http.Request) (any, error) {

@@ -2,6 +2,7 @@ package swarm_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -215,5 +216,31 @@ func TestArbiterJoinsWithItsOwnToken(t *testing.T) {
 	}
 	if _, err := cl.CreateService(ctx, service("after", api.Replicated(1))); err != nil {
 		t.Errorf("a write after the arbiter handed leadership over: %v", err)
+	}
+
+	// The arbiter removed: out of Raft and of the cluster object, its
+	// certificate refused, and the two managers warn again.
+	if err := cl.RemoveArbiter(ctx, "no-such-arbiter"); !errors.Is(err, swarm.ErrNotFound) {
+		t.Errorf("removing an arbiter that is not: %v", err)
+	}
+	if err := cl.RemoveArbiter(ctx, m1.ID()); !errors.Is(err, swarm.ErrNotFound) {
+		t.Errorf("removing a manager as an arbiter: %v", err)
+	}
+	if err := cl.RemoveArbiter(ctx, a.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "the managers alone vote", func() bool {
+		v := voters(t, m0.Manager().Store())
+		return len(v) == 2 && !v[a.ID()]
+	})
+	c, err = cl.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Arbiters) != 0 || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "tolerates no manager failure") {
+		t.Errorf("after the arbiter's removal: arbiters %+v, warnings %q", c.Arbiters, c.Warnings)
+	}
+	if err := a.Renew(ctx); !forbidden(err) || !strings.Contains(err.Error(), "removed from the cluster") {
+		t.Errorf("renewal of a removed arbiter: %v", err)
 	}
 }

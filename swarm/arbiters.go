@@ -361,3 +361,95 @@ func pingArbiter(ctx context.Context, client *http.Client, addr string) error {
 	}
 	return nil
 }
+
+// RemoveArbiter takes an arbiter out of the cluster for good: out of
+// Raft, out of Cluster.Arbiters, and its certificates refused until they
+// expire, as a removed node's. Replace a lost arbiter by removing it and
+// joining a new one (a dead arbiter left in Raft is a vote the cluster
+// keeps waiting for). A removal that would leave fewer voters up than a
+// quorum of those left is refused. Leader only (the control API forwards
+// it); a second call finishes one that failed halfway.
+func (m *Manager) RemoveArbiter(ctx context.Context, id string) error {
+	st, err := m.st()
+	if err != nil {
+		return err
+	}
+	if !st.IsLeader() {
+		li := st.Leader()
+		return &raftstore.NotLeaderError{LeaderID: li.ID, LeaderAddr: li.Address}
+	}
+	var c *api.Cluster
+	if err := st.View(func(tx *raftstore.ReadTx) (err error) { c, err = clusterObject(tx); return err }); err != nil {
+		return err
+	}
+	if !isArbiter(c, id) {
+		return notFound("arbiter", id)
+	}
+	srvs, err := st.Servers(ctx)
+	if err != nil {
+		return err
+	}
+	// Out of Raft first: a voter without its record would be taken for
+	// a manager.
+	if slices.ContainsFunc(srvs, func(s raftstore.Server) bool { return s.ID == id }) {
+		if err := m.canRemoveVoter(st, srvs, c, id); err != nil {
+			return err
+		}
+		if err := st.RemoveServer(ctx, id); err != nil {
+			return err
+		}
+	}
+	err = retryClusterUpdate(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			c0, err := clusterObject(&tx.ReadTx)
+			if err != nil {
+				return err
+			}
+			c := *c0
+			now := time.Now().UTC()
+			c.Arbiters = slices.DeleteFunc(slices.Clone(c.Arbiters), func(a api.Arbiter) bool { return a.ID == id })
+			c.RemovedNodes = slices.DeleteFunc(slices.Clone(c.RemovedNodes), func(r api.RemovedNode) bool { return r.Until.Before(now) || r.ID == id })
+			c.RemovedNodes = append(c.RemovedNodes, api.RemovedNode{ID: id, RemovedAt: now, Until: now.Add(certValidity(&c))})
+			return tx.Update(TableClusters, &c)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	m.logger().Info("swarm: arbiter removed", "arbiter", id)
+	m.warnQuorumShape(ctx, st)
+	return nil
+}
+
+// canRemoveVoter refuses to take id out of Raft when fewer of the voters
+// left are up than their quorum: managers are up when their node is ready
+// (this one always), arbiters when this manager reaches them.
+func (m *Manager) canRemoveVoter(st *raftstore.Store, srvs []raftstore.Server, c *api.Cluster, id string) error {
+	down := m.arbHealth.down()
+	voters, up := 0, 0
+	st.View(func(tx *raftstore.ReadTx) error {
+		for _, s := range srvs {
+			if !s.Voter || s.ID == id {
+				continue
+			}
+			voters++
+			switch {
+			case s.ID == m.ID:
+				up++
+			case isArbiter(c, s.ID):
+				if _, ok := down[s.ID]; !ok {
+					up++
+				}
+			default:
+				if o, err := tx.Get(TableNodes, s.ID); err == nil && o.(*api.Node).Status.State == api.NodeReady {
+					up++
+				}
+			}
+		}
+		return nil
+	})
+	if up < voters/2+1 {
+		return fmt.Errorf("%w: removing arbiter %s would leave %d of %d voters up, short of a quorum of %d: bring managers back first", api.ErrInvalidSpec, id, up, voters, voters/2+1)
+	}
+	return nil
+}
