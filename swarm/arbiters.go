@@ -33,9 +33,9 @@ const arbiterPrefix = "/v1/arbiter/"
 func checkJoinRole(role ca.Role, asArbiter bool) error {
 	switch {
 	case role == ca.RoleArbiter && !asArbiter:
-		return fmt.Errorf("%w: this is the arbiter join token: it joins only an arbiter (swarm.Arbiter, shoald arbiter), not a manager or a worker", errForbidden)
+		return fmt.Errorf("%w: this is the arbiter join token: it joins only an arbiter (swarm.Arbiter), not a manager or a worker", errForbidden)
 	case role != ca.RoleArbiter && asArbiter:
-		return fmt.Errorf("%w: this is the %s join token: an arbiter joins only with the arbiter token (docker swarm join-token arbiter)", errForbidden, role)
+		return fmt.Errorf("%w: this is the %s join token: an arbiter joins only with the arbiter token (the cluster object's joinTokens.arbiter)", errForbidden, role)
 	}
 	return nil
 }
