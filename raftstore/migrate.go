@@ -17,7 +17,7 @@ import (
 // which is renamed into place once complete and synced; only then is
 // raft.db removed. A crash at any point leaves either the old log or the
 // complete new one.
-func openLog(dir string, sealer Sealer, logger *slog.Logger) (*WAL, error) {
+func openLog(dir string, sealer Sealer, logger *slog.Logger, segmentSize int64) (*WAL, error) {
 	walDir := filepath.Join(dir, "wal")
 	boltPath := filepath.Join(dir, "raft.db")
 	if _, err := os.Stat(boltPath); err == nil {
@@ -33,7 +33,7 @@ func openLog(dir string, sealer Sealer, logger *slog.Logger) (*WAL, error) {
 			return nil, err
 		}
 	}
-	return OpenWAL(walDir, sealer, logger)
+	return openWAL(walDir, sealer, logger, segmentSize)
 }
 
 func migrateBolt(boltPath, walDir string, sealer Sealer, logger *slog.Logger) (err error) {

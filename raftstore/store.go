@@ -95,6 +95,14 @@ type Store struct {
 	WatchBuffer int
 	// MaxEntryBytes is the size a Batch fills a log entry to.
 	MaxEntryBytes int
+	// WALSegmentBytes is the size of the log's segment files, allocated
+	// whole when made; 0 means 64 MiB. A member that compacts often (an
+	// arbiter) needs less. Segments already on disk keep their size.
+	WALSegmentBytes int64
+	// WALCacheBytes bounds the recent log entries kept in memory for
+	// replication; 0 means 16 MiB. A member that rarely leads (an
+	// arbiter) needs little.
+	WALCacheBytes int
 	// Logger receives the store's and Raft's logs; nil discards.
 	Logger *slog.Logger
 
@@ -178,10 +186,11 @@ func (s *Store) Start(ctx context.Context) (err error) {
 			}
 			sealer = s.keyring
 		}
-		if s.logs, err = openLog(s.Dir, sealer, logger); err != nil {
+		if s.logs, err = openLog(s.Dir, sealer, logger, cmp(s.WALSegmentBytes, defaultSegBytes)); err != nil {
 			return err
 		}
 		cleanup = append(cleanup, func() { s.logs.Close() })
+		s.logs.recentMax = cmp(s.WALCacheBytes, recentMaxBytes)
 		logStore, stableStore = s.logs, s.logs
 		leading := func() bool {
 			r := s.raftPtr.Load()

@@ -76,6 +76,9 @@ type WAL struct {
 	recent      [recentEntries]*raft.Log
 	recentBytes int
 	recentLo    uint64
+	// recentMax bounds recentBytes (recentMaxBytes unless set before use:
+	// Store.WALCacheBytes).
+	recentMax int
 
 	// Guarded by wmu.
 	buf, plain []byte
@@ -153,7 +156,7 @@ func openWAL(dir string, sealer Sealer, logger *slog.Logger, segmentSize int64) 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftstore: log dir: %w", err)
 	}
-	w := &WAL{dir: dir, sealer: sealer, logger: logger, segmentSize: segmentSize, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &WAL{dir: dir, sealer: sealer, logger: logger, segmentSize: segmentSize, recentMax: recentMaxBytes, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	w.cond = sync.NewCond(&w.cmu)
 	if w.stable, err = openStableFile(filepath.Join(dir, stableFileName)); err != nil {
 		return nil, err
@@ -697,7 +700,7 @@ func (w *WAL) write(logs []*raft.Log) error {
 // stay within the bounds. Called with mu held for writing.
 func (w *WAL) cacheLocked(l *raft.Log) {
 	size := len(l.Data) + len(l.Extensions)
-	if size > recentMaxBytes/4 {
+	if size > w.recentMax/4 {
 		return
 	}
 	slot := &w.recent[l.Index%recentEntries]
@@ -709,7 +712,7 @@ func (w *WAL) cacheLocked(l *raft.Log) {
 	if l.Index >= recentEntries {
 		w.recentLo = max(w.recentLo, l.Index-(recentEntries-1)) // older slots were reused
 	}
-	for w.recentBytes > recentMaxBytes && w.recentLo < l.Index {
+	for w.recentBytes > w.recentMax && w.recentLo < l.Index {
 		if c := &w.recent[w.recentLo%recentEntries]; *c != nil && (*c).Index == w.recentLo {
 			w.recentBytes -= len((*c).Data) + len((*c).Extensions)
 			*c = nil

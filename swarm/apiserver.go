@@ -42,6 +42,7 @@ const forwardedForHeader = "Shoal-Forwarded-For"
 func (m *Manager) Handler(clientTLS func() *tls.Config) http.Handler {
 	mux := http.NewServeMux()
 	m.dispatcherRoutes(mux)
+	m.arbiterRoutes(mux)
 	c := &controlAPI{m: m, clientTLS: clientTLS}
 	c.routes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -175,6 +176,9 @@ func (c *controlAPI) routes(mux *http.ServeMux) {
 		force, _ := strconv.ParseBool(r.URL.Query().Get("force"))
 		return nil, m.RemoveNode(r.Context(), r.PathValue("id"), force)
 	})
+	write("DELETE", "arbiters/{id}", 0, func(r *http.Request) (any, error) {
+		return nil, m.RemoveArbiter(r.Context(), r.PathValue("id"))
+	})
 	// The cluster.
 	read("cluster", func(r *http.Request) (any, error) { return m.Cluster() })
 	write("POST", "cluster/update", http.StatusOK, func(r *http.Request) (any, error) {
@@ -290,7 +294,7 @@ func (c *controlAPI) routes(mux *http.ServeMux) {
 	// Events.
 	mux.HandleFunc("GET "+controlPrefix+"events", c.asManager(false, c.events))
 	// Certificate renewal: any node, for itself.
-	mux.HandleFunc("POST "+controlPrefix+"ca/renew", m.asNode(func(w http.ResponseWriter, r *http.Request, node string) error {
+	mux.HandleFunc("POST "+controlPrefix+"ca/renew", m.asMember(true, func(w http.ResponseWriter, r *http.Request, node string) error {
 		var req renewRequest
 		if err := decodeBody(r, &req); err != nil {
 			return err
@@ -364,6 +368,10 @@ func (c *controlAPI) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	leader := st.Leader()
+	if leader.Address != "" && arbitersOf(st)[leader.ID] {
+		// An arbiter leads only until it hands over: no manager leads.
+		leader.Address = ""
+	}
 	if leader.Address == "" || leader.Self {
 		writeError(w, &raftstore.NotLeaderError{LeaderID: leader.ID, LeaderAddr: leader.Address})
 		return

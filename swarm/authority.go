@@ -40,10 +40,14 @@ func newClusterObject(root *ca.Root, now time.Time) (*api.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	arbiter, err := ca.NewToken(root)
+	if err != nil {
+		return nil, err
+	}
 	d := root.Digest()
 	return &api.Cluster{Meta: api.Meta{ID: root.ClusterID(), CreatedAt: now, UpdatedAt: now}, Spec: DefaultClusterSpec(),
 		RootCA:     api.RootCA{CACertPEM: root.CertPEM(), CAKeyPEM: keyPEM, Digest: fmt.Sprintf("sha256:%x", d)},
-		JoinTokens: api.JoinTokens{Worker: worker, Manager: manager}}, nil
+		JoinTokens: api.JoinTokens{Worker: worker, Manager: manager, Arbiter: arbiter}}, nil
 }
 
 // clusterObject reads the cluster object whole (with the CA key).
@@ -99,6 +103,9 @@ type JoinRequest struct {
 	// Addr is a joining manager's management address (host:port), where
 	// the others reach its Raft.
 	Addr string `json:"addr,omitempty"`
+	// Arbiter says the node joins as an arbiter (swarm.Arbiter): only the
+	// arbiter token admits it, and the arbiter token admits nothing else.
+	Arbiter bool `json:"arbiter,omitempty"`
 }
 
 // JoinAnswer is what a joining node gets back.
@@ -135,10 +142,15 @@ func (m *Manager) Join(ctx context.Context, req JoinRequest) (JoinAnswer, error)
 		role = ca.RoleManager
 	case ca.SecretEqual(req.Token, c.JoinTokens.Worker):
 		role = ca.RoleWorker
+	case c.JoinTokens.Arbiter != "" && ca.SecretEqual(req.Token, c.JoinTokens.Arbiter):
+		role = ca.RoleArbiter
 	default:
 		return JoinAnswer{}, fmt.Errorf("%w: the join token is not valid (wrong, or rotated): ask a manager for the current one (docker swarm join-token)", errForbidden)
 	}
-	if role == ca.RoleManager {
+	if err := checkJoinRole(role, req.Arbiter); err != nil {
+		return JoinAnswer{}, err
+	}
+	if role == ca.RoleManager || role == ca.RoleArbiter {
 		if req.Addr == "" {
 			return JoinAnswer{}, errAddrRequired
 		}
@@ -159,11 +171,16 @@ func (m *Manager) Join(ctx context.Context, req JoinRequest) (JoinAnswer, error)
 	if err != nil {
 		return JoinAnswer{}, fmt.Errorf("%w: %v", api.ErrInvalidSpec, err)
 	}
-	if role == ca.RoleManager {
+	switch role {
+	case ca.RoleManager:
 		if err := st.AddNonvoter(ctx, id, req.Addr); err != nil {
 			return JoinAnswer{}, err
 		}
 		m.logger().Info("swarm: manager joined as a non-voter", "node", id, "addr", req.Addr)
+	case ca.RoleArbiter:
+		if err := m.admitArbiter(ctx, st, id, req.Addr); err != nil {
+			return JoinAnswer{}, err
+		}
 	}
 	return JoinAnswer{NodeID: id, Role: string(role), Cert: certPEM, Root: root.CertPEM(), Managers: managerAddrs(st)}, nil
 }
@@ -190,7 +207,11 @@ func (m *Manager) promoteSelf(ctx context.Context, id string) error {
 	if srvs[i].Voter {
 		return nil
 	}
-	return st.AddVoter(ctx, id, srvs[i].Address)
+	if err := st.AddVoter(ctx, id, srvs[i].Address); err != nil {
+		return err
+	}
+	m.warnQuorumShape(ctx, st)
+	return nil
 }
 
 // renew issues a node a new certificate for its current role.
@@ -219,7 +240,11 @@ func (m *Manager) renew(ctx context.Context, id string, csr []byte) ([]byte, err
 	if node != nil && node.Spec.Role == api.RoleManager {
 		role = ca.RoleManager
 	}
-	if node == nil {
+	// An arbiter stays one (it is in Raft and has no node object: it must
+	// not be taken for a manager that has not registered yet).
+	if isArbiter(c, id) {
+		role = ca.RoleArbiter
+	} else if node == nil {
 		// Not registered yet (a manager that joined and renews early):
 		// keep the role its Raft membership gives it.
 		if srvs, err := st.Servers(ctx); err == nil && slices.ContainsFunc(srvs, func(s raftstore.Server) bool { return s.ID == id }) {
@@ -261,8 +286,8 @@ func (m *Manager) IsRemoved(id string) bool {
 // RotateJoinToken replaces the join token of a role: later joins with the
 // old one are refused; nodes that joined with it stay.
 func (m *Manager) RotateJoinToken(ctx context.Context, role api.NodeRole) (*api.Cluster, error) {
-	if role != api.RoleWorker && role != api.RoleManager {
-		return nil, fmt.Errorf("%w: role %q: worker or manager", api.ErrInvalidSpec, role)
+	if role != api.RoleWorker && role != api.RoleManager && role != api.RoleArbiter {
+		return nil, fmt.Errorf("%w: role %q: worker, manager or arbiter", api.ErrInvalidSpec, role)
 	}
 	st, err := m.st()
 	if err != nil {
@@ -283,10 +308,13 @@ func (m *Manager) RotateJoinToken(ctx context.Context, role api.NodeRole) (*api.
 			return err
 		}
 		c := *c0
-		if role == api.RoleWorker {
+		switch role {
+		case api.RoleWorker:
 			c.JoinTokens.Worker = tok
-		} else {
+		case api.RoleManager:
 			c.JoinTokens.Manager = tok
+		default:
+			c.JoinTokens.Arbiter = tok
 		}
 		c.UpdatedAt = time.Now().UTC()
 		out = &c

@@ -166,6 +166,12 @@ func (c *Client) RemoveNode(ctx context.Context, id string, force bool) error {
 	return c.send(ctx, http.MethodDelete, "nodes/"+url.PathEscape(id), url.Values{"force": {strconv.FormatBool(force)}}, nil, nil)
 }
 
+// RemoveArbiter takes an arbiter out of the cluster for good (see
+// Manager.RemoveArbiter).
+func (c *Client) RemoveArbiter(ctx context.Context, id string) error {
+	return c.send(ctx, http.MethodDelete, "arbiters/"+url.PathEscape(id), nil, nil, nil)
+}
+
 // Cluster returns the cluster object.
 func (c *Client) Cluster(ctx context.Context) (*api.Cluster, error) {
 	var out api.Cluster

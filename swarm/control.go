@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/shoalproject/shoal/raftstore"
@@ -289,6 +290,7 @@ func (m *Manager) withManagerStatus(ns []*api.Node) []*api.Node {
 		return ns
 	}
 	leader := st.Leader()
+	warning := strings.Join(m.quorumWarnings(srvs, arbitersOf(st)), "; ")
 	byID := make(map[string]raftstore.Server, len(srvs))
 	for _, s := range srvs {
 		byID[s.ID] = s
@@ -305,7 +307,7 @@ func (m *Manager) withManagerStatus(ns []*api.Node) []*api.Node {
 		if n.Status.State != api.NodeReady && n.ID != m.ID {
 			reach = api.ReachabilityUnreachable
 		}
-		c.ManagerStatus = &api.ManagerStatus{Leader: s.ID == leader.ID, Reachability: reach, Addr: s.Address}
+		c.ManagerStatus = &api.ManagerStatus{Leader: s.ID == leader.ID, Reachability: reach, Addr: s.Address, Warning: warning}
 		out[i] = &c
 	}
 	return out
@@ -453,7 +455,9 @@ func (m *Manager) Cluster() (*api.Cluster, error) {
 	if err := st.View(func(tx *raftstore.ReadTx) (err error) { c, err = clusterObject(tx); return err }); err != nil {
 		return nil, err
 	}
-	return redacted(c), nil
+	out := redacted(c)
+	out.Warnings = m.clusterWarnings(st, c)
+	return out, nil
 }
 
 // UpdateCluster replaces the cluster's configuration; version is the one

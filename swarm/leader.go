@@ -150,6 +150,7 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 	if err := m.ensureCluster(ctx, st); err != nil {
 		return err
 	}
+	m.leadArbiters(ctx, st)
 	filter := func(e raftstore.Event) bool {
 		switch e.Table {
 		case TableServices, TableTasks, TableNodes, TableClusters:

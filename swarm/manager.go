@@ -95,18 +95,19 @@ type Manager struct {
 	// Logger receives the manager's logs; nil discards.
 	Logger *slog.Logger
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	locked  bool
-	autoLk  bool   // autolock is on (identity)
-	kek     []byte // the key-encryption key in use, nil in memory
-	store   *raftstore.Store
-	disp    *dispatcher
-	cancel  context.CancelFunc
-	done    chan struct{}
-	ready   chan struct{}
-	addrs   atomic.Pointer[cachedAddrs]
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	locked    bool
+	autoLk    bool   // autolock is on (identity)
+	kek       []byte // the key-encryption key in use, nil in memory
+	store     *raftstore.Store
+	disp      *dispatcher
+	cancel    context.CancelFunc
+	done      chan struct{}
+	ready     chan struct{}
+	addrs     atomic.Pointer[cachedAddrs]
+	arbHealth arbiterHealth // which arbiters this manager cannot reach
 }
 
 // RaftTuning holds the Raft store's timing and sizes (see raftstore.Store
@@ -379,7 +380,7 @@ func (m *Manager) logger() *slog.Logger {
 }
 
 // managerAddrs lists the managers' addresses from the Raft configuration
-// (their management ports).
+// (their management ports); arbiters serve no API and are left out.
 func managerAddrs(st *raftstore.Store) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -387,9 +388,12 @@ func managerAddrs(st *raftstore.Store) []string {
 	if err != nil {
 		return nil
 	}
+	arbiters := arbitersOf(st)
 	out := make([]string, 0, len(srvs))
 	for _, s := range srvs {
-		out = append(out, s.Address)
+		if !arbiters[s.ID] {
+			out = append(out, s.Address)
+		}
 	}
 	return out
 }

@@ -634,30 +634,40 @@ func (n *Node) runManager(ctx context.Context, st nodeState, ln net.Listener, bo
 		ln.Close()
 		return err
 	}
-	m.Transport = raftstore.NewNetworkTransport(port.RaftLayer(st.Advertise, holder.clientConfig), n.Logger)
+	m.Transport = raftstore.NewNetworkTransport(port.RaftLayer(st.Advertise, holder.raftClientConfig), n.Logger)
 	if err := m.Start(ctx); err != nil {
 		port.Close()
 		return err
 	}
 	n.mu.Lock()
 	n.mgr, n.port = m, port
+	runCtx := n.runCtx
 	n.mu.Unlock()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); m.probeArbiters(runCtx, holder.arbiterClientConfig) }()
 	if len(boot) == 0 {
 		// A manager that joined is a non-voter until it has caught up.
 		// The loop lives with the node, not with the call that started
 		// it (Close must end it).
-		n.mu.Lock()
-		runCtx := n.runCtx
-		n.mu.Unlock()
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.promoteWhenCaughtUp(runCtx, m) }()
 	}
 	return nil
 }
 
-// authorizeRaft admits a Raft connection from a manager in the Raft
-// configuration only.
+// authorizeRaft admits a Raft connection from a manager or an arbiter in
+// the Raft configuration only.
 func authorizeRaft(m *Manager, cs tls.ConnectionState) error {
+	st := m.Store()
+	if st == nil {
+		return errors.New("this manager is not running")
+	}
+	return authorizeRaftPeer(st, cs)
+}
+
+// authorizeRaftPeer admits a Raft connection from a manager or an arbiter
+// in st's Raft configuration.
+func authorizeRaftPeer(st *raftstore.Store, cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("no certificate")
 	}
@@ -665,12 +675,8 @@ func authorizeRaft(m *Manager, cs tls.ConnectionState) error {
 	if err != nil {
 		return err
 	}
-	if id.Role != ca.RoleManager {
-		return fmt.Errorf("node %s is a %s, not a manager", id.NodeID, id.Role)
-	}
-	st := m.Store()
-	if st == nil {
-		return errors.New("this manager is not running")
+	if id.Role != ca.RoleManager && id.Role != ca.RoleArbiter {
+		return fmt.Errorf("node %s is a %s, not a manager or an arbiter", id.NodeID, id.Role)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -678,14 +684,18 @@ func authorizeRaft(m *Manager, cs tls.ConnectionState) error {
 	if err != nil {
 		return err
 	}
-	// A manager that has just joined knows no configuration yet: it learns
+	// A member that has just joined knows no configuration yet: it learns
 	// it from the leader, whom it must let in (TLS has shown a manager of
-	// this cluster). From then on, members only.
+	// this cluster; an arbiter leads only for a moment, and waits). From
+	// then on, members only.
 	if len(srvs) == 0 {
+		if id.Role != ca.RoleManager {
+			return fmt.Errorf("%s %s: this member knows no Raft configuration yet and takes it from a manager", id.Role, id.NodeID)
+		}
 		return nil
 	}
 	if !slices.ContainsFunc(srvs, func(s raftstore.Server) bool { return s.ID == id.NodeID }) {
-		return fmt.Errorf("manager %s is not in the Raft configuration", id.NodeID)
+		return fmt.Errorf("%s %s is not in the Raft configuration", id.Role, id.NodeID)
 	}
 	return nil
 }

@@ -34,6 +34,9 @@ type childInfo struct {
 
 func runChildNode() error {
 	env := func(k string) string { return os.Getenv("SHOAL_TEST_" + k) }
+	if strings.HasPrefix(env("NODE_MODE"), "arbiter") {
+		return runChildArbiter()
+	}
 	ctx := context.Background()
 	n := &swarm.Node{Dir: env("DIR"), ListenAddr: env("LISTEN"), Executor: &agent.FakeExecutor{},
 		HeartbeatPeriod: 500 * time.Millisecond}

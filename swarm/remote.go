@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/ca"
 )
 
 // The dispatcher over the network. A node is who its certificate says (the
@@ -126,10 +127,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 
 // asNode authenticates the caller by its client certificate (the TLS
 // handshake verified it): the node ID is its common name. A node may act
-// only as itself.
+// only as itself. Arbiters are not nodes: they are refused.
 func (m *Manager) asNode(h func(http.ResponseWriter, *http.Request, string) error) http.HandlerFunc {
+	return m.asMember(false, h)
+}
+
+// asMember is asNode that also lets arbiters in when arbiters is set
+// (certificate renewal is the one call they make besides asking to vote).
+func (m *Manager) asMember(arbiters bool, h func(http.ResponseWriter, *http.Request, string) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, _, err := peerIdentity(r)
+		id, role, err := peerIdentity(r)
+		if err == nil && role == string(ca.RoleArbiter) && !arbiters {
+			err = fmt.Errorf("%w: %s is an arbiter: it carries Raft and calls no node or control API", errForbidden, id)
+		}
 		if err != nil {
 			writeError(w, err)
 			return

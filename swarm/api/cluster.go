@@ -13,6 +13,22 @@ type Cluster struct {
 	// RemovedNodes are the nodes removed from the cluster: their
 	// certificates are refused until they expire.
 	RemovedNodes []RemovedNode `json:"removedNodes,omitempty"`
+	// Arbiters are the Raft voters that only vote (swarm.Arbiter): they
+	// run no tasks and serve no API, and are not nodes.
+	Arbiters []Arbiter `json:"arbiters,omitempty"`
+	// Warnings are what the managers see wrong with the cluster when it
+	// is read (two managers and no arbiter: no manager failure is
+	// survivable); never stored.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Arbiter is an arbiter of the cluster: a Raft voter that runs nothing
+// else. Its certificate has the arbiter role.
+type Arbiter struct {
+	ID string `json:"id"`
+	// Addr is its Raft address (host:port).
+	Addr     string    `json:"addr"`
+	JoinedAt time.Time `json:"joinedAt"`
 }
 
 // RemovedNode is a node removed from the cluster.
@@ -101,6 +117,9 @@ type RootCA struct {
 type JoinTokens struct {
 	Worker  string `json:"worker"`
 	Manager string `json:"manager"`
+	// Arbiter joins an arbiter (a Raft voter that runs nothing else); it
+	// cannot join a manager or a worker, nor they with theirs an arbiter.
+	Arbiter string `json:"arbiter,omitempty"`
 }
 
 // Validate reports every problem of the spec.

@@ -9,6 +9,9 @@ type NodeRole string
 const (
 	RoleWorker  NodeRole = "worker"
 	RoleManager NodeRole = "manager"
+	// RoleArbiter names the arbiters' join token (see Cluster.Arbiters):
+	// an arbiter is a Raft voter, not a node, and no node spec takes it.
+	RoleArbiter NodeRole = "arbiter"
 )
 
 // NodeAvailability says whether the scheduler may use a node.
@@ -97,6 +100,9 @@ type ManagerStatus struct {
 	Leader       bool         `json:"leader"`
 	Reachability Reachability `json:"reachability"`
 	Addr         string       `json:"addr"`
+	// Warning, when set, says what the managers' Raft membership cannot
+	// survive (two managers and no arbiter: no manager failure).
+	Warning string `json:"warning,omitempty"`
 }
 
 // Validate reports every problem of the spec.

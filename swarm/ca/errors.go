@@ -28,8 +28,8 @@ var (
 	// ErrBadClusterID is wrapped for a cluster ID that cannot go into a
 	// certificate.
 	ErrBadClusterID = errors.New("ca: bad cluster ID")
-	// ErrBadRole is wrapped for a role other than RoleManager and
-	// RoleWorker.
+	// ErrBadRole is wrapped for a role other than RoleManager,
+	// RoleWorker and RoleArbiter.
 	ErrBadRole = errors.New("ca: bad role")
 	// ErrBadValidity is wrapped for a negative certificate validity.
 	ErrBadValidity = errors.New("ca: bad validity")

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -18,10 +19,16 @@ type Role string
 const (
 	RoleManager Role = "manager"
 	RoleWorker  Role = "worker"
+	// RoleArbiter is a Raft voter that does nothing else (swarm.Arbiter):
+	// managers let it carry Raft, and nothing more.
+	RoleArbiter Role = "arbiter"
 )
 
+// roles are the valid roles.
+var roles = []Role{RoleManager, RoleWorker, RoleArbiter}
+
 // ServerName is the DNS name every certificate of the role carries
-// ("shoal-manager", "shoal-worker"), which TLS clients verify instead of
+// ("shoal-manager", "shoal-worker", "shoal-arbiter"), which TLS clients verify instead of
 // an address, so that managers can change addresses. It is "" for a role
 // that is not valid.
 func (r Role) ServerName() string {
@@ -32,8 +39,8 @@ func (r Role) ServerName() string {
 }
 
 func checkRole(r Role) error {
-	if r != RoleManager && r != RoleWorker {
-		return fmt.Errorf("%w %q: want %q or %q", ErrBadRole, clip(string(r)), RoleManager, RoleWorker)
+	if !slices.Contains(roles, r) {
+		return fmt.Errorf("%w %q: want %q, %q or %q", ErrBadRole, clip(string(r)), RoleManager, RoleWorker, RoleArbiter)
 	}
 	return nil
 }

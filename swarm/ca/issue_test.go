@@ -28,6 +28,7 @@ func TestIssueAndVerifyManagerAndWorker(t *testing.T) {
 	}{
 		{"mgr-1", ca.RoleManager, "shoal-manager"},
 		{"wkr-1", ca.RoleWorker, "shoal-worker"},
+		{"arb-1", ca.RoleArbiter, "shoal-arbiter"},
 	} {
 		before := time.Now()
 		n := issue(t, r, c.id, c.role, 0)
@@ -217,7 +218,7 @@ func TestIssueValidatesNodeIDRoleAndValidity(t *testing.T) {
 	}
 	for _, role := range []ca.Role{"", "admin", "Manager", "manager "} {
 		_, err := r.Issue(csr, "n1", role, 0)
-		if !errors.Is(err, ca.ErrBadRole) || !strings.Contains(err.Error(), `want "manager" or "worker"`) {
+		if !errors.Is(err, ca.ErrBadRole) || !strings.Contains(err.Error(), `want "manager", "worker" or "arbiter"`) {
 			t.Errorf("role %q: %v", role, err)
 		}
 	}

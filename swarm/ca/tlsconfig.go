@@ -95,6 +95,30 @@ func ClientConfig(cert tls.Certificate, root *Root, serverRole Role) *tls.Config
 	}
 }
 
+// RaftClientConfig returns the TLS configuration a Raft member dials
+// another with: like ClientConfig, but the server may be a manager or an
+// arbiter (both carry Raft; an arbiter's certificate has the DNS name
+// "shoal-arbiter", so the server's certificate is verified here against
+// root and for one of the two roles, not by its name).
+func RaftClientConfig(cert tls.Certificate, root *Root) *tls.Config {
+	c := ClientConfig(cert, root, RoleManager)
+	c.ServerName = ""
+	// Verification is VerifyConnection's: root.Verify's checks, and the
+	// role.
+	c.InsecureSkipVerify = true
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		id, err := verifyPeer(root, cs, "")
+		if err != nil {
+			return err
+		}
+		if id.Role != RoleManager && id.Role != RoleArbiter {
+			return certError(ErrWrongRole, id.NodeID, id.NotBefore, id.NotAfter, "it is a %s, want a manager or an arbiter", id.Role)
+		}
+		return nil
+	}
+	return c
+}
+
 // JoinClientConfig returns the TLS configuration of a node that joins with
 // token and so has no certificate yet, nor the cluster's root: it cannot
 // verify the server up front. It accepts a server only if one of the

@@ -59,12 +59,10 @@ func IdentityOf(cert *x509.Certificate) (Identity, error) {
 	if !slices.Contains(cert.DNSNames, role.ServerName()) {
 		return bad("it lacks the DNS name %q of its role", role.ServerName())
 	}
-	other := RoleWorker
-	if role == RoleWorker {
-		other = RoleManager
-	}
-	if slices.Contains(cert.DNSNames, other.ServerName()) {
-		return bad("a %s certificate with the DNS name %q", role, other.ServerName())
+	for _, other := range roles {
+		if other != role && slices.Contains(cert.DNSNames, other.ServerName()) {
+			return bad("a %s certificate with the DNS name %q", role, other.ServerName())
+		}
 	}
 	if !hasUsage(cert, x509.ExtKeyUsageServerAuth) || !hasUsage(cert, x509.ExtKeyUsageClientAuth) {
 		return bad("it is not for both TLS server and client authentication")

@@ -405,6 +405,33 @@ func TestAPI(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
+// docker info on a cluster of two managers says that it survives no
+// manager failure, and what to add.
+func TestInfoWarnsOfTwoManagers(t *testing.T) {
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 2})
+	e := serve(t, c, "m0")
+	leader := c.Node(c.LeaderName()).Manager()
+	c.WaitFor("two voters", func() bool {
+		srvs, err := leader.Store().Servers(context.Background())
+		voters := 0
+		for _, s := range srvs {
+			if s.Voter {
+				voters++
+			}
+		}
+		return err == nil && voters == 2
+	})
+	var info system.Info
+	e.get(t, "/v1.50/info", &info)
+	warned := false
+	for _, w := range info.Warnings {
+		warned = warned || strings.HasPrefix(w, "WARNING: 2 managers and no arbiter") && strings.Contains(w, "tolerates no manager failure")
+	}
+	if !warned || info.Swarm.Managers != 2 {
+		t.Fatalf("docker info of two managers: managers %d, warnings %q", info.Swarm.Managers, info.Warnings)
+	}
+}
+
 // A manager without a quorum answers writes 503, and reads from its own
 // state.
 func TestNoQuorum(t *testing.T) {

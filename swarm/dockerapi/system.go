@@ -108,8 +108,14 @@ func (h *Handler) info(w http.ResponseWriter, r *http.Request) error {
 	isManager := h.Self == nil || h.Self.Role() == "manager"
 	if isManager && h.Backend != nil && sw.LocalNodeState == dswarm.LocalNodeStateActive {
 		sw.ControlAvailable = true
-		if err := h.clusterInfo(r, &sw, &desc); err != nil {
+		warnings, err := h.clusterInfo(r, &sw, &desc)
+		if err != nil {
 			sw.Error = messageOf(err)
+		}
+		// What the managers see wrong with the cluster (two managers and
+		// no arbiter, an arbiter unreachable), as dockerd's warnings.
+		for _, w := range warnings {
+			out.Warnings = append(out.Warnings, "WARNING: "+w)
 		}
 	}
 	out.ID, out.Name = sw.NodeID, desc.Hostname
@@ -126,18 +132,19 @@ func (h *Handler) info(w http.ResponseWriter, r *http.Request) error {
 }
 
 // clusterInfo fills the swarm section of docker info on a manager, and
-// the node's description as the managers know it.
-func (h *Handler) clusterInfo(r *http.Request, sw *dswarm.Info, desc *api.NodeDescription) error {
+// the node's description as the managers know it, and returns the
+// cluster's warnings.
+func (h *Handler) clusterInfo(r *http.Request, sw *dswarm.Info, desc *api.NodeDescription) ([]string, error) {
 	ctx := r.Context()
 	c, err := h.Backend.Cluster(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ci := clusterInfoToDocker(c)
 	sw.Cluster = &ci
 	nodes, err := h.Backend.Nodes(ctx, swarm.Filter{})
 	if err != nil {
-		return err
+		return c.Warnings, err
 	}
 	sw.Nodes = len(nodes)
 	for _, n := range nodes {
@@ -155,7 +162,7 @@ func (h *Handler) clusterInfo(r *http.Request, sw *dswarm.Info, desc *api.NodeDe
 		}
 	}
 	sort.Slice(sw.RemoteManagers, func(i, j int) bool { return sw.RemoteManagers[i].NodeID < sw.RemoteManagers[j].NodeID })
-	return nil
+	return c.Warnings, nil
 }
 
 // swarmInit answers docker swarm init and join: a Shoal node is always
