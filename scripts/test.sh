@@ -38,8 +38,12 @@ go vet ./...
 echo "== go test"
 go test -count=1 -timeout 15m ./...
 
-echo "== go test -race (raftstore, agent, netmesh, swarm)"
-go test -race -count=1 -timeout 15m ./raftstore/... ./agent/... ./netmesh/... ./swarm/...
+# -short under the race detector: the long end-to-end sessions (docker CLI
+# transcripts, the namespace-host clusters with real containers, the
+# crash loops) ran in full just above; the race run covers every package's
+# own tests.
+echo "== go test -race -short (raftstore, agent, netmesh, swarm)"
+go test -race -short -count=1 -timeout 15m ./raftstore/... ./agent/... ./netmesh/... ./swarm/...
 
 echo "== benchmarks and bench programs, short runs"
 go test -run '^$' -bench . -benchtime 1x ./scheduler
