@@ -107,6 +107,9 @@ type Manager struct {
 	done    chan struct{}
 	ready   chan struct{}
 	addrs   atomic.Pointer[cachedAddrs]
+
+	// reconcileTime and scheduleTime time the leader's passes (Stats).
+	reconcileTime, scheduleTime latency
 }
 
 // RaftTuning holds the Raft store's timing and sizes (see raftstore.Store
