@@ -117,6 +117,30 @@ type Agent struct {
 	applied applied
 	// pruned is set once stale devices were removed (the first Apply).
 	pruned bool
+	// stats counts what Apply did.
+	stats Stats
+}
+
+// Stats are the agent's figures, for metrics.
+type Stats struct {
+	// Applies counts the views applied, ApplyErrors those that failed in
+	// part.
+	Applies, ApplyErrors uint64
+	// MeshRuleChanges counts the routing mesh's published ports set or
+	// removed (each a change of the node's nftables rules).
+	MeshRuleChanges uint64
+	// PublishedPorts, Networks and Tasks are what the node has now: ports
+	// in the routing mesh, overlay networks, tasks with a namespace.
+	PublishedPorts, Networks, Tasks int
+}
+
+// Stats returns the agent's figures.
+func (a *Agent) Stats() Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.stats
+	s.PublishedPorts, s.Networks, s.Tasks = len(a.applied.ports), len(a.applied.networks), len(a.tasks)
+	return s
 }
 
 // applied is what the agent set in the kernel and the registry, to change
