@@ -118,8 +118,7 @@ func TestAgentCluster(t *testing.T) {
 	client := c.ns["client.1"]
 	h := c.lab.Hosts
 	// n1 publishes 8080 (ingress) and 9090 (host mode, its edge.1) and is
-	// on ingress, front and back; n0
-	// only 8080.
+	// on ingress, front and back; n0 only publishes 8080.
 	if st := c.agent("n1").Stats(); st.Applies != 2 || st.ApplyErrors != 0 || st.PublishedPorts != 2 || st.MeshRuleChanges < 2 || st.Networks != 3 || st.Tasks != 3 {
 		t.Errorf("n1 stats %+v", st)
 	}
