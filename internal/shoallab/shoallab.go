@@ -267,7 +267,8 @@ func (h *Host) Client() (*swarm.Client, error) {
 	return &swarm.Client{Addrs: []string{h.Addr.String() + ":2377"}, TLS: ca.ClientConfig(cert, root, ca.RoleManager), Dial: h.Dial}, nil
 }
 
-// Init starts `shoald init` on h and waits until its manager answers.
+// Init starts `shoald init` on h and waits until its manager answers and
+// its node is ready.
 func (l *Lab) Init(ctx context.Context, h *Host, args ...string) (*swarm.Client, error) {
 	if err := h.Shoald("init", args...); err != nil {
 		return nil, err
@@ -285,7 +286,11 @@ func (l *Lab) Init(ctx context.Context, h *Host, args ...string) (*swarm.Client,
 		_, err := c.Cluster(cctx)
 		return err == nil
 	})
-	return c, err
+	if err != nil {
+		return nil, err
+	}
+	// Its own worker too, when it runs tasks.
+	return c, l.WaitReady(ctx, c, h)
 }
 
 // Join starts `shoald join` on h with the token, through the manager at
