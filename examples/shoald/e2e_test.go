@@ -263,7 +263,6 @@ func taskIDsErr(ctx context.Context, c *swarm.Client, svc string) (string, error
 	return strings.Join(slices.Sorted(slices.Values(ids)), ","), nil
 }
 
-
 func get(ctx context.Context, h *shoallab.Host, url string) (string, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := h.HTTPClient(5 * time.Second).Do(req)
