@@ -34,9 +34,10 @@ command -v go >/dev/null || { echo "Go is required (https://go.dev/dl); this mac
 
 bin=$(mktemp -d /tmp/shoal-quickstart-XXXXXX)
 trap 'rm -rf "$bin"' EXIT
-echo "== building shoald and the quickstart driver"
+echo "== building shoald, shoalctl and the quickstart driver"
 go build -o "$bin/shoald" ./examples/shoald
+go build -o "$bin/shoalctl" ./examples/shoalctl
 go build -o "$bin/quickstart" ./examples/quickstart
 # The driver removes what it made on its way out (also on Ctrl-C, which
 # reaches it directly: it runs in the foreground of this shell).
-"$bin/quickstart" -shoald "$bin/shoald" "$@"
+"$bin/quickstart" -shoald "$bin/shoald" -shoalctl "$bin/shoalctl" "$@"

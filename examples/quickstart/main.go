@@ -21,6 +21,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -48,12 +49,16 @@ func main() {
 
 var began = time.Now()
 
+// firstAnswer is when the routing mesh first answered.
+var firstAnswer time.Time
+
 func logf(format string, args ...any) {
 	fmt.Printf("[%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 }
 
 func run(ctx context.Context) (err error) {
 	shoald := flag.String("shoald", "", "the shoald binary (scripts/quickstart.sh builds it)")
+	shoalctl := flag.String("shoalctl", "", "the shoalctl binary, to show `node ls` and `service ps` with it (else the driver prints them)")
 	nodes := flag.Int("nodes", 3, "cluster nodes: one manager and the rest workers")
 	file := flag.String("stack", defaultStack(), "the Compose file to deploy (its images run the test web image)")
 	requests := flag.Int("requests", 6, "requests to each host's published port")
@@ -116,7 +121,20 @@ func run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if err := printNodes(ctx, c, lab); err != nil {
+	ctl := func(args ...string) error {
+		if *shoalctl == "" {
+			return nil
+		}
+		logf("shoalctl %s", strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=/var/run/netns/" + mgr.Name, *shoalctl, "--data-dir", mgr.DataDir}, args...)...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		return cmd.Run()
+	}
+	if *shoalctl != "" {
+		if err := ctl("node", "ls"); err != nil {
+			return err
+		}
+	} else if err := printNodes(ctx, c, lab); err != nil {
 		return err
 	}
 
@@ -154,7 +172,11 @@ func run(ctx context.Context) (err error) {
 				ports = append(ports, p.PublishedPort)
 			}
 		}
-		if err := printTasks(ctx, c, lab, svc); err != nil {
+		if *shoalctl != "" {
+			if err := ctl("service", "ps", svc.Spec.Name); err != nil {
+				return err
+			}
+		} else if err := printTasks(ctx, c, lab, svc); err != nil {
 			return err
 		}
 	}
@@ -166,6 +188,7 @@ func run(ctx context.Context) (err error) {
 	if err := ask(ctx, client, hosts, port, *requests); err != nil {
 		return err
 	}
+	logf("first answer %.1fs after the start of the run", firstAnswer.Sub(began).Seconds())
 	logf("and from each host to its own address:")
 	for _, h := range hosts {
 		if err := ask(ctx, h, []*shoallab.Host{h}, port, 2); err != nil {
@@ -175,6 +198,9 @@ func run(ctx context.Context) (err error) {
 	if *keep {
 		logf("the cluster stays up until Ctrl-C. From a host: ip netns exec %s curl http://%s:%d/", client.Name, mgr.Addr, port)
 		logf("docker CLI: DOCKER_HOST=unix://%s/docker.sock docker node ls", mgr.DataDir)
+		if *shoalctl != "" {
+			logf("shoalctl: ip netns exec %s %s --data-dir %s service ls", mgr.Name, *shoalctl, mgr.DataDir)
+		}
 		logf("shoald logs: %s/node*.log", lab.Dir)
 		<-ctx.Done()
 	}
@@ -253,6 +279,9 @@ func ask(ctx context.Context, from *shoallab.Host, hosts []*shoallab.Host, port 
 				continue
 			}
 			times = append(times, d)
+			if firstAnswer.IsZero() {
+				firstAnswer = time.Now()
+			}
 			// The test app answers its hostname (the task's short ID)
 			// and its task ID.
 			answered[strings.Fields(body + " ?")[0]]++
