@@ -25,7 +25,7 @@ func initCmd(out io.Writer) *cobra.Command {
 	cfg := &config{}
 	var autolock bool
 	cmd := daemonCmd("init", "Make a new cluster with this node as its first manager, and run it", cfg, func(cmd *cobra.Command, args []string) error {
-		d := &daemon{cfg: cfg, log: cfg.logger(), out: out}
+		d := &daemon{cfg: cfg, log: cfg.logger(cmd.ErrOrStderr()), out: out}
 		lock, err := lockDir(cfg.DataDir)
 		if err != nil {
 			return err
@@ -74,7 +74,7 @@ func joinCmd(out io.Writer) *cobra.Command {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			addr = net.JoinHostPort(addr, fmt.Sprint(swarm.DefaultManagementPort))
 		}
-		d := &daemon{cfg: cfg, log: cfg.logger(), out: out}
+		d := &daemon{cfg: cfg, log: cfg.logger(cmd.ErrOrStderr()), out: out}
 		return d.run(cmd.Context(), func(ctx context.Context, n *swarm.Node) error {
 			jctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
@@ -98,7 +98,7 @@ func joinCmd(out io.Writer) *cobra.Command {
 func runCmd(out io.Writer) *cobra.Command {
 	cfg := &config{}
 	cmd := daemonCmd("run", "Start the node in the data dir again (after a restart)", cfg, func(cmd *cobra.Command, args []string) error {
-		d := &daemon{cfg: cfg, log: cfg.logger(), out: out}
+		d := &daemon{cfg: cfg, log: cfg.logger(cmd.ErrOrStderr()), out: out}
 		return d.run(cmd.Context(), func(ctx context.Context, n *swarm.Node) error {
 			err := n.Start(ctx)
 			if errors.Is(err, swarm.ErrNotInitialized) {
@@ -137,7 +137,7 @@ func leaveCmd(out io.Writer) *cobra.Command {
 		}
 		// No shoald runs on the data dir: start the node to stop its
 		// tasks, then leave.
-		d := &daemon{cfg: cfg, log: cfg.logger(), out: out}
+		d := &daemon{cfg: cfg, log: cfg.logger(cmd.ErrOrStderr()), out: out}
 		lock, err := lockDir(cfg.DataDir)
 		if err != nil {
 			return err

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -191,11 +192,11 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-func (c *config) logger() *slog.Logger {
+func (c *config) logger(w io.Writer) *slog.Logger {
 	l, _ := parseLevel(c.LogLevel)
 	opts := &slog.HandlerOptions{Level: l}
 	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(w, opts))
 }
