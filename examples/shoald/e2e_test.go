@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -160,6 +161,17 @@ func TestClusterEndToEnd(t *testing.T) {
 	}
 	everyHostAnswers("deployed", 2)
 
+	// The stock docker CLI, where there is one, on the manager's socket.
+	if docker, err := exec.LookPath("docker"); err == nil {
+		cmd := exec.Command(docker, "node", "ls")
+		cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+filepath.Join(mgr.DataDir, "docker.sock"))
+		out, err := cmd.CombinedOutput()
+		if err != nil || strings.Count(string(out), "Ready") != 3 || !strings.Contains(string(out), "Leader") {
+			t.Errorf("docker node ls: %v\n%s", err, out)
+		}
+		t.Logf("docker node ls:\n%s", out)
+	}
+
 	// A worker dies (SIGKILL): its tasks are replaced on the other one,
 	// and the mesh keeps answering everywhere but on the dead host.
 	victim, other := hosts[1], hosts[2]
@@ -235,6 +247,68 @@ func TestClusterEndToEnd(t *testing.T) {
 	if !strings.Contains(resp, "shoal_routing_mesh_published_ports 1") || !strings.Contains(resp, "shoal_routing_mesh_rule_changes_total") {
 		t.Errorf("worker metrics:\n%s", grepShoal(resp))
 	}
+
+	// A worker's shoald stopped with SIGTERM leaves its tasks running; it
+	// comes back with `shoald run` and the service is whole again.
+	by, _, err := running(ctx, c, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, tk := range by[other.NodeID()] {
+		pids = append(pids, tk.Status.PID)
+	}
+	if len(pids) == 0 {
+		t.Fatal("no task on the worker to stop")
+	}
+	if err := other.Stop(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if pid <= 0 || syscall.Kill(pid, 0) != nil {
+			t.Fatalf("task process %d does not run after its shoald's SIGTERM (pids %v)", pid, pids)
+		}
+	}
+	if err := lab.Run(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitReady(ctx, c, other); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Within(t, time.Minute, "5 running again", func() bool {
+		_, n, err := running(ctx, c, svc)
+		return err == nil && n == 5
+	})
+	everyHostAnswers("after the worker's restart", 2)
+
+	// `shoald leave` asks the running daemon (on its Docker API socket) to
+	// leave: it exits, its identity is gone, its tasks end.
+	var out bytes.Buffer
+	if err := run(ctx, []string{"leave", "--data-dir", other.DataDir}, &out, &out); err != nil {
+		t.Fatalf("shoald leave: %v\n%s", err, out.String())
+	}
+	waitfor.Within(t, 30*time.Second, "the daemon exits after leaving", func() bool { return !other.Running() })
+	if other.NodeID() != "" {
+		t.Fatal("node.json is still there after leave")
+	}
+	waitfor.Within(t, time.Minute, "the left node's tasks replaced", func() bool {
+		by, n, err := running(ctx, c, svc)
+		return err == nil && n == 5 && len(by[victim.NodeID()]) == 5
+	}, func() string { return describe(ctx, c) })
+}
+
+// describe is the cluster's nodes and tasks, for a failure.
+func describe(ctx context.Context, c *swarm.Client) string {
+	var b strings.Builder
+	nodes, _ := c.Nodes(ctx, swarm.Filter{})
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "node %s %s %s %s %s\n", n.ID, n.Spec.Role, n.Spec.Availability, n.Status.State, n.Status.Message)
+	}
+	tasks, _ := c.Tasks(ctx, swarm.Filter{})
+	for _, t := range tasks {
+		fmt.Fprintf(&b, "task %s slot %d node %s desired %s state %s %s %s\n", t.ID, t.Slot, t.NodeID, t.DesiredState, t.Status.State, t.Status.Message, t.Status.Err)
+	}
+	return b.String()
 }
 
 func taskIDs(t *testing.T, ctx context.Context, c *swarm.Client, svc string) string {
