@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -42,6 +43,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx); err != nil {
+		if ctx.Err() != nil {
+			err = errors.New("interrupted (everything it made is removed)")
+		}
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
@@ -86,7 +90,7 @@ func run(ctx context.Context) (err error) {
 			}
 		}
 		logf("all clean")
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			fmt.Fprintln(os.Stderr, "quickstart: the shoald logs were in", lab.Dir, "(removed); rerun with -keep to look at a live cluster")
 		}
 	}()
