@@ -82,6 +82,13 @@ func run(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() {
+		if err != nil && ctx.Err() == nil {
+			for _, h := range lab.Hosts {
+				if tail := h.LogTail(15); tail != "" {
+					fmt.Fprintf(os.Stderr, "--- host %d's shoald log, last lines:\n%s\n", h.Index, tail)
+				}
+			}
+		}
 		logf("cleaning up: shoald processes, containers, containerd, mounts, namespaces (with their links and nftables tables), files")
 		if cerr := lab.Close(); cerr != nil {
 			fmt.Fprintln(os.Stderr, "quickstart: cleanup:", cerr)
