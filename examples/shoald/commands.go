@@ -25,6 +25,9 @@ func initCmd(out io.Writer) *cobra.Command {
 	cfg := &config{}
 	var autolock bool
 	cmd := daemonCmd("init", "Make a new cluster with this node as its first manager, and run it", cfg, func(cmd *cobra.Command, args []string) error {
+		if host, _, _ := net.SplitHostPort(cfg.ListenAddr); cfg.AdvertiseAddr == "" && (host == "" || host == "0.0.0.0" || host == "::") {
+			return fmt.Errorf("--advertise-addr: required when --listen-addr (%s) names no host: the address other nodes reach this manager at", cfg.ListenAddr)
+		}
 		d := &daemon{cfg: cfg, log: cfg.logger(cmd.ErrOrStderr()), out: out}
 		lock, err := lockDir(cfg.DataDir)
 		if err != nil {

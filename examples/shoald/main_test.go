@@ -70,6 +70,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{[]string{"init", "--listen-addr", "nowhere"}, `--listen-addr "nowhere": want host:port`},
 		{[]string{"init", "--vxlan-port", "0"}, "--vxlan-port 0"},
+		{[]string{"init", "--data-dir", dir, "--tasks=false"}, "--advertise-addr: required"},
 		{[]string{"init", "--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"init", "--data-path-addr", "eth0"}, `--data-path-addr "eth0"`},
 		{[]string{"init", "--config", bad}, `unknown key "listen-adr"`},
@@ -79,7 +80,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"join", "--token", "SWMTKN-1-nope", "192.0.2.1:2377", "--data-dir", dir}, "--token:"},
 		{[]string{"join", "--token", "x"}, "join takes one argument"},
 		{[]string{"run", "--data-dir", t.TempDir(), "--tasks=false"}, "holds no node"},
-		{[]string{"init", "--data-dir", t.TempDir(), "--containerd", filepath.Join(dir, "no.sock")}, "is containerd running?"},
+		{[]string{"init", "--data-dir", t.TempDir(), "--listen-addr", "127.0.0.1:0", "--containerd", filepath.Join(dir, "no.sock")}, "is containerd running?"},
 		{[]string{"unlock", "--data-dir", t.TempDir(), "--key", "k"}, "no shoald answers"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 	} {
