@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoalproject/shoal/netmesh"
@@ -119,6 +120,10 @@ type Agent struct {
 	pruned bool
 	// stats counts what Apply did.
 	stats Stats
+	// pubKey is the WireGuard public key, read without the lock: the
+	// worker asks for it with each heartbeat, which must not wait for a
+	// task being wired.
+	pubKey atomic.Pointer[string]
 }
 
 // Stats are the agent's figures, for metrics.
@@ -262,6 +267,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		go a.rotateLoop(period)
 	}
 	a.started = true
+	pub := a.overlay.PublicKey().String()
+	a.pubKey.Store(&pub)
 	if a.ready == nil {
 		a.ready = make(chan struct{})
 	}
@@ -288,12 +295,10 @@ func (a *Agent) newFirewall(ports []netmesh.NodePort) *netmesh.NodeFirewall {
 // PublicKey is the node's WireGuard public key (base64), for
 // api.NodeDescription.WireGuardKey; empty before Start.
 func (a *Agent) PublicKey() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.started {
-		return ""
+	if p := a.pubKey.Load(); p != nil {
+		return *p
 	}
-	return a.overlay.PublicKey().String()
+	return ""
 }
 
 // Close stops the agent: the tasks' DNS servers and load balancers, the
@@ -408,6 +413,8 @@ func (a *Agent) rotateKey() (string, error) {
 	}
 	a.wgKey = k
 	pub, err := a.overlay.SetKey(k)
+	cur := a.overlay.PublicKey().String()
+	a.pubKey.Store(&cur)
 	return pub.String(), err
 }
 
