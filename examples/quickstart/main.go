@@ -195,6 +195,12 @@ func run(ctx context.Context) (err error) {
 		return fmt.Errorf("the stack publishes no port")
 	}
 	port := ports[0]
+	// A task counts as running once its process started: its server may
+	// take a moment to listen, and the new endpoints a moment to reach
+	// every node's routing mesh. Wait until every host answers.
+	if err := waitMesh(ctx, client, hosts, port); err != nil {
+		return err
+	}
 	logf("requests to port %d of every host, from host %d (%s), a client outside the cluster:", port, client.Index, client.Addr)
 	if err := ask(ctx, client, hosts, port, *requests); err != nil {
 		return err
@@ -269,6 +275,36 @@ func converge(ctx context.Context, c *swarm.Client, svc *api.Service) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// waitMesh waits until port answers on every host, 3 times in a row.
+func waitMesh(ctx context.Context, from *shoallab.Host, hosts []*shoallab.Host, port uint32) error {
+	hc := from.HTTPClient(2 * time.Second)
+	start := time.Now()
+	for _, h := range hosts {
+		url := fmt.Sprintf("http://%s:%d/", h.Addr, port)
+		ok := 0
+		for ok < 3 {
+			if _, err := get(ctx, hc, url); err != nil {
+				ok = 0
+				if time.Since(start) > time.Minute {
+					return fmt.Errorf("%s does not answer after a minute: %v", url, err)
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
+			if firstAnswer.IsZero() {
+				firstAnswer = time.Now()
+			}
+			ok++
+		}
+	}
+	logf("the routing mesh answers on all %d hosts (waited %.1fs after the tasks ran)", len(hosts), time.Since(start).Seconds())
+	return nil
 }
 
 // ask sends n requests to port on each host, from `from`, and prints the
