@@ -24,6 +24,9 @@ type FakeExecutor struct {
 	// IgnoreStop makes Shutdown wait out the grace period (a process that
 	// ignores its stop signal), for tasks of these images.
 	IgnoreStop map[string]bool
+	// StopCodes are the exit codes of tasks of an image stopped by
+	// Shutdown (a program that exits 0 on SIGTERM); 143 otherwise.
+	StopCodes map[string]int
 	// ExecResult answers Exec (health checks); nil answers exit code 0.
 	ExecResult func(taskID string, cmd []string) int
 
@@ -203,7 +206,11 @@ func (f *FakeExecutor) Shutdown(ctx context.Context, id string, grace time.Durat
 		f.Exit(id, 137)
 		return nil
 	}
-	f.Exit(id, 143)
+	code := 143
+	if c, ok := f.StopCodes[t.image]; ok {
+		code = c
+	}
+	f.Exit(id, code)
 	return nil
 }
 

@@ -135,6 +135,8 @@ type Store struct {
 	// LeaderDrops counts leader changes dropped for a slow subscriber (the
 	// subscriber still gets the newest value).
 	leaderDrops atomic.Uint64
+	// leaderChanges counts the leader changes this member observed.
+	leaderChanges atomic.Uint64
 }
 
 // Start opens the data dir, restores state and joins the Raft cluster. It
@@ -355,6 +357,7 @@ func (s *Store) watchLeader(ch chan raft.Observation) {
 			lo := o.Data.(raft.LeaderObservation)
 			info := LeaderInfo{ID: string(lo.LeaderID), Address: string(lo.LeaderAddr), Self: lo.LeaderID == raft.ServerID(s.ID), Term: s.raft.CurrentTerm()}
 			s.logger().Info("raftstore leader changed", "leader", info.ID, "address", info.Address, "self", info.Self)
+			s.leaderChanges.Add(1)
 			s.leaderMu.Lock()
 			s.leaderLast = info
 			for sub := range s.leaderSubs {
@@ -421,6 +424,29 @@ func (s *Store) WatchLeader(ctx context.Context) (<-chan LeaderInfo, error) {
 
 // LeaderDrops counts leader changes skipped for slow WatchLeader readers.
 func (s *Store) LeaderDrops() uint64 { return s.leaderDrops.Load() }
+
+// Stats are a member's Raft figures, for metrics.
+type Stats struct {
+	// State is the member's Raft state: Follower, Candidate, Leader or
+	// Shutdown.
+	State string
+	// Term is the current term; CommitIndex, AppliedIndex and LastIndex
+	// are the indexes of the last entry committed, applied and in the log.
+	Term, CommitIndex, AppliedIndex, LastIndex uint64
+	// LeaderChanges counts the leader changes this member observed since
+	// it started (losing a leader counts too).
+	LeaderChanges uint64
+}
+
+// Stats returns the member's Raft figures (zero when it is not running).
+func (s *Store) Stats() Stats {
+	if s.running() != nil {
+		return Stats{State: "Shutdown"}
+	}
+	r := s.raft
+	return Stats{State: r.State().String(), Term: r.CurrentTerm(), CommitIndex: r.CommitIndex(), AppliedIndex: r.AppliedIndex(),
+		LastIndex: r.LastIndex(), LeaderChanges: s.leaderChanges.Load()}
+}
 
 // Leader returns the leader as this member knows it.
 func (s *Store) Leader() LeaderInfo {

@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 # integration tests (each test starts its own private containerd daemon),
 # tini for tasks that ask for an init process; iproute2 and nftables for
 # the network-namespace test hosts (internal/nettest); iperf3 and wrk for the
-# throughput and HTTP figures of examples/meshbench.
-packages=(containerd runc tini nftables iproute2 iperf3 wrk)
+# throughput and HTTP figures of examples/meshbench; util-linux's nsenter
+# starts the real shoald binaries in the hosts of the end-to-end test
+# (examples/shoald, which builds them itself).
+packages=(containerd runc tini nftables iproute2 util-linux iperf3 wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

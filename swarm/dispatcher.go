@@ -316,7 +316,7 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, role api.NodeR
 			if c, err := clusterObject(&tx.ReadTx); err == nil && removed(c, nodeID) {
 				return fmt.Errorf("%w: node %s was removed from the cluster; join it again with a join token", errForbidden, nodeID)
 			}
-			status := api.NodeStatus{State: api.NodeReady, Message: "registered"}
+			status := api.NodeStatus{State: api.NodeReady, Message: "registered", Addr: desc.DataAddr}
 			if o, err := tx.Get(TableNodes, nodeID); err == nil {
 				n := *o.(*api.Node)
 				n.Description, n.Status, n.UpdatedAt = desc, status, now

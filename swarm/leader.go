@@ -191,7 +191,9 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 			}
 		}
 		if all || len(dirty) > 0 {
+			began := time.Now()
 			res, err := m.reconcile(ctx, st, dirty, all, &book)
+			m.reconcileTime.observe(time.Since(began))
 			switch {
 			case err == nil:
 			case ctx.Err() != nil:

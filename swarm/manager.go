@@ -108,6 +108,9 @@ type Manager struct {
 	ready     chan struct{}
 	addrs     atomic.Pointer[cachedAddrs]
 	arbHealth arbiterHealth // which arbiters this manager cannot reach
+
+	// reconcileTime and scheduleTime time the leader's passes (Stats).
+	reconcileTime, scheduleTime latency
 }
 
 // RaftTuning holds the Raft store's timing and sizes (see raftstore.Store

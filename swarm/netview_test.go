@@ -150,6 +150,12 @@ func TestNetworkViews(t *testing.T) {
 	if _, applies := nets["node2"].view(); applies != 0 {
 		t.Fatalf("a node without a network agent's address got %d network views", applies)
 	}
+	// A node's status shows its data-plane address (node ls's ADDRESS).
+	for id, addr := range addrs {
+		if n, err := m.Node(id); err != nil || n.Status.Addr != addr {
+			t.Fatalf("node %s: status address %q %v, want %s", id, n.Status.Addr, err, addr)
+		}
+	}
 	// The secret's data reached the nodes that run db, and only them.
 	ref := api.SecretReference{SecretName: "pw", SecretID: pw.ID}
 	for _, id := range []string{"node0", "node1"} {

@@ -999,6 +999,11 @@ func (n *Node) Leave(ctx context.Context, force bool) error {
 	if role == string(ca.RoleManager) && !force {
 		return fmt.Errorf("%w: this node is a manager: demote it first (leaving would take a vote from the cluster), or force it", api.ErrInvalidSpec)
 	}
+	// The node stops first: a worker still running would report its
+	// tasks' exits as their own ends (complete, not replaced under a
+	// restart-on-failure policy). Stopped, the node is down to the
+	// managers, who replace its tasks elsewhere.
+	n.Close()
 	if w != nil {
 		// Its tasks go with it.
 		if a, ok := n.Executor.(agent.Adopter); ok {
@@ -1010,7 +1015,6 @@ func (n *Node) Leave(ctx context.Context, force bool) error {
 			}
 		}
 	}
-	n.Close()
 	for _, p := range []string{nodeFile, ca.CertDirName, "manager"} {
 		if err := os.RemoveAll(filepath.Join(n.Dir, p)); err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -693,6 +694,64 @@ func TestEventsRedactSecrets(t *testing.T) {
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("no %s event", action)
+		}
+	}
+}
+
+// slowStop stops tasks as a real runtime does: not at once.
+type slowStop struct{ *agent.FakeExecutor }
+
+func (s slowStop) Shutdown(ctx context.Context, id string, grace time.Duration) error {
+	time.Sleep(300 * time.Millisecond)
+	return s.FakeExecutor.Shutdown(ctx, id, grace)
+}
+
+// A worker that leaves takes its tasks down with it as a node that is
+// gone, not as tasks that completed: a service restarted only on failure
+// (the tutorials' stacks) gets them replaced elsewhere.
+func TestLeaveReplacesOnFailureTasks(t *testing.T) {
+	ctx := context.Background()
+	m0 := tnode(t)
+	if err := m0.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, m0)
+	cl := m0.Client()
+	c, err := cl.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The program exits 0 on SIGTERM, as the test app does.
+	fake := &agent.FakeExecutor{StopCodes: map[string]int{"example/web:1": 0}}
+	w := &swarm.Node{Dir: t.TempDir(), Executor: slowStop{fake}, Logger: testLogger(t), HeartbeatPeriod: 300 * time.Millisecond}
+	t.Cleanup(func() { w.Close(); fake.ExitAll() })
+	if err := w.Join(ctx, c.JoinTokens.Worker, m0.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, w)
+	spec := service("web", api.Replicated(4))
+	zero := time.Duration(0)
+	spec.TaskTemplate.RestartPolicy = &api.RestartPolicy{Condition: api.RestartOnFailure, Delay: &zero}
+	svc, err := cl.CreateService(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wid := w.ID()
+	waitfor.True(t, "4 running, some on the worker", func() bool {
+		rs := running(t, cl, svc.ID)
+		return len(rs) == 4 && slices.ContainsFunc(rs, func(tk *api.Task) bool { return tk.NodeID == wid })
+	})
+	if err := w.Leave(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "4 running again, none on the node that left", func() bool {
+		rs := running(t, cl, svc.ID)
+		return len(rs) == 4 && !slices.ContainsFunc(rs, func(tk *api.Task) bool { return tk.NodeID == wid })
+	})
+	ts, _ := cl.Tasks(ctx, swarm.Filter{Services: []string{svc.ID}})
+	for _, tk := range ts {
+		if tk.NodeID == wid && tk.Status.State == api.TaskComplete {
+			t.Fatalf("a task of the node that left was reported complete (not replaced: restart on failure): %+v", tk.Status)
 		}
 	}
 }

@@ -221,7 +221,9 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			sched = scheduler.New(scheduler.Config{})
 		}
 		pending := slices.DeleteFunc(byPending(bySvc, p.create), func(t *api.Task) bool { return unplaced[t] })
+		began := time.Now()
 		assigned = assign(sched, nodes, usage, pending, now)
+		m.scheduleTime.observe(time.Since(began))
 	}
 	return res, m.commit(ctx, st, now, &p, assigned, changed, nodeUps, owner, &res)
 }

@@ -31,19 +31,33 @@ const (
 	SeedContent = "from the image\n"
 )
 
+// WebRef is the reference of the image BuildWeb makes: the same program,
+// serving HTTP on port 80 by default (a web service's image).
+const WebRef = "shoal.test/web:1"
+
 // Build compiles the test program and writes the image as a tarball (the
 // `docker save` layout, which containerd imports) into dir. It returns the
 // tarball's path.
 func Build(ctx context.Context, dir string) (string, error) {
+	return build(ctx, dir, AppRef, []string{"sleep"}, "app.tar")
+}
+
+// BuildWeb writes the WebRef image's tarball into dir (web.tar), as Build
+// does; its default command is "http :80".
+func BuildWeb(ctx context.Context, dir string) (string, error) {
+	return build(ctx, dir, WebRef, []string{"http", ":80"}, "web.tar")
+}
+
+func build(ctx context.Context, dir, ref string, cmd []string, file string) (string, error) {
 	_, self, _, ok := runtime.Caller(0)
 	if !ok {
 		return "", fmt.Errorf("testimages: cannot find the program's source")
 	}
 	bin := filepath.Join(dir, "app")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./app")
-	cmd.Dir = filepath.Dir(self)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	gb := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./app")
+	gb.Dir = filepath.Dir(self)
+	gb.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := gb.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("testimages: go build: %v\n%s", err, out)
 	}
 	binary, err := os.ReadFile(bin)
@@ -81,16 +95,16 @@ func Build(ctx context.Context, dir string) (string, error) {
 	}
 	cfg = cfg.DeepCopy()
 	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
-	cfg.Config = v1.Config{Entrypoint: []string{"/app"}, Cmd: []string{"sleep"}, Env: []string{"PATH=/"}}
+	cfg.Config = v1.Config{Entrypoint: []string{"/app"}, Cmd: cmd, Env: []string{"PATH=/"}}
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		return "", err
 	}
-	ref, err := name.ParseReference(AppRef)
+	r, err := name.ParseReference(ref)
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, "app.tar")
-	if err := tarball.WriteToFile(out, ref, img); err != nil {
+	out := filepath.Join(dir, file)
+	if err := tarball.WriteToFile(out, r, img); err != nil {
 		return "", err
 	}
 	os.Remove(bin)

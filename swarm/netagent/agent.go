@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoalproject/shoal/netmesh"
@@ -117,6 +118,34 @@ type Agent struct {
 	applied applied
 	// pruned is set once stale devices were removed (the first Apply).
 	pruned bool
+	// stats counts what Apply did.
+	stats Stats
+	// pubKey is the WireGuard public key, read without the lock: the
+	// worker asks for it with each heartbeat, which must not wait for a
+	// task being wired.
+	pubKey atomic.Pointer[string]
+}
+
+// Stats are the agent's figures, for metrics.
+type Stats struct {
+	// Applies counts the views applied, ApplyErrors those that failed in
+	// part.
+	Applies, ApplyErrors uint64
+	// MeshRuleChanges counts the routing mesh's published ports set or
+	// removed (each a change of the node's nftables rules).
+	MeshRuleChanges uint64
+	// PublishedPorts, Networks and Tasks are what the node has now: ports
+	// in the routing mesh, overlay networks, tasks with a namespace.
+	PublishedPorts, Networks, Tasks int
+}
+
+// Stats returns the agent's figures.
+func (a *Agent) Stats() Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.stats
+	s.PublishedPorts, s.Networks, s.Tasks = len(a.applied.ports), len(a.applied.networks), len(a.tasks)
+	return s
 }
 
 // applied is what the agent set in the kernel and the registry, to change
@@ -238,6 +267,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		go a.rotateLoop(period)
 	}
 	a.started = true
+	pub := a.overlay.PublicKey().String()
+	a.pubKey.Store(&pub)
 	if a.ready == nil {
 		a.ready = make(chan struct{})
 	}
@@ -264,12 +295,10 @@ func (a *Agent) newFirewall(ports []netmesh.NodePort) *netmesh.NodeFirewall {
 // PublicKey is the node's WireGuard public key (base64), for
 // api.NodeDescription.WireGuardKey; empty before Start.
 func (a *Agent) PublicKey() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.started {
-		return ""
+	if p := a.pubKey.Load(); p != nil {
+		return *p
 	}
-	return a.overlay.PublicKey().String()
+	return ""
 }
 
 // Close stops the agent: the tasks' DNS servers and load balancers, the
@@ -384,6 +413,8 @@ func (a *Agent) rotateKey() (string, error) {
 	}
 	a.wgKey = k
 	pub, err := a.overlay.SetKey(k)
+	cur := a.overlay.PublicKey().String()
+	a.pubKey.Store(&cur)
 	return pub.String(), err
 }
 

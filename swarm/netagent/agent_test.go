@@ -117,6 +117,14 @@ func TestAgentCluster(t *testing.T) {
 	c := newCluster(t)
 	client := c.ns["client.1"]
 	h := c.lab.Hosts
+	// n1 publishes 8080 (ingress) and 9090 (host mode, its edge.1) and is
+	// on ingress, front and back; n0 only publishes 8080.
+	if st := c.agent("n1").Stats(); st.Applies != 2 || st.ApplyErrors != 0 || st.PublishedPorts != 2 || st.MeshRuleChanges < 2 || st.Networks != 3 || st.Tasks != 3 {
+		t.Errorf("n1 stats %+v", st)
+	}
+	if st := c.agent("n0").Stats(); st.PublishedPorts != 1 || st.MeshRuleChanges != 1 {
+		t.Errorf("n0 stats %+v", st)
+	}
 
 	t.Run("names", func(t *testing.T) {
 		for name, want := range map[string]string{"web": "10.0.1.2", "tasks.web": "10.0.1.11 10.0.1.12", "client": "10.0.1.3",

@@ -41,7 +41,12 @@ func (a *Agent) Apply(ctx context.Context, v *api.NetworkView) error {
 		}
 	}
 	errs = append(errs, a.syncPorts(ctx))
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	a.stats.Applies++
+	if err != nil {
+		a.stats.ApplyErrors++
+	}
+	return err
 }
 
 func (a *Agent) usable() error {
@@ -407,6 +412,7 @@ func (a *Agent) syncPorts(ctx context.Context) error {
 			continue
 		}
 		delete(a.applied.ports, k)
+		a.stats.MeshRuleChanges++
 	}
 	for k, p := range want {
 		if old, ok := a.applied.ports[k]; ok && reflect.DeepEqual(old, p) {
@@ -417,6 +423,7 @@ func (a *Agent) syncPorts(ctx context.Context) error {
 			continue
 		}
 		a.applied.ports[k] = p
+		a.stats.MeshRuleChanges++
 	}
 	return errors.Join(errs...)
 }

@@ -178,7 +178,9 @@ func compile(v *api.NetworkView, self string, log *slog.Logger) *compiled {
 		for _, vip := range se.VirtualIPs {
 			ni := c.nets[vip.NetworkID]
 			if ni == nil {
-				skip("service VIP on an unknown network", "service", se.ID, "network", vip.NetworkID)
+				// A service that publishes a port comes to every node,
+				// with its VIPs on networks this node is not on.
+				log.Debug("netagent: service VIP on a network not in this node's view", "service", se.ID, "network", vip.NetworkID)
 				continue
 			}
 			addr, ok := firstAddr([]string{vip.Addr}, ni.n.Subnet)
@@ -225,7 +227,8 @@ func compile(v *api.NetworkView, self string, log *slog.Logger) *compiled {
 			for netID, as := range te.Addrs {
 				ni := c.nets[netID]
 				if ni == nil {
-					skip("task address on an unknown network", "task", te.ID, "network", netID)
+					// As the VIPs: its other networks may not be here.
+					log.Debug("netagent: task address on a network not in this node's view", "task", te.ID, "network", netID)
 					continue
 				}
 				addr, ok := firstAddr([]string{as}, ni.n.Subnet)

@@ -1,0 +1,316 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoalproject/shoal/swarm"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// readData reads a secret's or config's data from a file, or stdin ("-").
+func readData(cmd *cobra.Command, file string) ([]byte, error) {
+	var r io.Reader
+	if file == "-" {
+		r = cmd.InOrStdin()
+	} else {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, api.MaxSecretSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > api.MaxSecretSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", file, api.MaxSecretSize)
+	}
+	return b, nil
+}
+
+// dataObject is what secret and config commands share.
+type dataObject struct {
+	kind   string
+	create func(c *swarm.Client, cmd *cobra.Command, name string, labels map[string]string, data []byte) (string, error)
+	list   func(c *swarm.Client, cmd *cobra.Command) (any, [][]string, error)
+	get    func(c *swarm.Client, cmd *cobra.Command, name string) (any, error)
+	remove func(c *swarm.Client, cmd *cobra.Command, name string) error
+}
+
+func dataObjectCmd(c *cli, o dataObject) *cobra.Command {
+	cmd := &cobra.Command{Use: o.kind, Short: "Manage " + o.kind + "s"}
+	var labels []string
+	create := &cobra.Command{Use: "create [--label K=V] NAME FILE|-", Short: "Create a " + o.kind + " from a file or stdin", Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := labelsOf("label", labels)
+			if err != nil {
+				return err
+			}
+			data, err := readData(cmd, args[1])
+			if err != nil {
+				return err
+			}
+			cl, err := c.connect()
+			if err != nil {
+				return err
+			}
+			id, err := o.create(cl, cmd, args[0], l, data)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.out, id)
+			return nil
+		}}
+	create.Flags().StringArrayVarP(&labels, "label", "l", nil, "label (key=value)")
+	ls := &cobra.Command{Use: "ls", Aliases: []string{"list"}, Short: "List " + o.kind + "s", Args: exactArgs(0), RunE: func(cmd *cobra.Command, args []string) error {
+		cl, err := c.connect()
+		if err != nil {
+			return err
+		}
+		v, rows, err := o.list(cl, cmd)
+		if err != nil {
+			return err
+		}
+		return c.table(v, []string{"ID", "NAME", "CREATED", "UPDATED"}, rows)
+	}}
+	inspect := &cobra.Command{Use: "inspect NAME...", Short: "Show " + o.kind + "s (JSON, without their data)", Args: minArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		cl, err := c.connect()
+		if err != nil {
+			return err
+		}
+		var out []any
+		for _, n := range args {
+			v, err := o.get(cl, cmd, n)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return c.printJSON(out)
+	}}
+	rm := &cobra.Command{Use: "rm NAME...", Aliases: []string{"remove"}, Short: "Remove " + o.kind + "s", Args: minArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		cl, err := c.connect()
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, n := range args {
+			if err := o.remove(cl, cmd, n); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", n, err))
+				continue
+			}
+			fmt.Fprintln(c.out, n)
+		}
+		return errors.Join(errs...)
+	}}
+	cmd.AddCommand(create, ls, inspect, rm)
+	return cmd
+}
+
+func metaRow(m api.Meta, name string) []string {
+	return []string{m.ID, name, ago(m.CreatedAt), ago(m.UpdatedAt)}
+}
+
+func secretCmd(c *cli) *cobra.Command {
+	return dataObjectCmd(c, dataObject{kind: "secret",
+		create: func(cl *swarm.Client, cmd *cobra.Command, name string, l map[string]string, data []byte) (string, error) {
+			ctx, cancel := c.ctx(cmd)
+			defer cancel()
+			s, err := cl.CreateSecret(ctx, api.SecretSpec{Annotations: api.Annotations{Name: name, Labels: l}, Data: data})
+			if err != nil {
+				return "", err
+			}
+			return s.ID, nil
+		},
+		list: func(cl *swarm.Client, cmd *cobra.Command) (any, [][]string, error) {
+			ctx, cancel := c.ctx(cmd)
+			defer cancel()
+			ss, err := cl.Secrets(ctx, swarm.Filter{})
+			if err != nil {
+				return nil, nil, err
+			}
+			slices.SortFunc(ss, func(a, b *api.Secret) int { return strings.Compare(a.Spec.Name, b.Spec.Name) })
+			var rows [][]string
+			for i, s := range ss {
+				ss[i] = s.Redacted()
+				rows = append(rows, metaRow(s.Meta, s.Spec.Name))
+			}
+			return ss, rows, nil
+		},
+		get: func(cl *swarm.Client, cmd *cobra.Command, name string) (any, error) {
+			ctx, cancel := c.ctx(cmd)
+			defer cancel()
+			s, err := cl.Secret(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			return s.Redacted(), nil
+		},
+		remove: func(cl *swarm.Client, cmd *cobra.Command, name string) error {
+			ctx, cancel := c.ctx(cmd)
+			defer cancel()
+			return cl.RemoveSecret(ctx, name)
+		},
+	})
+}
+
+func configCmd(c *cli) *cobra.Command {
+	return dataObjectCmd(c, dataObject{kind: "config",
+		create: func(cl *swarm.Client, cmd *cobra.Command, name string, l map[string]string, data []byte) (string, error) {
+			ctx, cancel := c.ctx(cmd)
+			defer cancel()
+			s, err := cl.CreateConfig(ctx, api.ConfigSpec{Annotations: api.Annotations{Name: name, Labels: l}, Data: data})
+			if err != nil {
+				return "", err
+			}
+			return s.ID, nil
+		},
+		list: func(cl *swarm.Client, cmd *cobra.Command) (any, [][]string, error) {
+			ctx, cancel := c.ctx(cmd)
+			defer cancel()
+			cs, err := cl.Configs(ctx, swarm.Filter{})
+			if err != nil {
+				return nil, nil, err
+			}
+			slices.SortFunc(cs, func(a, b *api.Config) int { return strings.Compare(a.Spec.Name, b.Spec.Name) })
+			var rows [][]string
+			for _, s := range cs {
+				rows = append(rows, metaRow(s.Meta, s.Spec.Name))
+			}
+			return cs, rows, nil
+		},
+		get: func(cl *swarm.Client, cmd *cobra.Command, name string) (any, error) {
+			ctx, cancel := c.ctx(cmd)
+			defer cancel()
+			return cl.Config(ctx, name)
+		},
+		remove: func(cl *swarm.Client, cmd *cobra.Command, name string) error {
+			ctx, cancel := c.ctx(cmd)
+			defer cancel()
+			return cl.RemoveConfig(ctx, name)
+		},
+	})
+}
+
+func networkCmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{Use: "network", Short: "Manage overlay networks"}
+	var driver, subnet, gateway string
+	var attachable, internal, encrypted bool
+	var labels, opts []string
+	create := &cobra.Command{Use: "create [OPTIONS] NAME", Short: "Create an overlay network", Args: exactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		if driver != "overlay" {
+			return fmt.Errorf("--driver %q: Shoal makes overlay networks only", driver)
+		}
+		l, err := labelsOf("label", labels)
+		if err != nil {
+			return err
+		}
+		for _, o := range opts {
+			switch k, v, _ := strings.Cut(o, "="); k {
+			case "encrypted":
+				encrypted = v == "" || v == "true" || v == "1"
+			default:
+				return fmt.Errorf("--opt %q: the overlay driver takes encrypted", o)
+			}
+		}
+		spec := api.NetworkSpec{Annotations: api.Annotations{Name: args[0], Labels: l}, Driver: driver, Attachable: attachable, Internal: internal, Encrypted: encrypted}
+		if subnet != "" || gateway != "" {
+			spec.IPAM = &api.IPAMConfig{Subnet: subnet, Gateway: gateway}
+		}
+		cl, err := c.connect()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := c.ctx(cmd)
+		defer cancel()
+		n, err := cl.CreateNetwork(ctx, spec)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.out, n.ID)
+		return nil
+	}}
+	f := create.Flags()
+	f.StringVar(&driver, "driver", "overlay", "network driver (overlay)")
+	f.BoolVar(&attachable, "attachable", false, "let standalone containers attach")
+	f.BoolVar(&internal, "internal", false, "no route out of the network")
+	f.BoolVar(&encrypted, "encrypted", false, "encrypt traffic between nodes (WireGuard)")
+	f.StringArrayVarP(&opts, "opt", "o", nil, "driver option (encrypted)")
+	f.StringVar(&subnet, "subnet", "", "subnet (default: one from the cluster's pool)")
+	f.StringVar(&gateway, "gateway", "", "gateway address")
+	f.StringArrayVarP(&labels, "label", "l", nil, "label (key=value)")
+	ls := &cobra.Command{Use: "ls", Aliases: []string{"list"}, Short: "List networks", Args: exactArgs(0), RunE: func(cmd *cobra.Command, args []string) error {
+		cl, err := c.connect()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := c.ctx(cmd)
+		defer cancel()
+		ns, err := cl.Networks(ctx, swarm.Filter{})
+		if err != nil {
+			return err
+		}
+		slices.SortFunc(ns, func(a, b *api.Network) int { return strings.Compare(a.Spec.Name, b.Spec.Name) })
+		var rows [][]string
+		for _, n := range ns {
+			sub := ""
+			if n.IPAM != nil {
+				sub = n.IPAM.Subnet
+			}
+			var flags []string
+			for name, on := range map[string]bool{"ingress": n.Spec.Ingress, "attachable": n.Spec.Attachable, "internal": n.Spec.Internal, "encrypted": n.Spec.Encrypted} {
+				if on {
+					flags = append(flags, name)
+				}
+			}
+			slices.Sort(flags)
+			rows = append(rows, []string{short(n.ID), n.Spec.Name, "overlay", "swarm", sub, strings.Join(flags, ",")})
+		}
+		return c.table(ns, []string{"NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "OPTIONS"}, rows)
+	}}
+	inspect := &cobra.Command{Use: "inspect NETWORK...", Short: "Show networks (JSON)", Args: minArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		cl, err := c.connect()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := c.ctx(cmd)
+		defer cancel()
+		var out []*api.Network
+		for _, n := range args {
+			v, err := cl.Network(ctx, n)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return c.printJSON(out)
+	}}
+	rm := &cobra.Command{Use: "rm NETWORK...", Aliases: []string{"remove"}, Short: "Remove networks", Args: minArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		cl, err := c.connect()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := c.ctx(cmd)
+		defer cancel()
+		var errs []error
+		for _, n := range args {
+			if err := cl.RemoveNetwork(ctx, n); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", n, err))
+				continue
+			}
+			fmt.Fprintln(c.out, n)
+		}
+		return errors.Join(errs...)
+	}}
+	cmd.AddCommand(create, ls, inspect, rm)
+	return cmd
+}
