@@ -330,7 +330,11 @@ func (r *reconciler) keepAs(svc *api.Service, ts []*api.Task, place func(*api.Ta
 		if maxAttempts > 0 && uint64(len(restarts)) >= maxAttempts {
 			return
 		}
-		if at := current.Status.Timestamp.Add(delay); r.now.Before(at) {
+		// The delay is for tasks that ended (exited, failed, were
+		// rejected): it keeps a task that cannot run from looping. A task
+		// orphaned by its node (down or gone) did not fail; its slot gets
+		// a new task at once.
+		if at := current.Status.Timestamp.Add(delay); current.Status.State != api.TaskOrphaned && r.now.Before(at) {
 			p.retryAfter(at)
 			return
 		}
