@@ -51,6 +51,18 @@ type LeaderInfo struct {
 	Term uint64
 }
 
+// FormerLeader is the last leader other than this member that this member
+// saw lose leadership (fall silent or be replaced). A new leader can count
+// that member's silence from LastContact, which it knows although it never
+// led while the member was alive.
+type FormerLeader struct {
+	ID string
+	// LastContact is Raft's last contact when the change was seen: the
+	// former leader's last message, or something later (a vote this member
+	// granted, the next leader's first message), never earlier.
+	LastContact time.Time
+}
+
 // BatchResult is what a Batch achieved: how many changes committed, and the
 // changes skipped because their object changed first.
 type BatchResult struct {
@@ -124,6 +136,7 @@ type Store struct {
 	leaderMu   sync.Mutex
 	leaderSubs map[chan LeaderInfo]struct{}
 	leaderLast LeaderInfo
+	former     FormerLeader
 	// LeaderDrops counts leader changes dropped for a slow subscriber (the
 	// subscriber still gets the newest value).
 	leaderDrops atomic.Uint64
@@ -347,6 +360,14 @@ func (s *Store) watchLeader(ch chan raft.Observation) {
 			info := LeaderInfo{ID: string(lo.LeaderID), Address: string(lo.LeaderAddr), Self: lo.LeaderID == raft.ServerID(s.ID), Term: s.raft.CurrentTerm()}
 			s.logger().Info("raftstore leader changed", "leader", info.ID, "address", info.Address, "self", info.Self)
 			s.leaderMu.Lock()
+			if prev := s.leaderLast; prev.ID != "" && prev.ID != info.ID {
+				// The leader changed. Losing its own leadership says
+				// nothing of another member.
+				s.former = FormerLeader{}
+				if !prev.Self {
+					s.former = FormerLeader{ID: prev.ID, LastContact: s.raft.LastContact()}
+				}
+			}
 			s.leaderLast = info
 			for sub := range s.leaderSubs {
 				sendLatest(sub, info, &s.leaderDrops)
@@ -420,6 +441,15 @@ func (s *Store) Leader() LeaderInfo {
 	}
 	addr, id := s.raft.LeaderWithID()
 	return LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID), Term: s.raft.CurrentTerm()}
+}
+
+// FormerLeader returns the last leader other than this member that this
+// member saw lose leadership, and when it last heard from it; zero when the
+// last leader lost was this member, or none was.
+func (s *Store) FormerLeader() FormerLeader {
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	return s.former
 }
 
 // IsLeader reports whether this member is the leader now.

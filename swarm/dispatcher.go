@@ -66,7 +66,8 @@ const (
 // dispatcher serves workers: registration, heartbeats, assignments and
 // status. Heartbeats live in the leader's memory only (as in swarmkit):
 // a new leader gives every node a full grace period before it can be
-// declared down.
+// declared down, but the node of the leader it replaced (see
+// startLeading).
 type dispatcher struct {
 	store  *raftstore.Store
 	period time.Duration // the base period, for small clusters
@@ -105,12 +106,19 @@ func (s *stream) poke() {
 }
 
 // startLeading begins serving workers in a term. A new term forgets
-// heartbeats seen before, so every node gets a full grace; a leader loop
-// restarted within its term keeps them (a dead node gets no new grace).
+// heartbeats seen before, so every node gets a full grace, except the node
+// of the leader this manager saw go: nothing heartbeats for it while it is
+// silent, and its silence is known from Raft, so it counts from the last
+// contact (a dead leader's node gets no new grace). A leader loop restarted
+// within its term keeps the heartbeats (a dead node gets no new grace).
 func (d *dispatcher) startLeading(term uint64) {
 	d.mu.Lock()
 	if term != d.leadTerm || d.seen == nil {
-		d.seen, d.leadAt, d.leadTerm = map[string]time.Time{}, time.Now(), term
+		now := time.Now()
+		d.seen, d.leadAt, d.leadTerm = map[string]time.Time{}, now, term
+		if f := d.store.FormerLeader(); f.ID != "" && !f.LastContact.IsZero() && f.LastContact.Before(now) {
+			d.seen[f.ID] = f.LastContact
+		}
 	}
 	if d.book == nil {
 		ctx, cancel := context.WithCancel(context.Background())
