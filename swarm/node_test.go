@@ -659,3 +659,40 @@ func runningFakes(e *agent.FakeExecutor) int {
 	}
 	return n
 }
+
+// A list answer may be larger than any request: 20 tasks that each carry
+// a 1 MiB environment are 20 MB of JSON, over the 16 MiB bound on request
+// bodies, and the client reads them whole. Requests stay bounded.
+func TestClientReadsListsLargerThanRequests(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{})
+	cl := c.Client()
+	spec := service("big", api.Replicated(20))
+	spec.TaskTemplate.Env = []string{"BIG=" + strings.Repeat("x", 1<<20)}
+	// No node matches: the tasks stay pending, nothing needs to run them.
+	spec.TaskTemplate.Placement = &api.Placement{Constraints: []string{"node.labels.nowhere==true"}}
+	svc, err := cl.CreateService(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tasks []*api.Task
+	c.WaitFor("20 tasks listed", func() bool {
+		tasks, err = cl.Tasks(ctx, swarm.Filter{Services: []string{svc.ID}})
+		if err != nil {
+			t.Fatalf("listing 20 tasks of 1 MiB each: %v", err)
+		}
+		return len(tasks) == 20
+	})
+	size := 0
+	for _, tk := range tasks {
+		size += len(tk.Spec.Env[0])
+	}
+	if size <= 16<<20 {
+		t.Fatalf("the tasks' environments add up to %d bytes: not over the request bound", size)
+	}
+	huge := service("huge", api.Replicated(1))
+	huge.TaskTemplate.Env = []string{"HUGE=" + strings.Repeat("x", 17<<20)}
+	if _, err := cl.CreateService(ctx, huge); !errors.Is(err, api.ErrInvalidSpec) {
+		t.Fatalf("a 17 MiB request: %v, want it refused as a bad request", err)
+	}
+}
