@@ -696,3 +696,51 @@ func TestClientReadsListsLargerThanRequests(t *testing.T) {
 		t.Fatalf("a 17 MiB request: %v, want it refused as a bad request", err)
 	}
 }
+
+// Nodes shows managers with their place in Raft, as docker node ls: the
+// leader, reachable or not, the management address; workers have none.
+func TestNodesShowManagerStatus(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3, Workers: 1})
+	cl := c.Client()
+	check := func(down string) bool {
+		ns, err := cl.Nodes(ctx, swarm.Filter{})
+		if err != nil {
+			return false
+		}
+		byID := map[string]*api.Node{}
+		for _, n := range ns {
+			byID[n.ID] = n
+		}
+		leader := c.LeaderName()
+		for _, name := range []string{"m0", "m1", "m2"} {
+			n := byID[c.NodeID(name)]
+			if n == nil || n.ManagerStatus == nil {
+				return false
+			}
+			want := api.ReachabilityReachable
+			if name == down {
+				want = api.ReachabilityUnreachable
+			}
+			ms := n.ManagerStatus
+			if ms.Leader != (name == leader) || ms.Reachability != want || ms.Addr != c.Node(name).Addr() {
+				return false
+			}
+		}
+		w := byID[c.NodeID("node0")]
+		if w == nil || w.ManagerStatus != nil {
+			t.Fatalf("the worker: %+v", w)
+		}
+		return true
+	}
+	c.WaitFor("managers with their status", func() bool { return check("") })
+	var follower string
+	for _, name := range []string{"m1", "m2"} {
+		if name != c.LeaderName() {
+			follower = name
+		}
+	}
+	c.Kill(follower)
+	cl = c.Client()
+	c.WaitFor("the killed manager unreachable", func() bool { return check(follower) })
+}
