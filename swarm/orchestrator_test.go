@@ -236,3 +236,23 @@ func TestRestartsAreCarriedPastTheHistory(t *testing.T) {
 		t.Fatal("restarts an hour old still counted against a 1-minute window")
 	}
 }
+
+// The pass's bound on new tasks reaches the reconciler: it builds only
+// that many, says it left work, and does not stop a task whose
+// replacement it cannot make.
+func TestReconcilerBuildsOnlyItsBudget(t *testing.T) {
+	zero := time.Duration(0)
+	r := testReconciler(t0)
+	r.budget = 3
+	p := r.reconcile(svcWith(&api.RestartPolicy{Delay: &zero}, 10), nil, ready("n1"))
+	if len(p.create) != 3 || r.made != 3 || !r.cut {
+		t.Fatalf("budget 3 of 10 slots: created %d, made %d, cut %v", len(p.create), r.made, r.cut)
+	}
+	failed := endedTask("f", 1, api.TaskFailed, t0.Add(-time.Minute))
+	r = testReconciler(t0)
+	r.budget, r.made = 1, 1 // spent
+	p = r.reconcile(svcWith(&api.RestartPolicy{Delay: &zero}, 1), []*api.Task{failed}, ready("n1"))
+	if len(p.create) != 0 || failed.DesiredState != api.TaskRunning || !r.cut {
+		t.Fatalf("no budget left: created %d, the failed task desired %s, cut %v", len(p.create), failed.DesiredState, r.cut)
+	}
+}

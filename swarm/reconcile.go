@@ -129,12 +129,14 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 				res.again = append(res.again, svc.ID)
 				continue
 			}
+			// The budget goes down to the reconciler: it builds only the
+			// tasks this pass commits.
+			r.budget, r.made, r.cut = budget, 0, false
 			sp := r.reconcile(svc, bySvc[svc.ID], nodeByID)
-			if len(sp.create) > budget {
-				sp.create = sp.create[:budget]
+			if r.cut {
 				res.again = append(res.again, svc.ID)
 			}
-			budget -= len(sp.create)
+			budget -= r.made
 			if sp.service != nil {
 				changed = append(changed, sp.service)
 			} else if vipChanged[svc.ID] {
@@ -200,8 +202,12 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		// Placement needs what every node already runs, so only a pass
 		// with pending tasks reads all of them.
 		if hasPending(bySvc, p.create) {
-			if all {
-				usage = tasks
+			n, err := tx.Count(TableTasks)
+			if err != nil {
+				return err
+			}
+			if all || n == len(tasks) {
+				usage = tasks // every task was read already (one service, say)
 			} else if usage, err = list[*api.Task](tx.List(TableTasks)); err != nil {
 				return err
 			}
