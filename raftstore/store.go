@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -730,6 +731,7 @@ func (s *Store) Batch(ctx context.Context, fn func(b *Batch) error) (BatchResult
 	if err == nil {
 		err = b.flush()
 	}
+	b.release()
 	var res BatchResult
 	for _, f := range b.futures {
 		if werr := s.wait(ctx, f); werr != nil {
@@ -753,6 +755,7 @@ type Batch struct {
 	s       *Store
 	ctx     context.Context
 	limit   int
+	scratch *[]byte // from entryPool: body is built in it
 	body    []byte
 	n       int
 	carried []*dict // dictionaries already in body
@@ -796,8 +799,15 @@ func (b *Batch) add(o *op) error {
 		}
 		o.dictID, o.data, carry = b.s.pack(t, data)
 	}
-	if b.body == nil {
-		b.body = newEntry(entryBatch, b.limit+b.limit/4)
+	if len(b.body) == 0 {
+		if b.scratch == nil {
+			b.scratch = entryPool.Get().(*[]byte)
+			if *b.scratch == nil {
+				*b.scratch = make([]byte, 0, b.limit+b.limit/4)
+			}
+			b.body = *b.scratch
+		}
+		b.body = appendEntryHeader(b.body[:0], entryBatch)
 	}
 	if carry != nil && !slices.Contains(b.carried, carry) {
 		b.body = appendOp(b.body, &op{kind: opDict, table: carry.table, data: carry.raw})
@@ -817,10 +827,29 @@ func (b *Batch) flush() error {
 		return nil
 	}
 	setCount(b.body, b.n)
-	// Raft keeps the entry: the next one gets a fresh buffer.
-	b.futures = append(b.futures, b.s.raft.Apply(b.body, timeoutOf(b.ctx)))
-	b.body, b.n, b.carried = nil, 0, b.carried[:0]
+	// Raft keeps the entry (in the WAL's cache of recent entries too):
+	// it gets a copy of the exact size, and the scratch buffer builds the
+	// next one. Handing raft the buffer itself kept 320 KiB with every
+	// entry, however small (a node's status report, a heartbeat's "ready").
+	b.futures = append(b.futures, b.s.raft.Apply(bytes.Clone(b.body), timeoutOf(b.ctx)))
+	b.body, b.n, b.carried = b.body[:0], 0, b.carried[:0]
 	return nil
+}
+
+// entryPool holds Batch's scratch buffers.
+var entryPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// release gives the scratch buffer back, unless an outsized change grew
+// it (a pool would keep that for good).
+func (b *Batch) release() {
+	if b.scratch == nil {
+		return
+	}
+	if cap(b.body) <= 2*(b.limit+b.limit/4) {
+		*b.scratch = b.body[:0]
+		entryPool.Put(b.scratch)
+	}
+	b.scratch, b.body = nil, nil
 }
 
 // Watch streams committed changes with index > fromIndex, filtered by filter

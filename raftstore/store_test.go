@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 func single(t *testing.T, tweak ...func(*Store)) *Store {
@@ -481,6 +483,29 @@ func TestWritesInFlightReturnWhenClosed(t *testing.T) {
 			}
 		case <-timeout:
 			t.Fatal("writes in flight at Close never returned")
+		}
+	}
+}
+
+// Raft keeps every entry (the log's cache of recent entries, replication):
+// a batch's entry must be the size of what it holds, not of the buffer it
+// was built in (320 KiB for a one-change batch, before).
+func TestBatchEntriesAreTheirSize(t *testing.T) {
+	s := single(t)
+	ctx := context.Background()
+	for i := range 3 {
+		res, err := s.Batch(ctx, func(b *Batch) error {
+			return b.Create("items", &item{ID: fmt.Sprint("small", i), Group: "x"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l raft.Log
+		if err := s.logStore.GetLog(res.Index, &l); err != nil {
+			t.Fatal(err)
+		}
+		if len(l.Data) == 0 || cap(l.Data) > len(l.Data)+len(l.Data)/4 {
+			t.Fatalf("a one-change batch's entry holds %d bytes in a buffer of %d", len(l.Data), cap(l.Data))
 		}
 	}
 }
