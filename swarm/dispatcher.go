@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -336,9 +337,15 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, role api.NodeR
 	}
 	// The node's object may change under the registration (the leader
 	// marking it down, an operator's update): read it again and retry.
-	err := write()
-	for i := 0; i < 5 && errors.Is(err, raftstore.ErrConflict); i++ {
+	// A node back with nothing new needs no write at all: after a leader
+	// change every node opens a new session at once, and 2,000 Raft
+	// writes in a burst held up the new leader's own heartbeats.
+	var err error
+	if !d.registered(nodeID, desc) {
 		err = write()
+		for i := 0; i < 5 && errors.Is(err, raftstore.ErrConflict); i++ {
+			err = write()
+		}
 	}
 	if err != nil {
 		return Session{}, err
@@ -349,6 +356,25 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, role api.NodeR
 		s.Managers = d.managers()
 	}
 	return s, nil
+}
+
+// registered reports whether the node's object already says what a
+// registration would write: ready, with this description, not removed.
+func (d *dispatcher) registered(nodeID string, desc api.NodeDescription) bool {
+	same := false
+	d.store.View(func(tx *raftstore.ReadTx) error {
+		if c, err := clusterObject(tx); err == nil && removed(c, nodeID) {
+			return nil
+		}
+		o, err := tx.Get(TableNodes, nodeID)
+		if err != nil {
+			return nil
+		}
+		n := o.(*api.Node)
+		same = n.Status.State == api.NodeReady && reflect.DeepEqual(n.Description, desc)
+		return nil
+	})
+	return same
 }
 
 func (d *dispatcher) heartbeat(ctx context.Context, nodeID string) (time.Duration, error) {

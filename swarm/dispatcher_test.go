@@ -207,3 +207,38 @@ func TestRemovedNodeCannotRegisterAgain(t *testing.T) {
 		t.Fatalf("the removed node is back: %v", err)
 	}
 }
+
+// A node that registers again with nothing new (every node does after a
+// leader change) costs no Raft write; a new description, or a node marked
+// down, still does.
+func TestRegisterAgainWritesOnlyChanges(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 0)
+	m := c.Leader()
+	desc := swarmtest.DefaultDescription("n1")
+	if _, err := m.Register(ctx, "n1", desc); err != nil {
+		t.Fatal(err)
+	}
+	version := func() uint64 {
+		n, err := m.Node("n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Version
+	}
+	v1 := version()
+	if _, err := m.Register(ctx, "n1", desc); err != nil {
+		t.Fatal(err)
+	}
+	if v := version(); v != v1 {
+		t.Fatalf("registering again unchanged wrote the node (version %d -> %d)", v1, v)
+	}
+	desc.Hostname = "renamed"
+	if _, err := m.Register(ctx, "n1", desc); err != nil {
+		t.Fatal(err)
+	}
+	n, err := m.Node("n1")
+	if err != nil || n.Version == v1 || n.Description.Hostname != "renamed" {
+		t.Fatalf("a new description: version %d (was %d), hostname %q, %v", n.Version, v1, n.Description.Hostname, err)
+	}
+}
