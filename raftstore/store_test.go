@@ -509,3 +509,27 @@ func TestBatchEntriesAreTheirSize(t *testing.T) {
 		}
 	}
 }
+
+// A member remembers the last leader it saw go, and when it last heard
+// from it: the next leader counts that member's silence from then.
+func TestFormerLeaderIsTheLeaderLostWithItsLastContact(t *testing.T) {
+	c := newCluster(t, 3, false, nil)
+	old := c.leader()
+	// Every member knows the leader (and has heard from it).
+	if err := c.put(&item{ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range c.stores {
+		eventually(t, "the leader known", func() bool { return s.Leader().ID == old.ID })
+	}
+	if f := old.FormerLeader(); f.ID != "" {
+		t.Fatalf("the first leader has a former leader: %+v", f)
+	}
+	c.kill(old.ID)
+	killed := time.Now()
+	next := c.leader()
+	f := next.FormerLeader()
+	if f.ID != old.ID || f.LastContact.IsZero() || f.LastContact.After(killed) {
+		t.Fatalf("the new leader's former leader: %+v; want %s, heard from before it was killed at %v", f, old.ID, killed)
+	}
+}
