@@ -528,6 +528,10 @@ func TestFormerLeaderIsTheLeaderLostWithItsLastContact(t *testing.T) {
 	c.kill(old.ID)
 	killed := time.Now()
 	next := c.leader()
+	// Leader changes are taken in order from raft's observations, a
+	// moment after raft's own state (WatchLeader tells of the new
+	// leadership only after the loss of the old one).
+	eventually(t, "the new leader knows the old one went", func() bool { return next.FormerLeader().ID != "" })
 	f := next.FormerLeader()
 	if f.ID != old.ID || f.LastContact.IsZero() || f.LastContact.After(killed) {
 		t.Fatalf("the new leader's former leader: %+v; want %s, heard from before it was killed at %v", f, old.ID, killed)
