@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
@@ -240,5 +241,35 @@ func TestRegisterAgainWritesOnlyChanges(t *testing.T) {
 	n, err := m.Node("n1")
 	if err != nil || n.Version == v1 || n.Description.Hostname != "renamed" {
 		t.Fatalf("a new description: version %d (was %d), hostname %q, %v", n.Version, v1, n.Description.Hostname, err)
+	}
+}
+
+// A pass places the tasks it creates: they are committed ASSIGNED to a
+// node, not PENDING for a later pass to place (and write again).
+func TestNewTasksAreCreatedPlaced(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 2)
+	m := c.Leader()
+	st := m.Store()
+	w, err := st.Watch(ctx, st.AppliedIndex(), func(e raftstore.Event) bool { return e.Table == swarm.TableTasks })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	create(t, c, service("web", api.Replicated(4)))
+	created := 0
+	for created < 4 {
+		ev, ok := <-w.Events()
+		if !ok {
+			t.Fatalf("watch ended: %v", w.Err())
+		}
+		if ev.Old != nil {
+			continue // a later change
+		}
+		tk := ev.Object.(*api.Task)
+		if tk.Status.State != api.TaskAssigned || tk.NodeID == "" {
+			t.Fatalf("task %s created %s on node %q, not placed", tk.ID, tk.Status.State, tk.NodeID)
+		}
+		created++
 	}
 }

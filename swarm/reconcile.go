@@ -37,6 +37,7 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		bySvc    = map[string][]*api.Task{}
 		cluster  = &api.Cluster{Spec: DefaultClusterSpec()}
 		usage    []*api.Task // every task, when the pass places some
+		place    bool        // the pass places tasks
 		p        plan
 		changed  []*api.Service
 		nodeUps  []*api.Node
@@ -203,7 +204,7 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		}
 		// Placement needs what every node already runs, so only a pass
 		// with pending tasks reads all of them.
-		if hasPending(bySvc, p.create) {
+		if place = hasPending(bySvc, p.create); place {
 			n, err := tx.Count(TableTasks)
 			if err != nil {
 				return err
@@ -220,7 +221,7 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		return res, err
 	}
 	var assigned []*api.Task
-	if usage != nil {
+	if place {
 		sched := m.Scheduler
 		if sched == nil {
 			sched = scheduler.New(scheduler.Config{})
