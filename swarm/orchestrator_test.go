@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
@@ -254,5 +255,40 @@ func TestReconcilerBuildsOnlyItsBudget(t *testing.T) {
 	p = r.reconcile(svcWith(&api.RestartPolicy{Delay: &zero}, 1), []*api.Task{failed}, ready("n1"))
 	if len(p.create) != 0 || failed.DesiredState != api.TaskRunning || !r.cut {
 		t.Fatalf("no budget left: created %d, the failed task desired %s, cut %v", len(p.create), failed.DesiredState, r.cut)
+	}
+}
+
+// The leader loop skips the reports of a task starting on its node (no
+// pass acts on them) and follows everything else about tasks.
+func TestLeaderSkipsOnlyStartingSteps(t *testing.T) {
+	task := func(state, desired api.TaskState) *api.Task {
+		return &api.Task{Meta: api.Meta{ID: "t"}, ServiceID: "s", NodeID: "n1", DesiredState: desired, Status: api.TaskStatus{State: state}}
+	}
+	for _, c := range []struct {
+		name     string
+		old, new *api.Task
+		marks    bool
+	}{
+		{"placed", task(api.TaskPending, api.TaskRunning), task(api.TaskAssigned, api.TaskRunning), false},
+		{"preparing", task(api.TaskAccepted, api.TaskRunning), task(api.TaskPreparing, api.TaskRunning), false},
+		{"running", task(api.TaskStarting, api.TaskRunning), task(api.TaskRunning, api.TaskRunning), true},
+		{"failed", task(api.TaskRunning, api.TaskRunning), task(api.TaskFailed, api.TaskRunning), true},
+		{"failed while starting", task(api.TaskPreparing, api.TaskRunning), task(api.TaskRejected, api.TaskRunning), true},
+		{"told to stop", task(api.TaskAssigned, api.TaskRunning), task(api.TaskAssigned, api.TaskShutdown), true},
+		{"created", nil, task(api.TaskPending, api.TaskRunning), true},
+		{"removed", task(api.TaskAssigned, api.TaskShutdown), nil, true},
+	} {
+		s := &leaderState{dirty: map[string]bool{}}
+		ev := raftstore.Event{Table: TableTasks, ID: "t"}
+		if c.new != nil {
+			ev.Object = c.new
+		}
+		if c.old != nil {
+			ev.Old = c.old
+		}
+		s.mark(ev)
+		if s.dirty["s"] != c.marks {
+			t.Errorf("%s: service marked %v, want %v", c.name, s.dirty["s"], c.marks)
+		}
 	}
 }
