@@ -123,6 +123,14 @@ func newEntry(kind entryKind, capacity int) []byte {
 	return b
 }
 
+// appendEntryHeader starts an entry in buf (as newEntry, in a buffer of
+// the caller's).
+func appendEntryHeader(buf []byte, kind entryKind) []byte {
+	var h [entryHeaderLen]byte
+	h[0], h[1] = entryFormat, byte(kind)
+	return append(buf, h[:]...)
+}
+
 func setCount(entry []byte, n int) { binary.BigEndian.PutUint32(entry[2:], uint32(n)) }
 
 // decodeEntry parses an entry; op data slices alias buf.

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,18 @@ type LeaderInfo struct {
 	// member that lost and won leadership between two looks at it sees a
 	// new term.
 	Term uint64
+}
+
+// FormerLeader is the last leader other than this member that this member
+// saw lose leadership (fall silent or be replaced). A new leader can count
+// that member's silence from LastContact, which it knows although it never
+// led while the member was alive.
+type FormerLeader struct {
+	ID string
+	// LastContact is Raft's last contact when the change was seen: the
+	// former leader's last message, or something later (a vote this member
+	// granted, the next leader's first message), never earlier.
+	LastContact time.Time
 }
 
 // BatchResult is what a Batch achieved: how many changes committed, and the
@@ -132,6 +145,7 @@ type Store struct {
 	leaderMu   sync.Mutex
 	leaderSubs map[chan LeaderInfo]struct{}
 	leaderLast LeaderInfo
+	former     FormerLeader
 	// LeaderDrops counts leader changes dropped for a slow subscriber (the
 	// subscriber still gets the newest value).
 	leaderDrops atomic.Uint64
@@ -359,6 +373,14 @@ func (s *Store) watchLeader(ch chan raft.Observation) {
 			s.logger().Info("raftstore leader changed", "leader", info.ID, "address", info.Address, "self", info.Self)
 			s.leaderChanges.Add(1)
 			s.leaderMu.Lock()
+			if prev := s.leaderLast; prev.ID != "" && prev.ID != info.ID {
+				// The leader changed. Losing its own leadership says
+				// nothing of another member.
+				s.former = FormerLeader{}
+				if !prev.Self {
+					s.former = FormerLeader{ID: prev.ID, LastContact: s.raft.LastContact()}
+				}
+			}
 			s.leaderLast = info
 			for sub := range s.leaderSubs {
 				sendLatest(sub, info, &s.leaderDrops)
@@ -455,6 +477,15 @@ func (s *Store) Leader() LeaderInfo {
 	}
 	addr, id := s.raft.LeaderWithID()
 	return LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID), Term: s.raft.CurrentTerm()}
+}
+
+// FormerLeader returns the last leader other than this member that this
+// member saw lose leadership, and when it last heard from it; zero when the
+// last leader lost was this member, or none was.
+func (s *Store) FormerLeader() FormerLeader {
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	return s.former
 }
 
 // IsLeader reports whether this member is the leader now.
@@ -735,6 +766,7 @@ func (s *Store) Batch(ctx context.Context, fn func(b *Batch) error) (BatchResult
 	if err == nil {
 		err = b.flush()
 	}
+	b.release()
 	var res BatchResult
 	for _, f := range b.futures {
 		if werr := s.wait(ctx, f); werr != nil {
@@ -758,6 +790,7 @@ type Batch struct {
 	s       *Store
 	ctx     context.Context
 	limit   int
+	scratch *[]byte // from entryPool: body is built in it
 	body    []byte
 	n       int
 	carried []*dict // dictionaries already in body
@@ -801,8 +834,15 @@ func (b *Batch) add(o *op) error {
 		}
 		o.dictID, o.data, carry = b.s.pack(t, data)
 	}
-	if b.body == nil {
-		b.body = newEntry(entryBatch, b.limit+b.limit/4)
+	if len(b.body) == 0 {
+		if b.scratch == nil {
+			b.scratch = entryPool.Get().(*[]byte)
+			if *b.scratch == nil {
+				*b.scratch = make([]byte, 0, b.limit+b.limit/4)
+			}
+			b.body = *b.scratch
+		}
+		b.body = appendEntryHeader(b.body[:0], entryBatch)
 	}
 	if carry != nil && !slices.Contains(b.carried, carry) {
 		b.body = appendOp(b.body, &op{kind: opDict, table: carry.table, data: carry.raw})
@@ -822,10 +862,29 @@ func (b *Batch) flush() error {
 		return nil
 	}
 	setCount(b.body, b.n)
-	// Raft keeps the entry: the next one gets a fresh buffer.
-	b.futures = append(b.futures, b.s.raft.Apply(b.body, timeoutOf(b.ctx)))
-	b.body, b.n, b.carried = nil, 0, b.carried[:0]
+	// Raft keeps the entry (in the WAL's cache of recent entries too):
+	// it gets a copy of the exact size, and the scratch buffer builds the
+	// next one. Handing raft the buffer itself kept 320 KiB with every
+	// entry, however small (a node's status report, a heartbeat's "ready").
+	b.futures = append(b.futures, b.s.raft.Apply(bytes.Clone(b.body), timeoutOf(b.ctx)))
+	b.body, b.n, b.carried = b.body[:0], 0, b.carried[:0]
 	return nil
+}
+
+// entryPool holds Batch's scratch buffers.
+var entryPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// release gives the scratch buffer back, unless an outsized change grew
+// it (a pool would keep that for good).
+func (b *Batch) release() {
+	if b.scratch == nil {
+		return
+	}
+	if cap(b.body) <= 2*(b.limit+b.limit/4) {
+		*b.scratch = b.body[:0]
+		entryPool.Put(b.scratch)
+	}
+	b.scratch, b.body = nil, nil
 }
 
 // Watch streams committed changes with index > fromIndex, filtered by filter

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 func single(t *testing.T, tweak ...func(*Store)) *Store {
@@ -482,5 +484,56 @@ func TestWritesInFlightReturnWhenClosed(t *testing.T) {
 		case <-timeout:
 			t.Fatal("writes in flight at Close never returned")
 		}
+	}
+}
+
+// Raft keeps every entry (the log's cache of recent entries, replication):
+// a batch's entry must be the size of what it holds, not of the buffer it
+// was built in (320 KiB for a one-change batch, before).
+func TestBatchEntriesAreTheirSize(t *testing.T) {
+	s := single(t)
+	ctx := context.Background()
+	for i := range 3 {
+		res, err := s.Batch(ctx, func(b *Batch) error {
+			return b.Create("items", &item{ID: fmt.Sprint("small", i), Group: "x"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l raft.Log
+		if err := s.logStore.GetLog(res.Index, &l); err != nil {
+			t.Fatal(err)
+		}
+		if len(l.Data) == 0 || cap(l.Data) > len(l.Data)+len(l.Data)/4 {
+			t.Fatalf("a one-change batch's entry holds %d bytes in a buffer of %d", len(l.Data), cap(l.Data))
+		}
+	}
+}
+
+// A member remembers the last leader it saw go, and when it last heard
+// from it: the next leader counts that member's silence from then.
+func TestFormerLeaderIsTheLeaderLostWithItsLastContact(t *testing.T) {
+	c := newCluster(t, 3, false, nil)
+	old := c.leader()
+	// Every member knows the leader (and has heard from it).
+	if err := c.put(&item{ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range c.stores {
+		eventually(t, "the leader known", func() bool { return s.Leader().ID == old.ID })
+	}
+	if f := old.FormerLeader(); f.ID != "" {
+		t.Fatalf("the first leader has a former leader: %+v", f)
+	}
+	c.kill(old.ID)
+	killed := time.Now()
+	next := c.leader()
+	// Leader changes are taken in order from raft's observations, a
+	// moment after raft's own state (WatchLeader tells of the new
+	// leadership only after the loss of the old one).
+	eventually(t, "the new leader knows the old one went", func() bool { return next.FormerLeader().ID != "" })
+	f := next.FormerLeader()
+	if f.ID != old.ID || f.LastContact.IsZero() || f.LastContact.After(killed) {
+		t.Fatalf("the new leader's former leader: %+v; want %s, heard from before it was killed at %v", f, old.ID, killed)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,7 +67,8 @@ const (
 // dispatcher serves workers: registration, heartbeats, assignments and
 // status. Heartbeats live in the leader's memory only (as in swarmkit):
 // a new leader gives every node a full grace period before it can be
-// declared down.
+// declared down, but the node of the leader it replaced (see
+// startLeading).
 type dispatcher struct {
 	store  *raftstore.Store
 	period time.Duration // the base period, for small clusters
@@ -105,12 +107,19 @@ func (s *stream) poke() {
 }
 
 // startLeading begins serving workers in a term. A new term forgets
-// heartbeats seen before, so every node gets a full grace; a leader loop
-// restarted within its term keeps them (a dead node gets no new grace).
+// heartbeats seen before, so every node gets a full grace, except the node
+// of the leader this manager saw go: nothing heartbeats for it while it is
+// silent, and its silence is known from Raft, so it counts from the last
+// contact (a dead leader's node gets no new grace). A leader loop restarted
+// within its term keeps the heartbeats (a dead node gets no new grace).
 func (d *dispatcher) startLeading(term uint64) {
 	d.mu.Lock()
 	if term != d.leadTerm || d.seen == nil {
-		d.seen, d.leadAt, d.leadTerm = map[string]time.Time{}, time.Now(), term
+		now := time.Now()
+		d.seen, d.leadAt, d.leadTerm = map[string]time.Time{}, now, term
+		if f := d.store.FormerLeader(); f.ID != "" && !f.LastContact.IsZero() && f.LastContact.Before(now) {
+			d.seen[f.ID] = f.LastContact
+		}
 	}
 	if d.book == nil {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -328,9 +337,15 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, role api.NodeR
 	}
 	// The node's object may change under the registration (the leader
 	// marking it down, an operator's update): read it again and retry.
-	err := write()
-	for i := 0; i < 5 && errors.Is(err, raftstore.ErrConflict); i++ {
+	// A node back with nothing new needs no write at all: after a leader
+	// change every node opens a new session at once, and 2,000 Raft
+	// writes in a burst held up the new leader's own heartbeats.
+	var err error
+	if !d.registered(nodeID, desc) {
 		err = write()
+		for i := 0; i < 5 && errors.Is(err, raftstore.ErrConflict); i++ {
+			err = write()
+		}
 	}
 	if err != nil {
 		return Session{}, err
@@ -341,6 +356,25 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, role api.NodeR
 		s.Managers = d.managers()
 	}
 	return s, nil
+}
+
+// registered reports whether the node's object already says what a
+// registration would write: ready, with this description, not removed.
+func (d *dispatcher) registered(nodeID string, desc api.NodeDescription) bool {
+	same := false
+	d.store.View(func(tx *raftstore.ReadTx) error {
+		if c, err := clusterObject(tx); err == nil && removed(c, nodeID) {
+			return nil
+		}
+		o, err := tx.Get(TableNodes, nodeID)
+		if err != nil {
+			return nil
+		}
+		n := o.(*api.Node)
+		same = n.Status.State == api.NodeReady && reflect.DeepEqual(n.Description, desc)
+		return nil
+	})
+	return same
 }
 
 func (d *dispatcher) heartbeat(ctx context.Context, nodeID string) (time.Duration, error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
@@ -205,5 +206,70 @@ func TestRemovedNodeCannotRegisterAgain(t *testing.T) {
 	})
 	if _, err := m.Node("node0"); !errors.Is(err, swarm.ErrNotFound) {
 		t.Fatalf("the removed node is back: %v", err)
+	}
+}
+
+// A node that registers again with nothing new (every node does after a
+// leader change) costs no Raft write; a new description, or a node marked
+// down, still does.
+func TestRegisterAgainWritesOnlyChanges(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 0)
+	m := c.Leader()
+	desc := swarmtest.DefaultDescription("n1")
+	if _, err := m.Register(ctx, "n1", desc); err != nil {
+		t.Fatal(err)
+	}
+	version := func() uint64 {
+		n, err := m.Node("n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Version
+	}
+	v1 := version()
+	if _, err := m.Register(ctx, "n1", desc); err != nil {
+		t.Fatal(err)
+	}
+	if v := version(); v != v1 {
+		t.Fatalf("registering again unchanged wrote the node (version %d -> %d)", v1, v)
+	}
+	desc.Hostname = "renamed"
+	if _, err := m.Register(ctx, "n1", desc); err != nil {
+		t.Fatal(err)
+	}
+	n, err := m.Node("n1")
+	if err != nil || n.Version == v1 || n.Description.Hostname != "renamed" {
+		t.Fatalf("a new description: version %d (was %d), hostname %q, %v", n.Version, v1, n.Description.Hostname, err)
+	}
+}
+
+// A pass places the tasks it creates: they are committed ASSIGNED to a
+// node, not PENDING for a later pass to place (and write again).
+func TestNewTasksAreCreatedPlaced(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 2)
+	m := c.Leader()
+	st := m.Store()
+	w, err := st.Watch(ctx, st.AppliedIndex(), func(e raftstore.Event) bool { return e.Table == swarm.TableTasks })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	create(t, c, service("web", api.Replicated(4)))
+	created := 0
+	for created < 4 {
+		ev, ok := <-w.Events()
+		if !ok {
+			t.Fatalf("watch ended: %v", w.Err())
+		}
+		if ev.Old != nil {
+			continue // a later change
+		}
+		tk := ev.Object.(*api.Task)
+		if tk.Status.State != api.TaskAssigned || tk.NodeID == "" {
+			t.Fatalf("task %s created %s on node %q, not placed", tk.ID, tk.Status.State, tk.NodeID)
+		}
+		created++
 	}
 }

@@ -3,6 +3,7 @@ package swarm_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -210,5 +211,71 @@ func TestLeaderPartitionedFromTheManagers(t *testing.T) {
 	}
 	if len(bySlot) != 3 {
 		t.Fatalf("slots running: %v", bySlot)
+	}
+}
+
+// The node of a leader that dies gets no new grace from the next leader:
+// nothing heartbeats for it while it is silent, and the new leader knows
+// from Raft when it last heard from it. Its silence counts from then, not
+// from the new leadership (which, at every election, would put off its
+// tasks' move by the time the election took).
+func TestDeadLeadersNodeGetsNoNewGrace(t *testing.T) {
+	ctx := context.Background()
+	// Managers are nodes with a worker of their own (swarm.Node), over TLS.
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3, HeartbeatPeriod: time.Second})
+	// Joined managers vote once they have caught up: then the two left
+	// after the kill are a quorum.
+	c.WaitFor("3 voters", func() bool {
+		srvs, err := c.Node(c.LeaderName()).Manager().Store().Servers(ctx)
+		voters := 0
+		for _, s := range srvs {
+			if s.Voter {
+				voters++
+			}
+		}
+		return err == nil && voters == 3
+	})
+	leader := c.LeaderName()
+	dead := c.NodeID(leader)
+	var survivor *swarm.Manager
+	for _, name := range []string{"m0", "m1", "m2"} {
+		if name != leader {
+			survivor = c.Node(name).Manager()
+		}
+	}
+	st := survivor.Store()
+	watch, err := st.Watch(ctx, st.AppliedIndex(), func(e raftstore.Event) bool { return e.Table == "nodes" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Stop()
+	c.Kill(leader)
+	stopped := time.Now()
+	deadline := time.After(waitfor.DefaultTimeout)
+	for {
+		var ev raftstore.Event
+		select {
+		case e, ok := <-watch.Events():
+			if !ok {
+				t.Fatalf("the watch of node changes ended: %v", watch.Err())
+			}
+			ev = e
+		case <-deadline:
+			t.Fatal("the dead leader's node was never declared down")
+		}
+		n, ok := ev.Object.(*api.Node)
+		if !ok || n.ID != dead || n.Status.State != api.NodeDown {
+			continue
+		}
+		// "no heartbeat for D": the new leader counted its silence from
+		// UpdatedAt-D, which must be a moment the old leader still ran.
+		silent, err := time.ParseDuration(strings.TrimPrefix(n.Status.Message, "no heartbeat for "))
+		if err != nil {
+			t.Fatalf("down with message %q: %v", n.Status.Message, err)
+		}
+		if from := n.UpdatedAt.Add(-silent); from.After(stopped.Add(time.Millisecond)) {
+			t.Fatalf("the new leader counted the dead leader's silence from %v after it was killed: a new grace", from.Sub(stopped))
+		}
+		return
 	}
 }

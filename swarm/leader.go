@@ -108,6 +108,9 @@ func (s *leaderState) mark(ev raftstore.Event) {
 	case TableServices:
 		s.dirty[ev.ID] = true
 	case TableTasks:
+		if starting(ev) {
+			return
+		}
 		for _, o := range []raftstore.Object{ev.Object, ev.Old} {
 			if t, ok := o.(*api.Task); ok {
 				s.dirty[t.ServiceID] = true
@@ -119,6 +122,22 @@ func (s *leaderState) mark(ev raftstore.Event) {
 		// constraint enforcer, placement): look at all of them.
 		s.all = true
 	}
+}
+
+// starting reports whether a task event is only a step of a start on its
+// node (assigned, accepted, preparing, ready, starting), which nothing in a
+// pass acts on: a pass looks at tasks pending placement, running (rolling
+// updates, start-first replacements) and ended. A burst of such reports
+// (20,000 tasks starting) would otherwise run a pass over the service's
+// tasks for each batch of them.
+func starting(ev raftstore.Event) bool {
+	t, ok := ev.Object.(*api.Task)
+	old, okOld := ev.Old.(*api.Task)
+	if !ok || !okOld {
+		return false // created or removed
+	}
+	return t.Status.State > api.TaskPending && t.Status.State < api.TaskRunning &&
+		t.DesiredState == old.DesiredState && t.NodeID == old.NodeID && t.ServiceID == old.ServiceID
 }
 
 func (s *leaderState) due(now time.Time) (next time.Time) {

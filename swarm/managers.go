@@ -166,7 +166,7 @@ func (m *managers) call(ctx context.Context, method, path string, body, out any)
 			return err
 		}
 		if out != nil && resp.StatusCode != http.StatusNoContent {
-			if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(out); err != nil {
+			if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(out); err != nil {
 				return fmt.Errorf("swarm: manager %s: bad answer: %v", addr, err)
 			}
 		}

@@ -202,11 +202,18 @@ func (b *netBook) apply(tx *raftstore.ReadTx, c *bookChanges) error {
 			svcs[id] = nil // removed
 			continue
 		}
+		svc, in := o.(*api.Service), firstOf(ingress, b.ingressID())
+		if !inBook(svc, in) {
+			// Its tasks need no reading (100,000 of them, at every
+			// batch the scheduler commits).
+			svcs[id] = nil
+			continue
+		}
 		tasks, err := list[*api.Task](tx.Find(TableTasks, IndexService, id))
 		if err != nil {
 			return err
 		}
-		svcs[id] = serviceEntry(o.(*api.Service), tasks, firstOf(ingress, b.ingressID()))
+		svcs[id] = serviceEntry(svc, tasks, in)
 	}
 	nodes := map[string]*api.NodeEndpoint{}
 	for id := range c.nodes {
@@ -263,10 +270,15 @@ func (b *netBook) ingressID() string {
 	return b.ingress
 }
 
-// serviceEntry is a service's endpoints, or nil when no client can reach
-// it (no network, no published port): such services stay out of the book,
-// so their tasks' comings and goings wake no stream.
-func serviceEntry(s *api.Service, tasks []*api.Task, ingress string) *bookService {
+// inBook reports whether serviceEntry gives s an entry.
+func inBook(s *api.Service, ingress string) bool {
+	networks, ports := bookKeys(s, ingress)
+	return len(networks) > 0 || len(ports) > 0
+}
+
+// bookKeys are the networks a service is reachable on and its published
+// ports.
+func bookKeys(s *api.Service, ingress string) ([]string, []api.PortConfig) {
 	var networks []string
 	for _, n := range s.Spec.TaskTemplate.Networks {
 		if !slices.Contains(networks, n.Target) {
@@ -280,6 +292,14 @@ func serviceEntry(s *api.Service, tasks []*api.Task, ingress string) *bookServic
 	if s.Endpoint != nil {
 		ports = s.Endpoint.Ports
 	}
+	return networks, ports
+}
+
+// serviceEntry is a service's endpoints, or nil when no client can reach
+// it (no network, no published port): such services stay out of the book,
+// so their tasks' comings and goings wake no stream.
+func serviceEntry(s *api.Service, tasks []*api.Task, ingress string) *bookService {
+	networks, ports := bookKeys(s, ingress)
 	if len(networks) == 0 && len(ports) == 0 {
 		return nil
 	}

@@ -755,3 +755,88 @@ func TestLeaveReplacesOnFailureTasks(t *testing.T) {
 		}
 	}
 }
+
+// A list answer may be larger than any request: 20 tasks that each carry
+// a 1 MiB environment are 20 MB of JSON, over the 16 MiB bound on request
+// bodies, and the client reads them whole. Requests stay bounded.
+func TestClientReadsListsLargerThanRequests(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{})
+	cl := c.Client()
+	spec := service("big", api.Replicated(20))
+	spec.TaskTemplate.Env = []string{"BIG=" + strings.Repeat("x", 1<<20)}
+	// No node matches: the tasks stay pending, nothing needs to run them.
+	spec.TaskTemplate.Placement = &api.Placement{Constraints: []string{"node.labels.nowhere==true"}}
+	svc, err := cl.CreateService(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tasks []*api.Task
+	c.WaitFor("20 tasks listed", func() bool {
+		tasks, err = cl.Tasks(ctx, swarm.Filter{Services: []string{svc.ID}})
+		if err != nil {
+			t.Fatalf("listing 20 tasks of 1 MiB each: %v", err)
+		}
+		return len(tasks) == 20
+	})
+	size := 0
+	for _, tk := range tasks {
+		size += len(tk.Spec.Env[0])
+	}
+	if size <= 16<<20 {
+		t.Fatalf("the tasks' environments add up to %d bytes: not over the request bound", size)
+	}
+	huge := service("huge", api.Replicated(1))
+	huge.TaskTemplate.Env = []string{"HUGE=" + strings.Repeat("x", 17<<20)}
+	if _, err := cl.CreateService(ctx, huge); !errors.Is(err, api.ErrInvalidSpec) {
+		t.Fatalf("a 17 MiB request: %v, want it refused as a bad request", err)
+	}
+}
+
+// Nodes shows managers with their place in Raft, as docker node ls: the
+// leader, reachable or not, the management address; workers have none.
+func TestNodesShowManagerStatus(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3, Workers: 1})
+	cl := c.Client()
+	check := func(down string) bool {
+		ns, err := cl.Nodes(ctx, swarm.Filter{})
+		if err != nil {
+			return false
+		}
+		byID := map[string]*api.Node{}
+		for _, n := range ns {
+			byID[n.ID] = n
+		}
+		leader := c.LeaderName()
+		for _, name := range []string{"m0", "m1", "m2"} {
+			n := byID[c.NodeID(name)]
+			if n == nil || n.ManagerStatus == nil {
+				return false
+			}
+			want := api.ReachabilityReachable
+			if name == down {
+				want = api.ReachabilityUnreachable
+			}
+			ms := n.ManagerStatus
+			if ms.Leader != (name == leader) || ms.Reachability != want || ms.Addr != c.Node(name).Addr() {
+				return false
+			}
+		}
+		w := byID[c.NodeID("node0")]
+		if w == nil || w.ManagerStatus != nil {
+			t.Fatalf("the worker: %+v", w)
+		}
+		return true
+	}
+	c.WaitFor("managers with their status", func() bool { return check("") })
+	var follower string
+	for _, name := range []string{"m1", "m2"} {
+		if name != c.LeaderName() {
+			follower = name
+		}
+	}
+	c.Kill(follower)
+	cl = c.Client()
+	c.WaitFor("the killed manager unreachable", func() bool { return check(follower) })
+}

@@ -59,6 +59,27 @@ type reconciler struct {
 	now     time.Time
 	newID   func() string
 	history int // ended tasks kept per slot (the cluster's retention limit)
+	// budget bounds the tasks one reconciliation creates (0: no bound),
+	// so that a pass builds only the tasks it will commit; made counts
+	// them, and cut says the bound left slots for a later pass.
+	budget, made int
+	cut          bool
+}
+
+// room reports whether the budget allows one more task (noting when it
+// does not).
+func (r *reconciler) room() bool {
+	if r.budget > 0 && r.made >= r.budget {
+		r.cut = true
+		return false
+	}
+	return true
+}
+
+// add puts a new task in the plan, counted against the budget.
+func (r *reconciler) add(t *api.Task, p *plan) {
+	r.made++
+	p.create = append(p.create, t)
 }
 
 // alive is a task that runs or is on its way to running.
@@ -330,9 +351,16 @@ func (r *reconciler) keepAs(svc *api.Service, ts []*api.Task, place func(*api.Ta
 		if maxAttempts > 0 && uint64(len(restarts)) >= maxAttempts {
 			return
 		}
-		if at := current.Status.Timestamp.Add(delay); r.now.Before(at) {
+		// The delay is for tasks that ended (exited, failed, were
+		// rejected): it keeps a task that cannot run from looping. A task
+		// orphaned by its node (down or gone) did not fail; its slot gets
+		// a new task at once.
+		if at := current.Status.Timestamp.Add(delay); current.Status.State != api.TaskOrphaned && r.now.Before(at) {
 			p.retryAfter(at)
 			return
+		}
+		if !r.room() {
+			return // the task stays until its replacement comes
 		}
 		r.shutdown(current, "replaced", p)
 		t := r.newTask(svc)
@@ -345,13 +373,16 @@ func (r *reconciler) keepAs(svc *api.Service, ts []*api.Task, place func(*api.Ta
 			restarts = restarts[uint64(len(restarts))-keep+1:]
 		}
 		t.Restarts = append(restarts, r.now)
-		p.create = append(p.create, t)
+		r.add(t, p)
+		return
+	}
+	if !r.room() {
 		return
 	}
 	t := r.newTask(svc)
 	place(t)
 	r.name(svc, t)
-	p.create = append(p.create, t)
+	r.add(t, p)
 }
 
 // maxRestartHistory bounds the restart times a task carries.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
@@ -124,6 +125,61 @@ func TestTasksOnDownNodesAreOrphaned(t *testing.T) {
 	}
 }
 
+// The restart delay is for tasks that ended by themselves: a task whose
+// node went down (or was drained) gets its replacement at once, while one
+// that exited with an error waits the delay (the default, 5 s, here).
+func TestNodeLossIsReplacedWithoutTheRestartDelay(t *testing.T) {
+	svc := svcWith(nil, 1) // default restart policy: any condition, 5 s delay
+	nodes := ready("n1", "n2")
+	nodes["n2"].Status.State = api.NodeDown
+	later := t0.Add(time.Second) // within the delay of anything that ended at t0
+
+	// The pass that finds the node down orphans the task and replaces it.
+	live := &api.Task{Meta: api.Meta{ID: "live", CreatedAt: t0.Add(-time.Hour)}, ServiceID: "s", Slot: 1, NodeID: "n2",
+		DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning, Timestamp: t0.Add(-time.Hour)}}
+	p := testReconciler(t0).reconcile(svc, []*api.Task{live}, nodes)
+	if live.Status.State != api.TaskOrphaned || len(p.create) != 1 || !p.retryAt.IsZero() {
+		t.Fatalf("node down: task %s, created %d, retry at %v; want ORPHANED, a replacement now, no retry",
+			live.Status.State, len(p.create), p.retryAt)
+	}
+	if nt := p.create[0]; nt.Slot != 1 || live.DesiredState != api.TaskShutdown {
+		t.Fatalf("replacement in slot %d, orphan desired %s", nt.Slot, live.DesiredState)
+	}
+
+	// A task orphaned by an earlier pass (whose replacement did not
+	// commit, say) is replaced at the next one, within the delay.
+	orphan := endedTask("orphan", 1, api.TaskOrphaned, t0)
+	orphan.NodeID = "n2"
+	if p := testReconciler(later).reconcile(svc, []*api.Task{orphan}, nodes); len(p.create) != 1 {
+		t.Fatalf("orphaned task: created %d within the restart delay, want 1 (retry at %v)", len(p.create), p.retryAt)
+	}
+
+	// A drained node: the task is stopped first, then replaced as soon as
+	// it has stopped, without the delay.
+	drained := ready("n1", "n2")
+	drained["n2"].Spec.Availability = api.NodeDrain
+	onDrained := &api.Task{Meta: api.Meta{ID: "d", CreatedAt: t0.Add(-time.Hour)}, ServiceID: "s", Slot: 1, NodeID: "n2",
+		DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning, Timestamp: t0.Add(-time.Hour)}}
+	if p := testReconciler(t0).reconcile(svc, []*api.Task{onDrained}, drained); onDrained.DesiredState != api.TaskShutdown || len(p.create) != 0 {
+		t.Fatalf("drained node: desired %s, created %d; want SHUTDOWN and none until it stops", onDrained.DesiredState, len(p.create))
+	}
+	onDrained.Status = api.TaskStatus{State: api.TaskShutdown, Timestamp: t0}
+	if p := testReconciler(later).reconcile(svc, []*api.Task{onDrained}, drained); len(p.create) != 1 {
+		t.Fatalf("drained task stopped: created %d within the restart delay, want 1", len(p.create))
+	}
+
+	// A task that exited 1 on a node that is up waits the delay.
+	failed := endedTask("failed", 1, api.TaskFailed, t0)
+	failed.Status.Err = "task: non-zero exit (1)"
+	p = testReconciler(later).reconcile(svc, []*api.Task{failed}, nodes)
+	if len(p.create) != 0 || !p.retryAt.Equal(t0.Add(DefaultRestartDelay)) {
+		t.Fatalf("failed task: created %d, retry at %v; want none until %v", len(p.create), p.retryAt, t0.Add(DefaultRestartDelay))
+	}
+	if p := testReconciler(t0.Add(DefaultRestartDelay)).reconcile(svc, []*api.Task{failed}, nodes); len(p.create) != 1 {
+		t.Fatal("failed task not replaced after the delay")
+	}
+}
+
 // A rolling update waits for a new task with a health check to be healthy
 // before its next step, whatever the monitor period says.
 func TestUpdateStepWaitsForHealth(t *testing.T) {
@@ -179,5 +235,60 @@ func TestRestartsAreCarriedPastTheHistory(t *testing.T) {
 	rp.Window = time.Minute
 	if p := testReconciler(t0.Add(time.Hour)).reconcile(svcWith(rp, 1), []*api.Task{cur}, ready("n1")); len(p.create) != 1 {
 		t.Fatal("restarts an hour old still counted against a 1-minute window")
+	}
+}
+
+// The pass's bound on new tasks reaches the reconciler: it builds only
+// that many, says it left work, and does not stop a task whose
+// replacement it cannot make.
+func TestReconcilerBuildsOnlyItsBudget(t *testing.T) {
+	zero := time.Duration(0)
+	r := testReconciler(t0)
+	r.budget = 3
+	p := r.reconcile(svcWith(&api.RestartPolicy{Delay: &zero}, 10), nil, ready("n1"))
+	if len(p.create) != 3 || r.made != 3 || !r.cut {
+		t.Fatalf("budget 3 of 10 slots: created %d, made %d, cut %v", len(p.create), r.made, r.cut)
+	}
+	failed := endedTask("f", 1, api.TaskFailed, t0.Add(-time.Minute))
+	r = testReconciler(t0)
+	r.budget, r.made = 1, 1 // spent
+	p = r.reconcile(svcWith(&api.RestartPolicy{Delay: &zero}, 1), []*api.Task{failed}, ready("n1"))
+	if len(p.create) != 0 || failed.DesiredState != api.TaskRunning || !r.cut {
+		t.Fatalf("no budget left: created %d, the failed task desired %s, cut %v", len(p.create), failed.DesiredState, r.cut)
+	}
+}
+
+// The leader loop skips the reports of a task starting on its node (no
+// pass acts on them) and follows everything else about tasks.
+func TestLeaderSkipsOnlyStartingSteps(t *testing.T) {
+	task := func(state, desired api.TaskState) *api.Task {
+		return &api.Task{Meta: api.Meta{ID: "t"}, ServiceID: "s", NodeID: "n1", DesiredState: desired, Status: api.TaskStatus{State: state}}
+	}
+	for _, c := range []struct {
+		name     string
+		old, new *api.Task
+		marks    bool
+	}{
+		{"placed", task(api.TaskPending, api.TaskRunning), task(api.TaskAssigned, api.TaskRunning), false},
+		{"preparing", task(api.TaskAccepted, api.TaskRunning), task(api.TaskPreparing, api.TaskRunning), false},
+		{"running", task(api.TaskStarting, api.TaskRunning), task(api.TaskRunning, api.TaskRunning), true},
+		{"failed", task(api.TaskRunning, api.TaskRunning), task(api.TaskFailed, api.TaskRunning), true},
+		{"failed while starting", task(api.TaskPreparing, api.TaskRunning), task(api.TaskRejected, api.TaskRunning), true},
+		{"told to stop", task(api.TaskAssigned, api.TaskRunning), task(api.TaskAssigned, api.TaskShutdown), true},
+		{"created", nil, task(api.TaskPending, api.TaskRunning), true},
+		{"removed", task(api.TaskAssigned, api.TaskShutdown), nil, true},
+	} {
+		s := &leaderState{dirty: map[string]bool{}}
+		ev := raftstore.Event{Table: TableTasks, ID: "t"}
+		if c.new != nil {
+			ev.Object = c.new
+		}
+		if c.old != nil {
+			ev.Old = c.old
+		}
+		s.mark(ev)
+		if s.dirty["s"] != c.marks {
+			t.Errorf("%s: service marked %v, want %v", c.name, s.dirty["s"], c.marks)
+		}
 	}
 }

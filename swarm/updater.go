@@ -183,10 +183,13 @@ func (r *reconciler) rollingUpdate(svc *api.Service, slots []slot, p *plan) {
 		old := currentTask(s.tasks)
 		if cfg.Order == api.StartFirst {
 			// The old task goes once the new one runs (keep).
+			if !r.room() {
+				break
+			}
 			t := r.newTask(svc)
 			s.place(t)
 			r.name(svc, t)
-			p.create = append(p.create, t)
+			r.add(t, p)
 			continue
 		}
 		r.shutdown(old, "updating to a new spec", p)

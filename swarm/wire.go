@@ -19,6 +19,11 @@ import (
 // maxBody bounds a request body (specs, status batches).
 const maxBody = 16 << 20
 
+// maxAnswer bounds an answer a client reads. Answers are larger than
+// requests: a list of 20,000 tasks is over maxBody. They come from a
+// manager the client authenticated, so the bound only stops a runaway.
+const maxAnswer = 512 << 20
+
 // errorBody is every error answer.
 type errorBody struct {
 	Error string `json:"error"`

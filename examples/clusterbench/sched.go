@@ -53,6 +53,7 @@ func runSchedChild(ctx context.Context, args []string) error {
 	perPass := fs.Int("per-pass", 0, "Manager.MaxTasksPerPass (0: the default)")
 	zones := fs.Int("zones", 3, "zones to spread over")
 	cpuprofile := fs.String("cpuprofile", "", "CPU profile of the timed part")
+	heapprofile := fs.String("heapprofile", "", "heap profile once every task is assigned (after a GC)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -133,6 +134,17 @@ func runSchedChild(ctx context.Context, args []string) error {
 	}
 	pprof.StopCPUProfile()
 	res.PeakRSSKB = procstat.PeakRSSKB(os.Getpid())
+	if *heapprofile != "" {
+		runtime.GC()
+		f, err := os.Create(*heapprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			return err
+		}
+	}
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -227,7 +239,8 @@ func (b *bench) schedFigure(ctx context.Context) error {
 		for trial := 1; trial <= b.o.schedRuns; trial++ {
 			args := []string{schedCmd, "-nodes", strconv.Itoa(nodes), "-tasks", strconv.Itoa(tasks), "-per-pass", strconv.Itoa(v.perPass)}
 			if b.o.profile != "" && trial == 1 {
-				args = append(args, "-cpuprofile", filepath.Join(b.o.profile, fmt.Sprintf("sched-%d.prof", vi)))
+				args = append(args, "-cpuprofile", filepath.Join(b.o.profile, fmt.Sprintf("sched-%d.prof", vi)),
+					"-heapprofile", filepath.Join(b.o.profile, fmt.Sprintf("sched-%d.heap", vi)))
 			}
 			out, _, err := b.runTracked(ctx, exec.Command(b.self, args...))
 			if err != nil {
