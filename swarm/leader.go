@@ -223,6 +223,9 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 				// Not applied (lost leadership, no quorum, a conflict):
 				// try the same services again on the next wake-up.
 				m.logger().Warn("swarm: reconcile", "err", err)
+				// The address book freed and allocated for a pass that
+				// may not have applied: read it again from the store.
+				book = nil
 				maps.Copy(state.dirty, dirty)
 				state.all = state.all || all
 				select {
@@ -236,6 +239,9 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 				state.dirty[id] = true
 			}
 			if res.raced {
+				// Some of the pass's writes lost to others: the book may
+				// hold allocations or frees that were not committed.
+				book = nil
 				// Another write keeps winning (a worker's reports, say):
 				// give it room rather than spin one entry per pass.
 				select {

@@ -739,6 +739,28 @@ func TestNetworkAcrossHosts(t *testing.T) {
 		webTasks = running(t, cl, webSvc.ID)
 	})
 
+	t.Run("a worker killed and restarted serves its adopted tasks' names", func(t *testing.T) {
+		w2 := c.nodes["w2"]
+		var adopted *api.Task
+		for _, tk := range running(t, cl, webSvc.ID) {
+			if tk.NodeID == w2.proc.info.ID {
+				adopted = tk
+			}
+		}
+		if adopted == nil {
+			t.Fatal("no web task on w2")
+		}
+		w2.proc.kill()
+		c.start("w2", w2.host, "start", "", "")
+		waitfor.True(t, "names resolve inside the adopted task", func() bool {
+			code, out, err := c.exec(adopted, "resolve", "tasks.web")
+			return err == nil && code == 0 && len(strings.Fields(out)) >= 2
+		})
+		if tk, err := cl.Task(ctx, adopted.ID); err != nil || tk.Status.State != api.TaskRunning {
+			t.Fatalf("the adopted task after the restart: %+v %v", tk, err)
+		}
+	})
+
 	t.Run("a killed node's tasks leave the backends", func(t *testing.T) {
 		w1 := c.nodes["w1"]
 		var gone []string
@@ -754,14 +776,6 @@ func TestNetworkAcrossHosts(t *testing.T) {
 		waitfor.True(t, "tasks.web without w1's task, and a replacement", func() bool {
 			out, err := run("resolve", "tasks.web")
 			fields := strings.Fields(out)
-			if ts, _ := cl.Tasks(ctx, swarm.Filter{Services: []string{webSvc.ID}}); true {
-				var b strings.Builder
-				for _, tk := range ts {
-					fmt.Fprintf(&b, " [%s node=%s %s/%s %v]", tk.ID[:6], tk.NodeID[:6], tk.Status.State, tk.DesiredState, addrsOf(tk, front.ID))
-				}
-				nd, _ := cl.Node(ctx, w1.proc.info.ID)
-				t.Logf("tasks.web: %v %v (gone %s); w1 %s; tasks%s", fields, err, gone[0], nd.Status.State, b.String())
-			}
 			return err == nil && !slices.Contains(fields, gone[0]) && len(fields) == 2
 		})
 		// Requests through the mesh on m0 all succeed again (the dead

@@ -461,12 +461,12 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 		d := &RemoteDispatcher{Addrs: n.managerAddrs(), TLS: holder.clientConfig()}
 		w := &Worker{NodeID: st.ID, Executor: n.Executor, Dispatcher: d, Description: DetectDescription(n.Description), Logger: n.Logger}
 		if na := n.Network; na != nil {
-			if err := n.startNetwork(ctx, st.ID); err != nil {
-				return err
-			}
 			nu, ok := n.Executor.(networkUser)
 			if !ok {
 				return fmt.Errorf("swarm: the node has a network agent but its executor (%T) takes no network hook", n.Executor)
+			}
+			if err := n.startNetwork(ctx, st.ID); err != nil {
+				return err
 			}
 			nu.UseNetwork(na.TaskNetwork)
 			w.Network = na

@@ -79,6 +79,12 @@ type NetworkAgent interface {
 	ReleaseTask(ctx context.Context, taskID string) error
 }
 
+// taskNetworker is a network agent that wires a task's network, or takes
+// up again that of a task an earlier agent wired (swarm/netagent).
+type taskNetworker interface {
+	TaskNetwork(ctx context.Context, t *api.Task) (netnsPath, resolvConf string, err error)
+}
+
 // pruner is a network agent that can forget tasks an earlier agent left
 // (swarm/netagent).
 type pruner interface {
@@ -398,6 +404,13 @@ func (w *Worker) run(ctx context.Context, t *api.Task, resume bool) {
 		defer close(rt.done)
 		r := &agent.Runner{Executor: w.Executor, Logger: w.Logger, Report: w.put}
 		if resume {
+			// The container kept its namespace; the agent before this one
+			// served its DNS and load balancing: take them up again.
+			if tn, ok := w.Network.(taskNetworker); ok {
+				if _, _, err := tn.TaskNetwork(tctx, t); err != nil {
+					w.logger().Warn("swarm: resuming an adopted task's network (DNS, load balancing)", "task", t.ID, "err", err)
+				}
+			}
 			r.Resume(tctx, t)
 		} else {
 			r.Run(tctx, t)
