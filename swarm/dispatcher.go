@@ -180,7 +180,11 @@ func (d *dispatcher) pump(ctx context.Context) {
 			continue
 		}
 		if err != nil {
-			return
+			d.logger.Error("swarm: watching tasks for the assignment streams; trying again", "err", err)
+			if !sleepCtx(ctx, bookRetryDelay) {
+				return
+			}
+			continue
 		}
 		// Changes between the streams' reads and this watch's start
 		// would be missed: every stream reads again.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -64,6 +65,20 @@ func (b *netBook) has(nodeID string) bool {
 	return b.nodes[nodeID] != nil
 }
 
+// bookRetryDelay is how long the book and the task pump wait before they
+// try again after a failed read or watch.
+const bookRetryDelay = time.Second
+
+// sleepCtx waits d, or less if ctx ends first (then it reports false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
 // run keeps the book while ctx lives (the leader's term).
 func (b *netBook) run(ctx context.Context) {
 	filter := func(e raftstore.Event) bool {
@@ -76,15 +91,24 @@ func (b *netBook) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		index, err := b.rebuild()
 		if err != nil {
-			b.logger.Warn("swarm: reading the network book", "err", err)
-			return
+			// Kept while leading: the streams would go without network
+			// changes for the rest of the term.
+			b.logger.Error("swarm: reading the network book; trying again", "err", err)
+			if !sleepCtx(ctx, bookRetryDelay) {
+				return
+			}
+			continue
 		}
 		w, err := b.store.Watch(ctx, index, filter)
 		if errors.Is(err, raftstore.ErrResync) {
 			continue
 		}
 		if err != nil {
-			return
+			b.logger.Error("swarm: watching for the network book; trying again", "err", err)
+			if !sleepCtx(ctx, bookRetryDelay) {
+				return
+			}
+			continue
 		}
 		for ev := range w.Events() {
 			dirty := newBookChanges()
