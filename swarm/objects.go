@@ -85,6 +85,10 @@ func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time) (*api
 	if spec.IPAM != nil && spec.IPAM.Subnet != "" {
 		want = netip.MustParsePrefix(spec.IPAM.Subnet) // validated
 	}
+	if want.IsValid() && want.Overlaps(netmesh.DefaultGatewaySubnet) {
+		// Tasks would have two routes to the same addresses.
+		return nil, fmt.Errorf("%w: spec.ipam.subnet: %s overlaps the nodes' gateway network %s: choose a subnet outside it", api.ErrInvalidSpec, want, netmesh.DefaultGatewaySubnet)
+	}
 	sub, err := a.AllocateSubnet(n.ID, want)
 	if err != nil {
 		for _, o := range nets {

@@ -65,6 +65,9 @@ func TestNetworksAndAddresses(t *testing.T) {
 	if _, err := m.CreateNetwork(ctx, api.NetworkSpec{Annotations: api.Annotations{Name: "overlap"}, IPAM: &api.IPAMConfig{Subnet: "10.20.0.0/16"}}); !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "overlap") {
 		t.Fatalf("an overlapping subnet: %v", err)
 	}
+	if _, err := m.CreateNetwork(ctx, api.NetworkSpec{Annotations: api.Annotations{Name: "gw"}, IPAM: &api.IPAMConfig{Subnet: "172.18.5.0/24"}}); !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "gateway network") {
+		t.Fatalf("a subnet inside the nodes' gateway network: %v", err)
+	}
 	if _, err := m.CreateNetwork(ctx, api.NetworkSpec{Annotations: api.Annotations{Name: "back"}}); !errors.Is(err, swarm.ErrNameInUse) {
 		t.Fatalf("a second network named back: %v", err)
 	}

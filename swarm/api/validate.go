@@ -100,6 +100,38 @@ func (v *validator) cidr(field, s string) {
 	}
 }
 
+// overlaySubnet refuses subnets an overlay network cannot use: not IPv4,
+// wider than /8 or narrower than /30, or in ranges with another meaning
+// (this host, loopback, link-local, multicast, reserved), where a route
+// on every node would cut the nodes off from something else.
+func (v *validator) overlaySubnet(field, s string) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return // cidr said so
+	}
+	switch {
+	case !p.Addr().Is4():
+		v.addf(field, "%s is not IPv4: overlay networks are IPv4", p)
+	case p.Bits() < 8 || p.Bits() > 30:
+		v.addf(field, "%s: the prefix length must be between /8 and /30", p)
+	default:
+		for _, r := range reservedSubnets {
+			if r.Overlaps(p) {
+				v.addf(field, "%s overlaps %s, which is not for overlay networks: choose a private range such as 10.0.0.0/8", p, r)
+				break
+			}
+		}
+	}
+}
+
+var reservedSubnets = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),      // this host
+	netip.MustParsePrefix("127.0.0.0/8"),    // loopback
+	netip.MustParsePrefix("169.254.0.0/16"), // link-local
+	netip.MustParsePrefix("224.0.0.0/4"),    // multicast
+	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, broadcast
+}
+
 func (v *validator) nonNegative(field string, d time.Duration) {
 	if d < 0 {
 		v.add(field, "must not be negative")
@@ -421,6 +453,9 @@ func (s *NetworkSpec) Validate() error {
 	if s.IPAM != nil {
 		if s.IPAM.Subnet != "" {
 			v.cidr("ipam.subnet", s.IPAM.Subnet)
+			v.overlaySubnet("ipam.subnet", s.IPAM.Subnet)
+		} else if s.IPAM.Gateway != "" {
+			v.add("ipam.gateway", "a gateway needs its subnet (ipam.subnet)")
 		}
 		if s.IPAM.Gateway != "" {
 			gw, err := netip.ParseAddr(s.IPAM.Gateway)
