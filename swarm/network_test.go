@@ -84,8 +84,12 @@ func newNetCluster(t testing.TB, managers, workers int) *netCluster {
 	// agents bind-mounted under the node dirs are unmounted so that the
 	// dirs can be removed.
 	t.Cleanup(func() {
-		c.removeContainers()
-		unmountUnder(base)
+		// While the task namespaces are still mounted: runc needs them
+		// to kill and delete.
+		if err := d.RemoveAll(); err != nil {
+			t.Errorf("removing the nodes' containers: %v", err)
+		}
+		containerdtest.UnmountUnder(base + "/")
 	})
 
 	m0 := c.start("m0", lab.Hosts[0], "init", "", "")
@@ -227,29 +231,6 @@ func (c *netCluster) exec(tk *api.Task, args ...string) (int, string, error) {
 	}
 }
 
-// removeContainers kills and deletes the nodes' containers (while their
-// namespaces are still mounted: runc needs them to kill and delete).
-func (c *netCluster) removeContainers() {
-	for name := range c.nodes {
-		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), name), 30*time.Second)
-		ctrs, err := c.ctrd.Containers(ctx)
-		if err != nil {
-			c.t.Errorf("listing %s's containers: %v", name, err)
-		}
-		for _, ctr := range ctrs {
-			if task, err := ctr.Task(ctx, nil); err == nil {
-				if _, err := task.Delete(ctx, ctrd.WithProcessKill); err != nil {
-					c.t.Errorf("deleting task %s/%s: %v", name, ctr.ID(), err)
-				}
-			}
-			if err := ctr.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil {
-				c.t.Errorf("deleting container %s/%s: %v", name, ctr.ID(), err)
-			}
-		}
-		cancel()
-	}
-}
-
 func (c *netCluster) nodeByID(id string) *netNode {
 	for _, n := range c.nodes {
 		if n.proc != nil && n.proc.info.ID == id {
@@ -305,25 +286,6 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
-}
-
-// unmountUnder detaches every mount below dir, deepest first.
-func unmountUnder(dir string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var points []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			points = append(points, f[4])
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(points)))
-	for _, p := range points {
-		syscall.Unmount(p, syscall.MNT_DETACH)
-	}
 }
 
 // addrsOf lists a task's addresses on a network (without the prefix).

@@ -120,7 +120,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 // Stop removes every container left, stops the daemon (by its PID),
 // unmounts what it mounted and deletes its directory.
 func (d *Daemon) Stop() error {
-	left := d.removeAll()
+	left := d.RemoveAll()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:
@@ -129,13 +129,13 @@ func (d *Daemon) Stop() error {
 		<-d.exited
 	}
 	d.logf.Close()
-	unmountUnder(filepath.Join(d.Dir, "root"))
+	UnmountUnder(filepath.Join(d.Dir, "root"))
 	return errors.Join(left, os.RemoveAll(d.Dir))
 }
 
-// removeAll kills and deletes every task and container the test left, in
+// RemoveAll kills and deletes every task and container the test left, in
 // every namespace, so no shim outlives the test.
-func (d *Daemon) removeAll() error {
+func (d *Daemon) RemoveAll() error {
 	c, err := ctrd.New(d.Address, ctrd.WithTimeout(10*time.Second))
 	if err != nil {
 		return fmt.Errorf("containerdtest: connecting to remove what was left: %w", err)
@@ -167,7 +167,8 @@ func (d *Daemon) removeAll() error {
 	return errors.Join(errs...)
 }
 
-func unmountUnder(root string) {
+// UnmountUnder detaches every mount below root, deepest first.
+func UnmountUnder(root string) {
 	b, err := os.ReadFile("/proc/self/mounts")
 	if err != nil {
 		return
