@@ -205,7 +205,7 @@ func (g *commitGuard) AppendEntriesPipeline(id raft.ServerID, target raft.Server
 	if err != nil {
 		return nil, err
 	}
-	return &guardedPipeline{AppendPipeline: p, g: g}, nil
+	return &guardedPipeline{AppendPipeline: drainPipeline(p), g: g}, nil
 }
 
 // Close closes the wrapped transport if it can be closed, as raft would.
