@@ -557,6 +557,38 @@ func TestNetworkAcrossHosts(t *testing.T) {
 				t.Fatal("the request crossed the wire in plaintext on an encrypted network")
 			}
 		}
+
+		// The node that runs safe replaces its WireGuard key (SIGUSR1:
+		// what the 12-hour schedule does). The new key reaches the
+		// managers and the probe's node at once, and requests over the
+		// encrypted network go on after at most a short gap.
+		safeNode := c.nodeByID(running(t, cl, safeSvc.ID)[0].NodeID)
+		before, err := cl.Node(ctx, running(t, cl, safeSvc.ID)[0].NodeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := safeNode.proc.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		rotated := time.Now()
+		waitfor.True(t, "the managers have safe's node's new WireGuard key", func() bool {
+			n, err := cl.Node(ctx, before.ID)
+			return err == nil && n.Description.WireGuardKey != "" && n.Description.WireGuardKey != before.Description.WireGuardKey
+		})
+		const bound = 10 * time.Second
+		var lastErr error
+		for {
+			out, err := run("get", "http://safe/")
+			if err == nil && strings.Contains(out, running(t, cl, safeSvc.ID)[0].ID) {
+				break
+			}
+			lastErr = err
+			if time.Since(rotated) > bound {
+				t.Fatalf("no answer from safe over the encrypted network %v after its node's key rotation: %v", bound, lastErr)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("after the key rotation, safe answered again over the encrypted network within %v", time.Since(rotated).Round(time.Millisecond))
 	})
 
 	t.Run("secrets and configs", func(t *testing.T) {
