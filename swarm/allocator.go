@@ -139,11 +139,7 @@ func (a *allocator) syncNetworks(nets []*api.Network) {
 		if n.Spec.Ingress {
 			a.ingress = n.ID
 		}
-		if n.IPAM != nil {
-			if p, err := netip.ParsePrefix(n.IPAM.Subnet); err == nil {
-				a.ipam.AllocateSubnet(n.ID, p)
-			}
-		}
+		addToIPAM(a.ipam, n)
 	}
 }
 

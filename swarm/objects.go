@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -44,18 +45,45 @@ func ipamFor(spec api.ClusterSpec, nets []*api.Network) (*netmesh.IPAM, error) {
 		a.Pools = append(a.Pools, pp)
 	}
 	for _, n := range nets {
-		if n.IPAM == nil {
-			continue
-		}
-		p, err := netip.ParsePrefix(n.IPAM.Subnet)
-		if err != nil {
-			continue
-		}
-		if _, err := a.AllocateSubnet(n.ID, p); err != nil {
+		if err := addToIPAM(a, n); err != nil {
 			return nil, err
 		}
 	}
 	return a, nil
+}
+
+// addToIPAM gives a network its subnet in the IPAM, with its range and the
+// addresses that are never handed out: its gateway and auxiliary
+// addresses. A network without a subnet is skipped.
+func addToIPAM(a *netmesh.IPAM, n *api.Network) error {
+	if n.IPAM == nil {
+		return nil
+	}
+	p, err := netip.ParsePrefix(n.IPAM.Subnet)
+	if err != nil {
+		return nil
+	}
+	sub, err := a.AllocateSubnet(n.ID, p)
+	if err != nil {
+		return err
+	}
+	if r, err := netip.ParsePrefix(n.IPAM.IPRange); err == nil {
+		if err := a.SetRange(n.ID, r); err != nil {
+			return fmt.Errorf("swarm: network %s: %w", n.Spec.Name, err)
+		}
+	}
+	reserve := func(owner, s string) {
+		// Validated at creation; the IPAM's own gateway is reserved
+		// already.
+		if ad, err := netip.ParseAddr(s); err == nil && ad != sub.Gateway {
+			a.AllocateAddr(n.ID, owner, ad)
+		}
+	}
+	reserve("gateway", n.IPAM.Gateway)
+	for name, ad := range n.IPAM.AuxAddresses {
+		reserve("aux:"+name, ad)
+	}
+	return nil
 }
 
 func subnetOf(n *api.Network) string {
@@ -104,6 +132,9 @@ func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time) (*api
 		gw = netip.MustParseAddr(spec.IPAM.Gateway)
 	}
 	n.IPAM = &api.IPAMConfig{Subnet: sub.Prefix.String(), Gateway: gw.String()}
+	if spec.IPAM != nil {
+		n.IPAM.IPRange, n.IPAM.AuxAddresses = spec.IPAM.IPRange, maps.Clone(spec.IPAM.AuxAddresses)
+	}
 	used := map[uint32]bool{}
 	ports := map[int]bool{}
 	for _, o := range nets {

@@ -21,6 +21,18 @@ type passResult struct {
 	raced bool
 }
 
+// addrRetryDelay is how soon a service whose tasks wait for an address
+// (their network's range is full) is looked at again.
+const addrRetryDelay = time.Second
+
+// earliest is the earlier of two times, a zero one not counting.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
 // reconcile is one pass of the leader: it brings the services in dirty
 // (every service when all is set) to their desired state, places pending
 // tasks, brings the nodes' network attachments up to date when all or
@@ -159,6 +171,10 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 							t.Status.Err = msg
 							p.updated(t)
 						}
+						// Addresses come free as other services' tasks
+						// end (a full range): look again soon rather
+						// than at the next full pass.
+						sp.retryAt = earliest(sp.retryAt, now.Add(addrRetryDelay))
 					}
 				}
 			}
