@@ -265,6 +265,12 @@ func networkDiff(cur, want api.NetworkSpec) string {
 		if (w.Subnet != "" && w.Subnet != c.Subnet) || (w.Gateway != "" && w.Gateway != c.Gateway) {
 			d = append(d, fmt.Sprintf("subnet %q gateway %q, the file says %q %q", c.Subnet, c.Gateway, w.Subnet, w.Gateway))
 		}
+		if w.IPRange != "" && w.IPRange != c.IPRange {
+			d = append(d, fmt.Sprintf("ip_range %q, the file says %q", c.IPRange, w.IPRange))
+		}
+		if len(w.AuxAddresses) > 0 && !maps.Equal(w.AuxAddresses, c.AuxAddresses) {
+			d = append(d, "other aux_addresses")
+		}
 	}
 	if !maps.Equal(cur.Labels, want.Labels) {
 		d = append(d, "other labels")
