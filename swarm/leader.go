@@ -360,7 +360,7 @@ func (m *Manager) ensureCluster(ctx context.Context, st *raftstore.Store) error 
 				return err
 			}
 			ingress, err := newNetwork(&tx.ReadTx, api.NetworkSpec{Annotations: api.Annotations{Name: IngressNetworkName}, Ingress: true,
-				IPAM: &api.IPAMConfig{Subnet: DefaultIngressSubnet.String()}}, c.CreatedAt)
+				IPAM: &api.IPAMConfig{Subnet: DefaultIngressSubnet.String()}}, c.CreatedAt, false)
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -93,9 +94,47 @@ func subnetOf(n *api.Network) string {
 	return n.IPAM.Subnet
 }
 
+// nodeAddr is an address a node advertises (its data-plane, status or
+// management address).
+type nodeAddr struct {
+	addr     netip.Addr
+	id, name string
+}
+
+// nodeAddrs lists the addresses the nodes advertise, IPv4 only (the
+// overlays are), each once.
+func nodeAddrs(tx *raftstore.ReadTx) ([]nodeAddr, error) {
+	nodes, err := list[*api.Node](tx.List(TableNodes))
+	if err != nil {
+		return nil, err
+	}
+	var out []nodeAddr
+	seen := map[netip.Addr]bool{}
+	for _, n := range nodes {
+		ss := []string{n.Description.DataAddr, n.Status.Addr}
+		if n.ManagerStatus != nil {
+			if h, _, err := net.SplitHostPort(n.ManagerStatus.Addr); err == nil {
+				ss = append(ss, h)
+			}
+		}
+		for _, s := range ss {
+			ad, err := netip.ParseAddr(s)
+			if err != nil || !ad.Is4() || ad.IsLoopback() || ad.IsUnspecified() || seen[ad] {
+				continue
+			}
+			seen[ad] = true
+			out = append(out, nodeAddr{addr: ad, id: n.ID, name: n.Description.Hostname})
+		}
+	}
+	return out, nil
+}
+
 // newNetwork makes a network object: its subnet (asked for, or from the
-// pools) and gateway, its VNI and, if encrypted, its WireGuard port.
-func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time) (*api.Network, error) {
+// pools, outside the nodes' addresses) and gateway, its VNI and, if
+// encrypted, its WireGuard port. With checkLAN, a subnet asked for that
+// holds an address a node advertises is refused (a user's network; the
+// ingress network a new cluster makes is Docker's default subnet).
+func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time, checkLAN bool) (*api.Network, error) {
 	cspec, err := clusterSpec(tx)
 	if err != nil {
 		return nil, err
@@ -116,6 +155,30 @@ func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time) (*api
 	if want.IsValid() && want.Overlaps(netmesh.DefaultGatewaySubnet) {
 		// Tasks would have two routes to the same addresses.
 		return nil, fmt.Errorf("%w: spec.ipam.subnet: %s overlaps the nodes' gateway network %s: choose a subnet outside it", api.ErrInvalidSpec, want, netmesh.DefaultGatewaySubnet)
+	}
+	lan, err := nodeAddrs(tx)
+	if err != nil {
+		return nil, err
+	}
+	if want.IsValid() && checkLAN {
+		// A task would reach the overlay, not the node, at that
+		// address: the VXLAN and management traffic would break.
+		for _, na := range lan {
+			if want.Contains(na.addr) {
+				who := na.id
+				if na.name != "" {
+					who = na.name + " (" + na.id + ")"
+				}
+				return nil, fmt.Errorf("%w: spec.ipam.subnet: %s holds %s, the address node %s advertises: choose a subnet outside the nodes' own network", api.ErrInvalidSpec, want, na.addr, who)
+			}
+		}
+	}
+	if !want.IsValid() {
+		// From the pools: not a subnet that holds a node's address
+		// (a /30 around each one keeps its subnet from being chosen).
+		for _, na := range lan {
+			a.AllocateSubnet("node-addr:"+na.addr.String(), netip.PrefixFrom(na.addr, 30).Masked())
+		}
 	}
 	sub, err := a.AllocateSubnet(n.ID, want)
 	if err != nil {
@@ -190,7 +253,7 @@ func (m *Manager) createNetwork(ctx context.Context, spec api.NetworkSpec) (*api
 					}
 				}
 			}
-			n, err := newNetwork(&tx.ReadTx, spec, time.Now().UTC())
+			n, err := newNetwork(&tx.ReadTx, spec, time.Now().UTC(), true)
 			if err != nil {
 				return err
 			}
