@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"maps"
@@ -459,7 +460,10 @@ func (m *Manager) UpdateSecret(ctx context.Context, id string, version uint64, s
 		if err != nil {
 			return err
 		}
-		if spec.Name != cur.Spec.Name || (len(spec.Data) > 0 && string(spec.Data) != string(cur.Spec.Data)) {
+		// The same data back is accepted, as Docker does (docker stack
+		// deploy sends it with every redeploy); compared in constant
+		// time, so that the answer's timing tells nothing of the data.
+		if spec.Name != cur.Spec.Name || (len(spec.Data) > 0 && subtle.ConstantTimeCompare(spec.Data, cur.Spec.Data) != 1) {
 			return fmt.Errorf("%w: only a secret's labels can change; its name and data cannot (make a new secret)", api.ErrInvalidSpec)
 		}
 		c := *cur
