@@ -32,10 +32,15 @@ const (
 // their IDs everywhere (VIPs, task addresses, a DNS server's Networks);
 // NetworkNames gives the names that reverse lookups answer with.
 type ServiceEndpoint struct {
-	ID      string
-	Name    string
+	ID   string
+	Name string
+	// Aliases are other names of the service on every network it is on.
 	Aliases []string
-	Mode    EndpointMode
+	// NetworkAliases are other names of the service on one network each,
+	// by network ID (a Docker service's aliases are given per network):
+	// an alias on network A does not resolve for a task on network B.
+	NetworkAliases map[string][]string
+	Mode           EndpointMode
 	// VIPs is the service's virtual IP on each of its networks, by network
 	// ID.
 	VIPs map[string]netip.Addr
@@ -182,10 +187,10 @@ func (r *Registry) Lookup(networks []string, name string) (addrs []netip.Addr, o
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for _, s := range r.services {
-		if !s.matches(name) {
-			continue
-		}
 		for _, n := range networks {
+			if !s.matches(name, n) {
+				continue
+			}
 			vip, onNet := s.VIPs[n]
 			var taskAddrs []netip.Addr
 			for _, t := range s.Tasks {
@@ -210,11 +215,17 @@ func (r *Registry) Lookup(networks []string, name string) (addrs []netip.Addr, o
 	return addrs, ok
 }
 
-func (s *ServiceEndpoint) matches(name string) bool {
+// matches reports whether name is the service's on network.
+func (s *ServiceEndpoint) matches(name, network string) bool {
 	if strings.EqualFold(s.Name, name) {
 		return true
 	}
 	for _, a := range s.Aliases {
+		if strings.EqualFold(a, name) {
+			return true
+		}
+	}
+	for _, a := range s.NetworkAliases[network] {
 		if strings.EqualFold(a, name) {
 			return true
 		}

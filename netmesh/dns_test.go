@@ -73,6 +73,38 @@ func TestRegistryLookup(t *testing.T) {
 	}
 }
 
+// An alias given on one network answers there only: a task on the
+// service's other network, or on both, gets the alias's addresses on the
+// network that has it; a name every network knows (Aliases) answers on
+// each.
+func TestRegistryAliasesPerNetwork(t *testing.T) {
+	r := &Registry{}
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	r.SetService(ServiceEndpoint{ID: "s", Name: "db", Mode: VIP, Aliases: []string{"everywhere"},
+		NetworkAliases: map[string][]string{"back": {"database"}, "audit": {"ledger"}},
+		VIPs:           map[string]netip.Addr{"back": a("10.0.1.2"), "audit": a("10.0.2.2")}})
+	for _, c := range []struct {
+		nets []string
+		name string
+		want []string
+		ok   bool
+	}{
+		{[]string{"back"}, "database", []string{"10.0.1.2"}, true},
+		{[]string{"audit"}, "database", nil, false},
+		{[]string{"audit"}, "ledger", []string{"10.0.2.2"}, true},
+		{[]string{"back"}, "ledger", nil, false},
+		{[]string{"back", "audit"}, "database", []string{"10.0.1.2"}, true},
+		{[]string{"back", "audit"}, "db", []string{"10.0.1.2", "10.0.2.2"}, true},
+		{[]string{"audit"}, "everywhere", []string{"10.0.2.2"}, true},
+		{[]string{"front"}, "database", nil, false},
+	} {
+		got, ok := r.Lookup(c.nets, c.name)
+		if ok != c.ok || !slices.Equal(strs(got), c.want) {
+			t.Errorf("Lookup(%v, %q) = %v %v, want %v %v", c.nets, c.name, strs(got), ok, c.want, c.ok)
+		}
+	}
+}
+
 // startDNS runs a server on loopback; upstream is another one answering
 // every name with 192.0.2.99.
 func startDNS(t *testing.T, nets []string) *DNS {

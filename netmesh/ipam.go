@@ -49,7 +49,8 @@ type Subnet struct {
 type subnet struct {
 	Subnet
 	owners map[netip.Addr]string
-	cursor uint32 // offset of the next address to try
+	cursor uint32       // offset of the next address to try
+	rng    netip.Prefix // where addresses are handed out from; zero means all of Prefix
 }
 
 func (a *IPAM) init() {
@@ -154,17 +155,50 @@ func (a *IPAM) AllocateAddr(networkID, owner string, want netip.Addr) (netip.Add
 		s.owners[want] = owner
 		return want, nil
 	}
-	hosts := size - 2
-	for i := range hosts {
-		off := 1 + (s.cursor-1+i)%hosts
-		ad := addr(first + off)
+	// Addresses are handed out from lo to hi (the range, less the
+	// subnet's network and broadcast addresses), from the cursor on.
+	lo, hi := first+1, first+size-2
+	if s.rng.IsValid() {
+		rlo := u32(s.rng.Addr())
+		lo, hi = max(lo, rlo), min(hi, rlo+uint32(1)<<(32-s.rng.Bits())-1)
+	}
+	if hi < lo {
+		return netip.Addr{}, fmt.Errorf("%w: no host address in range %s of %s", ErrPoolExhausted, s.rng, s.Prefix)
+	}
+	n := hi - lo + 1
+	start := first + s.cursor
+	if start < lo || start > hi {
+		start = lo
+	}
+	for i := range n {
+		ad := addr(lo + (start-lo+i)%n)
 		if _, used := s.owners[ad]; !used {
 			s.owners[ad] = owner
-			s.cursor = 1 + off%hosts
+			s.cursor = 1 + (u32(ad)-first)%(size-2)
 			return ad, nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("%w: all %d addresses of %s are in use", ErrPoolExhausted, hosts, s.Prefix)
+	if s.rng.IsValid() {
+		return netip.Addr{}, fmt.Errorf("%w: all %d addresses of range %s of %s are in use", ErrPoolExhausted, n, s.rng, s.Prefix)
+	}
+	return netip.Addr{}, fmt.Errorf("%w: all %d addresses of %s are in use", ErrPoolExhausted, n, s.Prefix)
+}
+
+// SetRange makes the network's addresses (those not asked for by value)
+// come from r only, a prefix inside its subnet, as Docker's --ip-range.
+// A zero r means the whole subnet again.
+func (a *IPAM) SetRange(networkID string, r netip.Prefix) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.nets[networkID]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNoNetwork, networkID)
+	}
+	if r.IsValid() && (r.Masked() != r || !s.Prefix.Contains(r.Addr()) || r.Bits() < s.Prefix.Bits()) {
+		return fmt.Errorf("%w: range %s is not a prefix inside %s", ErrOutOfRange, r, s.Prefix)
+	}
+	s.rng = r
+	return nil
 }
 
 // AllocateAfter makes the next allocations of the network (without a
@@ -244,6 +278,9 @@ type NetworkState struct {
 	Gateway netip.Addr        `json:"gateway"`
 	Cursor  uint32            `json:"cursor"`
 	Owners  map[string]string `json:"owners"` // address -> owner
+	// Range is where addresses are handed out from (SetRange); zero
+	// means the whole subnet.
+	Range netip.Prefix `json:"range,omitzero"`
 }
 
 // State returns the allocations, sorted, for saving.
@@ -252,7 +289,7 @@ func (a *IPAM) State() IPAMState {
 	defer a.mu.Unlock()
 	var st IPAMState
 	for id, s := range a.nets {
-		ns := NetworkState{ID: id, Subnet: s.Prefix, Gateway: s.Gateway, Cursor: s.cursor, Owners: map[string]string{}}
+		ns := NetworkState{ID: id, Subnet: s.Prefix, Gateway: s.Gateway, Cursor: s.cursor, Owners: map[string]string{}, Range: s.rng}
 		for ad, o := range s.owners {
 			ns.Owners[ad.String()] = o
 		}
@@ -269,7 +306,10 @@ func (a *IPAM) Restore(st IPAMState) error {
 		if !ns.Subnet.IsValid() || !ns.Subnet.Addr().Is4() || ns.Subnet.Bits() > 30 || !ns.Subnet.Contains(ns.Gateway) {
 			return fmt.Errorf("%w: network %s: subnet %s gateway %s", ErrBadPrefix, ns.ID, ns.Subnet, ns.Gateway)
 		}
-		s := &subnet{Subnet: Subnet{Prefix: ns.Subnet, Gateway: ns.Gateway}, owners: map[netip.Addr]string{}, cursor: max(ns.Cursor, 1)}
+		if ns.Range.IsValid() && (!ns.Subnet.Contains(ns.Range.Addr()) || ns.Range.Bits() < ns.Subnet.Bits()) {
+			return fmt.Errorf("%w: network %s: range %s outside subnet %s", ErrOutOfRange, ns.ID, ns.Range, ns.Subnet)
+		}
+		s := &subnet{Subnet: Subnet{Prefix: ns.Subnet, Gateway: ns.Gateway}, owners: map[netip.Addr]string{}, cursor: max(ns.Cursor, 1), rng: ns.Range}
 		for as, o := range ns.Owners {
 			ad, err := netip.ParseAddr(as)
 			if err != nil || !ns.Subnet.Contains(ad) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -131,5 +132,59 @@ func TestIPAMAllocateAfter(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[10.0.0.5 10.0.0.6 10.0.0.3 10.0.0.4]" {
 		t.Fatalf("addresses %v: want the free ones above .4 first, then the wrap", got)
+	}
+}
+
+// With a range, addresses not asked for by value come from it only, in
+// order and wrapping inside it; an address asked for may be anywhere in
+// the subnet; the range survives State and Restore.
+func TestIPAMRange(t *testing.T) {
+	a := &IPAM{}
+	if _, err := a.AllocateSubnet("n", netip.MustParsePrefix("10.9.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetRange("n", netip.MustParsePrefix("10.9.1.0/28")); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("a range outside the subnet: %v", err)
+	}
+	if err := a.SetRange("n", netip.MustParsePrefix("10.9.0.128/30")); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := range 4 {
+		ad, err := a.AllocateAddr("n", fmt.Sprint("t", i), netip.Addr{})
+		if err != nil {
+			if !errors.Is(err, ErrPoolExhausted) {
+				t.Fatalf("allocation %d: %v", i, err)
+			}
+			break
+		}
+		got = append(got, ad.String())
+	}
+	if strings.Join(got, " ") != "10.9.0.128 10.9.0.129 10.9.0.130 10.9.0.131" {
+		t.Fatalf("addresses from range 10.9.0.128/30: %v", got)
+	}
+	if _, err := a.AllocateAddr("n", "t5", netip.Addr{}); !errors.Is(err, ErrPoolExhausted) || !strings.Contains(err.Error(), "range 10.9.0.128/30") {
+		t.Fatalf("a full range: %v", err)
+	}
+	// Asked for by value: anywhere in the subnet.
+	if ad, err := a.AllocateAddr("n", "static", netip.MustParseAddr("10.9.0.7")); err != nil || ad.String() != "10.9.0.7" {
+		t.Fatalf("a static address outside the range: %v %v", ad, err)
+	}
+	// Freed, an address comes back after the cursor has gone round the
+	// range, not from outside it.
+	a.ReleaseAddr("n", netip.MustParseAddr("10.9.0.129"))
+	if ad, err := a.AllocateAddr("n", "t6", netip.Addr{}); err != nil || ad.String() != "10.9.0.129" {
+		t.Fatalf("after a release: %v %v", ad, err)
+	}
+	b := &IPAM{}
+	if err := b.Restore(a.State()); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.State(); st.Networks[0].Range.String() != "10.9.0.128/30" {
+		t.Fatalf("range after a restore: %v", st.Networks[0].Range)
+	}
+	b.ReleaseAddr("n", netip.MustParseAddr("10.9.0.130"))
+	if ad, err := b.AllocateAddr("n", "t7", netip.Addr{}); err != nil || ad.String() != "10.9.0.130" {
+		t.Fatalf("restored, the range holds: %v %v", ad, err)
 	}
 }

@@ -139,11 +139,7 @@ func (a *allocator) syncNetworks(nets []*api.Network) {
 		if n.Spec.Ingress {
 			a.ingress = n.ID
 		}
-		if n.IPAM != nil {
-			if p, err := netip.ParsePrefix(n.IPAM.Subnet); err == nil {
-				a.ipam.AllocateSubnet(n.ID, p)
-			}
-		}
+		addToIPAM(a.ipam, n)
 	}
 }
 
@@ -253,15 +249,23 @@ func (a *allocator) releaseServiceByID(id string) {
 	}
 }
 
-// nodeIngress gives a node its address on the ingress network; it returns
-// whether the node changed.
-func (a *allocator) nodeIngress(n *api.Node) (bool, error) {
-	if a.ingress == "" || slices.ContainsFunc(n.Attachments, func(na api.NetworkAttachment) bool { return na.NetworkID == a.ingress }) {
-		return false, nil
+// nodeAttachments drops a node's attachments to networks that are gone (an
+// ingress network removed to be replaced, as Docker allows) and, when
+// withIngress, gives it its address on the ingress network; it returns
+// whether the node changed. The addresses dropped went with their network's
+// subnet (syncNetworks).
+func (a *allocator) nodeAttachments(n *api.Node, withIngress bool) (bool, error) {
+	changed := false
+	if slices.ContainsFunc(n.Attachments, func(na api.NetworkAttachment) bool { return a.nets[na.NetworkID] == nil }) {
+		n.Attachments = slices.DeleteFunc(slices.Clone(n.Attachments), func(na api.NetworkAttachment) bool { return a.nets[na.NetworkID] == nil })
+		changed = true
+	}
+	if !withIngress || a.ingress == "" || slices.ContainsFunc(n.Attachments, func(na api.NetworkAttachment) bool { return na.NetworkID == a.ingress }) {
+		return changed, nil
 	}
 	ad, err := a.ipam.AllocateAddr(a.ingress, nodeOwner(n.ID), netip.Addr{})
 	if err != nil {
-		return false, fmt.Errorf("node %s's address on ingress: %w", n.ID, err)
+		return changed, fmt.Errorf("node %s's address on ingress: %w", n.ID, err)
 	}
 	n.Attachments = append(slices.Clone(n.Attachments), api.NetworkAttachment{NetworkID: a.ingress, Addresses: []string{a.prefixed(a.ingress, ad)}})
 	return true, nil

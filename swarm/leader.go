@@ -100,6 +100,9 @@ func (m *Manager) run(ctx context.Context) {
 type leaderState struct {
 	dirty map[string]bool
 	all   bool
+	// nets is set when a network was created or removed: the nodes'
+	// attachments follow (a replaced ingress), not every service.
+	nets  bool
 	retry map[string]time.Time
 }
 
@@ -116,6 +119,8 @@ func (s *leaderState) mark(ev raftstore.Event) {
 				s.dirty[t.ServiceID] = true
 			}
 		}
+	case TableNetworks:
+		s.nets = true
 	case TableNodes, TableClusters:
 		// A node's state, availability, labels or resources can change
 		// what every service needs (global services, orphans, the
@@ -153,8 +158,8 @@ func (s *leaderState) due(now time.Time) (next time.Time) {
 }
 
 // lead reconciles while this manager leads: after every change of
-// services, tasks, nodes or the cluster object, when a delay ends, and
-// every half heartbeat period for silent nodes. It returns when ctx ends
+// services, tasks, nodes, networks or the cluster object, when a delay
+// ends, and every half heartbeat period for silent nodes. It returns when ctx ends
 // (leadership lost, manager closing) or the store closes.
 func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) error {
 	// A new leader may not yet have applied all that the old one
@@ -172,7 +177,7 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 	m.leadArbiters(ctx, st)
 	filter := func(e raftstore.Event) bool {
 		switch e.Table {
-		case TableServices, TableTasks, TableNodes, TableClusters:
+		case TableServices, TableTasks, TableNodes, TableClusters, TableNetworks:
 			return true
 		}
 		return false
@@ -202,16 +207,16 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 			}
 			state.all = true
 		}
-		dirty, all := state.dirty, state.all
-		state.dirty, state.all = map[string]bool{}, false
+		dirty, all, nets := state.dirty, state.all, state.nets
+		state.dirty, state.all, state.nets = map[string]bool{}, false, false
 		if all {
 			if err := m.reconcileMembership(ctx, st); err != nil && ctx.Err() == nil {
 				m.logger().Warn("swarm: manager membership", "err", err)
 			}
 		}
-		if all || len(dirty) > 0 {
+		if all || nets || len(dirty) > 0 {
 			began := time.Now()
-			res, err := m.reconcile(ctx, st, dirty, all, &book)
+			res, err := m.reconcile(ctx, st, dirty, all, nets, &book)
 			m.reconcileTime.observe(time.Since(began))
 			switch {
 			case err == nil:
@@ -228,6 +233,7 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 				book = nil
 				maps.Copy(state.dirty, dirty)
 				state.all = state.all || all
+				state.nets = state.nets || nets
 				select {
 				case <-ctx.Done():
 					return nil
@@ -250,7 +256,7 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 				case <-time.After(conflictPause):
 				}
 			}
-			if len(state.dirty) > 0 || state.all {
+			if len(state.dirty) > 0 || state.all || state.nets {
 				continue // work left over from a bounded pass: go on at once
 			}
 		}
@@ -354,7 +360,7 @@ func (m *Manager) ensureCluster(ctx context.Context, st *raftstore.Store) error 
 				return err
 			}
 			ingress, err := newNetwork(&tx.ReadTx, api.NetworkSpec{Annotations: api.Annotations{Name: IngressNetworkName}, Ingress: true,
-				IPAM: &api.IPAMConfig{Subnet: DefaultIngressSubnet.String()}}, c.CreatedAt)
+				IPAM: &api.IPAMConfig{Subnet: DefaultIngressSubnet.String()}}, c.CreatedAt, false)
 			if err != nil {
 				return err
 			}

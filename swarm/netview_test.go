@@ -167,22 +167,22 @@ func TestNetworkViews(t *testing.T) {
 		t.Fatalf("node2 runs no db task but has its secret: %q", b)
 	}
 
-	// Scale db down: the task that goes drains first, on every node,
-	// while it still runs.
+	// Scale db down: the task that goes drains first, on every node
+	// (the one that runs it and the other), while it still runs.
 	var dbTasks []*api.Task
 	c.WaitFor("db's tasks", func() bool { dbTasks = c.Running(dbSvc.ID); return len(dbTasks) == 2 })
 	type seen struct {
-		task    string
-		stopped int
+		node, task string
+		stopped    int
 	}
-	drained := make(chan seen, 16)
+	drained := make(chan seen, 64)
 	for _, id := range []string{"node0", "node1"} {
 		nets[id].mu.Lock()
 		nets[id].onApply = func(v *api.NetworkView) {
 			if _, d := readyBackends(serviceIn(v, "db")); len(d) == 1 {
 				for _, tk := range dbTasks {
 					if tk.ID == d[0] {
-						drained <- seen{tk.ID, c.Exec(tk.NodeID).Stopped(tk.ID)}
+						drained <- seen{id, tk.ID, c.Exec(tk.NodeID).Stopped(tk.ID)}
 					}
 				}
 			}
@@ -195,14 +195,28 @@ func TestNetworkViews(t *testing.T) {
 	if _, err := m.UpdateService(ctx, cur.ID, cur.Version, spec); err != nil {
 		t.Fatal(err)
 	}
-	var gone seen
-	select {
-	case gone = <-drained:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no node saw the stopping task drain")
+	// The first view of each node with the task draining: each must
+	// come while the task still runs.
+	first := map[string]seen{}
+	timeout := time.After(30 * time.Second)
+	for len(first) < 2 {
+		select {
+		case s := <-drained:
+			if _, ok := first[s.node]; !ok {
+				first[s.node] = s
+			}
+		case <-timeout:
+			t.Fatalf("the stopping task drained on %d of the 2 networked nodes (%v)", len(first), first)
+		}
 	}
-	if gone.stopped != 0 {
-		t.Fatalf("task %s was stopped before the nodes took it out of their backends", gone.task)
+	gone := first["node0"]
+	for id, s := range first {
+		if s.task != gone.task {
+			t.Fatalf("the nodes saw different tasks drain: %v", first)
+		}
+		if s.stopped != 0 {
+			t.Fatalf("task %s was stopped before %s took it out of its backends", s.task, id)
+		}
 	}
 	var goneNode string
 	for _, tk := range dbTasks {

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +50,7 @@ type netCluster struct {
 	base    string
 	images  string
 	ctrdSoc string
+	ctrdDir string // the containerd's root and state
 	nodes   map[string]*netNode
 	client  *swarm.Client
 }
@@ -78,7 +80,7 @@ func newNetCluster(t testing.TB, managers, workers int) *netCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
-	c := &netCluster{t: t, lab: lab, ctrd: cl, base: base, images: images, ctrdSoc: d.Address, nodes: map[string]*netNode{}}
+	c := &netCluster{t: t, lab: lab, ctrd: cl, base: base, images: images, ctrdSoc: d.Address, ctrdDir: d.Dir, nodes: map[string]*netNode{}}
 	// Runs after the node processes are killed (cleanups run last
 	// first), before the lab and containerd go: the task namespaces the
 	// agents bind-mounted under the node dirs are unmounted so that the
@@ -557,6 +559,38 @@ func TestNetworkAcrossHosts(t *testing.T) {
 				t.Fatal("the request crossed the wire in plaintext on an encrypted network")
 			}
 		}
+
+		// The node that runs safe replaces its WireGuard key (SIGUSR1:
+		// what the 12-hour schedule does). The new key reaches the
+		// managers and the probe's node at once, and requests over the
+		// encrypted network go on after at most a short gap.
+		safeNode := c.nodeByID(running(t, cl, safeSvc.ID)[0].NodeID)
+		before, err := cl.Node(ctx, running(t, cl, safeSvc.ID)[0].NodeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := safeNode.proc.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		rotated := time.Now()
+		waitfor.True(t, "the managers have safe's node's new WireGuard key", func() bool {
+			n, err := cl.Node(ctx, before.ID)
+			return err == nil && n.Description.WireGuardKey != "" && n.Description.WireGuardKey != before.Description.WireGuardKey
+		})
+		const bound = 10 * time.Second
+		var lastErr error
+		for {
+			out, err := run("get", "http://safe/")
+			if err == nil && strings.Contains(out, running(t, cl, safeSvc.ID)[0].ID) {
+				break
+			}
+			lastErr = err
+			if time.Since(rotated) > bound {
+				t.Fatalf("no answer from safe over the encrypted network %v after its node's key rotation: %v", bound, lastErr)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("after the key rotation, safe answered again over the encrypted network within %v", time.Since(rotated).Round(time.Millisecond))
 	})
 
 	t.Run("secrets and configs", func(t *testing.T) {
@@ -577,26 +611,32 @@ func TestNetworkAcrossHosts(t *testing.T) {
 		if out, err := run("read", "/run/secrets/pass"); err == nil {
 			t.Fatalf("a task that does not use the secret reads it: %q", out)
 		}
-		// No file on disk of the nodes' (Raft data, state, executor dirs)
-		// holds the secret in clear; the tasks' copies are on tmpfs.
-		onTmpfs := 0
-		filepath.WalkDir(c.base, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || !d.Type().IsRegular() {
+		// No file on disk holds the secret in clear: not the nodes'
+		// (Raft data, state, executor dirs), not containerd's root and
+		// state (snapshots, content, the shims' state, the containers'
+		// root filesystems); the tasks' copies are on tmpfs.
+		onTmpfs, scanned := 0, 0
+		for _, root := range []string{c.base, c.ctrdDir} {
+			filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+				if err != nil || !d.Type().IsRegular() {
+					return nil
+				}
+				var st syscall.Statfs_t
+				if syscall.Statfs(p, &st) == nil && st.Type == 0x01021994 { // TMPFS_MAGIC
+					onTmpfs++
+					return nil
+				}
+				scanned++
+				if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(secretData)) {
+					t.Errorf("%s holds the secret in clear", p)
+				}
 				return nil
-			}
-			var st syscall.Statfs_t
-			if syscall.Statfs(p, &st) == nil && st.Type == 0x01021994 { // TMPFS_MAGIC
-				onTmpfs++
-				return nil
-			}
-			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(secretData)) {
-				t.Errorf("%s holds the secret in clear", p)
-			}
-			return nil
-		})
+			})
+		}
 		if onTmpfs == 0 {
 			t.Error("no secret file on tmpfs under the executors' dirs: where are the tasks' secrets?")
 		}
+		t.Logf("secret scan: %d files on disk under the node and containerd dirs, none with the secret; %d on tmpfs", scanned, onTmpfs)
 	})
 
 	t.Run("in use", func(t *testing.T) {
@@ -845,4 +885,68 @@ func TestNetworkThreeManagers(t *testing.T) {
 		}
 		return true
 	})
+
+	// The new leader rebuilt its address book from the store: made to
+	// hand out more (a scale-up), it gives no address that a live task,
+	// a VIP or a node holds.
+	cur, err := cl.Service(ctx, svc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := cur.Spec
+	up.Mode = api.Replicated(6)
+	if _, err := cl.UpdateService(ctx, svc.ID, cur.Version, up); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "6 running after the failover", func() bool { return len(running(t, cl, svc.ID)) == 6 })
+	holders := map[string]string{} // network/address -> holder
+	hold := func(network, addr, who string) {
+		p, err := netip.ParsePrefix(addr)
+		if err != nil {
+			t.Fatalf("%s's address %q on %s: %v", who, addr, network, err)
+		}
+		k := network + "/" + p.Addr().String()
+		if other, dup := holders[k]; dup {
+			t.Fatalf("address %s on network %s handed out twice after the failover: %s and %s", p.Addr(), network, other, who)
+		}
+		holders[k] = who
+	}
+	all, err := cl.Tasks(ctx, swarm.Filter{Services: []string{svc.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := 0
+	for _, tk := range all {
+		if tk.Status.State > api.TaskRunning {
+			continue // ended: its address is free again
+		}
+		live++
+		for _, na := range tk.Networks {
+			for _, ad := range na.Addresses {
+				hold(na.NetworkID, ad, "task "+tk.ID)
+			}
+		}
+	}
+	svcNow, err := cl.Service(ctx, svc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range svcNow.Endpoint.VirtualIPs {
+		hold(v.NetworkID, v.Addr, "web's VIP")
+	}
+	nodes, err := cl.Nodes(ctx, swarm.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		for _, na := range n.Attachments {
+			for _, ad := range na.Addresses {
+				hold(na.NetworkID, ad, "node "+n.ID)
+			}
+		}
+	}
+	if live < 6 || len(holders) < 2*6 {
+		t.Fatalf("%d live tasks, %d addresses checked: too few for the check to mean anything", live, len(holders))
+	}
+	t.Logf("after the failover: %d addresses of %d live tasks, the VIPs and the nodes, each held once", len(holders), live)
 }

@@ -465,6 +465,16 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 			if !ok {
 				return fmt.Errorf("swarm: the node has a network agent but its executor (%T) takes no network hook", n.Executor)
 			}
+			// A rotated WireGuard key goes to the managers at once: until
+			// the other nodes have it, their encrypted traffic to this
+			// node is lost.
+			told := na.OnKeyChange
+			na.OnKeyChange = func(pub string) {
+				if told != nil {
+					told(pub)
+				}
+				w.DescriptionChanged()
+			}
 			if err := n.startNetwork(ctx, st.ID); err != nil {
 				return err
 			}

@@ -2,8 +2,11 @@ package swarm
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -44,18 +47,45 @@ func ipamFor(spec api.ClusterSpec, nets []*api.Network) (*netmesh.IPAM, error) {
 		a.Pools = append(a.Pools, pp)
 	}
 	for _, n := range nets {
-		if n.IPAM == nil {
-			continue
-		}
-		p, err := netip.ParsePrefix(n.IPAM.Subnet)
-		if err != nil {
-			continue
-		}
-		if _, err := a.AllocateSubnet(n.ID, p); err != nil {
+		if err := addToIPAM(a, n); err != nil {
 			return nil, err
 		}
 	}
 	return a, nil
+}
+
+// addToIPAM gives a network its subnet in the IPAM, with its range and the
+// addresses that are never handed out: its gateway and auxiliary
+// addresses. A network without a subnet is skipped.
+func addToIPAM(a *netmesh.IPAM, n *api.Network) error {
+	if n.IPAM == nil {
+		return nil
+	}
+	p, err := netip.ParsePrefix(n.IPAM.Subnet)
+	if err != nil {
+		return nil
+	}
+	sub, err := a.AllocateSubnet(n.ID, p)
+	if err != nil {
+		return err
+	}
+	if r, err := netip.ParsePrefix(n.IPAM.IPRange); err == nil {
+		if err := a.SetRange(n.ID, r); err != nil {
+			return fmt.Errorf("swarm: network %s: %w", n.Spec.Name, err)
+		}
+	}
+	reserve := func(owner, s string) {
+		// Validated at creation; the IPAM's own gateway is reserved
+		// already.
+		if ad, err := netip.ParseAddr(s); err == nil && ad != sub.Gateway {
+			a.AllocateAddr(n.ID, owner, ad)
+		}
+	}
+	reserve("gateway", n.IPAM.Gateway)
+	for name, ad := range n.IPAM.AuxAddresses {
+		reserve("aux:"+name, ad)
+	}
+	return nil
 }
 
 func subnetOf(n *api.Network) string {
@@ -65,9 +95,47 @@ func subnetOf(n *api.Network) string {
 	return n.IPAM.Subnet
 }
 
+// nodeAddr is an address a node advertises (its data-plane, status or
+// management address).
+type nodeAddr struct {
+	addr     netip.Addr
+	id, name string
+}
+
+// nodeAddrs lists the addresses the nodes advertise, IPv4 only (the
+// overlays are), each once.
+func nodeAddrs(tx *raftstore.ReadTx) ([]nodeAddr, error) {
+	nodes, err := list[*api.Node](tx.List(TableNodes))
+	if err != nil {
+		return nil, err
+	}
+	var out []nodeAddr
+	seen := map[netip.Addr]bool{}
+	for _, n := range nodes {
+		ss := []string{n.Description.DataAddr, n.Status.Addr}
+		if n.ManagerStatus != nil {
+			if h, _, err := net.SplitHostPort(n.ManagerStatus.Addr); err == nil {
+				ss = append(ss, h)
+			}
+		}
+		for _, s := range ss {
+			ad, err := netip.ParseAddr(s)
+			if err != nil || !ad.Is4() || ad.IsLoopback() || ad.IsUnspecified() || seen[ad] {
+				continue
+			}
+			seen[ad] = true
+			out = append(out, nodeAddr{addr: ad, id: n.ID, name: n.Description.Hostname})
+		}
+	}
+	return out, nil
+}
+
 // newNetwork makes a network object: its subnet (asked for, or from the
-// pools) and gateway, its VNI and, if encrypted, its WireGuard port.
-func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time) (*api.Network, error) {
+// pools, outside the nodes' addresses) and gateway, its VNI and, if
+// encrypted, its WireGuard port. With checkLAN, a subnet asked for that
+// holds an address a node advertises is refused (a user's network; the
+// ingress network a new cluster makes is Docker's default subnet).
+func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time, checkLAN bool) (*api.Network, error) {
 	cspec, err := clusterSpec(tx)
 	if err != nil {
 		return nil, err
@@ -89,6 +157,30 @@ func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time) (*api
 		// Tasks would have two routes to the same addresses.
 		return nil, fmt.Errorf("%w: spec.ipam.subnet: %s overlaps the nodes' gateway network %s: choose a subnet outside it", api.ErrInvalidSpec, want, netmesh.DefaultGatewaySubnet)
 	}
+	lan, err := nodeAddrs(tx)
+	if err != nil {
+		return nil, err
+	}
+	if want.IsValid() && checkLAN {
+		// A task would reach the overlay, not the node, at that
+		// address: the VXLAN and management traffic would break.
+		for _, na := range lan {
+			if want.Contains(na.addr) {
+				who := na.id
+				if na.name != "" {
+					who = na.name + " (" + na.id + ")"
+				}
+				return nil, fmt.Errorf("%w: spec.ipam.subnet: %s holds %s, the address node %s advertises: choose a subnet outside the nodes' own network", api.ErrInvalidSpec, want, na.addr, who)
+			}
+		}
+	}
+	if !want.IsValid() {
+		// From the pools: not a subnet that holds a node's address
+		// (a /30 around each one keeps its subnet from being chosen).
+		for _, na := range lan {
+			a.AllocateSubnet("node-addr:"+na.addr.String(), netip.PrefixFrom(na.addr, 30).Masked())
+		}
+	}
 	sub, err := a.AllocateSubnet(n.ID, want)
 	if err != nil {
 		for _, o := range nets {
@@ -104,6 +196,9 @@ func newNetwork(tx *raftstore.ReadTx, spec api.NetworkSpec, now time.Time) (*api
 		gw = netip.MustParseAddr(spec.IPAM.Gateway)
 	}
 	n.IPAM = &api.IPAMConfig{Subnet: sub.Prefix.String(), Gateway: gw.String()}
+	if spec.IPAM != nil {
+		n.IPAM.IPRange, n.IPAM.AuxAddresses = spec.IPAM.IPRange, maps.Clone(spec.IPAM.AuxAddresses)
+	}
 	used := map[uint32]bool{}
 	ports := map[int]bool{}
 	for _, o := range nets {
@@ -159,7 +254,7 @@ func (m *Manager) createNetwork(ctx context.Context, spec api.NetworkSpec) (*api
 					}
 				}
 			}
-			n, err := newNetwork(&tx.ReadTx, spec, time.Now().UTC())
+			n, err := newNetwork(&tx.ReadTx, spec, time.Now().UTC(), true)
 			if err != nil {
 				return err
 			}
@@ -365,7 +460,10 @@ func (m *Manager) UpdateSecret(ctx context.Context, id string, version uint64, s
 		if err != nil {
 			return err
 		}
-		if spec.Name != cur.Spec.Name || (len(spec.Data) > 0 && string(spec.Data) != string(cur.Spec.Data)) {
+		// The same data back is accepted, as Docker does (docker stack
+		// deploy sends it with every redeploy); compared in constant
+		// time, so that the answer's timing tells nothing of the data.
+		if spec.Name != cur.Spec.Name || (len(spec.Data) > 0 && subtle.ConstantTimeCompare(spec.Data, cur.Spec.Data) != 1) {
 			return fmt.Errorf("%w: only a secret's labels can change; its name and data cannot (make a new secret)", api.ErrInvalidSpec)
 		}
 		c := *cur

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,6 +67,19 @@ func runChildNode() error {
 		return err
 	}
 	<-n.Ready()
+	if na := n.Network; na != nil {
+		// SIGUSR1 rotates the node's WireGuard key now (what the
+		// 12-hour schedule does), for the network tests.
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go func() {
+			for range usr1 {
+				if _, err := na.RotateKey(); err != nil {
+					fmt.Fprintln(os.Stderr, "child node: rotating the WireGuard key:", err)
+				}
+			}
+		}()
+	}
 	return json.NewEncoder(os.Stdout).Encode(childInfo{ID: n.ID(), Addr: n.Addr(), Role: n.Role()})
 }
 

@@ -21,13 +21,26 @@ type passResult struct {
 	raced bool
 }
 
+// addrRetryDelay is how soon a service whose tasks wait for an address
+// (their network's range is full) is looked at again.
+const addrRetryDelay = time.Second
+
+// earliest is the earlier of two times, a zero one not counting.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
 // reconcile is one pass of the leader: it brings the services in dirty
 // (every service when all is set) to their desired state, places pending
-// tasks, and commits the changes in one batch. Its cost follows what
+// tasks, brings the nodes' network attachments up to date when all or
+// netsChanged is set, and commits the changes in one batch. Its cost follows what
 // changed: a task event reads that task's service and its tasks, not the
 // whole cluster. Only a pass that places tasks reads every task, to know
 // what each node already runs.
-func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[string]bool, all bool, book **allocator) (passResult, error) {
+func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[string]bool, all, netsChanged bool, book **allocator) (passResult, error) {
 	now := time.Now().UTC()
 	res := passResult{retry: map[string]time.Time{}}
 	var (
@@ -158,6 +171,10 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 							t.Status.Err = msg
 							p.updated(t)
 						}
+						// Addresses come free as other services' tasks
+						// end (a full range): look again soon rather
+						// than at the next full pass.
+						sp.retryAt = earliest(sp.retryAt, now.Add(addrRetryDelay))
 					}
 				}
 			}
@@ -185,17 +202,16 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		for _, t := range p.remove {
 			alloc.releaseTask(t)
 		}
-		if all {
+		if all || netsChanged {
 			// Every ready node has its address on ingress (the mesh
-			// reaches tasks on other nodes from it).
+			// reaches tasks on other nodes from it), and none keeps one
+			// on a network that is gone (a replaced ingress).
 			for _, n := range nodes {
 				// Only nodes with a data-plane address run a network
 				// agent (and a routing mesh) that needs one.
-				if n.Status.State != api.NodeReady || n.Description.DataAddr == "" {
-					continue
-				}
+				ready := n.Status.State == api.NodeReady && n.Description.DataAddr != ""
 				c := *n
-				if ch, err := alloc.nodeIngress(&c); err != nil {
+				if ch, err := alloc.nodeAttachments(&c, ready); err != nil {
 					m.logger().Warn("swarm: allocating a node's ingress address", "err", err)
 				} else if ch {
 					nodeUps = append(nodeUps, &c)

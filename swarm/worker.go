@@ -33,7 +33,8 @@ type Worker struct {
 	Description api.NodeDescription
 	// Describe, when set, gives the description at each registration
 	// instead; when its answer changes (a rotated key), the worker
-	// registers again to tell the managers.
+	// registers again to tell the managers: at once when told so
+	// (DescriptionChanged), else at the next heartbeat.
 	Describe func() api.NodeDescription
 	// Executor runs the tasks; required.
 	Executor agent.Executor
@@ -68,6 +69,8 @@ type Worker struct {
 	beat      atomic.Int64 // the heartbeat period the managers asked for, in ns
 	data      atomic.Pointer[taskData]
 	told      atomic.Pointer[api.NodeDescription] // what the last registration said
+	newDesc   chan struct{}                       // DescriptionChanged's wake-up, buffered 1
+	newDescMu sync.Once
 }
 
 // NetworkAgent is what a worker needs of the node's network agent.
@@ -289,6 +292,34 @@ func (w *Worker) session(ctx context.Context) {
 	}
 }
 
+// DescriptionChanged tells the worker that Describe's answer changed (the
+// network agent rotated its WireGuard key): it registers again at once, so
+// that the managers hand the new key to the other nodes without waiting for
+// a heartbeat, during which encrypted traffic to this node would be lost.
+// It does not block; calls while one is pending merge.
+func (w *Worker) DescriptionChanged() {
+	select {
+	case w.descChanged() <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Worker) descChanged() chan struct{} {
+	w.newDescMu.Do(func() { w.newDesc = make(chan struct{}, 1) })
+	return w.newDesc
+}
+
+// redescribe registers again if the description changed since the last
+// registration.
+func (w *Worker) redescribe(ctx context.Context) {
+	if w.Describe == nil || reflect.DeepEqual(w.describe(), deref(w.told.Load())) {
+		return
+	}
+	if err := w.register(ctx); err != nil && ctx.Err() == nil {
+		w.logger().Warn("swarm: worker registering its new description", "err", err)
+	}
+}
+
 func (w *Worker) heartbeats(ctx context.Context) {
 	current := w.period()
 	t := time.NewTicker(current)
@@ -297,6 +328,9 @@ func (w *Worker) heartbeats(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-w.descChanged():
+			w.redescribe(ctx)
+			continue
 		case <-t.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
@@ -306,13 +340,9 @@ func (w *Worker) heartbeats(ctx context.Context) {
 		case ctx.Err() != nil:
 		case err == nil:
 			w.setPeriod(p)
-			if w.Describe != nil && !reflect.DeepEqual(w.describe(), deref(w.told.Load())) {
-				// The node's description changed (a rotated key):
-				// tell the managers.
-				if err := w.register(ctx); err != nil {
-					w.logger().Warn("swarm: worker registering its new description", "err", err)
-				}
-			}
+			// A change nobody announced (DescriptionChanged) is told
+			// here.
+			w.redescribe(ctx)
 		case errors.Is(err, ErrNotFound):
 			// The managers forgot this node (removed, or state lost):
 			// register again; the session picks up from there.

@@ -8,8 +8,6 @@ package containerd
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -152,6 +150,9 @@ func (e *Executor) Connect(ctx context.Context) error {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
+	}
+	if err := e.cleanExecDir(); err != nil {
+		return err
 	}
 	addr := e.Address
 	if addr == "" {
@@ -765,79 +766,6 @@ func stopSignalOf(ctx context.Context, ctr ctrd.Container) syscall.Signal {
 		}
 	}
 	return syscall.SIGTERM
-}
-
-// Exec runs cmd in the task's container with the task's environment.
-func (e *Executor) Exec(ctx context.Context, id string, cmd []string) (int, []byte, error) {
-	en, err := e.get(id)
-	if err != nil {
-		return -1, nil, err
-	}
-	if en.task == nil || len(cmd) == 0 {
-		return -1, nil, fmt.Errorf("exec in %s: task not started or empty command", id)
-	}
-	nctx := e.ns(context.WithoutCancel(ctx))
-	spec, err := en.container.Spec(nctx)
-	if err != nil {
-		return -1, nil, err
-	}
-	pspec := *spec.Process
-	pspec.Args = cmd
-	pspec.Terminal = false
-	e.mu.Lock()
-	e.execSeq++
-	execID := fmt.Sprintf("exec-%d-%s", e.execSeq, randomSuffix())
-	e.mu.Unlock()
-	// The shim writes the output to a file, not to FIFOs this process
-	// reads: an agent killed in the middle of an exec (a health check
-	// runs every few seconds) must not leave the shim blocked on a FIFO
-	// nobody opens, unable to stop or delete the container afterwards.
-	dir := filepath.Join(e.StateDir, "exec")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return -1, nil, err
-	}
-	outPath := filepath.Join(dir, execID+".out")
-	defer os.Remove(outPath)
-	proc, err := en.task.Exec(nctx, execID, &pspec, cio.LogFile(outPath))
-	if err != nil {
-		return -1, nil, err
-	}
-	defer proc.Delete(nctx, ctrd.WithProcessKill)
-	statusC, err := proc.Wait(nctx)
-	if err != nil {
-		return -1, nil, err
-	}
-	if err := proc.Start(nctx); err != nil {
-		return -1, nil, err
-	}
-	select {
-	case st := <-statusC:
-		code, _, err := st.Result()
-		return int(code), readCapped(outPath, agent.MaxExecOutput), err
-	case <-ctx.Done():
-		proc.Kill(nctx, syscall.SIGKILL)
-		<-statusC
-		return -1, readCapped(outPath, agent.MaxExecOutput), ctx.Err()
-	}
-}
-
-// readCapped reads at most max bytes of a file (nil if it cannot).
-func readCapped(path string, max int) []byte {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	b, _ := io.ReadAll(io.LimitReader(f, int64(max)))
-	return b
-}
-
-// randomSuffix tells apart the exec IDs of agents that ran before this
-// one (their counters started at 1 too).
-func randomSuffix() string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // Metrics reads the task's cgroup statistics (v1 or v2).

@@ -11,13 +11,13 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
 // secretFiles writes a task's secrets and configs into a tmpfs of its own
-// (memory only: never the node's disk) and returns the read-only bind mounts
+// (memory only: never the node's disk, nor swap where the kernel supports
+// noswap) and returns the read-only bind mounts
 // that put them in the container: secrets at /run/secrets/NAME, configs at
 // their target (default /NAME). The tmpfs goes away with the task.
 func (e *Executor) secretFiles(ctx context.Context, t *api.Task) ([]specs.Mount, error) {
@@ -66,12 +66,11 @@ func (e *Executor) secretFiles(ctx context.Context, t *api.Task) ([]specs.Mount,
 		files = append(files, file{data, target, ref.File})
 		total += int64(len(data))
 	}
+	// A tmpfs that a killed agent left for this task is replaced, not
+	// stacked under a second one (mountTmpfs detaches it).
 	dir := e.secretDir(t.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
 	size := total + int64(len(files))*4096 + 64<<10
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=0700,size=%d", size)); err != nil {
+	if err := mountTmpfs(dir, size); err != nil {
 		return nil, fmt.Errorf("mount tmpfs for secrets of %s: %w", t.ID, err)
 	}
 	var mounts []specs.Mount
@@ -100,14 +99,10 @@ func (e *Executor) secretDir(id string) string { return filepath.Join(e.StateDir
 
 // removeSecrets unmounts and deletes a task's secret tmpfs, if any.
 func (e *Executor) removeSecrets(id string) error {
-	dir := e.secretDir(id)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil
+	if err := removeTmpfs(e.secretDir(id)); err != nil {
+		return fmt.Errorf("remove secrets of %s: %w", id, err)
 	}
-	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("unmount secrets of %s: %w", id, err)
-	}
-	return os.RemoveAll(dir)
+	return nil
 }
 
 func atoiOr(s string, def int) int {

@@ -127,6 +127,10 @@ func TestSecretsOnTmpfsNeverOnDisk(t *testing.T) {
 				t.Errorf("%s in the container: mount options %v lack %q", target, m.opts, o)
 			}
 		}
+		// The tmpfs under it is bounded and never swapped out.
+		if !hasSizeOption(m.super) || (noswapKernel(t) && !slices.Contains(m.super, "noswap")) {
+			t.Errorf("%s in the container: tmpfs options %v, want a size and noswap", target, m.super)
+		}
 	}
 
 	// On the node, the files live in a tmpfs of the task's own that only
@@ -160,6 +164,94 @@ func TestSecretsOnTmpfsNeverOnDisk(t *testing.T) {
 	}
 	if m, ok := mountAt(t, os.Getpid(), secretDir); ok {
 		t.Fatalf("secrets tmpfs still mounted after Remove: %+v", m)
+	}
+}
+
+// hasSizeOption reports whether a tmpfs's options set its size.
+func hasSizeOption(super []string) bool {
+	return slices.ContainsFunc(super, func(o string) bool { return strings.HasPrefix(o, "size=") })
+}
+
+// noswapKernel reports whether the kernel knows tmpfs's noswap (Linux 6.4).
+func noswapKernel(t *testing.T) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	return major > 6 || major == 6 && minor >= 4
+}
+
+// mountsAt counts the mounts stacked at path in this process's namespace.
+func mountsAt(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == path {
+			n++
+		}
+	}
+	return n
+}
+
+// A tmpfs that a killed agent left mounted for a task (with what it held
+// then) is replaced when the task is prepared again, not stacked under a
+// second mount: the node ends up with one mount there, holding the current
+// data, and none once the task is removed.
+func TestSecretTmpfsLeftByAKilledAgentIsReplaced(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	e.Secrets = secrets{"token": []byte("NEW-TOKEN")}
+	secretDir := filepath.Join(e.StateDir, "secrets", "again")
+	if err := os.MkdirAll(secretDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", secretDir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for mountsAt(t, secretDir) > 0 {
+			if unix.Unmount(secretDir, unix.MNT_DETACH) != nil {
+				break
+			}
+		}
+	})
+	os.WriteFile(filepath.Join(secretDir, "0"), []byte("OLD-TOKEN"), 0o400)
+
+	task := appTask("again", "read", "/run/secrets/token")
+	task.Spec.Secrets = []api.SecretReference{{SecretName: "token"}}
+	if err := e.Prepare(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Remove(ctx, "again") })
+	if n := mountsAt(t, secretDir); n != 1 {
+		t.Fatalf("%d mounts at %s after Prepare over a stale tmpfs, want 1", n, secretDir)
+	}
+	m, _ := mountAt(t, os.Getpid(), secretDir)
+	if m.fsType != "tmpfs" || !containsAll(m.opts, "nosuid", "nodev", "noexec") || !hasSizeOption(m.super) || !slices.Contains(m.super, "mode=700") ||
+		(noswapKernel(t) && !slices.Contains(m.super, "noswap")) {
+		t.Fatalf("secrets tmpfs on the node: %+v, want tmpfs nosuid,nodev,noexec with size, mode=700 and noswap", m)
+	}
+	if b, err := os.ReadFile(filepath.Join(secretDir, "0")); err != nil || string(b) != "NEW-TOKEN" {
+		t.Fatalf("secret file holds %q %v, want the current data", b, err)
+	}
+	// Prepare again (the runner retries) changes nothing.
+	if err := e.Prepare(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	if n := mountsAt(t, secretDir); n != 1 {
+		t.Fatalf("%d mounts at %s after a second Prepare, want 1", n, secretDir)
+	}
+	if err := e.Remove(ctx, "again"); err != nil {
+		t.Fatal(err)
+	}
+	if n := mountsAt(t, secretDir); n != 0 {
+		t.Fatalf("%d mounts at %s after Remove, want none", n, secretDir)
 	}
 }
 

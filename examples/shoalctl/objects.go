@@ -203,9 +203,9 @@ func configCmd(c *cli) *cobra.Command {
 
 func networkCmd(c *cli) *cobra.Command {
 	cmd := &cobra.Command{Use: "network", Short: "Manage overlay networks"}
-	var driver, subnet, gateway string
+	var driver, subnet, gateway, ipRange string
 	var attachable, internal, encrypted bool
-	var labels, opts []string
+	var labels, opts, aux []string
 	create := &cobra.Command{Use: "create [OPTIONS] NAME", Short: "Create an overlay network", Args: exactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		if driver != "overlay" {
 			return fmt.Errorf("--driver %q: Shoal makes overlay networks only", driver)
@@ -223,8 +223,13 @@ func networkCmd(c *cli) *cobra.Command {
 			}
 		}
 		spec := api.NetworkSpec{Annotations: api.Annotations{Name: args[0], Labels: l}, Driver: driver, Attachable: attachable, Internal: internal, Encrypted: encrypted}
-		if subnet != "" || gateway != "" {
-			spec.IPAM = &api.IPAMConfig{Subnet: subnet, Gateway: gateway}
+		if subnet != "" || gateway != "" || ipRange != "" || len(aux) > 0 {
+			spec.IPAM = &api.IPAMConfig{Subnet: subnet, Gateway: gateway, IPRange: ipRange}
+			if len(aux) > 0 {
+				if spec.IPAM.AuxAddresses, err = labelsOf("aux-address", aux); err != nil {
+					return err
+				}
+			}
 		}
 		cl, err := c.connect()
 		if err != nil {
@@ -247,6 +252,8 @@ func networkCmd(c *cli) *cobra.Command {
 	f.StringArrayVarP(&opts, "opt", "o", nil, "driver option (encrypted)")
 	f.StringVar(&subnet, "subnet", "", "subnet (default: one from the cluster's pool)")
 	f.StringVar(&gateway, "gateway", "", "gateway address")
+	f.StringVar(&ipRange, "ip-range", "", "hand out addresses from this range of the subnet only (CIDR)")
+	f.StringArrayVar(&aux, "aux-address", nil, "an address of the subnet never handed out (host=IP)")
 	f.StringArrayVarP(&labels, "label", "l", nil, "label (key=value)")
 	ls := &cobra.Command{Use: "ls", Aliases: []string{"list"}, Short: "List networks", Args: exactArgs(0), RunE: func(cmd *cobra.Command, args []string) error {
 		cl, err := c.connect()

@@ -32,4 +32,12 @@ type NetworkSpec struct {
 type IPAMConfig struct {
 	Subnet  string `json:"subnet,omitempty"`
 	Gateway string `json:"gateway,omitempty"`
+	// IPRange (a CIDR inside Subnet) is where task addresses, VIPs and
+	// nodes' ingress addresses are taken from, as Docker's --ip-range;
+	// empty means the whole subnet. The gateway may be outside it.
+	IPRange string `json:"ipRange,omitempty"`
+	// AuxAddresses are addresses of Subnet (by host name) that are never
+	// handed out, as Docker's --aux-address: devices already on the
+	// network.
+	AuxAddresses map[string]string `json:"auxAddresses,omitempty"`
 }

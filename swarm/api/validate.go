@@ -3,9 +3,11 @@ package api
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -457,16 +459,75 @@ func (s *NetworkSpec) Validate() error {
 		} else if s.IPAM.Gateway != "" {
 			v.add("ipam.gateway", "a gateway needs its subnet (ipam.subnet)")
 		}
+		sub, subErr := netip.ParsePrefix(s.IPAM.Subnet)
 		if s.IPAM.Gateway != "" {
-			gw, err := netip.ParseAddr(s.IPAM.Gateway)
-			if err != nil {
-				v.addf("ipam.gateway", "%q is not an IP address", s.IPAM.Gateway)
-			} else if p, err := netip.ParsePrefix(s.IPAM.Subnet); err == nil && !p.Contains(gw) {
-				v.addf("ipam.gateway", "%s is not inside subnet %s", gw, p)
+			v.hostAddr("ipam.gateway", s.IPAM.Gateway, sub)
+		}
+		if s.IPAM.IPRange != "" {
+			v.cidr("ipam.ipRange", s.IPAM.IPRange)
+			r, err := netip.ParsePrefix(s.IPAM.IPRange)
+			switch {
+			case err != nil || r.Masked() != r:
+			case s.IPAM.Subnet == "":
+				v.add("ipam.ipRange", "an IP range needs its subnet (ipam.subnet)")
+			case subErr == nil && (!sub.Contains(r.Addr()) || r.Bits() < sub.Bits()):
+				v.addf("ipam.ipRange", "%s is not inside subnet %s", r, sub)
+			case subErr == nil && r.Bits() >= 31:
+				v.addf("ipam.ipRange", "%s holds no address to hand out: give a range of /30 or wider", r)
 			}
+		}
+		if len(s.IPAM.AuxAddresses) > 0 && s.IPAM.Subnet == "" {
+			v.add("ipam.auxAddresses", "auxiliary addresses need their subnet (ipam.subnet)")
+		}
+		if len(s.IPAM.AuxAddresses) > 256 {
+			v.addf("ipam.auxAddresses", "%d addresses: at most 256", len(s.IPAM.AuxAddresses))
+		}
+		seen := map[string]string{}
+		for _, name := range slices.Sorted(maps.Keys(s.IPAM.AuxAddresses)) {
+			ad := s.IPAM.AuxAddresses[name]
+			field := "ipam.auxAddresses[" + name + "]"
+			if name == "" || len(name) > 255 {
+				v.add(field, "a name of 1 to 255 characters")
+			}
+			if !v.hostAddr(field, ad, sub) {
+				continue
+			}
+			if ad == s.IPAM.Gateway {
+				v.addf(field, "%s is the gateway", ad)
+			} else if other, dup := seen[ad]; dup {
+				v.addf(field, "%s is also %s's address", ad, other)
+			}
+			seen[ad] = name
 		}
 	}
 	return v.err()
+}
+
+// hostAddr checks that s is a host address of sub (when sub is valid): not
+// its network or broadcast address. It reports whether s is an address.
+func (v *validator) hostAddr(field, s string, sub netip.Prefix) bool {
+	ad, err := netip.ParseAddr(s)
+	if err != nil {
+		v.addf(field, "%q is not an IP address", s)
+		return false
+	}
+	if !sub.IsValid() {
+		return true
+	}
+	if !sub.Contains(ad) {
+		v.addf(field, "%s is not inside subnet %s", ad, sub)
+	} else if ad == sub.Masked().Addr() || (ad.Is4() && sub.Bits() < 31 && ad == lastAddr(sub)) {
+		v.addf(field, "%s is the network or broadcast address of %s: give a host address", ad, sub)
+	}
+	return true
+}
+
+// lastAddr is an IPv4 prefix's last address (its broadcast address).
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // Validate reports every problem of the spec.

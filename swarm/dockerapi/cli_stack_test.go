@@ -79,7 +79,14 @@ func objectsSession(t *testing.T, d *dockerCLI) {
 	mustContain(t, "a bridge network", d.fails("network", "create", "local"),
 		"not supported by Shoal: Driver (--driver bridge: Shoal's networks span the swarm and are overlay networks; use --driver overlay)")
 	mustContain(t, "unsupported network options", d.fails("network", "create", "-d", "overlay", "--ipv6", "--subnet", "10.30.0.0/24", "--ip-range", "10.30.0.0/25",
-		"--opt", "com.docker.network.driver.mtu=1400", "x"), "EnableIPv6 (--ipv6", "Options[com.docker.network.driver.mtu]", "IPAM.Config[0].IPRange (--ip-range")
+		"--opt", "com.docker.network.driver.mtu=1400", "x"), "EnableIPv6 (--ipv6", "Options[com.docker.network.driver.mtu]")
+	// An IP range and auxiliary addresses are kept, and shown back.
+	d.ok("network", "create", "-d", "overlay", "--subnet", "10.31.0.0/24", "--ip-range", "10.31.0.128/25", "--aux-address", "printer=10.31.0.9", "ranged")
+	mustContain(t, "network inspect of a range", d.ok("network", "inspect", "ranged", "--format", "{{json .IPAM.Config}}"),
+		`"IPRange":"10.31.0.128/25"`, `"AuxiliaryAddresses":{"printer":"10.31.0.9"}`)
+	d.ok("network", "rm", "ranged")
+	// (The CLI refuses a range outside the subnet itself: "no matching
+	// subnet for range"; the API's answer is in TestAPIObjects.)
 	mustContain(t, "a name in use", d.fails("network", "create", "-d", "overlay", "front"), `network "front" exists`)
 	// The 20.10 CLI says it itself on a 404, the 28 CLI gives the daemon's.
 	if out := d.fails("network", "inspect", "nope"); !strings.Contains(out, "network nope not found") && !strings.Contains(out, "No such network: nope") {

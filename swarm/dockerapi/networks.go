@@ -110,15 +110,11 @@ func NetworkSpecFromDocker(d network.CreateRequest) (api.NetworkSpec, error) {
 			if c.Subnet.IsValid() && !c.Subnet.Addr().Is4() {
 				u.add(path+".Subnet", "--subnet "+c.Subnet.String()+": Shoal's networks are IPv4 only")
 			}
-			if c.IPRange.IsValid() && c.IPRange != c.Subnet {
-				u.add(path+".IPRange", "--ip-range: Shoal allocates task addresses from the whole subnet")
-			}
-			if len(c.AuxAddress) > 0 {
-				u.add(path+".AuxiliaryAddresses", "--aux-address")
-			}
 			if !c.Subnet.IsValid() && c.Gateway.IsValid() {
 				u.add(path+".Gateway", "--gateway without --subnet: give the subnet the gateway is in")
 			}
+			// What is wrong with the range or auxiliary addresses
+			// (outside the subnet, say) the spec's validation says.
 			var ic api.IPAMConfig
 			if c.Subnet.IsValid() {
 				ic.Subnet = c.Subnet.String()
@@ -126,7 +122,16 @@ func NetworkSpecFromDocker(d network.CreateRequest) (api.NetworkSpec, error) {
 			if c.Gateway.IsValid() {
 				ic.Gateway = c.Gateway.String()
 			}
-			if ic != (api.IPAMConfig{}) {
+			if c.IPRange.IsValid() && c.IPRange != c.Subnet {
+				ic.IPRange = c.IPRange.String()
+			}
+			for name, ad := range c.AuxAddress {
+				if ic.AuxAddresses == nil {
+					ic.AuxAddresses = map[string]string{}
+				}
+				ic.AuxAddresses[name] = ad.String()
+			}
+			if ic.Subnet != "" || ic.Gateway != "" || ic.IPRange != "" || len(ic.AuxAddresses) > 0 {
 				s.IPAM = &ic
 			}
 		}
@@ -158,6 +163,15 @@ func NetworkToDocker(n *api.Network) network.Inspect {
 		var c network.IPAMConfig
 		c.Subnet, _ = netip.ParsePrefix(ipam.Subnet)
 		c.Gateway, _ = netip.ParseAddr(ipam.Gateway)
+		c.IPRange, _ = netip.ParsePrefix(ipam.IPRange)
+		for name, s := range ipam.AuxAddresses {
+			if ad, err := netip.ParseAddr(s); err == nil {
+				if c.AuxAddress == nil {
+					c.AuxAddress = map[string]netip.Addr{}
+				}
+				c.AuxAddress[name] = ad
+			}
+		}
 		cfg = append(cfg, c)
 	}
 	labels := maps.Clone(n.Spec.Labels)

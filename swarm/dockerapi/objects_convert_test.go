@@ -20,12 +20,14 @@ func TestNetworkSpecFromDocker(t *testing.T) {
 	got, err := NetworkSpecFromDocker(network.CreateRequest{Name: "front", Driver: "overlay", Scope: "swarm", EnableIPv4: &yes, EnableIPv6: &no,
 		Attachable: true, Internal: true, Labels: map[string]string{"tier": "front"}, Options: map[string]string{"encrypted": ""},
 		IPAM: &network.IPAM{Driver: "default", Config: []network.IPAMConfig{{Subnet: netip.MustParsePrefix("10.20.0.0/24"),
-			IPRange: netip.MustParsePrefix("10.20.0.0/24"), Gateway: netip.MustParseAddr("10.20.0.254")}}}})
+			IPRange: netip.MustParsePrefix("10.20.0.128/25"), Gateway: netip.MustParseAddr("10.20.0.254"),
+			AuxAddress: map[string]netip.Addr{"printer": netip.MustParseAddr("10.20.0.9")}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := api.NetworkSpec{Annotations: api.Annotations{Name: "front", Labels: map[string]string{"tier": "front"}}, Driver: "overlay",
-		Attachable: true, Internal: true, Encrypted: true, IPAM: &api.IPAMConfig{Subnet: "10.20.0.0/24", Gateway: "10.20.0.254"}}
+		Attachable: true, Internal: true, Encrypted: true, IPAM: &api.IPAMConfig{Subnet: "10.20.0.0/24", Gateway: "10.20.0.254",
+			IPRange: "10.20.0.128/25", AuxAddresses: map[string]string{"printer": "10.20.0.9"}}}
 	if jsonOf(t, got) != jsonOf(t, want) {
 		t.Fatalf("got %s\nwant %s", jsonOf(t, got), jsonOf(t, want))
 	}
@@ -46,7 +48,7 @@ func TestNetworkSpecFromDocker(t *testing.T) {
 		t.Fatalf("want an *UnsupportedFieldsError, got %v", err)
 	}
 	for _, f := range []string{"Driver", "Scope", "EnableIPv4", "EnableIPv6", "ConfigOnly", "ConfigFrom", "Options[encrypted]", "Options[parent]",
-		"IPAM.Driver", "IPAM.Options", "IPAM.Config[0].Subnet", "IPAM.Config[0].IPRange", "IPAM.Config[0].AuxiliaryAddresses", "IPAM.Config[1]"} {
+		"IPAM.Driver", "IPAM.Options", "IPAM.Config[0].Subnet", "IPAM.Config[1]"} {
 		found := false
 		for _, uf := range ue.Fields {
 			found = found || uf.Path == f

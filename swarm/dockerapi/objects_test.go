@@ -111,13 +111,15 @@ func TestAPIObjects(t *testing.T) {
 			{`{"Name":"br","Driver":"bridge"}`, "Driver (--driver bridge: Shoal's networks span the swarm and are overlay networks; use --driver overlay)"},
 			{`{"Name":"x","Driver":"overlay","EnableIPv6":true,"Options":{"com.docker.network.driver.mtu":"1400"},
 				"IPAM":{"Driver":"foo","Config":[{"Subnet":"10.30.0.0/24","IPRange":"10.30.0.0/25","AuxiliaryAddresses":{"a":"10.30.0.9"}},{"Subnet":"fd00::/64"}]}}`,
-				"EnableIPv6 (--ipv6: Shoal's networks are IPv4 only), Options[com.docker.network.driver.mtu] (--opt com.docker.network.driver.mtu: the only driver option is encrypted), IPAM.Driver (--ipam-driver foo: Shoal allocates addresses itself), IPAM.Config[0].IPRange (--ip-range: Shoal allocates task addresses from the whole subnet), IPAM.Config[0].AuxiliaryAddresses (--aux-address), IPAM.Config[1] (a second --subnet"},
+				"EnableIPv6 (--ipv6: Shoal's networks are IPv4 only), Options[com.docker.network.driver.mtu] (--opt com.docker.network.driver.mtu: the only driver option is encrypted), IPAM.Driver (--ipam-driver foo: Shoal allocates addresses itself), IPAM.Config[1] (a second --subnet"},
 			{`{"Name":"x","Driver":"overlay","Scope":"local","ConfigOnly":true}`, "Scope (--scope local: Shoal's networks are swarm-scoped), ConfigOnly (--config-only)"},
 			{`{"Name":"x","Driver":"overlay","Options":{"encrypted":"maybe"}}`, "Options[encrypted] (--opt encrypted=maybe: give no value, true or false)"},
 		} {
 			code, body := e.call(t, "POST", "/v1.50/networks/create", c.body)
 			wantError(t, "unsupported: "+c.body, code, body, 400, c.want)
 		}
+		code, body = e.call(t, "POST", "/v1.50/networks/create", `{"Name":"x","Driver":"overlay","IPAM":{"Config":[{"Subnet":"10.30.0.0/24","IPRange":"10.31.0.0/25"}]}}`)
+		wantError(t, "an IP range outside the subnet", code, body, 400, "spec.ipam.ipRange: 10.31.0.0/25 is not inside subnet 10.30.0.0/24")
 		code, body = e.call(t, "POST", "/v1.50/networks/create", `{"Name":"x","Driver":"overlay","IPAM":{"Config":[{"Subnet":"10.30.0.0/24","Gateway":"10.31.0.1"}]}}`)
 		wantError(t, "a gateway outside the subnet", code, body, 400, "spec.ipam.gateway: 10.31.0.1 is not inside subnet 10.30.0.0/24")
 		code, body = e.call(t, "POST", "/v1.50/networks/create", `{"Name":"x","Driver":"overlay","IPAM":{"Config":[{"Subnet":"10.20.0.0/24"}]}}`)

@@ -85,20 +85,22 @@ type Agent struct {
 	KeyRotation time.Duration
 	// OnKeyChange is called after a rotation with the new public key, so
 	// the node tells the managers (api.NodeDescription.WireGuardKey). It is
-	// called from the agent's rotation goroutine, one call at a time.
+	// called from the rotation goroutine or RotateKey's caller, one call
+	// at a time. Set it before Start.
 	OnKeyChange func(publicKey string)
 	// Logger receives the agent's logs; nil discards.
 	Logger *slog.Logger
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	ready   chan struct{}
-	stop    chan struct{}
-	loops   sync.WaitGroup
-	overlay *netmesh.Overlay
-	gateway *netmesh.Gateway
-	mesh    *netmesh.RoutingMesh
+	mu       sync.Mutex
+	rotating sync.Mutex // serializes RotateKey
+	started  bool
+	closed   bool
+	ready    chan struct{}
+	stop     chan struct{}
+	loops    sync.WaitGroup
+	overlay  *netmesh.Overlay
+	gateway  *netmesh.Gateway
+	mesh     *netmesh.RoutingMesh
 	// meshStarted is set once the routing mesh's table is installed.
 	meshStarted bool
 	fw          *netmesh.NodeFirewall
@@ -383,16 +385,33 @@ func (a *Agent) rotateLoop(period time.Duration) {
 			return
 		case <-t.C:
 		}
-		pub, err := a.rotateKey()
-		if err != nil {
+		if _, err := a.RotateKey(); err != nil {
 			a.logger().Error("netagent: WireGuard key rotation", "err", err)
-			continue
-		}
-		a.logger().Info("netagent: WireGuard key rotated", "public_key", pub)
-		if a.OnKeyChange != nil {
-			a.OnKeyChange(pub)
 		}
 	}
+}
+
+// RotateKey replaces the node's WireGuard key now (the schedule,
+// KeyRotation, does it on its own), then calls OnKeyChange with the new
+// public key. It returns the new public key.
+func (a *Agent) RotateKey() (string, error) {
+	a.rotating.Lock() // one rotation and one OnKeyChange call at a time
+	defer a.rotating.Unlock()
+	a.mu.Lock()
+	started := a.started
+	a.mu.Unlock()
+	if !started {
+		return "", ErrNotStarted
+	}
+	pub, err := a.rotateKey()
+	if err != nil {
+		return "", err
+	}
+	a.logger().Info("netagent: WireGuard key rotated", "public_key", pub)
+	if a.OnKeyChange != nil {
+		a.OnKeyChange(pub)
+	}
+	return pub, nil
 }
 
 // rotateKey makes a new key, keeps it on disk, then gives it to the

@@ -442,7 +442,7 @@ func holdsPort(services []*serviceInfo, id string, k portKey) bool {
 // tenth of its cost: Apply compares every service of the view).
 func sameService(x, y netmesh.ServiceEndpoint) bool {
 	if x.ID != y.ID || x.Name != y.Name || x.Mode != y.Mode || !slices.Equal(x.Aliases, y.Aliases) ||
-		!maps.Equal(x.VIPs, y.VIPs) || !maps.Equal(x.NetworkNames, y.NetworkNames) || len(x.Tasks) != len(y.Tasks) {
+		!maps.EqualFunc(x.NetworkAliases, y.NetworkAliases, slices.Equal) || !maps.Equal(x.VIPs, y.VIPs) || !maps.Equal(x.NetworkNames, y.NetworkNames) || len(x.Tasks) != len(y.Tasks) {
 		return false
 	}
 	for i, t := range x.Tasks {

@@ -44,7 +44,7 @@ type serviceInfo struct {
 	id, name string
 	mode     netmesh.EndpointMode
 	vips     map[string]netip.Addr
-	aliases  []string
+	aliases  map[string][]string // by network ID
 	ports    []portSpec
 	tasks    []*taskInfo
 }
@@ -192,14 +192,23 @@ func compile(v *api.NetworkView, self string, log *slog.Logger) *compiled {
 				s.vips[vip.NetworkID] = addr
 			}
 		}
-		for _, names := range se.Aliases {
+		// Aliases stay with their network: an alias given on one
+		// network does not resolve on the service's others.
+		for netID, names := range se.Aliases {
+			var keep []string
 			for _, al := range names {
-				if al != "" && !slices.Contains(s.aliases, al) {
-					s.aliases = append(s.aliases, al)
+				if al != "" && !slices.Contains(keep, al) {
+					keep = append(keep, al)
 				}
 			}
+			if len(keep) > 0 {
+				if s.aliases == nil {
+					s.aliases = map[string][]string{}
+				}
+				slices.Sort(keep)
+				s.aliases[netID] = keep
+			}
 		}
-		slices.Sort(s.aliases)
 		for _, p := range se.Ports {
 			ps, err := parsePort(p)
 			if err != nil {
@@ -346,7 +355,7 @@ func (c *compiled) serviceEndpoint(s *serviceInfo) netmesh.ServiceEndpoint {
 	// The ingress network carries the routing mesh only: no names are
 	// resolved on it (as in Docker), so a task on ingress and an overlay
 	// gets the overlay's addresses for a service, not both.
-	se := netmesh.ServiceEndpoint{ID: s.id, Name: s.name, Aliases: s.aliases, Mode: s.mode, VIPs: withoutNetwork(s.vips, c.ingress),
+	se := netmesh.ServiceEndpoint{ID: s.id, Name: s.name, NetworkAliases: withoutNetwork(s.aliases, c.ingress), Mode: s.mode, VIPs: withoutNetwork(s.vips, c.ingress),
 		NetworkNames: map[string]string{}}
 	names := func(netID string) {
 		if ni := c.nets[netID]; ni != nil && ni.name != "" {

@@ -136,3 +136,32 @@ func TestCheckTaskID(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A service's aliases stay with the network they were given on: a task on
+// the service's other network does not resolve them (the view sends them
+// by network; they must not be flattened into names for all).
+func TestAliasesStayOnTheirNetwork(t *testing.T) {
+	v := &api.NetworkView{
+		Networks: []*api.Network{mkNet("back", 4097, "10.0.1.0/24"), mkNet("audit", 4098, "10.0.2.0/24")},
+		Nodes:    []*api.NodeEndpoint{{ID: "me", DataAddr: "192.0.2.10"}},
+		Services: []*api.ServiceEndpoints{{ID: "db", Name: "db",
+			VirtualIPs: []api.VirtualIP{{NetworkID: "back", Addr: "10.0.1.2/24"}, {NetworkID: "audit", Addr: "10.0.2.2/24"}},
+			Aliases:    map[string][]string{"back": {"database"}},
+			Tasks:      []*api.TaskEndpoint{{ID: "d1", NodeID: "me", Ready: true, Addrs: map[string]string{"back": "10.0.1.5", "audit": "10.0.2.5"}}}}},
+	}
+	c := compile(v, "me", slog.New(slog.DiscardHandler))
+	if len(c.services) != 1 {
+		t.Fatalf("services %d", len(c.services))
+	}
+	r := &netmesh.Registry{}
+	r.SetService(c.serviceEndpoint(c.services[0]))
+	if got, ok := r.Lookup([]string{"back"}, "database"); !ok || len(got) != 1 || got[0].String() != "10.0.1.2" {
+		t.Fatalf("database from back: %v %v, want the VIP on back", got, ok)
+	}
+	if got, ok := r.Lookup([]string{"audit"}, "database"); ok {
+		t.Fatalf("database from audit: %v; an alias given on back must not resolve on audit", got)
+	}
+	if got, ok := r.Lookup([]string{"audit"}, "db"); !ok || len(got) != 1 || got[0].String() != "10.0.2.2" {
+		t.Fatalf("db from audit: %v %v, want the VIP on audit", got, ok)
+	}
+}

@@ -18,7 +18,8 @@ var supportedPaths = paths(
 	"networks.*", "networks.*.name", "networks.*.driver", "networks.*.driver_opts", "networks.*.driver_opts.*",
 	"networks.*.attachable", "networks.*.internal", "networks.*.external", "networks.*.labels", "networks.*.labels.*",
 	"networks.*.ipam", "networks.*.ipam.driver", "networks.*.ipam.config",
-	"networks.*.ipam.config.[].subnet", "networks.*.ipam.config.[].gateway",
+	"networks.*.ipam.config.[].subnet", "networks.*.ipam.config.[].gateway", "networks.*.ipam.config.[].ip_range",
+	"networks.*.ipam.config.[].aux_addresses", "networks.*.ipam.config.[].aux_addresses.*",
 
 	"volumes.*", "volumes.*.name", "volumes.*.driver", "volumes.*.external",
 

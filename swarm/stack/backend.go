@@ -50,6 +50,10 @@ type NetworkBackend interface {
 // data (the API never returns it).
 type SecretBackend interface {
 	CreateSecret(ctx context.Context, spec api.SecretSpec) (*api.Secret, error)
+	// UpdateSecret changes a secret's labels; data other than the
+	// secret's is refused (api.ErrInvalidSpec), the same data accepted,
+	// as Docker's: how a redeploy finds out that a secret's data changed.
+	UpdateSecret(ctx context.Context, id string, version uint64, spec api.SecretSpec) (*api.Secret, error)
 	Secrets(ctx context.Context, f swarm.Filter) ([]*api.Secret, error)
 	RemoveSecret(ctx context.Context, idOrName string) error
 }

@@ -178,6 +178,12 @@ func TestObjectsOnACluster(t *testing.T) {
 	if _, err := stack.Deploy(ctx, cl, loadObjects(t, "obj", "hunter2", "a=2"), stack.DeployOptions{}); !errors.Is(err, stack.ErrConflict) {
 		t.Errorf("changed config: %v", err)
 	}
+	// A changed secret: the managers refuse the update with the file's
+	// data (they never show it), so the deploy says so.
+	if _, err := stack.Deploy(ctx, cl, loadObjects(t, "obj", "hunter3", "a=1"), stack.DeployOptions{}); !errors.Is(err, stack.ErrConflict) ||
+		!strings.Contains(err.Error(), "secret obj_pw") || !strings.Contains(err.Error(), "only a secret's labels can change") {
+		t.Errorf("changed secret: %v", err)
+	}
 	web, err := cl.Service(ctx, "obj_web")
 	if err != nil {
 		t.Fatal(err)

@@ -183,8 +183,16 @@ func (c *converter) convertNetworks() {
 		switch cfg := n.Ipam.Config; {
 		case len(cfg) > 1:
 			c.problem(p+".ipam.config", "has %d pools; a Shoal network has one subnet", len(cfg))
-		case len(cfg) == 1 && cfg[0] != nil && (cfg[0].Subnet != "" || cfg[0].Gateway != ""):
-			spec.IPAM = &api.IPAMConfig{Subnet: cfg[0].Subnet, Gateway: cfg[0].Gateway}
+		case len(cfg) == 1 && cfg[0] != nil:
+			// Checked (inside the subnet, and so on) with the network
+			// spec, as the API checks it.
+			ic := api.IPAMConfig{Subnet: cfg[0].Subnet, Gateway: cfg[0].Gateway, IPRange: cfg[0].IPRange}
+			if len(cfg[0].AuxiliaryAddresses) > 0 {
+				ic.AuxAddresses = maps.Clone(map[string]string(cfg[0].AuxiliaryAddresses))
+			}
+			if ic.Subnet != "" || ic.Gateway != "" || ic.IPRange != "" || len(ic.AuxAddresses) > 0 {
+				spec.IPAM = &ic
+			}
 		}
 		c.st.Networks = append(c.st.Networks, spec)
 	}

@@ -265,6 +265,12 @@ func networkDiff(cur, want api.NetworkSpec) string {
 		if (w.Subnet != "" && w.Subnet != c.Subnet) || (w.Gateway != "" && w.Gateway != c.Gateway) {
 			d = append(d, fmt.Sprintf("subnet %q gateway %q, the file says %q %q", c.Subnet, c.Gateway, w.Subnet, w.Gateway))
 		}
+		if w.IPRange != "" && w.IPRange != c.IPRange {
+			d = append(d, fmt.Sprintf("ip_range %q, the file says %q", c.IPRange, w.IPRange))
+		}
+		if len(w.AuxAddresses) > 0 && !maps.Equal(w.AuxAddresses, c.AuxAddresses) {
+			d = append(d, "other aux_addresses")
+		}
 	}
 	if !maps.Equal(cur.Labels, want.Labels) {
 		d = append(d, "other labels")
@@ -294,7 +300,17 @@ func (d *deployer) apply(ctx context.Context, opts DeployOptions) ([]Action, err
 	}
 	for _, spec := range d.st.Secrets {
 		if cur := d.secrets[spec.Name]; cur != nil {
-			d.do(Action{Op: OpUnchanged, Kind: "secret", Name: spec.Name, ID: cur.ID})
+			// The cluster never shows a secret's data: the update,
+			// with the file's data, is what tells (as docker stack
+			// deploy does it).
+			if _, err := d.b.UpdateSecret(ctx, cur.ID, cur.Version, spec); err != nil {
+				return fail("secret "+spec.Name, fmt.Errorf("%w: the cluster refused the file's data (%w); a secret cannot change: give the new one another name (name: in the file)", ErrConflict, err))
+			}
+			op := OpUnchanged
+			if !maps.Equal(cur.Spec.Labels, spec.Labels) {
+				op = OpUpdate
+			}
+			d.do(Action{Op: op, Kind: "secret", Name: spec.Name, ID: cur.ID})
 			continue
 		}
 		s, err := d.b.CreateSecret(ctx, spec)

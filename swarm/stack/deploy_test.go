@@ -246,8 +246,19 @@ func TestDeployObjectsInOrder(t *testing.T) {
 	eqs(t, "again", deploy(t, b, loadObjects(t, "obj", "hunter2", "a=1"), stack.DeployOptions{}), []string{
 		"Unchanged network obj_front", "Unchanged secret obj_pw", "Unchanged config obj_conf", "Unchanged service obj_web"})
 
-	// A config cannot change in place: refused before anything changes.
+	// Nor can a secret: the cluster does not show its data, the update
+	// with the file's data is refused, and the deploy stops there, with
+	// the secret as it was.
 	n := len(b.Writes())
+	_, err = stack.Deploy(context.Background(), b, loadObjects(t, "obj", "hunter3", "a=1"), stack.DeployOptions{})
+	if !errors.Is(err, stack.ErrConflict) || !strings.Contains(err.Error(), "secret obj_pw") || !strings.Contains(err.Error(), "a secret cannot change") {
+		t.Errorf("changed secret: %v", err)
+	}
+	if data, _ := b.SecretData("obj_pw"); string(data) != "hunter2" || len(b.Writes()) != n {
+		t.Errorf("after a refused secret change: data %q, wrote %v", data, b.Writes()[n:])
+	}
+
+	// A config cannot change in place: refused before anything changes.
 	_, err = stack.Deploy(context.Background(), b, loadObjects(t, "obj", "hunter2", "a=2"), stack.DeployOptions{})
 	if !errors.Is(err, stack.ErrConflict) || !strings.Contains(err.Error(), "config obj_conf: exists with other data") {
 		t.Errorf("changed config: %v", err)

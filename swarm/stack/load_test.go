@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -159,6 +160,9 @@ networks:
       config:
         - subnet: 10.20.0.0/24
           gateway: 10.20.0.1
+          ip_range: 10.20.0.128/25
+          aux_addresses:
+            printer: 10.20.0.9
   back:
     driver: overlay
     internal: true
@@ -287,7 +291,7 @@ func TestLoadEverySupportedKey(t *testing.T) {
 
 	eqs(t, "networks", networkNames(st), []string{"full_default", "full_front", "shared-back"})
 	front, back := st.Network("full_front"), st.Network("shared-back")
-	if !front.Attachable || !front.Encrypted || front.Internal || *front.IPAM != (api.IPAMConfig{Subnet: "10.20.0.0/24", Gateway: "10.20.0.1"}) {
+	if !front.Attachable || !front.Encrypted || front.Internal || !reflect.DeepEqual(*front.IPAM, api.IPAMConfig{Subnet: "10.20.0.0/24", Gateway: "10.20.0.1", IPRange: "10.20.0.128/25", AuxAddresses: map[string]string{"printer": "10.20.0.9"}}) {
 		t.Errorf("front %+v", front)
 	}
 	if !back.Internal || back.Labels["purpose"] != "db" || back.Labels[stack.LabelNamespace] != "full" {
@@ -622,6 +626,20 @@ func TestLoadInvalidSpecs(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// A network's ip_range or aux address outside its subnet is refused with
+// the network and the field named.
+func TestLoadIPRangeOutsideSubnet(t *testing.T) {
+	for file, want := range map[string]string{
+		"services:\n  web:\n    image: nginx\n    networks: [back]\nnetworks:\n  back:\n    ipam:\n      config:\n        - subnet: 10.20.0.0/24\n          ip_range: 10.21.0.0/25\n":                        "ipam.ipRange: 10.21.0.0/25 is not inside subnet 10.20.0.0/24",
+		"services:\n  web:\n    image: nginx\n    networks: [back]\nnetworks:\n  back:\n    ipam:\n      config:\n        - subnet: 10.20.0.0/24\n          aux_addresses:\n            printer: 10.9.0.1\n": "ipam.auxAddresses[printer]: 10.9.0.1 is not inside subnet 10.20.0.0/24",
+	} {
+		_, err := load(t, "v", file, nil)
+		if !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "back") || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want one naming network back and saying %q", err, want)
+		}
 	}
 }
 

@@ -5,8 +5,10 @@ package stacktest
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -418,6 +420,29 @@ func (f *FakeBackend) CreateSecret(_ context.Context, spec api.SecretSpec) (*api
 	f.secrets = append(f.secrets, s)
 	f.wrote("CreateSecret", spec.Name)
 	return s.Redacted(), nil
+}
+
+// UpdateSecret changes a secret's labels; a new name or other data is
+// refused, as the managers refuse it. An update that changes nothing is
+// not counted as a write.
+func (f *FakeBackend) UpdateSecret(_ context.Context, id string, version uint64, spec api.SecretSpec) (*api.Secret, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("UpdateSecret", spec.Name); err != nil {
+		return nil, err
+	}
+	_, o := find(f.secrets, id, secretMeta)
+	if o == nil {
+		return nil, notFound("secret", id)
+	}
+	if spec.Name != o.Spec.Name || (len(spec.Data) > 0 && subtle.ConstantTimeCompare(spec.Data, o.Spec.Data) != 1) {
+		return nil, fmt.Errorf("%w: only a secret's labels can change; its name and data cannot (make a new secret)", api.ErrInvalidSpec)
+	}
+	if !maps.Equal(o.Spec.Labels, spec.Labels) {
+		o.Spec.Labels = maps.Clone(spec.Labels)
+		f.wrote("UpdateSecret", spec.Name)
+	}
+	return clone(o).Redacted(), nil
 }
 
 // Secrets lists the secrets the filter selects, without their data.
