@@ -44,7 +44,9 @@ func TestRecoverAloneAfterPeerStops(t *testing.T) {
 	c.kill(leadID) // the fence
 
 	surv := c.stores[other]
-	if err := surv.RecoverAlone(ctx); err != nil {
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	if err := surv.RecoverAlone(rctx); err != nil {
 		t.Fatal(err)
 	}
 	if !surv.IsLeader() {

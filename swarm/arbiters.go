@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -176,7 +177,11 @@ func (m *Manager) leadArbiters(ctx context.Context, st *raftstore.Store) {
 // manager cannot reach, a warning that says so.
 func (m *Manager) quorumWarnings(srvs []raftstore.Server, arbiters map[string]bool) []string {
 	var out []string
-	if w := quorumWarning(srvs, arbiters); w != "" {
+	if ro := m.readOnly(); ro != nil {
+		out = append(out, ro.Error())
+	}
+	// In two-node mode two managers and no arbiter is the intended shape.
+	if w := quorumWarning(srvs, arbiters); w != "" && !(m.TwoNode != nil && strings.HasPrefix(w, "2 managers")) {
 		out = append(out, w)
 	}
 	down := m.arbHealth.down()
