@@ -1,7 +1,6 @@
 package swarm_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,11 +11,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/shoalproject/shoal/internal/nettest"
+	"github.com/shoalproject/shoal/internal/procstat"
 	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -40,50 +39,17 @@ func childTwoNode() *swarm.TwoNode {
 	switch how {
 	case "kill":
 		tn.Fencer = swarm.FenceFunc(func(ctx context.Context, peer swarm.Peer) error {
-			return killPID(ctx, filepath.Join(dir, peer.ID+".pid"))
+			return procstat.KillPIDFile(ctx, filepath.Join(dir, peer.ID+".pid"))
 		})
 	default:
 		tn.Fencer = swarm.FenceFunc(func(context.Context, swarm.Peer) error {
 			return errors.New("test fence: the peer's BMC does not answer")
 		})
 	}
+	if w := os.Getenv("SHOAL_TEST_WITNESS"); w != "" {
+		tn.Witness = swarm.DialWitness(w)
+	}
 	return tn
-}
-
-// killPID kills the process whose PID the file holds with SIGKILL and
-// waits until it is dead (gone, or a zombie its parent has not reaped).
-// A process already dead is fenced.
-func killPID(ctx context.Context, file string) error {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("bad pid file %s", file)
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return err
-	}
-	for !processDead(pid) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
-// processDead reports whether pid is gone or a zombie.
-func processDead(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// pid (comm) state ...: the state follows the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }
 
 // writeChildPID writes this process's PID for its peer's fence.
@@ -102,7 +68,7 @@ func fenceEnv(t *testing.T, how string, delay time.Duration) {
 	t.Setenv("SHOAL_TEST_FENCE_DELAY", delay.String())
 }
 
-func (p *procNode) dead() bool { return processDead(p.cmd.Process.Pid) }
+func (p *procNode) dead() bool { return procstat.Dead(p.cmd.Process.Pid) }
 
 // twoVoters waits until both managers vote and one leads.
 func twoVoters(t *testing.T, cl *swarm.Client) {
@@ -263,6 +229,49 @@ func TestTwoNodeFenceFailsReadOnly(t *testing.T) {
 	waitfor.True(t, "writes work with the peer back", func() bool {
 		_, err := cl.ScaleService(ctx, "web", 3)
 		return err == nil
+	})
+}
+
+// The witness check fails (nothing listens at the witness address): the
+// survivor does not fence and says why; once the witness answers, it
+// fences the dead leader and goes on alone.
+func TestTwoNodeWitnessGuardsTheFence(t *testing.T) {
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	witness := ln.Addr().String()
+	ln.Close()
+	t.Setenv("SHOAL_TEST_WITNESS", witness)
+	managers, cl := twoNodeCluster(t, "kill", 500*time.Millisecond)
+	victim := leaderOf(t, cl, managers)
+	victim.kill()
+	scl := clientOf(t, other(managers, victim))
+	waitfor.True(t, "the survivor refuses writes because its witness does not answer", func() bool {
+		_, err := scl.CreateService(ctx, service("web", api.Replicated(1)))
+		return err != nil && strings.Contains(err.Error(), "not fencing: the witness check failed")
+	})
+	if c, err := scl.Cluster(ctx); err != nil || len(c.Fences) != 0 {
+		t.Fatalf("fences %+v (%v) while the witness is down", c.Fences, err)
+	}
+	ln, err = net.Listen("tcp", witness)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	waitfor.True(t, "the survivor fences and takes writes once the witness answers", func() bool {
+		_, err := scl.CreateService(ctx, service("web", api.Replicated(1)))
+		return err == nil || errors.Is(err, swarm.ErrNameInUse)
 	})
 }
 
