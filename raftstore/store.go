@@ -310,9 +310,6 @@ func (s *Store) Start(ctx context.Context) (err error) {
 	return nil
 }
 
-// r is the running raft.
-func (s *Store) r() *raft.Raft { return s.raftPtr.Load() }
-
 func (s *Store) validate() error {
 	switch {
 	case s.ID == "":

@@ -1,6 +1,6 @@
 package main
 
-// -mode fence: failover in two-node mode (swarm.TwoNode). Two managers,
+// arbiterbench fence: failover in two-node mode (swarm.TwoNode). Two managers,
 // each a child process (this binary re-executed) whose fence kills the
 // other's process by the PID it wrote; each trial kills the leader with
 // SIGKILL and times how long until a write is accepted on the survivor
@@ -11,7 +11,7 @@ package main
 // first, so that after a cut between two live managers the lower one
 // fences first).
 //
-//	go run ./examples/arbiterbench -mode fence -trials 10
+//	go run ./examples/arbiterbench fence -trials 10
 
 import (
 	"bufio"
@@ -172,7 +172,26 @@ func leaderOfTwo(ctx context.Context, cl *swarm.Client) (string, error) {
 	return "", errors.New("no two voting managers after a minute")
 }
 
-func runFence(ctx context.Context, trials int, delay time.Duration, keep bool) error {
+// fenceCmd is the subcommand that measures two-node failover:
+//
+//	arbiterbench fence [-trials N] [-fence-delay D] [-keep]
+const fenceCmd = "fence"
+
+func runFence(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet(fenceCmd, flag.ContinueOnError)
+	trials := fl.Int("trials", 10, "leader kills")
+	delay := fl.Duration("fence-delay", swarm.DefaultFenceDelay, "the higher node ID's wait before fencing")
+	keep := fl.Bool("keep", false, "keep the data dirs (printed)")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if *trials < 1 || *trials > 1000 {
+		return fmt.Errorf("-trials %d: want 1 to 1000", *trials)
+	}
+	return fenceTrials(ctx, *trials, *delay, *keep)
+}
+
+func fenceTrials(ctx context.Context, trials int, delay time.Duration, keep bool) error {
 	base, err := os.MkdirTemp("", "fencebench-")
 	if err != nil {
 		return err

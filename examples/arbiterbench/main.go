@@ -8,7 +8,6 @@
 //
 //	go run ./examples/arbiterbench                # 10,000 tasks
 //	go run ./examples/arbiterbench -tasks 1000    # quicker
-//	go run ./examples/arbiterbench -mode fence    # failover in two-node mode (fence.go)
 package main
 
 import (
@@ -43,6 +42,8 @@ func main() {
 		err = runArbiterChild(ctx, os.Args[2:])
 	} else if len(os.Args) > 1 && os.Args[1] == fenceNodeCmd {
 		err = runFenceNode(ctx, os.Args[2:])
+	} else if len(os.Args) > 1 && os.Args[1] == fenceCmd {
+		err = runFence(ctx, os.Args[2:])
 	} else {
 		err = run(ctx)
 	}
@@ -132,20 +133,7 @@ func run(ctx context.Context) error {
 	keep := flag.Bool("keep", false, "keep the data dirs (printed)")
 	heap := flag.String("heapprofile", "", "write the arbiter's heap profile here at the end")
 	memLimit := flag.String("arbiter-gomemlimit", "", "GOMEMLIMIT of the arbiter process (as a host program may set it; e.g. 48MiB)")
-	mode := flag.String("mode", "arbiter", "arbiter: the arbiter's resource use; fence: failover in two-node mode (fence.go)")
-	trials := flag.Int("trials", 10, "-mode fence: leader kills")
-	fenceDelay := flag.Duration("fence-delay", swarm.DefaultFenceDelay, "-mode fence: the higher node ID's wait before fencing")
 	flag.Parse()
-	switch *mode {
-	case "arbiter":
-	case "fence":
-		if *trials < 1 || *trials > 1000 {
-			return fmt.Errorf("-trials %d: want 1 to 1000", *trials)
-		}
-		return runFence(ctx, *trials, *fenceDelay, *keep)
-	default:
-		return fmt.Errorf("-mode %q: want arbiter or fence", *mode)
-	}
 	if *tasks < 1 || *tasks > api.MaxReplicasLimit {
 		return fmt.Errorf("-tasks %d: want 1 to %d", *tasks, api.MaxReplicasLimit)
 	}

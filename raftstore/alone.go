@@ -11,6 +11,9 @@ import (
 	"github.com/hashicorp/raft"
 )
 
+// r is the running raft (RecoverAlone replaces it).
+func (s *Store) r() *raft.Raft { return s.raftPtr.Load() }
+
 // ErrIsLeader is returned by RecoverAlone on a member that leads: it has a
 // quorum and needs no recovery.
 var ErrIsLeader = errors.New("raftstore: this member leads: it has a quorum and needs no recovery")

@@ -55,7 +55,7 @@ func TestRecoverAloneAfterPeerStops(t *testing.T) {
 	if err := surv.RecoverAlone(ctx); !errors.Is(err, ErrIsLeader) {
 		t.Fatalf("a second recovery on the leader: %v, want ErrIsLeader", err)
 	}
-	if v := voters(t, surv); len(v) != 1 || !v[other] {
+	if v := votersOf(t, surv); len(v) != 1 || !v[other] {
 		t.Fatalf("voters after recovery %v, want %s alone", v, other)
 	}
 	if !configInLog(t, surv) {
@@ -77,7 +77,7 @@ func TestRecoverAloneAfterPeerStops(t *testing.T) {
 	c.kill(other)
 	surv = c.start(other, nil, nil)
 	eventually(t, "the survivor leads again after a restart", surv.IsLeader)
-	if v := voters(t, surv); len(v) != 1 || !v[other] {
+	if v := votersOf(t, surv); len(v) != 1 || !v[other] {
 		t.Fatalf("voters after a restart %v", v)
 	}
 
@@ -113,7 +113,7 @@ func TestRecoverAloneAfterPeerStops(t *testing.T) {
 	}
 }
 
-func voters(t *testing.T, s *Store) map[string]bool {
+func votersOf(t *testing.T, s *Store) map[string]bool {
 	t.Helper()
 	srvs, err := s.Servers(context.Background())
 	if err != nil {
