@@ -42,3 +42,15 @@ func TestTwoNodeNeedsAFencerAndDir(t *testing.T) {
 		t.Fatalf("no Dir: %v", err)
 	}
 }
+
+// Two-node mode on a node: the fence is a command (IPMI, a cloud API, a
+// PDU) and the witness the default gateway's DNS port. The other node is
+// set up the same way, with the means to fence this one.
+func ExampleTwoNode() {
+	n := &swarm.Node{Dir: "/var/lib/shoal", AdvertiseAddr: "192.0.2.10",
+		TwoNode: &swarm.TwoNode{
+			Fencer:  &swarm.CommandFencer{Path: "/usr/local/sbin/fence-peer"}, // gets $SHOAL_FENCE_PEER_ID
+			Witness: swarm.DialWitness("192.0.2.1:53"),
+		}}
+	_ = n // n.Init(ctx) or n.Join(ctx, managerToken, "192.0.2.11:2377")
+}
