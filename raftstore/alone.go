@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -67,6 +68,9 @@ func (s *Store) RecoverAlone(ctx context.Context) error {
 	alone := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(s.ID), Address: addr}}}
 	s.logger().Warn("raftstore: recovering as the only voter", "id", s.ID, "last_index", old.LastIndex(), "term", old.CurrentTerm())
 	old.DeregisterObserver(s.observer)
+	// raft's Shutdown waits for its calls in flight, and a vote request
+	// to a powered-off peer waits out the transport's timeout (10 s).
+	s.calls.stop()
 	if err := old.Shutdown().Error(); err != nil {
 		return fmt.Errorf("raftstore: stopping raft to recover: %w", err)
 	}
@@ -91,7 +95,8 @@ func (s *Store) RecoverAlone(ctx context.Context) error {
 // restartRaft starts raft again with conf on the store's state and
 // transport, and returns cause (or the start's error with it).
 func (s *Store) restartRaft(conf raft.Config, cause error) error {
-	r, err := raft.NewRaft(&conf, s.fsm, s.logStore, s.stable, s.snapStore, s.raftTrans)
+	s.calls = newStoppable(s.raftTrans)
+	r, err := raft.NewRaft(&conf, s.fsm, s.logStore, s.stable, s.snapStore, s.calls)
 	if err != nil {
 		// The store has no raft now: it can only be closed.
 		return errors.Join(cause, fmt.Errorf("raftstore: restarting raft (close the store and start it again from %s): %w", s.Dir, err))
@@ -136,4 +141,93 @@ func (s *Store) settleAlone(ctx context.Context, addr string) error {
 	}
 	s.logger().Warn("raftstore: recovered: this member is the only voter", "id", s.ID, "term", r.CurrentTerm(), "index", r.LastIndex())
 	return nil
+}
+
+// stoppable is the transport one raft instance runs on: its calls to
+// peers (votes, heartbeats, appends outside a pipeline, leadership
+// handovers) return at once with an error when stop is called, while the
+// call itself finishes in the background into a private answer. raft's
+// Shutdown waits for its calls in flight, and one to a host that is off
+// waits out the transport's timeout; RecoverAlone stops the calls first.
+type stoppable interface {
+	raft.Transport
+	stop()
+}
+
+type stopTransport struct {
+	raft.Transport
+	stopped chan struct{}
+	once    sync.Once
+}
+
+type stopTransportPreVote struct {
+	*stopTransport
+	pv raft.WithPreVote
+}
+
+var _ raft.WithPreVote = stopTransportPreVote{}
+
+func newStoppable(t raft.Transport) stoppable {
+	s := &stopTransport{Transport: t, stopped: make(chan struct{})}
+	if pv, ok := t.(raft.WithPreVote); ok {
+		return stopTransportPreVote{stopTransport: s, pv: pv}
+	}
+	return s
+}
+
+var errCallStopped = errors.New("raftstore: raft is restarting: call abandoned")
+
+func (t *stopTransport) stop() { t.once.Do(func() { close(t.stopped) }) }
+
+// call runs fn unless or until stop is called.
+func (t *stopTransport) call(fn func() error) error {
+	select {
+	case <-t.stopped:
+		return errCallStopped
+	default:
+	}
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-t.stopped:
+		return errCallStopped
+	}
+}
+
+func (t *stopTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	var out raft.RequestVoteResponse
+	err := t.call(func() error { return t.Transport.RequestVote(id, target, args, &out) })
+	if err == nil {
+		*resp = out
+	}
+	return err
+}
+
+func (t *stopTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	var out raft.AppendEntriesResponse
+	err := t.call(func() error { return t.Transport.AppendEntries(id, target, args, &out) })
+	if err == nil {
+		*resp = out
+	}
+	return err
+}
+
+func (t *stopTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	var out raft.TimeoutNowResponse
+	err := t.call(func() error { return t.Transport.TimeoutNow(id, target, args, &out) })
+	if err == nil {
+		*resp = out
+	}
+	return err
+}
+
+func (t stopTransportPreVote) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	var out raft.RequestPreVoteResponse
+	err := t.call(func() error { return t.pv.RequestPreVote(id, target, args, &out) })
+	if err == nil {
+		*resp = out
+	}
+	return err
 }

@@ -134,6 +134,7 @@ type Store struct {
 	stable    raft.StableStore
 	snapStore raft.SnapshotStore
 	raftTrans raft.Transport
+	calls     stoppable // the running raft's transport: RecoverAlone cuts its calls short
 	recoverMu sync.Mutex
 	logStore  raft.LogStore // the cached log, for covered()
 	keyring   *KeyRing
@@ -270,7 +271,8 @@ func (s *Store) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("raftstore: reading state in %s: %w", s.Dir, err)
 	}
-	r, err := raft.NewRaft(conf, s.fsm, cached, stableStore, snaps, transport)
+	s.calls = newStoppable(transport)
+	r, err := raft.NewRaft(conf, s.fsm, cached, stableStore, snaps, s.calls)
 	if err != nil {
 		return fmt.Errorf("raftstore: start raft (data dir %q): %w", s.Dir, err)
 	}
