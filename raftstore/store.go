@@ -1084,6 +1084,7 @@ func (s *Store) Close() error {
 	s.recoverMu.Lock()
 	defer s.recoverMu.Unlock()
 	s.r().DeregisterObserver(s.observer)
+	s.calls.stop() // a call to a peer that is off would hold Shutdown for the transport's timeout
 	err := s.r().Shutdown().Error()
 	if c, ok := s.Transport.(io.Closer); ok {
 		err = errors.Join(err, c.Close())
