@@ -212,7 +212,7 @@ func quorumWarning(srvs []raftstore.Server, arbiters map[string]bool) string {
 	case managers == 2 && arbs == 0:
 		return "2 managers and no arbiter: a quorum needs both, so the cluster tolerates no manager failure; " +
 			"add an arbiter (a third vote that runs nothing else: swarm.Arbiter joined with the arbiter token) or a third manager, " +
-				"or give both managers a fencing action (two-node mode: swarm.TwoNode, shoald --fence-command)"
+			"or give both managers a fencing action (two-node mode: swarm.TwoNode, shoald --fence-command)"
 	case managers == 1 && arbs > 0:
 		return fmt.Sprintf("1 manager and %d arbiter(s): the cluster stops when the manager or an arbiter fails; an arbiter is a third vote for two managers", arbs)
 	}
