@@ -374,15 +374,19 @@ func TestTwoNodePartitionOneSurvives(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The leader takes the write into its log and cannot commit it.
+	cut := time.Now()
 	if _, err := client(high).CreateService(ctx, service("ghost", api.Replicated(1))); err == nil {
 		t.Fatal("a write committed on one side of a partition of two voters")
 	}
+	t.Logf("%.1fs: the write on the cut-off leader refused", time.Since(cut).Seconds())
 	waitfor.True(t, "the higher ID killed by the lower one's fence", high.dead)
+	t.Logf("%.1fs: the higher ID is dead", time.Since(cut).Seconds())
 	lcl := client(low)
 	waitfor.True(t, "the lower ID takes writes alone", func() bool {
 		_, err := lcl.CreateService(ctx, service("after", api.Replicated(1)))
 		return err == nil || strings.Contains(err.Error(), "name in use")
 	})
+	t.Logf("%.1fs: the lower ID took a write alone", time.Since(cut).Seconds())
 	if low.dead() {
 		t.Fatal("the lower ID died too")
 	}
