@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -236,7 +237,17 @@ func (s *Store) Start(ctx context.Context) (err error) {
 				ss.onClose = func() {
 					// Keys retired before this snapshot may be unused now
 					// (or after the next compaction; pruning is cautious).
+					// Tracked so that Close waits for it: a prune after
+					// Close would touch files of a store whose dir the
+					// owner may be removing.
+					s.mu.Lock()
+					defer s.mu.Unlock()
+					if s.closed {
+						return
+					}
+					s.bgWG.Add(1)
 					go func() {
+						defer s.bgWG.Done()
 						if pruned, err := s.PruneDataKeys(); err != nil {
 							s.logger().Warn("raftstore: pruning data keys", "err", err)
 						} else if len(pruned) > 0 {
@@ -949,6 +960,39 @@ func (s *Store) DemoteVoter(ctx context.Context, id string) error {
 		return err
 	}
 	return s.wait(ctx, s.r().DemoteVoter(raft.ServerID(id), 0, timeoutOf(ctx)))
+}
+
+// PromoteNonvoter lets a member that replicates without voting vote. Unlike
+// AddVoter it never adds a member: if id left the configuration (a demotion
+// or a removal raced with the promotion), it fails with ErrNotFound rather
+// than bringing id back. A member that already votes is left as it is.
+func (s *Store) PromoteNonvoter(ctx context.Context, id string) error {
+	if err := s.running(); err != nil {
+		return err
+	}
+	for {
+		f := s.raft.GetConfiguration()
+		if err := s.wait(ctx, f); err != nil {
+			return err
+		}
+		i := slices.IndexFunc(f.Configuration().Servers, func(srv raft.Server) bool { return srv.ID == raft.ServerID(id) })
+		if i < 0 {
+			return fmt.Errorf("%w: %s is not a member", ErrNotFound, id)
+		}
+		srv := f.Configuration().Servers[i]
+		if srv.Suffrage == raft.Voter {
+			return nil
+		}
+		// prevIndex makes the change conditional: if the configuration
+		// moved on since it was read, raft refuses and it is read again.
+		err := s.wait(ctx, s.raft.AddVoter(srv.ID, srv.Address, f.Index(), timeoutOf(ctx)))
+		if err == nil || !strings.Contains(err.Error(), "configuration changed since") {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
 }
 
 // RemoveServer removes a member from the configuration.

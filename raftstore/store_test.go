@@ -540,3 +540,47 @@ func TestFormerLeaderIsTheLeaderLostWithItsLastContact(t *testing.T) {
 		t.Fatalf("the new leader's former leader: %+v; want %s, heard from when it was killed at %v (not at the election)", f, old.ID, killed)
 	}
 }
+
+// PromoteNonvoter lets a non-voter vote, leaves a voter alone, and never
+// brings back a member that left the configuration (a demotion that raced
+// with the promotion must win).
+func TestPromoteNonvoterNeverAddsAMember(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 1, false, nil)
+	l := c.leader()
+	c.ids = append(c.ids, "obs")
+	c.start("obs", nil, nil)
+	if err := l.AddNonvoter(ctx, "obs", "obs"); err != nil {
+		t.Fatal(err)
+	}
+	suffrage := func(id string) (in, votes bool) {
+		srvs, err := l.Servers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range srvs {
+			if s.ID == id {
+				return true, s.Voter
+			}
+		}
+		return false, false
+	}
+	if err := l.PromoteNonvoter(ctx, "obs"); err != nil {
+		t.Fatal(err)
+	}
+	if in, votes := suffrage("obs"); !in || !votes {
+		t.Fatalf("after promotion: member %v, votes %v", in, votes)
+	}
+	if err := l.PromoteNonvoter(ctx, "obs"); err != nil {
+		t.Fatalf("promoting a voter again: %v", err)
+	}
+	if err := l.RemoveServer(ctx, "obs"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PromoteNonvoter(ctx, "obs"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("promoting a removed member: %v, want ErrNotFound", err)
+	}
+	if in, _ := suffrage("obs"); in {
+		t.Fatal("promoting a removed member brought it back")
+	}
+}

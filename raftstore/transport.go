@@ -205,7 +205,7 @@ func (g *commitGuard) AppendEntriesPipeline(id raft.ServerID, target raft.Server
 	if err != nil {
 		return nil, err
 	}
-	return &guardedPipeline{AppendPipeline: p, g: g}, nil
+	return &guardedPipeline{AppendPipeline: drainPipeline(p), g: g}, nil
 }
 
 func (g commitGuardPreVote) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {

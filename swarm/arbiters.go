@@ -111,18 +111,10 @@ func (m *Manager) promoteArbiter(ctx context.Context, id string) error {
 	if !arbitersOf(st)[id] {
 		return fmt.Errorf("%w: %s is not an arbiter of this cluster", errForbidden, id)
 	}
-	srvs, err := st.Servers(ctx)
-	if err != nil {
-		return err
-	}
-	i := slices.IndexFunc(srvs, func(s raftstore.Server) bool { return s.ID == id })
-	if i < 0 {
-		return fmt.Errorf("%w: arbiter %s is not in the Raft configuration", ErrNotFound, id)
-	}
-	if srvs[i].Voter {
-		return nil
-	}
-	if err := st.AddVoter(ctx, id, srvs[i].Address); err != nil {
+	if err := st.PromoteNonvoter(ctx, id); err != nil {
+		if errors.Is(err, raftstore.ErrNotFound) {
+			return fmt.Errorf("%w: arbiter %s is not in the Raft configuration", ErrNotFound, id)
+		}
 		return err
 	}
 	m.logger().Info("swarm: arbiter votes now", "arbiter", id)

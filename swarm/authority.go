@@ -196,18 +196,20 @@ func (m *Manager) promoteSelf(ctx context.Context, id string) error {
 		li := st.Leader()
 		return &raftstore.NotLeaderError{LeaderID: li.ID, LeaderAddr: li.Address}
 	}
-	srvs, err := st.Servers(ctx)
+	// A request that waited while the node was demoted must not bring it
+	// back: the node must still be a manager, and the promotion applies
+	// only to a member still in the configuration.
+	n, err := m.Node(id)
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(srvs, func(s raftstore.Server) bool { return s.ID == id })
-	if i < 0 {
-		return fmt.Errorf("%w: manager %s is not in the Raft configuration", ErrNotFound, id)
+	if n.Spec.Role != api.RoleManager {
+		return fmt.Errorf("%w: node %s is a %s: promote it first", errForbidden, id, n.Spec.Role)
 	}
-	if srvs[i].Voter {
-		return nil
-	}
-	if err := st.AddVoter(ctx, id, srvs[i].Address); err != nil {
+	if err := st.PromoteNonvoter(ctx, id); err != nil {
+		if errors.Is(err, raftstore.ErrNotFound) {
+			return fmt.Errorf("%w: manager %s is not in the Raft configuration", ErrNotFound, id)
+		}
 		return err
 	}
 	m.warnQuorumShape(ctx, st)

@@ -552,6 +552,7 @@ func (n *Node) switchRole(ctx context.Context, role string) error {
 	n.mu.Lock()
 	st := n.state
 	n.mu.Unlock()
+	prev := st
 	st.Role = role
 	if role == string(ca.RoleManager) {
 		ln, err := n.listen(&st)
@@ -566,7 +567,12 @@ func (n *Node) switchRole(ctx context.Context, role string) error {
 		n.state = st
 		n.mu.Unlock()
 		if err := n.runManager(ctx, st, ln, nil, nil); err != nil {
-			return err
+			// Back to the old role, so that the role loop tries again
+			// rather than taking a node with no manager for a manager.
+			n.mu.Lock()
+			n.state = prev
+			n.mu.Unlock()
+			return errors.Join(err, n.writeState(prev))
 		}
 		req := struct {
 			Addr string `json:"addr"`
@@ -732,6 +738,9 @@ func (n *Node) promoteWhenCaughtUp(ctx context.Context, m *Manager) {
 	}
 	var b backoff
 	for ctx.Err() == nil {
+		if _, err := m.st(); errors.Is(err, net.ErrClosed) {
+			return // demoted or closed meanwhile: nothing to promote
+		}
 		err := n.Client().managers().call(ctx, http.MethodPost, controlPrefix+"raft/promote-self", nil, nil)
 		if err == nil {
 			n.logger().Info("swarm: this manager votes now", "node", m.ID)

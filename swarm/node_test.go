@@ -772,7 +772,10 @@ func TestClientReadsListsLargerThanRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	var tasks []*api.Task
-	c.WaitFor("20 tasks listed", func() bool {
+	// 20 MB through Raft takes a while under the race detector (6 s
+	// without, 30 s with on two busy cores): this test is about sizes,
+	// so it waits longer than the default.
+	waitfor.Within(t, 3*time.Minute, "20 tasks listed", func() bool {
 		tasks, err = cl.Tasks(ctx, swarm.Filter{Services: []string{svc.ID}})
 		if err != nil {
 			t.Fatalf("listing 20 tasks of 1 MiB each: %v", err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
@@ -199,11 +200,20 @@ func TestPublishedPorts(t *testing.T) {
 		t.Fatalf("host mode on a port ingress uses: %v", err)
 	}
 	// An update that names no published port keeps the one it had.
-	cur := mustService(t, m, svc.ID)
-	up := cur.Spec
-	up.TaskTemplate.Image = "example/web:2"
-	if after, err := m.UpdateService(ctx, svc.ID, cur.Version, up); err != nil || after.Endpoint.Ports[1].PublishedPort != api.DynamicPortStart {
-		t.Fatalf("update: %+v %v", after.Endpoint, err)
+	// (The leader may change the service meanwhile, as it records its
+	// tasks' progress: read it again on a conflict, as any client does.)
+	for {
+		cur := mustService(t, m, svc.ID)
+		up := cur.Spec
+		up.TaskTemplate.Image = "example/web:2"
+		after, err := m.UpdateService(ctx, svc.ID, cur.Version, up)
+		if errors.Is(err, raftstore.ErrConflict) {
+			continue
+		}
+		if err != nil || after.Endpoint.Ports[1].PublishedPort != api.DynamicPortStart {
+			t.Fatalf("update: %+v %v", after, err)
+		}
+		break
 	}
 	ingress, _ := m.Network(swarm.IngressNetworkName)
 	c.WaitFor("tasks on ingress, nodes with their ingress address", func() bool {
