@@ -971,7 +971,7 @@ func (s *Store) PromoteNonvoter(ctx context.Context, id string) error {
 		return err
 	}
 	for {
-		f := s.raft.GetConfiguration()
+		f := s.r().GetConfiguration()
 		if err := s.wait(ctx, f); err != nil {
 			return err
 		}
@@ -985,7 +985,7 @@ func (s *Store) PromoteNonvoter(ctx context.Context, id string) error {
 		}
 		// prevIndex makes the change conditional: if the configuration
 		// moved on since it was read, raft refuses and it is read again.
-		err := s.wait(ctx, s.raft.AddVoter(srv.ID, srv.Address, f.Index(), timeoutOf(ctx)))
+		err := s.wait(ctx, s.r().AddVoter(srv.ID, srv.Address, f.Index(), timeoutOf(ctx)))
 		if err == nil || !strings.Contains(err.Error(), "configuration changed since") {
 			return err
 		}
