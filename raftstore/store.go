@@ -120,15 +120,24 @@ type Store struct {
 	// Logger receives the store's and Raft's logs; nil discards.
 	Logger *slog.Logger
 
-	mu        sync.Mutex
-	started   bool
-	closed    bool
-	raft      *raft.Raft
-	fsm       *fsm
-	events    *eventRing
-	logs      *WAL
-	raftPtr   atomic.Pointer[raft.Raft] // for the WAL's leader check, which may run before s.raft is set
-	logStore  raft.LogStore             // the cached log, for covered()
+	mu      sync.Mutex
+	started bool
+	closed  bool
+
+	fsm    *fsm
+	events *eventRing
+	logs   *WAL
+	// raftPtr is the running raft: RecoverAlone replaces it, so every
+	// use loads it (s.r()).
+	raftPtr atomic.Pointer[raft.Raft]
+	// What raft runs on, kept for RecoverAlone's restart.
+	raftConf  *raft.Config
+	stable    raft.StableStore
+	snapStore raft.SnapshotStore
+	raftTrans raft.Transport
+	calls     stoppable // the running raft's transport: RecoverAlone cuts its calls short
+	recoverMu sync.Mutex
+	logStore  raft.LogStore // the cached log, for covered()
 	keyring   *KeyRing
 	snaps     *sealedSnapshotStore
 	pruneMu   sync.Mutex
@@ -273,11 +282,13 @@ func (s *Store) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("raftstore: reading state in %s: %w", s.Dir, err)
 	}
-	r, err := raft.NewRaft(conf, s.fsm, cached, stableStore, snaps, transport)
+	s.calls = newStoppable(transport)
+	r, err := raft.NewRaft(conf, s.fsm, cached, stableStore, snaps, s.calls)
 	if err != nil {
 		return fmt.Errorf("raftstore: start raft (data dir %q): %w", s.Dir, err)
 	}
 	s.raftPtr.Store(r)
+	s.raftConf, s.stable, s.snapStore, s.raftTrans = conf, stableStore, snaps, transport
 	cleanup = append(cleanup, func() { r.Shutdown().Error() })
 	if !existing && len(s.Bootstrap) > 0 {
 		var cfg raft.Configuration
@@ -295,7 +306,6 @@ func (s *Store) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("raftstore: bootstrap: %w", err)
 		}
 	}
-	s.raft = r
 	s.ready = make(chan struct{})
 	s.done = make(chan struct{})
 	s.leaderSubs = map[chan LeaderInfo]struct{}{}
@@ -361,11 +371,11 @@ func (s *Store) waitReady() {
 			return
 		case <-t.C:
 		}
-		addr, _ := s.raft.LeaderWithID()
+		addr, _ := s.r().LeaderWithID()
 		if addr == "" {
 			continue
 		}
-		if commit := s.raft.CommitIndex(); commit > 0 && s.covered(commit) {
+		if commit := s.r().CommitIndex(); commit > 0 && s.covered(commit) {
 			close(s.ready)
 			return
 		}
@@ -380,7 +390,7 @@ func (s *Store) watchLeader(ch chan raft.Observation) {
 			return
 		case o := <-ch:
 			lo := o.Data.(raft.LeaderObservation)
-			info := LeaderInfo{ID: string(lo.LeaderID), Address: string(lo.LeaderAddr), Self: lo.LeaderID == raft.ServerID(s.ID), Term: s.raft.CurrentTerm()}
+			info := LeaderInfo{ID: string(lo.LeaderID), Address: string(lo.LeaderAddr), Self: lo.LeaderID == raft.ServerID(s.ID), Term: s.r().CurrentTerm()}
 			s.logger().Info("raftstore leader changed", "leader", info.ID, "address", info.Address, "self", info.Self)
 			s.leaderChanges.Add(1)
 			s.leaderMu.Lock()
@@ -389,7 +399,7 @@ func (s *Store) watchLeader(ch chan raft.Observation) {
 				// nothing of another member.
 				s.former = FormerLeader{}
 				if !prev.Self {
-					s.former = FormerLeader{ID: prev.ID, LastContact: s.raft.LastContact()}
+					s.former = FormerLeader{ID: prev.ID, LastContact: s.r().LastContact()}
 				}
 			}
 			s.leaderLast = info
@@ -428,8 +438,8 @@ func (s *Store) WatchLeader(ctx context.Context) (<-chan LeaderInfo, error) {
 	ch := make(chan LeaderInfo, 1)
 	s.leaderMu.Lock()
 	s.leaderSubs[ch] = struct{}{}
-	addr, id := s.raft.LeaderWithID()
-	sendLatest(ch, LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID), Term: s.raft.CurrentTerm()}, &s.leaderDrops)
+	addr, id := s.r().LeaderWithID()
+	sendLatest(ch, LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID), Term: s.r().CurrentTerm()}, &s.leaderDrops)
 	s.leaderMu.Unlock()
 	out := make(chan LeaderInfo, 1)
 	go func() {
@@ -476,7 +486,7 @@ func (s *Store) Stats() Stats {
 	if s.running() != nil {
 		return Stats{State: "Shutdown"}
 	}
-	r := s.raft
+	r := s.r()
 	return Stats{State: r.State().String(), Term: r.CurrentTerm(), CommitIndex: r.CommitIndex(), AppliedIndex: r.AppliedIndex(),
 		LastIndex: r.LastIndex(), LeaderChanges: s.leaderChanges.Load()}
 }
@@ -486,8 +496,8 @@ func (s *Store) Leader() LeaderInfo {
 	if s.running() != nil {
 		return LeaderInfo{}
 	}
-	addr, id := s.raft.LeaderWithID()
-	return LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID), Term: s.raft.CurrentTerm()}
+	addr, id := s.r().LeaderWithID()
+	return LeaderInfo{ID: string(id), Address: string(addr), Self: id == raft.ServerID(s.ID), Term: s.r().CurrentTerm()}
 }
 
 // FormerLeader returns the last leader other than this member that this
@@ -501,7 +511,7 @@ func (s *Store) FormerLeader() FormerLeader {
 
 // IsLeader reports whether this member is the leader now.
 func (s *Store) IsLeader() bool {
-	return s.running() == nil && s.raft.State() == raft.Leader
+	return s.running() == nil && s.r().State() == raft.Leader
 }
 
 func (s *Store) running() error {
@@ -517,7 +527,7 @@ func (s *Store) running() error {
 }
 
 func (s *Store) notLeader() error {
-	addr, id := s.raft.LeaderWithID()
+	addr, id := s.r().LeaderWithID()
 	return &NotLeaderError{LeaderID: string(id), LeaderAddr: string(addr)}
 }
 
@@ -547,19 +557,19 @@ func (s *Store) LinearizableView(ctx context.Context, fn func(tx *ReadTx) error)
 	if err := s.running(); err != nil {
 		return err
 	}
-	if s.raft.State() != raft.Leader {
+	if s.r().State() != raft.Leader {
 		return s.notLeader()
 	}
 	// A new leader may not know the commit index of earlier terms until an
 	// entry of its own term commits: a barrier per term settles it.
-	if term := s.raft.CurrentTerm(); s.barrierAt.Load() != term {
-		if err := s.wait(ctx, s.raft.Barrier(0)); err != nil {
+	if term := s.r().CurrentTerm(); s.barrierAt.Load() != term {
+		if err := s.wait(ctx, s.r().Barrier(0)); err != nil {
 			return err
 		}
 		s.barrierAt.Store(term)
 	}
-	readIndex := s.raft.CommitIndex()
-	if err := s.wait(ctx, s.raft.VerifyLeader()); err != nil {
+	readIndex := s.r().CommitIndex()
+	if err := s.wait(ctx, s.r().VerifyLeader()); err != nil {
 		return err
 	}
 	if err := s.waitApplied(ctx, readIndex); err != nil {
@@ -585,7 +595,7 @@ func (s *Store) covered(index uint64) bool {
 	if applied >= index {
 		return true
 	}
-	if s.raft.AppliedIndex() < index || index-applied > 64 {
+	if s.r().AppliedIndex() < index || index-applied > 64 {
 		return false
 	}
 	var l raft.Log
@@ -642,6 +652,9 @@ func (s *Store) raftErr(err error) error {
 		return s.notLeader()
 	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return fmt.Errorf("%w (leadership lost before the change was confirmed)", ErrNoQuorum)
+	case errors.Is(err, raft.ErrRaftShutdown) && s.running() == nil:
+		// RecoverAlone stopped the raft the call went to.
+		return fmt.Errorf("%w (raft restarted to recover alone)", ErrNoQuorum)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("raftstore: %w", net.ErrClosed)
 	}
@@ -664,7 +677,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := s.running(); err != nil {
 		return err
 	}
-	if s.raft.State() != raft.Leader {
+	if s.r().State() != raft.Leader {
 		return s.notLeader()
 	}
 	tx := &Tx{ReadTx: s.fsm.view()}
@@ -753,7 +766,7 @@ func (s *Store) pack(t *Table, data []byte) (uint64, []byte, *dict) {
 }
 
 func (s *Store) apply(ctx context.Context, entry []byte) (uint64, any, error) {
-	f := s.raft.Apply(entry, timeoutOf(ctx))
+	f := s.r().Apply(entry, timeoutOf(ctx))
 	if err := s.wait(ctx, f); err != nil {
 		return 0, nil, err
 	}
@@ -769,7 +782,7 @@ func (s *Store) Batch(ctx context.Context, fn func(b *Batch) error) (BatchResult
 	if err := s.running(); err != nil {
 		return BatchResult{}, err
 	}
-	if s.raft.State() != raft.Leader {
+	if s.r().State() != raft.Leader {
 		return BatchResult{}, s.notLeader()
 	}
 	b := &Batch{s: s, ctx: ctx, limit: cmp(s.MaxEntryBytes, DefaultMaxEntryBytes)}
@@ -877,7 +890,7 @@ func (b *Batch) flush() error {
 	// it gets a copy of the exact size, and the scratch buffer builds the
 	// next one. Handing raft the buffer itself kept 320 KiB with every
 	// entry, however small (a node's status report, a heartbeat's "ready").
-	b.futures = append(b.futures, b.s.raft.Apply(bytes.Clone(b.body), timeoutOf(b.ctx)))
+	b.futures = append(b.futures, b.s.r().Apply(bytes.Clone(b.body), timeoutOf(b.ctx)))
 	b.body, b.n, b.carried = b.body[:0], 0, b.carried[:0]
 	return nil
 }
@@ -930,7 +943,7 @@ func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
 	if err := s.running(); err != nil {
 		return err
 	}
-	return s.wait(ctx, s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
+	return s.wait(ctx, s.r().AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
 }
 
 // AddNonvoter adds a member that replicates the log without voting.
@@ -938,7 +951,7 @@ func (s *Store) AddNonvoter(ctx context.Context, id, addr string) error {
 	if err := s.running(); err != nil {
 		return err
 	}
-	return s.wait(ctx, s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
+	return s.wait(ctx, s.r().AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
 }
 
 // DemoteVoter turns a voter into a non-voter.
@@ -946,7 +959,7 @@ func (s *Store) DemoteVoter(ctx context.Context, id string) error {
 	if err := s.running(); err != nil {
 		return err
 	}
-	return s.wait(ctx, s.raft.DemoteVoter(raft.ServerID(id), 0, timeoutOf(ctx)))
+	return s.wait(ctx, s.r().DemoteVoter(raft.ServerID(id), 0, timeoutOf(ctx)))
 }
 
 // PromoteNonvoter lets a member that replicates without voting vote. Unlike
@@ -958,7 +971,7 @@ func (s *Store) PromoteNonvoter(ctx context.Context, id string) error {
 		return err
 	}
 	for {
-		f := s.raft.GetConfiguration()
+		f := s.r().GetConfiguration()
 		if err := s.wait(ctx, f); err != nil {
 			return err
 		}
@@ -972,7 +985,7 @@ func (s *Store) PromoteNonvoter(ctx context.Context, id string) error {
 		}
 		// prevIndex makes the change conditional: if the configuration
 		// moved on since it was read, raft refuses and it is read again.
-		err := s.wait(ctx, s.raft.AddVoter(srv.ID, srv.Address, f.Index(), timeoutOf(ctx)))
+		err := s.wait(ctx, s.r().AddVoter(srv.ID, srv.Address, f.Index(), timeoutOf(ctx)))
 		if err == nil || !strings.Contains(err.Error(), "configuration changed since") {
 			return err
 		}
@@ -987,7 +1000,7 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 	if err := s.running(); err != nil {
 		return err
 	}
-	return s.wait(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)))
+	return s.wait(ctx, s.r().RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)))
 }
 
 // TransferLeadership hands leadership to the member id, or to the most
@@ -997,7 +1010,7 @@ func (s *Store) TransferLeadership(ctx context.Context, id string) error {
 		return err
 	}
 	if id == "" {
-		return s.wait(ctx, s.raft.LeadershipTransfer())
+		return s.wait(ctx, s.r().LeadershipTransfer())
 	}
 	srvs, err := s.Servers(ctx)
 	if err != nil {
@@ -1005,7 +1018,7 @@ func (s *Store) TransferLeadership(ctx context.Context, id string) error {
 	}
 	for _, srv := range srvs {
 		if srv.ID == id {
-			return s.wait(ctx, s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(srv.Address)))
+			return s.wait(ctx, s.r().LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(srv.Address)))
 		}
 	}
 	return fmt.Errorf("raftstore: transfer leadership: no member %q", id)
@@ -1016,7 +1029,7 @@ func (s *Store) Servers(ctx context.Context) ([]Server, error) {
 	if err := s.running(); err != nil {
 		return nil, err
 	}
-	f := s.raft.GetConfiguration()
+	f := s.r().GetConfiguration()
 	if err := s.wait(ctx, f); err != nil {
 		return nil, err
 	}
@@ -1032,7 +1045,7 @@ func (s *Store) Snapshot(ctx context.Context) error {
 	if err := s.running(); err != nil {
 		return err
 	}
-	err := s.wait(ctx, s.raft.Snapshot())
+	err := s.wait(ctx, s.r().Snapshot())
 	if errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		return nil
 	}
@@ -1110,8 +1123,13 @@ func (s *Store) Close() error {
 		return nil
 	}
 	close(s.done)
-	s.raft.DeregisterObserver(s.observer)
-	err := s.raft.Shutdown().Error()
+	// A recovery under way ends (it watches done) before raft stops, so
+	// the raft it started is the one stopped.
+	s.recoverMu.Lock()
+	defer s.recoverMu.Unlock()
+	s.r().DeregisterObserver(s.observer)
+	s.calls.stop() // a call to a peer that is off would hold Shutdown for the transport's timeout
+	err := s.r().Shutdown().Error()
 	if c, ok := s.Transport.(io.Closer); ok {
 		err = errors.Join(err, c.Close())
 	}

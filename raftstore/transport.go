@@ -176,10 +176,10 @@ type commitGuardPreVote struct {
 	pv raft.WithPreVote
 }
 
-var (
-	_ raft.WithClose   = (*commitGuard)(nil)
-	_ raft.WithPreVote = commitGuardPreVote{}
-)
+// A commitGuard has no Close: raft closes a transport that has one when
+// it shuts down, and Store.RecoverAlone shuts raft down and starts it
+// again on the same transport. Store.Close closes the transport.
+var _ raft.WithPreVote = commitGuardPreVote{}
 
 func guardCommits(t raft.Transport, durable func() uint64) raft.Transport {
 	g := &commitGuard{Transport: t, durable: durable}
@@ -206,14 +206,6 @@ func (g *commitGuard) AppendEntriesPipeline(id raft.ServerID, target raft.Server
 		return nil, err
 	}
 	return &guardedPipeline{AppendPipeline: drainPipeline(p), g: g}, nil
-}
-
-// Close closes the wrapped transport if it can be closed, as raft would.
-func (g *commitGuard) Close() error {
-	if c, ok := g.Transport.(raft.WithClose); ok {
-		return c.Close()
-	}
-	return nil
 }
 
 func (g commitGuardPreVote) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {

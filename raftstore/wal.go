@@ -606,6 +606,15 @@ func (w *WAL) StoreLogs(logs []*raft.Log) error {
 	return w.sync()
 }
 
+// IsMonotonic tells raft that the log takes no gaps
+// (raft.MonotonicLogStore): after installing a leader's snapshot past the
+// end of the log, raft empties the log instead of appending after a gap.
+// Without it a follower whose log ended before the snapshot refused every
+// entry after it, and the leader sent the snapshot again and again.
+func (w *WAL) IsMonotonic() bool { return true }
+
+var _ raft.MonotonicLogStore = (*WAL)(nil)
+
 func (w *WAL) isLeading() bool {
 	fn := w.leading.Load()
 	return fn != nil && (*fn)()

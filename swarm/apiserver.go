@@ -372,6 +372,10 @@ func (c *controlAPI) forward(w http.ResponseWriter, r *http.Request) {
 		// An arbiter leads only until it hands over: no manager leads.
 		leader.Address = ""
 	}
+	if ro := c.m.readOnly(); ro != nil && leader.Address == "" {
+		writeError(w, ro)
+		return
+	}
 	if leader.Address == "" || leader.Self {
 		writeError(w, &raftstore.NotLeaderError{LeaderID: leader.ID, LeaderAddr: leader.Address})
 		return

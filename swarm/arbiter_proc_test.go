@@ -1,7 +1,6 @@
 package swarm_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/shoalproject/shoal/internal/waitfor"
@@ -43,19 +41,7 @@ func startArbiterProc(t *testing.T, dir, how, token, manager string) *procNode {
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
 	cmd.Env = append(os.Environ(), "SHOAL_TEST_NODE_MODE=arbiter-"+how, "SHOAL_TEST_DIR="+dir, "SHOAL_TEST_LISTEN=127.0.0.1:0",
 		"SHOAL_TEST_TOKEN="+token, "SHOAL_TEST_MANAGER="+manager)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &procNode{dir: dir, cmd: cmd, how: "arbiter-" + how, ready: make(chan error, 1)}
-	t.Cleanup(p.kill)
-	go func() { p.ready <- json.NewDecoder(bufio.NewReader(out)).Decode(&p.info) }()
-	return p
+	return startCmd(t, cmd, dir, "arbiter-"+how)
 }
 
 // Two managers and an arbiter, each a process: kill -9 either manager (the

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -168,7 +169,11 @@ func (m *Manager) leadArbiters(ctx context.Context, st *raftstore.Store) {
 // manager cannot reach, a warning that says so.
 func (m *Manager) quorumWarnings(srvs []raftstore.Server, arbiters map[string]bool) []string {
 	var out []string
-	if w := quorumWarning(srvs, arbiters); w != "" {
+	if ro := m.readOnly(); ro != nil {
+		out = append(out, ro.Error())
+	}
+	// In two-node mode two managers and no arbiter is the intended shape.
+	if w := quorumWarning(srvs, arbiters); w != "" && !(m.TwoNode != nil && strings.HasPrefix(w, "2 managers")) {
 		out = append(out, w)
 	}
 	down := m.arbHealth.down()
@@ -198,7 +203,8 @@ func quorumWarning(srvs []raftstore.Server, arbiters map[string]bool) string {
 	switch {
 	case managers == 2 && arbs == 0:
 		return "2 managers and no arbiter: a quorum needs both, so the cluster tolerates no manager failure; " +
-			"add an arbiter (a third vote that runs nothing else: swarm.Arbiter joined with the arbiter token) or a third manager"
+			"add an arbiter (a third vote that runs nothing else: swarm.Arbiter joined with the arbiter token) or a third manager, " +
+			"or give both managers a fencing action (two-node mode: swarm.TwoNode, shoald --fence-command)"
 	case managers == 1 && arbs > 0:
 		return fmt.Sprintf("1 manager and %d arbiter(s): the cluster stops when the manager or an arbiter fails; an arbiter is a third vote for two managers", arbs)
 	}

@@ -307,7 +307,7 @@ func (m *Manager) withManagerStatus(ns []*api.Node) []*api.Node {
 		if n.Status.State != api.NodeReady && n.ID != m.ID {
 			reach = api.ReachabilityUnreachable
 		}
-		c.ManagerStatus = &api.ManagerStatus{Leader: s.ID == leader.ID, Reachability: reach, Addr: s.Address, Warning: warning}
+		c.ManagerStatus = &api.ManagerStatus{Leader: s.ID == leader.ID, Reachability: reach, Addr: s.Address, Voter: s.Voter, Warning: warning}
 		out[i] = &c
 	}
 	return out

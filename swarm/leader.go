@@ -28,6 +28,11 @@ const fullPassEvery = time.Minute
 func (m *Manager) run(ctx context.Context) {
 	defer close(m.done)
 	st := m.store
+	if m.TwoNode != nil {
+		guarded := make(chan struct{})
+		go func() { defer close(guarded); m.guardPeer(ctx, st) }()
+		defer func() { <-guarded }()
+	}
 	leaders, err := st.WatchLeader(ctx)
 	if err != nil {
 		m.logger().Error("swarm: manager cannot watch leadership", "err", err)

@@ -92,6 +92,10 @@ type Manager struct {
 	// first leader creates the cluster object; nil makes one then. Nodes
 	// bring their own (they need a certificate before the manager runs).
 	RootCA *ca.Root
+	// TwoNode turns on two-node mode (fence.go): when the Raft
+	// configuration has exactly two voters, both managers, and the other
+	// one is lost, this manager fences it and goes on alone. Needs Dir.
+	TwoNode *TwoNode
 	// Logger receives the manager's logs; nil discards.
 	Logger *slog.Logger
 
@@ -108,6 +112,7 @@ type Manager struct {
 	ready     chan struct{}
 	addrs     atomic.Pointer[cachedAddrs]
 	arbHealth arbiterHealth // which arbiters this manager cannot reach
+	fence     fenceState    // two-node mode: why it is read-only
 
 	// reconcileTime and scheduleTime time the leader's passes (Stats).
 	reconcileTime, scheduleTime latency
@@ -139,6 +144,9 @@ func (m *Manager) Start(ctx context.Context) error {
 		return fmt.Errorf("swarm: start: %w", net.ErrClosed)
 	case m.started:
 		return nil
+	}
+	if err := m.validateTwoNode(); err != nil {
+		return err
 	}
 	keys, err := m.resolveIdentity()
 	if err != nil {

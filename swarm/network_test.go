@@ -35,7 +35,6 @@ import (
 	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
-	"github.com/shoalproject/shoal/swarm/ca"
 )
 
 // netCluster is a Shoal cluster of node processes, each in its own
@@ -169,20 +168,7 @@ func (c *netCluster) start(name string, h *nettest.Host, how, token, manager str
 // clientVia is a control API client that dials from inside host's
 // namespace (the test process itself is on no lab host).
 func (c *netCluster) clientVia(h *nettest.Host, m *netNode) *swarm.Client {
-	c.t.Helper()
-	cert, root, err := (ca.Files{Dir: m.dir}).Load()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return &swarm.Client{Addrs: []string{m.proc.info.Addr}, TLS: ca.ClientConfig(cert, root, ca.RoleManager),
-		Dial: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = h.Do(func() error {
-				var d net.Dialer
-				conn, err = d.DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		}}
+	return labClient(c.t, h, m.dir, m.proc.info.Addr)
 }
 
 // exec runs the test app with args inside a task's container (on the

@@ -70,6 +70,10 @@ type Node struct {
 	UnlockWith string
 	// Raft tunes a manager's Raft.
 	Raft RaftTuning
+	// TwoNode turns on two-node mode for a manager (Manager.TwoNode):
+	// with exactly two managers and no arbiter, the survivor of a
+	// manager's loss fences it and goes on alone.
+	TwoNode *TwoNode
 	// Logger receives the node's logs; nil discards.
 	Logger *slog.Logger
 
@@ -623,7 +627,7 @@ func (n *Node) switchRole(ctx context.Context, role string) error {
 func (n *Node) runManager(ctx context.Context, st nodeState, ln net.Listener, boot []raftstore.Server, root *ca.Root) error {
 	holder := n.certs
 	m := &Manager{ID: st.ID, Dir: filepath.Join(n.Dir, "manager"), Bootstrap: boot, JoinExisting: len(boot) == 0, RootCA: root,
-		HeartbeatPeriod: n.HeartbeatPeriod, AutoLock: n.AutoLock, UnlockWith: n.UnlockWith, Raft: n.Raft, Logger: n.Logger}
+		HeartbeatPeriod: n.HeartbeatPeriod, AutoLock: n.AutoLock, UnlockWith: n.UnlockWith, Raft: n.Raft, TwoNode: n.TwoNode, Logger: n.Logger}
 	port, err := ServePort(PortConfig{
 		Listener: ln,
 		TLS: func() *tls.Config {
@@ -717,12 +721,30 @@ func authorizeRaftPeer(st *raftstore.Store, cs tls.ConnectionState) error {
 }
 
 // promoteWhenCaughtUp asks the leader to make this manager a voter once
-// its store has caught up.
+// its store has caught up. Until then, every rejoinPeriod, it asks the
+// leader to add it to Raft (raft/join-self, which does nothing for a
+// member): a manager fenced in two-node mode comes back outside the
+// survivor's configuration, which no longer talks to it.
 func (n *Node) promoteWhenCaughtUp(ctx context.Context, m *Manager) {
-	select {
-	case <-m.Ready():
-	case <-ctx.Done():
-		return
+	t := time.NewTicker(rejoinPeriod)
+	defer t.Stop()
+	for waiting := true; waiting; {
+		select {
+		case <-m.Ready():
+			waiting = false
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.mu.Lock()
+			addr := n.state.Advertise
+			n.mu.Unlock()
+			body := map[string]string{"addr": addr}
+			cctx, cancel := context.WithTimeout(ctx, rejoinPeriod)
+			if err := n.Client().managers().call(cctx, http.MethodPost, controlPrefix+"raft/join-self", body, nil); err != nil {
+				n.logger().Debug("swarm: asking to be added to Raft", "err", err)
+			}
+			cancel()
+		}
 	}
 	var b backoff
 	for ctx.Err() == nil {
@@ -738,6 +760,10 @@ func (n *Node) promoteWhenCaughtUp(ctx context.Context, m *Manager) {
 		b.wait(ctx)
 	}
 }
+
+// rejoinPeriod is how often a manager that has no leader yet asks to be
+// added to Raft.
+const rejoinPeriod = 2 * time.Second
 
 // managersCaller is the node's way to call the managers, with its
 // certificate; it learns managers that join from their answers.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,6 +55,10 @@ func runChildNode() error {
 			n.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
 	}
+	n.TwoNode = childTwoNode()
+	if env("DEBUG") != "" && n.Logger == nil {
+		n.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("dir", filepath.Base(env("DIR")))
+	}
 	var err error
 	switch env("NODE_MODE") {
 	case "init":
@@ -80,6 +85,9 @@ func runChildNode() error {
 			}
 		}()
 	}
+	if err := writeChildPID(n.ID()); err != nil {
+		return err
+	}
 	return json.NewEncoder(os.Stdout).Encode(childInfo{ID: n.ID(), Addr: n.Addr(), Role: n.Role()})
 }
 
@@ -103,6 +111,13 @@ func startProc(t *testing.T, dir, how, token, manager string) *procNode {
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
 	cmd.Env = append(os.Environ(), "SHOAL_TEST_NODE_MODE="+how, "SHOAL_TEST_DIR="+dir, "SHOAL_TEST_LISTEN="+listen,
 		"SHOAL_TEST_TOKEN="+token, "SHOAL_TEST_MANAGER="+manager)
+	return startCmd(t, cmd, dir, how)
+}
+
+// startCmd starts a child node command (in a process group of its own,
+// killed at the end of the test) and reads what it prints once ready.
+func startCmd(t *testing.T, cmd *exec.Cmd, dir, how string) *procNode {
+	t.Helper()
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()

@@ -40,6 +40,10 @@ func main() {
 	var err error
 	if len(os.Args) > 1 && os.Args[1] == arbiterCmd {
 		err = runArbiterChild(ctx, os.Args[2:])
+	} else if len(os.Args) > 1 && os.Args[1] == fenceNodeCmd {
+		err = runFenceNode(ctx, os.Args[2:])
+	} else if len(os.Args) > 1 && os.Args[1] == fenceCmd {
+		err = runFence(ctx, os.Args[2:])
 	} else {
 		err = run(ctx)
 	}

@@ -37,6 +37,7 @@ type config struct {
 	MetricsAddr         string
 	HeartbeatPeriod     time.Duration
 	UnlockKey           string
+	Fence               fenceFlags // two-node mode (fence.go)
 }
 
 // Defaults of the flags.
@@ -68,6 +69,7 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DockerSocket, "docker-socket", "", "unix socket serving the Docker Engine API's swarm subset (DOCKER_HOST=unix://PATH); default DATA_DIR/docker.sock, \"none\" for none")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "host:port serving Prometheus metrics on /metrics; empty for none")
 	fs.DurationVar(&c.HeartbeatPeriod, "heartbeat-period", 0, "managers' base heartbeat period (0: the SDK's default)")
+	c.Fence.addFlags(fs)
 }
 
 // load reads the config file, when one is named, into the flags not given

@@ -110,8 +110,12 @@ func (d *daemon) newNode(ctx context.Context, autolock bool) error {
 			d.network = na
 		}
 	}
+	twoNode, err := c.Fence.twoNode()
+	if err != nil {
+		return err
+	}
 	d.node = &swarm.Node{Dir: c.DataDir, ListenAddr: c.ListenAddr, AdvertiseAddr: c.AdvertiseAddr, HeartbeatPeriod: c.HeartbeatPeriod,
-		AutoLock: autolock, UnlockWith: c.UnlockKey, Logger: d.log}
+		AutoLock: autolock, UnlockWith: c.UnlockKey, TwoNode: twoNode, Logger: d.log}
 	if d.executor != nil {
 		d.node.Executor = d.executor
 	}

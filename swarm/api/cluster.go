@@ -16,6 +16,10 @@ type Cluster struct {
 	// Arbiters are the Raft voters that only vote (swarm.Arbiter): they
 	// run no tasks and serve no API, and are not nodes.
 	Arbiters []Arbiter `json:"arbiters,omitempty"`
+	// Fences are the last fencings of two-node mode (swarm.TwoNode),
+	// oldest first, at most MaxFences: a manager that lost its peer
+	// fenced it and went on as the only voter.
+	Fences []Fence `json:"fences,omitempty"`
 	// Warnings are what the managers see wrong with the cluster when it
 	// is read (two managers and no arbiter: no manager failure is
 	// survivable); never stored.
@@ -29,6 +33,22 @@ type Arbiter struct {
 	// Addr is its Raft address (host:port).
 	Addr     string    `json:"addr"`
 	JoinedAt time.Time `json:"joinedAt"`
+}
+
+// MaxFences bounds Cluster.Fences: older records go.
+const MaxFences = 16
+
+// Fence records that a manager of a two-node cluster fenced its peer
+// (powered it off or cut it off with the operator's fencing action) and
+// made itself the only Raft voter. The peer comes back as a non-voter and
+// votes again once it has caught up.
+type Fence struct {
+	// Peer and PeerAddr are the fenced manager.
+	Peer     string `json:"peer"`
+	PeerAddr string `json:"peerAddr"`
+	// By is the manager that fenced it and went on alone.
+	By string    `json:"by"`
+	At time.Time `json:"at"`
 }
 
 // RemovedNode is a node removed from the cluster.

@@ -100,6 +100,9 @@ type ManagerStatus struct {
 	Leader       bool         `json:"leader"`
 	Reachability Reachability `json:"reachability"`
 	Addr         string       `json:"addr"`
+	// Voter is false for a manager that has joined Raft but does not
+	// vote yet (it is catching up).
+	Voter bool `json:"voter"`
 	// Warning, when set, says what the managers' Raft membership cannot
 	// survive (two managers and no arbiter: no manager failure).
 	Warning string `json:"warning,omitempty"`

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/shoalproject/shoal/swarm"
+)
+
+// fenceFlags turn on two-node mode (swarm.TwoNode) on a manager: with
+// exactly two managers and no arbiter, when the other one is lost this one
+// runs --fence-command to power it off or cut it off, and goes on alone
+// only once the command exits 0. Both managers need it.
+type fenceFlags struct {
+	Command string
+	Delay   time.Duration
+	Witness []string
+}
+
+func (f *fenceFlags) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&f.Command, "fence-command", "", "two-node mode: shell command that powers off or isolates the other manager "+
+		"(run with /bin/sh -c; the peer is in $SHOAL_FENCE_PEER_ID and $SHOAL_FENCE_PEER_ADDR; exit 0 only once it is off)")
+	fs.DurationVar(&f.Delay, "fence-delay", 0, "two-node mode: how long the manager with the higher node ID waits before fencing "+
+		"(0: the SDK's default); more than the fence command takes, plus a second")
+	fs.StringSliceVar(&f.Witness, "fence-witness", nil, "two-node mode: host:port this manager must reach before it fences (e.g. the default gateway's DNS port); repeatable")
+}
+
+// twoNode is the node's two-node mode; nil without --fence-command.
+func (f *fenceFlags) twoNode() (*swarm.TwoNode, error) {
+	var errs []error
+	if f.Delay < 0 {
+		errs = append(errs, fmt.Errorf("--fence-delay %v: must not be negative", f.Delay))
+	}
+	for _, w := range f.Witness {
+		if _, _, err := net.SplitHostPort(w); err != nil {
+			errs = append(errs, fmt.Errorf("--fence-witness %q: want host:port (a TCP port that answers)", w))
+		}
+	}
+	if f.Command == "" && (f.Delay != 0 || len(f.Witness) > 0) {
+		errs = append(errs, errors.New("--fence-delay and --fence-witness need --fence-command (two-node mode)"))
+	}
+	if err := errors.Join(errs...); err != nil || f.Command == "" {
+		return nil, err
+	}
+	tn := &swarm.TwoNode{Fencer: &swarm.CommandFencer{Path: "/bin/sh", Args: []string{"-c", f.Command}}, Delay: f.Delay}
+	if len(f.Witness) > 0 {
+		tn.Witness = swarm.DialWitness(f.Witness...)
+	}
+	return tn, nil
+}

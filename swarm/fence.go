@@ -1,0 +1,394 @@
+package swarm
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/shoalproject/shoal/internal/atomicfile"
+	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// Two-node mode (the Pacemaker two-node pattern): two managers and no
+// third vote. Raft needs both for a quorum, so on its own the survivor of
+// a peer's loss can do nothing; it cannot tell a dead peer from a cut
+// link either. With TwoNode set, a manager that loses its peer fences it
+// (the operator's Fencer powers it off or cuts it off and says so) and
+// only once the fence reports success makes itself the only voter
+// (raftstore.Store.RecoverAlone) and goes on. Until then it stays
+// read-only and says why, and tries again with backoff. See
+// docs/ARCHITECTURE.md for what each failure does.
+
+// Defaults of two-node mode.
+const (
+	// DefaultFenceDelay is how long the manager with the higher node ID
+	// waits before it fences, so that after a cut between two live
+	// managers the lower one fences first and the higher one is gone
+	// before its turn. It must exceed the Fencer's own time plus a
+	// second (the two may notice the loss up to a heartbeat timeout
+	// apart).
+	DefaultFenceDelay = 5 * time.Second
+	// DefaultFenceTimeout bounds one call of the Fencer.
+	DefaultFenceTimeout = time.Minute
+	// maxFenceBackoff bounds the wait between failed fences.
+	maxFenceBackoff = 30 * time.Second
+)
+
+// Peer is the other manager of a two-node cluster, as a Fencer gets it.
+type Peer struct {
+	// ID is its node ID; Addr its management address (host:port).
+	ID, Addr string
+}
+
+// Fencer powers off or cuts off a peer manager (IPMI, a cloud API, a
+// smart PDU, a hypervisor call) and returns nil only once the peer can no
+// longer write: off, or cut off from everything that would reach it.
+// Returning nil when that is not sure gives two leaders.
+type Fencer interface {
+	Fence(ctx context.Context, peer Peer) error
+}
+
+// FenceFunc adapts a function to Fencer.
+type FenceFunc func(ctx context.Context, peer Peer) error
+
+// Fence calls f.
+func (f FenceFunc) Fence(ctx context.Context, peer Peer) error { return f(ctx, peer) }
+
+// CommandFencer fences by running a command: the peer is in its
+// environment as SHOAL_FENCE_PEER_ID and SHOAL_FENCE_PEER_ADDR, and exit
+// status 0 means fenced. Its output ends up in the error of a failure.
+type CommandFencer struct {
+	// Path is the program (looked up in PATH without a slash); Args
+	// follow it.
+	Path string
+	Args []string
+}
+
+var (
+	_ Fencer = (*CommandFencer)(nil)
+	_ Fencer = FenceFunc(nil)
+)
+
+// Fence runs the command.
+func (c *CommandFencer) Fence(ctx context.Context, peer Peer) error {
+	if c.Path == "" {
+		return fmt.Errorf("%w: the fence command is empty", api.ErrInvalidSpec)
+	}
+	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
+	cmd.Env = append(os.Environ(), "SHOAL_FENCE_PEER_ID="+peer.ID, "SHOAL_FENCE_PEER_ADDR="+peer.Addr)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		out = bytes.TrimSpace(out)
+		if len(out) > 512 {
+			out = append(out[:512:512], "..."...)
+		}
+		return fmt.Errorf("fence command %s: %w: %s", c.Path, err, out)
+	}
+	return nil
+}
+
+// TwoNode turns on two-node mode on a manager (Manager.TwoNode,
+// Node.TwoNode). Both managers need it, each with the means to fence the
+// other: it is per manager, not in the cluster spec, because the means
+// (credentials to the peer's power or network) belong to the box that
+// uses them, and are needed exactly when the cluster cannot write.
+type TwoNode struct {
+	// Fencer fences the peer; required.
+	Fencer Fencer
+	// Witness, when set, must return nil before each fence: checks that
+	// this manager is not the one cut off (it still reaches its default
+	// gateway, say: see DialWitness), so that it does not fence a healthy
+	// peer.
+	Witness func(ctx context.Context) error
+	// Delay is how long the manager with the higher node ID waits before
+	// fencing; 0 means DefaultFenceDelay.
+	Delay time.Duration
+	// Timeout bounds one call of Fencer; 0 means DefaultFenceTimeout.
+	Timeout time.Duration
+}
+
+// DialWitness is a Witness that passes when a TCP connection to one of
+// addrs (host:port) opens within a second: a port on the default gateway,
+// a DNS server, a switch. An address that answers no TCP needs a Witness
+// of its own (a ping).
+func DialWitness(addrs ...string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		var errs []error
+		for _, a := range addrs {
+			dctx, cancel := context.WithTimeout(ctx, time.Second)
+			c, err := (&net.Dialer{}).DialContext(dctx, "tcp", a)
+			cancel()
+			if err == nil {
+				c.Close()
+				return nil
+			}
+			errs = append(errs, err)
+		}
+		if len(errs) == 0 {
+			return errors.New("no witness address")
+		}
+		return fmt.Errorf("no witness reached: %w", errors.Join(errs...))
+	}
+}
+
+// ErrReadOnly is wrapped by the FenceError of a two-node manager that
+// lost its peer and has not fenced it.
+var ErrReadOnly = errors.New("swarm: read-only")
+
+// errPeerNeverSeen is why a manager that has not seen its peer since it
+// started does not fence it (corosync's wait_for_all).
+var errPeerNeverSeen = errors.New("this manager has not seen its peer since it started, and fences only a peer it has seen " +
+	"(a manager that was itself fenced must not fence the survivor when it comes back): start the peer; " +
+	"if it is gone for good, recover this manager alone (shoald recover --force-new-cluster)")
+
+// FenceError says why a two-node manager that lost its peer stays
+// read-only: reads work, writes are refused with it.
+type FenceError struct {
+	Peer Peer
+	// Err is why the peer is not fenced yet.
+	Err error
+}
+
+func (e *FenceError) Error() string {
+	return fmt.Sprintf("swarm: peer %s (%s) unreachable; %v; this manager is read-only (reads work, writes are refused) until the peer is fenced or back",
+		e.Peer.ID, e.Peer.Addr, e.Err)
+}
+
+// Unwrap makes a FenceError ErrReadOnly and ErrUnavailable (a client
+// tries the other manager, which may have gone on alone).
+func (e *FenceError) Unwrap() []error { return []error{ErrReadOnly, ErrUnavailable, e.Err} }
+
+// fenceState is what a two-node manager's guard last found; the zero
+// value is ready.
+type fenceState struct {
+	mu     sync.Mutex
+	reason *FenceError // nil: not read-only
+}
+
+func (f *fenceState) set(e *FenceError) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reason = e
+}
+
+func (f *fenceState) get() *FenceError {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reason
+}
+
+// readOnly is why this manager refuses writes in two-node mode; nil
+// when it does not, or when a leader is known.
+func (m *Manager) readOnly() error {
+	if e := m.fence.get(); e != nil {
+		return e
+	}
+	return nil
+}
+
+// fenceFile records, in the manager's dir, a fence this manager is about
+// to act on, before it recovers alone.
+const fenceFile = "fence.json"
+
+func (m *Manager) validateTwoNode() error {
+	if m.TwoNode == nil {
+		return nil
+	}
+	if m.TwoNode.Fencer == nil {
+		return fmt.Errorf("%w: two-node mode needs a Fencer (without one the survivor of a peer's loss can only stay read-only)", api.ErrInvalidSpec)
+	}
+	if m.Dir == "" {
+		return fmt.Errorf("%w: two-node mode needs Dir (recovering alone rewrites the Raft data on disk)", api.ErrInvalidSpec)
+	}
+	return nil
+}
+
+// guardPeer is two-node mode's loop: while the Raft configuration has
+// exactly two voters, this manager and another manager, it watches for
+// the loss of a leader. The peer is lost when no leader has been known
+// for an election timeout: by then Raft itself has given up on it (a
+// follower after its heartbeat timeout, a leader after its lease), and
+// one election has had its chance. Then it fences the peer and, on
+// success, goes on alone.
+func (m *Manager) guardPeer(ctx context.Context, st *raftstore.Store) {
+	lostAfter := cmpOr(m.Raft.ElectionTimeout, raftstore.DefaultElectionTimeout)
+	t := time.NewTicker(lostAfter / 10)
+	defer t.Stop()
+	var (
+		armed     bool // a leader was seen with the peer voting
+		lostSince time.Time
+		next      time.Time // no fence before
+		tries     int
+		delayed   bool // the higher ID waited its delay in this loss
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		srvs, err := st.Servers(sctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		peer, ok := twoNodePeer(srvs, m.ID, arbitersOf(st))
+		if !ok {
+			m.fence.set(nil)
+			lostSince, tries, delayed = time.Time{}, 0, false
+			continue
+		}
+		if st.Leader().ID != "" {
+			armed = true
+			m.fence.set(nil)
+			lostSince, tries, delayed = time.Time{}, 0, false
+			continue
+		}
+		if !armed {
+			m.fence.set(&FenceError{Peer: peer, Err: errPeerNeverSeen})
+			continue
+		}
+		now := time.Now()
+		if lostSince.IsZero() {
+			lostSince = now
+		}
+		if now.Sub(lostSince) < lostAfter || now.Before(next) {
+			continue
+		}
+		err = m.fencePeer(ctx, st, peer, &delayed)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		if errors.Is(err, errPeerBack) {
+			lostSince = time.Time{}
+			continue
+		}
+		wait := min(time.Second<<min(tries, 5), maxFenceBackoff)
+		tries++
+		next = time.Now().Add(wait)
+		fe := &FenceError{Peer: peer, Err: err}
+		m.fence.set(fe)
+		m.logger().Error("swarm: two-node mode: "+fe.Error(), "retry_in", wait)
+	}
+}
+
+// twoNodePeer returns the other voter when srvs has exactly two voters,
+// self and a manager (not an arbiter).
+func twoNodePeer(srvs []raftstore.Server, self string, arbiters map[string]bool) (Peer, bool) {
+	var voters []raftstore.Server
+	for _, s := range srvs {
+		if s.Voter {
+			voters = append(voters, s)
+		}
+	}
+	if len(voters) != 2 || !slices.ContainsFunc(voters, func(s raftstore.Server) bool { return s.ID == self }) {
+		return Peer{}, false
+	}
+	for _, s := range voters {
+		if s.ID != self && !arbiters[s.ID] {
+			return Peer{ID: s.ID, Addr: s.Address}, true
+		}
+	}
+	return Peer{}, false
+}
+
+// errPeerBack ends a fence attempt because a leader showed up.
+var errPeerBack = errors.New("a leader is known again")
+
+// fencePeer checks the witness, waits its turn, fences the peer and on
+// success makes this manager the only voter and records the fence.
+func (m *Manager) fencePeer(ctx context.Context, st *raftstore.Store, peer Peer, delayed *bool) error {
+	tn := m.TwoNode
+	if tn.Witness != nil {
+		if err := tn.Witness(ctx); err != nil {
+			return fmt.Errorf("not fencing: the witness check failed, this manager may be the one cut off: %w", err)
+		}
+	}
+	if m.ID > peer.ID && !*delayed {
+		d := cmpOr(tn.Delay, DefaultFenceDelay)
+		m.fence.set(&FenceError{Peer: peer, Err: fmt.Errorf("fencing in %s (the manager with the lower ID fences first)", d)})
+		m.logger().Warn("swarm: two-node mode: peer lost; waiting before fencing it (the lower node ID fences first)", "peer", peer.ID, "delay", d)
+		if err := waitLeaderless(ctx, st, d); err != nil {
+			return err
+		}
+		*delayed = true
+	}
+	m.logger().Warn("swarm: two-node mode: peer lost; fencing it", "peer", peer.ID, "addr", peer.Addr)
+	fctx, cancel := context.WithTimeout(ctx, cmpOr(tn.Timeout, DefaultFenceTimeout))
+	err := tn.Fencer.Fence(fctx, peer)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("fencing failed: %w", err)
+	}
+	if li := st.Leader(); li.ID != "" {
+		// Something leads after all: the fence did not stop the peer, or
+		// it was never gone. Going on alone now would make two leaders.
+		return fmt.Errorf("the fence reported success but %s leads: not going on alone (check the fencing action)", li.ID)
+	}
+	rec := api.Fence{Peer: peer.ID, PeerAddr: peer.Addr, By: m.ID, At: time.Now().UTC()}
+	b, _ := json.Marshal(rec)
+	if err := atomicfile.Write(filepath.Join(m.Dir, fenceFile), b, 0o600); err != nil {
+		return fmt.Errorf("peer fenced; recording it: %w", err)
+	}
+	m.logger().Warn("swarm: two-node mode: peer fenced; going on as the only voter", "peer", peer.ID)
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = st.RecoverAlone(rctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("peer fenced, but recovering alone failed: %w", err)
+	}
+	m.fence.set(nil)
+	err = retryClusterUpdate(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			c0, err := clusterObject(&tx.ReadTx)
+			if err != nil {
+				return err
+			}
+			c := *c0
+			c.Fences = append(slices.Clone(c.Fences), rec)
+			if n := len(c.Fences); n > api.MaxFences {
+				c.Fences = c.Fences[n-api.MaxFences:]
+			}
+			return tx.Update(TableClusters, &c)
+		})
+	})
+	if err != nil {
+		// The configuration is recorded (Raft's own entry) and so is the
+		// fence (fence.json); only the cluster object's record is missing.
+		m.logger().Warn("swarm: two-node mode: recording the fence in the cluster object", "err", err)
+	}
+	m.logger().Warn("swarm: two-node mode: this manager is the only voter; the fenced peer votes again once it is back and has caught up", "peer", peer.ID)
+	return nil
+}
+
+// waitLeaderless waits d, and fails with errPeerBack if a leader shows up
+// meanwhile.
+func waitLeaderless(ctx context.Context, st *raftstore.Store, d time.Duration) error {
+	end := time.NewTimer(d)
+	defer end.Stop()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-end.C:
+			return nil
+		case <-t.C:
+			if st.Leader().ID != "" {
+				return errPeerBack
+			}
+		}
+	}
+}

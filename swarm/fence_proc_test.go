@@ -1,0 +1,465 @@
+package swarm_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/internal/nettest"
+	"github.com/shoalproject/shoal/internal/procstat"
+	"github.com/shoalproject/shoal/internal/waitfor"
+	"github.com/shoalproject/shoal/swarm"
+	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/ca"
+)
+
+// Two-node mode with node processes: the fence is a hook that really
+// kills the peer's process (kill -9 by the PID the peer wrote in
+// SHOAL_TEST_FENCE_DIR), or one that fails.
+
+// childTwoNode is a child node's two-node mode, from SHOAL_TEST_FENCE:
+// "kill" kills the peer's process, "fail" fails as a BMC that does not
+// answer; nil without. SHOAL_TEST_FENCE_DELAY is the higher ID's delay.
+func childTwoNode() *swarm.TwoNode {
+	how, dir := os.Getenv("SHOAL_TEST_FENCE"), os.Getenv("SHOAL_TEST_FENCE_DIR")
+	if how == "" {
+		return nil
+	}
+	delay, _ := time.ParseDuration(os.Getenv("SHOAL_TEST_FENCE_DELAY"))
+	tn := &swarm.TwoNode{Delay: delay}
+	switch how {
+	case "kill":
+		tn.Fencer = swarm.FenceFunc(func(ctx context.Context, peer swarm.Peer) error {
+			return procstat.KillPIDFile(ctx, filepath.Join(dir, peer.ID+".pid"))
+		})
+	default:
+		tn.Fencer = swarm.FenceFunc(func(context.Context, swarm.Peer) error {
+			return errors.New("test fence: the peer's BMC does not answer")
+		})
+	}
+	if w := os.Getenv("SHOAL_TEST_WITNESS"); w != "" {
+		tn.Witness = swarm.DialWitness(w)
+	}
+	return tn
+}
+
+// writeChildPID writes this process's PID for its peer's fence.
+func writeChildPID(id string) error {
+	dir := os.Getenv("SHOAL_TEST_FENCE_DIR")
+	if dir == "" {
+		return nil
+	}
+	return os.WriteFile(filepath.Join(dir, id+".pid"), []byte(strconv.Itoa(os.Getpid())), 0o600)
+}
+
+// fenceEnv sets the children's two-node mode for the rest of the test.
+func fenceEnv(t *testing.T, how string, delay time.Duration) {
+	t.Setenv("SHOAL_TEST_FENCE", how)
+	t.Setenv("SHOAL_TEST_FENCE_DIR", t.TempDir())
+	t.Setenv("SHOAL_TEST_FENCE_DELAY", delay.String())
+}
+
+func (p *procNode) dead() bool { return procstat.Dead(p.cmd.Process.Pid) }
+
+// twoVoters waits until both managers vote and one leads.
+func twoVoters(t *testing.T, cl *swarm.Client) {
+	t.Helper()
+	waitfor.True(t, "two managers voting, one leading", func() bool {
+		ns, err := cl.Nodes(context.Background(), swarm.Filter{Roles: []string{"manager"}})
+		if err != nil || len(ns) != 2 {
+			return false
+		}
+		leaders := 0
+		for _, n := range ns {
+			if n.ManagerStatus == nil || !n.ManagerStatus.Voter {
+				return false
+			}
+			if n.ManagerStatus.Leader {
+				leaders++
+			}
+		}
+		return leaders == 1
+	})
+}
+
+// twoNodeCluster starts two managers in two-node mode (how the fence
+// works: kill or fail), each a process that also runs tasks.
+func twoNodeCluster(t *testing.T, how string, delay time.Duration) (managers []*procNode, cl *swarm.Client) {
+	t.Helper()
+	fenceEnv(t, how, delay)
+	m0 := startProc(t, t.TempDir(), "init", "", "").wait(t)
+	c, err := clientOf(t, m0).Cluster(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	managerTokens[c.JoinTokens.Manager] = true
+	m1 := startProc(t, t.TempDir(), "join", c.JoinTokens.Manager, m0.info.Addr).wait(t)
+	managers = []*procNode{m0, m1}
+	cl = clientOf(t, managers...)
+	twoVoters(t, cl)
+	c, err = cl.Cluster(context.Background())
+	if err != nil || len(c.Warnings) != 0 {
+		t.Fatalf("two-node mode: cluster warnings %q (%v), want none", c.Warnings, err)
+	}
+	return managers, cl
+}
+
+func other(ps []*procNode, p *procNode) *procNode {
+	if ps[0] == p {
+		return ps[1]
+	}
+	return ps[0]
+}
+
+// Two managers in two-node mode, each a process: kill -9 the leader and
+// the survivor fences it (the hook kills it, already dead), goes on as
+// the only voter, takes writes and runs the dead one's tasks; the cluster
+// records the fence. The dead one restarted from its data dir is added
+// back and votes again, and then the other one's death is survived the
+// same way, by the one that came back.
+func TestTwoNodeSurvivesPeerKill(t *testing.T) {
+	ctx := context.Background()
+	managers, cl := twoNodeCluster(t, "kill", 3*time.Second)
+	replicas := 4
+	svc, err := cl.CreateService(ctx, service("web", api.Replicated(uint64(replicas))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "all running", func() bool { return len(running(t, cl, svc.ID)) == replicas })
+
+	killAndCheck := func(victim *procNode, fences int) {
+		t.Helper()
+		victim.kill()
+		survivor := other(managers, victim)
+		replicas++
+		waitfor.True(t, fmt.Sprintf("a scale to %d accepted on the survivor", replicas), func() bool {
+			_, err := cl.ScaleService(ctx, "web", uint64(replicas))
+			return err == nil
+		})
+		waitfor.True(t, "all running on the survivor", func() bool {
+			ts := running(t, cl, svc.ID)
+			return len(ts) == replicas && !slices.ContainsFunc(ts, func(tk *api.Task) bool { return tk.NodeID == victim.info.ID })
+		})
+		c, err := cl.Cluster(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Fences) != fences {
+			t.Fatalf("fences %+v, want %d", c.Fences, fences)
+		}
+		if f := c.Fences[fences-1]; f.Peer != victim.info.ID || f.By != survivor.info.ID {
+			t.Fatalf("fence record %+v: want %s fenced by %s", f, victim.info.ID, survivor.info.ID)
+		}
+		ns, err := cl.Nodes(ctx, swarm.Filter{Roles: []string{"manager"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range ns {
+			if n.ManagerStatus != nil && n.ID != survivor.info.ID {
+				t.Fatalf("%s is still in Raft after the fence: %+v", n.ID, n.ManagerStatus)
+			}
+		}
+		// Back from its data dir: added again, it votes again.
+		back := startProc(t, victim.dir, "start", "", "").wait(t)
+		if back.info.ID != victim.info.ID {
+			t.Fatalf("restarted as %s, was %s", back.info.ID, victim.info.ID)
+		}
+		managers[slices.Index(managers, victim)] = back
+		cl = clientOf(t, managers...)
+		twoVoters(t, cl)
+	}
+	killAndCheck(leaderOf(t, cl, managers), 1)
+	// The leader dies again: the one that came back (a follower since)
+	// has fencing armed again and goes on alone.
+	killAndCheck(leaderOf(t, cl, managers), 2)
+}
+
+// The fence fails: the survivor stays read-only and says why (writes are
+// refused naming the peer and the fence's error), its reads work, and it
+// keeps trying; when the peer comes back, writes work again.
+func TestTwoNodeFenceFailsReadOnly(t *testing.T) {
+	ctx := context.Background()
+	managers, cl := twoNodeCluster(t, "fail", 500*time.Millisecond)
+	if _, err := cl.CreateService(ctx, service("web", api.Replicated(2))); err != nil {
+		t.Fatal(err)
+	}
+	victim := leaderOf(t, cl, managers)
+	victim.kill()
+	survivor := other(managers, victim)
+	scl := clientOf(t, survivor)
+	var werr error
+	waitfor.True(t, "the survivor refuses writes because the fence failed", func() bool {
+		_, werr = scl.ScaleService(ctx, "web", 3)
+		return werr != nil && strings.Contains(werr.Error(), "peer "+victim.info.ID) &&
+			strings.Contains(werr.Error(), "unreachable; fencing failed: test fence: the peer's BMC does not answer")
+	})
+	t.Logf("refused: %v", werr)
+	if !strings.Contains(werr.Error(), "read-only") {
+		t.Fatalf("the refusal does not say read-only: %v", werr)
+	}
+	// Reads work, and the cluster says why it is read-only.
+	s, err := scl.Service(ctx, "web")
+	if err != nil || s.Spec.Mode.Replicated == nil || s.Spec.Mode.Replicated.Replicas != 2 {
+		t.Fatalf("read on the read-only survivor: %+v, %v", s, err)
+	}
+	c, err := scl.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(c.Warnings, func(w string) bool { return strings.Contains(w, "fencing failed") }) || len(c.Fences) != 0 {
+		t.Fatalf("warnings %q, fences %+v", c.Warnings, c.Fences)
+	}
+	// Still refused after several failed fences (the retries fail too).
+	if _, err := scl.ScaleService(ctx, "web", 3); err == nil || !strings.Contains(err.Error(), "fencing failed") {
+		t.Fatalf("a later write: %v", err)
+	}
+	// The peer comes back: a leader again, writes work.
+	back := startProc(t, victim.dir, "start", "", "").wait(t)
+	managers[slices.Index(managers, victim)] = back
+	cl = clientOf(t, managers...)
+	waitfor.True(t, "writes work with the peer back", func() bool {
+		_, err := cl.ScaleService(ctx, "web", 3)
+		return err == nil
+	})
+}
+
+// The witness check fails (nothing listens at the witness address): the
+// survivor does not fence and says why; once the witness answers, it
+// fences the dead leader and goes on alone.
+func TestTwoNodeWitnessGuardsTheFence(t *testing.T) {
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	witness := ln.Addr().String()
+	ln.Close()
+	t.Setenv("SHOAL_TEST_WITNESS", witness)
+	managers, cl := twoNodeCluster(t, "kill", 500*time.Millisecond)
+	victim := leaderOf(t, cl, managers)
+	victim.kill()
+	scl := clientOf(t, other(managers, victim))
+	waitfor.True(t, "the survivor refuses writes because its witness does not answer", func() bool {
+		_, err := scl.CreateService(ctx, service("web", api.Replicated(1)))
+		return err != nil && strings.Contains(err.Error(), "not fencing: the witness check failed")
+	})
+	if c, err := scl.Cluster(ctx); err != nil || len(c.Fences) != 0 {
+		t.Fatalf("fences %+v (%v) while the witness is down", c.Fences, err)
+	}
+	ln, err = net.Listen("tcp", witness)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	waitfor.True(t, "the survivor fences and takes writes once the witness answers", func() bool {
+		_, err := scl.CreateService(ctx, service("web", api.Replicated(1)))
+		return err == nil || errors.Is(err, swarm.ErrNameInUse)
+	})
+}
+
+// startInHost runs a node process inside lab host h's network namespace,
+// its management port on h's address.
+func startInHost(t *testing.T, h *nettest.Host, dir, how, token, manager string) *procNode {
+	t.Helper()
+	listen := h.Addr.String() + ":2377"
+	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+h.Name, os.Args[0], "-test.run", "^$")
+	cmd.Env = append(os.Environ(), "SHOAL_TEST_NODE_MODE="+how, "SHOAL_TEST_DIR="+dir, "SHOAL_TEST_LISTEN="+listen,
+		"SHOAL_TEST_TOKEN="+token, "SHOAL_TEST_MANAGER="+manager)
+	return startCmd(t, cmd, dir, how)
+}
+
+// labClient is a control API client with the certificate in dir that
+// dials from inside host h's namespace.
+func labClient(t testing.TB, h *nettest.Host, dir string, addrs ...string) *swarm.Client {
+	t.Helper()
+	cert, root, err := (ca.Files{Dir: dir}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &swarm.Client{Addrs: addrs, TLS: ca.ClientConfig(cert, root, ca.RoleManager),
+		Dial: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+			err = h.Do(func() error {
+				var d net.Dialer
+				conn, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		}}
+}
+
+// postOnce sends one POST of body as JSON to the manager at addr from
+// inside host h, with the certificate in dir, and returns the status and
+// the answer: no retry, no other manager.
+func postOnce(t *testing.T, h *nettest.Host, dir, addr, path string, body any) (int, string) {
+	t.Helper()
+	cert, root, err := (ca.Files{Dir: dir}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := ca.ClientConfig(cert, root, ca.RoleManager)
+	conf.NextProtos = []string{swarm.ProtoAPI}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, a string) (conn net.Conn, err error) {
+			err = h.Do(func() error {
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, a)
+				return err
+			})
+			return conn, err
+		}}}
+	defer hc.CloseIdleConnections()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Post("https://"+addr+path, "application/json", bytes.NewReader(b))
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, string(out)
+}
+
+// Two managers in two-node mode on two hosts, cut apart by a partition
+// while the one with the higher node ID leads and has just appended a
+// write it cannot commit: both lose the leader and try to fence; the
+// lower ID fences first (its hook kills the other process) and goes on
+// alone, the higher one waits its delay and is dead by then: exactly one
+// survives. Healed and restarted from its data dir, the fenced one is
+// added back as a follower, converges, and the write it never committed
+// is gone everywhere.
+func TestTwoNodePartitionOneSurvives(t *testing.T) {
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		t.Skip("two-node partition test runs nodes with nsenter (util-linux)")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("two-node partition test cuts the hosts apart with nftables: apt-get install nftables")
+	}
+	ctx := context.Background()
+	lab := nettest.New(t, 3) // two managers and the test's client
+	hA, hB, hC := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2]
+	fenceEnv(t, "kill", 3*time.Second)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := startInHost(t, hA, dirA, "init", "", "").wait(t)
+	c, err := labClient(t, hC, dirA, a.info.Addr).Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startInHost(t, hB, dirB, "join", c.JoinTokens.Manager, a.info.Addr).wait(t)
+	hostOf := map[string]*nettest.Host{dirA: hA, dirB: hB}
+	procs := []*procNode{a, b}
+	client := func(ps ...*procNode) *swarm.Client {
+		var addrs []string
+		for _, p := range ps {
+			addrs = append(addrs, p.info.Addr)
+		}
+		return labClient(t, hC, dirA, addrs...)
+	}
+	cl := client(procs...)
+	twoVoters(t, cl)
+	// The higher ID must lead: if the lower one does, both are killed
+	// and restarted from their dirs until the election goes the other
+	// way.
+	high := slices.MaxFunc(procs, func(x, y *procNode) int { return strings.Compare(x.info.ID, y.info.ID) })
+	for try := 0; leaderOf(t, cl, procs).info.ID != high.info.ID; try++ {
+		if try == 8 {
+			t.Fatal("the higher node ID never led")
+		}
+		for _, p := range procs {
+			p.kill()
+		}
+		next := make([]*procNode, 2)
+		for i, p := range procs {
+			next[i] = startInHost(t, hostOf[p.dir], p.dir, "start", "", "")
+		}
+		for i := range next {
+			next[i].wait(t)
+		}
+		procs = next
+		high = slices.MaxFunc(procs, func(x, y *procNode) int { return strings.Compare(x.info.ID, y.info.ID) })
+		cl = client(procs...)
+		twoVoters(t, cl)
+	}
+	low := other(procs, high)
+	if _, err := cl.CreateService(ctx, service("before", api.Replicated(1))); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := lab.Partition([]*nettest.Host{hostOf[low.dir]}, []*nettest.Host{hostOf[high.dir]}); err != nil {
+		t.Fatal(err)
+	}
+	// The leader takes the write into its log and cannot commit it. One
+	// request, to it alone: a Client would try again, and the survivor
+	// may take the write by then.
+	cut := time.Now()
+	status, answer := postOnce(t, hC, dirA, high.info.Addr, "/v1/services", service("ghost", api.Replicated(1)))
+	if status >= 200 && status < 300 {
+		t.Fatalf("a write committed on one side of a partition of two voters: %d %s", status, answer)
+	}
+	t.Logf("%.1fs: the write on the cut-off leader refused: %d %s", time.Since(cut).Seconds(), status, answer)
+	waitfor.True(t, "the higher ID killed by the lower one's fence", high.dead)
+	t.Logf("%.1fs: the higher ID is dead", time.Since(cut).Seconds())
+	lcl := client(low)
+	waitfor.True(t, "the lower ID takes writes alone", func() bool {
+		_, err := lcl.CreateService(ctx, service("after", api.Replicated(1)))
+		return err == nil || strings.Contains(err.Error(), "name in use")
+	})
+	t.Logf("%.1fs: the lower ID took a write alone", time.Since(cut).Seconds())
+	if low.dead() {
+		t.Fatal("the lower ID died too")
+	}
+	c, err = lcl.Cluster(ctx)
+	if err != nil || len(c.Fences) != 1 || c.Fences[0].Peer != high.info.ID || c.Fences[0].By != low.info.ID {
+		t.Fatalf("fences %+v (%v): want %s fenced by %s", c.Fences, err, high.info.ID, low.info.ID)
+	}
+
+	// Healed, the fenced one restarts from its dir and rejoins.
+	if err := lab.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	back := startInHost(t, hostOf[high.dir], high.dir, "start", "", "").wait(t)
+	procs = []*procNode{low, back}
+	twoVoters(t, client(procs...))
+	bcl := client(back) // reads from the returning node's own state
+	waitfor.True(t, "the returning node converged", func() bool {
+		ss, err := bcl.Services(ctx, swarm.Filter{})
+		if err != nil {
+			return false
+		}
+		names := map[string]bool{}
+		for _, s := range ss {
+			names[s.Spec.Name] = true
+		}
+		return names["before"] && names["after"]
+	})
+	for _, x := range []*swarm.Client{bcl, lcl} {
+		if _, err := x.Service(ctx, "ghost"); !errors.Is(err, swarm.ErrNotFound) {
+			t.Fatalf("the write that never committed: %v, want not found", err)
+		}
+	}
+	if low.dead() || back.dead() {
+		t.Fatal("a node died after the rejoin")
+	}
+}

@@ -1,0 +1,56 @@
+package swarm_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/shoalproject/shoal/swarm"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// A fence command gets the peer in its environment; exit 0 is success,
+// anything else an error with its output; an empty command is refused.
+func TestCommandFencer(t *testing.T) {
+	ctx := context.Background()
+	peer := swarm.Peer{ID: "p1", Addr: "192.0.2.2:2377"}
+	ok := &swarm.CommandFencer{Path: "sh", Args: []string{"-c", `test "$SHOAL_FENCE_PEER_ID $SHOAL_FENCE_PEER_ADDR" = "p1 192.0.2.2:2377"`}}
+	if err := ok.Fence(ctx, peer); err != nil {
+		t.Fatalf("fence with the peer in the environment: %v", err)
+	}
+	bad := &swarm.CommandFencer{Path: "sh", Args: []string{"-c", "echo ipmitool: no answer from the BMC >&2; exit 3"}}
+	err := bad.Fence(ctx, peer)
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "no answer from the BMC") {
+		t.Fatalf("a failing fence command: %v", err)
+	}
+	if err := (&swarm.CommandFencer{}).Fence(ctx, peer); !errors.Is(err, api.ErrInvalidSpec) {
+		t.Fatalf("an empty fence command: %v", err)
+	}
+}
+
+// Two-node mode without a fence, or without a data dir, is refused at
+// Start with what is missing.
+func TestTwoNodeNeedsAFencerAndDir(t *testing.T) {
+	ctx := context.Background()
+	m := &swarm.Manager{Dir: t.TempDir(), TwoNode: &swarm.TwoNode{}}
+	if err := m.Start(ctx); !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "Fencer") {
+		t.Fatalf("no Fencer: %v", err)
+	}
+	m = &swarm.Manager{TwoNode: &swarm.TwoNode{Fencer: swarm.FenceFunc(func(context.Context, swarm.Peer) error { return nil })}}
+	if err := m.Start(ctx); !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "Dir") {
+		t.Fatalf("no Dir: %v", err)
+	}
+}
+
+// Two-node mode on a node: the fence is a command (IPMI, a cloud API, a
+// PDU) and the witness the default gateway's DNS port. The other node is
+// set up the same way, with the means to fence this one.
+func ExampleTwoNode() {
+	n := &swarm.Node{Dir: "/var/lib/shoal", AdvertiseAddr: "192.0.2.10",
+		TwoNode: &swarm.TwoNode{
+			Fencer:  &swarm.CommandFencer{Path: "/usr/local/sbin/fence-peer"}, // gets $SHOAL_FENCE_PEER_ID
+			Witness: swarm.DialWitness("192.0.2.1:53"),
+		}}
+	_ = n // n.Init(ctx) or n.Join(ctx, managerToken, "192.0.2.11:2377")
+}
