@@ -33,15 +33,24 @@ func webService(name string, replicas uint64) api.ServiceSpec {
 // from.
 func clientVia(t *testing.T, from, certs *shoallab.Host, addrs ...*shoallab.Host) *swarm.Client {
 	t.Helper()
-	cert, root, err := (ca.Files{Dir: certs.DataDir}).Load()
+	var hostPorts []string
+	for _, h := range addrs {
+		hostPorts = append(hostPorts, h.Addr.String()+":2377")
+	}
+	c := clientOfDir(t, certs.DataDir, hostPorts...)
+	c.Dial = from.Dial
+	return c
+}
+
+// clientOfDir is a control API client of the managers at addrs with the
+// manager certificate kept in a node's data dir.
+func clientOfDir(t *testing.T, dir string, addrs ...string) *swarm.Client {
+	t.Helper()
+	cert, root, err := (ca.Files{Dir: dir}).Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &swarm.Client{TLS: ca.ClientConfig(cert, root, ca.RoleManager), Dial: from.Dial}
-	for _, h := range addrs {
-		c.Addrs = append(c.Addrs, h.Addr.String()+":2377")
-	}
-	return c
+	return &swarm.Client{Addrs: addrs, TLS: ca.ClientConfig(cert, root, ca.RoleManager)}
 }
 
 // leaderHost is the manager host that leads, as the managers see it.
