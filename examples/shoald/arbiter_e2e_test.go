@@ -131,18 +131,8 @@ func TestArbiterEndToEnd(t *testing.T) {
 	lab := newLab(t, 4)
 	ctx := context.Background()
 	m0, m1, arb, w := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3]
-	c0, err := lab.Init(ctx, m0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := c0.Cluster(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c0, cl := twoManagers(t, lab, m0, m1)
 	addr0 := m0.Addr.String() + ":2377"
-	if err := lab.Join(ctx, c0, m1, cl.JoinTokens.Manager, addr0); err != nil {
-		t.Fatal(err)
-	}
 	// A worker token does not make an arbiter.
 	var out bytes.Buffer
 	if err := run(ctx, []string{"arbiter", "join", "--token", cl.JoinTokens.Worker, "--data-dir", t.TempDir(), "--listen-addr", "127.0.0.1:0", addr0}, &out, &out); err == nil {
@@ -322,9 +312,10 @@ func TestArbiterEndToEnd(t *testing.T) {
 		})
 	})
 	for _, h := range []*shoallab.Host{m0, m1} {
-		if b, _ := os.ReadFile(h.LogPath()); !strings.Contains(string(b), "arbiter") || !strings.Contains(string(b), "unreachable") {
-			t.Errorf("host %d's log does not warn of the unreachable arbiter", h.Index)
-		}
+		waitfor.Within(t, 30*time.Second, fmt.Sprintf("host %d's log to warn of the unreachable arbiter", h.Index), func() bool {
+			b, _ := os.ReadFile(h.LogPath())
+			return strings.Contains(string(b), "arbiter unreachable")
+		})
 	}
 	waitfor.Within(t, time.Minute, "all running with the arbiter dead", func() bool {
 		_, n, err := running(ctx, c, svc.ID)
@@ -346,6 +337,25 @@ func TestArbiterEndToEnd(t *testing.T) {
 		defer cancel()
 		return slotsOK(cctx, c, svc.ID, replicas) == nil
 	}, func() string { return fmt.Sprint(slotsOK(ctx, c, svc.ID, replicas)) })
+}
+
+// twoManagers makes a cluster of two managers: init on m0, join on m1.
+// It returns a client of m0 and the cluster (its join tokens).
+func twoManagers(t *testing.T, lab *shoallab.Lab, m0, m1 *shoallab.Host) (*swarm.Client, *api.Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	c0, err := lab.Init(ctx, m0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := c0.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Join(ctx, c0, m1, cl.JoinTokens.Manager, m0.Addr.String()+":2377"); err != nil {
+		t.Fatal(err)
+	}
+	return c0, cl
 }
 
 // nettestHosts are the lab hosts' network hosts.

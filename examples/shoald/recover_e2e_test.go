@@ -23,17 +23,7 @@ func TestRecoverForceNewClusterEndToEnd(t *testing.T) {
 	lab := newLab(t, 2)
 	ctx := context.Background()
 	m0, m1 := lab.Hosts[0], lab.Hosts[1]
-	c0, err := lab.Init(ctx, m0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := c0.Cluster(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := lab.Join(ctx, c0, m1, cl.JoinTokens.Manager, m0.Addr.String()+":2377"); err != nil {
-		t.Fatal(err)
-	}
+	twoManagers(t, lab, m0, m1)
 	c := clientVia(t, m0, m0, m0)
 	const replicas = 4
 	svc, err := c.CreateService(ctx, webService("web", replicas))

@@ -152,16 +152,21 @@ func (h *Host) Shoald(verb string, args ...string) error {
 	return h.start(verb, append(append([]string{verb}, args...), h.Args()...))
 }
 
-// ArbiterArgs are the flags an arbiter of the lab gets: the host's data
-// dir and management address, no containerd.
-func (h *Host) ArbiterArgs() []string {
-	return []string{"--data-dir", h.DataDir, "--listen-addr", h.Addr.String() + ":2377", "--log-level", h.lab.opts.LogLevel, "--metrics-addr", "127.0.0.1:9323"}
+// ArbiterArgs are the flags an arbiter of the lab gets with verb: the
+// host's data dir, and for join its management address (run keeps the
+// one it joined with); no containerd.
+func (h *Host) ArbiterArgs(verb string) []string {
+	args := []string{"--data-dir", h.DataDir, "--log-level", h.lab.opts.LogLevel, "--metrics-addr", "127.0.0.1:9323"}
+	if verb == "join" {
+		args = append(args, "--listen-addr", h.Addr.String()+":2377")
+	}
+	return args
 }
 
 // Arbiter starts `shoald arbiter VERB ARGS... FLAGS...` (join or run) on
 // the host, as Shoald starts a node.
 func (h *Host) Arbiter(verb string, args ...string) error {
-	return h.start("arbiter "+verb, append(append([]string{"arbiter", verb}, args...), h.ArbiterArgs()...))
+	return h.start("arbiter "+verb, append(append([]string{"arbiter", verb}, args...), h.ArbiterArgs(verb)...))
 }
 
 // ArbiterID is the ID of the host's arbiter, from its data dir.
