@@ -292,6 +292,11 @@ func TestArbiterEndToEnd(t *testing.T) {
 	}, func() string { return fmt.Sprint(slotsOK(ctx, c, svc.ID, replicas)) + "\n" + describe(ctx, c) })
 
 	// Kill -9 the arbiter: both managers take writes and warn.
+	logFrom := map[*shoallab.Host]int{}
+	for _, h := range []*shoallab.Host{m0, m1} {
+		b, _ := os.ReadFile(h.LogPath())
+		logFrom[h] = len(b)
+	}
 	if err := arb.Stop(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +319,7 @@ func TestArbiterEndToEnd(t *testing.T) {
 	for _, h := range []*shoallab.Host{m0, m1} {
 		waitfor.Within(t, 30*time.Second, fmt.Sprintf("host %d's log to warn of the unreachable arbiter", h.Index), func() bool {
 			b, _ := os.ReadFile(h.LogPath())
-			return strings.Contains(string(b), "arbiter unreachable")
+			return strings.Contains(string(b[logFrom[h]:]), "arbiter unreachable")
 		})
 	}
 	waitfor.Within(t, time.Minute, "all running with the arbiter dead", func() bool {
