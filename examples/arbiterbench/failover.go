@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +30,7 @@ import (
 // shoaldProc is one shoald process of the bench.
 type shoaldProc struct {
 	dir, addr string
+	metrics   string // a manager's metrics address
 	args      []string
 	cmd       *exec.Cmd
 	log       *os.File
@@ -60,18 +64,22 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func failover(ctx context.Context, bin string, trials int) error {
+func failover(ctx context.Context, bin string, trials int) (err error) {
 	base, err := os.MkdirTemp("", "arbiterbench-failover-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(base)
 	var procs []*shoaldProc
 	defer func() {
 		for _, p := range procs {
 			p.kill()
 			p.log.Close()
 		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "failed: the shoald logs are kept in %s\n", base)
+			return
+		}
+		os.RemoveAll(base)
 	}()
 	newProc := func(name string) (*shoaldProc, error) {
 		addr, err := freePort()
@@ -82,12 +90,17 @@ func failover(ctx context.Context, bin string, trials int) error {
 		if err != nil {
 			return nil, err
 		}
-		p := &shoaldProc{dir: filepath.Join(base, name), addr: addr, log: log}
+		metrics, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		p := &shoaldProc{dir: filepath.Join(base, name), addr: addr, metrics: metrics, log: log}
 		procs = append(procs, p)
 		return p, nil
 	}
 	nodeFlags := func(p *shoaldProc) []string {
-		return []string{"--data-dir", p.dir, "--listen-addr", p.addr, "--tasks=false", "--docker-socket", "none", "--log-level", "warn"}
+		return []string{"--data-dir", p.dir, "--listen-addr", p.addr, "--tasks=false", "--docker-socket", "none", "--log-level", "warn",
+			"--metrics-addr", p.metrics}
 	}
 	m0, err := newProc("manager-0")
 	if err != nil {
@@ -118,6 +131,16 @@ func failover(ctx context.Context, bin string, trials int) error {
 	if err := m1.start(bin, append([]string{"join", "--token", c.JoinTokens.Manager, m0.addr}, nodeFlags(m1)...)...); err != nil {
 		return err
 	}
+	// m1 votes once the cluster warns that two managers tolerate no
+	// failure; only then may the arbiter join (or it would vote with m0
+	// alone while m1 is still catching up).
+	cl.Addrs = []string{m0.addr, m1.addr}
+	if err := waitUntil(ctx, time.Minute, "the second manager to vote", func() bool {
+		c, err := cl.Cluster(ctx)
+		return err == nil && len(c.Warnings) == 1 && strings.Contains(c.Warnings[0], "2 managers and no arbiter")
+	}); err != nil {
+		return err
+	}
 	arb, err := newProc("arbiter")
 	if err != nil {
 		return err
@@ -125,7 +148,6 @@ func failover(ctx context.Context, bin string, trials int) error {
 	if err := arb.start(bin, "arbiter", "join", "--token", c.JoinTokens.Arbiter, m0.addr, "--data-dir", arb.dir, "--listen-addr", arb.addr, "--log-level", "warn"); err != nil {
 		return err
 	}
-	cl.Addrs = []string{m0.addr, m1.addr}
 	if err := waitUntil(ctx, time.Minute, "the arbiter to vote", func() bool {
 		c, err := cl.Cluster(ctx)
 		return err == nil && len(c.Arbiters) == 1 && len(c.Warnings) == 0
@@ -152,24 +174,18 @@ func failover(ctx context.Context, bin string, trials int) error {
 	fmt.Printf("failover: 2 managers + arbiter (shoald processes on loopback, default timings), kill -9 the leader, time until a write is accepted\n")
 	for i := range trials {
 		var leader *shoaldProc
-		if err := waitUntil(ctx, time.Minute, "a manager to lead, both reachable", func() bool {
-			ns, err := cl.Nodes(ctx, swarm.Filter{Roles: []string{"manager"}})
-			if err != nil || len(ns) != 2 {
-				return false
-			}
+		if err := waitUntil(ctx, time.Minute, "a manager to lead, the other to follow it", func() bool {
 			leader = nil
-			for _, n := range ns {
-				if n.ManagerStatus == nil || n.ManagerStatus.Reachability != api.ReachabilityReachable {
-					return false
-				}
-				if n.ManagerStatus.Leader {
-					idx := slices.IndexFunc(managers, func(p *shoaldProc) bool { return p.addr == n.ManagerStatus.Addr })
-					if idx >= 0 {
-						leader = managers[idx]
-					}
+			followers := 0
+			for _, m := range managers {
+				switch raftLeader(ctx, m) {
+				case "1":
+					leader = m
+				case "0":
+					followers++
 				}
 			}
-			return leader != nil && write(ctx, -1) == nil
+			return leader != nil && followers == 1 && write(ctx, -1) == nil
 		}); err != nil {
 			return err
 		}
@@ -197,6 +213,26 @@ func failover(ctx context.Context, bin string, trials int) error {
 	fmt.Printf("\nfailover median of %d: %d ms (min %d, max %d; target <= 2000 ms)\n", len(times), times[len(times)/2].Milliseconds(),
 		times[0].Milliseconds(), times[len(times)-1].Milliseconds())
 	return nil
+}
+
+// raftLeader is the manager's shoal_raft_leader metric ("1" while it
+// leads, "0" when it follows; "" when it does not answer).
+func raftLeader(ctx context.Context, p *shoaldProc) string {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.metrics+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "shoal_raft_leader "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // waitUntil polls cond every 20 ms until it holds or timeout passes.

@@ -133,6 +133,11 @@ func TestArbiterEndToEnd(t *testing.T) {
 	m0, m1, arb, w := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3]
 	c0, cl := twoManagers(t, lab, m0, m1)
 	addr0 := m0.Addr.String() + ":2377"
+	// Two managers and no arbiter: the cluster warns (and m1 votes).
+	waitfor.Within(t, time.Minute, "a warning that two managers tolerate no failure", func() bool {
+		got, err := c0.Cluster(ctx)
+		return err == nil && slices.ContainsFunc(got.Warnings, func(s string) bool { return strings.Contains(s, "tolerates no manager failure") })
+	})
 	// A worker token does not make an arbiter.
 	var out bytes.Buffer
 	if err := run(ctx, []string{"arbiter", "join", "--token", cl.JoinTokens.Worker, "--data-dir", t.TempDir(), "--listen-addr", "127.0.0.1:0", addr0}, &out, &out); err == nil {
