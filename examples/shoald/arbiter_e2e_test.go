@@ -296,6 +296,24 @@ func TestArbiterEndToEnd(t *testing.T) {
 		return slotsOK(cctx, c, svc.ID, replicas) == nil
 	}, func() string { return fmt.Sprint(slotsOK(ctx, c, svc.ID, replicas)) + "\n" + describe(ctx, c) })
 
+	// Each manager answers with what it sees itself: both reach the
+	// arbiter again, and warn of nothing.
+	noWarning := func(what string) {
+		t.Helper()
+		for _, h := range []*shoallab.Host{m0, m1} {
+			ch := clientOnly(t, w, m0, h)
+			var got *api.Cluster
+			waitfor.Within(t, time.Minute, fmt.Sprintf("host %d to warn of nothing %s", h.Index, what), func() bool {
+				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+				var err error
+				got, err = ch.Cluster(cctx)
+				return err == nil && len(got.Warnings) == 0
+			}, func() string { return fmt.Sprintf("%+v", got) })
+		}
+	}
+	noWarning("after the heal")
+
 	// Kill -9 the arbiter: both managers take writes and warn.
 	logFrom := map[*shoallab.Host]int{}
 	for _, h := range []*shoallab.Host{m0, m1} {
@@ -322,9 +340,14 @@ func TestArbiterEndToEnd(t *testing.T) {
 		})
 	})
 	for _, h := range []*shoallab.Host{m0, m1} {
-		waitfor.Within(t, 30*time.Second, fmt.Sprintf("host %d's log to warn of the unreachable arbiter", h.Index), func() bool {
+		ch := clientOnly(t, w, m0, h)
+		waitfor.Within(t, 30*time.Second, fmt.Sprintf("host %d's cluster inspect and log to warn of the unreachable arbiter", h.Index), func() bool {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			got, err := ch.Cluster(cctx)
 			b, _ := os.ReadFile(h.LogPath())
-			return strings.Contains(string(b[logFrom[h]:]), "arbiter unreachable")
+			return err == nil && slices.ContainsFunc(got.Warnings, func(s string) bool { return strings.Contains(s, "unreachable") }) &&
+				strings.Contains(string(b[logFrom[h]:]), "arbiter unreachable")
 		})
 	}
 	waitfor.Within(t, time.Minute, "all running with the arbiter dead", func() bool {
@@ -338,6 +361,7 @@ func TestArbiterEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	arbiterVotes("the restarted arbiter to vote again, the warning gone")
+	noWarning("once the arbiter is back")
 	if arb.ArbiterID() != id {
 		t.Fatalf("the arbiter came back as %s, was %s", arb.ArbiterID(), id)
 	}
