@@ -69,7 +69,7 @@ func (n *Node) ForceNewCluster(ctx context.Context) (*Recovery, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.logger().Warn("swarm: forced a new cluster from this manager's data", "node", st.ID, "addr", st.Advertise, "before", before)
+		n.logger().Info("swarm: forced a new cluster from this manager's data", "node", st.ID, "addr", st.Advertise, "before", before)
 		return &Recovery{NodeID: st.ID, Addr: st.Advertise, Before: before}, nil
 	}
 	if m.autoLk {
