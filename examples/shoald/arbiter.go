@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -33,6 +34,8 @@ type arbiterConfig struct {
 	DataDirs      []string
 	ListenAddr    string
 	AdvertiseAddr string
+	AutoLock      bool
+	UnlockKeys    []string
 	LogLevel      string
 	LogFormat     string
 	MetricsAddr   string
@@ -42,10 +45,12 @@ func (c *arbiterConfig) addFlags(fs *pflag.FlagSet, several bool) {
 	fs.StringVarP(&c.File, "config", "c", "", "config file (YAML or JSON) with the flags' names as keys (data-dir: a list); flags given here win")
 	if several {
 		fs.StringArrayVarP(&c.DataDirs, "data-dir", "d", nil, "an arbiter's data dir, one per cluster; repeat it to serve several clusters from this process (default "+defaultArbiterDir+")")
+		fs.StringArrayVar(&c.UnlockKeys, "unlock-key", nil, "unlock key of an arbiter joined with --autolock (or set "+unlockKeyEnv+"); repeat it for several: each dir takes the one that opens it")
 	} else {
 		fs.StringArrayVarP(&c.DataDirs, "data-dir", "d", nil, "the arbiter's data dir for this cluster: its identity, certificates and Raft data (default "+defaultArbiterDir+")")
 		fs.StringVar(&c.ListenAddr, "listen-addr", defaultListenAddr, "the arbiter's Raft port for this cluster (host:port, or :port; one port per cluster); a restarted arbiter keeps the one it first had")
 		fs.StringVar(&c.AdvertiseAddr, "advertise-addr", "", "how the managers reach this arbiter (host or host:port); default: the listen address's host")
+		fs.BoolVar(&c.AutoLock, "autolock", false, "seal the arbiter's Raft data with a key printed once; a restarted arbiter starts only with it (arbiter run --unlock-key)")
 	}
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
@@ -60,6 +65,9 @@ func (c *arbiterConfig) load(fs *pflag.FlagSet) error {
 	}
 	if len(c.DataDirs) == 0 {
 		c.DataDirs = []string{defaultArbiterDir}
+	}
+	if k := os.Getenv(unlockKeyEnv); k != "" && fs.Lookup("unlock-key") != nil {
+		c.UnlockKeys = append(c.UnlockKeys, k)
 	}
 	var errs []error
 	seen := map[string]bool{}
@@ -118,13 +126,20 @@ func arbiterJoinCmd(out io.Writer) *cobra.Command {
 			}
 			s := &arbiterServer{cfg: cfg, log: newLogger(cmd.ErrOrStderr(), cfg.LogLevel, cfg.LogFormat), out: out}
 			return s.serve(cmd.Context(), func(ctx context.Context, a *swarm.Arbiter) error {
-				a.ListenAddr, a.AdvertiseAddr = cfg.ListenAddr, cfg.AdvertiseAddr
+				a.ListenAddr, a.AdvertiseAddr, a.AutoLock = cfg.ListenAddr, cfg.AdvertiseAddr, cfg.AutoLock
 				jctx, cancel := context.WithTimeout(ctx, time.Minute)
 				defer cancel()
 				if err := a.Join(jctx, token, addr); err != nil {
 					return fmt.Errorf("joining through %s: %w", addr, err)
 				}
 				fmt.Fprintf(out, "This arbiter joined the cluster (arbiter %s, Raft port %s). After a restart: shoald arbiter run --data-dir %s\n", a.ID(), a.Addr(), a.Dir)
+				if cfg.AutoLock {
+					k, err := a.UnlockKey()
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(out, "\nAutolock is on. Restart this arbiter with:\n\n    shoald arbiter run --data-dir %s --unlock-key %s\n\nKeep the key in a password manager: without it a restarted arbiter cannot read its data.\n", a.Dir, k)
+				}
 				return nil
 			})
 		}}
@@ -148,7 +163,18 @@ func arbiterRunCmd(out io.Writer) *cobra.Command {
 			}
 			s := &arbiterServer{cfg: cfg, log: newLogger(cmd.ErrOrStderr(), cfg.LogLevel, cfg.LogFormat), out: out}
 			return s.serve(cmd.Context(), func(ctx context.Context, a *swarm.Arbiter) error {
-				err := a.Start(ctx)
+				// Each dir takes the first key that opens it.
+				keys := append([]string{""}, cfg.UnlockKeys...)
+				var err error
+				for _, k := range keys {
+					a.UnlockWith = k
+					if err = a.Start(ctx); err == nil || !errors.Is(err, swarm.ErrLocked) && !errors.Is(err, swarm.ErrBadUnlockKey) {
+						break
+					}
+				}
+				if errors.Is(err, swarm.ErrLocked) || errors.Is(err, swarm.ErrBadUnlockKey) {
+					return fmt.Errorf("--data-dir %s: --unlock-key (or %s): %w", a.Dir, unlockKeyEnv, err)
+				}
 				if err != nil {
 					return fmt.Errorf("--data-dir %s: %w", a.Dir, err)
 				}

@@ -22,6 +22,7 @@ import (
 // config file listing both data dirs starts both from their dirs, each
 // votes in its own cluster (on its own port), the metrics show both, a
 // second process on one of the dirs is refused, and SIGTERM stops both.
+// The second arbiter joins with --autolock: run needs its unlock key.
 func TestArbiterServesTwoClusters(t *testing.T) {
 	type cluster struct {
 		client  *swarm.Client
@@ -51,13 +52,25 @@ func TestArbiterServesTwoClusters(t *testing.T) {
 		}
 		return got.Arbiters[0].ID
 	}
-	for _, c := range clusters {
+	var unlockKey string
+	for i, c := range clusters {
 		var out syncBuffer
-		stop := shoald(t, &out, "arbiter", "join", "--token", c.token, c.addr, "--data-dir", c.arbDir, "--listen-addr", "127.0.0.1:0")
+		args := []string{"arbiter", "join", "--token", c.token, c.addr, "--data-dir", c.arbDir, "--listen-addr", "127.0.0.1:0"}
+		if i == 1 {
+			args = append(args, "--autolock") // the second arbiter's key stays off the disk
+		}
+		stop := shoald(t, &out, args...)
 		waitfor.True(t, "the arbiter to vote", func() bool { return strings.Contains(out.String(), "shoald: arbiter votes") }, out.String)
 		c.arbiter = arbiterIn(c)
 		if c.arbiter == "" || !strings.Contains(out.String(), "This arbiter joined the cluster (arbiter "+c.arbiter) {
 			t.Fatalf("the cluster lists arbiter %q:\n%s", c.arbiter, out.String())
+		}
+		if i == 1 {
+			m := regexp.MustCompile(`--unlock-key (SWMKEY-1-\S+)`).FindStringSubmatch(out.String())
+			if m == nil {
+				t.Fatalf("arbiter join --autolock printed no unlock key:\n%s", out.String())
+			}
+			unlockKey = m[1]
 		}
 		if err := stop(); err != nil || !strings.Contains(out.String(), "shoald: stopped") {
 			t.Fatalf("SIGTERM: %v\n%s", err, out.String())
@@ -66,9 +79,16 @@ func TestArbiterServesTwoClusters(t *testing.T) {
 	if clusters[0].arbiter == clusters[1].arbiter {
 		t.Fatal("both clusters have the same arbiter ID")
 	}
+	// Without its key the autolocked one does not start, and neither does
+	// the process.
+	var o syncBuffer
+	err := run(context.Background(), []string{"arbiter", "run", "--data-dir", clusters[0].arbDir, "--data-dir", clusters[1].arbDir}, &o, &o)
+	if err == nil || !strings.Contains(err.Error(), "--unlock-key") || !strings.Contains(err.Error(), clusters[1].arbDir) {
+		t.Fatalf("arbiter run without the unlock key: %v", err)
+	}
 
 	cfg := filepath.Join(t.TempDir(), "arbiter.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("data-dir:\n  - %s\n  - %s\nmetrics-addr: 127.0.0.1:0\n", clusters[0].arbDir, clusters[1].arbDir)), 0o644)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("data-dir:\n  - %s\n  - %s\nunlock-key: [%s]\nmetrics-addr: 127.0.0.1:0\n", clusters[0].arbDir, clusters[1].arbDir, unlockKey)), 0o644)
 	var out syncBuffer
 	stop := shoald(t, &out, "arbiter", "run", "--config", cfg)
 	waitfor.True(t, "both arbiters to vote again", func() bool { return strings.Count(out.String(), "shoald: arbiter votes") == 2 }, out.String)
@@ -99,7 +119,7 @@ func TestArbiterServesTwoClusters(t *testing.T) {
 			t.Errorf("metrics lack %s:\n%s", want, grepShoal(string(body)))
 		}
 	}
-	var o syncBuffer
+	o = syncBuffer{}
 	if err := run(context.Background(), []string{"arbiter", "run", "--data-dir", clusters[1].arbDir}, &o, &o); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("a second arbiter process on a data dir: %v", err)
 	}
