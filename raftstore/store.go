@@ -144,6 +144,8 @@ type Store struct {
 	ready     chan struct{}
 	done      chan struct{}
 	bgWG      sync.WaitGroup
+	bgMu      sync.Mutex // guards bgStopped, so no bgWG.Add follows Close's Wait
+	bgStopped bool
 	observer  *raft.Observer
 	barrierAt atomic.Uint64 // the term whose barrier completed: linearizable reads may skip it
 
@@ -192,91 +194,18 @@ func (s *Store) Start(ctx context.Context) (err error) {
 	if s.fsm, err = newFSM(s.Schema, s.events, logger); err != nil {
 		return err
 	}
-	var (
-		logStore    raft.LogStore
-		stableStore raft.StableStore
-		snaps       raft.SnapshotStore
-		transport   = s.Transport
-	)
-	if s.Dir == "" {
-		mem := raft.NewInmemStore()
-		logStore, stableStore, snaps = mem, mem, raft.NewInmemSnapshotStore()
-	} else {
-		if err := os.MkdirAll(s.Dir, 0o700); err != nil {
-			return fmt.Errorf("raftstore: data dir: %w", err)
-		}
-		sealer := s.Sealer
-		if sealer == nil && s.KeyEncryptionKey != nil {
-			if s.keyring, err = OpenKeyRing(filepath.Join(s.Dir, "keys.json"), s.KeyEncryptionKey); err != nil {
-				return err
-			}
-			sealer = s.keyring
-		}
-		if s.logs, err = openLog(s.Dir, sealer, logger, cmp(s.WALSegmentBytes, defaultSegBytes)); err != nil {
-			return err
-		}
-		cleanup = append(cleanup, func() { s.logs.Close() })
-		s.logs.recentMax = cmp(s.WALCacheBytes, recentMaxBytes)
-		logStore, stableStore = s.logs, s.logs
-		leading := func() bool {
-			r := s.raftPtr.Load()
-			return r != nil && r.State() == raft.Leader
-		}
-		s.logs.leading.Store(&leading)
-		s.fsm.durable = s.logs.waitDurable
-		transport = guardCommits(transport, s.logs.durableIndex)
-		snapDir := filepath.Join(s.Dir, "snapshots")
-		fss, err := raft.NewFileSnapshotStoreWithLogger(s.Dir, 2, newHCLogger(s.Logger, "raft-snap"))
-		if err != nil {
-			return fmt.Errorf("raftstore: snapshots in %s: %w", snapDir, err)
-		}
-		snaps = fss
-		if sealer != nil {
-			ss := &sealedSnapshotStore{inner: fss, sealer: sealer, dir: snapDir}
-			if s.keyring != nil {
-				ss.onClose = func() {
-					// Keys retired before this snapshot may be unused now
-					// (or after the next compaction; pruning is cautious).
-					// Tracked so that Close waits for it: a prune after
-					// Close would touch files of a store whose dir the
-					// owner may be removing.
-					s.mu.Lock()
-					defer s.mu.Unlock()
-					if s.closed {
-						return
-					}
-					s.bgWG.Add(1)
-					go func() {
-						defer s.bgWG.Done()
-						if pruned, err := s.PruneDataKeys(); err != nil {
-							s.logger().Warn("raftstore: pruning data keys", "err", err)
-						} else if len(pruned) > 0 {
-							s.logger().Info("raftstore: retired data keys pruned", "keys", pruned)
-						}
-					}()
-				}
-			}
-			s.snaps = ss
-			snaps = ss
-		}
+	logStore, stableStore, snaps, transport, closeLogs, err := s.openStorage(logger)
+	if err != nil {
+		return err
+	}
+	if closeLogs != nil {
+		cleanup = append(cleanup, closeLogs)
 	}
 	// No raft.LogCache: the WAL keeps recent entries itself, bounded by size.
 	cached := logStore
 	s.logStore = cached
 
-	conf := raft.DefaultConfig()
-	conf.LocalID = raft.ServerID(s.ID)
-	conf.HeartbeatTimeout = cmp(s.HeartbeatTimeout, DefaultHeartbeatTimeout)
-	conf.ElectionTimeout = cmp(s.ElectionTimeout, DefaultElectionTimeout)
-	conf.LeaderLeaseTimeout = cmp(s.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
-	conf.CommitTimeout = 5 * time.Millisecond
-	conf.SnapshotThreshold = cmp(s.SnapshotThreshold, DefaultSnapshotThreshold)
-	conf.TrailingLogs = cmp(s.TrailingLogs, DefaultTrailingLogs)
-	conf.SnapshotInterval = 10 * time.Second
-	conf.MaxAppendEntries = 256
-	conf.BatchApplyCh = true
-	conf.Logger = newHCLogger(s.Logger, "raft")
-	conf.NoLegacyTelemetry = true
+	conf := s.raftConfig()
 
 	existing, err := raft.HasExistingState(cached, stableStore, snaps)
 	if err != nil {
@@ -291,14 +220,7 @@ func (s *Store) Start(ctx context.Context) (err error) {
 	s.raftConf, s.stable, s.snapStore, s.raftTrans = conf, stableStore, snaps, transport
 	cleanup = append(cleanup, func() { r.Shutdown().Error() })
 	if !existing && len(s.Bootstrap) > 0 {
-		var cfg raft.Configuration
-		for _, srv := range s.Bootstrap {
-			suffrage := raft.Voter
-			if !srv.Voter {
-				suffrage = raft.Nonvoter
-			}
-			cfg.Servers = append(cfg.Servers, raft.Server{ID: raft.ServerID(srv.ID), Address: raft.ServerAddress(srv.Address), Suffrage: suffrage})
-		}
+		cfg := raftConfiguration(s.Bootstrap)
 		// The other members of a new cluster may already run and reach this
 		// one between NewRaft and here: then it has their log (or term) and
 		// no longer needs bootstrapping; raft refuses it as not new.
@@ -321,6 +243,99 @@ func (s *Store) Start(ctx context.Context) (err error) {
 	s.started = true
 	logger.Info("raftstore started", "id", s.ID, "dir", s.Dir, "existing_state", existing, "encrypted", s.Sealer != nil || s.keyring != nil)
 	return nil
+}
+
+// openStorage opens what a member keeps: the sealed WAL, its stable state
+// and the snapshots in Dir, or memory when Dir is empty. The transport it
+// returns holds back commits past the durable log. closeLogs (nil in
+// memory) closes the WAL on a failed start.
+func (s *Store) openStorage(logger *slog.Logger) (logStore raft.LogStore, stableStore raft.StableStore, snaps raft.SnapshotStore, transport raft.Transport, closeLogs func(), err error) {
+	transport = s.Transport
+	if s.Dir == "" {
+		mem := raft.NewInmemStore()
+		return mem, mem, raft.NewInmemSnapshotStore(), transport, nil, nil
+	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, nil, nil, nil, nil, fmt.Errorf("raftstore: data dir: %w", err)
+	}
+	sealer := s.Sealer
+	if sealer == nil && s.KeyEncryptionKey != nil {
+		if s.keyring, err = OpenKeyRing(filepath.Join(s.Dir, "keys.json"), s.KeyEncryptionKey); err != nil {
+			return nil, nil, nil, nil, nil, err
+		}
+		sealer = s.keyring
+	}
+	if s.logs, err = openLog(s.Dir, sealer, logger, cmp(s.WALSegmentBytes, defaultSegBytes)); err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
+	closeLogs = func() { s.logs.Close() }
+	s.logs.recentMax = cmp(s.WALCacheBytes, recentMaxBytes)
+	leading := func() bool {
+		r := s.raftPtr.Load()
+		return r != nil && r.State() == raft.Leader
+	}
+	s.logs.leading.Store(&leading)
+	s.fsm.durable = s.logs.waitDurable
+	if transport != nil {
+		transport = guardCommits(transport, s.logs.durableIndex)
+	}
+	snapDir := filepath.Join(s.Dir, "snapshots")
+	fss, err := raft.NewFileSnapshotStoreWithLogger(s.Dir, 2, newHCLogger(s.Logger, "raft-snap"))
+	if err != nil {
+		closeLogs()
+		return nil, nil, nil, nil, nil, fmt.Errorf("raftstore: snapshots in %s: %w", snapDir, err)
+	}
+	snaps = fss
+	if sealer != nil {
+		ss := &sealedSnapshotStore{inner: fss, sealer: sealer, dir: snapDir}
+		if s.keyring != nil {
+			ss.onClose = func() {
+				// Keys retired before this snapshot may be unused now
+				// (or after the next compaction; pruning is cautious).
+				// Tracked so that Close waits for it: a prune after
+				// Close would touch files of a store whose dir the
+				// owner may be removing.
+				// (Its own lock: this runs inside raft, also under
+				// Recover, which holds s.mu.)
+				s.bgMu.Lock()
+				defer s.bgMu.Unlock()
+				if s.bgStopped {
+					return
+				}
+				s.bgWG.Add(1)
+				go func() {
+					defer s.bgWG.Done()
+					if pruned, err := s.PruneDataKeys(); err != nil {
+						s.logger().Warn("raftstore: pruning data keys", "err", err)
+					} else if len(pruned) > 0 {
+						s.logger().Info("raftstore: retired data keys pruned", "keys", pruned)
+					}
+				}()
+			}
+		}
+		s.snaps = ss
+		snaps = ss
+	}
+	return s.logs, s.logs, snaps, transport, closeLogs, nil
+}
+
+// raftConfig is raft's configuration from the store's fields.
+func (s *Store) raftConfig() *raft.Config {
+	conf := raft.DefaultConfig()
+	conf.LocalID = raft.ServerID(s.ID)
+	conf.HeartbeatTimeout = cmp(s.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	conf.ElectionTimeout = cmp(s.ElectionTimeout, DefaultElectionTimeout)
+	conf.LeaderLeaseTimeout = cmp(s.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
+	conf.CommitTimeout = 5 * time.Millisecond
+	conf.SnapshotThreshold = cmp(s.SnapshotThreshold, DefaultSnapshotThreshold)
+	conf.TrailingLogs = cmp(s.TrailingLogs, DefaultTrailingLogs)
+	conf.SnapshotInterval = 10 * time.Second
+	conf.MaxAppendEntries = 256
+	conf.BatchApplyCh = true
+	conf.Logger = newHCLogger(s.Logger, "raft")
+	conf.NoLegacyTelemetry = true
+
+	return conf
 }
 
 func (s *Store) validate() error {
@@ -1134,6 +1149,9 @@ func (s *Store) Close() error {
 		err = errors.Join(err, c.Close())
 	}
 	s.events.close()
+	s.bgMu.Lock()
+	s.bgStopped = true
+	s.bgMu.Unlock()
 	s.bgWG.Wait()
 	if s.logs != nil {
 		err = errors.Join(err, s.logs.Close())

@@ -65,10 +65,18 @@ type Arbiter struct {
 	// Raft tunes its Raft store. Timeouts should be the managers'; zero
 	// sizes mean the DefaultArbiter values.
 	Raft RaftTuning
+	// AutoLock, at Join, keeps the key that unseals the arbiter's data
+	// off the disk: UnlockKey hands it out once, and a restarted arbiter
+	// starts only with it (UnlockWith). See arbiterlock.go.
+	AutoLock bool
+	// UnlockWith is the unlock key an arbiter with autolock starts with.
+	UnlockWith string
 	// Logger receives the arbiter's logs; nil discards.
 	Logger *slog.Logger
 
 	mu      sync.Mutex
+	kek     []byte // the key that unseals the data (autolock: for UnlockKey)
+	autoLk  bool
 	started bool
 	closed  bool
 	state   nodeState
@@ -201,7 +209,11 @@ func (a *Arbiter) Join(ctx context.Context, token, addr string) error {
 		root, err = ca.ParseRoot(ans.Root, nil)
 	}
 	if err == nil {
-		err = writeKEK(filepath.Join(a.Dir, arbiterKEKFile), newKEK())
+		keyFile := arbiterKEKFile
+		if a.AutoLock {
+			keyFile = arbiterKEKNextFile
+		}
+		err = writeKEK(filepath.Join(a.Dir, keyFile), newKEK())
 	}
 	if err == nil {
 		st.ID, st.ClusterID, st.Managers = ans.NodeID, root.ClusterID(), ans.Managers
@@ -249,10 +261,10 @@ func (a *Arbiter) run(ctx context.Context, st nodeState, ln net.Listener) error 
 		ln.Close()
 		return err
 	}
-	kek, err := readKEK(filepath.Join(a.Dir, arbiterKEKFile))
+	kek, autoLock, err := a.arbiterKey()
 	if err != nil {
 		ln.Close()
-		return fmt.Errorf("swarm: the arbiter's key %s: %w (restore it from a backup)", filepath.Join(a.Dir, arbiterKEKFile), err)
+		return err
 	}
 	holder := &certHolder{}
 	holder.set(cert, root)
@@ -301,10 +313,13 @@ func (a *Arbiter) run(ctx context.Context, st nodeState, ln net.Listener) error 
 		WALSegmentBytes:   DefaultArbiterWALSegmentBytes,
 		WALCacheBytes:     DefaultArbiterWALCacheBytes}
 	if err := store.Start(ctx); err != nil {
+		if autoLock && errors.Is(err, raftstore.ErrBadKey) {
+			return fmt.Errorf("%w (%v)", ErrBadUnlockKey, err)
+		}
 		return err
 	}
 	a.mu.Lock()
-	a.store = store
+	a.store, a.kek, a.autoLk = store, kek, autoLock
 	a.mu.Unlock()
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.becomeReady(runCtx, store) }()

@@ -8,6 +8,12 @@
 //
 //	go run ./examples/arbiterbench                # 10,000 tasks
 //	go run ./examples/arbiterbench -tasks 1000    # quicker
+//
+// With -failover it measures failover instead, with the shoald binary:
+// two managers and `shoald arbiter`, each a process on loopback; kill -9
+// the leader, time until a write is accepted, median of -trials:
+//
+//	go build -o /tmp/shoald ./examples/shoald && go run ./examples/arbiterbench -failover /tmp/shoald
 package main
 
 import (
@@ -133,7 +139,15 @@ func run(ctx context.Context) error {
 	keep := flag.Bool("keep", false, "keep the data dirs (printed)")
 	heap := flag.String("heapprofile", "", "write the arbiter's heap profile here at the end")
 	memLimit := flag.String("arbiter-gomemlimit", "", "GOMEMLIMIT of the arbiter process (as a host program may set it; e.g. 48MiB)")
+	failoverBin := flag.String("failover", "", "measure failover instead, with this shoald binary (go build -o /tmp/shoald ./examples/shoald): kill -9 the leader, time until a write")
+	trials := flag.Int("trials", 10, "failover trials (with -failover)")
 	flag.Parse()
+	if *failoverBin != "" {
+		if *trials < 1 {
+			return fmt.Errorf("-trials %d: want at least 1", *trials)
+		}
+		return failover(ctx, *failoverBin, *trials)
+	}
 	if *tasks < 1 || *tasks > api.MaxReplicasLimit {
 		return fmt.Errorf("-tasks %d: want 1 to %d", *tasks, api.MaxReplicasLimit)
 	}

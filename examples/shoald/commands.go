@@ -53,6 +53,7 @@ func (d *daemon) announceCluster(ctx context.Context) error {
 	addr := d.node.Addr()
 	fmt.Fprintf(d.out, "Cluster initialized: node %s is now a manager.\n\nTo add a worker to this cluster, run:\n\n    shoald join --token %s %s\n\nTo add a manager: shoald join --token %s %s\n",
 		d.node.ID(), c.JoinTokens.Worker, addr, c.JoinTokens.Manager, addr)
+	fmt.Fprintf(d.out, "With two managers, add an arbiter (a third vote on a small box): shoald arbiter join --token %s %s\n", c.JoinTokens.Arbiter, addr)
 	if d.node.AutoLock {
 		k, err := d.node.Manager().UnlockKey()
 		if err != nil {

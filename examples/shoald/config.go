@@ -75,36 +75,51 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 // load reads the config file, when one is named, into the flags not given
 // on the command line, and checks the result.
 func (c *config) load(fs *pflag.FlagSet) error {
-	if c.File != "" {
-		raw, err := os.ReadFile(c.File)
-		if err != nil {
-			return fmt.Errorf("config file: %w", err)
-		}
-		var m map[string]any
-		if err := yaml.Unmarshal(raw, &m); err != nil {
-			return fmt.Errorf("config file %s: %v", c.File, err)
-		}
-		for _, k := range sortedKeys(m) {
-			f := fs.Lookup(k)
-			if f == nil || k == "config" || k == "help" {
-				return fmt.Errorf("config file %s: unknown key %q (keys are the flags' names: %s)", c.File, k, strings.Join(flagNames(fs), ", "))
-			}
-			if f.Changed {
-				continue
-			}
-			v := m[k]
-			if v == nil {
-				continue
-			}
-			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
-				return fmt.Errorf("config file %s: %s: %v", c.File, k, err)
-			}
-		}
+	if err := loadFile(fs, c.File); err != nil {
+		return err
 	}
 	if c.UnlockKey == "" {
 		c.UnlockKey = os.Getenv(unlockKeyEnv)
 	}
 	return c.check()
+}
+
+// loadFile reads a config file (YAML or JSON; none when path is empty)
+// into the flags of fs not given on the command line. A key is a flag's
+// name; a list sets a repeatable flag once per item.
+func loadFile(fs *pflag.FlagSet, path string) error {
+	if path == "" {
+		return nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(raw, &m); err != nil {
+		return fmt.Errorf("config file %s: %v", path, err)
+	}
+	for _, k := range sortedKeys(m) {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" || k == "help" {
+			return fmt.Errorf("config file %s: unknown key %q (keys are the flags' names: %s)", path, k, strings.Join(flagNames(fs), ", "))
+		}
+		if f.Changed || m[k] == nil {
+			continue
+		}
+		vals, isList := m[k].([]any)
+		if !isList {
+			vals = []any{m[k]}
+		} else if _, repeatable := f.Value.(pflag.SliceValue); !repeatable {
+			return fmt.Errorf("config file %s: %s: one value, not a list", path, k)
+		}
+		for _, v := range vals {
+			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
+				return fmt.Errorf("config file %s: %s: %v", path, k, err)
+			}
+		}
+	}
+	return nil
 }
 
 func sortedKeys(m map[string]any) []string {
@@ -132,12 +147,32 @@ func (c *config) check() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir: required"))
 	}
-	if _, port, err := net.SplitHostPort(c.ListenAddr); err != nil {
-		errs = append(errs, fmt.Errorf("--listen-addr %q: want host:port or :port", c.ListenAddr))
-	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		errs = append(errs, fmt.Errorf("--listen-addr %q: bad port", c.ListenAddr))
+	errs = append(errs, checkAddrs(c.ListenAddr, c.AdvertiseAddr)...)
+	if a := c.DataPathAddr; a != "" && net.ParseIP(a) == nil {
+		errs = append(errs, fmt.Errorf("--data-path-addr %q: want an IP address", a))
 	}
-	if a := c.AdvertiseAddr; a != "" {
+	if c.VXLANPort <= 0 || c.VXLANPort > 65535 {
+		errs = append(errs, fmt.Errorf("--vxlan-port %d: want 1-65535", c.VXLANPort))
+	}
+	errs = append(errs, checkLogAndMetrics(c.LogLevel, c.LogFormat, c.MetricsAddr)...)
+	if c.HeartbeatPeriod < 0 {
+		errs = append(errs, fmt.Errorf("--heartbeat-period %v: must not be negative", c.HeartbeatPeriod))
+	}
+	if c.Tasks && c.ContainerdNamespace == "" {
+		errs = append(errs, errors.New("--containerd-namespace: required to run tasks"))
+	}
+	return errors.Join(errs...)
+}
+
+// checkAddrs checks --listen-addr and --advertise-addr.
+func checkAddrs(listen, advertise string) []error {
+	var errs []error
+	if _, port, err := net.SplitHostPort(listen); err != nil {
+		errs = append(errs, fmt.Errorf("--listen-addr %q: want host:port or :port", listen))
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		errs = append(errs, fmt.Errorf("--listen-addr %q: bad port", listen))
+	}
+	if a := advertise; a != "" {
 		host := a
 		if h, p, err := net.SplitHostPort(a); err == nil {
 			host = h
@@ -149,30 +184,24 @@ func (c *config) check() error {
 			errs = append(errs, fmt.Errorf("--advertise-addr %q: want a host or host:port", a))
 		}
 	}
-	if a := c.DataPathAddr; a != "" && net.ParseIP(a) == nil {
-		errs = append(errs, fmt.Errorf("--data-path-addr %q: want an IP address", a))
-	}
-	if c.VXLANPort <= 0 || c.VXLANPort > 65535 {
-		errs = append(errs, fmt.Errorf("--vxlan-port %d: want 1-65535", c.VXLANPort))
-	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
+	return errs
+}
+
+// checkLogAndMetrics checks --log-level, --log-format and --metrics-addr.
+func checkLogAndMetrics(level, format, metrics string) []error {
+	var errs []error
+	if _, err := parseLevel(level); err != nil {
 		errs = append(errs, err)
 	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	if format != "text" && format != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", format))
 	}
-	if a := c.MetricsAddr; a != "" {
+	if a := metrics; a != "" {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			errs = append(errs, fmt.Errorf("--metrics-addr %q: want host:port", a))
 		}
 	}
-	if c.HeartbeatPeriod < 0 {
-		errs = append(errs, fmt.Errorf("--heartbeat-period %v: must not be negative", c.HeartbeatPeriod))
-	}
-	if c.Tasks && c.ContainerdNamespace == "" {
-		errs = append(errs, errors.New("--containerd-namespace: required to run tasks"))
-	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // dockerSocket is the Docker API socket's path ("" for none).
@@ -194,10 +223,13 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-func (c *config) logger(w io.Writer) *slog.Logger {
-	l, _ := parseLevel(c.LogLevel)
+func (c *config) logger(w io.Writer) *slog.Logger { return newLogger(w, c.LogLevel, c.LogFormat) }
+
+// newLogger logs to w at level (checked) in format (text or json).
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	l, _ := parseLevel(level)
 	opts := &slog.HandlerOptions{Level: l}
-	if c.LogFormat == "json" {
+	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))

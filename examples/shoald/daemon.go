@@ -224,7 +224,7 @@ func (d *daemon) startServers() error {
 			d.stopServers()
 			return fmt.Errorf("--metrics-addr %s: %w", addr, err)
 		}
-		d.serveOn(ln, metricsHandler(d))
+		d.serveOn(ln, metricsHandler(&collector{d: d}))
 		d.log.Info("shoald: metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	}
 	return nil

@@ -9,6 +9,8 @@
 //	shoald join --token SWMTKN-1-... 192.0.2.10:2377
 //	shoald run                       # after a restart
 //	shoald leave                     # the node leaves the cluster, its tasks stop
+//	shoald arbiter join --token SWMTKN-1-... 192.0.2.10:2377   # a third vote for two managers
+//	shoald recover --force-new-cluster --yes   # the last manager alive makes a cluster alone
 //
 // A shutdown (SIGTERM) leaves a worker's tasks running: the next `shoald
 // run` adopts them. Flags can also come from a YAML or JSON file
@@ -57,7 +59,7 @@ a restart, "shoald run" starts the node again from its data dir.`,
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(initCmd(stdout), joinCmd(stdout), runCmd(stdout), leaveCmd(stdout), unlockCmd(stdout), unlockKeyCmd(stdout), versionCmd(stdout))
+	root.AddCommand(initCmd(stdout), joinCmd(stdout), runCmd(stdout), leaveCmd(stdout), unlockCmd(stdout), unlockKeyCmd(stdout), arbiterCmd(stdout), recoverCmd(stdout), versionCmd(stdout))
 	return root
 }
 

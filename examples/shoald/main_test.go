@@ -83,6 +83,16 @@ func TestBadInput(t *testing.T) {
 		{[]string{"init", "--data-dir", t.TempDir(), "--listen-addr", "127.0.0.1:0", "--containerd", filepath.Join(dir, "no.sock")}, "is containerd running?"},
 		{[]string{"unlock", "--data-dir", t.TempDir(), "--key", "k"}, "no shoald answers"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"arbiter", "join", "192.0.2.1:2377", "--data-dir", dir}, "--token: required"},
+		{[]string{"arbiter", "join", "--token", "SWMTKN-1-nope", "192.0.2.1:2377", "--data-dir", dir}, "--token:"},
+		{[]string{"arbiter", "join", "--token", "x", "--data-dir", dir, "--data-dir", t.TempDir(), "192.0.2.1:2377"}, "join takes one data dir"},
+		{[]string{"arbiter", "join", "--token", "x"}, "arbiter join takes one argument"},
+		{[]string{"arbiter", "join", "--token", "x", "--listen-addr", "nowhere", "192.0.2.1:2377"}, `--listen-addr "nowhere"`},
+		{[]string{"arbiter", "run", "--data-dir", dir, "--data-dir", dir}, "given twice"},
+		{[]string{"arbiter", "run", "--data-dir", t.TempDir()}, "holds no arbiter"},
+		{[]string{"arbiter", "run", "--config", badVal}, `unknown key "vxlan-port"`},
+		{[]string{"recover", "--data-dir", t.TempDir(), "--force-new-cluster", "--yes"}, "holds no node"},
+		{[]string{"recover", "--data-dir", t.TempDir(), "--yes"}, "--force-new-cluster: required"},
 	} {
 		var out syncBuffer
 		err := run(context.Background(), c.args, &out, &out)

@@ -11,10 +11,11 @@ import (
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
-// metricsHandler serves the node's metrics in the Prometheus text format.
-func metricsHandler(d *daemon) http.Handler {
+// metricsHandler serves the Go runtime's, the process's and c's metrics
+// in the Prometheus text format.
+func metricsHandler(c prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{d: d})
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), c)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux

@@ -149,6 +149,30 @@ func (h *Host) LogPath() string { return filepath.Join(h.lab.Dir, fmt.Sprintf("n
 // namespace (nsenter: only the network namespace, so that the task
 // namespaces it mounts are seen by containerd).
 func (h *Host) Shoald(verb string, args ...string) error {
+	return h.start(verb, append(append([]string{verb}, args...), h.Args()...))
+}
+
+// ArbiterArgs are the flags an arbiter of the lab gets with verb: the
+// host's data dir, and for join its management address (run keeps the
+// one it joined with); no containerd.
+func (h *Host) ArbiterArgs(verb string) []string {
+	args := []string{"--data-dir", h.DataDir, "--log-level", h.lab.opts.LogLevel, "--metrics-addr", "127.0.0.1:9323"}
+	if verb == "join" {
+		args = append(args, "--listen-addr", h.Addr.String()+":2377")
+	}
+	return args
+}
+
+// Arbiter starts `shoald arbiter VERB ARGS... FLAGS...` (join or run) on
+// the host, as Shoald starts a node.
+func (h *Host) Arbiter(verb string, args ...string) error {
+	return h.start("arbiter "+verb, append(append([]string{"arbiter", verb}, args...), h.ArbiterArgs(verb)...))
+}
+
+// ArbiterID is the ID of the host's arbiter, from its data dir.
+func (h *Host) ArbiterID() string { return idIn(filepath.Join(h.DataDir, "arbiter.json")) }
+
+func (h *Host) start(what string, args []string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.cmd != nil {
@@ -163,9 +187,8 @@ func (h *Host) Shoald(verb string, args ...string) error {
 		return err
 	}
 	h.runs++
-	fmt.Fprintf(logf, "=== shoald %s (run %d)\n", verb, h.runs)
-	full := append([]string{"--net=/var/run/netns/" + h.Name, h.lab.opts.Shoald, verb}, args...)
-	full = append(full, h.Args()...)
+	fmt.Fprintf(logf, "=== shoald %s (run %d)\n", what, h.runs)
+	full := append([]string{"--net=/var/run/netns/" + h.Name, h.lab.opts.Shoald}, args...)
 	cmd := exec.Command("nsenter", full...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -230,8 +253,11 @@ func (h *Host) PID() int {
 }
 
 // NodeID is the ID of the host's node, from its data dir.
-func (h *Host) NodeID() string {
-	raw, err := os.ReadFile(filepath.Join(h.DataDir, "node.json"))
+func (h *Host) NodeID() string { return idIn(filepath.Join(h.DataDir, "node.json")) }
+
+// idIn is the ID recorded in a node's or an arbiter's state file.
+func idIn(path string) string {
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}

@@ -1,0 +1,79 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/swarm/ca"
+)
+
+// Recovery is what ForceNewCluster did.
+type Recovery struct {
+	// NodeID and Addr are the manager that now makes the cluster alone,
+	// and its Raft address.
+	NodeID, Addr string
+	// Before is the Raft configuration it replaced: the voters named
+	// there (other than NodeID) are out of the cluster.
+	Before []raftstore.Server
+}
+
+// ForceNewCluster rebuilds a cluster that lost its quorum for good from
+// this node's manager data: the Raft configuration becomes this manager
+// alone (a one-voter cluster), every object is kept. It is Docker's
+// `swarm init --force-new-cluster`, done with the node stopped (n must
+// not be started; Dir and, for an autolocked manager, UnlockWith are
+// read); Start the node afterwards.
+//
+// Use it only when the other managers (and arbiters) are gone for good:
+// one that comes back with its old data is no longer part of the cluster
+// (the recovered manager refuses its votes) and must be wiped and joined
+// again; remove the dead managers' nodes (node rm --force) and the lost
+// arbiters (RemoveArbiter), then add managers or an arbiter again.
+func (n *Node) ForceNewCluster(ctx context.Context) (*Recovery, error) {
+	if err := n.begin(false); err != nil {
+		if errors.Is(err, ErrNotInitialized) {
+			return nil, fmt.Errorf("swarm: %s holds no node: nothing to recover", n.Dir)
+		}
+		return nil, err
+	}
+	defer n.fail(nil)
+	st, _, err := n.readState()
+	if err != nil {
+		return nil, err
+	}
+	if st.Role != string(ca.RoleManager) || st.Advertise == "" {
+		return nil, fmt.Errorf("swarm: node %s in %s is a %s: only a manager's data can rebuild a cluster", st.ID, n.Dir, st.Role)
+	}
+	dir := filepath.Join(n.Dir, "manager")
+	if _, ok, err := readIdentity(dir); err != nil || !ok {
+		return nil, fmt.Errorf("swarm: %s holds no manager data (%v): only a manager's data can rebuild a cluster", dir, err)
+	}
+	m := &Manager{ID: st.ID, Dir: dir, UnlockWith: n.UnlockWith}
+	keys, err := m.resolveIdentity()
+	if err != nil {
+		return nil, err
+	}
+	if m.locked {
+		return nil, fmt.Errorf("%w: the manager's data is sealed with autolock: give its unlock key", ErrLocked)
+	}
+	self := []raftstore.Server{{ID: st.ID, Address: st.Advertise, Voter: true}}
+	for _, k := range keys {
+		store := &raftstore.Store{ID: st.ID, Dir: dir, Schema: Schema(), KeyEncryptionKey: k.key, Logger: n.Logger}
+		before, err := store.Recover(ctx, self)
+		if errors.Is(err, raftstore.ErrBadKey) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		n.logger().Info("swarm: forced a new cluster from this manager's data", "node", st.ID, "addr", st.Advertise, "before", before)
+		return &Recovery{NodeID: st.ID, Addr: st.Advertise, Before: before}, nil
+	}
+	if m.autoLk {
+		return nil, ErrBadUnlockKey
+	}
+	return nil, fmt.Errorf("swarm: %s does not open this manager's data: restore the key file from a backup", filepath.Join(dir, kekFile))
+}
