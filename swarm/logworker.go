@@ -103,8 +103,10 @@ func (w *Worker) serveLogSubs(ctx context.Context, ld LogDispatcher, ch <-chan L
 				allRead: make(chan struct{}), sem: make(chan struct{}, logReadersAtOnce)}
 			subs[s.ID] = r
 			wg.Add(1)
+			w.logReads.Add(1)
 			go func() {
 				defer wg.Done()
+				defer w.logReads.Add(-1)
 				r.publish()
 				select {
 				case finished <- r:

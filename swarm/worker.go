@@ -69,6 +69,7 @@ type Worker struct {
 	beat      atomic.Int64 // the heartbeat period the managers asked for, in ns
 	data      atomic.Pointer[taskData]
 	told      atomic.Pointer[api.NodeDescription] // what the last registration said
+	logReads  atomic.Int64                        // log subscriptions being served
 }
 
 // NetworkAgent is what a worker needs of the node's network agent.
@@ -213,6 +214,9 @@ func deref[T any](p *T) (v T) {
 	}
 	return v
 }
+
+// LogReads reports how many logs requests the worker serves now.
+func (w *Worker) LogReads() int { return int(w.logReads.Load()) }
 
 // Ready is closed once the worker has applied its first assignments.
 func (w *Worker) Ready() <-chan struct{} { return w.readyChan() }
