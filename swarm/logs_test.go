@@ -53,6 +53,29 @@ func tlsService(t *testing.T, c *swarmtest.TLSCluster, name string, replicas uin
 	return svc, running
 }
 
+// settleTLS waits until the workers have applied what the managers
+// decided until now: a probe service's task running on each worker.
+func settleTLS(t *testing.T, c *swarmtest.TLSCluster) {
+	t.Helper()
+	ctx := context.Background()
+	cli := c.Client()
+	svc, err := cli.CreateService(ctx, service(fmt.Sprint("probe-", probes.Add(1)), api.Global()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor("the probe running everywhere", func() bool {
+		ts, _ := cli.Tasks(ctx, swarm.Filter{Services: []string{svc.ID}})
+		n := 0
+		for _, tk := range ts {
+			if tk.Status.State == api.TaskRunning {
+				n++
+			}
+		}
+		return n == len(c.Names())
+	})
+	cli.RemoveService(ctx, svc.ID)
+}
+
 // execOf finds the fake executor of the node a task runs on.
 func execOf(c *swarmtest.TLSCluster, nodeID string) string {
 	for _, nm := range c.Names() {
@@ -145,6 +168,30 @@ func TestServiceLogsFromEveryNode(t *testing.T) {
 	}
 	if msgs, err = readLogs(t, s, 0); err != nil || len(msgs) != 1 || msgs[0].Line != "err of "+tasks[0].ID {
 		t.Fatalf("task logs tail 1: %+v %v", msgs, err)
+	}
+	// A task stopped by a scale down stays in the service's history, and
+	// its logs stay readable (its node keeps its container).
+	if _, err := cli.ScaleService(ctx, svc.ID, 3); err != nil {
+		t.Fatal(err)
+	}
+	var stopped *api.Task
+	c.WaitFor("a task shut down", func() bool {
+		ts, _ := cli.Tasks(ctx, swarm.Filter{Services: []string{svc.ID}})
+		for _, tk := range ts {
+			if tk.Status.State == api.TaskShutdown {
+				stopped = tk
+				return true
+			}
+		}
+		return false
+	})
+	settleTLS(t, c)
+	s, err = cli.TaskLogs(ctx, stopped.ID, swarm.LogOptions{Stdout: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs, err = readLogs(t, s, 0); err != nil || len(msgs) < 4 || msgs[1].Line != "out 1 of "+stopped.ID {
+		t.Fatalf("logs of a task in the history: %+v %v", msgs, err)
 	}
 	// Bad input.
 	if _, err := cli.ServiceLogs(ctx, "nope", swarm.LogOptions{}); !errors.Is(err, swarm.ErrNotFound) {
