@@ -90,7 +90,9 @@ func TestLogPublicationsAreChecked(t *testing.T) {
 	// The reader is behind: the publication waits, until the request ends.
 	b.publish(ctx, "n1", LogPublication{Subscription: "sub1", Lines: []LogLine{line("t1", "stdout")}})
 	res := make(chan error, 1)
-	go func() { res <- b.publish(ctx, "n1", LogPublication{Subscription: "sub1", Lines: []LogLine{line("t1", "stdout")}}) }()
+	go func() {
+		res <- b.publish(ctx, "n1", LogPublication{Subscription: "sub1", Lines: []LogLine{line("t1", "stdout")}})
+	}()
 	select {
 	case err := <-res:
 		t.Fatalf("a publication past a full queue returned %v", err)
