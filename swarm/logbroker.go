@@ -34,6 +34,11 @@ var logAckTimeout = 5 * time.Second
 // removal of its service or task.
 var logCheckPeriod = 500 * time.Millisecond
 
+// logPublishWait bounds how long a publication waits for the request's
+// reader (a paused client): past it the node is told to send the batch
+// again, so that no call outlives the callers' timeouts.
+var logPublishWait = 10 * time.Second
+
 // logListenerQueue bounds the subscriptions waiting for a node to take
 // them: one that does not fit is dropped (and counted), and the request
 // reports the node's tasks as not read, rather than block the broker.
@@ -193,11 +198,15 @@ func (b *logBroker) publish(ctx context.Context, nodeID string, p LogPublication
 			Warning: fmt.Sprintf("node %s: %s", nodeID, clip(f.Err))})
 	}
 	s.mu.Unlock()
+	wait := time.NewTimer(logPublishWait)
+	defer wait.Stop()
 	select {
 	case s.in <- batch:
 		return nil
 	case <-s.closed:
 		return fmt.Errorf("%w: log subscription %s (it has ended)", ErrNotFound, p.Subscription)
+	case <-wait.C:
+		return fmt.Errorf("%w: the reader of log subscription %s is behind; send the batch again", ErrUnavailable, p.Subscription)
 	case <-ctx.Done():
 		return ctx.Err()
 	}

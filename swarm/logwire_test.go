@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,6 +102,14 @@ func TestLogPublicationsAreChecked(t *testing.T) {
 	s.close()
 	if err := <-res; !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a waiting publication when the request ended: %v", err)
+	}
+	// A reader behind for long: the node is told to send again, so that
+	// its call does not outlive its timeouts.
+	defer func(d time.Duration) { logPublishWait = d }(logPublishWait)
+	logPublishWait = 50 * time.Millisecond
+	s.closed, s.closeOnce = make(chan struct{}), sync.Once{}
+	if err := b.publish(ctx, "n1", LogPublication{Subscription: "sub1", Lines: []LogLine{line("t1", "stdout")}}); !errors.Is(err, ErrUnavailable) || !Retryable(err) {
+		t.Fatalf("a publication past a reader behind for long: %v", err)
 	}
 }
 

@@ -211,18 +211,28 @@ func (r *logReader) publish() {
 	size := 0
 	send := func(done bool) bool {
 		r.mu.Lock()
-		p.Failed, r.failed = r.failed, nil
+		p.Failed, r.failed = append(p.Failed, r.failed...), nil
 		r.mu.Unlock()
 		p.Subscription, p.Done = r.id, done
-		err := r.ld.PublishLogs(r.ctx, r.w.NodeID, p)
-		p, size = LogPublication{}, 0
-		if err != nil {
-			if r.ctx.Err() == nil && !errors.Is(err, ErrNotFound) {
-				r.w.logger().Debug("swarm: publishing logs; the request is dropped", "subscription", r.id, "err", err)
+		// A reader behind (or a leader busy) asks for the batch again;
+		// the subscription's end, or its stream's, stops the tries.
+		var b backoff
+		for {
+			err := r.ld.PublishLogs(r.ctx, r.w.NodeID, p)
+			if err == nil {
+				p, size = LogPublication{}, 0
+				return true
 			}
-			return false
+			if r.ctx.Err() != nil || errors.Is(err, ErrNotFound) || !Retryable(err) {
+				if r.ctx.Err() == nil && !errors.Is(err, ErrNotFound) {
+					r.w.logger().Debug("swarm: publishing logs; the request is dropped", "subscription", r.id, "err", err)
+				}
+				return false
+			}
+			if !b.wait(r.ctx) {
+				return false
+			}
 		}
-		return true
 	}
 	take := func(l LogLine) bool {
 		p.Lines = append(p.Lines, l)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -188,6 +189,12 @@ func TestDockerCLIServiceLogs(t *testing.T) {
 				return strings.Contains(fo.String(), prefix(tasks[0])+"    | followed line")
 			})
 			fmt.Fprintf(&script, "$ docker service logs -f --tail 0 talk   # in the background, while the task prints \"followed line\"\n%s\n", foldRepeats(fo.String()))
+			// The CLI goes away (interrupted): the leader forgets the
+			// request, and the nodes stop reading for it.
+			f.Process.Signal(syscall.SIGINT)
+			poll(t, "the follow forgotten when its CLI went away", func() bool {
+				return c.Node("m0").Manager().Stats().LogRequests == 0 && c.Node("m0").Worker().LogReads() == 0
+			})
 
 			// Bad input.
 			mustContain(t, "an unknown service", d.fails("service", "logs", "nope"), "no such task or service: nope")
