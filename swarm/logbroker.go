@@ -549,19 +549,25 @@ func (m *Manager) TaskLogs(ctx context.Context, taskID string, opts LogOptions, 
 }
 
 func (m *Manager) logs(ctx context.Context, target logTarget, opts LogOptions, fn func(LogMessage) error) error {
-	d, err := m.dispatcher()
-	if err != nil {
-		return err
-	}
-	st, err := m.st()
-	if err != nil {
-		return err
-	}
-	b, err := d.logBroker()
+	b, st, err := m.logBroker()
 	if err != nil {
 		return err
 	}
 	return b.serve(ctx, st, target, opts, fn, nil)
+}
+
+// logBroker returns the broker and the store while this manager leads.
+func (m *Manager) logBroker() (*logBroker, *raftstore.Store, error) {
+	d, err := m.dispatcher()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := m.st()
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := d.logBroker()
+	return b, st, err
 }
 
 // LogSubscriptions streams the log subscriptions for a node while this
@@ -570,11 +576,7 @@ func (m *Manager) LogSubscriptions(ctx context.Context, nodeID string) (<-chan L
 	if err := checkNodeID(nodeID); err != nil {
 		return nil, err
 	}
-	d, err := m.dispatcher()
-	if err != nil {
-		return nil, err
-	}
-	b, err := d.logBroker()
+	b, _, err := m.logBroker()
 	if err != nil {
 		return nil, err
 	}
@@ -608,11 +610,7 @@ func (m *Manager) LogSubscriptions(ctx context.Context, nodeID string) (<-chan L
 
 // PublishLogs takes a node's batch of log lines; see LogDispatcher.
 func (m *Manager) PublishLogs(ctx context.Context, nodeID string, p LogPublication) error {
-	d, err := m.dispatcher()
-	if err != nil {
-		return err
-	}
-	b, err := d.logBroker()
+	b, _, err := m.logBroker()
 	if err != nil {
 		return err
 	}

@@ -26,11 +26,7 @@ func (c *controlAPI) logRoutes(mux *http.ServeMux) {
 		if err != nil {
 			return err
 		}
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		w.WriteHeader(http.StatusOK)
-		rc := http.NewResponseController(w)
-		rc.Flush()
-		enc := json.NewEncoder(w)
+		rc, enc := startNDJSON(w)
 		keepalive := time.NewTicker(assignmentKeepalive)
 		defer keepalive.Stop()
 		for {
@@ -88,6 +84,15 @@ func (c *controlAPI) logRoutes(mux *http.ServeMux) {
 	}))
 }
 
+// startNDJSON begins an NDJSON stream answer.
+func startNDJSON(w http.ResponseWriter) (*http.ResponseController, *json.Encoder) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	return rc, json.NewEncoder(w)
+}
+
 // logFrame is one line of a logs answer (NDJSON): a message, or the end
 // of the stream, or the error that cut it short.
 type logFrame struct {
@@ -100,24 +105,11 @@ type logFrame struct {
 // found before the first byte are answered as errors; later ones end the
 // stream with an error frame.
 func (c *controlAPI) streamLogs(w http.ResponseWriter, r *http.Request, target logTarget, opts LogOptions) error {
-	m := c.m
-	d, err := m.dispatcher()
+	b, st, err := c.m.logBroker()
 	if err != nil {
 		return err
 	}
-	st, err := m.st()
-	if err != nil {
-		return err
-	}
-	b, err := d.logBroker()
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	rc.Flush()
-	enc := json.NewEncoder(w)
+	rc, enc := startNDJSON(w)
 	err = b.serve(r.Context(), st, target, opts, func(msg LogMessage) error {
 		return enc.Encode(logFrame{Msg: &msg})
 	}, rc.Flush)
@@ -196,37 +188,25 @@ var errBadQuery = badRequest{errors.New("swarm: bad query")}
 // three keepalives is dead: the channel closes, and the worker calls
 // again.
 func (d *RemoteDispatcher) LogSubscriptions(ctx context.Context, nodeID string) (<-chan LogSubscription, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	resp, err := d.managers().stream(ctx, dispatcherPath("logsubs", nodeID))
+	out := make(chan LogSubscription)
+	err := d.follow(ctx, dispatcherPath("logsubs", nodeID), maxBody, func(ctx context.Context, line []byte) bool {
+		var s LogSubscription
+		if json.Unmarshal(line, &s) != nil {
+			return false
+		}
+		if s.ID == "" {
+			return true // a keepalive
+		}
+		select {
+		case out <- s:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}, func() { close(out) })
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	out := make(chan LogSubscription)
-	watchdog := time.AfterFunc(3*assignmentKeepalive, cancel)
-	go func() {
-		defer close(out)
-		defer cancel()
-		defer watchdog.Stop()
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), maxBody)
-		for sc.Scan() {
-			watchdog.Reset(3 * assignmentKeepalive)
-			var s LogSubscription
-			if json.Unmarshal(sc.Bytes(), &s) != nil {
-				return
-			}
-			if s.ID == "" {
-				continue // a keepalive
-			}
-			select {
-			case out <- s:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	return out, nil
 }
 
