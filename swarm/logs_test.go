@@ -290,3 +290,83 @@ func TestServiceLogsFollow(t *testing.T) {
 	}
 	s.Close()
 }
+
+// BenchmarkAssignmentDuringLogBurst prints how long a new task takes to
+// run on a worker (create to RUNNING, through the control API) while that
+// worker streams a burst of logs to the leader, and without: the log path
+// must not hold up assignments. Run with -benchtime=20x.
+func BenchmarkAssignmentDuringLogBurst(b *testing.B) {
+	for _, burst := range []bool{false, true} {
+		b.Run(fmt.Sprint("burst=", burst), func(b *testing.B) {
+			c := swarmtest.NewTLS(b, swarmtest.TLSOptions{Managers: 1, Workers: 1})
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			cli := c.Client()
+			onWorker := &api.Placement{Constraints: []string{"node.role==worker"}}
+			spec := service("talker", api.Replicated(1))
+			spec.TaskTemplate.Placement = onWorker
+			svc, err := cli.CreateService(ctx, spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var talker *api.Task
+			c.WaitFor("the talker running", func() bool {
+				ts, _ := cli.Tasks(ctx, swarm.Filter{Services: []string{svc.ID}})
+				for _, tk := range ts {
+					if tk.Status.State == api.TaskRunning {
+						talker = tk
+					}
+				}
+				return talker != nil
+			})
+			e := c.Exec("node0")
+			for i := range 200_000 {
+				e.Log(talker.ID, "stdout", fmt.Sprintf("line %d of a burst of logs, long enough to weigh something on the wire", i))
+			}
+			lines := 0
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for burst && ctx.Err() == nil {
+					s, err := cli.ServiceLogs(ctx, svc.ID, swarm.LogOptions{})
+					if err != nil {
+						return
+					}
+					for {
+						if _, err := s.Recv(); err != nil {
+							break
+						}
+						lines++
+					}
+					s.Close()
+				}
+			}()
+			var took []time.Duration
+			began := time.Now()
+			b.ResetTimer()
+			for i := range b.N {
+				p := service(fmt.Sprint("probe-", i), api.Replicated(1))
+				p.TaskTemplate.Placement = onWorker
+				start := time.Now()
+				ps, err := cli.CreateService(ctx, p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.WaitFor("the probe running", func() bool {
+					ts, _ := cli.Tasks(ctx, swarm.Filter{Services: []string{ps.ID}})
+					return len(ts) == 1 && ts[0].Status.State == api.TaskRunning
+				})
+				took = append(took, time.Since(start))
+				cli.RemoveService(ctx, ps.ID)
+			}
+			b.StopTimer()
+			elapsed := time.Since(began)
+			stop()
+			<-done
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Milliseconds()), "ms-p50")
+			b.ReportMetric(float64(took[len(took)*9/10].Milliseconds()), "ms-p90")
+			b.ReportMetric(float64(lines)/elapsed.Seconds(), "loglines/s")
+		})
+	}
+}
