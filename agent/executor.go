@@ -88,7 +88,8 @@ type Inspection struct {
 
 // LogOptions select log lines.
 type LogOptions struct {
-	// Tail keeps only the last Tail lines; 0 means all.
+	// Tail keeps only the last Tail lines; 0 means all, a negative
+	// number none (with Follow: only the lines written from now on).
 	Tail int
 	// Since drops lines written before it.
 	Since time.Time

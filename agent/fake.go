@@ -73,10 +73,30 @@ type fakeTask struct {
 	exit      *ExitStatus
 	done      chan struct{}
 	logs      []LogLine
+	logged    chan struct{} // closed and replaced when a line is added
 }
 
-func (t *fakeTask) log(id, line string) {
-	t.logs = append(t.logs, LogLine{Time: time.Now(), Stream: "stdout", Line: line, TaskID: id, ServiceID: t.serviceID})
+func (t *fakeTask) log(id, line string) { t.logStream(id, "stdout", line) }
+
+func (t *fakeTask) logStream(id, stream, line string) {
+	t.logs = append(t.logs, LogLine{Time: time.Now(), Stream: stream, Line: line, TaskID: id, ServiceID: t.serviceID})
+	if t.logged != nil {
+		close(t.logged)
+	}
+	t.logged = make(chan struct{})
+}
+
+// Log adds a line of output (stream "stdout" or "stderr") to a task, as
+// its process would print it.
+func (f *FakeExecutor) Log(id, stream, line string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := f.tasks[id]
+	if t == nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	t.logStream(id, stream, line)
+	return nil
 }
 
 func (f *FakeExecutor) get(id string) (*fakeTask, error) {
@@ -250,7 +270,8 @@ func (f *FakeExecutor) Inspect(ctx context.Context, id string) (Inspection, erro
 	return in, nil
 }
 
-// Logs calls fn for the pretend output (follow is not simulated).
+// Logs calls fn for the pretend output; with Follow it goes on with the
+// lines added later until the task exits or ctx ends.
 func (f *FakeExecutor) Logs(ctx context.Context, id string, opts LogOptions, fn func(LogLine) error) error {
 	t, err := f.get(id)
 	if err != nil {
@@ -258,14 +279,50 @@ func (f *FakeExecutor) Logs(ctx context.Context, id string, opts LogOptions, fn 
 	}
 	f.mu.Lock()
 	lines := FilterLogs(append([]LogLine(nil), t.logs...), opts)
+	seen := len(t.logs)
 	f.mu.Unlock()
-	for _, l := range lines {
-		if err := fn(l); err != nil {
-			return err
+	for {
+		for _, l := range lines {
+			if err := fn(l); err != nil {
+				return err
+			}
+		}
+		if !opts.Follow {
+			return nil
+		}
+		f.mu.Lock()
+		if t.logged == nil {
+			t.logged = make(chan struct{})
+		}
+		logged, done := t.logged, t.done
+		if seen < len(t.logs) {
+			logged = closedChan
+		}
+		f.mu.Unlock()
+		ended := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-logged:
+		case <-done:
+			ended = true
+		}
+		f.mu.Lock()
+		lines = FilterLogs(append([]LogLine(nil), t.logs[seen:]...), LogOptions{Since: opts.Since})
+		seen = len(t.logs)
+		f.mu.Unlock()
+		if ended {
+			for _, l := range lines {
+				if err := fn(l); err != nil {
+					return err
+				}
+			}
+			return nil
 		}
 	}
-	return nil
 }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // FilterLogs applies Since and Tail to lines in time order.
 func FilterLogs(lines []LogLine, opts LogOptions) []LogLine {
@@ -275,6 +332,9 @@ func FilterLogs(lines []LogLine, opts LogOptions) []LogLine {
 			i++
 		}
 		lines = lines[i:]
+	}
+	if opts.Tail < 0 {
+		return nil
 	}
 	if opts.Tail > 0 && len(lines) > opts.Tail {
 		lines = lines[len(lines)-opts.Tail:]

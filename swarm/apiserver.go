@@ -45,6 +45,7 @@ func (m *Manager) Handler(clientTLS func() *tls.Config) http.Handler {
 	m.arbiterRoutes(mux)
 	c := &controlAPI{m: m, clientTLS: clientTLS}
 	c.routes(mux)
+	c.logRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Every answer names the managers, so that clients and workers
 		// learn of managers that joined after them.

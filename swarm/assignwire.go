@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -21,12 +22,14 @@ type assignmentMsg struct {
 	RemovedSecrets []string       `json:"removedSecrets,omitempty"`
 	Configs        []*api.Config  `json:"configs,omitempty"`
 	RemovedConfigs []string       `json:"removedConfigs,omitempty"`
+	Kept           []string       `json:"kept,omitempty"`
+	Unkept         []string       `json:"unkept,omitempty"`
 	Network        *networkChange `json:"network,omitempty"`
 }
 
 func (m *assignmentMsg) empty() bool {
 	return !m.Full && len(m.Tasks) == 0 && len(m.Removed) == 0 && len(m.Secrets) == 0 && len(m.RemovedSecrets) == 0 &&
-		len(m.Configs) == 0 && len(m.RemovedConfigs) == 0 && m.Network == nil
+		len(m.Configs) == 0 && len(m.RemovedConfigs) == 0 && len(m.Kept) == 0 && len(m.Unkept) == 0 && m.Network == nil
 }
 
 // networkChange is what changed in a node's network view.
@@ -72,6 +75,7 @@ func configKey(c *api.Config) (string, any)              { return c.ID, c.Versio
 func networkKey(n *api.Network) (string, any)            { return n.ID, n.Version }
 func serviceEPKey(s *api.ServiceEndpoints) (string, any) { return s.ID, s }
 func nodeEPKey(n *api.NodeEndpoint) (string, any)        { return n.ID, n }
+func keptKey(id string) (string, any)                    { return id, true }
 func taskID(t *api.Task) string                          { return t.ID }
 func secretID(s *api.Secret) string                      { return s.ID }
 func configID(c *api.Config) string                      { return c.ID }
@@ -86,6 +90,7 @@ func byID[T any](id func(T) string) func(a, b T) int {
 type assignmentSender struct {
 	first                     bool
 	tasks, secrets, configs   sent
+	kept                      sent
 	networkOn                 bool
 	networks, services, nodes sent
 }
@@ -109,6 +114,10 @@ func (s *assignmentSender) next(a *api.Assignment) (msg assignmentMsg, ok bool) 
 		last = nil
 	}
 	msg.Configs, msg.RemovedConfigs, s.configs = diffSet(last, a.Configs, configKey)
+	if last = s.kept; s.first {
+		last = nil
+	}
+	msg.Kept, msg.Unkept, s.kept = diffSet(last, a.Kept, keptKey)
 	switch v := a.Network; {
 	case v == nil && s.networkOn:
 		msg.Network = &networkChange{Off: true}
@@ -132,6 +141,7 @@ type assignmentReceiver struct {
 	tasks     map[string]*api.Task
 	secrets   map[string]*api.Secret
 	configs   map[string]*api.Config
+	kept      map[string]bool
 	networkOn bool
 	networks  map[string]*api.Network
 	services  map[string]*api.ServiceEndpoints
@@ -139,7 +149,7 @@ type assignmentReceiver struct {
 }
 
 func newAssignmentReceiver() *assignmentReceiver {
-	return &assignmentReceiver{tasks: map[string]*api.Task{}, secrets: map[string]*api.Secret{}, configs: map[string]*api.Config{},
+	return &assignmentReceiver{tasks: map[string]*api.Task{}, secrets: map[string]*api.Secret{}, configs: map[string]*api.Config{}, kept: map[string]bool{},
 		networks: map[string]*api.Network{}, services: map[string]*api.ServiceEndpoints{}, nodes: map[string]*api.NodeEndpoint{}}
 }
 
@@ -153,6 +163,7 @@ func (r *assignmentReceiver) take(msg *assignmentMsg) (a *api.Assignment, ok boo
 		clear(r.tasks)
 		clear(r.secrets)
 		clear(r.configs)
+		clear(r.kept)
 		r.networkOn = false
 		clear(r.networks)
 		clear(r.services)
@@ -161,6 +172,12 @@ func (r *assignmentReceiver) take(msg *assignmentMsg) (a *api.Assignment, ok boo
 	merge(r.tasks, msg.Tasks, msg.Removed, taskID)
 	merge(r.secrets, msg.Secrets, msg.RemovedSecrets, secretID)
 	merge(r.configs, msg.Configs, msg.RemovedConfigs, configID)
+	for _, id := range msg.Kept {
+		r.kept[id] = true
+	}
+	for _, id := range msg.Unkept {
+		delete(r.kept, id)
+	}
 	if nc := msg.Network; nc != nil {
 		if nc.Off {
 			r.networkOn = false
@@ -174,7 +191,8 @@ func (r *assignmentReceiver) take(msg *assignmentMsg) (a *api.Assignment, ok boo
 			merge(r.nodes, nc.Nodes, nc.RemovedNodes, nodeEPID)
 		}
 	}
-	a = &api.Assignment{Tasks: sortedValues(r.tasks, taskID), Secrets: sortedValues(r.secrets, secretID), Configs: sortedValues(r.configs, configID)}
+	a = &api.Assignment{Tasks: sortedValues(r.tasks, taskID), Secrets: sortedValues(r.secrets, secretID), Configs: sortedValues(r.configs, configID),
+		Kept: slices.Sorted(maps.Keys(r.kept))}
 	if r.networkOn {
 		a.Network = &api.NetworkView{Networks: sortedValues(r.networks, networkID), Services: sortedValues(r.services, serviceEPID), Nodes: sortedValues(r.nodes, nodeEPID)}
 	}

@@ -3,8 +3,10 @@ package swarm
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/shoalproject/shoal/swarm/api"
@@ -24,10 +26,11 @@ func TestAssignmentWireRoundTrip(t *testing.T) {
 	nodes := map[string]*api.NodeEndpoint{}
 	networks := map[string]*api.Network{}
 	networkOn := false
+	kept := map[string]bool{}
 	snd, rcv := newAssignmentSender(), newAssignmentReceiver()
 	for step := range 2000 {
 		id := fmt.Sprint(rng.IntN(8))
-		switch rng.IntN(7) {
+		switch rng.IntN(8) {
 		case 0:
 			tasks[id] = &api.Task{Meta: api.Meta{ID: id, Version: next()}, ServiceID: "s"}
 		case 1:
@@ -48,8 +51,14 @@ func TestAssignmentWireRoundTrip(t *testing.T) {
 			networks[id] = &api.Network{Meta: api.Meta{ID: id, Version: next()}}
 		case 6:
 			networkOn = !networkOn
+		case 7:
+			kept["k"+id] = !kept["k"+id] // an ended task's container kept, or not any more
+			if !kept["k"+id] {
+				delete(kept, "k"+id)
+			}
 		}
-		a := &api.Assignment{Tasks: sortedValues(tasks, taskID), Secrets: sortedValues(secrets, secretID), Configs: []*api.Config{}}
+		a := &api.Assignment{Tasks: sortedValues(tasks, taskID), Secrets: sortedValues(secrets, secretID), Configs: []*api.Config{},
+			Kept: slices.Sorted(maps.Keys(kept))}
 		if networkOn {
 			a.Network = &api.NetworkView{Networks: sortedValues(networks, networkID), Services: sortedValues(services, serviceEPID), Nodes: sortedValues(nodes, nodeEPID)}
 		}
@@ -80,8 +89,8 @@ func TestAssignmentWireRoundTrip(t *testing.T) {
 			t.Fatalf("step %d: received %s\nwant %s", step, js(t, b), js(t, a))
 		}
 		// Only what changed travels.
-		if step > 0 && len(got.Tasks)+len(got.Secrets) > 2 {
-			t.Fatalf("step %d: a one-object change sent %d objects", step, len(got.Tasks)+len(got.Secrets))
+		if n := len(got.Tasks) + len(got.Secrets) + len(got.Kept) + len(got.Unkept); step > 0 && n > 2 {
+			t.Fatalf("step %d: a one-object change sent %d objects", step, n)
 		}
 	}
 	// A message with nothing is a keepalive, not an empty assignment.
@@ -100,6 +109,9 @@ func normalize(a *api.Assignment) *api.Assignment {
 	}
 	if len(c.Secrets) == 0 {
 		c.Secrets = nil
+	}
+	if len(c.Kept) == 0 {
+		c.Kept = nil
 	}
 	if v := c.Network; v != nil {
 		w := *v

@@ -18,6 +18,7 @@ import (
 	"github.com/shoalproject/shoal/internal/testca"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/swarmtest"
 )
 
 // The test binary doubles as a worker process for crash tests: with
@@ -103,31 +104,38 @@ func childWorker(t *testing.T, env []string) *exec.Cmd {
 	return cmd
 }
 
-// A worker process killed with SIGKILL and started again on the same node
-// adopts its running containers (same processes), and a later update
-// stops them.
-func TestKilledWorkerProcessAdoptsContainers(t *testing.T) {
-	c, d := containerdCluster(t) // no in-process workers
-	ctx := context.Background()
+// workerProcessEnv serves the leader's API over mutual TLS and returns the
+// environment of a worker process (childWorker) for node on it.
+func workerProcessEnv(t *testing.T, c *swarmtest.Cluster, d *ctrdEnv, node string) []string {
+	t.Helper()
 	ca, err := testca.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	certs := t.TempDir()
-	if err := ca.WriteFiles(certs, "node0"); err != nil {
+	if err := ca.WriteFiles(certs, node); err != nil {
 		t.Fatal(err)
 	}
-	m := c.Leader()
-	srv := httptest.NewUnstartedServer(m.Handler(nil))
+	srv := httptest.NewUnstartedServer(c.Leader().Handler(nil))
 	if srv.TLS, err = ca.Config("manager"); err != nil {
 		t.Fatal(err)
 	}
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	env := []string{"SHOAL_TEST_WORKER=1", "SHOAL_TEST_NODE=node0", "SHOAL_TEST_CERTS=" + certs,
+	return []string{"SHOAL_TEST_WORKER=1", "SHOAL_TEST_NODE=" + node, "SHOAL_TEST_CERTS=" + certs,
 		"SHOAL_TEST_MANAGER=" + srv.Listener.Addr().String(), "SHOAL_TEST_CONTAINERD=" + d.addr,
-		"SHOAL_TEST_STATE=" + d.state(t, "node0"), "SHOAL_TEST_IMAGES=" + d.imageDir}
+		"SHOAL_TEST_STATE=" + d.state(t, node), "SHOAL_TEST_IMAGES=" + d.imageDir}
+}
+
+// A worker process killed with SIGKILL and started again on the same node
+// adopts its running containers (same processes), and a later update
+// stops them.
+func TestKilledWorkerProcessAdoptsContainers(t *testing.T) {
+	c, d := containerdCluster(t) // no in-process workers
+	ctx := context.Background()
+	m := c.Leader()
+	env := workerProcessEnv(t, c, d, "node0")
 	child := childWorker(t, env)
 	svc := create(t, c, sleeper("survivor", 2))
 	c.WaitFor("2 containers running", func() bool { return len(c.Running(svc.ID)) == 2 })

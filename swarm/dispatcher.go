@@ -87,6 +87,7 @@ type dispatcher struct {
 	leadTerm uint64               // in which term
 	streams  map[string]*stream   // the assignment stream of each node
 	book     *netBook             // the data plane's book, while leading
+	logs     *logBroker           // the log subscriptions, while leading
 	bgStop   context.CancelFunc   // ends the book and the task pump
 	bgDone   sync.WaitGroup
 }
@@ -121,6 +122,9 @@ func (d *dispatcher) startLeading(term uint64) {
 			d.seen[f.ID] = f.LastContact
 		}
 	}
+	if d.logs == nil {
+		d.logs = newLogBroker()
+	}
 	if d.book == nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		d.book, d.bgStop = newNetBook(d.store, d.logger), cancel
@@ -151,7 +155,12 @@ func (d *dispatcher) stopLeading() {
 	}
 	stop := d.bgStop
 	d.book, d.bgStop = nil, nil
+	logs := d.logs
+	d.logs = nil
 	d.mu.Unlock()
+	if logs != nil {
+		logs.stop()
+	}
 	if stop != nil {
 		stop()
 		d.bgDone.Wait()
@@ -441,6 +450,8 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan *ap
 			for _, t := range ts {
 				if assigned(t) {
 					a.Tasks = append(a.Tasks, t)
+				} else if t.Status.State >= api.TaskAssigned {
+					a.Kept = append(a.Kept, t.ID)
 				}
 			}
 			a.Secrets, a.Configs, err = dataOfTasks(tx, a.Tasks)
@@ -509,7 +520,7 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan *ap
 				return
 			}
 			// The next value is a new one: the worker may hold this.
-			a = &api.Assignment{Tasks: a.Tasks, Secrets: a.Secrets, Configs: a.Configs}
+			a = &api.Assignment{Tasks: a.Tasks, Secrets: a.Secrets, Configs: a.Configs, Kept: a.Kept}
 			select {
 			case <-mine.wake:
 				if a, err = read(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,13 +208,22 @@ func TestRestartedWorkerAdoptsTasks(t *testing.T) {
 		}
 		return true // removed once ended
 	})
-	c.WaitFor("its process stopped and removed", func() bool {
-		_, err := c.Exec("node0").Inspect(ctx, surplus.ID)
-		return errors.Is(err, agent.ErrNotFound)
+	// Its container stays, stopped, while the task is in the service's
+	// history (for its logs), and goes with the task.
+	inHistory := func() bool {
+		return slices.ContainsFunc(c.Tasks(svc.ID), func(tk *api.Task) bool { return tk.ID == surplus.ID })
+	}
+	c.WaitFor("its process stopped, its container kept while the task is in the history", func() bool {
+		in, err := c.Exec("node0").Inspect(ctx, surplus.ID)
+		if errors.Is(err, agent.ErrNotFound) {
+			return !inHistory()
+		}
+		return err == nil && !in.Running && in.Exit != nil
 	})
 	if c.Exec("node0").Stopped(surplus.ID) == 0 {
 		t.Fatal("the surplus task was reported shut down without being stopped")
 	}
+	// (Its removal with the task: TestServiceOnContainerd.)
 	// A worker restarted on an executor that lost its tasks (a new
 	// machine image, say) reports them lost, and they are replaced.
 	c.StopWorker("node0")

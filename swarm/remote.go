@@ -224,42 +224,57 @@ func (d *RemoteDispatcher) UpdateStatus(ctx context.Context, nodeID string, upda
 // connection drops (the channel closes; call again). The wire carries
 // changes; the channel carries whole assignments.
 func (d *RemoteDispatcher) Assignments(ctx context.Context, nodeID string) (<-chan *api.Assignment, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	resp, err := d.managers().stream(ctx, dispatcherPath("assignments", nodeID))
+	out := make(chan *api.Assignment, 1)
+	rcv := newAssignmentReceiver()
+	err := d.follow(ctx, dispatcherPath("assignments", nodeID), maxAssignmentMsg, func(ctx context.Context, line []byte) bool {
+		var msg assignmentMsg
+		if err := json.Unmarshal(line, &msg); err != nil {
+			return false // a broken stream: the worker connects again
+		}
+		a, ok := rcv.take(&msg)
+		if !ok {
+			return true // a keepalive
+		}
+		select {
+		case out <- a:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}, func() { close(out) })
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	out := make(chan *api.Assignment, 1)
-	// A stream silent for three keepalives is dead (a half-open
-	// connection): end it, and the worker connects again.
+	return out, nil
+}
+
+// follow reads an NDJSON stream from the managers line by line, giving
+// each to take (false ends the stream), until ctx ends or the stream
+// breaks; then it calls done. A stream silent for three keepalives is dead
+// (a half-open connection): it ends too, and the worker connects again.
+func (d *RemoteDispatcher) follow(ctx context.Context, path string, maxLine int, take func(ctx context.Context, line []byte) bool, done func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	resp, err := d.managers().stream(ctx, path)
+	if err != nil {
+		cancel()
+		return err
+	}
 	watchdog := time.AfterFunc(3*assignmentKeepalive, cancel)
 	go func() {
-		defer close(out)
+		defer done()
 		defer cancel()
 		defer watchdog.Stop()
 		defer resp.Body.Close()
 		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), maxAssignmentMsg)
-		rcv := newAssignmentReceiver()
+		sc.Buffer(make([]byte, 64<<10), maxLine)
 		for sc.Scan() {
 			watchdog.Reset(3 * assignmentKeepalive)
-			var msg assignmentMsg
-			if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
-				return // a broken stream: the worker connects again
-			}
-			a, ok := rcv.take(&msg)
-			if !ok {
-				continue // a keepalive
-			}
-			select {
-			case out <- a:
-			case <-ctx.Done():
+			if !take(ctx, sc.Bytes()) {
 				return
 			}
 		}
 	}()
-	return out, nil
+	return nil
 }
 
 // maxAssignmentMsg bounds one message of the assignment stream: a node's

@@ -75,6 +75,13 @@ type ManagerStats struct {
 	// the services that changed to their desired state, places pending
 	// tasks and commits); Scheduling the part spent placing tasks.
 	Reconcile, Scheduling Latency
+	// LogRequests counts the logs requests the leader serves now, and
+	// LogStreams the nodes' open log streams on it.
+	LogRequests, LogStreams int
+	// LogRequestsDropped counts log requests a node's full queue did not
+	// take (the request named that node's tasks as not read), since this
+	// manager last became leader.
+	LogRequestsDropped uint64
 }
 
 // Stats returns the manager's figures. It never blocks on the network.
@@ -90,7 +97,14 @@ func (m *Manager) Stats() ManagerStats {
 	if d != nil {
 		d.mu.Lock()
 		out.Sessions = len(d.streams)
+		logs := d.logs
 		d.mu.Unlock()
+		if logs != nil {
+			logs.mu.Lock()
+			out.LogRequests, out.LogStreams = len(logs.subs), len(logs.listeners)
+			logs.mu.Unlock()
+			out.LogRequestsDropped = logs.dropped.Load()
+		}
 	}
 	return out
 }

@@ -63,6 +63,7 @@ type Worker struct {
 	wg        sync.WaitGroup
 	tasks     map[string]*taskRun // tasks this worker runs or ran, until the managers drop them
 	adopted   map[string]bool     // tasks found at start, until the first assignments say which stay
+	kept      map[string]bool     // ended tasks whose containers stay for their logs (Assignment.Kept)
 	status    *statusQueue
 	readyOnce sync.Once
 	ready     chan struct{}
@@ -71,6 +72,7 @@ type Worker struct {
 	told      atomic.Pointer[api.NodeDescription] // what the last registration said
 	newDesc   chan struct{}                       // DescriptionChanged's wake-up, buffered 1
 	newDescMu sync.Once
+	logReads  atomic.Int64 // log subscriptions being served
 }
 
 // NetworkAgent is what a worker needs of the node's network agent.
@@ -169,6 +171,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	go func() { defer w.wg.Done(); w.session(runCtx) }()
 	go func() { defer w.wg.Done(); w.heartbeats(runCtx) }()
 	go func() { defer w.wg.Done(); w.report(runCtx) }()
+	if ld, ok := w.Dispatcher.(LogDispatcher); ok {
+		// The log path, beside the session: see logworker.go.
+		w.wg.Add(1)
+		go func() { defer w.wg.Done(); w.logSessions(runCtx, ld) }()
+	}
 	w.started = true
 	return nil
 }
@@ -210,6 +217,9 @@ func deref[T any](p *T) (v T) {
 	}
 	return v
 }
+
+// LogReads reports how many logs requests the worker serves now.
+func (w *Worker) LogReads() int { return int(w.logReads.Load()) }
 
 // Ready is closed once the worker has applied its first assignments.
 func (w *Worker) Ready() <-chan struct{} { return w.readyChan() }
@@ -271,7 +281,7 @@ func (w *Worker) session(ctx context.Context) {
 					w.logger().Warn("swarm: wiring the node's networks", "err", err)
 				}
 			}
-			w.apply(ctx, a.Tasks)
+			w.apply(ctx, a.Tasks, a.Kept)
 			if p, ok := w.Network.(pruner); ok && !pruned {
 				// Once the node knows its tasks: what an earlier agent
 				// left for tasks that ended meanwhile goes.
@@ -361,10 +371,20 @@ func (w *Worker) heartbeats(ctx context.Context) {
 
 // apply brings the node to an assignment set: it starts new tasks, stops
 // those whose desired state is past running, resumes adopted ones, reports
-// tasks lost in a restart, and removes what the managers dropped.
-func (w *Worker) apply(ctx context.Context, set []*api.Task) {
+// tasks lost in a restart, and removes what the managers dropped. The
+// containers of ended tasks the managers keep in their history (kept)
+// stay, stopped, for their logs; their network goes at once (the
+// managers gave their addresses to others).
+func (w *Worker) apply(ctx context.Context, set []*api.Task, kept []string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	keep := make(map[string]bool, len(kept))
+	for _, id := range kept {
+		keep[id] = true
+	}
+	if w.kept == nil {
+		w.kept = map[string]bool{}
+	}
 	want := make(map[string]bool, len(set))
 	for _, t := range set {
 		want[t.ID] = true
@@ -403,16 +423,30 @@ func (w *Worker) apply(ctx context.Context, set []*api.Task) {
 	// Left by an earlier worker and not assigned any more: stop them.
 	for id := range w.adopted {
 		w.logger().Info("swarm: stopping a task no longer assigned to this node", "task", id)
-		go w.removeContainer(context.WithoutCancel(ctx), id, closedChan, true)
+		if keep[id] {
+			w.kept[id] = true
+		}
+		go w.removeContainer(context.WithoutCancel(ctx), id, closedChan, true, !keep[id])
 	}
 	w.adopted = nil
 	for id, rt := range w.tasks {
 		if !want[id] {
-			// Ended and dropped by the managers: clean up the container.
+			// Ended and dropped by the managers: clean up the container,
+			// or only its network while the managers keep its history.
 			rt.stop()
 			delete(w.tasks, id)
 			w.status.forget(id)
-			go w.removeContainer(context.WithoutCancel(ctx), id, rt.done, false)
+			if keep[id] {
+				w.kept[id] = true
+			}
+			go w.removeContainer(context.WithoutCancel(ctx), id, rt.done, false, !keep[id])
+		}
+	}
+	for id := range w.kept {
+		if !keep[id] && !want[id] {
+			// Out of the history now: the container goes.
+			delete(w.kept, id)
+			go w.removeKept(context.WithoutCancel(ctx), id)
 		}
 	}
 	ready := w.readyChan()
@@ -475,22 +509,30 @@ func (w *Worker) stopUnknown(ctx context.Context, t *api.Task) {
 	}()
 }
 
-// removeContainer deletes a task's container once its process ended;
-// stop first kills a task that may still run.
-func (w *Worker) removeContainer(ctx context.Context, id string, done <-chan struct{}, stop bool) {
+// removeContainer deletes a task's container (unless remove is false: it
+// stays for its logs) and network once its process ended; stop first
+// kills a task that may still run.
+func (w *Worker) removeContainer(ctx context.Context, id string, done <-chan struct{}, stop, remove bool) {
 	<-done
 	if stop {
 		if err := w.Executor.Shutdown(ctx, id, agent.DefaultStopGracePeriod); err != nil && !errors.Is(err, agent.ErrNotFound) {
 			w.Executor.Terminate(ctx, id)
 		}
 	}
-	if err := w.Executor.Remove(ctx, id); err != nil && !errors.Is(err, agent.ErrNotFound) {
-		w.logger().Warn("swarm: removing a task's container", "task", id, "err", err)
+	if remove {
+		w.removeKept(ctx, id)
 	}
 	if w.Network != nil {
 		if err := w.Network.ReleaseTask(ctx, id); err != nil {
 			w.logger().Warn("swarm: releasing a task's network", "task", id, "err", err)
 		}
+	}
+}
+
+// removeKept deletes a task's container, with its logs.
+func (w *Worker) removeKept(ctx context.Context, id string) {
+	if err := w.Executor.Remove(ctx, id); err != nil && !errors.Is(err, agent.ErrNotFound) {
+		w.logger().Warn("swarm: removing a task's container", "task", id, "err", err)
 	}
 }
 

@@ -6,12 +6,9 @@
 package containerd
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -655,7 +652,8 @@ func (e *Executor) Inspect(ctx context.Context, id string) (agent.Inspection, er
 }
 
 // Logs reads the task's log files (rotated ones first) and, with Follow,
-// polls for new lines until the task has ended and its output is all read.
+// goes on with new lines until the task has ended and its output is all
+// read (see readLogs).
 func (e *Executor) Logs(ctx context.Context, id string, opts agent.LogOptions, fn func(agent.LogLine) error) error {
 	en, err := e.get(id)
 	if err != nil {
@@ -665,81 +663,7 @@ func (e *Executor) Logs(ctx context.Context, id string, opts agent.LogOptions, f
 	tag := func(r logRecord) agent.LogLine {
 		return agent.LogLine{Time: r.Time, Stream: r.Stream, Line: r.Line, TaskID: id, ServiceID: labels[serviceLabel]}
 	}
-	var lines []agent.LogLine
-	var offset int64
-	for _, p := range logFiles(en.logPath) {
-		n, err := readRecords(p, 0, func(r logRecord) { lines = append(lines, tag(r)) })
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		if p == en.logPath {
-			offset = n
-		}
-	}
-	for _, l := range agent.FilterLogs(lines, opts) {
-		if err := fn(l); err != nil {
-			return err
-		}
-	}
-	if !opts.Follow {
-		return nil
-	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ended := false
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-en.done:
-			ended = true // and all output is in the file
-		case <-tick.C:
-		}
-		if fi, err := os.Stat(en.logPath); err == nil && fi.Size() < offset {
-			offset = 0 // rotated: the current file is a new one
-		}
-		var ferr error
-		n, err := readRecords(en.logPath, offset, func(r logRecord) {
-			if ferr == nil && !r.Time.Before(opts.Since) {
-				ferr = fn(tag(r))
-			}
-		})
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		if ferr != nil {
-			return ferr
-		}
-		offset = n
-		if ended {
-			return nil
-		}
-	}
-}
-
-// readRecords reads JSON-line records from offset to the last complete line
-// and returns the offset after it.
-func readRecords(path string, offset int64, fn func(logRecord)) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return offset, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return offset, err
-	}
-	br := bufio.NewReaderSize(f, 64<<10)
-	for {
-		line, err := br.ReadBytes('\n')
-		if err != nil {
-			return offset, nil // a partial last line is read next time
-		}
-		offset += int64(len(line))
-		var r logRecord
-		if json.Unmarshal(line, &r) == nil {
-			fn(r)
-		}
-	}
+	return readLogs(ctx, en.logPath, en.done, opts, func(r logRecord) error { return fn(tag(r)) })
 }
 
 func (e *Executor) logger() *slog.Logger {

@@ -1,13 +1,18 @@
 package containerd
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/shoalproject/shoal/agent"
 )
 
 // Task output reaches the agent through the FIFOs containerd's shim keeps
@@ -197,5 +202,178 @@ func removeLogs(path string) {
 	matches, _ := filepath.Glob(path + ".*")
 	for _, m := range matches {
 		os.Remove(m)
+	}
+}
+
+// logFollowPoll is how often a follow looks for new lines.
+const logFollowPoll = 50 * time.Millisecond
+
+// readLogs reads a task's log files, oldest first, and calls fn for each
+// record at or after opts.Since. Without a tail the records stream
+// through; with Tail N only the last N wait in memory (a ring); a negative
+// Tail skips what is written so far. With Follow it goes on with the
+// records written later, across rotations, until done is closed and
+// everything is read, or ctx ends.
+func readLogs(ctx context.Context, path string, done <-chan struct{}, opts agent.LogOptions, fn func(logRecord) error) error {
+	since := func(r logRecord) error {
+		if r.Time.Before(opts.Since) {
+			return nil
+		}
+		return fn(r)
+	}
+	var ring []logRecord
+	next := 0
+	past := func(r logRecord) error {
+		switch {
+		case r.Time.Before(opts.Since), opts.Tail < 0:
+			return nil
+		case opts.Tail == 0:
+			return fn(r)
+		case len(ring) < opts.Tail:
+			ring = append(ring, r)
+		default:
+			ring[next] = r
+			next = (next + 1) % opts.Tail
+		}
+		return nil
+	}
+	// The current file is opened first: what it holds, and what is written
+	// to it later, is read through this descriptor even after a rotation
+	// renames it (and a rotated file that is this one is not read twice).
+	cur, err := os.Open(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	defer func() {
+		if cur != nil {
+			cur.Close()
+		}
+	}()
+	var curInfo os.FileInfo
+	if cur != nil {
+		if curInfo, err = cur.Stat(); err != nil {
+			return err
+		}
+	}
+	files := logFiles(path)
+	for _, p := range files[:len(files)-1] {
+		f, err := os.Open(p)
+		if err != nil {
+			continue // rotated away meanwhile
+		}
+		fi, err := f.Stat()
+		if err == nil && (curInfo == nil || !os.SameFile(fi, curInfo)) {
+			_, err = readRecordsFrom(f, 0, past)
+		}
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	var offset int64
+	if cur != nil {
+		if offset, err = readRecordsFrom(cur, 0, past); err != nil {
+			return err
+		}
+	}
+	for _, r := range append(ring[next:], ring[:next]...) {
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if !opts.Follow {
+		return nil
+	}
+	tick := time.NewTicker(logFollowPoll)
+	defer tick.Stop()
+	for {
+		ended := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-done:
+			ended = true // and all output is in the files
+		case <-tick.C:
+		}
+		for {
+			if cur == nil {
+				if cur, err = os.Open(path); err != nil {
+					cur = nil
+					break
+				}
+				if curInfo, err = cur.Stat(); err != nil {
+					return err
+				}
+				offset = 0
+			}
+			if offset, err = readRecordsFrom(cur, offset, since); err != nil {
+				return err
+			}
+			// Rotated: the rest of the old file was just read; the files
+			// rotated after it come next, then the new current one.
+			fi, err := os.Stat(path)
+			if err == nil && os.SameFile(fi, curInfo) {
+				break
+			}
+			cur.Close()
+			cur = nil
+			if err := readRotatedAfter(path, curInfo, since); err != nil {
+				return err
+			}
+			if err != nil {
+				break
+			}
+		}
+		if ended {
+			return nil
+		}
+	}
+}
+
+// readRotatedAfter reads the rotated files written after the file prev
+// (all of them when prev has rotated out too: they are all newer).
+func readRotatedAfter(path string, prev os.FileInfo, fn func(logRecord) error) error {
+	files := logFiles(path)
+	files = files[:len(files)-1]
+	for i, p := range files {
+		if fi, err := os.Stat(p); err == nil && os.SameFile(fi, prev) {
+			files = files[i+1:]
+			break
+		}
+	}
+	for _, p := range files {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		_, err = readRecordsFrom(f, 0, fn)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readRecordsFrom reads JSON-line records of f from offset to the last
+// complete line and returns the offset after it; a partial last line is
+// read next time.
+func readRecordsFrom(f *os.File, offset int64, fn func(logRecord) error) (int64, error) {
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return offset, err
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			return offset, nil
+		}
+		offset += int64(len(line))
+		var r logRecord
+		if json.Unmarshal(line, &r) == nil {
+			if err := fn(r); err != nil {
+				return offset, err
+			}
+		}
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm"
+	"github.com/shoalproject/shoal/swarm/api"
 )
 
 // cluster is a one-node cluster on loopback with a fake executor; shoalctl
@@ -120,6 +123,35 @@ func TestVerbs(t *testing.T) {
 	must(t, n, "cluster", "update", "--task-history-limit", "2")
 	contains(t, must(t, n, "cluster", "inspect"), `"taskHistoryRetentionLimit": 2`)
 
+	// Logs: every task's lines with the NAME.SLOT.TASKID@NODE prefix;
+	// tail per task; a task's own; JSON lines.
+	var ts []*api.Task
+	waitfor.True(t, "web's 5 tasks running again after the rollback", func() bool {
+		all, err := n.Client().Tasks(context.Background(), swarm.Filter{Services: []string{"web"}})
+		ts = slices.DeleteFunc(all, func(tk *api.Task) bool { return err != nil || tk.Status.State != api.TaskRunning })
+		return len(ts) == 5
+	})
+	ex := n.Executor.(*agent.FakeExecutor)
+	for _, tk := range ts {
+		ex.Log(tk.ID, "stderr", "complaint of "+tk.ID)
+	}
+	out = must(t, n, "service", "logs", "web")
+	for _, tk := range ts {
+		contains(t, out, fmt.Sprintf("web.%d.%s@", tk.Slot, tk.ID[:12]), "    | started "+tk.ID, "    | complaint of "+tk.ID)
+	}
+	out = must(t, n, "service", "logs", "--tail", "1", "--no-task-ids", "web")
+	if strings.Count(out, "complaint of") != 5 || strings.Contains(out, "started") {
+		t.Errorf("service logs --tail 1:\n%s", out)
+	}
+	out = must(t, n, "service", "logs", "--raw", "--stdout", ts[0].ID)
+	if strings.TrimSpace(out) != "started "+ts[0].ID {
+		t.Errorf("service logs --raw --stdout TASK:\n%s", out)
+	}
+	out = must(t, n, "--format", "json", "service", "logs", "--stderr", "web")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 5 || !strings.Contains(lines[0], `"stream":"stderr"`) {
+		t.Errorf("service logs --format json --stderr:\n%s", out)
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	var evOut bytes.Buffer
@@ -164,6 +196,9 @@ func TestBadInput(t *testing.T) {
 		{[]string{"network", "create", "--driver", "bridge", "n"}, "overlay networks only"},
 		{[]string{"events", "--type", "container"}, `--type "container"`},
 		{[]string{"nosuch"}, `unknown command "nosuch"`},
+		{[]string{"service", "logs", "--tail", "abc", "x"}, `--tail "abc": give a number of lines`},
+		{[]string{"service", "logs", "--since", "yesterday", "x"}, `--since "yesterday"`},
+		{[]string{"service", "logs", "nosuch"}, "no such service or task: nosuch"},
 	} {
 		out, err := ctl(t, n, "", c.args...)
 		if err == nil || !strings.Contains(err.Error()+out, c.want) {

@@ -257,7 +257,7 @@ func (f *serviceFlags) apply(cmd *cobra.Command, spec *api.ServiceSpec) error {
 
 func serviceCmd(c *cli) *cobra.Command {
 	cmd := &cobra.Command{Use: "service", Short: "Manage services"}
-	cmd.AddCommand(serviceCreate(c), serviceLs(c), servicePs(c), serviceInspect(c), serviceScale(c), serviceUpdate(c), serviceRollback(c), serviceRm(c))
+	cmd.AddCommand(serviceCreate(c), serviceLs(c), servicePs(c), serviceInspect(c), serviceScale(c), serviceUpdate(c), serviceRollback(c), serviceRm(c), serviceLogs(c))
 	return cmd
 }
 

@@ -10,6 +10,10 @@ type Assignment struct {
 	// data; no other node receives them.
 	Secrets []*Secret `json:"secrets,omitempty"`
 	Configs []*Config `json:"configs,omitempty"`
+	// Kept are the IDs of the node's ended tasks that the managers still
+	// keep in their history: their containers stay (stopped) for their
+	// logs, and go when the task leaves the history.
+	Kept []string `json:"kept,omitempty"`
 	// Network is what the node's network agent wires: nil when the node
 	// has nothing to wire (no network object exists yet).
 	Network *NetworkView `json:"network,omitempty"`

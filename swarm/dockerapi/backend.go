@@ -29,6 +29,8 @@ type Backend interface {
 	UpdateCluster(ctx context.Context, version uint64, spec api.ClusterSpec) (*api.Cluster, error)
 	RotateJoinToken(ctx context.Context, role api.NodeRole) (*api.Cluster, error)
 	Events(ctx context.Context, since uint64, types ...string) (<-chan swarm.Event, error)
+	ServiceLogs(ctx context.Context, idOrName string, opts swarm.LogOptions) (*swarm.LogStream, error)
+	TaskLogs(ctx context.Context, taskID string, opts swarm.LogOptions) (*swarm.LogStream, error)
 
 	CreateNetwork(ctx context.Context, spec api.NetworkSpec) (*api.Network, error)
 	Network(ctx context.Context, idOrName string) (*api.Network, error)

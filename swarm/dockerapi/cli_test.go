@@ -136,7 +136,7 @@ func TestDockerCLI(t *testing.T) {
 		"not supported by Shoal: TaskTemplate.ContainerSpec.Groups (--group), TaskTemplate.ContainerSpec.TTY (--tty)")
 	mustContain(t, "a name in use", d.fails("service", "create", "--detach", "--name", "web", testImage), `service "web" exists`)
 	mustContain(t, "docker run", d.fails("run", "--rm", testImage, "true"), "not supported by Shoal: POST /containers/create")
-	mustContain(t, "docker service logs", d.fails("service", "logs", "web"), "not supported by Shoal yet: service logs")
+	mustContain(t, "docker service logs", d.ok("service", "logs", "--tail", "1", "web"), "web.1.", "| started ")
 	mustContain(t, "docker swarm init", d.fails("swarm", "init"), "already part of a swarm")
 	mustContain(t, "an unknown service", d.fails("service", "inspect", "nope"), "no such service: nope")
 

@@ -17,8 +17,9 @@
 // --driver overlay; IPv6, other IPAM drivers, IP ranges and driver
 // options but encrypted are refused by name); a secret's data never comes
 // back. Calls outside the swarm subset (docker run, images, volumes)
-// answer 501 "not supported by Shoal"; service and task logs answer 501
-// "not supported by Shoal yet": the managers do not gather logs yet.
+// answer 501 "not supported by Shoal". Service and task logs (docker
+// service logs) come from the nodes through the leader, as the stdcopy
+// stream dockerd writes (see logs.go).
 //
 // Serve a node's API on a unix socket:
 //

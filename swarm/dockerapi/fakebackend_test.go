@@ -161,3 +161,16 @@ func (b memBackend) RemoveConfig(ctx context.Context, ref string) error {
 func hasFakeSecret(body string) bool {
 	return strings.Contains(body, fakeSecretData) || strings.Contains(body, "aHVudGVyMi1mdXp6")
 }
+
+func (memBackend) ServiceLogs(_ context.Context, ref string, _ swarm.LogOptions) (*swarm.LogStream, error) {
+	if _, err := find(ref, "svc1", "web", fakeService); err != nil {
+		return nil, err
+	}
+	return nil, notYet("logs (the fake gathers none)")
+}
+func (memBackend) TaskLogs(_ context.Context, id string, _ swarm.LogOptions) (*swarm.LogStream, error) {
+	if _, err := find(id, "task1", "", fakeTask); err != nil {
+		return nil, err
+	}
+	return nil, notYet("logs (the fake gathers none)")
+}

@@ -196,15 +196,11 @@ func (h *Handler) routes() {
 	h.handle("GET /services/{id}", h.manager(h.serviceInspect))
 	h.handle("POST /services/{id}/update", h.manager(h.serviceUpdate))
 	h.handle("DELETE /services/{id}", h.manager(h.serviceRemove))
-	h.handle("GET /services/{id}/logs", func(http.ResponseWriter, *http.Request) error {
-		return notYet("service logs: Shoal's managers do not gather task logs yet (each node's executor keeps its tasks' logs)")
-	})
+	h.handle("GET /services/{id}/logs", h.manager(h.serviceLogs))
 
 	h.handle("GET /tasks", h.manager(h.taskList))
 	h.handle("GET /tasks/{id}", h.manager(h.taskInspect))
-	h.handle("GET /tasks/{id}/logs", func(http.ResponseWriter, *http.Request) error {
-		return notYet("task logs: Shoal's managers do not gather task logs yet (each node's executor keeps its tasks' logs)")
-	})
+	h.handle("GET /tasks/{id}/logs", h.manager(h.taskLogs))
 
 	h.handle("GET /events", h.manager(h.events))
 

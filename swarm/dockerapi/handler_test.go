@@ -71,8 +71,6 @@ func TestAPI(t *testing.T) {
 			{"POST", "/v1.50/networks/prune", "not supported by Shoal: POST /networks/prune"},
 			{"PUT", "/v1.50/secrets", "not supported by Shoal: PUT /secrets"},
 			{"GET", "/v1.50/volumes", "not supported by Shoal: GET /volumes"},
-			{"GET", "/v1.50/services/web/logs", "not supported by Shoal yet: service logs"},
-			{"GET", "/v1.50/tasks/x/logs", "not supported by Shoal yet: task logs"},
 			{"POST", "/v1.50/swarm/leave", "not supported by Shoal yet"},
 		} {
 			code, body := e.call(t, c.method, c.path, nil)

@@ -20,7 +20,10 @@ type link struct {
 	m  *swarm.Manager
 }
 
-var _ swarm.Dispatcher = (*link)(nil)
+var (
+	_ swarm.Dispatcher    = (*link)(nil)
+	_ swarm.LogDispatcher = (*link)(nil)
+)
 
 func (l *link) set(m *swarm.Manager) {
 	l.mu.Lock()
@@ -67,4 +70,20 @@ func (l *link) UpdateStatus(ctx context.Context, nodeID string, updates []agent.
 		return err
 	}
 	return m.UpdateStatus(ctx, nodeID, updates)
+}
+
+func (l *link) LogSubscriptions(ctx context.Context, nodeID string) (<-chan swarm.LogSubscription, error) {
+	m, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return m.LogSubscriptions(ctx, nodeID)
+}
+
+func (l *link) PublishLogs(ctx context.Context, nodeID string, p swarm.LogPublication) error {
+	m, err := l.get()
+	if err != nil {
+		return err
+	}
+	return m.PublishLogs(ctx, nodeID, p)
 }

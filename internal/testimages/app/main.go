@@ -5,6 +5,9 @@
 //	sleep           run until SIGTERM, then exit 0
 //	ignore-term     run and ignore SIGTERM (to be killed after the grace period)
 //	lines N         print "line 1" ... "line N", then run until SIGTERM
+//	talk N D        print "out 1" ... "out N" on stdout and "err 1" ...
+//	                "err N" on stderr, then "tick 1", "tick 2" ... on
+//	                stdout every duration D until SIGTERM
 //	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable
 //	                (after the duration in the delay query parameter)
 //	env             print the environment, uid, cwd, hostname and whether
@@ -68,6 +71,26 @@ func main() {
 			fmt.Println("line", i)
 		}
 		<-term
+	case "talk":
+		n, _ := strconv.Atoi(arg(2))
+		every, err := time.ParseDuration(arg(3))
+		if err != nil || every <= 0 {
+			every = time.Second
+		}
+		for i := 1; i <= n; i++ {
+			fmt.Println("out", i)
+			fmt.Fprintln(os.Stderr, "err", i)
+		}
+		tick := time.NewTicker(every)
+		for i := 1; ; i++ {
+			select {
+			case <-tick.C:
+				fmt.Println("tick", i)
+				continue
+			case <-term:
+			}
+			break
+		}
 	case "http":
 		host, _ := os.Hostname()
 		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
