@@ -51,6 +51,13 @@ type Node struct {
 	// Executor runs the node's tasks; nil means none (a manager that only
 	// manages).
 	Executor agent.Executor
+	// ListedWithoutTasks, for a node without an Executor, registers it
+	// with the managers all the same and keeps it heartbeating, so that
+	// node lists show it with its state (docker node ls); it registers
+	// drained and runs no task (shoald --tasks=false sets it). Without
+	// it, such a node is in the Raft configuration only. With a Network,
+	// it serves the routing mesh too.
+	ListedWithoutTasks bool
 	// Network, when set, turns on the node's data plane: the node fills in
 	// the agent's NodeID (and StateDir, Dir/net, and DataAddr, the address
 	// this host reaches the managers from, when empty), starts it, hands
@@ -457,18 +464,26 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 			return err
 		}
 	}
-	if n.Executor != nil {
+	if n.Executor != nil || n.ListedWithoutTasks {
 		d := &RemoteDispatcher{Addrs: n.managerAddrs(), TLS: holder.clientConfig()}
 		w := &Worker{NodeID: st.ID, Executor: n.Executor, Dispatcher: d, Description: DetectDescription(n.Description), Logger: n.Logger}
+		if n.Executor == nil {
+			w.Executor, w.Description.NoTasks = noTasks{}, true
+		}
 		if na := n.Network; na != nil {
+			// Without an executor (a node listed without tasks) the agent
+			// still serves the routing mesh: published ports answer on
+			// every node.
 			nu, ok := n.Executor.(networkUser)
-			if !ok {
+			if !ok && n.Executor != nil {
 				return fmt.Errorf("swarm: the node has a network agent but its executor (%T) takes no network hook", n.Executor)
 			}
 			if err := n.startNetwork(ctx, st.ID); err != nil {
 				return err
 			}
-			nu.UseNetwork(na.TaskNetwork)
+			if ok {
+				nu.UseNetwork(na.TaskNetwork)
+			}
 			w.Network = na
 			desc := w.Description
 			desc.DataAddr = na.DataAddr.String()

@@ -5,8 +5,9 @@
 //	sleep           run until SIGTERM, then exit 0
 //	ignore-term     run and ignore SIGTERM (to be killed after the grace period)
 //	lines N         print "line 1" ... "line N", then run until SIGTERM
-//	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable
-//	                (after the duration in the delay query parameter)
+//	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable,
+//	                then WEB_VERSION when set (after the duration in the
+//	                delay query parameter)
 //	env             print the environment, uid, cwd, hostname and whether
 //	                the root filesystem is writable; exit 0
 //	sha256 PATH     print the SHA-256 of a file and run until SIGTERM
@@ -73,6 +74,10 @@ func main() {
 		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
 				time.Sleep(d) // a slow request, in flight when a stop comes
+			}
+			if v := os.Getenv("WEB_VERSION"); v != "" {
+				fmt.Fprintf(w, "%s %s %s\n", host, os.Getenv("TASK_ID"), v)
+				return
 			}
 			fmt.Fprintf(w, "%s %s\n", host, os.Getenv("TASK_ID"))
 		})
