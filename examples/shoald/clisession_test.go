@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/clitest"
 	"github.com/shoalproject/shoal/internal/shoallab"
 )
 
@@ -96,9 +95,9 @@ func (d *cliSession) command(ctx context.Context, args []string) *exec.Cmd {
 func (d *cliSession) record(args []string, stdout, stderr string, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	fmt.Fprintf(d.log, "$ %s %s\n", d.name, shellQuote(args))
-	d.log.WriteString(foldRepeats(stdout))
-	d.log.WriteString(foldRepeats(stderr))
+	fmt.Fprintf(d.log, "$ %s %s\n", d.name, clitest.ShellQuote(args))
+	d.log.WriteString(clitest.FoldRepeats(stdout))
+	d.log.WriteString(clitest.FoldRepeats(stderr))
 	if err != nil {
 		fmt.Fprintf(d.log, "[exit: %v]\n", err)
 	}
@@ -115,7 +114,7 @@ func (d *cliSession) okIn(stdin string, args ...string) string {
 	d.t.Helper()
 	out, errOut, err := d.runIn(stdin, args...)
 	if err != nil {
-		d.t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", d.name, shellQuote(args), err, out, errOut)
+		d.t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", d.name, clitest.ShellQuote(args), err, out, errOut)
 	}
 	return out
 }
@@ -126,7 +125,7 @@ func (d *cliSession) fails(args ...string) string {
 	d.t.Helper()
 	out, errOut, err := d.runIn("", args...)
 	if err == nil {
-		d.t.Fatalf("%s %s succeeded, want an error\nstdout:\n%s", d.name, shellQuote(args), out)
+		d.t.Fatalf("%s %s succeeded, want an error\nstdout:\n%s", d.name, clitest.ShellQuote(args), out)
 	}
 	return errOut
 }
@@ -143,64 +142,8 @@ func (d *cliSession) poll(timeout time.Duration, what string, cond func(out stri
 			return out
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("timed out after %v waiting for %s; last %s %s: %v\n%s", timeout, what, d.name, shellQuote(args), err, out)
+			d.t.Fatalf("timed out after %v waiting for %s; last %s %s: %v\n%s", timeout, what, d.name, clitest.ShellQuote(args), err, out)
 		}
 		time.Sleep(300 * time.Millisecond)
-	}
-}
-
-// saveTranscript logs the session at the end of the test and writes it to
-// $SHOAL_DOCKERAPI_TRANSCRIPT/name.txt when that is set.
-func saveTranscript(t *testing.T, name string, log *strings.Builder) {
-	t.Cleanup(func() {
-		t.Logf("CLI session (%s):\n%s", name, log.String())
-		if dir := os.Getenv("SHOAL_DOCKERAPI_TRANSCRIPT"); dir != "" {
-			os.WriteFile(filepath.Join(dir, name+".txt"), []byte(log.String()), 0o644)
-		}
-	})
-}
-
-func shellQuote(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		if a == "" || strings.ContainsAny(a, " '\"{}*$|&;<>()") {
-			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		} else {
-			q[i] = a
-		}
-	}
-	return strings.Join(q, " ")
-}
-
-// foldRepeats folds runs of equal lines (the progress display's redraws)
-// into one with a count.
-func foldRepeats(s string) string {
-	if s == "" {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	var b strings.Builder
-	for i := 0; i < len(lines); {
-		j := i
-		for j < len(lines) && lines[j] == lines[i] {
-			j++
-		}
-		b.WriteString(lines[i])
-		if j-i > 1 {
-			fmt.Fprintf(&b, "   [x%d]", j-i)
-		}
-		b.WriteString("\n")
-		i = j
-	}
-	return b.String()
-}
-
-// mustContain fails unless s holds every part.
-func mustContain(t *testing.T, what, s string, parts ...string) {
-	t.Helper()
-	for _, p := range parts {
-		if !strings.Contains(s, p) {
-			t.Fatalf("%s: %q not in:\n%s", what, p, s)
-		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/clitest"
 	"github.com/shoalproject/shoal/internal/shoallab"
 	"github.com/shoalproject/shoal/internal/testimages"
 )
@@ -69,7 +70,7 @@ func TestDockerCLIEndToEnd(t *testing.T) {
 	t.Logf("cluster of 5 up in %v", time.Since(began).Round(time.Millisecond))
 
 	var script strings.Builder
-	saveTranscript(t, "docker-28.2.2-e2e", &script)
+	clitest.SaveTranscript(t, "docker-28.2.2-e2e", &script)
 	d := newDockerCLI(t, dockerCLI28, managers[0], &script)
 	byName := map[string]*shoallab.Host{}
 	for _, h := range nodes {
@@ -84,15 +85,15 @@ func TestDockerCLIEndToEnd(t *testing.T) {
 	if got := sortedLines(ls); !slices.Equal(got, wantNodes) {
 		t.Fatalf("docker node ls: got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantNodes, "\n"))
 	}
-	mustContain(t, "docker node ls", d.ok("node", "ls"), "HOSTNAME", "MANAGER STATUS", "host0      Ready     Active         Leader")
+	clitest.MustContain(t, "docker node ls", d.ok("node", "ls"), "HOSTNAME", "MANAGER STATUS", "host0      Ready     Active         Leader")
 
 	// A service with a published port: every host answers on it.
 	// (A monitor period of 1 s, not 5: Shoal watches each new task that
 	// long before it takes the next; the test's wall time.)
 	out := d.ok("service", "create", "--name", "web", "-p", "8080:80", "--replicas", "3",
 		"--update-monitor", "1s", "--rollback-monitor", "1s", testimages.WebRef)
-	mustContain(t, "service create", out, "overall progress: 3 out of 3 tasks", "converged")
-	mustContain(t, "service ls", d.ok("service", "ls"), "web", "replicated", "3/3", testimages.WebRef, "*:8080->80/tcp")
+	clitest.MustContain(t, "service create", out, "overall progress: 3 out of 3 tasks", "converged")
+	clitest.MustContain(t, "service ls", d.ok("service", "ls"), "web", "replicated", "3/3", testimages.WebRef, "*:8080->80/tcp")
 	ps := d.ok("service", "ps", "--format", "{{.Name}} {{.Node}} {{.DesiredState}} {{.CurrentState}}", "web")
 	if n := strings.Count(ps, " Running Running"); n != 3 || strings.Contains(ps, manageOnly.Hostname) {
 		t.Fatalf("service ps web: want 3 running tasks, none on %s:\n%s", manageOnly.Hostname, ps)
@@ -101,15 +102,15 @@ func TestDockerCLIEndToEnd(t *testing.T) {
 
 	// Scale, update the image, roll back: each converges and every host
 	// answers with the version it runs.
-	mustContain(t, "service scale", d.ok("service", "scale", "web=5"), "web scaled to 5", "converged")
+	clitest.MustContain(t, "service scale", d.ok("service", "scale", "web=5"), "web scaled to 5", "converged")
 	runningOf(t, d, "web", 5)
-	mustContain(t, "service update", d.ok("service", "update", "--image", testimages.Web2Ref, "web"), "converged")
+	clitest.MustContain(t, "service update", d.ok("service", "update", "--image", testimages.Web2Ref, "web"), "converged")
 	ps = runningOf(t, d, "web", 5)
 	if strings.Count(ps, testimages.Web2Ref) != 5 {
 		t.Fatalf("after update --image: want 5 tasks of %s:\n%s", testimages.Web2Ref, ps)
 	}
 	everyHostAnswers(t, client, nodes, 8080, "v2")
-	mustContain(t, "service rollback", d.ok("service", "rollback", "web"), "rollback", "converged")
+	clitest.MustContain(t, "service rollback", d.ok("service", "rollback", "web"), "rollback", "converged")
 	ps = runningOf(t, d, "web", 5)
 	if strings.Count(ps, testimages.WebRef) != 5 {
 		t.Fatalf("after rollback: want 5 tasks of %s:\n%s", testimages.WebRef, ps)
@@ -122,8 +123,8 @@ func TestDockerCLIEndToEnd(t *testing.T) {
 
 	// A secret: a task reads it at /run/secrets/NAME.
 	secretID := strings.TrimSpace(d.okIn("s3cr3t-value\n", "secret", "create", "db_password", "-"))
-	mustContain(t, "secret ls", d.ok("secret", "ls"), secretID, "db_password")
-	mustContain(t, "service create with a secret", d.ok("service", "create", "--name", "reader", "--secret", "db_password", testimages.WebRef), "converged")
+	clitest.MustContain(t, "secret ls", d.ok("secret", "ls"), secretID, "db_password")
+	clitest.MustContain(t, "service create with a secret", d.ok("service", "create", "--name", "reader", "--secret", "db_password", testimages.WebRef), "converged")
 	if got := readInTask(t, d, "reader", "/run/secrets/db_password"); got != "s3cr3t-value\n" {
 		t.Fatalf("the task reads %q at /run/secrets/db_password, want the secret", got)
 	}
@@ -141,7 +142,7 @@ func TestDockerCLIEndToEnd(t *testing.T) {
 	}, "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}")
 	t.Logf("a new leader %v after the kill", time.Since(killed).Round(time.Millisecond))
 	runningOf(t, d, "web", 5, leader)
-	mustContain(t, "service scale after the leader's death", d.ok("service", "scale", "web=4"), "converged")
+	clitest.MustContain(t, "service scale after the leader's death", d.ok("service", "scale", "web=4"), "converged")
 	runningOf(t, d, "web", 4, leader)
 	survivors := []*shoallab.Host{managers[1], managers[2], workers[0], workers[1]}
 	everyHostAnswers(t, client, survivors, 8080, "")
@@ -176,15 +177,15 @@ secrets:
     file: ./greeting.txt
 `)
 	out = d.ok("stack", "deploy", "-c", compose, "demo")
-	mustContain(t, "stack deploy", out, "Creating network demo_back", "Creating secret demo_greeting", "Creating service demo_api")
+	clitest.MustContain(t, "stack deploy", out, "Creating network demo_back", "Creating secret demo_greeting", "Creating service demo_api")
 	d.poll(time.Minute, "2 demo tasks running", func(out string) bool { return strings.Count(out, "Running") == 2 },
 		"stack", "ps", "--filter", "desired-state=running", "--format", "{{.CurrentState}}", "demo")
-	mustContain(t, "stack services", d.ok("stack", "services", "demo"), "demo_api", "2/2", "*:8090->80/tcp")
+	clitest.MustContain(t, "stack services", d.ok("stack", "services", "demo"), "demo_api", "2/2", "*:8090->80/tcp")
 	everyHostAnswers(t, client, nodes[3:4], 8090, "")
 	if got := readInTask(t, d, "demo_api", "/run/secrets/greeting"); got != "hello\n" {
 		t.Fatalf("the stack's task reads %q at /run/secrets/greeting", got)
 	}
-	mustContain(t, "stack rm", d.ok("stack", "rm", "demo"), "Removing service demo_api", "Removing secret demo_greeting", "Removing network demo_back")
+	clitest.MustContain(t, "stack rm", d.ok("stack", "rm", "demo"), "Removing service demo_api", "Removing secret demo_greeting", "Removing network demo_back")
 	d.poll(time.Minute, "the stack gone", func(out string) bool { return !strings.Contains(out, "demo") },
 		"service", "ls", "--format", "{{.Name}}")
 	for _, what := range [][]string{{"stack", "ls"}, {"network", "ls"}, {"secret", "ls"}} {
@@ -216,7 +217,7 @@ secrets:
 	badInput(t, d, &cliSession{t: t, bin: shoalctl, name: "shoalctl", host: managers[1], log: &script,
 		env: []string{"PATH=/usr/bin:/bin", "SHOAL_DATA_DIR=" + managers[1].DataDir}}, dir)
 
-	mustContain(t, "service rm", d.ok("service", "rm", "web", "reader"), "web", "reader")
+	clitest.MustContain(t, "service rm", d.ok("service", "rm", "web", "reader"), "web", "reader")
 	t.Logf("the docker CLI 28.2.2 scenario took %v", time.Since(began).Round(time.Millisecond))
 
 	// The docker.io 20.10 CLI, where installed: the main commands.
@@ -229,20 +230,20 @@ secrets:
 		return
 	}
 	var script20 strings.Builder
-	saveTranscript(t, "docker-20.10-e2e", &script20)
+	clitest.SaveTranscript(t, "docker-20.10-e2e", &script20)
 	old := newDockerCLI(t, dockerCLI20, managers[2], &script20)
-	mustContain(t, "docker 20.10 version", old.ok("version"), "1.41", "Server: Shoal")
+	clitest.MustContain(t, "docker 20.10 version", old.ok("version"), "1.41", "Server: Shoal")
 	ls = old.ok("node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}")
 	if got := sortedLines(ls); len(got) != 5 || strings.Count(ls, "Leader") != 1 || strings.Count(ls, "Reachable") != 2 {
 		t.Fatalf("docker 20.10 node ls:\n%s", ls)
 	}
-	mustContain(t, "docker 20.10 service create", old.ok("service", "create", "--name", "old", "-p", "8081:80", "--replicas", "2", testimages.WebRef), "converged")
+	clitest.MustContain(t, "docker 20.10 service create", old.ok("service", "create", "--name", "old", "-p", "8081:80", "--replicas", "2", testimages.WebRef), "converged")
 	runningOf(t, old, "old", 2)
-	mustContain(t, "docker 20.10 service scale", old.ok("service", "scale", "old=3"), "converged")
+	clitest.MustContain(t, "docker 20.10 service scale", old.ok("service", "scale", "old=3"), "converged")
 	runningOf(t, old, "old", 3)
 	everyHostAnswers(t, client, nodes, 8081, "")
-	mustContain(t, "docker 20.10 --replicas abc", old.fails("service", "create", "--replicas", "abc", testimages.WebRef), `invalid argument "abc" for "--replicas"`)
-	mustContain(t, "docker 20.10 service rm", old.ok("service", "rm", "old"), "old")
+	clitest.MustContain(t, "docker 20.10 --replicas abc", old.fails("service", "create", "--replicas", "abc", testimages.WebRef), `invalid argument "abc" for "--replicas"`)
+	clitest.MustContain(t, "docker 20.10 service rm", old.ok("service", "rm", "old"), "old")
 }
 
 // badInput sends bad flags, compose files and constraints through the
@@ -266,28 +267,44 @@ func badInput(t *testing.T, d, s *cliSession, dir string) {
 	writeFile(t, badConstraint, "services:\n  web:\n    image: "+testimages.WebRef+"\n    deploy:\n      placement:\n        constraints: [node.role=manager]\n")
 
 	for _, c := range []struct {
-		what  string
-		args  []string
-		d, s  []string // the docker CLI's and shoalctl's errors
-		sOnly bool
+		what string
+		args []string
+		d, s []string // the docker CLI's and shoalctl's errors
+		// dLeaves is what the docker CLI leaves: it deploys a stack one
+		// call at a time, networks first (against dockerd too), so a
+		// service refused leaves the stack's network for `stack rm`.
+		dLeaves string
 	}{
 		{"replicas abc", []string{"service", "create", "--name", "bad", "--replicas", "abc", testimages.WebRef},
-			[]string{`invalid argument "abc" for "--replicas"`}, []string{`invalid argument "abc" for "--replicas"`}, false},
+			[]string{`invalid argument "abc" for "--replicas"`}, []string{`invalid argument "abc" for "--replicas"`}, ""},
 		{"mode bogus", []string{"service", "create", "--name", "bad", "--mode", "bogus", testimages.WebRef},
-			[]string{"bogus"}, []string{`--mode "bogus": want replicated, global`}, false},
+			[]string{"bogus"}, []string{`--mode "bogus": want replicated, global`}, ""},
 		{"constraint syntax", []string{"service", "create", "--name", "bad", "--constraint", "node.labels.zone=east", testimages.WebRef},
-			[]string{"constraints[0]", "no operator; write KEY==VALUE or KEY!=VALUE"}, []string{"constraints[0]", "no operator"}, false},
+			[]string{"constraints[0]", "no operator; write KEY==VALUE or KEY!=VALUE"}, []string{"constraints[0]", "no operator"}, ""},
+		// The docker CLI parses the file itself and names neither the file
+		// nor the right line ("yaml: line 1: did not find expected key").
 		{"malformed compose", []string{"stack", "deploy", "-c", malformed, "bad"},
-			[]string{"malformed.yml", "line 4"}, []string{"malformed.yml", "line 4"}, false},
+			[]string{"yaml: line", "did not find expected key"}, []string{"malformed.yml", "line 3, column 4: did not find expected key"}, ""},
 		{"missing variable", []string{"stack", "deploy", "-c", missing, "bad"},
-			[]string{"set WEB_IMAGE to the image to run"}, []string{"WEB_IMAGE", "set WEB_IMAGE to the image to run"}, false},
+			[]string{"set WEB_IMAGE to the image to run"}, []string{"WEB_IMAGE", "set WEB_IMAGE to the image to run"}, ""},
 		{"constraint in compose", []string{"stack", "deploy", "-c", badConstraint, "bad"},
-			[]string{"constraints[0]", "no operator"}, []string{"constraints[0]", "no operator"}, false},
+			[]string{"failed to create service bad_web", "constraints[0]", "no operator"}, []string{"services.web (service bad_web)", "constraints[0]", "no operator"}, "bad_default"},
 	} {
-		mustContain(t, "docker: "+c.what, d.fails(c.args...), c.d...)
-		mustContain(t, "shoalctl: "+c.what, s.fails(c.args...), c.s...)
+		clitest.MustContain(t, "docker: "+c.what, d.fails(c.args...), c.d...)
+		if c.dLeaves != "" {
+			if after := state(); after == before || !strings.Contains(after, c.dLeaves) {
+				t.Fatalf("%s: docker stack deploy left:\n%s\nwant %s more than:\n%s", c.what, after, c.dLeaves, before)
+			}
+			d.ok("stack", "rm", "bad")
+			d.poll(30*time.Second, "the half-deployed stack removed", func(string) bool { return state() == before }, "stack", "ls")
+		}
 		if after := state(); after != before {
-			t.Fatalf("%s: something was left:\nbefore:\n%s\nafter:\n%s", c.what, before, after)
+			t.Fatalf("docker: %s: something was left:\nbefore:\n%s\nafter:\n%s", c.what, before, after)
+		}
+		// shoalctl checks every service of a stack before it makes anything.
+		clitest.MustContain(t, "shoalctl: "+c.what, s.fails(c.args...), c.s...)
+		if after := state(); after != before {
+			t.Fatalf("shoalctl: %s: something was left:\nbefore:\n%s\nafter:\n%s", c.what, before, after)
 		}
 	}
 }
