@@ -16,6 +16,7 @@ import (
 	"github.com/shoalproject/shoal/internal/clitest"
 	"github.com/shoalproject/shoal/internal/shoallab"
 	"github.com/shoalproject/shoal/internal/testimages"
+	"github.com/shoalproject/shoal/internal/waitfor"
 )
 
 // The docker CLI scenario with the real binaries: a cluster of three
@@ -199,6 +200,13 @@ secrets:
 	// published port again.
 	victim := workers[0]
 	runningOf(t, d, "web", 4)
+	var lost []int // the PIDs of its tasks' processes
+	for _, id := range strings.Fields(d.ok("node", "ps", "-q", "--filter", "desired-state=running", victim.Hostname)) {
+		lost = append(lost, taskPID(t, d, id))
+	}
+	if len(lost) == 0 {
+		t.Fatalf("%s runs no task to lose", victim.Hostname)
+	}
 	if err := victim.Stop(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +218,10 @@ secrets:
 	}
 	d.poll(time.Minute, "the worker ready again", func(out string) bool { return strings.TrimSpace(out) == "ready" },
 		"node", "inspect", "--format", "{{.Status.State}}", victim.Hostname)
+	// Back, it stops what it ran before: those tasks run elsewhere now.
+	waitfor.Within(t, time.Minute, fmt.Sprintf("the processes of the replaced tasks (%v) gone", lost), func() bool {
+		return !slices.ContainsFunc(lost, func(pid int) bool { return syscall.Kill(pid, 0) == nil })
+	})
 	everyHostAnswers(t, client, nodes, 8080, "")
 
 	// Bad input, through the docker CLI and shoalctl: a clear error naming
@@ -374,16 +386,27 @@ func readInTask(t *testing.T, d *cliSession, svc, path string) string {
 	t.Helper()
 	id := strings.Fields(d.poll(time.Minute, svc+" running", func(out string) bool { return strings.TrimSpace(out) != "" },
 		"service", "ps", "-q", "--filter", "desired-state=running", svc))[0]
-	pidText := d.poll(time.Minute, "the task's PID", func(out string) bool {
-		pid, err := strconv.Atoi(strings.TrimSpace(out))
-		return err == nil && pid > 0
-	}, "inspect", "--type", "task", "--format", "{{.Status.ContainerStatus.PID}}", id)
-	pid, _ := strconv.Atoi(strings.TrimSpace(pidText))
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root%s", pid, path))
+	pid := taskPID(t, d, id)
+	file := fmt.Sprintf("/proc/%d/root%s", pid, path)
+	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatalf("reading %s in task %s (pid %d): %v", path, id, pid, err)
 	}
+	d.mu.Lock()
+	fmt.Fprintf(d.log, "$ cat %s   # the test reads the file in the task's root\n%s\n", file, b)
+	d.mu.Unlock()
 	return string(b)
+}
+
+// taskPID is the PID of the task's process (docker inspect).
+func taskPID(t *testing.T, d *cliSession, id string) int {
+	t.Helper()
+	out := d.poll(time.Minute, "the task's PID", func(out string) bool {
+		pid, err := strconv.Atoi(strings.TrimSpace(out))
+		return err == nil && pid > 0
+	}, "inspect", "--type", "task", "--format", "{{.Status.ContainerStatus.PID}}", id)
+	pid, _ := strconv.Atoi(strings.TrimSpace(out))
+	return pid
 }
 
 // sortedLines is s's non-empty lines, sorted.
