@@ -498,15 +498,31 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 		if su, ok := n.Executor.(secretUser); ok {
 			su.UseSecrets(w)
 		}
-		if err := w.Start(ctx); err != nil {
-			if n.Network != nil {
-				n.Network.Close()
+		if n.Executor == nil {
+			// Listed only: it registers in the background, so that
+			// managers that cannot take it yet (this one locked, no
+			// leader) hold up neither the start nor the node's readiness.
+			n.mu.Lock()
+			n.worker = w
+			n.mu.Unlock()
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				if err := w.Start(runCtx); err != nil && runCtx.Err() == nil {
+					n.logger().Warn("swarm: this node could not register: node lists do not show it", "err", err)
+				}
+			}()
+		} else {
+			if err := w.Start(ctx); err != nil {
+				if n.Network != nil {
+					n.Network.Close()
+				}
+				return err
 			}
-			return err
+			n.mu.Lock()
+			n.worker = w
+			n.mu.Unlock()
 		}
-		n.mu.Lock()
-		n.worker = w
-		n.mu.Unlock()
 	}
 	n.wg.Add(3)
 	go func() { defer n.wg.Done(); n.renewLoop(runCtx) }()
@@ -863,6 +879,9 @@ func (n *Node) becomeReady(ctx context.Context) {
 	n.mu.Lock()
 	m, w := n.mgr, n.worker
 	n.mu.Unlock()
+	if n.Executor == nil {
+		w = nil // listed only: it runs nothing to be ready for
+	}
 	if m != nil {
 		select {
 		case <-m.Ready():

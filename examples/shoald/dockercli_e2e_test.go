@@ -73,10 +73,6 @@ func TestDockerCLIEndToEnd(t *testing.T) {
 	var script strings.Builder
 	clitest.SaveTranscript(t, "docker-28.2.2-e2e", &script)
 	d := newDockerCLI(t, dockerCLI28, managers[0], &script)
-	byName := map[string]*shoallab.Host{}
-	for _, h := range nodes {
-		byName[h.Hostname] = h
-	}
 
 	// node ls: five nodes by their own hostnames, the managers marked,
 	// this one (*) the leader.
