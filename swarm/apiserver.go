@@ -21,7 +21,8 @@ import (
 // The control API over HTTP/2: the Manager's control methods as JSON
 // endpoints under /v1/. Managers only (the caller's certificate says
 // OU=manager). Any manager answers reads from its own state; a follower
-// forwards writes to the leader, so a client may talk to any manager.
+// forwards writes to the leader, so a client may talk to any manager, and
+// reads its own writes there (ownwrites.go).
 
 const controlPrefix = "/v1/"
 
@@ -355,6 +356,9 @@ func (c *controlAPI) asManager(write bool, h func(http.ResponseWriter, *http.Req
 			c.forward(w, r)
 			return
 		}
+		if st, err := c.m.st(); err == nil && write {
+			w = &indexWriter{ResponseWriter: w, st: st}
+		}
 		if err := h(w, r); err != nil {
 			writeError(w, err)
 		}
@@ -399,6 +403,12 @@ func (c *controlAPI) forward(w http.ResponseWriter, r *http.Request) {
 			}
 		},
 		Transport: tr,
+		ModifyResponse: func(resp *http.Response) error {
+			if err := catchUp(r.Context(), st, resp); err != nil {
+				c.m.logger().Warn("swarm: the answer to a forwarded write goes before this manager has applied it: a read here may miss it", "err", err)
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			writeError(w, fmt.Errorf("%w: the leader %s does not answer (%v); if it is gone, a new one is elected within seconds: try again", ErrUnavailable, leader.Address, err))
 		},

@@ -344,8 +344,12 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, role api.NodeR
 				n.Description, n.Status, n.UpdatedAt = desc, status, now
 				return tx.Update(TableNodes, &n)
 			}
+			avail := api.NodeActive
+			if desc.NoTasks {
+				avail = api.NodeDrain // as node ls should show it
+			}
 			return tx.Create(TableNodes, &api.Node{Meta: api.Meta{ID: nodeID, CreatedAt: now, UpdatedAt: now},
-				Spec: api.NodeSpec{Role: role, Availability: api.NodeActive}, Description: desc, Status: status})
+				Spec: api.NodeSpec{Role: role, Availability: avail}, Description: desc, Status: status})
 		})
 	}
 	// The node's object may change under the registration (the leader

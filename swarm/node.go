@@ -51,6 +51,13 @@ type Node struct {
 	// Executor runs the node's tasks; nil means none (a manager that only
 	// manages).
 	Executor agent.Executor
+	// ListedWithoutTasks, for a node without an Executor, registers it
+	// with the managers all the same and keeps it heartbeating, so that
+	// node lists show it with its state (docker node ls); it registers
+	// drained and runs no task (shoald --tasks=false sets it). Without
+	// it, such a node is in the Raft configuration only. With a Network,
+	// it serves the routing mesh too.
+	ListedWithoutTasks bool
 	// Network, when set, turns on the node's data plane: the node fills in
 	// the agent's NodeID (and StateDir, Dir/net, and DataAddr, the address
 	// this host reaches the managers from, when empty), starts it, hands
@@ -461,12 +468,18 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 			return err
 		}
 	}
-	if n.Executor != nil {
+	if n.Executor != nil || n.ListedWithoutTasks {
 		d := &RemoteDispatcher{Addrs: n.managerAddrs(), TLS: holder.clientConfig()}
 		w := &Worker{NodeID: st.ID, Executor: n.Executor, Dispatcher: d, Description: DetectDescription(n.Description), Logger: n.Logger}
+		if n.Executor == nil {
+			w.Executor, w.Description.NoTasks = noTasks{}, true
+		}
 		if na := n.Network; na != nil {
+			// Without an executor (a node listed without tasks) the agent
+			// still serves the routing mesh: published ports answer on
+			// every node.
 			nu, ok := n.Executor.(networkUser)
-			if !ok {
+			if !ok && n.Executor != nil {
 				return fmt.Errorf("swarm: the node has a network agent but its executor (%T) takes no network hook", n.Executor)
 			}
 			// A rotated WireGuard key goes to the managers at once: until
@@ -482,7 +495,9 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 			if err := n.startNetwork(ctx, st.ID); err != nil {
 				return err
 			}
-			nu.UseNetwork(na.TaskNetwork)
+			if ok {
+				nu.UseNetwork(na.TaskNetwork)
+			}
 			w.Network = na
 			desc := w.Description
 			desc.DataAddr = na.DataAddr.String()
@@ -497,15 +512,31 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 		if su, ok := n.Executor.(secretUser); ok {
 			su.UseSecrets(w)
 		}
-		if err := w.Start(ctx); err != nil {
-			if n.Network != nil {
-				n.Network.Close()
+		if n.Executor == nil {
+			// Listed only: it registers in the background, so that
+			// managers that cannot take it yet (this one locked, no
+			// leader) hold up neither the start nor the node's readiness.
+			n.mu.Lock()
+			n.worker = w
+			n.mu.Unlock()
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				if err := w.Start(runCtx); err != nil && runCtx.Err() == nil {
+					n.logger().Warn("swarm: this node could not register: node lists do not show it", "err", err)
+				}
+			}()
+		} else {
+			if err := w.Start(ctx); err != nil {
+				if n.Network != nil {
+					n.Network.Close()
+				}
+				return err
 			}
-			return err
+			n.mu.Lock()
+			n.worker = w
+			n.mu.Unlock()
 		}
-		n.mu.Lock()
-		n.worker = w
-		n.mu.Unlock()
 	}
 	n.wg.Add(3)
 	go func() { defer n.wg.Done(); n.renewLoop(runCtx) }()
@@ -893,6 +924,9 @@ func (n *Node) becomeReady(ctx context.Context) {
 	n.mu.Lock()
 	m, w := n.mgr, n.worker
 	n.mu.Unlock()
+	if n.Executor == nil {
+		w = nil // listed only: it runs nothing to be ready for
+	}
 	if m != nil {
 		select {
 		case <-m.Ready():

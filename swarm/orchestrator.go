@@ -492,10 +492,12 @@ func schedNode(n *api.Node) *scheduler.Node {
 		Ready: n.Status.State == api.NodeReady,
 		Total: scheduler.Resources{NanoCPUs: n.Description.Resources.NanoCPUs, MemoryBytes: n.Description.Resources.MemoryBytes},
 	}
-	switch n.Spec.Availability {
-	case api.NodePause:
+	switch {
+	case n.Description.NoTasks: // whatever an operator set: it has no executor
+		sn.Availability = scheduler.Drain
+	case n.Spec.Availability == api.NodePause:
 		sn.Availability = scheduler.Pause
-	case api.NodeDrain:
+	case n.Spec.Availability == api.NodeDrain:
 		sn.Availability = scheduler.Drain
 	}
 	for _, g := range n.Description.Resources.Generic {

@@ -38,6 +38,7 @@ type config struct {
 	HeartbeatPeriod     time.Duration
 	UnlockKey           string
 	Fence               fenceFlags // two-node mode (fence.go)
+	Hostname            string
 }
 
 // Defaults of the flags.
@@ -63,13 +64,14 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ContainerdNamespace, "containerd-namespace", defaultNamespace, "containerd namespace of this node's containers")
 	fs.StringVar(&c.ImageDir, "image-dir", "", "directory of image tarballs (docker save or OCI layout) used when an image is not in containerd")
 	fs.BoolVar(&c.Tasks, "tasks", true, "run tasks on this node (false: a manager that only manages)")
-	fs.BoolVar(&c.DataPlane, "data-plane", true, "overlay networks, DNS and the routing mesh for this node's tasks (needs root)")
+	fs.BoolVar(&c.DataPlane, "data-plane", true, "overlay networks and DNS for this node's tasks, and the routing mesh (published ports answer here, with --tasks=false too); needs root")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.DockerSocket, "docker-socket", "", "unix socket serving the Docker Engine API's swarm subset (DOCKER_HOST=unix://PATH); default DATA_DIR/docker.sock, \"none\" for none")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "host:port serving Prometheus metrics on /metrics; empty for none")
 	fs.DurationVar(&c.HeartbeatPeriod, "heartbeat-period", 0, "managers' base heartbeat period (0: the SDK's default)")
 	c.Fence.addFlags(fs)
+	fs.StringVar(&c.Hostname, "hostname", "", "the node's hostname as `docker node ls` shows it and constraints (node.hostname) match; default: the machine's")
 }
 
 // load reads the config file, when one is named, into the flags not given
@@ -155,6 +157,9 @@ func (c *config) check() error {
 		errs = append(errs, fmt.Errorf("--vxlan-port %d: want 1-65535", c.VXLANPort))
 	}
 	errs = append(errs, checkLogAndMetrics(c.LogLevel, c.LogFormat, c.MetricsAddr)...)
+	if h := c.Hostname; h != "" && !validHostname(h) {
+		errs = append(errs, fmt.Errorf("--hostname %q: want letters, digits, '-' and '.', at most 253 characters", h))
+	}
 	if c.HeartbeatPeriod < 0 {
 		errs = append(errs, fmt.Errorf("--heartbeat-period %v: must not be negative", c.HeartbeatPeriod))
 	}
@@ -202,6 +207,25 @@ func checkLogAndMetrics(level, format, metrics string) []error {
 		}
 	}
 	return errs
+}
+
+// validHostname reports whether h is a DNS name: dot-separated labels of
+// letters, digits and '-', not starting or ending with '-'.
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // dockerSocket is the Docker API socket's path ("" for none).

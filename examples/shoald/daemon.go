@@ -95,10 +95,10 @@ func (d *daemon) newNode(ctx context.Context, autolock bool) error {
 			return fmt.Errorf("connecting to containerd at %s: %w", c.Containerd, err)
 		}
 		d.executor = x
-		if c.DataPlane {
-			if os.Geteuid() != 0 {
-				return errors.New("the data plane (overlay networks, routing mesh) needs root: run shoald as root, or with --data-plane=false")
-			}
+	}
+	if c.DataPlane {
+		switch {
+		case os.Geteuid() == 0:
 			na := &netagent.Agent{VXLANPort: c.VXLANPort, Logger: d.log.With("component", "network")}
 			if c.DataPathAddr != "" {
 				a, err := netip.ParseAddr(c.DataPathAddr)
@@ -108,6 +108,12 @@ func (d *daemon) newNode(ctx context.Context, autolock bool) error {
 				na.DataAddr = a
 			}
 			d.network = na
+		case c.Tasks:
+			return errors.New("the data plane (overlay networks, routing mesh) needs root: run shoald as root, or with --data-plane=false")
+		default:
+			// A manager that only manages runs as it did before it had a
+			// routing mesh.
+			d.log.Warn("shoald: not root: published ports do not answer on this node (the routing mesh needs root)")
 		}
 	}
 	twoNode, err := c.Fence.twoNode()
@@ -116,6 +122,8 @@ func (d *daemon) newNode(ctx context.Context, autolock bool) error {
 	}
 	d.node = &swarm.Node{Dir: c.DataDir, ListenAddr: c.ListenAddr, AdvertiseAddr: c.AdvertiseAddr, HeartbeatPeriod: c.HeartbeatPeriod,
 		AutoLock: autolock, UnlockWith: c.UnlockKey, TwoNode: twoNode, Logger: d.log}
+	d.node.Description.Hostname = c.Hostname // empty: the machine's
+	d.node.ListedWithoutTasks = !c.Tasks     // in node ls all the same, drained
 	if d.executor != nil {
 		d.node.Executor = d.executor
 	}

@@ -60,8 +60,9 @@ func newLab(t *testing.T, n int) *shoallab.Lab {
 	return lab
 }
 
-// answers returns the hostnames of the tasks that answered n requests to
-// url from a host; an error if any request failed.
+// answers returns the answers of the tasks to n requests to url from a
+// host ("HOSTNAME TASK_ID [VERSION]": one key per task), with their count;
+// an error if any request failed.
 func answers(ctx context.Context, h *shoallab.Host, url string, n int) (map[string]int, error) {
 	hc := h.HTTPClient(3 * time.Second)
 	out := map[string]int{}
@@ -76,7 +77,7 @@ func answers(ctx context.Context, h *shoallab.Host, url string, n int) (map[stri
 		if err != nil || resp.StatusCode != http.StatusOK {
 			return out, fmt.Errorf("%s: %s %v", url, resp.Status, err)
 		}
-		out[strings.Fields(string(b) + " ?")[0]]++
+		out[strings.TrimSpace(string(b))]++
 	}
 	return out, nil
 }

@@ -109,7 +109,8 @@ func TestBadInput(t *testing.T) {
 func TestInitRunUnlock(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(t.TempDir(), "shoald.yaml")
-	os.WriteFile(cfg, []byte("data-dir: "+dir+"\nlisten-addr: 127.0.0.1:0\ntasks: false\nmetrics-addr: 127.0.0.1:0\nlog-level: debug\n"), 0o644)
+	// No data plane: the test runs in the machine's own network namespace.
+	os.WriteFile(cfg, []byte("data-dir: "+dir+"\nlisten-addr: 127.0.0.1:0\ntasks: false\ndata-plane: false\nmetrics-addr: 127.0.0.1:0\nlog-level: debug\n"), 0o644)
 	var out syncBuffer
 	stop := shoald(t, &out, "init", "--config", cfg, "--autolock")
 	var key string

@@ -64,7 +64,12 @@ type Host struct {
 	*nettest.Host
 	Index   int
 	DataDir string
-	lab     *Lab
+	// Hostname is the node's hostname (shoald --hostname): the hosts
+	// share the machine's UTS namespace, so each gets its own name,
+	// "host0", "host1" ..., for `docker node ls` and node.hostname
+	// constraints. Empty means the machine's.
+	Hostname string
+	lab      *Lab
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -119,7 +124,7 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 		return nil, err
 	}
 	for i, h := range l.Net.Hosts {
-		l.Hosts = append(l.Hosts, &Host{Host: h, Index: i, DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i)), lab: l})
+		l.Hosts = append(l.Hosts, &Host{Host: h, Index: i, DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i)), Hostname: fmt.Sprintf("host%d", i), lab: l})
 	}
 	return l, nil
 }
@@ -139,8 +144,15 @@ func (h *Host) Args() []string {
 	if l.opts.HeartbeatPeriod > 0 {
 		args = append(args, "--heartbeat-period", l.opts.HeartbeatPeriod.String())
 	}
+	if h.Hostname != "" {
+		args = append(args, "--hostname", h.Hostname)
+	}
 	return args
 }
+
+// DockerSocket is the unix socket of the Docker Engine API the host's
+// shoald serves (DOCKER_HOST=unix://PATH).
+func (h *Host) DockerSocket() string { return filepath.Join(h.DataDir, "docker.sock") }
 
 // LogPath is the file the host's shoald writes its output to.
 func (h *Host) LogPath() string { return filepath.Join(h.lab.Dir, fmt.Sprintf("node%d.log", h.Index)) }

@@ -35,11 +35,22 @@ const (
 // serving HTTP on port 80 by default (a web service's image).
 const WebRef = "shoal.test/web:1"
 
+// Web2Ref is a second version of WebRef (BuildWeb2), for updates and
+// rollbacks: the same program, whose answers end with "v2" (its image sets
+// WEB_VERSION=v2).
+const Web2Ref = "shoal.test/web:2"
+
 // Build compiles the test program and writes the image as a tarball (the
 // `docker save` layout, which containerd imports) into dir. It returns the
 // tarball's path.
 func Build(ctx context.Context, dir string) (string, error) {
 	return build(ctx, dir, AppRef, []string{"sleep"}, "app.tar")
+}
+
+// BuildWeb2 writes the Web2Ref image's tarball into dir (web2.tar), as
+// BuildWeb does.
+func BuildWeb2(ctx context.Context, dir string) (string, error) {
+	return build(ctx, dir, Web2Ref, []string{"http", ":80"}, "web2.tar", "WEB_VERSION=v2")
 }
 
 // BuildWeb writes the WebRef image's tarball into dir (web.tar), as Build
@@ -48,7 +59,7 @@ func BuildWeb(ctx context.Context, dir string) (string, error) {
 	return build(ctx, dir, WebRef, []string{"http", ":80"}, "web.tar")
 }
 
-func build(ctx context.Context, dir, ref string, cmd []string, file string) (string, error) {
+func build(ctx context.Context, dir, ref string, cmd []string, file string, env ...string) (string, error) {
 	_, self, _, ok := runtime.Caller(0)
 	if !ok {
 		return "", fmt.Errorf("testimages: cannot find the program's source")
@@ -95,7 +106,7 @@ func build(ctx context.Context, dir, ref string, cmd []string, file string) (str
 	}
 	cfg = cfg.DeepCopy()
 	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
-	cfg.Config = v1.Config{Entrypoint: []string{"/app"}, Cmd: cmd, Env: []string{"PATH=/"}}
+	cfg.Config = v1.Config{Entrypoint: []string{"/app"}, Cmd: cmd, Env: append([]string{"PATH=/"}, env...)}
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		return "", err
 	}

@@ -70,6 +70,9 @@ type NodeDescription struct {
 	DataAddr string `json:"dataAddr,omitempty"`
 	// WireGuardKey is the node's public key for encrypted networks.
 	WireGuardKey string `json:"wireGuardKey,omitempty"`
+	// NoTasks says the node runs no tasks (a manager that only manages):
+	// it registers drained, and the scheduler places nothing there.
+	NoTasks bool `json:"noTasks,omitempty"`
 }
 
 // Engine describes the node's container runtime.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/internal/clitest"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/dockerapi"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
@@ -252,60 +253,20 @@ func (d *dockerCLI) fails(args ...string) string {
 	return errOut
 }
 
-func shellQuote(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		if a == "" || strings.ContainsAny(a, " '\"{}*$|&;<>()") {
-			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		} else {
-			q[i] = a
-		}
-	}
-	return strings.Join(q, " ")
-}
+func shellQuote(args []string) string { return clitest.ShellQuote(args) }
 
 // foldRepeats folds runs of equal lines ("verify: Waiting 4 seconds ...")
 // into one with a count.
-func foldRepeats(s string) string {
-	if s == "" {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	var b strings.Builder
-	for i := 0; i < len(lines); {
-		j := i
-		for j < len(lines) && lines[j] == lines[i] {
-			j++
-		}
-		b.WriteString(lines[i])
-		if j-i > 1 {
-			fmt.Fprintf(&b, "   [x%d]", j-i)
-		}
-		b.WriteString("\n")
-		i = j
-	}
-	return b.String()
-}
+func foldRepeats(s string) string { return clitest.FoldRepeats(s) }
 
 // mustContain fails unless s holds every part.
 func mustContain(t *testing.T, what, s string, parts ...string) {
 	t.Helper()
-	for _, p := range parts {
-		if !strings.Contains(s, p) {
-			t.Fatalf("%s: %q not in:\n%s", what, p, s)
-		}
-	}
+	clitest.MustContain(t, what, s, parts...)
 }
 
-// saveTranscript writes the session to $SHOAL_DOCKERAPI_TRANSCRIPT (when
-// set) and logs it.
-func saveTranscript(t *testing.T, name string, script *strings.Builder) {
-	t.Cleanup(func() {
-		t.Logf("docker CLI session (%s):\n%s", name, script.String())
-		if dir := os.Getenv("SHOAL_DOCKERAPI_TRANSCRIPT"); dir != "" {
-			os.WriteFile(filepath.Join(dir, name+".txt"), []byte(script.String()), 0o644)
-		}
-	})
+func saveTranscript(t *testing.T, name string, log *strings.Builder) {
+	clitest.SaveTranscript(t, name, log)
 }
 
 // poll waits for cond, failing after a minute.

@@ -8,8 +8,9 @@
 //	talk N D        print "out 1" ... "out N" on stdout and "err 1" ...
 //	                "err N" on stderr, then "tick 1", "tick 2" ... on
 //	                stdout every duration D until SIGTERM
-//	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable
-//	                (after the duration in the delay query parameter)
+//	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable,
+//	                then WEB_VERSION when set (after the duration in the
+//	                delay query parameter)
 //	env             print the environment, uid, cwd, hostname and whether
 //	                the root filesystem is writable; exit 0
 //	sha256 PATH     print the SHA-256 of a file and run until SIGTERM
@@ -96,6 +97,10 @@ func main() {
 		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
 				time.Sleep(d) // a slow request, in flight when a stop comes
+			}
+			if v := os.Getenv("WEB_VERSION"); v != "" {
+				fmt.Fprintf(w, "%s %s %s\n", host, os.Getenv("TASK_ID"), v)
+				return
 			}
 			fmt.Fprintf(w, "%s %s\n", host, os.Getenv("TASK_ID"))
 		})
