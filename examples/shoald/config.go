@@ -37,6 +37,7 @@ type config struct {
 	MetricsAddr         string
 	HeartbeatPeriod     time.Duration
 	UnlockKey           string
+	Hostname            string
 }
 
 // Defaults of the flags.
@@ -68,6 +69,7 @@ func (c *config) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DockerSocket, "docker-socket", "", "unix socket serving the Docker Engine API's swarm subset (DOCKER_HOST=unix://PATH); default DATA_DIR/docker.sock, \"none\" for none")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "host:port serving Prometheus metrics on /metrics; empty for none")
 	fs.DurationVar(&c.HeartbeatPeriod, "heartbeat-period", 0, "managers' base heartbeat period (0: the SDK's default)")
+	fs.StringVar(&c.Hostname, "hostname", "", "the node's hostname as `docker node ls` shows it and constraints (node.hostname) match; default: the machine's")
 }
 
 // load reads the config file, when one is named, into the flags not given
@@ -164,6 +166,9 @@ func (c *config) check() error {
 			errs = append(errs, fmt.Errorf("--metrics-addr %q: want host:port", a))
 		}
 	}
+	if h := c.Hostname; h != "" && !validHostname(h) {
+		errs = append(errs, fmt.Errorf("--hostname %q: want letters, digits, '-' and '.', at most 253 characters", h))
+	}
 	if c.HeartbeatPeriod < 0 {
 		errs = append(errs, fmt.Errorf("--heartbeat-period %v: must not be negative", c.HeartbeatPeriod))
 	}
@@ -171,6 +176,25 @@ func (c *config) check() error {
 		errs = append(errs, errors.New("--containerd-namespace: required to run tasks"))
 	}
 	return errors.Join(errs...)
+}
+
+// validHostname reports whether h is a DNS name: dot-separated labels of
+// letters, digits and '-', not starting or ending with '-'.
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // dockerSocket is the Docker API socket's path ("" for none).

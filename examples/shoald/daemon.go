@@ -112,6 +112,7 @@ func (d *daemon) newNode(ctx context.Context, autolock bool) error {
 	}
 	d.node = &swarm.Node{Dir: c.DataDir, ListenAddr: c.ListenAddr, AdvertiseAddr: c.AdvertiseAddr, HeartbeatPeriod: c.HeartbeatPeriod,
 		AutoLock: autolock, UnlockWith: c.UnlockKey, Logger: d.log}
+	d.node.Description.Hostname = c.Hostname // empty: the machine's
 	if d.executor != nil {
 		d.node.Executor = d.executor
 	}

@@ -83,6 +83,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"init", "--data-dir", t.TempDir(), "--listen-addr", "127.0.0.1:0", "--containerd", filepath.Join(dir, "no.sock")}, "is containerd running?"},
 		{[]string{"unlock", "--data-dir", t.TempDir(), "--key", "k"}, "no shoald answers"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"init", "--hostname", "two words"}, `--hostname "two words"`},
 	} {
 		var out syncBuffer
 		err := run(context.Background(), c.args, &out, &out)
