@@ -57,11 +57,11 @@ func (l *Lab) State() State {
 		st.Made = old.Made
 	}
 	if l.Containerd != nil {
-		st.Containerd = procOf(l.Containerd.PID())
+		st.Containerd = ProcOf(l.Containerd.PID())
 		st.ContainerdAddress = l.Containerd.Address
 	}
 	for _, h := range l.Hosts {
-		st.Shoalds = append(st.Shoalds, procOf(h.PID()))
+		st.Shoalds = append(st.Shoalds, ProcOf(h.PID()))
 	}
 	return st
 }
@@ -99,7 +99,8 @@ func LoadState(dir string) (State, error) {
 	return st, nil
 }
 
-func procOf(pid int) Proc {
+// ProcOf is the running process pid (PID 0 for pid <= 0).
+func ProcOf(pid int) Proc {
 	if pid <= 0 {
 		return Proc{}
 	}
@@ -272,7 +273,7 @@ func (st State) strays() []Proc {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		for _, arg := range strings.Split(string(cmdline), "\x00") {
 			if arg == st.Dir || strings.HasPrefix(arg, st.Dir+"/") {
-				out = append(out, procOf(pid))
+				out = append(out, ProcOf(pid))
 				break
 			}
 		}
