@@ -26,6 +26,9 @@ func (d *dockerCLI) run(ctx context.Context, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// waitLimit bounds each wait for the tasks.
+var waitLimit = 5 * time.Minute
+
 // serviceName is the bench's service.
 const serviceName = "clibench"
 
@@ -66,8 +69,7 @@ func (d *dockerCLI) waitRunning(ctx context.Context, system string, done func(in
 	if desired {
 		args = append(args, "--filter", "desired-state=running")
 	}
-	deadline := time.Now().Add(5 * time.Minute)
-	last := -1
+	deadline := time.Now().Add(waitLimit)
 	for {
 		out, err := d.run(ctx, args...)
 		if err != nil {
@@ -82,11 +84,8 @@ func (d *dockerCLI) waitRunning(ctx context.Context, system string, done func(in
 		if done(n) {
 			return nil
 		}
-		if n != last {
-			last = n
-		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %d tasks running after 5 minutes", system, last)
+			return fmt.Errorf("%s: %d tasks running after %v; docker %s:\n%s", system, n, waitLimit, strings.Join(args, " "), tail(out, 10))
 		}
 		select {
 		case <-ctx.Done():

@@ -17,7 +17,7 @@ import (
 // (20.10.24 from Debian's docker.io) set up as the anchor measurements in
 // /work/shared/anchors (docker-swarm-multi/measure.sh, one host of it)
 // set theirs up: its own network namespace (an address in 192.0.2.0/24
-// on a dummy link; its bridges and iptables rules stay in there), its own
+// on a veth pair of its own; its bridges and iptables rules stay in there), its own
 // UTS namespace, a private /run and /etc/docker (its key.json) in its own
 // mount namespace, its own --data-root, --exec-root, pidfile and socket
 // under a directory of its own, its own dockerd-managed containerd, and
@@ -87,13 +87,16 @@ func (d *dockerHost) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	// No default route, as on the anchor's hosts: Swarm's executor tries
+	// to pull a task's image by tag before it uses the loaded one, and
+	// without a route that fails at once instead of after DNS timeouts.
 	for _, args := range [][]string{
 		{"netns", "add", d.netns},
 		{"-n", d.netns, "link", "set", "lo", "up"},
-		{"-n", d.netns, "link", "add", "eth0", "type", "dummy"},
+		{"-n", d.netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"},
+		{"-n", d.netns, "link", "set", "eth1", "up"},
 		{"-n", d.netns, "addr", "add", dockerAddr + "/24", "dev", "eth0"},
 		{"-n", d.netns, "link", "set", "eth0", "up"},
-		{"-n", d.netns, "route", "add", "default", "dev", "eth0"},
 	} {
 		if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)

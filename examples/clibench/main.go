@@ -57,6 +57,7 @@ func run(ctx context.Context) error {
 	docker := flag.String("docker", "docker", "the docker CLI")
 	dockerd := flag.String("dockerd", "/usr/sbin/dockerd", "Docker Swarm's daemon (docker.io, 20.10.24)")
 	shoald := flag.String("shoald", "", "the shoald binary (default: built from this tree)")
+	flag.DurationVar(&waitLimit, "timeout", waitLimit, "how long to wait for the tasks to run (or stop)")
 	flag.Parse()
 	if *replicas < 1 || *replicas > 500 {
 		return fmt.Errorf("-replicas %d: want 1 to 500", *replicas)
@@ -145,6 +146,13 @@ func measureShoal(ctx context.Context, cli, shoald string, replicas int) (f *fig
 	logf("shoald init (one node)")
 	if _, err := lab.Init(ctx, h); err != nil {
 		return nil, err
+	}
+	// The image goes into the node's containerd first, as `docker load`
+	// puts it into dockerd's: neither figure includes loading it.
+	tarball := filepath.Join(lab.ImageDir, "web.tar")
+	out, err := exec.CommandContext(ctx, "ctr", "--address", lab.Containerd.Address, "--namespace", "node0", "images", "import", tarball).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("ctr images import %s: %v: %s", tarball, err, out)
 	}
 	d := &dockerCLI{CLI: cli, Host: "unix://" + filepath.Join(h.DataDir, "docker.sock")}
 	return d.timeService(ctx, "Shoal", testimages.WebRef, replicas)
