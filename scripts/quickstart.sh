@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # Shoal's main job in one command, on a fresh Debian machine, as root:
-# installs what is missing, builds shoald and the quickstart driver, then
-# runs a cluster of real shoald processes on network-namespace hosts with a
-# private containerd, deploys a stack from a Compose file and answers
-# requests through the routing mesh on every host. Everything it makes is
-# removed at the end, also on failure or Ctrl-C.
+# installs what is missing, builds shoald, shoalctl and the quickstart
+# driver, then makes a cluster of 3 managers and 2 workers, each a real
+# shoald on a network-namespace host of this machine with its own address
+# and hostname, with a private containerd; deploys a demo stack and answers
+# requests through the routing mesh on every host. The cluster keeps
+# running; the command prints how to use it (docker CLI, shoalctl).
 #
-#   sudo ./scripts/quickstart.sh            # run and clean up
-#   sudo ./scripts/quickstart.sh -keep      # keep the cluster up until Ctrl-C
-#   sudo ./scripts/quickstart.sh -nodes 5   # flags go to examples/quickstart
+#   ./scripts/quickstart.sh           # make the cluster (again: says it runs, and how to use it)
+#   ./scripts/quickstart.sh status    # does it run, and how to use it
+#   ./scripts/quickstart.sh down      # remove every process, container, mount, namespace and file it made
+#
+# Flags go to examples/quickstart (-dir, default /var/lib/shoal-quickstart;
+# -netns-prefix, default shoalqs; -stack FILE; -requests N).
 set -euo pipefail
+QUICKSTART_START=$(date +%s.%N)
+export QUICKSTART_START
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "quickstart: run as root (the hosts are network namespaces): sudo $0 $*" >&2
+  echo "quickstart: run as root (the hosts are network namespaces)" >&2
   exit 1
 fi
-# containerd and runc run the tasks; nftables and iproute2 make the hosts,
-# the overlay and the routing mesh; util-linux has nsenter; tini is the
-# init of tasks that ask for one.
+# containerd and runc run the tasks (the quickstart starts its own
+# containerd: no containerd service needed); nftables and iproute2 make the
+# hosts, the overlay and the routing mesh; util-linux has nsenter; tini is
+# the init of tasks that ask for one.
 packages=(containerd runc nftables iproute2 util-linux tini)
 missing=()
 for p in "${packages[@]}"; do
@@ -32,12 +39,12 @@ fi
 export PATH=$PATH:/usr/local/go/bin
 command -v go >/dev/null || { echo "Go is required (https://go.dev/dl); this machine image ships it in /usr/local/go" >&2; exit 1; }
 
-bin=$(mktemp -d /tmp/shoal-quickstart-XXXXXX)
+bin=$(mktemp -d /tmp/shoal-quickstart-build-XXXXXX)
 trap 'rm -rf "$bin"' EXIT
 echo "== building shoald, shoalctl and the quickstart driver"
 go build -o "$bin/shoald" ./examples/shoald
 go build -o "$bin/shoalctl" ./examples/shoalctl
 go build -o "$bin/quickstart" ./examples/quickstart
-# The driver removes what it made on its way out (also on Ctrl-C, which
-# reaches it directly: it runs in the foreground of this shell).
+# The driver copies the binaries it leaves running into its directory. On
+# failure or Ctrl-C it removes what it made.
 "$bin/quickstart" -shoald "$bin/shoald" -shoalctl "$bin/shoalctl" "$@"

@@ -54,3 +54,10 @@ go run ./examples/raftbench -quick
 go run ./examples/agentbench -tasks 5 -rounds 1
 go run ./examples/meshbench -quick
 go run ./examples/clusterbench -quick
+# The Shoal half of the docker CLI figure only: the Docker Swarm half needs
+# the docker.io package's dockerd (not installed here) and takes a minute.
+if command -v docker >/dev/null; then
+  go run ./examples/clibench -swarm=false -replicas 5
+else
+  echo "examples/clibench: skipped, no docker CLI on this machine"
+fi

@@ -94,6 +94,11 @@ type Executor struct {
 	client   *ctrd.Client
 	tasks    map[string]*entry
 	imported map[string]time.Time // tarball path -> mtime imported
+	// importMu makes the tasks that find their image missing at once
+	// (50 replicas on a fresh node) wait for one import of the tarballs:
+	// concurrent imports of the same blobs into containerd contend on
+	// its ingest locks, and they stayed preparing for minutes.
+	importMu sync.Mutex
 	closed   bool
 	execSeq  int
 }
@@ -453,6 +458,8 @@ func (e *Executor) image(ctx context.Context, ref string) (ctrd.Image, error) {
 // importDir imports every tarball in ImageDir not imported since it last
 // changed.
 func (e *Executor) importDir(ctx context.Context) error {
+	e.importMu.Lock()
+	defer e.importMu.Unlock()
 	entries, err := os.ReadDir(e.ImageDir)
 	if err != nil {
 		return err

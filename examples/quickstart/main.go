@@ -1,16 +1,20 @@
-// Command quickstart runs Shoal's main job on this machine, as root: it
-// starts a private containerd, makes network-namespace hosts (one manager,
-// workers, and a client host outside the cluster), runs the real shoald
-// binary on each (init on the first, join on the others), drains the
-// manager so that it runs no task, deploys a stack (a Compose file from the
-// Swarm tutorials: 5 web replicas publishing port 4000), and sends requests
-// to port 4000 of every host through the routing mesh, printing who
-// answered and how fast. Then it removes everything it made, also on
-// failure or Ctrl-C. scripts/quickstart.sh installs what it needs, builds
-// shoald and runs it:
+// Command quickstart runs Shoal's main job on this machine, as root, and
+// leaves it running: it builds the demo images, starts a private
+// containerd, makes network-namespace hosts (3 managers, 2 workers and a
+// client outside the cluster), runs the real shoald binary on each, with
+// its own address and hostname (init on the first, join on the others),
+// deploys a demo stack with shoalctl (a replicated web service publishing
+// port 8080 that reads a secret, a global service, an overlay network),
+// shows `node ls` and `service ps`, and sends requests to port 8080 of
+// every host through the routing mesh, printing which task on which node
+// answered. Then it prints how to use the cluster (docker CLI, shoalctl)
+// and how to remove it: `quickstart down` removes every process,
+// container, mount, namespace and file it made. scripts/quickstart.sh
+// installs what is missing, builds the binaries and runs it:
 //
-//	sudo ./scripts/quickstart.sh
-//	go run ./examples/quickstart -shoald /tmp/shoald -keep   # leave it up until Ctrl-C
+//	./scripts/quickstart.sh           # up (a second time: says it runs, and how to use it)
+//	./scripts/quickstart.sh status    # is it running, and how to use it
+//	./scripts/quickstart.sh down      # remove it all
 package main
 
 import (
@@ -27,13 +31,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/nettest"
 	"github.com/shoalproject/shoal/internal/shoallab"
-	"github.com/shoalproject/shoal/internal/testimages"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/stack"
@@ -42,7 +46,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx); err != nil {
+	if err := run(ctx, os.Args[1:]); err != nil {
 		if ctx.Err() != nil {
 			err = errors.New("interrupted (everything it made is removed)")
 		}
@@ -51,219 +55,391 @@ func main() {
 	}
 }
 
-var began = time.Now()
+// began is when the command started: QUICKSTART_START (seconds since the
+// epoch, set by scripts/quickstart.sh before it installs and builds), else
+// this process's start.
+var began = startOfCommand()
 
-// firstAnswer is when the routing mesh first answered.
-var firstAnswer time.Time
+func startOfCommand() time.Time {
+	if s := os.Getenv("QUICKSTART_START"); s != "" {
+		if f, err := strconv.ParseFloat(s, 64); err == nil {
+			return time.Unix(0, int64(f*1e9))
+		}
+	}
+	return time.Now()
+}
 
 func logf(format string, args ...any) {
 	fmt.Printf("[%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 }
 
-func run(ctx context.Context) (err error) {
-	shoald := flag.String("shoald", "", "the shoald binary (scripts/quickstart.sh builds it)")
-	shoalctl := flag.String("shoalctl", "", "the shoalctl binary, to show `node ls` and `service ps` with it (else the driver prints them)")
-	nodes := flag.Int("nodes", 3, "cluster nodes: one manager and the rest workers")
-	file := flag.String("stack", defaultStack(), "the Compose file to deploy (its images run the test web image)")
-	requests := flag.Int("requests", 6, "requests to each host's published port")
-	keep := flag.Bool("keep", false, "keep the cluster up until Ctrl-C, then clean up")
-	flag.Parse()
-	if *shoald == "" {
-		return fmt.Errorf("-shoald: required (go build -o /tmp/shoald ./examples/shoald)")
+// The cluster's hosts: the first is where `shoald init` runs; the last is a
+// client outside the cluster.
+var (
+	hostnames = []string{"manager1", "manager2", "manager3", "worker1", "worker2"}
+	managers  = 3
+)
+
+// options are the command line's.
+type options struct {
+	dir, prefix      string
+	shoald, shoalctl string
+	stackFile        string
+	requests         int
+	verb             string
+}
+
+func parse(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
+	fs.StringVar(&o.dir, "dir", "/var/lib/shoal-quickstart", "where the cluster's files go (data dirs, logs, containerd, binaries); down removes it")
+	fs.StringVar(&o.prefix, "netns-prefix", "shoalqs", "the hosts' network namespaces are PREFIX-h0 ... PREFIX-h5")
+	fs.StringVar(&o.shoald, "shoald", "", "the shoald binary (up; scripts/quickstart.sh builds it)")
+	fs.StringVar(&o.shoalctl, "shoalctl", "", "the shoalctl binary (up)")
+	fs.StringVar(&o.stackFile, "stack", defaultStack(), "the Compose file to deploy as the stack \"demo\" (it must publish a port)")
+	fs.IntVar(&o.requests, "requests", 6, "requests to each host's published port")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: quickstart [up|status|down] [flags]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	// The verb may come after some flags (the script puts its own first).
+	if rest := fs.Args(); len(rest) > 0 {
+		o.verb = rest[0]
+		if err := fs.Parse(rest[1:]); err != nil {
+			return nil, err
+		}
+		if len(fs.Args()) > 0 {
+			return nil, fmt.Errorf("unexpected arguments %q (usage: quickstart [up|status|down] [flags])", fs.Args())
+		}
+	}
+	if o.verb == "" {
+		o.verb = "up"
+	}
+	if !filepath.IsAbs(o.dir) || filepath.Clean(o.dir) == "/" {
+		return nil, fmt.Errorf("-dir %q: want an absolute path of a directory of its own", o.dir)
+	}
+	o.dir = filepath.Clean(o.dir)
+	if o.requests < 1 {
+		return nil, fmt.Errorf("-requests %d: want at least 1", o.requests)
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string) error {
+	o, err := parse(args)
+	if err != nil {
+		return err
 	}
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("run as root: the hosts are network namespaces")
+		return errors.New("run as root: the hosts are network namespaces")
 	}
-	if *nodes < 1 || *nodes > 20 {
-		return fmt.Errorf("-nodes %d: want 1 to 20", *nodes)
+	switch o.verb {
+	case "up":
+		return up(ctx, o)
+	case "status":
+		return status(o)
+	case "down":
+		return down(o)
 	}
-	lab, err := shoallab.New(ctx, shoallab.Options{Shoald: *shoald, Hosts: *nodes + 1, HeartbeatPeriod: time.Second, Logf: logf})
+	return fmt.Errorf("unknown command %q: want up, status or down", o.verb)
+}
+
+// marker is the file that says a directory is the quickstart's: down
+// removes only such a directory. It holds the namespace prefix.
+const marker = ".shoal-quickstart"
+
+// ourDir reports whether dir was made by the quickstart (and with which
+// namespace prefix).
+func ourDir(dir string) (prefix string, ok bool) {
+	b, err := os.ReadFile(filepath.Join(dir, marker))
 	if err != nil {
+		return "", false
+	}
+	return strings.TrimSpace(string(b)), true
+}
+
+// status says whether a cluster runs and how to use it; an error when
+// none does.
+func status(o *options) error {
+	st, err := shoallab.LoadState(o.dir)
+	if errors.Is(err, shoallab.ErrNoState) {
+		if _, ok := ourDir(o.dir); ok || len(nettest.Namespaces(o.prefix)) > 0 {
+			return fmt.Errorf("a quickstart cluster was being made in %s, but it is not complete (interrupted?): run `./scripts/quickstart.sh down`", o.dir)
+		}
+		return fmt.Errorf("no quickstart cluster in %s: start one with ./scripts/quickstart.sh", o.dir)
+	}
+	if err != nil {
+		return err
+	}
+	running, started := len(st.Running()), st.Started()
+	if running < len(started) {
+		return fmt.Errorf("the quickstart cluster in %s is not complete: %d of its %d processes run (a reboot? a crash?); remove what is left with `./scripts/quickstart.sh down`",
+			o.dir, running, len(started))
+	}
+	fmt.Printf("A quickstart cluster runs (made %s ago, %d shoald processes, files in %s).\n", time.Since(st.Made).Round(time.Second), running-1, st.Dir)
+	printUsage(st)
+	return nil
+}
+
+// printUsage prints how to use the cluster and how to remove it.
+func printUsage(st shoallab.State) {
+	mgr := st.NetnsPrefix + "-h0"
+	client := fmt.Sprintf("%s-h%d", st.NetnsPrefix, st.Hosts-1)
+	bin := filepath.Join(st.Dir, "bin")
+	fmt.Printf(`
+The cluster keeps running. Use it:
+  docker CLI (the swarm subset):
+    export DOCKER_HOST=unix://%[1]s/node0/docker.sock
+    docker node ls; docker service ls; docker service ps demo_web
+    docker service scale demo_web=10
+  shoalctl, from the first manager's host (its data dir has a manager certificate):
+    ip netns exec %[2]s %[3]s/shoalctl --data-dir %[1]s/node0 service ls
+  a request through the routing mesh, from the client host:
+    ip netns exec %[4]s curl -s http://192.0.2.10:8080/
+  shoald logs: %[1]s/node*.log   (hosts: 192.0.2.10-14, network namespaces %[5]s-h0 ... -h%[6]d)
+Remove it all (processes, containers, mounts, namespaces, files):
+    ./scripts/quickstart.sh down
+`, st.Dir, mgr, bin, client, st.NetnsPrefix, st.Hosts-1)
+}
+
+// down removes the cluster: what the state file lists, and what carries
+// the quickstart's names (a run interrupted before it saved its state).
+func down(o *options) error {
+	st, err := shoallab.LoadState(o.dir)
+	switch {
+	case err == nil:
+	case errors.Is(err, shoallab.ErrNoState):
+		prefix, ours := ourDir(o.dir)
+		if !ours {
+			prefix = o.prefix
+		}
+		if !ours && len(nettest.Namespaces(prefix)) == 0 {
+			if _, err := os.Stat(o.dir); err == nil {
+				return fmt.Errorf("%s was not made by the quickstart (no %s file in it): left alone", o.dir, marker)
+			}
+			fmt.Println("No quickstart cluster here: nothing to remove.")
+			return nil
+		}
+		st = shoallab.State{Dir: o.dir, NetnsPrefix: prefix, Hosts: len(hostnames) + 1}
+		if !ours {
+			// Only the namespaces are ours: leave the directory alone.
+			st.Dir = filepath.Join(o.dir, ".none")
+		}
+	default:
+		return err
+	}
+	t0 := time.Now()
+	if err := st.Teardown(func(format string, args ...any) { fmt.Printf("  "+format+"\n", args...) }); err != nil {
+		return err
+	}
+	fmt.Printf("The quickstart cluster is removed (%.1fs): no process, mount, namespace (%s-*) or file (%s) of it is left.\n",
+		time.Since(t0).Seconds(), st.NetnsPrefix, o.dir)
+	return nil
+}
+
+// up makes the cluster, or says that one runs already.
+func up(ctx context.Context, o *options) (err error) {
+	if _, err := shoallab.LoadState(o.dir); !errors.Is(err, shoallab.ErrNoState) {
+		fmt.Println("A quickstart cluster was made here already; nothing new is started.")
+		if err := status(o); err != nil {
+			return err
+		}
+		return nil
+	}
+	if _, ours := ourDir(o.dir); ours || len(nettest.Namespaces(o.prefix)) > 0 {
+		return fmt.Errorf("an interrupted quickstart left %s or namespaces %s-*: remove them with `./scripts/quickstart.sh down`, then run it again", o.dir, o.prefix)
+	}
+	if entries, err := os.ReadDir(o.dir); err == nil && len(entries) > 0 {
+		return fmt.Errorf("-dir %s exists and is not empty: give the quickstart a directory of its own", o.dir)
+	}
+	if o.shoald == "" || o.shoalctl == "" {
+		return errors.New("-shoald and -shoalctl: required (scripts/quickstart.sh builds them)")
+	}
+	bin := filepath.Join(o.dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(o.dir, marker), []byte(o.prefix+"\n"), 0o644); err != nil {
+		return err
+	}
+	// The processes left running use their own copies of the binaries.
+	shoald, shoalctl := filepath.Join(bin, "shoald"), filepath.Join(bin, "shoalctl")
+	for src, dst := range map[string]string{o.shoald: shoald, o.shoalctl: shoalctl} {
+		if err := copyFile(src, dst); err != nil {
+			os.RemoveAll(o.dir)
+			return err
+		}
+	}
+	lab, err := shoallab.New(ctx, shoallab.Options{Shoald: shoald, Hosts: len(hostnames) + 1, Dir: o.dir, NetnsPrefix: o.prefix, Logf: logf})
+	if err != nil {
+		os.RemoveAll(o.dir)
 		return err
 	}
 	defer func() {
-		if err != nil && ctx.Err() == nil {
-			for _, h := range lab.Hosts {
+		if err == nil {
+			return
+		}
+		// Failed or interrupted: remove it all.
+		if ctx.Err() == nil {
+			for i, h := range lab.Hosts[:len(hostnames)] {
 				if tail := h.LogTail(15); tail != "" {
-					fmt.Fprintf(os.Stderr, "--- host %d's shoald log, last lines:\n%s\n", h.Index, tail)
+					fmt.Fprintf(os.Stderr, "--- %s's shoald log, last lines:\n%s\n", hostnames[i], tail)
 				}
 			}
 		}
-		logf("cleaning up: shoald processes, containers, containerd, mounts, namespaces (with their links and nftables tables), files")
+		logf("cleaning up: shoald processes, containers, containerd, mounts, namespaces, files")
 		if cerr := lab.Close(); cerr != nil {
 			fmt.Fprintln(os.Stderr, "quickstart: cleanup:", cerr)
-			if err == nil {
-				err = cerr
-			}
-		}
-		logf("all clean")
-		if err != nil && ctx.Err() == nil {
-			fmt.Fprintln(os.Stderr, "quickstart: the shoald logs were in", lab.Dir, "(removed); rerun with -keep to look at a live cluster")
 		}
 	}()
-	hosts, client := lab.Hosts[:*nodes], lab.Hosts[*nodes]
-	mgr := hosts[0]
-	logf("host %d (%s): shoald init", mgr.Index, mgr.Addr)
-	c, err := lab.Init(ctx, mgr)
+	if err := lab.SaveState(); err != nil {
+		return err
+	}
+	c, err := startCluster(ctx, lab)
 	if err != nil {
 		return err
 	}
-	cl, err := c.Cluster(ctx)
-	if err != nil {
-		return err
-	}
-	for _, h := range hosts[1:] {
-		logf("host %d (%s): shoald join --token %s… %s:2377", h.Index, h.Addr, cl.JoinTokens.Worker[:20], mgr.Addr)
-		if err := lab.Join(ctx, c, h, cl.JoinTokens.Worker, mgr.Addr.String()+":2377"); err != nil {
-			return err
-		}
-	}
-	if *nodes > 1 {
-		// The manager runs no task: its routing mesh sends every request
-		// on to the workers' tasks.
-		logf("draining the manager (host %d): it keeps answering on published ports, with no task of its own", mgr.Index)
-		n, err := c.Node(ctx, mgr.NodeID())
-		if err != nil {
-			return err
-		}
-		spec := n.Spec
-		spec.Availability = api.NodeDrain
-		if _, err := c.UpdateNode(ctx, n.ID, n.Version, spec); err != nil {
-			return err
-		}
-	}
+	hosts, client := lab.Hosts[:len(hostnames)], lab.Hosts[len(hostnames)]
 	ctl := func(args ...string) error {
-		if *shoalctl == "" {
-			return nil
-		}
-		logf("shoalctl %s", strings.Join(args, " "))
-		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=/var/run/netns/" + mgr.Name, *shoalctl, "--data-dir", mgr.DataDir}, args...)...)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		return cmd.Run()
-	}
-	if *shoalctl != "" {
-		if err := ctl("node", "ls"); err != nil {
-			return err
-		}
-	} else if err := printNodes(ctx, c, lab); err != nil {
-		return err
-	}
-
-	logf("stack deploy -c %s demo (image username/repo:tag -> %s)", filepath.Base(*file), testimages.WebRef)
-	st, err := stack.Load(ctx, "demo", []stack.File{{Name: *file}}, stack.Options{Env: stack.Environ(os.Environ()),
-		MapImage: func(string) string { return testimages.WebRef }})
-	if err != nil {
-		return err
-	}
-	for _, w := range st.Warnings {
-		logf("  warning: %s", w)
-	}
-	actions, err := stack.Deploy(ctx, c, st, stack.DeployOptions{})
-	if err != nil {
-		return err
-	}
-	for _, a := range actions {
-		logf("  %s", a)
-	}
-	var svcs []*api.Service
-	for _, spec := range st.Services {
-		svc, err := c.Service(ctx, spec.Name)
+		fmt.Printf("\n$ shoalctl %s\n", strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=/var/run/netns/" + hosts[0].Name, shoalctl, "--data-dir", hosts[0].DataDir}, args...)...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+		err := cmd.Run()
+		fmt.Println()
 		if err != nil {
-			return err
+			return fmt.Errorf("shoalctl %s: %w", strings.Join(args, " "), err)
 		}
-		svcs = append(svcs, svc)
+		return nil
 	}
-	var ports []uint32
+	if err := ctl("node", "ls"); err != nil {
+		return err
+	}
+	logf("deploying the demo stack (%s): a replicated web service publishing port 8080 that reads a secret, a global service, an overlay network", filepath.Base(o.stackFile))
+	if err := ctl("stack", "deploy", "--detach=false", "-c", o.stackFile, "demo"); err != nil {
+		return err
+	}
+	svcs, err := c.Services(ctx, swarm.Filter{Labels: []string{stack.LabelNamespace + "=demo"}})
+	if err != nil {
+		return err
+	}
+	var port uint32
 	for _, svc := range svcs {
-		if err := converge(ctx, c, svc); err != nil {
+		if err := converge(ctx, c, svc, len(hosts)); err != nil {
 			return err
 		}
-		if e := svc.Spec.EndpointSpec; e != nil {
-			for _, p := range e.Ports {
-				ports = append(ports, p.PublishedPort)
-			}
+		if e := svc.Spec.EndpointSpec; e != nil && len(e.Ports) > 0 && port == 0 {
+			port = e.Ports[0].PublishedPort
 		}
-		if *shoalctl != "" {
-			if err := ctl("service", "ps", svc.Spec.Name); err != nil {
-				return err
-			}
-		} else if err := printTasks(ctx, c, lab, svc); err != nil {
+	}
+	if port == 0 {
+		return fmt.Errorf("%s publishes no port", o.stackFile)
+	}
+	for _, svc := range svcs {
+		if err := ctl("service", "ps", svc.Spec.Name); err != nil {
 			return err
 		}
 	}
-	if len(ports) == 0 {
-		return fmt.Errorf("the stack publishes no port")
-	}
-	port := ports[0]
 	// A task counts as running once its process started: its server may
-	// take a moment to listen, and the new endpoints a moment to reach
-	// every node's routing mesh. Wait until every host answers.
+	// take a moment to listen, and the endpoints a moment to reach every
+	// node's routing mesh.
 	if err := waitMesh(ctx, client, hosts, port); err != nil {
 		return err
 	}
-	logf("requests to port %d of every host, from host %d (%s), a client outside the cluster:", port, client.Index, client.Addr)
-	if err := ask(ctx, client, hosts, port, *requests); err != nil {
+	logf("%d requests to port %d of every host, from the client host %s (outside the cluster):", o.requests, port, client.Addr)
+	if err := ask(ctx, c, client, hosts, port, o.requests); err != nil {
 		return err
 	}
-	logf("first answer %.1fs after the start of the run", firstAnswer.Sub(began).Seconds())
-	logf("and from each host to its own address:")
-	for _, h := range hosts {
-		if err := ask(ctx, h, []*shoallab.Host{h}, port, 2); err != nil {
-			return err
-		}
+	st := lab.State()
+	if err := lab.SaveState(); err != nil {
+		return err
 	}
-	if *keep {
-		logf("the cluster stays up until Ctrl-C. From a host: ip netns exec %s curl http://%s:%d/", client.Name, mgr.Addr, port)
-		logf("docker CLI: DOCKER_HOST=unix://%s/docker.sock docker node ls", mgr.DataDir)
-		if *shoalctl != "" {
-			logf("shoalctl: ip netns exec %s %s --data-dir %s service ls", mgr.Name, *shoalctl, mgr.DataDir)
-		}
-		logf("shoald logs: %s/node*.log", lab.Dir)
-		<-ctx.Done()
+	fmt.Println()
+	logf("time from the command to the first answered request: %.1fs (includes installing, building and starting the cluster)", firstAnswer.Sub(began).Seconds())
+	var rss []string
+	for i, p := range st.Shoalds[:len(hostnames)] {
+		rss = append(rss, fmt.Sprintf("%s %.0f MiB", hostnames[i], float64(p.RSS())/(1<<20)))
 	}
+	logf("RSS of each shoald: %s", strings.Join(rss, ", "))
+	printUsage(st)
 	return nil
+}
+
+// startCluster runs shoald init on the first host, joins the other
+// managers and the workers, and returns a client of the first manager.
+func startCluster(ctx context.Context, lab *shoallab.Lab) (*swarm.Client, error) {
+	hosts := lab.Hosts[:len(hostnames)]
+	for i, h := range hosts {
+		h.Hostname = hostnames[i]
+	}
+	lab.Hosts[len(hostnames)].Hostname = "client"
+	logf("%s (%s): shoald init --hostname %s", hostnames[0], hosts[0].Addr, hostnames[0])
+	c, err := lab.Init(ctx, hosts[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := lab.SaveState(); err != nil {
+		return nil, err
+	}
+	cl, err := c.Cluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	join := hosts[0].Addr.String() + ":2377"
+	for i, h := range hosts[1:] {
+		name, token, role := hostnames[i+1], cl.JoinTokens.Worker, "worker"
+		if i+1 < managers {
+			token, role = cl.JoinTokens.Manager, "manager"
+		}
+		logf("%s (%s): shoald join --hostname %s --token %s… %s (as a %s)", name, h.Addr, name, token[:24], join, role)
+		if err := lab.Join(ctx, c, h, token, join); err != nil {
+			return nil, err
+		}
+		if err := lab.SaveState(); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // defaultStack is the Compose file beside this program's source.
 func defaultStack() string {
 	if _, self, _, ok := runtime.Caller(0); ok {
-		return filepath.Join(filepath.Dir(self), "web-5-replicas.yml")
+		return filepath.Join(filepath.Dir(self), "demo-stack.yml")
 	}
-	return "examples/quickstart/web-5-replicas.yml"
+	return "examples/quickstart/demo-stack.yml"
 }
 
-// converge waits until the service runs all its replicas, printing its
-// tasks per state as they change.
-func converge(ctx context.Context, c *swarm.Client, svc *api.Service) error {
-	want := uint64(0)
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
+}
+
+// converge waits until the service runs all its tasks (a global one: one
+// per node), printing them per state as they change.
+func converge(ctx context.Context, c *swarm.Client, svc *api.Service, nodes int) error {
+	want := uint64(nodes)
 	if svc.Spec.Mode.Replicated != nil {
 		want = svc.Spec.Mode.Replicated.Replicas
 	}
 	start := time.Now()
-	last := ""
 	for {
 		ts, err := c.Tasks(ctx, swarm.Filter{Services: []string{svc.ID}, DesiredStates: []string{"running"}})
 		if err != nil {
 			return err
 		}
-		by := map[string]int{}
 		running := uint64(0)
 		for _, t := range ts {
-			by[t.Status.State.String()]++
 			if t.Status.State == api.TaskRunning {
 				running++
 			}
 		}
-		var parts []string
-		for _, k := range slices.Sorted(maps.Keys(by)) {
-			parts = append(parts, fmt.Sprintf("%d %s", by[k], k))
-		}
-		if s := strings.Join(parts, ", "); s != last {
-			logf("  %s: %s", svc.Spec.Name, s)
-			last = s
-		}
-		if want > 0 && running >= want {
-			logf("  %s: %d/%d running after %.1fs", svc.Spec.Name, running, want, time.Since(start).Seconds())
+		if running >= want {
 			return nil
 		}
 		if time.Since(start) > 3*time.Minute {
@@ -277,14 +453,16 @@ func converge(ctx context.Context, c *swarm.Client, svc *api.Service) error {
 	}
 }
 
+// firstAnswer is when the routing mesh first answered.
+var firstAnswer time.Time
+
 // waitMesh waits until port answers on every host, 3 times in a row.
 func waitMesh(ctx context.Context, from *shoallab.Host, hosts []*shoallab.Host, port uint32) error {
 	hc := from.HTTPClient(2 * time.Second)
 	start := time.Now()
 	for _, h := range hosts {
 		url := fmt.Sprintf("http://%s:%d/", h.Addr, port)
-		ok := 0
-		for ok < 3 {
+		for ok := 0; ok < 3; {
 			if _, err := get(ctx, hc, url); err != nil {
 				ok = 0
 				if time.Since(start) > time.Minute {
@@ -303,51 +481,106 @@ func waitMesh(ctx context.Context, from *shoallab.Host, hosts []*shoallab.Host, 
 			ok++
 		}
 	}
-	logf("the routing mesh answers on all %d hosts (waited %.1fs after the tasks ran)", len(hosts), time.Since(start).Seconds())
+	logf("the routing mesh answers on all %d hosts (%.1fs after the tasks ran)", len(hosts), time.Since(start).Seconds())
 	return nil
 }
 
-// ask sends n requests to port on each host, from `from`, and prints the
-// answers and timings.
-func ask(ctx context.Context, from *shoallab.Host, hosts []*shoallab.Host, port uint32, n int) error {
+// ask sends n requests to port on each host, from `from`, and prints who
+// answered (task and node) and how fast. Every request must be answered
+// with the secret, and the answers must come from tasks on more than one
+// node.
+func ask(ctx context.Context, c *swarm.Client, from *shoallab.Host, hosts []*shoallab.Host, port uint32, n int) error {
+	nodeOf, err := taskNodes(ctx, c)
+	if err != nil {
+		return err
+	}
 	hc := from.HTTPClient(5 * time.Second)
 	var failed []string
-	for _, h := range hosts {
+	allNodes := map[string]bool{}
+	sample := ""
+	for i, h := range hosts {
 		url := fmt.Sprintf("http://%s:%d/", h.Addr, port)
-		var times []time.Duration
-		answered := map[string]int{}
+		var sum, worst time.Duration
+		byNode := map[string]int{}
+		tasks := map[string]bool{}
+		ok := 0
 		for range n {
 			t0 := time.Now()
 			body, err := get(ctx, hc, url)
 			d := time.Since(t0)
+			if err == nil && !strings.Contains(body, " says: ") {
+				err = fmt.Errorf("unexpected answer %q", body)
+			}
 			if err != nil {
 				failed = append(failed, fmt.Sprintf("%s: %v", url, err))
-				logf("    %-24s FAILED after %v: %v", url, d.Round(time.Millisecond), err)
 				continue
 			}
-			times = append(times, d)
+			ok++
+			sum, worst = sum+d, max(worst, d)
 			if firstAnswer.IsZero() {
 				firstAnswer = time.Now()
 			}
-			// The test app answers its hostname (the task's short ID)
-			// and its task ID.
-			answered[strings.Fields(body + " ?")[0]]++
+			sample = body
+			task := field(body, "task")
+			tasks[task] = true
+			node := nodeOf[task]
+			if node == "" {
+				node = "?"
+			}
+			byNode[node]++
+			allNodes[node] = true
 		}
-		if len(times) == 0 {
+		if ok == 0 {
+			logf("  %-26s %-8s 0/%d answered", url, hostnames[i], n)
 			continue
 		}
-		slices.Sort(times)
-		var sum time.Duration
-		for _, d := range times {
-			sum += d
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(byNode)) {
+			parts = append(parts, fmt.Sprintf("%s x%d", k, byNode[k]))
 		}
-		logf("    %-24s %d/%d answered  min %.1f ms  avg %.1f ms  max %.1f ms  by %d tasks: %s", url, len(times), n,
-			ms(times[0]), ms(sum/time.Duration(len(times))), ms(times[len(times)-1]), len(answered), strings.Join(slices.Sorted(maps.Keys(answered)), " | "))
+		logf("  %-26s (%s) %d/%d answered, avg %.1f ms, max %.1f ms, by %d tasks on: %s", url, hostnames[i], ok, n,
+			ms(sum/time.Duration(ok)), ms(worst), len(tasks), strings.Join(parts, ", "))
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("%d requests failed through the routing mesh: %s", len(failed), strings.Join(failed, "; "))
 	}
+	logf("an answer: %q", sample)
+	logf("answered by tasks on %d different nodes: %s", len(allNodes), strings.Join(slices.Sorted(maps.Keys(allNodes)), ", "))
+	if len(allNodes) < 2 {
+		return errors.New("every answer came from tasks on one node: the routing mesh does not spread the requests")
+	}
 	return nil
+}
+
+// taskNodes maps task IDs to the hostname of their node.
+func taskNodes(ctx context.Context, c *swarm.Client) (map[string]string, error) {
+	nodes, err := c.Nodes(ctx, swarm.Filter{})
+	if err != nil {
+		return nil, err
+	}
+	hostname := map[string]string{}
+	for _, n := range nodes {
+		hostname[n.ID] = n.Description.Hostname
+	}
+	tasks, err := c.Tasks(ctx, swarm.Filter{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, t := range tasks {
+		out[t.ID] = hostname[t.NodeID]
+	}
+	return out, nil
+}
+
+// field is the value of key=value in s.
+func field(s, key string) string {
+	for _, f := range strings.Fields(s) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -367,57 +600,7 @@ func get(ctx context.Context, hc *http.Client, url string) (string, error) {
 		return "", err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s", resp.Status)
+		return "", fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
 	return strings.TrimSpace(string(b)), nil
-}
-
-// printNodes prints the nodes as `node ls` does, with the host of each.
-func printNodes(ctx context.Context, c *swarm.Client, lab *shoallab.Lab) error {
-	nodes, err := c.Nodes(ctx, swarm.Filter{})
-	if err != nil {
-		return err
-	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "\tID\tHOST\tROLE\tSTATUS\tAVAILABILITY\tMANAGER STATUS")
-	for _, n := range nodes {
-		ms := ""
-		if n.ManagerStatus != nil {
-			ms = "Reachable"
-			if n.ManagerStatus.Leader {
-				ms = "Leader"
-			}
-		}
-		fmt.Fprintf(w, "\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, hostOf(lab, n.ID), n.Spec.Role, n.Status.State, n.Spec.Availability, ms)
-	}
-	return w.Flush()
-}
-
-func hostOf(lab *shoallab.Lab, nodeID string) string {
-	for _, h := range lab.Hosts {
-		if h.NodeID() == nodeID {
-			return fmt.Sprintf("host %d (%s)", h.Index, h.Addr)
-		}
-	}
-	return "?"
-}
-
-// printTasks prints a service's tasks as `service ps` does.
-func printTasks(ctx context.Context, c *swarm.Client, lab *shoallab.Lab, svc *api.Service) error {
-	ts, err := c.Tasks(ctx, swarm.Filter{Services: []string{svc.ID}})
-	if err != nil {
-		return err
-	}
-	slices.SortFunc(ts, func(a, b *api.Task) int { return int(a.Slot) - int(b.Slot) })
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "\tID\tNAME\tIMAGE\tNODE\tDESIRED STATE\tCURRENT STATE\tADDRESSES")
-	for _, t := range ts {
-		var addrs []string
-		for _, na := range t.Networks {
-			addrs = append(addrs, na.Addresses...)
-		}
-		fmt.Fprintf(w, "\t%s\t%s.%d\t%s\t%s\t%s\t%s %s ago\t%s\n", t.ID, svc.Spec.Name, t.Slot, t.Spec.Image, hostOf(lab, t.NodeID), t.DesiredState,
-			t.Status.State, time.Since(t.Status.Timestamp).Round(time.Second), strings.Join(addrs, " "))
-	}
-	return w.Flush()
 }

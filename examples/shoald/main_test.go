@@ -93,6 +93,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"arbiter", "run", "--config", badVal}, `unknown key "vxlan-port"`},
 		{[]string{"recover", "--data-dir", t.TempDir(), "--force-new-cluster", "--yes"}, "holds no node"},
 		{[]string{"recover", "--data-dir", t.TempDir(), "--yes"}, "--force-new-cluster: required"},
+		{[]string{"init", "--hostname", "two words"}, `--hostname "two words"`},
 	} {
 		var out syncBuffer
 		err := run(context.Background(), c.args, &out, &out)

@@ -63,6 +63,17 @@ func StartDaemon() (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	return StartDaemonIn(dir)
+}
+
+// StartDaemonIn starts a containerd daemon as StartDaemon does, with its
+// socket, state and root under dir (made if missing, removed by Stop): for
+// a daemon meant to outlive this process (a cluster left running), whose
+// files are where its owner keeps the rest.
+func StartDaemonIn(dir string) (*Daemon, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	d := &Daemon{Address: filepath.Join(dir, "containerd.sock"), Dir: dir}
 	config := fmt.Sprintf(`version = 2
 root = %q
@@ -116,6 +127,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// PID is the daemon's process ID.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 
 // Stop removes every container left, stops the daemon (by its PID),
 // unmounts what it mounted and deletes its directory.

@@ -87,7 +87,59 @@ func NewLab(n int) (*Lab, error) {
 	labSeq.n++
 	seq := labSeq.n
 	labSeq.Unlock()
-	l := &Lab{prefix: fmt.Sprintf("%s%d-%d", namePrefix, os.Getpid(), seq)}
+	return newLab(fmt.Sprintf("%s%d-%d", namePrefix, os.Getpid(), seq), n)
+}
+
+// NewNamedLab makes a lab of n hosts whose namespaces are named
+// PREFIX-wire and PREFIX-hN, meant to outlive the process that made it (a
+// cluster left running): other labs never take it for a stale one, so the
+// prefix must not start with "stl" and no namespace may carry it yet.
+// Close it, or rebuild it with Attach and Close it, to remove it.
+func NewNamedLab(prefix string, n int) (*Lab, error) {
+	if n < 1 || n > 200 {
+		return nil, fmt.Errorf("nettest: %d hosts: want 1 to 200", n)
+	}
+	if prefix == "" || strings.HasPrefix(prefix, namePrefix) || strings.ContainsAny(prefix, "/ ") || len(prefix) > 40 {
+		return nil, fmt.Errorf("nettest: namespace prefix %q: want up to 40 characters, no slash or space, not starting with %q", prefix, namePrefix)
+	}
+	if names := Namespaces(prefix); len(names) > 0 {
+		return nil, fmt.Errorf("nettest: namespaces named %s-* exist already (%s): remove them first", prefix, strings.Join(names, " "))
+	}
+	return newLab(prefix, n)
+}
+
+// Attach rebuilds the lab NewNamedLab(prefix, n) made, for another process
+// to use or Close it.
+func Attach(prefix string, n int) *Lab {
+	l := &Lab{prefix: prefix, Wire: prefix + "-wire"}
+	for i := range n {
+		l.Hosts = append(l.Hosts, newHost(l, i))
+	}
+	return l
+}
+
+// Namespaces lists the network namespaces named PREFIX-*.
+func Namespaces(prefix string) []string {
+	var out []string
+	entries, _ := os.ReadDir("/var/run/netns")
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// DeleteNamespace deletes a network namespace by name (with the links in
+// it).
+func DeleteNamespace(name string) error { return ip("netns", "del", name) }
+
+func newHost(l *Lab, i int) *Host {
+	return &Host{Name: fmt.Sprintf("%s-h%d", l.prefix, i), Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}), lab: l, peer: fmt.Sprintf("w%d", i)}
+}
+
+func newLab(prefix string, n int) (*Lab, error) {
+	l := &Lab{prefix: prefix}
 	l.Wire = l.prefix + "-wire"
 	cmds := [][]string{
 		{"netns", "add", l.Wire},
@@ -96,7 +148,7 @@ func NewLab(n int) (*Lab, error) {
 		{"-n", l.Wire, "link", "set", "br0", "up"},
 	}
 	for i := range n {
-		h := &Host{Name: fmt.Sprintf("%s-h%d", l.prefix, i), Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}), lab: l, peer: fmt.Sprintf("w%d", i)}
+		h := newHost(l, i)
 		l.Hosts = append(l.Hosts, h)
 		cmds = append(cmds,
 			[]string{"netns", "add", h.Name},

@@ -42,6 +42,14 @@ type Options struct {
 	LogLevel string
 	// Logf, when set, receives progress lines.
 	Logf func(format string, args ...any)
+	// Dir, when set, is the lab's directory (made if missing; Close
+	// removes it), and containerd's files go under it too: for a lab
+	// meant to outlive this process (see State). Empty: a new temporary
+	// directory.
+	Dir string
+	// NetnsPrefix, when set, names the hosts' namespaces PREFIX-hN (see
+	// nettest.NewNamedLab): for a lab meant to outlive this process.
+	NetnsPrefix string
 }
 
 // Lab is a set of hosts, each with its data dir and, while one runs, its
@@ -94,7 +102,12 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 			return nil, fmt.Errorf("shoallab: %s is missing (apt-get install iproute2 nftables util-linux containerd runc)", bin)
 		}
 	}
-	dir, err := os.MkdirTemp("", "shoal-lab-")
+	dir := opts.Dir
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "shoal-lab-")
+	} else {
+		err = os.MkdirAll(dir, 0o755)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -116,11 +129,21 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 		return nil, err
 	}
 	l.logf("starting a private containerd")
-	if l.Containerd, err = containerdtest.StartDaemon(); err != nil {
+	if opts.Dir != "" {
+		l.Containerd, err = containerdtest.StartDaemonIn(filepath.Join(dir, "containerd"))
+	} else {
+		l.Containerd, err = containerdtest.StartDaemon()
+	}
+	if err != nil {
 		return nil, err
 	}
 	l.logf("making %d network-namespace hosts", opts.Hosts)
-	if l.Net, err = nettest.NewLab(opts.Hosts); err != nil {
+	if opts.NetnsPrefix != "" {
+		l.Net, err = nettest.NewNamedLab(opts.NetnsPrefix, opts.Hosts)
+	} else {
+		l.Net, err = nettest.NewLab(opts.Hosts)
+	}
+	if err != nil {
 		return nil, err
 	}
 	for i, h := range l.Net.Hosts {
@@ -438,9 +461,17 @@ func (l *Lab) Close() error {
 // UnmountUnder detaches every mount under dir (the task namespaces' bind
 // mounts), deepest first.
 func UnmountUnder(dir string) {
+	points := mountsUnder(dir)
+	for i := len(points) - 1; i >= 0; i-- {
+		syscall.Unmount(points[i], syscall.MNT_DETACH)
+	}
+}
+
+// mountsUnder lists the mount points at or under dir, in mount order.
+func mountsUnder(dir string) []string {
 	raw, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return
+		return nil
 	}
 	var points []string
 	for _, line := range strings.Split(string(raw), "\n") {
@@ -452,7 +483,5 @@ func UnmountUnder(dir string) {
 			}
 		}
 	}
-	for i := len(points) - 1; i >= 0; i-- {
-		syscall.Unmount(points[i], syscall.MNT_DETACH)
-	}
+	return points
 }

@@ -11,6 +11,9 @@
 //	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable,
 //	                then WEB_VERSION when set (after the duration in the
 //	                delay query parameter)
+//	greet ADDR FILE serve HTTP on ADDR: "task=TASK_ID container=HOSTNAME
+//	                says: " and the content of FILE (a secret), read at
+//	                each request
 //	env             print the environment, uid, cwd, hostname and whether
 //	                the root filesystem is writable; exit 0
 //	sha256 PATH     print the SHA-256 of a file and run until SIGTERM
@@ -103,6 +106,21 @@ func main() {
 				return
 			}
 			fmt.Fprintf(w, "%s %s\n", host, os.Getenv("TASK_ID"))
+		})
+		go func() { <-term; os.Exit(0) }()
+		if err := http.ListenAndServe(arg(2), nil); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	case "greet":
+		host, _ := os.Hostname()
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			greeting, err := os.ReadFile(arg(3))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			fmt.Fprintf(w, "task=%s container=%s says: %s\n", os.Getenv("TASK_ID"), host, strings.TrimSpace(string(greeting)))
 		})
 		go func() { <-term; os.Exit(0) }()
 		if err := http.ListenAndServe(arg(2), nil); err != nil {
