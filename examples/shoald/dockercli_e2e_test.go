@@ -114,9 +114,18 @@ func TestDockerCLIEndToEnd(t *testing.T) {
 	}
 	everyHostAnswers(t, client, nodes, 8080, "")
 
-	// TODO(logs): `docker service logs web` is being built on the logs
-	// branch; check here that it shows the lines of the five tasks, each
-	// prefixed with its task and node (web.N.ID@hostN).
+	// The logs of every task of web, the running ones and those kept in
+	// history, each line prefixed with its task and node (web.N.ID@hostN),
+	// read from the workers through the leader.
+	logs := d.ok("service", "logs", "web")
+	if n := strings.Count(logs, "serving HTTP on :80"); n < 5 {
+		t.Fatalf("docker service logs web: %d lines of the app's start, want one per task (at least 5):\n%s", n, logs)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if !strings.HasPrefix(line, "web.") || !strings.Contains(line, "@host") || !strings.Contains(line, "| ") {
+			t.Fatalf("docker service logs web: a line without its task@node prefix: %q", line)
+		}
+	}
 
 	// A secret: a task reads it at /run/secrets/NAME.
 	secretID := strings.TrimSpace(d.okIn("s3cr3t-value\n", "secret", "create", "db_password", "-"))

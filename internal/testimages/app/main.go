@@ -8,8 +8,8 @@
 //	talk N D        print "out 1" ... "out N" on stdout and "err 1" ...
 //	                "err N" on stderr, then "tick 1", "tick 2" ... on
 //	                stdout every duration D until SIGTERM
-//	http ADDR       serve HTTP on ADDR: hostname and the TASK_ID variable,
-//	                then WEB_VERSION when set (after the duration in the
+//	http ADDR       print "serving HTTP on ADDR", then serve HTTP on ADDR:
+//	                hostname and the TASK_ID variable, then WEB_VERSION when set (after the duration in the
 //	                delay query parameter)
 //	greet ADDR FILE serve HTTP on ADDR: "task=TASK_ID container=HOSTNAME
 //	                says: " and the content of FILE (a secret), read at
@@ -108,6 +108,7 @@ func main() {
 			fmt.Fprintf(w, "%s %s\n", host, os.Getenv("TASK_ID"))
 		})
 		go func() { <-term; os.Exit(0) }()
+		fmt.Println("serving HTTP on", arg(2)) // a line for service logs
 		if err := http.ListenAndServe(arg(2), nil); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
