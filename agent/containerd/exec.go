@@ -73,10 +73,14 @@ func (e *Executor) Exec(ctx context.Context, id string, cmd []string) (int, []by
 	select {
 	case st := <-statusC:
 		code, _, err := st.Result()
+		// The exit can come before the shim has copied all the output
+		// into the file; deleting the process waits for that copy.
+		proc.Delete(nctx)
 		return int(code), readCapped(outPath, agent.MaxExecOutput), err
 	case <-ctx.Done():
 		proc.Kill(nctx, syscall.SIGKILL)
 		<-statusC
+		proc.Delete(nctx)
 		err := ctx.Err()
 		if fi, serr := os.Stat(outPath); serr == nil && fi.Size() >= ExecOutputLimit-64<<10 {
 			err = fmt.Errorf("exec in %s: output over %d bytes (the command blocked once the limit was reached): %w", id, ExecOutputLimit, err)
