@@ -38,8 +38,13 @@ const (
 	// second (the two may notice the loss up to a heartbeat timeout
 	// apart).
 	DefaultFenceDelay = 5 * time.Second
-	// DefaultFenceTimeout bounds one call of the Fencer.
-	DefaultFenceTimeout = time.Minute
+	// DefaultFenceTimeout bounds one call of the Fencer. It stays a
+	// second and more under the delay, so that after a cut the lower
+	// ID's fence has ended (done or failed) before the higher ID's
+	// begins: two fences at once could stop both boxes, or, fencing by
+	// isolation, leave each alone with a cluster of its own. A Fencer
+	// that needs longer needs a longer Delay too (Validate says so).
+	DefaultFenceTimeout = 3 * time.Second
 	// maxFenceBackoff bounds the wait between failed fences.
 	maxFenceBackoff = 30 * time.Second
 )
@@ -209,6 +214,14 @@ func (m *Manager) validateTwoNode() error {
 	}
 	if m.Dir == "" {
 		return fmt.Errorf("%w: two-node mode needs Dir (recovering alone rewrites the Raft data on disk)", api.ErrInvalidSpec)
+	}
+	delay, timeout := cmpOr(m.TwoNode.Delay, DefaultFenceDelay), cmpOr(m.TwoNode.Timeout, DefaultFenceTimeout)
+	if m.TwoNode.Delay < 0 || m.TwoNode.Timeout < 0 {
+		return fmt.Errorf("%w: two-node mode: Delay and Timeout must not be negative", api.ErrInvalidSpec)
+	}
+	if timeout+time.Second >= delay {
+		return fmt.Errorf("%w: two-node mode: the fence delay (%v) must exceed the fence timeout (%v) by more than a second, "+
+			"so that the lower node ID's fence has ended before the higher one's starts (raise the delay or lower the timeout)", api.ErrInvalidSpec, delay, timeout)
 	}
 	return nil
 }

@@ -39,7 +39,9 @@ func childTwoNode() *swarm.TwoNode {
 		return nil
 	}
 	delay, _ := time.ParseDuration(os.Getenv("SHOAL_TEST_FENCE_DELAY"))
-	tn := &swarm.TwoNode{Delay: delay}
+	// The fence may take up to the delay less a bit over a second (what
+	// TwoNode requires); the tests' fences take no time.
+	tn := &swarm.TwoNode{Delay: delay, Timeout: delay - 1100*time.Millisecond}
 	switch how {
 	case "kill":
 		tn.Fencer = swarm.FenceFunc(func(ctx context.Context, peer swarm.Peer) error {
@@ -192,7 +194,7 @@ func TestTwoNodeSurvivesPeerKill(t *testing.T) {
 // keeps trying; when the peer comes back, writes work again.
 func TestTwoNodeFenceFailsReadOnly(t *testing.T) {
 	ctx := context.Background()
-	managers, cl := twoNodeCluster(t, "fail", 500*time.Millisecond)
+	managers, cl := twoNodeCluster(t, "fail", 1500*time.Millisecond)
 	if _, err := cl.CreateService(ctx, service("web", api.Replicated(2))); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +250,7 @@ func TestTwoNodeWitnessGuardsTheFence(t *testing.T) {
 	witness := ln.Addr().String()
 	ln.Close()
 	t.Setenv("SHOAL_TEST_WITNESS", witness)
-	managers, cl := twoNodeCluster(t, "kill", 500*time.Millisecond)
+	managers, cl := twoNodeCluster(t, "kill", 1500*time.Millisecond)
 	victim := leaderOf(t, cl, managers)
 	victim.kill()
 	scl := clientOf(t, other(managers, victim))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -53,4 +54,30 @@ func ExampleTwoNode() {
 			Witness: swarm.DialWitness("192.0.2.1:53"),
 		}}
 	_ = n // n.Init(ctx) or n.Join(ctx, managerToken, "192.0.2.11:2377")
+}
+
+// A fence delay that does not outlast the fence timeout by more than a
+// second is refused: the two managers could fence each other at once.
+func TestTwoNodeDelayMustOutlastTheFence(t *testing.T) {
+	fencer := swarm.FenceFunc(func(context.Context, swarm.Peer) error { return nil })
+	for _, tn := range []*swarm.TwoNode{
+		{Fencer: fencer, Timeout: 10 * time.Second},             // the default delay is shorter
+		{Fencer: fencer, Delay: 4 * time.Second},                // the default timeout plus a second
+		{Fencer: fencer, Delay: 2 * time.Second, Timeout: -1},   // negative
+		{Fencer: fencer, Delay: 10 * time.Second, Timeout: 9e9}, // 9 s + 1 s is not under 10 s
+	} {
+		m := &swarm.Manager{Dir: t.TempDir(), TwoNode: tn}
+		err := m.Start(context.Background())
+		if err == nil {
+			m.Close()
+		}
+		if !errors.Is(err, api.ErrInvalidSpec) {
+			t.Fatalf("delay %v, timeout %v: %v, want it refused", tn.Delay, tn.Timeout, err)
+		}
+	}
+	m := &swarm.Manager{Dir: t.TempDir(), TwoNode: &swarm.TwoNode{Fencer: fencer, Delay: 15 * time.Second, Timeout: 10 * time.Second}}
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatalf("delay 15 s, timeout 10 s: %v", err)
+	}
+	m.Close()
 }

@@ -18,6 +18,8 @@ func TestFenceFlagsBadInput(t *testing.T) {
 		{[]string{"--fence-command", "true", "--fence-delay", "-1s"}, "--fence-delay -1s: must not be negative"},
 		{[]string{"--fence-witness", "192.0.2.1:53"}, "need --fence-command"},
 		{[]string{"--fence-delay", "soon"}, "fence-delay"},
+		{[]string{"--fence-command", "true", "--fence-delay", "3s"}, "--fence-delay 3s must exceed --fence-timeout 3s"},
+		{[]string{"--fence-command", "true", "--fence-timeout", "-1s"}, "--fence-timeout -1s: must not be negative"},
 	} {
 		args := append(append([]string{}, base...), "--data-dir", t.TempDir())
 		args = append(args, c.args...)
