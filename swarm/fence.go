@@ -154,7 +154,8 @@ var ErrReadOnly = errors.New("swarm: read-only")
 // started does not fence it (corosync's wait_for_all).
 var errPeerNeverSeen = errors.New("this manager has not seen its peer since it started, and fences only a peer it has seen " +
 	"(a manager that was itself fenced must not fence the survivor when it comes back): start the peer; " +
-	"if it is gone for good, recover this manager alone (shoald recover --force-new-cluster)")
+	"only if the peer is powered off and will never come back, recover this manager alone (shoald recover --force-new-cluster): " +
+	"if the peer runs on, that makes two clusters")
 
 // FenceError says why a two-node manager that lost its peer stays
 // read-only: reads work, writes are refused with it.

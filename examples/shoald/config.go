@@ -83,6 +83,9 @@ func (c *config) load(fs *pflag.FlagSet) error {
 	if c.UnlockKey == "" {
 		c.UnlockKey = os.Getenv(unlockKeyEnv)
 	}
+	// Read once, then gone from the environment: commands this daemon
+	// runs (a fence command) must not inherit the key.
+	os.Unsetenv(unlockKeyEnv)
 	return c.check()
 }
 
