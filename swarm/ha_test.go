@@ -275,9 +275,9 @@ func TestDeadLeadersNodeGetsNoNewGrace(t *testing.T) {
 		}
 		// A heartbeat in flight at the kill may land just after it (27 ms
 		// was seen under the race detector); a new grace would start at
-		// the new leader's election, an election timeout (500 ms) or more
-		// after the kill.
-		if from := n.UpdatedAt.Add(-silent); from.After(stopped.Add(250 * time.Millisecond)) {
+		// the new leader's election, a heartbeat timeout (300 ms in this
+		// cluster) or more after the kill.
+		if from := n.UpdatedAt.Add(-silent); from.After(stopped.Add(150 * time.Millisecond)) {
 			t.Fatalf("the new leader counted the dead leader's silence from %v after it was killed: a new grace", from.Sub(stopped))
 		}
 		return
