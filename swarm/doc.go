@@ -17,17 +17,31 @@
 //   - Dispatcher: what a worker needs of the managers. *Manager implements
 //     it in-process, RemoteDispatcher over HTTP/2 with mutual TLS (a node is
 //     its certificate's common name), Failover over several managers.
-//   - swarmtest (a subpackage): an in-process cluster for tests, with
+//   - Node: what a host runs (shoald is one): Init a cluster (its CA and
+//     join tokens), Join one with a token over mutual TLS on one
+//     management port (Raft and the APIs multiplexed), or Start again from
+//     Dir; it is a manager, a worker or both, follows promotions and
+//     demotions, wires the network agent (overlays, DNS, routing mesh) into
+//     its executor, and renews its certificate.
+//   - Client: the control API over the network, against any manager
+//     (followers forward writes and answer reads after the leader's
+//     applied index), including service and task logs, which the leader
+//     gathers from the workers that ran the tasks (LogStream).
+//   - Arbiter: a Raft voter that runs nothing and hands leadership away,
+//     the third vote of two-manager clusters. TwoNode: two managers with
+//     no third vote, where a survivor goes on alone only after its Fencer
+//     powered off or cut off the lost peer (see docs/ARCHITECTURE.md for
+//     what each mode guarantees). Node.ForceNewCluster: the operator's
+//     recovery of a lost quorum.
+//   - Networks, secrets and configs are cluster objects; the allocator
+//     keeps addresses, VIPs and ports in Raft.
+//   - swarmtest (a subpackage): in-process clusters for tests, with
 //     restarts from disk and partitions.
 //
 // Managers keep their identity and data in Dir, sealed at rest; with
 // AutoLock the key stays with the operator and a restarted manager waits
 // for Unlock. Lifecycles follow the usual shape: Start (idempotent), Ready,
 // Shutdown (a leader hands leadership over first), Close.
-//
-// Still to come: the CA and join tokens, the management port multiplexing
-// Raft and the APIs, the Go Client and Node, networks, secrets and configs
-// in the cluster.
 //
 //	m := &swarm.Manager{Dir: "/var/lib/shoal/manager"}
 //	if err := m.Start(ctx); err != nil { ... }
