@@ -199,12 +199,12 @@ func (m *Manager) promoteSelf(ctx context.Context, id string) error {
 	// A request that waited while the node was demoted must not bring it
 	// back: the node must still be a manager, and the promotion applies
 	// only to a member still in the configuration.
-	n, err := m.Node(id)
-	if err != nil {
-		return err
-	}
-	if n.Spec.Role != api.RoleManager {
+	// (A manager that runs no worker never registers: no node object,
+	// and Raft membership alone speaks for it.)
+	if n, err := m.Node(id); err == nil && n.Spec.Role != api.RoleManager {
 		return fmt.Errorf("%w: node %s is a %s: promote it first", errForbidden, id, n.Spec.Role)
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
 	}
 	if err := st.PromoteNonvoter(ctx, id); err != nil {
 		if errors.Is(err, raftstore.ErrNotFound) {
