@@ -31,6 +31,7 @@ import (
 
 	"github.com/shoalproject/shoal/internal/containerdtest"
 	"github.com/shoalproject/shoal/internal/nettest"
+	"github.com/shoalproject/shoal/internal/syncbuf"
 	"github.com/shoalproject/shoal/internal/testimages"
 	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm"
@@ -194,7 +195,7 @@ func (c *netCluster) exec(tk *api.Task, args ...string) (int, string, error) {
 	}
 	ps := *spec.Process
 	ps.Args, ps.Terminal = append([]string{"/app"}, args...), false
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	id := make([]byte, 6)
 	rand.Read(id)
 	proc, err := task.Exec(ctx, "test-"+hex.EncodeToString(id), &ps, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
@@ -255,25 +256,6 @@ func getFrom(h *nettest.Host, url string) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
-}
-
-// lockedBuffer collects a process's stdout and stderr, which are copied
-// by two goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // addrsOf lists a task's addresses on a network (without the prefix).

@@ -1,35 +1,15 @@
 package containerd_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/shoalproject/shoal/agent/containerd"
+	"github.com/shoalproject/shoal/internal/syncbuf"
 )
-
-// lockedBuffer is a bytes.Buffer for a logger written from several
-// goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // Tasks that find their image missing at the same moment (replicas landing
 // on a fresh node) share one import of the image directory: every one
@@ -37,7 +17,7 @@ func (l *lockedBuffer) String() string {
 // imports of the same blobs left 50 replicas preparing for minutes).
 func TestConcurrentFirstUseImportsOnce(t *testing.T) {
 	_, d := setupDaemon(t)
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	e := &containerd.Executor{Address: d.Address, Namespace: "imports", StateDir: t.TempDir(), ImageDir: imageDir,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	ctx := context.Background()

@@ -1,7 +1,6 @@
 package dockerapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -9,11 +8,11 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/syncbuf"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
@@ -172,7 +171,7 @@ func TestDockerCLIServiceLogs(t *testing.T) {
 			}
 
 			// Follow: a line printed after the command started comes.
-			fo := &lockedBuffer{}
+			fo := &syncbuf.Buffer{}
 			f := exec.Command(bin, "service", "logs", "-f", "--tail", "0", "talk")
 			f.Env, f.Stdout, f.Stderr = d.env, fo, fo
 			if err := f.Start(); err != nil {
@@ -237,24 +236,6 @@ func nodeName(c *swarmtest.TLSCluster, id string) string {
 		}
 	}
 	return ""
-}
-
-// lockedBuffer is a bytes.Buffer a process writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func execName(c *swarmtest.TLSCluster, id string) string { return nodeName(c, id) }
