@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/shoalproject/shoal/internal/atomicfile"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/ca"
@@ -103,54 +101,26 @@ func (a *Arbiter) logger() *slog.Logger {
 }
 
 func (a *Arbiter) readState() (nodeState, bool, error) {
-	raw, err := os.ReadFile(filepath.Join(a.Dir, arbiterFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nodeState{}, false, nil
-	}
-	if err != nil {
-		return nodeState{}, false, err
-	}
-	var st nodeState
-	if err := json.Unmarshal(raw, &st); err != nil || st.ID == "" || st.Role != string(ca.RoleArbiter) {
-		return nodeState{}, false, fmt.Errorf("swarm: %s is corrupt (%v): restore it, or remove the data dir and join again", filepath.Join(a.Dir, arbiterFile), err)
-	}
-	return st, true, nil
+	return readStateFile(filepath.Join(a.Dir, arbiterFile), func(st nodeState) bool { return st.Role == string(ca.RoleArbiter) })
 }
 
 func (a *Arbiter) writeState(st nodeState) error {
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(filepath.Join(a.Dir, arbiterFile), b, 0o600)
+	return writeStateFile(filepath.Join(a.Dir, arbiterFile), st)
 }
 
 // begin checks that the arbiter can start and marks it starting.
 func (a *Arbiter) begin(fresh bool) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	switch {
-	case a.closed:
-		return fmt.Errorf("swarm: arbiter: %w", net.ErrClosed)
-	case a.started:
-		return errors.New("swarm: arbiter already started")
-	case a.Dir == "":
-		return errors.New("swarm: arbiter needs Dir")
+	read := func() (nodeState, bool, error) {
+		if _, err := os.Stat(filepath.Join(a.Dir, nodeFile)); err == nil {
+			return nodeState{}, false, fmt.Errorf("swarm: %s holds a node, not an arbiter: use a dir of its own", a.Dir)
+		}
+		return a.readState()
 	}
-	if err := os.MkdirAll(a.Dir, 0o700); err != nil {
+	absent := fmt.Errorf("swarm: %s holds no arbiter: Join a cluster first", a.Dir)
+	if err := beginMember("arbiter", a.Dir, a.closed, a.started, fresh, read, absent); err != nil {
 		return err
-	}
-	if _, err := os.Stat(filepath.Join(a.Dir, nodeFile)); err == nil {
-		return fmt.Errorf("swarm: %s holds a node, not an arbiter: use a dir of its own", a.Dir)
-	}
-	_, ok, err := a.readState()
-	switch {
-	case err != nil:
-		return err
-	case fresh && ok:
-		return fmt.Errorf("swarm: %s holds an arbiter already: Start it, or use an empty dir", a.Dir)
-	case !fresh && !ok:
-		return fmt.Errorf("swarm: %s holds no arbiter: Join a cluster first", a.Dir)
 	}
 	a.started = true
 	return nil
@@ -324,7 +294,7 @@ func (a *Arbiter) run(ctx context.Context, st nodeState, ln net.Listener) error 
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.becomeReady(runCtx, store) }()
 	go func() { defer a.wg.Done(); a.handOver(runCtx, store) }()
-	go func() { defer a.wg.Done(); a.renewLoop(runCtx) }()
+	go func() { defer a.wg.Done(); renewLoop(runCtx, a.certs, a.Renew, a.logger()) }()
 	a.logger().Info("swarm: arbiter started", "arbiter", st.ID, "addr", st.Advertise)
 	return nil
 }
@@ -458,32 +428,6 @@ func (a *Arbiter) keepManagers() {
 	a.mu.Unlock()
 }
 
-// renewLoop renews the arbiter's certificate at a random point between
-// 50% and 80% of its validity, as nodes do.
-func (a *Arbiter) renewLoop(ctx context.Context) {
-	var b backoff
-	for {
-		cert := a.certs.leaf()
-		start := cert.NotBefore.Add(ca.ClockSkew)
-		if !start.Before(cert.NotAfter) {
-			start = cert.NotBefore
-		}
-		t := time.NewTimer(max(time.Until(ca.RenewAt(start, cert.NotAfter, nil)), time.Second))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		if err := a.Renew(ctx); err != nil {
-			a.logger().Warn("swarm: arbiter certificate renewal", "err", err)
-			b.wait(ctx)
-			continue
-		}
-		b.reset()
-	}
-}
-
 // Renew renews the arbiter's certificate now (it does so by itself before
 // the certificate runs out).
 func (a *Arbiter) Renew(ctx context.Context) error {
@@ -494,35 +438,7 @@ func (a *Arbiter) Renew(ctx context.Context) error {
 		return ErrNotStarted
 	}
 	a.keepManagers()
-	key, err := ca.NewNodeKey()
-	if err != nil {
-		return err
-	}
-	csr, err := ca.NewCSR(key)
-	if err != nil {
-		return err
-	}
-	var ans renewAnswer
-	if err := a.managersCaller().call(ctx, http.MethodPost, controlPrefix+"ca/renew", renewRequest{CSR: csr}, &ans); err != nil {
-		return err
-	}
-	keyPEM, err := ca.MarshalKey(key)
-	if err != nil {
-		return err
-	}
-	if err := (ca.Files{Dir: a.Dir}).Save(ans.Cert, keyPEM, h.rootCA().CertPEM()); err != nil {
-		return err
-	}
-	cert, r, err := (ca.Files{Dir: a.Dir}).Load()
-	if err != nil {
-		return err
-	}
-	if id, err := ca.IdentityOf(cert.Leaf); err != nil || id.Role != ca.RoleArbiter {
-		return fmt.Errorf("swarm: the renewed certificate is not an arbiter's (%v, %v)", id.Role, err)
-	}
-	h.set(cert, r)
-	a.logger().Info("swarm: arbiter certificate renewed", "until", h.leaf().NotAfter)
-	return nil
+	return renewCertificate(ctx, a.managersCaller(), a.Dir, h, ca.RoleArbiter, a.logger())
 }
 
 func (a *Arbiter) readyChan() chan struct{} {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -195,51 +194,19 @@ func (n *Node) logger() *slog.Logger {
 }
 
 func (n *Node) readState() (nodeState, bool, error) {
-	raw, err := os.ReadFile(filepath.Join(n.Dir, nodeFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nodeState{}, false, nil
-	}
-	if err != nil {
-		return nodeState{}, false, err
-	}
-	var st nodeState
-	if err := json.Unmarshal(raw, &st); err != nil || st.ID == "" {
-		return nodeState{}, false, fmt.Errorf("swarm: %s is corrupt (%v): restore it, or remove the data dir and join again", filepath.Join(n.Dir, nodeFile), err)
-	}
-	return st, true, nil
+	return readStateFile(filepath.Join(n.Dir, nodeFile), func(nodeState) bool { return true })
 }
 
 func (n *Node) writeState(st nodeState) error {
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(filepath.Join(n.Dir, nodeFile), b, 0o600)
+	return writeStateFile(filepath.Join(n.Dir, nodeFile), st)
 }
 
 // begin checks that the node can start and marks it starting.
 func (n *Node) begin(fresh bool) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	switch {
-	case n.closed:
-		return fmt.Errorf("swarm: node: %w", net.ErrClosed)
-	case n.started:
-		return errors.New("swarm: node already started")
-	case n.Dir == "":
-		return errors.New("swarm: node needs Dir")
-	}
-	if err := os.MkdirAll(n.Dir, 0o700); err != nil {
+	if err := beginMember("node", n.Dir, n.closed, n.started, fresh, n.readState, ErrNotInitialized); err != nil {
 		return err
-	}
-	_, ok, err := n.readState()
-	switch {
-	case err != nil:
-		return err
-	case fresh && ok:
-		return fmt.Errorf("swarm: %s holds a node already: Start it, or use an empty dir", n.Dir)
-	case !fresh && !ok:
-		return ErrNotInitialized
 	}
 	n.started = true
 	return nil
@@ -539,7 +506,7 @@ func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []ra
 		}
 	}
 	n.wg.Add(3)
-	go func() { defer n.wg.Done(); n.renewLoop(runCtx) }()
+	go func() { defer n.wg.Done(); renewLoop(runCtx, n.certs, n.renew, n.logger()) }()
 	go func() { defer n.wg.Done(); n.becomeReady(runCtx) }()
 	go func() { defer n.wg.Done(); n.roleLoop(runCtx) }()
 	return nil
@@ -838,69 +805,9 @@ func (n *Node) managerAddrsLocked() []string {
 	return out
 }
 
-// renewLoop renews the node's certificate at a random point between 50%
-// and 80% of its validity.
-func (n *Node) renewLoop(ctx context.Context) {
-	var b backoff
-	for {
-		changed := n.certs.watch()
-		cert := n.certs.leaf()
-		// Certificates are backdated by the allowed clock skew: count the
-		// validity from the issuance, or a short one would be renewed over
-		// and over.
-		start := cert.NotBefore.Add(ca.ClockSkew)
-		if !start.Before(cert.NotAfter) {
-			start = cert.NotBefore
-		}
-		at := ca.RenewAt(start, cert.NotAfter, nil)
-		t := time.NewTimer(max(time.Until(at), time.Second))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-changed:
-			t.Stop()
-			continue // renewed meanwhile (Renew, a new role): plan from the new one
-		case <-t.C:
-		}
-		if err := n.renew(ctx); err != nil {
-			n.logger().Warn("swarm: certificate renewal", "err", err)
-			b.wait(ctx)
-			continue
-		}
-		b.reset()
-	}
-}
-
 // renew asks a manager for a new certificate and puts it in place.
 func (n *Node) renew(ctx context.Context) error {
-	key, err := ca.NewNodeKey()
-	if err != nil {
-		return err
-	}
-	csr, err := ca.NewCSR(key)
-	if err != nil {
-		return err
-	}
-	var ans renewAnswer
-	if err := n.managersCaller().call(ctx, http.MethodPost, controlPrefix+"ca/renew", renewRequest{CSR: csr}, &ans); err != nil {
-		return err
-	}
-	keyPEM, err := ca.MarshalKey(key)
-	if err != nil {
-		return err
-	}
-	root := n.certs.rootCA()
-	if err := (ca.Files{Dir: n.Dir}).Save(ans.Cert, keyPEM, root.CertPEM()); err != nil {
-		return err
-	}
-	cert, r, err := (ca.Files{Dir: n.Dir}).Load()
-	if err != nil {
-		return err
-	}
-	n.certs.set(cert, r)
-	n.logger().Info("swarm: certificate renewed", "until", n.certs.leaf().NotAfter)
-	return nil
+	return renewCertificate(ctx, n.managersCaller(), n.Dir, n.certs, "", n.logger())
 }
 
 // Renew renews the node's certificate now.
