@@ -3,6 +3,7 @@ package swarmtest
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -30,6 +31,7 @@ type TLSCluster struct {
 	t    testing.TB
 	opts TLSOptions
 
+	base   string // the data dirs are base/NAME
 	mu     sync.Mutex
 	nodes  map[string]*swarm.Node
 	dirs   map[string]string
@@ -59,6 +61,11 @@ func NewTLS(t testing.TB, opts TLSOptions) *TLSCluster {
 		opts.HeartbeatPeriod = DefaultHeartbeatPeriod
 	}
 	c := &TLSCluster{t: t, opts: opts, nodes: map[string]*swarm.Node{}, dirs: map[string]string{}, execs: map[string]*agent.FakeExecutor{}, killed: map[string]bool{}}
+	// The data dirs live under one made before the cleanup that closes
+	// the nodes is registered: cleanups run last first, so the nodes stop
+	// before their dirs are removed (a dir removed under a running node
+	// fails the test with "directory not empty").
+	c.base = t.TempDir()
 	t.Cleanup(c.close)
 	ctx := context.Background()
 	m0 := c.node("m0", true)
@@ -88,7 +95,7 @@ func (c *TLSCluster) node(name string, manager bool) *swarm.Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dirs[name] == "" {
-		c.dirs[name] = c.t.TempDir()
+		c.dirs[name] = filepath.Join(c.base, name)
 	}
 	n := &swarm.Node{Dir: c.dirs[name], Executor: e, HeartbeatPeriod: c.opts.HeartbeatPeriod,
 		Raft: swarm.RaftTuning{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond}}
