@@ -11,7 +11,8 @@ import (
 )
 
 // DetectDescription describes this machine as a node reports itself:
-// hostname, CPUs, memory, OS and architecture. Fields set in override win.
+// hostname, CPUs, memory, OS and architecture, and Shoal's version as
+// the engine's. Fields set in override win.
 func DetectDescription(override api.NodeDescription) api.NodeDescription {
 	d := override
 	if d.Hostname == "" {
@@ -28,6 +29,9 @@ func DetectDescription(override api.NodeDescription) api.NodeDescription {
 	}
 	if d.Resources.MemoryBytes == 0 {
 		d.Resources.MemoryBytes = memTotal()
+	}
+	if d.Engine.Version == "" {
+		d.Engine.Version = Version()
 	}
 	return d
 }

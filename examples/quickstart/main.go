@@ -195,6 +195,7 @@ The cluster keeps running. Use it:
     export DOCKER_HOST=unix://%[1]s/node0/docker.sock
     docker node ls; docker service ls; docker service ps demo_web
     docker service scale demo_web=10
+    docker service update --image shoal.test/web:2 demo_web   # a rolling update, 2 tasks at a time
   shoalctl, from the first manager's host (its data dir has a manager certificate):
     ip netns exec %[2]s %[3]s/shoalctl --data-dir %[1]s/node0 service ls
   a request through the routing mesh, from the client host:

@@ -128,6 +128,11 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 	if _, err := testimages.BuildWeb(ctx, l.ImageDir); err != nil {
 		return nil, err
 	}
+	// The second version, so that a rolling update can be tried (as in
+	// the Swarm tutorial's `docker service update --image`).
+	if _, err := testimages.BuildWeb2(ctx, l.ImageDir); err != nil {
+		return nil, err
+	}
 	l.logf("starting a private containerd")
 	if opts.Dir != "" {
 		l.Containerd, err = containerdtest.StartDaemonIn(filepath.Join(dir, "containerd"))

@@ -9,10 +9,11 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/shoalproject/shoal/swarm"
 )
 
 // The API versions served. The docker CLI pings, reads API-Version, and
@@ -129,20 +130,8 @@ func (h *Handler) version() string {
 	if h.Version != "" {
 		return h.Version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Path == modulePath && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			return bi.Main.Version
-		}
-		for _, d := range bi.Deps {
-			if d.Path == modulePath {
-				return d.Version
-			}
-		}
-	}
-	return "dev"
+	return swarm.Version()
 }
-
-const modulePath = "github.com/shoalproject/shoal"
 
 // handlerFunc answers a call or returns the error to answer.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
