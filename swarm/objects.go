@@ -395,6 +395,41 @@ func usedBy(tx *raftstore.ReadTx, index, key string) ([]string, error) {
 	return names, nil
 }
 
+// createNamed stores obj, a new object of this kind called name, in
+// table, unless the name is taken (ErrNameInUse naming the holder, also
+// when a concurrent create took it first).
+func createNamed(ctx context.Context, st *raftstore.Store, table, kind, name string, obj raftstore.Object) error {
+	err := st.Update(ctx, func(tx *raftstore.Tx) error {
+		if same, err := tx.Find(table, IndexName, name); err != nil {
+			return err
+		} else if len(same) > 0 {
+			return nameInUse(kind, name, same[0].ObjectID())
+		}
+		return tx.Create(table, obj)
+	})
+	return asNameInUse(err, kind, name)
+}
+
+// removeUnused removes an object of this kind (by ID or name) from table
+// unless a service's index entry says the service uses it; the refusal
+// names those services.
+func removeUnused[T raftstore.Object](ctx context.Context, st *raftstore.Store, table, index, kind, idOrName string, nameOf func(T) string) error {
+	return retryRemoval(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			o, err := lookup[T](&tx.ReadTx, table, kind, idOrName)
+			if err != nil {
+				return err
+			}
+			if users, err := usedBy(&tx.ReadTx, index, o.ObjectID()); err != nil {
+				return err
+			} else if len(users) > 0 {
+				return fmt.Errorf("%w: %s %s is in use by service(s) %s", api.ErrInvalidSpec, kind, nameOf(o), strings.Join(users, ", "))
+			}
+			return tx.Delete(table, o.ObjectID())
+		})
+	})
+}
+
 // CreateSecret stores a secret (sealed at rest with the rest of the
 // store); the answer leaves its data out.
 func (m *Manager) CreateSecret(ctx context.Context, spec api.SecretSpec) (*api.Secret, error) {
@@ -407,16 +442,8 @@ func (m *Manager) CreateSecret(ctx context.Context, spec api.SecretSpec) (*api.S
 	}
 	now := time.Now().UTC()
 	sec := &api.Secret{Meta: api.Meta{ID: newID(), CreatedAt: now, UpdatedAt: now}, Spec: spec}
-	err = st.Update(ctx, func(tx *raftstore.Tx) error {
-		if same, err := tx.Find(TableSecrets, IndexName, spec.Name); err != nil {
-			return err
-		} else if len(same) > 0 {
-			return nameInUse("secret", spec.Name, same[0].ObjectID())
-		}
-		return tx.Create(TableSecrets, sec)
-	})
-	if err != nil {
-		return nil, asNameInUse(err, "secret", spec.Name)
+	if err := createNamed(ctx, st, TableSecrets, "secret", spec.Name, sec); err != nil {
+		return nil, err
 	}
 	return sec.Redacted(), nil
 }
@@ -483,20 +510,7 @@ func (m *Manager) RemoveSecret(ctx context.Context, idOrName string) error {
 	if err != nil {
 		return err
 	}
-	return retryRemoval(func() error {
-		return st.Update(ctx, func(tx *raftstore.Tx) error {
-			sec, err := lookup[*api.Secret](&tx.ReadTx, TableSecrets, "secret", idOrName)
-			if err != nil {
-				return err
-			}
-			if users, err := usedBy(&tx.ReadTx, IndexSecret, sec.ID); err != nil {
-				return err
-			} else if len(users) > 0 {
-				return fmt.Errorf("%w: secret %s is in use by service(s) %s", api.ErrInvalidSpec, sec.Spec.Name, strings.Join(users, ", "))
-			}
-			return tx.Delete(TableSecrets, sec.ID)
-		})
-	})
+	return removeUnused(ctx, st, TableSecrets, IndexSecret, "secret", idOrName, func(s *api.Secret) string { return s.Spec.Name })
 }
 
 // CreateConfig stores a config.
@@ -510,16 +524,8 @@ func (m *Manager) CreateConfig(ctx context.Context, spec api.ConfigSpec) (*api.C
 	}
 	now := time.Now().UTC()
 	cfg := &api.Config{Meta: api.Meta{ID: newID(), CreatedAt: now, UpdatedAt: now}, Spec: spec}
-	err = st.Update(ctx, func(tx *raftstore.Tx) error {
-		if same, err := tx.Find(TableConfigs, IndexName, spec.Name); err != nil {
-			return err
-		} else if len(same) > 0 {
-			return nameInUse("config", spec.Name, same[0].ObjectID())
-		}
-		return tx.Create(TableConfigs, cfg)
-	})
-	if err != nil {
-		return nil, asNameInUse(err, "config", spec.Name)
+	if err := createNamed(ctx, st, TableConfigs, "config", spec.Name, cfg); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -570,18 +576,5 @@ func (m *Manager) RemoveConfig(ctx context.Context, idOrName string) error {
 	if err != nil {
 		return err
 	}
-	return retryRemoval(func() error {
-		return st.Update(ctx, func(tx *raftstore.Tx) error {
-			cfg, err := lookup[*api.Config](&tx.ReadTx, TableConfigs, "config", idOrName)
-			if err != nil {
-				return err
-			}
-			if users, err := usedBy(&tx.ReadTx, IndexConfig, cfg.ID); err != nil {
-				return err
-			} else if len(users) > 0 {
-				return fmt.Errorf("%w: config %s is in use by service(s) %s", api.ErrInvalidSpec, cfg.Spec.Name, strings.Join(users, ", "))
-			}
-			return tx.Delete(TableConfigs, cfg.ID)
-		})
-	})
+	return removeUnused(ctx, st, TableConfigs, IndexConfig, "config", idOrName, func(c *api.Config) string { return c.Spec.Name })
 }
