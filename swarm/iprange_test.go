@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
 )
@@ -106,12 +107,14 @@ func TestNetworkIPRange(t *testing.T) {
 
 	// A new leader rebuilds the book from the store: the range holds.
 	c.StopManager(m.ID)
-	m = c.Leader()
-	if err := m.RemoveService(ctx, svc.ID); err != nil {
+	if err := c.OnLeader(func(l *swarm.Manager) error { return l.RemoveService(ctx, svc.ID) }); err != nil {
 		t.Fatal(err)
 	}
-	svc, err = m.CreateService(ctx, spec)
-	if err != nil {
+	if err := c.OnLeader(func(l *swarm.Manager) (err error) {
+		m = l
+		svc, err = l.CreateService(ctx, spec)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	check("after a failover, inside the range")

@@ -126,12 +126,14 @@ func TestNetworksAndAddresses(t *testing.T) {
 	// A failover: the new leader rebuilds the book; new tasks get new
 	// addresses, none given twice.
 	c.StopManager(m.ID)
-	m = c.Leader()
-	if _, err := m.UpdateService(ctx, svc.ID, mustService(t, m, svc.ID).Version, func() api.ServiceSpec {
-		sp := mustService(t, m, svc.ID).Spec
+	if err := c.OnLeader(func(l *swarm.Manager) error {
+		m = l
+		cur := mustService(t, m, svc.ID)
+		sp := cur.Spec
 		sp.Mode = api.Replicated(8)
-		return sp
-	}()); err != nil {
+		_, err := m.UpdateService(ctx, svc.ID, cur.Version, sp)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	c.WaitFor("8 running", func() bool { return len(c.Running(svc.ID)) == 8 })

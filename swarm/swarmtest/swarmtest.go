@@ -247,6 +247,24 @@ func (c *Cluster) Leader() *swarm.Manager {
 	return leader
 }
 
+// OnLeader calls fn with the leader, again with the leader of the moment
+// while fn fails with an error swarm.Retryable says another manager or a
+// later try may not give (no leader yet, not the leader, no quorum), and
+// returns fn's last error. Tests write through it right after a failover:
+// under load a new leader can lose its term before the write lands, as a
+// real client would see and retry. Not for a write that may have been
+// committed before it failed (ErrNoQuorum after the append): its retry
+// then says ErrNameInUse or a version conflict, which the test sees.
+func (c *Cluster) OnLeader(fn func(m *swarm.Manager) error) error {
+	c.t.Helper()
+	var err error
+	c.WaitFor("a write through the leader", func() bool {
+		err = fn(c.Leader())
+		return !swarm.Retryable(err)
+	})
+	return err
+}
+
 // Partition cuts the Raft links between two groups of managers.
 func (c *Cluster) Partition(a, b []string) { c.Net.Partition(a, b) }
 
