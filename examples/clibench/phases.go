@@ -92,6 +92,22 @@ func (p *phases) print(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %5d %9.2fs %9.2fs %9.2fs %9.2fs\n", s, len(seen),
 			quantile(seen, .5).Seconds(), quantile(seen, .9).Seconds(), quantile(reported, .5).Seconds(), quantile(reported, .9).Seconds())
 	}
+	// Per task, between the worker's timestamps: what Prepare took
+	// (image, network, container) and what Start took (task, process).
+	for _, span := range [][2]api.TaskState{{api.TaskAccepted, api.TaskStarting}, {api.TaskStarting, api.TaskRunning}} {
+		var ds []time.Duration
+		for _, tt := range p.tasks {
+			from, to := tt.reported[span[0]], tt.reported[span[1]]
+			if span[0] == api.TaskAccepted && from.IsZero() {
+				from = tt.reported[api.TaskPreparing]
+			}
+			if !from.IsZero() && !to.IsZero() {
+				ds = append(ds, to.Sub(from))
+			}
+		}
+		fmt.Fprintf(w, "  %s -> %s per task (worker): %d tasks, p50 %.2fs, p90 %.2fs\n", span[0], span[1], len(ds),
+			quantile(ds, .5).Seconds(), quantile(ds, .9).Seconds())
+	}
 }
 
 func quantile(ds []time.Duration, q float64) time.Duration {

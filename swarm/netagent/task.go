@@ -175,12 +175,13 @@ func (a *Agent) allocGateway(taskID string) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("netagent: gateway subnet %s: %w", sn, netmesh.ErrPoolExhausted)
 }
 
-func (a *Agent) saveRecord(rec taskRecord) error {
+// saveRecord writes a task's record to path (its recordPath).
+func saveRecord(path string, rec taskRecord) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(a.recordPath(rec.ID), b, 0o600); err != nil {
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
 		return fmt.Errorf("netagent: task %s: save record: %w", rec.ID, err)
 	}
 	return nil
@@ -238,10 +239,9 @@ func (a *Agent) TaskNetwork(ctx context.Context, t *api.Task) (netnsPath, resolv
 
 // bookTask takes a task's wiring under the agent's lock: it waits while
 // another call wires the same task, answers done for a task already live,
-// and otherwise records the task (its record on disk first: whatever a
-// crash leaves, the next agent knows the task, Prune removes it, and its
-// gateway address is not given twice), makes its networks' devices, and
-// marks it busy until finishWiring.
+// and otherwise books the task (its record, its gateway address, which
+// wire writes to disk before it makes anything), makes its networks'
+// devices, and marks it busy until finishWiring.
 func (a *Agent) bookTask(ctx context.Context, t *api.Task) (w *wiring, done bool, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -288,18 +288,11 @@ func (a *Agent) bookTask(ctx context.Context, t *api.Task) (w *wiring, done bool
 		}
 		rec.Gateway = gw
 	}
-	if !sameRecord(ts.rec, rec) {
-		if err := a.saveRecord(rec); err != nil {
-			if fresh && rec.Gateway.IsValid() {
-				delete(a.gwUsed, rec.Gateway)
-			}
-			return nil, false, err
-		}
-	}
+	w = &wiring{ts: ts, rec: rec, path: a.NetNSPath(t.ID), resolv: a.ResolvConfPath(t.ID), record: a.recordPath(t.ID),
+		overlay: a.overlay, gateway: a.gateway, registry: a.registry, ups: a.ups, logger: a.Logger,
+		fresh: fresh, oldRec: ts.rec, save: !sameRecord(ts.rec, rec)}
 	ts.rec = rec
 	a.tasks[t.ID] = ts
-	w = &wiring{ts: ts, rec: rec, path: a.NetNSPath(t.ID), resolv: a.ResolvConfPath(t.ID), overlay: a.overlay, gateway: a.gateway,
-		registry: a.registry, ups: a.ups, logger: a.Logger}
 	ts.busy = make(chan struct{})
 	for _, at := range rec.Networks {
 		// The network's devices are the node's, shared by its tasks: made
@@ -378,6 +371,22 @@ func (a *Agent) endWiringLocked(ctx context.Context, w *wiring, werr error) {
 	w.ts.stopLive()
 	if w.made && !a.closed {
 		a.releaseLocked(context.WithoutCancel(ctx), w.rec.ID)
+		return
+	}
+	if w.save && !w.saved {
+		// Nothing of the new record reached the disk: the task is as it
+		// was (unknown, for a new one), its new gateway address free.
+		if gw := w.rec.Gateway; gw.IsValid() && gw != w.oldRec.Gateway && a.gwUsed[gw] == w.rec.ID {
+			delete(a.gwUsed, gw)
+		}
+		if w.fresh {
+			delete(a.tasks, w.rec.ID)
+		} else {
+			w.ts.rec = w.oldRec
+			if gw := w.oldRec.Gateway; gw.IsValid() {
+				a.gwUsed[gw] = w.rec.ID
+			}
+		}
 	}
 }
 

@@ -29,6 +29,12 @@ type wiring struct {
 	ups          []string
 	logger       *slog.Logger
 
+	// record is where rec goes on disk; save says it changed (from
+	// oldRec; fresh: the task was unknown), saved that it was written.
+	record             string
+	oldRec             taskRecord
+	fresh, save, saved bool
+
 	made  bool // the namespace was made here (not adopted)
 	lb    *netmesh.ServiceLB
 	dns   *netmesh.DNS
@@ -40,12 +46,21 @@ type wiringSteps struct {
 	slot, netns, links, lb, dns time.Duration
 }
 
-// wire makes the task's namespace (unless it exists), its links, its load
+// wire writes the task's record, makes its namespace (unless it exists), its links, its load
 // balancer's table, its DNS server and its resolv.conf. On failure, what
 // it started is stopped by endWiringLocked.
 func (w *wiring) wire(ctx context.Context) error {
 	id := w.rec.ID
 	t0 := time.Now()
+	if w.save {
+		// The record goes first: whatever a crash leaves, the next agent
+		// knows the task (Prune removes it) and its gateway address is
+		// not given twice.
+		if err := saveRecord(w.record, w.rec); err != nil {
+			return err
+		}
+		w.saved = true
+	}
 	if !isNetNS(w.path) {
 		os.Remove(w.path) // a file left without its mount
 		if err := createNetNS(w.path); err != nil {
