@@ -7,7 +7,12 @@
 // its own data root, run the way /work/shared/anchors/README.md describes:
 // see dockerd.go). Both are timed the same way: `service create -d`, then
 // `docker service ps` polled until the tasks run (what the CLI's progress
-// display does, without its 5 s stability wait). As root:
+// display does, without its 5 s stability wait). For Shoal it also prints
+// where the time went: per task state, when the manager committed it and
+// the worker's timestamp of it (from the event stream), and per task what
+// Prepare (image, network, container) and Start took; -shoald-log FILE
+// -shoald-log-level debug keeps the node's log with the step times of each
+// task's network wiring and of the executor. As root:
 //
 //	go run ./examples/clibench                       # both, 50 replicas
 //	go run ./examples/clibench -swarm=false -replicas 10   # the Shoal half only (CI)
