@@ -44,7 +44,9 @@ type Gateway struct {
 	// Logger receives the gateway's logs; nil discards.
 	Logger *slog.Logger
 
-	mu sync.Mutex
+	// mu guards h: Attach and Detach share it (each netlink request
+	// locks its socket) under the read lock, so tasks are wired at once.
+	mu sync.RWMutex
 	h  *netlink.Handle
 }
 
@@ -147,8 +149,8 @@ table ip %[1]s {
 // named ifName with address addr (from the gateway's subnet, handed out by
 // the caller), and the task's default route through the node.
 func (g *Gateway) Attach(taskNS, ifName string, addr netip.Addr) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.mu.RLock()
+	defer g.mu.RUnlock()
 	if g.h == nil {
 		return ErrNotStarted
 	}
@@ -228,8 +230,8 @@ func (g *Gateway) Attach(taskNS, ifName string, addr netip.Addr) error {
 
 // Detach removes a task's link to the gateway network.
 func (g *Gateway) Detach(taskNS string) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.mu.RLock()
+	defer g.mu.RUnlock()
 	if g.h == nil {
 		return ErrNotStarted
 	}

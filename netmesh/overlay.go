@@ -68,7 +68,7 @@ type Overlay struct {
 	// Logger receives the overlay's logs; nil discards.
 	Logger *slog.Logger
 
-	mu        sync.Mutex
+	mu        sync.RWMutex // Attach and Detach take the read lock: tasks are wired at once
 	h         *netlink.Handle
 	ns        netns.NsHandle
 	wgBackend string
@@ -342,8 +342,8 @@ func (o *Overlay) SetEndpoints(n OverlayNetwork, eps []RemoteEndpoint) error {
 // veth with one end on the bridge, the other in the task's namespace named
 // ifName with address addr and the network's MTU.
 func (o *Overlay) Attach(n OverlayNetwork, taskNS, ifName string, addr netip.Addr) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.mu.RLock()
+	defer o.mu.RUnlock()
 	if o.h == nil {
 		return ErrNotStarted
 	}
@@ -420,8 +420,8 @@ func (o *Overlay) Attach(n OverlayNetwork, taskNS, ifName string, addr netip.Add
 
 // Detach removes a task's link to the network.
 func (o *Overlay) Detach(n OverlayNetwork, taskNS string) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.mu.RLock()
+	defer o.mu.RUnlock()
 	if o.h == nil {
 		return ErrNotStarted
 	}

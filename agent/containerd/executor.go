@@ -222,10 +222,12 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 	if _, err := e.get(t.ID); err == nil {
 		return nil
 	}
+	began := time.Now()
 	img, err := e.image(ctx, t.Spec.Image)
 	if err != nil {
 		return err
 	}
+	imaged := time.Now()
 	specOpts, stop, err := specFor(t, img, e.volumeDir)
 	if err != nil {
 		return err
@@ -249,6 +251,7 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 			specOpts = append(specOpts, oci.WithMounts([]specs.Mount{{Type: "bind", Source: resolv, Destination: "/etc/resolv.conf", Options: []string{"rbind", "ro"}}}))
 		}
 	}
+	networked := time.Now()
 	secretMounts, err := e.secretFiles(ctx, t)
 	if err != nil {
 		return err
@@ -275,6 +278,8 @@ func (e *Executor) Prepare(ctx context.Context, t *api.Task) error {
 	e.mu.Lock()
 	e.tasks[t.ID] = &entry{container: ctr, stopSignal: stop, logPath: filepath.Join(e.StateDir, "logs", t.ID+".log"), done: make(chan struct{})}
 	e.mu.Unlock()
+	e.logger().Debug("containerd executor: task prepared", "task", t.ID, "image", imaged.Sub(began).Round(time.Millisecond),
+		"network", networked.Sub(imaged).Round(time.Millisecond), "container", time.Since(networked).Round(time.Millisecond))
 	return nil
 }
 
@@ -519,6 +524,7 @@ func (e *Executor) Start(ctx context.Context, id string) error {
 		return err
 	}
 	ctx = e.ns(ctx)
+	began := time.Now()
 	tl, err := e.openLog(en)
 	if err != nil {
 		return err
@@ -528,6 +534,7 @@ func (e *Executor) Start(ctx context.Context, id string) error {
 		tl.close()
 		return fmt.Errorf("create task %s: %w", id, err)
 	}
+	created := time.Now()
 	growPipes(task.IO(), e.logger())
 	// Wait before Start, so a process that exits at once is not missed.
 	exitCh, err := task.Wait(e.ns(context.Background()))
@@ -543,6 +550,8 @@ func (e *Executor) Start(ctx context.Context, id string) error {
 	en.task = task
 	e.mu.Unlock()
 	e.watchExit(en, exitCh)
+	e.logger().Debug("containerd executor: task started", "task", id, "create", created.Sub(began).Round(time.Millisecond),
+		"start", time.Since(created).Round(time.Millisecond))
 	return nil
 }
 

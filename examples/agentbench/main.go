@@ -21,8 +21,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -264,19 +262,9 @@ func memory(d *containerdtest.Daemon) string {
 	debug.FreeOSMemory()
 	self := procstat.RSSKB(os.Getpid())
 	var shims, nShims int64
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		args := strings.Split(string(cmdline), "\x00")
-		switch {
-		case strings.Contains(args[0], "containerd-shim") && strings.Contains(string(cmdline), d.Address):
-			shims += procstat.RSSKB(pid)
-			nShims++
-		}
+	for _, pid := range d.Shims() {
+		shims += procstat.RSSKB(pid)
+		nShims++
 	}
 	return fmt.Sprintf("agent RSS %d MB; %d containerd shims %d MB (not counted)", self/1024, nShims, shims/1024)
 }

@@ -13,6 +13,9 @@ import (
 type dockerCLI struct {
 	CLI  string
 	Host string
+	// created, when set, is called as `service create` is sent, and
+	// running once the tasks run.
+	created, running func()
 }
 
 // run runs `docker ARGS...` and returns its output.
@@ -37,6 +40,9 @@ const serviceName = "clibench"
 func (d *dockerCLI) timeService(ctx context.Context, system, image string, replicas int) (*figures, error) {
 	f := &figures{}
 	logf("%s: docker service create -d --replicas %d --name %s %s", system, replicas, serviceName, image)
+	if d.created != nil {
+		d.created()
+	}
 	t0 := time.Now()
 	if _, err := d.run(ctx, "service", "create", "-d", "-q", "--no-resolve-image", "--name", serviceName, "--replicas", fmt.Sprint(replicas), image); err != nil {
 		return nil, err
@@ -45,6 +51,9 @@ func (d *dockerCLI) timeService(ctx context.Context, system, image string, repli
 		return nil, err
 	}
 	f.create = time.Since(t0)
+	if d.running != nil {
+		d.running()
+	}
 	logf("%s: %d running after %.2fs; docker service scale %s=0", system, replicas, f.create.Seconds(), serviceName)
 	t0 = time.Now()
 	if _, err := d.run(ctx, "service", "scale", "-d", serviceName+"=0"); err != nil {

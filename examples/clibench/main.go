@@ -7,7 +7,12 @@
 // its own data root, run the way /work/shared/anchors/README.md describes:
 // see dockerd.go). Both are timed the same way: `service create -d`, then
 // `docker service ps` polled until the tasks run (what the CLI's progress
-// display does, without its 5 s stability wait). As root:
+// display does, without its 5 s stability wait). For Shoal it also prints
+// where the time went: per task state, when the manager committed it and
+// the worker's timestamp of it (from the event stream), and per task what
+// Prepare (image, network, container) and Start took; -shoald-log FILE
+// -shoald-log-level debug keeps the node's log with the step times of each
+// task's network wiring and of the executor. As root:
 //
 //	go run ./examples/clibench                       # both, 50 replicas
 //	go run ./examples/clibench -swarm=false -replicas 10   # the Shoal half only (CI)
@@ -57,6 +62,8 @@ func run(ctx context.Context) error {
 	docker := flag.String("docker", "docker", "the docker CLI")
 	dockerd := flag.String("dockerd", "/usr/sbin/dockerd", "Docker Swarm's daemon (docker.io, 20.10.24)")
 	shoald := flag.String("shoald", "", "the shoald binary (default: built from this tree)")
+	flag.StringVar(&shoaldLog, "shoald-log", "", "copy the Shoal node's log to this file at the end")
+	flag.StringVar(&shoaldLevel, "shoald-log-level", "info", "the Shoal node's log level (debug shows the worker's per-task phase times)")
 	flag.DurationVar(&waitLimit, "timeout", waitLimit, "how long to wait for the tasks to run (or stop)")
 	flag.Parse()
 	if *replicas < 1 || *replicas > 500 {
@@ -130,21 +137,30 @@ func run(ctx context.Context) error {
 	return nil
 }
 
+// The Shoal node's log: where it is copied, and at which level.
+var shoaldLog, shoaldLevel string
+
 // measureShoal makes a one-node Shoal cluster and times the commands
 // through its Docker API socket.
 func measureShoal(ctx context.Context, cli, shoald string, replicas int) (f *figures, err error) {
-	lab, err := shoallab.New(ctx, shoallab.Options{Shoald: shoald, Hosts: 1, Logf: logf})
+	lab, err := shoallab.New(ctx, shoallab.Options{Shoald: shoald, Hosts: 1, Logf: logf, LogLevel: shoaldLevel})
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
+		if shoaldLog != "" {
+			if b, rerr := os.ReadFile(lab.Hosts[0].LogPath()); rerr == nil {
+				os.WriteFile(shoaldLog, b, 0o644)
+			}
+		}
 		if cerr := lab.Close(); err == nil {
 			err = cerr
 		}
 	}()
 	h := lab.Hosts[0]
 	logf("shoald init (one node)")
-	if _, err := lab.Init(ctx, h); err != nil {
+	c, err := lab.Init(ctx, h)
+	if err != nil {
 		return nil, err
 	}
 	// The image goes into the node's containerd first, as `docker load`
@@ -154,7 +170,13 @@ func measureShoal(ctx context.Context, cli, shoald string, replicas int) (f *fig
 	if err != nil {
 		return nil, fmt.Errorf("ctr images import %s: %v: %s", tarball, err, out)
 	}
-	d := &dockerCLI{CLI: cli, Host: "unix://" + filepath.Join(h.DataDir, "docker.sock")}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ph, err := watchPhases(wctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("watching the tasks: %w", err)
+	}
+	d := &dockerCLI{CLI: cli, Host: "unix://" + filepath.Join(h.DataDir, "docker.sock"), created: ph.mark, running: func() { ph.print(os.Stdout) }}
 	return d.timeService(ctx, "Shoal", testimages.WebRef, replicas)
 }
 

@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +21,8 @@ import (
 
 	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/shoalproject/shoal/internal/procstat"
 )
 
 // Daemon is a running private containerd.
@@ -135,6 +139,10 @@ func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 // unmounts what it mounted and deletes its directory.
 func (d *Daemon) Stop() error {
 	left := d.RemoveAll()
+	// Shims outlive containerd by design: one still going (its task was
+	// being deleted, or created as its agent was killed) would be left
+	// behind for good once containerd and its state are gone.
+	shims := d.stopShims()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:
@@ -144,7 +152,58 @@ func (d *Daemon) Stop() error {
 	}
 	d.logf.Close()
 	UnmountUnder(filepath.Join(d.Dir, "root"))
-	return errors.Join(left, os.RemoveAll(d.Dir))
+	return errors.Join(left, shims, os.RemoveAll(d.Dir))
+}
+
+// Shims are the PIDs of the live containerd shims of this daemon (their
+// command line names its socket).
+func (d *Daemon) Shims() []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		args := strings.Split(string(cmdline), "\x00")
+		if strings.Contains(args[0], "containerd-shim") && slices.Contains(args, d.Address) && !procstat.Dead(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// stopShims waits a little for this daemon's shims to exit on their own
+// (a deleted task's shim exits once containerd told it to), then kills
+// those left, with the processes they still hold (by PID), and waits until
+// they are dead.
+func (d *Daemon) stopShims() error {
+	deadline := time.Now().Add(2 * time.Second)
+	for len(d.Shims()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	shims := d.Shims()
+	if len(shims) == 0 {
+		return nil
+	}
+	for _, pid := range shims {
+		for _, child := range procstat.Descendants(pid) {
+			syscall.Kill(child, syscall.SIGKILL)
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		left := slices.DeleteFunc(slices.Clone(shims), procstat.Dead)
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("containerdtest: shims %v still alive 10 s after SIGKILL", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // RemoveAll kills and deletes every task and container the test left, in

@@ -49,7 +49,8 @@ const DNSAddr = "127.0.0.11:53"
 // outlive the agent (containers do); a new Agent on the same StateDir picks
 // them up.
 //
-// All methods are safe for concurrent use; they are serialized.
+// All methods are safe for concurrent use; they are serialized, except
+// that TaskNetwork wires several tasks at once (TaskWiring).
 type Agent struct {
 	// NodeID is this node's ID, as in the view's nodes and task
 	// endpoints; required.
@@ -88,8 +89,17 @@ type Agent struct {
 	// called from the rotation goroutine or RotateKey's caller, one call
 	// at a time. Set it before Start.
 	OnKeyChange func(publicKey string)
+	// TaskWiring bounds how many tasks TaskNetwork wires at once; zero
+	// means DefaultTaskWiring.
+	TaskWiring int
 	// Logger receives the agent's logs; nil discards.
 	Logger *slog.Logger
+
+	// slots holds a token per task being wired (TaskWiring of them).
+	slots      chan struct{}
+	slotsOnce  sync.Once
+	wiringNow  atomic.Int64
+	wiringPeak atomic.Int64
 
 	mu       sync.Mutex
 	rotating sync.Mutex // serializes RotateKey
@@ -139,6 +149,9 @@ type Stats struct {
 	// PublishedPorts, Networks and Tasks are what the node has now: ports
 	// in the routing mesh, overlay networks, tasks with a namespace.
 	PublishedPorts, Networks, Tasks int
+	// WiringPeak is the most tasks TaskNetwork wired at once (at most
+	// TaskWiring).
+	WiringPeak int
 }
 
 // Stats returns the agent's figures.
@@ -147,6 +160,7 @@ func (a *Agent) Stats() Stats {
 	defer a.mu.Unlock()
 	s := a.stats
 	s.PublishedPorts, s.Networks, s.Tasks = len(a.applied.ports), len(a.applied.networks), len(a.tasks)
+	s.WiringPeak = int(a.wiringPeak.Load())
 	return s
 }
 

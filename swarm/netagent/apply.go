@@ -293,6 +293,9 @@ func (c *compiled) vipServices(networks []string) map[vipKey]netmesh.VIPService 
 
 // syncTaskLB makes a live task's load balancer match the view.
 func (a *Agent) syncTaskLB(ctx context.Context, ts *taskState) error {
+	if ts.lb == nil {
+		return nil // a task on no network: no VIP to balance (see wire)
+	}
 	want := a.view.vipServices(ts.networkIDs())
 	var errs []error
 	for k, old := range ts.vips {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/shoalproject/shoal/netmesh"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -38,6 +39,10 @@ type taskAttachment struct {
 type taskState struct {
 	rec  taskRecord
 	live bool
+	// busy is set while a TaskNetwork call wires the task outside the
+	// agent's lock, and closed when it is done: other calls for the task
+	// wait for it.
+	busy chan struct{}
 	dns  *netmesh.DNS
 	lb   *netmesh.ServiceLB
 	vips map[vipKey]netmesh.VIPService
@@ -170,12 +175,13 @@ func (a *Agent) allocGateway(taskID string) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("netagent: gateway subnet %s: %w", sn, netmesh.ErrPoolExhausted)
 }
 
-func (a *Agent) saveRecord(rec taskRecord) error {
+// saveRecord writes a task's record to path (its recordPath).
+func saveRecord(path string, rec taskRecord) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(a.recordPath(rec.ID), b, 0o600); err != nil {
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
 		return fmt.Errorf("netagent: task %s: save record: %w", rec.ID, err)
 	}
 	return nil
@@ -195,6 +201,13 @@ func (a *Agent) saveRecord(rec taskRecord) error {
 // adopting a running container), what exists is kept as it is and only
 // what is missing is made again. The task's networks must be in the last
 // view applied (ErrUnknownNetwork otherwise).
+//
+// Tasks are wired concurrently, up to TaskWiring at once: the agent's
+// lock is held only to book the task (its record, its gateway address, its
+// networks' devices) and to make it live; the namespace, its links, its
+// load balancer's table and its DNS server are made without it (one task
+// took ~0.3 s, and a node starting 50 tasks waited for them one by one).
+// Calls for the same task wait for each other.
 func (a *Agent) TaskNetwork(ctx context.Context, t *api.Task) (netnsPath, resolvConf string, err error) {
 	if t == nil {
 		return "", "", fmt.Errorf("%w: nil", ErrBadTask)
@@ -202,30 +215,56 @@ func (a *Agent) TaskNetwork(ctx context.Context, t *api.Task) (netnsPath, resolv
 	if err := checkTaskID(t.ID); err != nil {
 		return "", "", err
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.usable(); err != nil {
+	began := time.Now()
+	path, resolv := a.NetNSPath(t.ID), a.ResolvConfPath(t.ID)
+	w, done, err := a.bookTask(ctx, t)
+	if err != nil || done {
+		return path, resolv, err
+	}
+	if err := a.wiringSlot(ctx); err != nil {
+		return "", "", a.finishWiring(ctx, w, fmt.Errorf("netagent: task %s: %w", t.ID, err))
+	}
+	w.steps.slot = time.Since(began)
+	werr := w.wire(ctx)
+	a.releaseWiringSlot()
+	if err := a.finishWiring(ctx, w, werr); err != nil {
 		return "", "", err
 	}
-	path, resolv := a.NetNSPath(t.ID), a.ResolvConfPath(t.ID)
+	a.logger().Info("netagent: task wired", "task", t.ID, "netns", path, "networks", len(w.rec.Networks), "gateway", w.rec.Gateway,
+		"adopted", !w.made, "took", time.Since(began).Round(time.Millisecond))
+	a.logger().Debug("netagent: task wiring steps", "task", t.ID, "wait", w.steps.slot.Round(time.Millisecond), "netns", w.steps.netns.Round(time.Millisecond),
+		"links", w.steps.links.Round(time.Millisecond), "lb", w.steps.lb.Round(time.Millisecond), "dns", w.steps.dns.Round(time.Millisecond))
+	return path, resolv, nil
+}
+
+// bookTask takes a task's wiring under the agent's lock: it waits while
+// another call wires the same task, answers done for a task already live,
+// and otherwise books the task (its record, its gateway address, which
+// wire writes to disk before it makes anything), makes its networks'
+// devices, and marks it busy until finishWiring.
+func (a *Agent) bookTask(ctx context.Context, t *api.Task) (w *wiring, done bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.waitIdleLocked(ctx, t.ID); err != nil {
+		return nil, false, err
+	}
 	ts := a.tasks[t.ID]
 	if ts != nil && ts.live {
-		return path, resolv, nil
+		return nil, true, nil
 	}
-
 	rec := taskRecord{ID: t.ID}
 	internalOnly := len(t.Networks) > 0
 	for i, na := range t.Networks {
 		ni := a.view.nets[na.NetworkID]
 		if ni == nil {
-			return "", "", fmt.Errorf("%w: task %s: network %s", ErrUnknownNetwork, t.ID, na.NetworkID)
+			return nil, false, fmt.Errorf("%w: task %s: network %s", ErrUnknownNetwork, t.ID, na.NetworkID)
 		}
 		if slices.ContainsFunc(rec.Networks, func(at taskAttachment) bool { return at.NetworkID == na.NetworkID }) {
-			return "", "", fmt.Errorf("%w: task %s is on network %s twice", ErrBadTask, t.ID, na.NetworkID)
+			return nil, false, fmt.Errorf("%w: task %s is on network %s twice", ErrBadTask, t.ID, na.NetworkID)
 		}
 		addr, ok := firstAddr(na.Addresses, ni.n.Subnet)
 		if !ok {
-			return "", "", fmt.Errorf("%w: task %s: no address of network %s's subnet %s among %q", ErrBadTask, t.ID, na.NetworkID, ni.n.Subnet, na.Addresses)
+			return nil, false, fmt.Errorf("%w: task %s: no address of network %s's subnet %s among %q", ErrBadTask, t.ID, na.NetworkID, ni.n.Subnet, na.Addresses)
 		}
 		rec.Networks = append(rec.Networks, taskAttachment{NetworkID: na.NetworkID, Addr: addr, IfName: fmt.Sprintf("eth%d", i)})
 		internalOnly = internalOnly && ni.internal
@@ -245,79 +284,110 @@ func (a *Agent) TaskNetwork(ctx context.Context, t *api.Task) (netnsPath, resolv
 	case !internalOnly && !rec.Gateway.IsValid():
 		gw, err := a.allocGateway(t.ID)
 		if err != nil {
-			return "", "", fmt.Errorf("netagent: task %s: %w", t.ID, err)
+			return nil, false, fmt.Errorf("netagent: task %s: %w", t.ID, err)
 		}
 		rec.Gateway = gw
 	}
-	// The record goes first: whatever a crash leaves, the next agent knows
-	// the task (Prune removes it) and its gateway address is not given
-	// twice.
-	if !sameRecord(ts.rec, rec) {
-		if err := a.saveRecord(rec); err != nil {
-			if fresh && rec.Gateway.IsValid() {
-				delete(a.gwUsed, rec.Gateway)
-			}
-			return "", "", err
-		}
-	}
+	w = &wiring{ts: ts, rec: rec, path: a.NetNSPath(t.ID), resolv: a.ResolvConfPath(t.ID), record: a.recordPath(t.ID),
+		overlay: a.overlay, gateway: a.gateway, registry: a.registry, ups: a.ups, logger: a.Logger,
+		fresh: fresh, oldRec: ts.rec, save: !sameRecord(ts.rec, rec)}
 	ts.rec = rec
 	a.tasks[t.ID] = ts
-
-	made := false
-	if !isNetNS(path) {
-		os.Remove(path) // a file left without its mount
-		if err := createNetNS(path); err != nil {
-			return "", "", err
-		}
-		made = true
-	}
-	defer func() {
-		if err == nil {
-			return
-		}
-		ts.stopLive()
-		if made {
-			// Nothing ran in it yet: all of it goes, for a clean retry.
-			a.releaseLocked(ctx, t.ID)
-		}
-	}()
+	ts.busy = make(chan struct{})
 	for _, at := range rec.Networks {
+		// The network's devices are the node's, shared by its tasks: made
+		// under the lock.
 		if err := a.ensureNetwork(at.NetworkID); err != nil {
-			return "", "", fmt.Errorf("netagent: task %s: %w", t.ID, err)
+			err = fmt.Errorf("netagent: task %s: %w", t.ID, err)
+			a.endWiringLocked(ctx, w, err)
+			return nil, false, err
 		}
-		if err := a.overlay.Attach(a.view.nets[at.NetworkID].n, path, at.IfName, at.Addr); err != nil {
-			return "", "", fmt.Errorf("netagent: task %s: attach to network %s as %s: %w", t.ID, at.NetworkID, at.IfName, err)
+		w.nets = append(w.nets, a.view.nets[at.NetworkID].n)
+	}
+	return w, false, nil
+}
+
+// waitIdleLocked waits until no TaskNetwork call wires the task, and
+// checks that the agent is usable; a.mu is held, and released while it
+// waits.
+func (a *Agent) waitIdleLocked(ctx context.Context, taskID string) error {
+	for {
+		if err := a.usable(); err != nil {
+			return err
+		}
+		ts := a.tasks[taskID]
+		if ts == nil || ts.busy == nil {
+			return nil
+		}
+		busy := ts.busy
+		a.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+		}
+		a.mu.Lock()
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 	}
-	if rec.Gateway.IsValid() {
-		ifName := fmt.Sprintf("eth%d", len(rec.Networks))
-		if err := a.gateway.Attach(path, ifName, rec.Gateway); err != nil {
-			return "", "", fmt.Errorf("netagent: task %s: attach to the gateway network as %s: %w", t.ID, ifName, err)
-		}
+}
+
+// finishWiring makes a wired task live (its load balancer set from the
+// current view, the published ports synced), or undoes what the wiring
+// made when it failed or the agent closed meanwhile; either way the task
+// is no longer busy.
+func (a *Agent) finishWiring(ctx context.Context, w *wiring, werr error) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if werr == nil {
+		werr = a.usable()
 	}
-	ts.lb = &netmesh.ServiceLB{NetNS: path, Logger: a.Logger}
-	if err := ts.lb.Start(ctx); err != nil {
-		ts.lb = nil
-		return "", "", fmt.Errorf("netagent: task %s: load balancer: %w", t.ID, err)
+	if werr == nil {
+		w.ts.lb, w.ts.dns, w.ts.vips = w.lb, w.dns, map[vipKey]netmesh.VIPService{}
+		werr = a.syncTaskLB(ctx, w.ts)
 	}
-	ts.vips = map[vipKey]netmesh.VIPService{}
-	if err := a.syncTaskLB(ctx, ts); err != nil {
-		return "", "", err
+	if werr != nil {
+		a.endWiringLocked(ctx, w, werr)
+		return werr
 	}
-	dns := &netmesh.DNS{Addr: DNSAddr, Registry: a.registry, Networks: ts.networkIDs(), Upstreams: a.ups, Logger: a.Logger}
-	if err := inNetNS(path, func() error { return dns.Start(ctx) }); err != nil {
-		return "", "", fmt.Errorf("netagent: task %s: DNS server: %w", t.ID, err)
-	}
-	ts.dns = dns
-	if err := writeFileAtomic(resolv, []byte(DefaultResolvConf), 0o644); err != nil {
-		return "", "", fmt.Errorf("netagent: task %s: resolv.conf: %w", t.ID, err)
-	}
-	ts.live = true
+	w.ts.live = true
+	a.endWiringLocked(ctx, w, nil)
 	if err := a.syncPorts(ctx); err != nil {
-		a.logger().Warn("netagent: published ports after wiring a task", "task", t.ID, "err", err)
+		a.logger().Warn("netagent: published ports after wiring a task", "task", w.rec.ID, "err", err)
 	}
-	a.logger().Info("netagent: task wired", "task", t.ID, "netns", path, "networks", len(rec.Networks), "gateway", rec.Gateway, "adopted", !made)
-	return path, resolv, nil
+	return nil
+}
+
+// endWiringLocked ends a task's wiring: on failure its DNS server and load
+// balancer stop, and a namespace made for it goes with all the rest (nothing
+// ran in it yet), for a clean retry. a.mu is held.
+func (a *Agent) endWiringLocked(ctx context.Context, w *wiring, werr error) {
+	close(w.ts.busy)
+	w.ts.busy = nil
+	if werr == nil {
+		return
+	}
+	w.stop()
+	w.ts.stopLive()
+	if w.made && !a.closed {
+		a.releaseLocked(context.WithoutCancel(ctx), w.rec.ID)
+		return
+	}
+	if w.save && !w.saved {
+		// Nothing of the new record reached the disk: the task is as it
+		// was (unknown, for a new one), its new gateway address free.
+		if gw := w.rec.Gateway; gw.IsValid() && gw != w.oldRec.Gateway && a.gwUsed[gw] == w.rec.ID {
+			delete(a.gwUsed, gw)
+		}
+		if w.fresh {
+			delete(a.tasks, w.rec.ID)
+		} else {
+			w.ts.rec = w.oldRec
+			if gw := w.oldRec.Gateway; gw.IsValid() {
+				a.gwUsed[gw] = w.rec.ID
+			}
+		}
+	}
 }
 
 func sameRecord(x, y taskRecord) bool {
@@ -334,7 +404,8 @@ func (a *Agent) ReleaseTask(ctx context.Context, taskID string) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.usable(); err != nil {
+	// A task being wired goes once its wiring is over.
+	if err := a.waitIdleLocked(ctx, taskID); err != nil {
 		return err
 	}
 	return a.releaseLocked(ctx, taskID)
@@ -386,7 +457,7 @@ func (a *Agent) Prune(ctx context.Context, keep map[string]bool) error {
 	}
 	var errs []error
 	for _, id := range slices.Sorted(maps.Keys(a.tasks)) {
-		if !keep[id] {
+		if !keep[id] && a.tasks[id].busy == nil { // one being wired is wanted
 			a.logger().Info("netagent: pruning a task's network", "task", id)
 			errs = append(errs, a.releaseLocked(ctx, id))
 		}
