@@ -46,15 +46,15 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 	var (
 		nodes    []*api.Node
 		services []*api.Service
-		gone     = map[string][]*api.Task{} // tasks of services removed
-		bySvc    = map[string][]*api.Task{}
+		gone     = map[string][]*taskRef{} // tasks of services removed
+		bySvc    = map[string][]*taskRef{}
 		cluster  = &api.Cluster{Spec: DefaultClusterSpec()}
 		usage    []*api.Task // every task, when the pass places some
 		place    bool        // the pass places tasks
 		p        plan
 		changed  []*api.Service
 		nodeUps  []*api.Node
-		unplaced = map[*api.Task]bool{} // pending tasks without their addresses
+		unplaced = map[*taskRef]bool{} // pending tasks without their addresses
 	)
 	err := st.View(func(tx *raftstore.ReadTx) error {
 		var err error
@@ -115,16 +115,14 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		for _, s := range services {
 			known[s.ID] = true
 		}
-		// Store objects are read-only: the pass works on copies, made in
-		// one allocation (one per task was a fifth of a pass's time).
-		copies := make([]api.Task, len(tasks))
-		for i, t := range tasks {
-			copies[i] = *t
-			c := &copies[i]
-			if known[t.ServiceID] {
-				bySvc[t.ServiceID] = append(bySvc[t.ServiceID], c)
+		// Store objects are read-only and shared: the pass holds them by
+		// refs, which copy a task only when the pass changes it (copying
+		// every task was most of a pass's time on a big service).
+		for _, c := range refsOf(tasks) {
+			if known[c.ServiceID] {
+				bySvc[c.ServiceID] = append(bySvc[c.ServiceID], c)
 			} else {
-				gone[t.ServiceID] = append(gone[t.ServiceID], c)
+				gone[c.ServiceID] = append(gone[c.ServiceID], c)
 			}
 		}
 		slices.SortFunc(services, func(a, b *api.Service) int { return cmpString(a.ID, b.ID) })
@@ -162,13 +160,17 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			// freed for the tasks that ended.
 			for _, t := range append(slices.Clone(bySvc[svc.ID]), sp.create...) {
 				switch {
-				case ended(t) || t.DesiredState > api.TaskRunning && t.NodeID == "":
-					alloc.releaseTask(t)
-				case pendingTask(t):
-					if err := alloc.taskAddrs(svc, t); err != nil {
+				case ended(t.Task) || t.DesiredState > api.TaskRunning && t.NodeID == "":
+					alloc.releaseTask(t.Task)
+				case pendingTask(t.Task):
+					nets, ch, err := alloc.taskAddrs(svc, t.Task)
+					if ch {
+						t.edit().Networks = nets
+					}
+					if err != nil {
 						unplaced[t] = true
 						if msg := "waiting for an address: " + err.Error(); t.Status.Err != msg {
-							t.Status.Err = msg
+							t.edit().Status.Err = msg
 							p.updated(t)
 						}
 						// Addresses come free as other services' tasks
@@ -187,20 +189,20 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		for id, ts := range gone {
 			alloc.releaseServiceByID(id)
 			for _, t := range ts {
-				if ended(t) {
-					alloc.releaseTask(t)
+				if ended(t.Task) {
+					alloc.releaseTask(t.Task)
 				}
 				switch {
-				case ended(t) || t.NodeID == "":
+				case ended(t.Task) || t.NodeID == "":
 					p.remove = append(p.remove, t)
 				case t.DesiredState < api.TaskShutdown:
-					t.DesiredState = api.TaskShutdown
+					t.edit().DesiredState = api.TaskShutdown
 					p.updated(t)
 				}
 			}
 		}
 		for _, t := range p.remove {
-			alloc.releaseTask(t)
+			alloc.releaseTask(t.Task)
 		}
 		if all || netsChanged {
 			// Every ready node has its address on ingress (the mesh
@@ -236,13 +238,13 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 	if err != nil {
 		return res, err
 	}
-	var assigned []*api.Task
+	var assigned []*taskRef
 	if place {
 		sched := m.Scheduler
 		if sched == nil {
 			sched = scheduler.New(scheduler.Config{})
 		}
-		pending := slices.DeleteFunc(byPending(bySvc, p.create), func(t *api.Task) bool { return unplaced[t] })
+		pending := slices.DeleteFunc(byPending(bySvc, p.create), func(t *taskRef) bool { return unplaced[t] })
 		began := time.Now()
 		assigned = assign(sched, nodes, usage, pending, now)
 		m.scheduleTime.observe(time.Since(began))
@@ -252,13 +254,13 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 
 // commit writes a pass: creations first (with their placement when the
 // scheduler placed them in this pass), then updates, each object once.
-func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, assigned []*api.Task, services []*api.Service, nodes []*api.Node, res *passResult) error {
-	creating := make(map[*api.Task]bool, len(p.create))
+func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, assigned []*taskRef, services []*api.Service, nodes []*api.Node, res *passResult) error {
+	creating := make(map[*taskRef]bool, len(p.create))
 	for _, t := range p.create {
 		creating[t] = true
 	}
-	var updating []*api.Task
-	seen := map[*api.Task]bool{}
+	var updating []*taskRef
+	seen := map[*taskRef]bool{}
 	for _, t := range append(p.update, assigned...) {
 		if !creating[t] && !seen[t] {
 			seen[t] = true
@@ -284,11 +286,12 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 			}
 		}
 		for _, t := range p.create {
-			if err := b.Create(TableTasks, t); err != nil {
+			if err := b.Create(TableTasks, t.Task); err != nil {
 				return err
 			}
 		}
-		for _, t := range updating {
+		for _, ref := range updating {
+			t := ref.edit() // a copy already: what the pass changed
 			t.UpdatedAt = now
 			if err := b.Update(TableTasks, t); err != nil {
 				return err
@@ -307,7 +310,7 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 	var owner map[string]string // task ID -> service ID, of the tasks written
 	if res.raced {
 		owner = map[string]string{}
-		for _, ts := range [][]*api.Task{p.create, updating, p.remove} {
+		for _, ts := range [][]*taskRef{p.create, updating, p.remove} {
 			for _, t := range ts {
 				owner[t.ID] = t.ServiceID
 			}
@@ -341,13 +344,13 @@ func pendingTask(t *api.Task) bool {
 	return t.Status.State == api.TaskPending && t.DesiredState <= api.TaskRunning
 }
 
-func hasPending(bySvc map[string][]*api.Task, created []*api.Task) bool {
+func hasPending(bySvc map[string][]*taskRef, created []*taskRef) bool {
 	if len(created) > 0 {
 		return true
 	}
 	for _, ts := range bySvc {
 		for _, t := range ts {
-			if pendingTask(t) {
+			if pendingTask(t.Task) {
 				return true
 			}
 		}
@@ -355,19 +358,18 @@ func hasPending(bySvc map[string][]*api.Task, created []*api.Task) bool {
 	return false
 }
 
-// byPending returns the pending tasks of the pass (the copies it may
-// change), in a stable order.
-func byPending(bySvc map[string][]*api.Task, created []*api.Task) []*api.Task {
-	var out []*api.Task
+// byPending returns the pending tasks of the pass, in a stable order.
+func byPending(bySvc map[string][]*taskRef, created []*taskRef) []*taskRef {
+	var out []*taskRef
 	for _, ts := range bySvc {
 		for _, t := range ts {
-			if pendingTask(t) {
+			if pendingTask(t.Task) {
 				out = append(out, t)
 			}
 		}
 	}
 	out = append(out, created...)
-	slices.SortStableFunc(out, func(a, b *api.Task) int {
+	slices.SortStableFunc(out, func(a, b *taskRef) int {
 		if c := cmpString(a.ServiceID, b.ServiceID); c != 0 {
 			return c
 		}
