@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/shoalproject/shoal/scheduler"
@@ -425,11 +426,11 @@ func (r *reconciler) restarts(current *taskRef, ts []*taskRef, window time.Durat
 
 // name gives a task its name: SERVICE.SLOT.ID, or SERVICE.NODE.ID.
 func (r *reconciler) name(svc *api.Service, t *api.Task) {
+	mid := t.NodeID
 	if t.Slot > 0 {
-		t.Annotations.Name = fmt.Sprintf("%s.%d.%s", svc.Spec.Name, t.Slot, t.ID)
-	} else {
-		t.Annotations.Name = fmt.Sprintf("%s.%s.%s", svc.Spec.Name, t.NodeID, t.ID)
+		mid = strconv.FormatUint(t.Slot, 10)
 	}
+	t.Annotations.Name = svc.Spec.Name + "." + mid + "." + t.ID
 }
 
 func newer(a, b *api.Task) bool {

@@ -92,7 +92,7 @@ func TestReconcileNeverWritesStoreObjects(t *testing.T) {
 	glob := svc("glob", api.Global())  // its task on the drained node stops
 	job := svc("job", api.ServiceMode{ReplicatedJob: &api.ReplicatedJob{MaxConcurrent: 1, TotalCompletions: 1}})
 	job.JobStatus = &api.JobStatus{JobIteration: 1} // the run-0 task stops
-	con := svc("con", api.Replicated(2))             // the enforcer stops slot 1; slot 2 cannot be placed
+	con := svc("con", api.Replicated(2))            // the enforcer stops slot 1; slot 2 cannot be placed
 	con.Spec.TaskTemplate.Placement = &api.Placement{Constraints: []string{"node.labels.zone==a"}}
 	plain := svc("plain", api.Replicated(1)) // no network: placement is the only change
 
