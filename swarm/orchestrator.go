@@ -138,19 +138,29 @@ func (r *reconciler) replicated(svc *api.Service, tasks []*taskRef, p *plan) {
 	if svc.Spec.Mode.Replicated != nil {
 		replicas = svc.Spec.Mode.Replicated.Replicas
 	}
-	// Slot n is live[n-1] (replicas is bounded by the cluster's cap):
-	// a map of 100,000 slots per pass cost more than the slots' work.
+	// Slot n is live[n-1] (replicas is bounded by the cluster's cap),
+	// and the slots' tasks share one array: a map of 100,000 slots, or a
+	// slice per slot, cost more per pass than the slots' work.
 	live := make([]slot, replicas)
-	for i := range live {
-		live[i].slot = uint64(i + 1)
-	}
 	extra := map[uint64][]*taskRef{} // slot 0, and slots scaled away
 	for _, t := range tasks {
 		if t.Slot >= 1 && t.Slot <= replicas {
-			s := &live[t.Slot-1]
-			s.tasks = append(s.tasks, t)
+			live[t.Slot-1].slot++ // a count, for now
 		} else {
 			extra[t.Slot] = append(extra[t.Slot], t)
+		}
+	}
+	shared := make([]*taskRef, 0, len(tasks))
+	for i := range live {
+		n := int(live[i].slot)
+		live[i].tasks = shared[len(shared) : len(shared) : len(shared)+n]
+		shared = shared[:len(shared)+n]
+		live[i].slot = uint64(i + 1)
+	}
+	for _, t := range tasks {
+		if t.Slot >= 1 && t.Slot <= replicas {
+			s := &live[t.Slot-1]
+			s.tasks = append(s.tasks, t) // within its part of shared
 		}
 	}
 	for _, ts := range extra {
