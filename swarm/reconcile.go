@@ -66,7 +66,7 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		} else if len(cs) > 0 {
 			cluster = cs[0]
 		}
-		var tasks []*api.Task
+		var tasks, every []*api.Task // every: the whole table, when read
 		if all {
 			if services, err = list[*api.Service](tx.List(TableServices)); err != nil {
 				return err
@@ -74,18 +74,15 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			if tasks, err = list[*api.Task](tx.List(TableTasks)); err != nil {
 				return err
 			}
+			every = tasks
 		} else {
 			for id := range dirty {
-				ts, err := list[*api.Task](tx.Find(TableTasks, IndexService, id))
-				if err != nil {
-					return err
-				}
-				tasks = append(tasks, ts...)
 				if o, err := tx.Get(TableServices, id); err == nil {
 					services = append(services, o.(*api.Service))
-				} else if len(ts) == 0 {
-					continue
 				}
+			}
+			if tasks, every, err = dirtyTasks(tx, dirty, services, len(nodes)); err != nil {
+				return err
 			}
 		}
 		// The address book: rebuilt from the store at a full pass, else
@@ -227,9 +224,15 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			if err != nil {
 				return err
 			}
-			if all || n == len(tasks) {
+			switch {
+			case every != nil:
+				usage = every
+			case n == len(tasks):
 				usage = tasks // every task was read already (one service, say)
-			} else if usage, err = list[*api.Task](tx.List(TableTasks)); err != nil {
+			default:
+				usage, err = list[*api.Task](tx.List(TableTasks))
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -330,6 +333,53 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 		m.logger().Debug("swarm: reconcile conflicts", "count", len(out.Conflicts))
 	}
 	return err
+}
+
+// dirtyTasks reads the tasks of the services in dirty (services are those
+// still in the store): by the service index or, when those services' tasks
+// are likely most of the table (a big service being created), by one scan
+// of the table, which costs less than an index lookup per task and gives
+// placement every task too (every; nil when the table was not read).
+func dirtyTasks(tx *raftstore.ReadTx, dirty map[string]bool, services []*api.Service, nodes int) (tasks, every []*api.Task, err error) {
+	n, err := tx.Count(TableTasks)
+	if err != nil {
+		return nil, nil, err
+	}
+	var want uint64
+	for _, s := range services {
+		want += expectedTasks(s, nodes)
+	}
+	if n > 0 && want >= uint64(n)/2 {
+		if every, err = list[*api.Task](tx.List(TableTasks)); err != nil {
+			return nil, nil, err
+		}
+		for _, t := range every {
+			if dirty[t.ServiceID] {
+				tasks = append(tasks, t)
+			}
+		}
+		return tasks, every, nil
+	}
+	for id := range dirty {
+		ts, err := list[*api.Task](tx.Find(TableTasks, IndexService, id))
+		if err != nil {
+			return nil, nil, err
+		}
+		tasks = append(tasks, ts...)
+	}
+	return tasks, nil, nil
+}
+
+// expectedTasks is about how many tasks a converged service has, its
+// history aside.
+func expectedTasks(s *api.Service, nodes int) uint64 {
+	switch m := s.Spec.Mode; {
+	case m.Replicated != nil:
+		return m.Replicated.Replicas
+	case m.ReplicatedJob != nil:
+		return max(m.ReplicatedJob.TotalCompletions, 1)
+	}
+	return uint64(nodes) // global services and jobs
 }
 
 func (p *plan) merge(o *plan) {

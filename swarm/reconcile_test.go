@@ -48,12 +48,121 @@ func storeObjects(t *testing.T, st *raftstore.Store) map[raftstore.Object]string
 func TestReconcileNeverWritesStoreObjects(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	m, st, all := seedPassStore(ctx, t)
+	var book *allocator
+	for pass := range 3 {
+		before := storeObjects(t, st)
+		// The first pass is a full one (enforcer, node attachments),
+		// the others follow events.
+		if _, err := m.reconcile(ctx, st, all, pass == 0, pass == 0, &book); err != nil {
+			t.Fatalf("pass %d: %v", pass, err)
+		}
+		for o, was := range before {
+			b, _ := json.Marshal(o)
+			if string(b) != was {
+				t.Fatalf("pass %d changed a store object in place:\nbefore %s\nafter  %s", pass, was, b)
+			}
+		}
+		if pass > 0 {
+			continue
+		}
+		// The pass did change these tasks (in the store, as new objects):
+		// the test covers each path that changes a task.
+		got := map[string]*api.Task{}
+		st.View(func(tx *raftstore.ReadTx) error {
+			ts, err := list[*api.Task](tx.List(TableTasks))
+			for _, tk := range ts {
+				got[tk.ID] = tk
+			}
+			return err
+		})
+		for _, id := range []string{"orphan", "drained", "scaled", "updold", "sfold", "globdrained", "jobold", "gonerunning", "conbroken"} {
+			if g := got[id]; g == nil || g.DesiredState != api.TaskShutdown {
+				t.Errorf("pass 0: task %s not shut down: %+v", id, g)
+			}
+		}
+		if g := got["orphan"]; g != nil && g.Status.State != api.TaskOrphaned {
+			t.Errorf("pass 0: the task on the down node is %s, not orphaned", g.Status.State)
+		}
+		if g := got["pending"]; g == nil || g.Status.State != api.TaskAssigned || len(g.Networks) == 0 {
+			t.Errorf("pass 0: the pending task was not given an address and placed: %+v", g)
+		}
+		if g := got["plainpending"]; g == nil || g.Status.State != api.TaskAssigned {
+			t.Errorf("pass 0: the pending task was not placed: %+v", g)
+		}
+		if g := got["conpending"]; g == nil || g.Status.Err == "" {
+			t.Errorf("pass 0: the unplaceable task got no reason: %+v", g)
+		}
+		if got["goneended"] != nil {
+			t.Error("pass 0: the ended task of a removed service is still there")
+		}
+		removed := 0
+		for i := range DefaultTaskHistory + 2 {
+			if got["hist"+string(rune('a'+i))] == nil {
+				removed++
+			}
+		}
+		if removed == 0 {
+			t.Error("pass 0: no task beyond the history limit reaped")
+		}
+	}
+}
+
+// TestDirtyTasksReadsOnlyTheirServices checks both ways a pass reads the
+// tasks of the services it looks at (an index lookup per service, or one
+// scan of the table for services that hold most of it) give those
+// services' tasks and no others: another service's task taken for one of
+// a removed service would be shut down.
+func TestDirtyTasksReadsOnlyTheirServices(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, st, _ := seedPassStore(ctx, t)
+	dirty := map[string]bool{"rep": true, "plain": true, "gone": true}
+	big := &api.Service{Spec: api.ServiceSpec{Mode: api.Replicated(1000)}}
+	st.View(func(tx *raftstore.ReadTx) error {
+		for _, c := range []struct {
+			services []*api.Service
+			scan     bool
+		}{{nil, false}, {[]*api.Service{big}, true}} {
+			tasks, every, err := dirtyTasks(tx, dirty, c.services, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, _ := tx.Count(TableTasks); (every != nil) != c.scan || (c.scan && len(every) != n) {
+				t.Errorf("scan %v: read %d of %d tasks of the table", c.scan, len(every), n)
+			}
+			want := map[string]bool{}
+			for id := range dirty {
+				ts, _ := list[*api.Task](tx.Find(TableTasks, IndexService, id))
+				for _, tk := range ts {
+					want[tk.ID] = true
+				}
+			}
+			got := map[string]bool{}
+			for _, tk := range tasks {
+				if !dirty[tk.ServiceID] || got[tk.ID] {
+					t.Errorf("scan %v: task %s of service %s read (twice: %v)", c.scan, tk.ID, tk.ServiceID, got[tk.ID])
+				}
+				got[tk.ID] = true
+			}
+			if len(got) != len(want) || len(want) < 10 {
+				t.Errorf("scan %v: read %d tasks of the services, want %d (10 or more)", c.scan, len(got), len(want))
+			}
+		}
+		return nil
+	})
+}
+
+// seedPassStore starts a store led by m with tasks that take every path
+// of a pass that changes a task, and returns the services to look at.
+func seedPassStore(ctx context.Context, t *testing.T) (*Manager, *raftstore.Store, map[string]bool) {
+	t.Helper()
 	m := &Manager{ID: "m1"}
 	st, err := m.startStore(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	for !st.IsLeader() {
 		if ctx.Err() != nil {
 			t.Fatal("the store never led")
@@ -153,65 +262,9 @@ func TestReconcileNeverWritesStoreObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var book *allocator
 	all := map[string]bool{}
 	for _, s := range []string{"rep", "upd", "sf", "glob", "job", "con", "plain", "gone"} {
 		all[s] = true
 	}
-	for pass := range 3 {
-		before := storeObjects(t, st)
-		// The first pass is a full one (enforcer, node attachments),
-		// the others follow events.
-		if _, err := m.reconcile(ctx, st, all, pass == 0, pass == 0, &book); err != nil {
-			t.Fatalf("pass %d: %v", pass, err)
-		}
-		for o, was := range before {
-			b, _ := json.Marshal(o)
-			if string(b) != was {
-				t.Fatalf("pass %d changed a store object in place:\nbefore %s\nafter  %s", pass, was, b)
-			}
-		}
-		if pass > 0 {
-			continue
-		}
-		// The pass did change these tasks (in the store, as new objects):
-		// the test covers each path that changes a task.
-		got := map[string]*api.Task{}
-		st.View(func(tx *raftstore.ReadTx) error {
-			ts, err := list[*api.Task](tx.List(TableTasks))
-			for _, tk := range ts {
-				got[tk.ID] = tk
-			}
-			return err
-		})
-		for _, id := range []string{"orphan", "drained", "scaled", "updold", "sfold", "globdrained", "jobold", "gonerunning", "conbroken"} {
-			if g := got[id]; g == nil || g.DesiredState != api.TaskShutdown {
-				t.Errorf("pass 0: task %s not shut down: %+v", id, g)
-			}
-		}
-		if g := got["orphan"]; g != nil && g.Status.State != api.TaskOrphaned {
-			t.Errorf("pass 0: the task on the down node is %s, not orphaned", g.Status.State)
-		}
-		if g := got["pending"]; g == nil || g.Status.State != api.TaskAssigned || len(g.Networks) == 0 {
-			t.Errorf("pass 0: the pending task was not given an address and placed: %+v", g)
-		}
-		if g := got["plainpending"]; g == nil || g.Status.State != api.TaskAssigned {
-			t.Errorf("pass 0: the pending task was not placed: %+v", g)
-		}
-		if g := got["conpending"]; g == nil || g.Status.Err == "" {
-			t.Errorf("pass 0: the unplaceable task got no reason: %+v", g)
-		}
-		if got["goneended"] != nil {
-			t.Error("pass 0: the ended task of a removed service is still there")
-		}
-		removed := 0
-		for i := range DefaultTaskHistory + 2 {
-			if got["hist"+string(rune('a'+i))] == nil {
-				removed++
-			}
-		}
-		if removed == 0 {
-			t.Error("pass 0: no task beyond the history limit reaped")
-		}
-	}
+	return m, st, all
 }
