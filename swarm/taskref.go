@@ -41,12 +41,3 @@ func refsOf(ts []*api.Task) []*taskRef {
 	}
 	return out
 }
-
-// tasksOf returns the tasks refs hold now.
-func tasksOf(refs []*taskRef) []*api.Task {
-	out := make([]*api.Task, len(refs))
-	for i, r := range refs {
-		out[i] = r.Task
-	}
-	return out
-}
