@@ -208,11 +208,13 @@ func (a *allocator) serviceVIPs(svc *api.Service) (bool, error) {
 	return changed, nil
 }
 
-// taskAddrs gives a task an address on each of its service's networks.
-func (a *allocator) taskAddrs(svc *api.Service, t *api.Task) error {
+// taskAddrs allocates a task an address on each of its service's
+// networks and returns its attachments; changed is false when it has them
+// already. It does not change t, which may be the store's object.
+func (a *allocator) taskAddrs(svc *api.Service, t *api.Task) (nets []api.NetworkAttachment, changed bool, err error) {
 	want := a.networksOf(svc)
 	if len(t.Networks) == len(want) {
-		return nil // allocated already
+		return t.Networks, false, nil // allocated already
 	}
 	var out []api.NetworkAttachment
 	for _, net := range want {
@@ -221,7 +223,7 @@ func (a *allocator) taskAddrs(svc *api.Service, t *api.Task) error {
 			for _, got := range out {
 				a.release(got, taskOwner(t.ID))
 			}
-			return fmt.Errorf("no address on network %s: %w", a.name(net), err)
+			return nil, false, fmt.Errorf("no address on network %s: %w", a.name(net), err)
 		}
 		na := api.NetworkAttachment{NetworkID: net, Addresses: []string{a.prefixed(net, ad)}}
 		for _, tn := range t.Spec.Networks {
@@ -231,8 +233,7 @@ func (a *allocator) taskAddrs(svc *api.Service, t *api.Task) error {
 		}
 		out = append(out, na)
 	}
-	t.Networks = out
-	return nil
+	return out, true, nil
 }
 
 // releaseTask frees a task's addresses (it ended, or is gone).

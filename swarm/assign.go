@@ -14,9 +14,9 @@ import (
 // assigned ones (with the named generic resources they were given), and
 // pending ones whose reason for waiting changed ("no suitable node
 // (insufficient memory on 3 nodes)"). all is every task in the store, to
-// count what each node already runs; pending are the pass's copies of the
-// tasks to place.
-func assign(s *scheduler.Scheduler, nodes []*api.Node, all, pending []*api.Task, now time.Time) []*api.Task {
+// count what each node already runs (read only); pending are the pass's
+// refs of the tasks to place, changed through their edit.
+func assign(s *scheduler.Scheduler, nodes []*api.Node, all []*api.Task, pending []*taskRef, now time.Time) []*taskRef {
 	if len(pending) == 0 {
 		return nil
 	}
@@ -44,12 +44,12 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, all, pending []*api.Task,
 	}
 	groups := map[groupKey]*scheduler.Group{}
 	var order []groupKey
-	byTask := make(map[string]*api.Task, len(pending))
+	byTask := make(map[string]*taskRef, len(pending))
 	for _, t := range pending {
 		k := groupKey{t.ServiceID, t.SpecVersion}
 		g := groups[k]
 		if g == nil {
-			g = groupFor(t)
+			g = groupFor(t.Task)
 			groups[k] = g
 			order = append(order, k)
 		}
@@ -61,9 +61,10 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, all, pending []*api.Task,
 		list[i] = groups[k]
 	}
 	res := s.Place(infos, list...)
-	var changed []*api.Task
+	var changed []*taskRef
 	for _, d := range res.Decisions {
-		t := byTask[d.TaskID]
+		ref := byTask[d.TaskID]
+		t := ref.edit()
 		t.NodeID = d.NodeID
 		t.AssignedGenericResources = nil
 		for _, u := range d.Named {
@@ -79,14 +80,16 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, all, pending []*api.Task,
 			}
 		}
 		t.Status = api.TaskStatus{Timestamp: now, State: api.TaskAssigned, Message: "scheduler assigned task to node"}
-		changed = append(changed, t)
+		changed = append(changed, ref)
 	}
 	for _, e := range res.Unplaced {
+		msg := e.Error()
 		for _, id := range e.TaskIDs {
-			t := byTask[id]
-			if msg := e.Error(); t.Status.Err != msg {
+			ref := byTask[id]
+			if ref.Status.Err != msg {
+				t := ref.edit()
 				t.Status.Err, t.Status.Timestamp = msg, now
-				changed = append(changed, t)
+				changed = append(changed, ref)
 			}
 		}
 	}

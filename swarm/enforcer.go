@@ -14,11 +14,11 @@ import (
 // reserve (then the newest tasks go first, until the rest fit). The
 // orchestrators replace them on nodes that fit. Global services need no
 // enforcer: a node that stops being eligible loses their task anyway.
-func enforce(nodes []*api.Node, bySvc map[string][]*api.Task, r *reconciler, p *plan) {
-	byNode := map[string][]*api.Task{}
+func enforce(nodes []*api.Node, bySvc map[string][]*taskRef, r *reconciler, p *plan) {
+	byNode := map[string][]*taskRef{}
 	for _, ts := range bySvc {
 		for _, t := range ts {
-			if t.NodeID != "" && t.Slot > 0 && alive(t) && t.Status.State >= api.TaskAssigned {
+			if t.NodeID != "" && t.Slot > 0 && alive(t.Task) && t.Status.State >= api.TaskAssigned {
 				byNode[t.NodeID] = append(byNode[t.NodeID], t)
 			}
 		}
@@ -29,9 +29,9 @@ func enforce(nodes []*api.Node, bySvc map[string][]*api.Task, r *reconciler, p *
 			continue
 		}
 		sn := schedNode(n)
-		var keep []*api.Task
+		var keep []*taskRef
 		for _, t := range ts {
-			if c, ok := failedConstraint(t, sn); ok {
+			if c, ok := failedConstraint(t.Task, sn); ok {
 				r.shutdown(t, fmt.Sprintf("constraint %s no longer met by node %s", c, n.ID), p)
 				continue
 			}
@@ -39,7 +39,7 @@ func enforce(nodes []*api.Node, bySvc map[string][]*api.Task, r *reconciler, p *
 		}
 		var cpu, mem int64
 		for _, t := range keep {
-			if res := reservations(t); res != nil {
+			if res := reservations(t.Task); res != nil {
 				cpu += res.NanoCPUs
 				mem += res.MemoryBytes
 			}
@@ -49,8 +49,8 @@ func enforce(nodes []*api.Node, bySvc map[string][]*api.Task, r *reconciler, p *
 			continue
 		}
 		// Newest first: the tasks that ran longest keep their place.
-		slices.SortFunc(keep, func(a, b *api.Task) int {
-			if newer(a, b) {
+		slices.SortFunc(keep, func(a, b *taskRef) int {
+			if newer(a.Task, b.Task) {
 				return -1
 			}
 			return 1
@@ -59,7 +59,7 @@ func enforce(nodes []*api.Node, bySvc map[string][]*api.Task, r *reconciler, p *
 			if cpu <= total.NanoCPUs && mem <= total.MemoryBytes {
 				break
 			}
-			res := reservations(t)
+			res := reservations(t.Task)
 			if res == nil || (res.NanoCPUs == 0 && res.MemoryBytes == 0) {
 				continue
 			}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/shoalproject/shoal/scheduler"
@@ -19,17 +20,19 @@ const (
 	DefaultTaskHistory = 5
 )
 
-// plan is what one reconciliation of a service changes.
+// plan is what one reconciliation of a service changes. Its tasks are the
+// pass's refs: created ones are the pass's own, updated ones were copied
+// by edit before the change.
 type plan struct {
-	create []*api.Task
-	update []*api.Task
-	remove []*api.Task
+	create []*taskRef
+	update []*taskRef
+	remove []*taskRef
 	// retryAt is when to look again (a restart delay ends); zero: no need.
 	retryAt time.Time
 	// service is the service with a changed UpdateStatus (or rolled back).
 	service *api.Service
 	// updating marks the tasks in update, so each goes in once.
-	updating map[*api.Task]bool
+	updating map[*taskRef]bool
 }
 
 // retryAfter asks for another look at the service at t (the earliest such
@@ -41,9 +44,9 @@ func (p *plan) retryAfter(t time.Time) {
 }
 
 // updated adds t to the plan's updates once.
-func (p *plan) updated(t *api.Task) {
+func (p *plan) updated(t *taskRef) {
 	if p.updating == nil {
-		p.updating = map[*api.Task]bool{}
+		p.updating = map[*taskRef]bool{}
 	}
 	if !p.updating[t] {
 		p.updating[t] = true
@@ -79,7 +82,7 @@ func (r *reconciler) room() bool {
 // add puts a new task in the plan, counted against the budget.
 func (r *reconciler) add(t *api.Task, p *plan) {
 	r.made++
-	p.create = append(p.create, t)
+	p.create = append(p.create, newRef(t))
 }
 
 // alive is a task that runs or is on its way to running.
@@ -90,19 +93,21 @@ func alive(t *api.Task) bool {
 // ended is a task whose process has ended (or never will run).
 func ended(t *api.Task) bool { return t.Status.State > api.TaskRunning }
 
-func (r *reconciler) reconcile(svc *api.Service, tasks []*api.Task, nodes map[string]*api.Node) plan {
+// reconcile plans a service's changes. It changes tasks only through
+// their refs' edit: the refs may hold the store's objects.
+func (r *reconciler) reconcile(svc *api.Service, tasks []*taskRef, nodes map[string]*api.Node) plan {
 	var p plan
 	// Tasks on nodes that are down or gone will not report again: they are
 	// orphaned, and replaced like failed ones. Tasks on drained nodes are
 	// stopped; their slots get new tasks on other nodes (global services
 	// and jobs stop theirs through eligibility).
 	for _, t := range tasks {
-		if t.NodeID == "" || !alive(t) {
+		if t.NodeID == "" || !alive(t.Task) {
 			continue
 		}
 		switch n := nodes[t.NodeID]; {
 		case n == nil || n.Status.State == api.NodeDown:
-			t.Status = api.TaskStatus{Timestamp: r.now, State: api.TaskOrphaned, Message: "node down", Err: "node " + t.NodeID + " is down or gone"}
+			t.edit().Status = api.TaskStatus{Timestamp: r.now, State: api.TaskOrphaned, Message: "node down", Err: "node " + t.NodeID + " is down or gone"}
 			p.updated(t)
 		case n.Spec.Availability == api.NodeDrain && t.Slot > 0:
 			r.shutdown(t, "node drained", &p)
@@ -128,37 +133,55 @@ func slotKey(t *api.Task) string {
 	return "node/" + t.NodeID
 }
 
-func (r *reconciler) replicated(svc *api.Service, tasks []*api.Task, p *plan) {
+func (r *reconciler) replicated(svc *api.Service, tasks []*taskRef, p *plan) {
 	replicas := uint64(0)
 	if svc.Spec.Mode.Replicated != nil {
 		replicas = svc.Spec.Mode.Replicated.Replicas
 	}
-	slots := map[uint64][]*api.Task{}
+	// Slot n is live[n-1] (replicas is bounded by the cluster's cap),
+	// and the slots' tasks share one array: a map of 100,000 slots, or a
+	// slice per slot, cost more per pass than the slots' work.
+	live := make([]slot, replicas)
+	extra := map[uint64][]*taskRef{} // slot 0, and slots scaled away
 	for _, t := range tasks {
-		slots[t.Slot] = append(slots[t.Slot], t)
-	}
-	for slot, ts := range slots {
-		if slot > replicas || slot == 0 {
-			for _, t := range ts {
-				r.shutdown(t, "scaled down", p)
-			}
+		if t.Slot >= 1 && t.Slot <= replicas {
+			live[t.Slot-1].slot++ // a count, for now
+		} else {
+			extra[t.Slot] = append(extra[t.Slot], t)
 		}
 	}
-	var live []slot
-	for n := uint64(1); n <= replicas; n++ {
-		live = append(live, slot{tasks: slots[n], place: func(t *api.Task) { t.Slot = n }})
+	shared := make([]*taskRef, 0, len(tasks))
+	for i := range live {
+		n := int(live[i].slot)
+		live[i].tasks = shared[len(shared) : len(shared) : len(shared)+n]
+		shared = shared[:len(shared)+n]
+		live[i].slot = uint64(i + 1)
+	}
+	for _, t := range tasks {
+		if t.Slot >= 1 && t.Slot <= replicas {
+			s := &live[t.Slot-1]
+			s.tasks = append(s.tasks, t) // within its part of shared
+		}
+	}
+	for _, ts := range extra {
+		for _, t := range ts {
+			r.shutdown(t, "scaled down", p)
+		}
 	}
 	r.rollingUpdate(svc, live, p)
 	for _, s := range live {
-		r.keep(svc, s.tasks, s.place, p)
+		r.keep(svc, s, p)
 	}
-	for _, ts := range slots {
+	for _, s := range live {
+		r.reap(s.tasks, p)
+	}
+	for _, ts := range extra {
 		r.reap(ts, p)
 	}
 }
 
-func (r *reconciler) global(svc *api.Service, tasks []*api.Task, nodes map[string]*api.Node, p *plan) {
-	byNode := map[string][]*api.Task{}
+func (r *reconciler) global(svc *api.Service, tasks []*taskRef, nodes map[string]*api.Node, p *plan) {
+	byNode := map[string][]*taskRef{}
 	for _, t := range tasks {
 		byNode[t.NodeID] = append(byNode[t.NodeID], t)
 	}
@@ -182,11 +205,11 @@ func (r *reconciler) global(svc *api.Service, tasks []*api.Task, nodes map[strin
 		if !eligible(n) || (n.Spec.Availability == api.NodePause && len(byNode[id]) == 0) {
 			continue
 		}
-		live = append(live, slot{tasks: byNode[id], place: func(t *api.Task) { t.NodeID = id }})
+		live = append(live, slot{tasks: byNode[id], node: id})
 	}
 	r.rollingUpdate(svc, live, p)
 	for _, s := range live {
-		r.keep(svc, s.tasks, s.place, p)
+		r.keep(svc, s, p)
 	}
 	for _, ts := range byNode {
 		r.reap(ts, p)
@@ -224,12 +247,12 @@ func nodeEligible(svc *api.Service) func(*api.Node) bool {
 // join later. Failed tasks are retried by the restart policy (on-failure by
 // default); completed ones never run again. Tasks of an older iteration
 // (before the job was updated) are shut down.
-func (r *reconciler) job(svc *api.Service, tasks []*api.Task, nodes map[string]*api.Node, p *plan) {
+func (r *reconciler) job(svc *api.Service, tasks []*taskRef, nodes map[string]*api.Node, p *plan) {
 	iter := uint64(0)
 	if svc.JobStatus != nil {
 		iter = svc.JobStatus.JobIteration
 	}
-	var current []*api.Task
+	var current []*taskRef
 	for _, t := range tasks {
 		if t.JobIteration != iter {
 			r.shutdown(t, "an older run of the job", p)
@@ -237,7 +260,7 @@ func (r *reconciler) job(svc *api.Service, tasks []*api.Task, nodes map[string]*
 		}
 		current = append(current, t)
 	}
-	done := func(ts []*api.Task) bool {
+	done := func(ts []*taskRef) bool {
 		for _, t := range ts {
 			if t.Status.State == api.TaskComplete {
 				return true
@@ -245,7 +268,7 @@ func (r *reconciler) job(svc *api.Service, tasks []*api.Task, nodes map[string]*
 		}
 		return false
 	}
-	groups := map[string][]*api.Task{}
+	groups := map[string][]*taskRef{}
 	if svc.Spec.Mode.GlobalJob != nil {
 		for _, t := range current {
 			groups[t.NodeID] = append(groups[t.NodeID], t)
@@ -260,7 +283,7 @@ func (r *reconciler) job(svc *api.Service, tasks []*api.Task, nodes map[string]*
 			if !eligible(nodes[id]) || done(groups[id]) || nodes[id].Spec.Availability == api.NodePause {
 				continue
 			}
-			r.keepAs(svc, groups[id], func(t *api.Task) { t.NodeID, t.JobIteration = id, iter }, p, api.RestartOnFailure)
+			r.keepAs(svc, slot{tasks: groups[id], node: id, iter: iter}, p, api.RestartOnFailure)
 		}
 	} else {
 		rj := svc.Spec.Mode.ReplicatedJob
@@ -269,13 +292,13 @@ func (r *reconciler) job(svc *api.Service, tasks []*api.Task, nodes map[string]*
 		if total == 0 {
 			total = maxConcurrent
 		}
-		slotTasks := map[uint64][]*api.Task{}
+		slotTasks := map[uint64][]*taskRef{}
 		alive := uint64(0)
 		for _, t := range current {
 			slotTasks[t.Slot] = append(slotTasks[t.Slot], t)
 		}
 		for _, ts := range slotTasks {
-			if c := currentTask(ts); c != nil && !ended(c) {
+			if c := currentTask(ts); c != nil && !ended(c.Task) {
 				alive++
 			}
 		}
@@ -290,10 +313,10 @@ func (r *reconciler) job(svc *api.Service, tasks []*api.Task, nodes map[string]*
 				}
 				alive++
 			}
-			r.keepAs(svc, ts, func(t *api.Task) { t.Slot, t.JobIteration = n, iter }, p, api.RestartOnFailure)
+			r.keepAs(svc, slot{tasks: ts, slot: n, iter: iter}, p, api.RestartOnFailure)
 		}
 		for _, t := range current {
-			groups[slotKey(t)] = append(groups[slotKey(t)], t)
+			groups[slotKey(t.Task)] = append(groups[slotKey(t.Task)], t)
 		}
 	}
 	for _, ts := range groups {
@@ -304,28 +327,29 @@ func (r *reconciler) job(svc *api.Service, tasks []*api.Task, nodes map[string]*
 // keep makes one slot hold a task that runs: a new one when the slot is
 // empty, a replacement when the last one ended and the restart policy says
 // so (after its delay).
-func (r *reconciler) keep(svc *api.Service, ts []*api.Task, place func(*api.Task), p *plan) {
-	r.keepAs(svc, ts, place, p, api.RestartAny)
+func (r *reconciler) keep(svc *api.Service, s slot, p *plan) {
+	r.keepAs(svc, s, p, api.RestartAny)
 }
 
 // keepAs is keep with the restart condition used when the policy sets none.
-func (r *reconciler) keepAs(svc *api.Service, ts []*api.Task, place func(*api.Task), p *plan, defaultCond api.RestartCondition) {
+func (r *reconciler) keepAs(svc *api.Service, s slot, p *plan, defaultCond api.RestartCondition) {
+	ts := s.tasks
 	current := currentTask(ts) // the newest task meant to run
 	if current != nil && current.Status.State == api.TaskRunning {
 		// A start-first update's old task goes once its successor runs.
 		for _, t := range ts {
-			if t != current && alive(t) {
+			if t != current && alive(t.Task) {
 				r.shutdown(t, "replaced by a task of the new spec", p)
 			}
 		}
 	}
-	if current != nil && !ended(current) {
+	if current != nil && !ended(current.Task) {
 		return
 	}
 	if current == nil {
 		// Stop first: the slot's old task must be gone before a new one.
 		for _, t := range ts {
-			if t.DesiredState == api.TaskShutdown && !ended(t) && t.NodeID != "" {
+			if t.DesiredState == api.TaskShutdown && !ended(t.Task) && t.NodeID != "" {
 				return
 			}
 		}
@@ -364,7 +388,7 @@ func (r *reconciler) keepAs(svc *api.Service, ts []*api.Task, place func(*api.Ta
 		}
 		r.shutdown(current, "replaced", p)
 		t := r.newTask(svc)
-		place(t)
+		s.place(t)
 		r.name(svc, t)
 		// The replacement carries the slot's restart history, so the
 		// restart policy still counts restarts whose tasks the history
@@ -380,7 +404,7 @@ func (r *reconciler) keepAs(svc *api.Service, ts []*api.Task, place func(*api.Ta
 		return
 	}
 	t := r.newTask(svc)
-	place(t)
+	s.place(t)
 	r.name(svc, t)
 	r.add(t, p)
 }
@@ -391,7 +415,7 @@ const maxRestartHistory = 1000
 // restarts returns when the slot's tasks were restarted within window (0:
 // ever), oldest first: the times current carries, or, for tasks made
 // before they carried them, one per older task still kept.
-func (r *reconciler) restarts(current *api.Task, ts []*api.Task, window time.Duration) []time.Time {
+func (r *reconciler) restarts(current *taskRef, ts []*taskRef, window time.Duration) []time.Time {
 	var out []time.Time
 	for _, at := range current.Restarts {
 		if window == 0 || r.now.Sub(at) <= window {
@@ -412,11 +436,11 @@ func (r *reconciler) restarts(current *api.Task, ts []*api.Task, window time.Dur
 
 // name gives a task its name: SERVICE.SLOT.ID, or SERVICE.NODE.ID.
 func (r *reconciler) name(svc *api.Service, t *api.Task) {
+	mid := t.NodeID
 	if t.Slot > 0 {
-		t.Annotations.Name = fmt.Sprintf("%s.%d.%s", svc.Spec.Name, t.Slot, t.ID)
-	} else {
-		t.Annotations.Name = fmt.Sprintf("%s.%s.%s", svc.Spec.Name, t.NodeID, t.ID)
+		mid = strconv.FormatUint(t.Slot, 10)
 	}
+	t.Annotations.Name = svc.Spec.Name + "." + mid + "." + t.ID
 }
 
 func newer(a, b *api.Task) bool {
@@ -427,31 +451,32 @@ func newer(a, b *api.Task) bool {
 }
 
 // shutdown sets a task's desired state to SHUTDOWN (once).
-func (r *reconciler) shutdown(t *api.Task, why string, p *plan) {
-	if t.DesiredState >= api.TaskShutdown {
+func (r *reconciler) shutdown(ref *taskRef, why string, p *plan) {
+	if ref.DesiredState >= api.TaskShutdown {
 		return
 	}
+	t := ref.edit()
 	t.DesiredState = api.TaskShutdown
 	if !ended(t) && t.NodeID == "" {
 		// Never assigned: nothing runs it, so it is done now.
 		t.Status = api.TaskStatus{Timestamp: r.now, State: api.TaskShutdown, Message: why}
 	}
-	p.updated(t)
+	p.updated(ref)
 }
 
 // reap removes the oldest ended tasks of a slot beyond the history limit.
-func (r *reconciler) reap(ts []*api.Task, p *plan) {
-	var done []*api.Task
+func (r *reconciler) reap(ts []*taskRef, p *plan) {
+	var done []*taskRef
 	for _, t := range ts {
-		if ended(t) && t.DesiredState > api.TaskRunning {
+		if ended(t.Task) && t.DesiredState > api.TaskRunning {
 			done = append(done, t)
 		}
 	}
 	if len(done) <= r.history {
 		return
 	}
-	slices.SortFunc(done, func(a, b *api.Task) int {
-		if newer(a, b) {
+	slices.SortFunc(done, func(a, b *taskRef) int {
+		if newer(a.Task, b.Task) {
 			return 1
 		}
 		return -1

@@ -16,6 +16,19 @@ func testReconciler(now time.Time) *reconciler {
 	return &reconciler{now: now, history: DefaultTaskHistory, newID: func() string { n++; return fmt.Sprintf("new%d", n) }}
 }
 
+// reconcileTasks runs r.reconcile on refs of ts and copies what it
+// changed back into ts (the test's own objects), as a commit would.
+func (r *reconciler) reconcileTasks(svc *api.Service, ts []*api.Task, nodes map[string]*api.Node) plan {
+	refs := refsOf(ts)
+	p := r.reconcile(svc, refs, nodes)
+	for i, ref := range refs {
+		if ref.owned {
+			*ts[i] = *ref.Task
+		}
+	}
+	return p
+}
+
 func ready(ids ...string) map[string]*api.Node {
 	out := map[string]*api.Node{}
 	for _, id := range ids {
@@ -50,7 +63,7 @@ func TestRestartPolicy(t *testing.T) {
 		{"none leaves a failed task", &api.RestartPolicy{Condition: api.RestartNone}, api.TaskFailed, false},
 	} {
 		old := endedTask("old", 1, c.state, t0)
-		p := testReconciler(t0).reconcile(svcWith(c.rp, 1), []*api.Task{old}, ready("n1"))
+		p := testReconciler(t0).reconcileTasks(svcWith(c.rp, 1), []*api.Task{old}, ready("n1"))
 		if got := len(p.create) == 1; got != c.restart {
 			t.Errorf("%s: restarted %v", c.name, got)
 			continue
@@ -71,11 +84,11 @@ func TestRestartDelayAndAttempts(t *testing.T) {
 	delay := 5 * time.Second
 	rp := &api.RestartPolicy{Delay: &delay, MaxAttempts: 2, Window: time.Hour}
 	old := endedTask("old", 1, api.TaskFailed, t0)
-	p := testReconciler(t0.Add(2*time.Second)).reconcile(svcWith(rp, 1), []*api.Task{old}, ready("n1"))
+	p := testReconciler(t0.Add(2*time.Second)).reconcileTasks(svcWith(rp, 1), []*api.Task{old}, ready("n1"))
 	if len(p.create) != 0 || !p.retryAt.Equal(t0.Add(delay)) {
 		t.Fatalf("within the delay: created %d, retry at %v", len(p.create), p.retryAt)
 	}
-	p = testReconciler(t0.Add(delay)).reconcile(svcWith(rp, 1), []*api.Task{old}, ready("n1"))
+	p = testReconciler(t0.Add(delay)).reconcileTasks(svcWith(rp, 1), []*api.Task{old}, ready("n1"))
 	if len(p.create) != 1 {
 		t.Fatal("not restarted after the delay")
 	}
@@ -84,13 +97,13 @@ func TestRestartDelayAndAttempts(t *testing.T) {
 	old = endedTask("old", 1, api.TaskFailed, t0)
 	tasks := []*api.Task{endedTask("a", 1, api.TaskFailed, t0.Add(-3*time.Minute)), endedTask("b", 1, api.TaskFailed, t0.Add(-2*time.Minute)), old}
 	tasks[0].DesiredState, tasks[1].DesiredState = api.TaskShutdown, api.TaskShutdown
-	if p := testReconciler(t0.Add(time.Minute)).reconcile(svcWith(rp, 1), tasks, ready("n1")); len(p.create) != 0 {
+	if p := testReconciler(t0.Add(time.Minute)).reconcileTasks(svcWith(rp, 1), tasks, ready("n1")); len(p.create) != 0 {
 		t.Fatal("restarted beyond MaxAttempts")
 	}
 	// Outside the window they no longer count.
 	old = endedTask("old", 1, api.TaskFailed, t0)
 	tasks[2] = old
-	if p := testReconciler(t0.Add(2*time.Hour)).reconcile(svcWith(rp, 1), tasks, ready("n1")); len(p.create) != 1 {
+	if p := testReconciler(t0.Add(2*time.Hour)).reconcileTasks(svcWith(rp, 1), tasks, ready("n1")); len(p.create) != 1 {
 		t.Fatal("attempts outside the window still counted")
 	}
 }
@@ -104,7 +117,7 @@ func TestHistoryIsReaped(t *testing.T) {
 	}
 	running := &api.Task{Meta: api.Meta{ID: "live", CreatedAt: t0.Add(time.Hour)}, ServiceID: "s", Slot: 1, NodeID: "n1",
 		DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning}}
-	p := testReconciler(t0.Add(2*time.Hour)).reconcile(svcWith(nil, 1), append(tasks, running), ready("n1"))
+	p := testReconciler(t0.Add(2*time.Hour)).reconcileTasks(svcWith(nil, 1), append(tasks, running), ready("n1"))
 	if len(p.create) != 0 || len(p.remove) != 3 {
 		t.Fatalf("created %d, removed %d; want 0 and 3", len(p.create), len(p.remove))
 	}
@@ -119,7 +132,7 @@ func TestTasksOnDownNodesAreOrphaned(t *testing.T) {
 	zero := time.Duration(0)
 	live := &api.Task{Meta: api.Meta{ID: "live", CreatedAt: t0}, ServiceID: "s", Slot: 1, NodeID: "gone",
 		DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning}}
-	p := testReconciler(t0).reconcile(svcWith(&api.RestartPolicy{Delay: &zero}, 1), []*api.Task{live}, ready("n1"))
+	p := testReconciler(t0).reconcileTasks(svcWith(&api.RestartPolicy{Delay: &zero}, 1), []*api.Task{live}, ready("n1"))
 	if live.Status.State != api.TaskOrphaned || live.DesiredState != api.TaskShutdown || len(p.create) != 1 {
 		t.Fatalf("task on a gone node: %s/%s, created %d", live.Status.State, live.DesiredState, len(p.create))
 	}
@@ -137,7 +150,7 @@ func TestNodeLossIsReplacedWithoutTheRestartDelay(t *testing.T) {
 	// The pass that finds the node down orphans the task and replaces it.
 	live := &api.Task{Meta: api.Meta{ID: "live", CreatedAt: t0.Add(-time.Hour)}, ServiceID: "s", Slot: 1, NodeID: "n2",
 		DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning, Timestamp: t0.Add(-time.Hour)}}
-	p := testReconciler(t0).reconcile(svc, []*api.Task{live}, nodes)
+	p := testReconciler(t0).reconcileTasks(svc, []*api.Task{live}, nodes)
 	if live.Status.State != api.TaskOrphaned || len(p.create) != 1 || !p.retryAt.IsZero() {
 		t.Fatalf("node down: task %s, created %d, retry at %v; want ORPHANED, a replacement now, no retry",
 			live.Status.State, len(p.create), p.retryAt)
@@ -150,7 +163,7 @@ func TestNodeLossIsReplacedWithoutTheRestartDelay(t *testing.T) {
 	// commit, say) is replaced at the next one, within the delay.
 	orphan := endedTask("orphan", 1, api.TaskOrphaned, t0)
 	orphan.NodeID = "n2"
-	if p := testReconciler(later).reconcile(svc, []*api.Task{orphan}, nodes); len(p.create) != 1 {
+	if p := testReconciler(later).reconcileTasks(svc, []*api.Task{orphan}, nodes); len(p.create) != 1 {
 		t.Fatalf("orphaned task: created %d within the restart delay, want 1 (retry at %v)", len(p.create), p.retryAt)
 	}
 
@@ -160,22 +173,22 @@ func TestNodeLossIsReplacedWithoutTheRestartDelay(t *testing.T) {
 	drained["n2"].Spec.Availability = api.NodeDrain
 	onDrained := &api.Task{Meta: api.Meta{ID: "d", CreatedAt: t0.Add(-time.Hour)}, ServiceID: "s", Slot: 1, NodeID: "n2",
 		DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning, Timestamp: t0.Add(-time.Hour)}}
-	if p := testReconciler(t0).reconcile(svc, []*api.Task{onDrained}, drained); onDrained.DesiredState != api.TaskShutdown || len(p.create) != 0 {
+	if p := testReconciler(t0).reconcileTasks(svc, []*api.Task{onDrained}, drained); onDrained.DesiredState != api.TaskShutdown || len(p.create) != 0 {
 		t.Fatalf("drained node: desired %s, created %d; want SHUTDOWN and none until it stops", onDrained.DesiredState, len(p.create))
 	}
 	onDrained.Status = api.TaskStatus{State: api.TaskShutdown, Timestamp: t0}
-	if p := testReconciler(later).reconcile(svc, []*api.Task{onDrained}, drained); len(p.create) != 1 {
+	if p := testReconciler(later).reconcileTasks(svc, []*api.Task{onDrained}, drained); len(p.create) != 1 {
 		t.Fatalf("drained task stopped: created %d within the restart delay, want 1", len(p.create))
 	}
 
 	// A task that exited 1 on a node that is up waits the delay.
 	failed := endedTask("failed", 1, api.TaskFailed, t0)
 	failed.Status.Err = "task: non-zero exit (1)"
-	p = testReconciler(later).reconcile(svc, []*api.Task{failed}, nodes)
+	p = testReconciler(later).reconcileTasks(svc, []*api.Task{failed}, nodes)
 	if len(p.create) != 0 || !p.retryAt.Equal(t0.Add(DefaultRestartDelay)) {
 		t.Fatalf("failed task: created %d, retry at %v; want none until %v", len(p.create), p.retryAt, t0.Add(DefaultRestartDelay))
 	}
-	if p := testReconciler(t0.Add(DefaultRestartDelay)).reconcile(svc, []*api.Task{failed}, nodes); len(p.create) != 1 {
+	if p := testReconciler(t0.Add(DefaultRestartDelay)).reconcileTasks(svc, []*api.Task{failed}, nodes); len(p.create) != 1 {
 		t.Fatal("failed task not replaced after the delay")
 	}
 }
@@ -197,7 +210,7 @@ func TestUpdateStepWaitsForHealth(t *testing.T) {
 			Spec: svc.Spec.TaskTemplate, SpecVersion: 7, DesiredState: api.TaskRunning,
 			Status: api.TaskStatus{State: api.TaskRunning, Health: c.health, Timestamp: t0.Add(2 * time.Second)}}
 		o := *old
-		p := testReconciler(t0.Add(time.Hour)).reconcile(svc, []*api.Task{fresh, &o}, ready("n1"))
+		p := testReconciler(t0.Add(time.Hour)).reconcileTasks(svc, []*api.Task{fresh, &o}, ready("n1"))
 		stopped := o.DesiredState == api.TaskShutdown
 		if stopped != c.stepsOn {
 			t.Fatalf("new task health %q: next slot stopped = %v, want %v", c.health, stopped, c.stepsOn)
@@ -217,23 +230,23 @@ func TestRestartsAreCarriedPastTheHistory(t *testing.T) {
 	r.history = 1
 	cur := endedTask("t", 1, api.TaskFailed, t0)
 	for i := range 3 {
-		p := r.reconcile(svcWith(rp, 1), []*api.Task{cur}, ready("n1"))
+		p := r.reconcileTasks(svcWith(rp, 1), []*api.Task{cur}, ready("n1"))
 		if len(p.create) != 1 {
 			t.Fatalf("restart %d not made", i+1)
 		}
-		next := p.create[0]
+		next := p.create[0].Task
 		if len(next.Restarts) != i+1 {
 			t.Fatalf("restart %d carries %d times", i+1, len(next.Restarts))
 		}
 		next.Status = api.TaskStatus{State: api.TaskFailed, Timestamp: t0}
 		cur = next
 	}
-	if p := r.reconcile(svcWith(rp, 1), []*api.Task{cur}, ready("n1")); len(p.create) != 0 {
+	if p := r.reconcileTasks(svcWith(rp, 1), []*api.Task{cur}, ready("n1")); len(p.create) != 0 {
 		t.Fatal("a fourth restart with MaxAttempts 3 and only the last task left")
 	}
 	// Out of the window, restarts no longer count.
 	rp.Window = time.Minute
-	if p := testReconciler(t0.Add(time.Hour)).reconcile(svcWith(rp, 1), []*api.Task{cur}, ready("n1")); len(p.create) != 1 {
+	if p := testReconciler(t0.Add(time.Hour)).reconcileTasks(svcWith(rp, 1), []*api.Task{cur}, ready("n1")); len(p.create) != 1 {
 		t.Fatal("restarts an hour old still counted against a 1-minute window")
 	}
 }
@@ -245,14 +258,14 @@ func TestReconcilerBuildsOnlyItsBudget(t *testing.T) {
 	zero := time.Duration(0)
 	r := testReconciler(t0)
 	r.budget = 3
-	p := r.reconcile(svcWith(&api.RestartPolicy{Delay: &zero}, 10), nil, ready("n1"))
+	p := r.reconcileTasks(svcWith(&api.RestartPolicy{Delay: &zero}, 10), nil, ready("n1"))
 	if len(p.create) != 3 || r.made != 3 || !r.cut {
 		t.Fatalf("budget 3 of 10 slots: created %d, made %d, cut %v", len(p.create), r.made, r.cut)
 	}
 	failed := endedTask("f", 1, api.TaskFailed, t0.Add(-time.Minute))
 	r = testReconciler(t0)
 	r.budget, r.made = 1, 1 // spent
-	p = r.reconcile(svcWith(&api.RestartPolicy{Delay: &zero}, 1), []*api.Task{failed}, ready("n1"))
+	p = r.reconcileTasks(svcWith(&api.RestartPolicy{Delay: &zero}, 1), []*api.Task{failed}, ready("n1"))
 	if len(p.create) != 0 || failed.DesiredState != api.TaskRunning || !r.cut {
 		t.Fatalf("no budget left: created %d, the failed task desired %s, cut %v", len(p.create), failed.DesiredState, r.cut)
 	}

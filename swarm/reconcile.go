@@ -46,15 +46,15 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 	var (
 		nodes    []*api.Node
 		services []*api.Service
-		gone     = map[string][]*api.Task{} // tasks of services removed
-		bySvc    = map[string][]*api.Task{}
+		gone     = map[string][]*taskRef{} // tasks of services removed
+		bySvc    = map[string][]*taskRef{}
 		cluster  = &api.Cluster{Spec: DefaultClusterSpec()}
 		usage    []*api.Task // every task, when the pass places some
 		place    bool        // the pass places tasks
 		p        plan
 		changed  []*api.Service
 		nodeUps  []*api.Node
-		unplaced = map[*api.Task]bool{} // pending tasks without their addresses
+		unplaced = map[*taskRef]bool{} // pending tasks without their addresses
 	)
 	err := st.View(func(tx *raftstore.ReadTx) error {
 		var err error
@@ -66,7 +66,7 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		} else if len(cs) > 0 {
 			cluster = cs[0]
 		}
-		var tasks []*api.Task
+		var tasks, every []*api.Task // every: the whole table, when read
 		if all {
 			if services, err = list[*api.Service](tx.List(TableServices)); err != nil {
 				return err
@@ -74,18 +74,15 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			if tasks, err = list[*api.Task](tx.List(TableTasks)); err != nil {
 				return err
 			}
+			every = tasks
 		} else {
 			for id := range dirty {
-				ts, err := list[*api.Task](tx.Find(TableTasks, IndexService, id))
-				if err != nil {
-					return err
-				}
-				tasks = append(tasks, ts...)
 				if o, err := tx.Get(TableServices, id); err == nil {
 					services = append(services, o.(*api.Service))
-				} else if len(ts) == 0 {
-					continue
 				}
+			}
+			if tasks, every, err = dirtyTasks(tx, dirty, services, len(nodes)); err != nil {
+				return err
 			}
 		}
 		// The address book: rebuilt from the store at a full pass, else
@@ -115,16 +112,14 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		for _, s := range services {
 			known[s.ID] = true
 		}
-		// Store objects are read-only: the pass works on copies, made in
-		// one allocation (one per task was a fifth of a pass's time).
-		copies := make([]api.Task, len(tasks))
-		for i, t := range tasks {
-			copies[i] = *t
-			c := &copies[i]
-			if known[t.ServiceID] {
-				bySvc[t.ServiceID] = append(bySvc[t.ServiceID], c)
+		// Store objects are read-only and shared: the pass holds them by
+		// refs, which copy a task only when the pass changes it (copying
+		// every task was most of a pass's time on a big service).
+		for _, c := range refsOf(tasks) {
+			if known[c.ServiceID] {
+				bySvc[c.ServiceID] = append(bySvc[c.ServiceID], c)
 			} else {
-				gone[t.ServiceID] = append(gone[t.ServiceID], c)
+				gone[c.ServiceID] = append(gone[c.ServiceID], c)
 			}
 		}
 		slices.SortFunc(services, func(a, b *api.Service) int { return cmpString(a.ID, b.ID) })
@@ -162,13 +157,17 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			// freed for the tasks that ended.
 			for _, t := range append(slices.Clone(bySvc[svc.ID]), sp.create...) {
 				switch {
-				case ended(t) || t.DesiredState > api.TaskRunning && t.NodeID == "":
-					alloc.releaseTask(t)
-				case pendingTask(t):
-					if err := alloc.taskAddrs(svc, t); err != nil {
+				case ended(t.Task) || t.DesiredState > api.TaskRunning && t.NodeID == "":
+					alloc.releaseTask(t.Task)
+				case pendingTask(t.Task):
+					nets, ch, err := alloc.taskAddrs(svc, t.Task)
+					if ch {
+						t.edit().Networks = nets
+					}
+					if err != nil {
 						unplaced[t] = true
 						if msg := "waiting for an address: " + err.Error(); t.Status.Err != msg {
-							t.Status.Err = msg
+							t.edit().Status.Err = msg
 							p.updated(t)
 						}
 						// Addresses come free as other services' tasks
@@ -187,20 +186,20 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		for id, ts := range gone {
 			alloc.releaseServiceByID(id)
 			for _, t := range ts {
-				if ended(t) {
-					alloc.releaseTask(t)
+				if ended(t.Task) {
+					alloc.releaseTask(t.Task)
 				}
 				switch {
-				case ended(t) || t.NodeID == "":
+				case ended(t.Task) || t.NodeID == "":
 					p.remove = append(p.remove, t)
 				case t.DesiredState < api.TaskShutdown:
-					t.DesiredState = api.TaskShutdown
+					t.edit().DesiredState = api.TaskShutdown
 					p.updated(t)
 				}
 			}
 		}
 		for _, t := range p.remove {
-			alloc.releaseTask(t)
+			alloc.releaseTask(t.Task)
 		}
 		if all || netsChanged {
 			// Every ready node has its address on ingress (the mesh
@@ -225,9 +224,15 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			if err != nil {
 				return err
 			}
-			if all || n == len(tasks) {
+			switch {
+			case every != nil:
+				usage = every
+			case n == len(tasks):
 				usage = tasks // every task was read already (one service, say)
-			} else if usage, err = list[*api.Task](tx.List(TableTasks)); err != nil {
+			default:
+				usage, err = list[*api.Task](tx.List(TableTasks))
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -236,13 +241,13 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 	if err != nil {
 		return res, err
 	}
-	var assigned []*api.Task
+	var assigned []*taskRef
 	if place {
 		sched := m.Scheduler
 		if sched == nil {
 			sched = scheduler.New(scheduler.Config{})
 		}
-		pending := slices.DeleteFunc(byPending(bySvc, p.create), func(t *api.Task) bool { return unplaced[t] })
+		pending := slices.DeleteFunc(byPending(bySvc, p.create), func(t *taskRef) bool { return unplaced[t] })
 		began := time.Now()
 		assigned = assign(sched, nodes, usage, pending, now)
 		m.scheduleTime.observe(time.Since(began))
@@ -252,13 +257,13 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 
 // commit writes a pass: creations first (with their placement when the
 // scheduler placed them in this pass), then updates, each object once.
-func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, assigned []*api.Task, services []*api.Service, nodes []*api.Node, res *passResult) error {
-	creating := make(map[*api.Task]bool, len(p.create))
+func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, assigned []*taskRef, services []*api.Service, nodes []*api.Node, res *passResult) error {
+	creating := make(map[*taskRef]bool, len(p.create))
 	for _, t := range p.create {
 		creating[t] = true
 	}
-	var updating []*api.Task
-	seen := map[*api.Task]bool{}
+	var updating []*taskRef
+	seen := map[*taskRef]bool{}
 	for _, t := range append(p.update, assigned...) {
 		if !creating[t] && !seen[t] {
 			seen[t] = true
@@ -284,11 +289,12 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 			}
 		}
 		for _, t := range p.create {
-			if err := b.Create(TableTasks, t); err != nil {
+			if err := b.Create(TableTasks, t.Task); err != nil {
 				return err
 			}
 		}
-		for _, t := range updating {
+		for _, ref := range updating {
+			t := ref.edit() // a copy already: what the pass changed
 			t.UpdatedAt = now
 			if err := b.Update(TableTasks, t); err != nil {
 				return err
@@ -307,7 +313,7 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 	var owner map[string]string // task ID -> service ID, of the tasks written
 	if res.raced {
 		owner = map[string]string{}
-		for _, ts := range [][]*api.Task{p.create, updating, p.remove} {
+		for _, ts := range [][]*taskRef{p.create, updating, p.remove} {
 			for _, t := range ts {
 				owner[t.ID] = t.ServiceID
 			}
@@ -329,6 +335,53 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 	return err
 }
 
+// dirtyTasks reads the tasks of the services in dirty (services are those
+// still in the store): by the service index or, when those services' tasks
+// are likely most of the table (a big service being created), by one scan
+// of the table, which costs less than an index lookup per task and gives
+// placement every task too (every; nil when the table was not read).
+func dirtyTasks(tx *raftstore.ReadTx, dirty map[string]bool, services []*api.Service, nodes int) (tasks, every []*api.Task, err error) {
+	n, err := tx.Count(TableTasks)
+	if err != nil {
+		return nil, nil, err
+	}
+	var want uint64
+	for _, s := range services {
+		want += expectedTasks(s, nodes)
+	}
+	if n > 0 && want >= uint64(n)/2 {
+		if every, err = list[*api.Task](tx.List(TableTasks)); err != nil {
+			return nil, nil, err
+		}
+		for _, t := range every {
+			if dirty[t.ServiceID] {
+				tasks = append(tasks, t)
+			}
+		}
+		return tasks, every, nil
+	}
+	for id := range dirty {
+		ts, err := list[*api.Task](tx.Find(TableTasks, IndexService, id))
+		if err != nil {
+			return nil, nil, err
+		}
+		tasks = append(tasks, ts...)
+	}
+	return tasks, nil, nil
+}
+
+// expectedTasks is about how many tasks a converged service has, its
+// history aside.
+func expectedTasks(s *api.Service, nodes int) uint64 {
+	switch m := s.Spec.Mode; {
+	case m.Replicated != nil:
+		return m.Replicated.Replicas
+	case m.ReplicatedJob != nil:
+		return max(m.ReplicatedJob.TotalCompletions, 1)
+	}
+	return uint64(nodes) // global services and jobs
+}
+
 func (p *plan) merge(o *plan) {
 	p.create = append(p.create, o.create...)
 	for _, t := range o.update {
@@ -341,13 +394,13 @@ func pendingTask(t *api.Task) bool {
 	return t.Status.State == api.TaskPending && t.DesiredState <= api.TaskRunning
 }
 
-func hasPending(bySvc map[string][]*api.Task, created []*api.Task) bool {
+func hasPending(bySvc map[string][]*taskRef, created []*taskRef) bool {
 	if len(created) > 0 {
 		return true
 	}
 	for _, ts := range bySvc {
 		for _, t := range ts {
-			if pendingTask(t) {
+			if pendingTask(t.Task) {
 				return true
 			}
 		}
@@ -355,19 +408,18 @@ func hasPending(bySvc map[string][]*api.Task, created []*api.Task) bool {
 	return false
 }
 
-// byPending returns the pending tasks of the pass (the copies it may
-// change), in a stable order.
-func byPending(bySvc map[string][]*api.Task, created []*api.Task) []*api.Task {
-	var out []*api.Task
+// byPending returns the pending tasks of the pass, in a stable order.
+func byPending(bySvc map[string][]*taskRef, created []*taskRef) []*taskRef {
+	var out []*taskRef
 	for _, ts := range bySvc {
 		for _, t := range ts {
-			if pendingTask(t) {
+			if pendingTask(t.Task) {
 				out = append(out, t)
 			}
 		}
 	}
 	out = append(out, created...)
-	slices.SortStableFunc(out, func(a, b *api.Task) int {
+	slices.SortStableFunc(out, func(a, b *taskRef) int {
 		if c := cmpString(a.ServiceID, b.ServiceID); c != 0 {
 			return c
 		}

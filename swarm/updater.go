@@ -15,17 +15,31 @@ const (
 	DefaultUpdateMonitor = 5 * time.Second
 )
 
-// slot is one replica's tasks and how a new task takes its place.
+// slot is one replica's tasks and where a new task goes: its slot
+// number, or its node (a global service), in a job's iteration.
 type slot struct {
-	tasks []*api.Task
-	place func(*api.Task)
+	tasks []*taskRef
+	slot  uint64
+	node  string
+	iter  uint64
+}
+
+// place puts a new task in the slot.
+func (s slot) place(t *api.Task) {
+	if s.slot > 0 {
+		t.Slot = s.slot
+	}
+	if s.node != "" {
+		t.NodeID = s.node
+	}
+	t.JobIteration = s.iter
 }
 
 // currentTask is the newest task of a slot meant to run, or nil.
-func currentTask(ts []*api.Task) *api.Task {
-	var cur *api.Task
+func currentTask(ts []*taskRef) *taskRef {
+	var cur *taskRef
 	for _, t := range ts {
-		if t.DesiredState <= api.TaskRunning && (cur == nil || newer(t, cur)) {
+		if t.DesiredState <= api.TaskRunning && (cur == nil || newer(t.Task, cur.Task)) {
 			cur = t
 		}
 	}
@@ -114,7 +128,7 @@ func (r *reconciler) rollingUpdate(svc *api.Service, slots []slot, p *plan) {
 	for _, s := range slots {
 		cur := currentTask(s.tasks)
 		for _, t := range s.tasks {
-			if sameSpec(t, svc) && !t.CreatedAt.Before(st.StartedAt) {
+			if sameSpec(t.Task, svc) && !t.CreatedAt.Before(st.StartedAt) {
 				if t.CreatedAt.After(lastStep) {
 					lastStep = t.CreatedAt
 				}
@@ -128,11 +142,11 @@ func (r *reconciler) rollingUpdate(svc *api.Service, slots []slot, p *plan) {
 			// A step under way: the old task is stopping (stop-first), or
 			// has stopped and its successor comes in this pass.
 			inFlight++
-		case !ended(cur) && !sameSpec(cur, svc):
+		case !ended(cur.Task) && !sameSpec(cur.Task, svc):
 			dirty = append(dirty, s)
-		case sameSpec(cur, svc) && !cur.CreatedAt.Before(st.StartedAt) && !proven(cur, r.now, cfg.Monitor):
+		case sameSpec(cur.Task, svc) && !cur.CreatedAt.Before(st.StartedAt) && !proven(cur.Task, r.now, cfg.Monitor):
 			inFlight++ // a new task not yet proven
-			if at, ok := provenAt(cur, cfg.Monitor); ok {
+			if at, ok := provenAt(cur.Task, cfg.Monitor); ok {
 				p.retryAfter(at) // its monitor period ends then (other waits end with an event)
 			}
 		}
