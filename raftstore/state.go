@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-
-	"github.com/google/btree"
 )
 
 // record is what the state holds for one object: its encoded bytes, its
@@ -102,18 +100,16 @@ type idxEntry struct {
 	id  string
 }
 
-func lessRecord(a, b *record) bool { return a.id < b.id }
+func recordID(r *record) string { return r.id }
 
-func lessIdx(a, b idxEntry) bool {
-	if a.key != b.key {
-		return a.key < b.key
+func cmpIdx(a, b idxEntry) int {
+	if c := strings.Compare(a.key, b.key); c != 0 {
+		return c
 	}
-	return a.id < b.id
+	return strings.Compare(a.id, b.id)
 }
 
-// btreeDegree balances copy-on-write cost (nodes copied per write after a
-// clone) against depth.
-const btreeDegree = 16
+func sameIdx(e idxEntry) idxEntry { return e }
 
 // state is the in-memory database: per table a B-tree by ID and one per
 // secondary index. Cloning is O(number of trees): the trees share nodes and
@@ -126,17 +122,17 @@ type state struct {
 
 type tableState struct {
 	table *Table
-	byID  *btree.BTreeG[*record]
-	idx   map[string]*btree.BTreeG[idxEntry]
+	byID  *tree[string, *record]
+	idx   map[string]*tree[idxEntry, idxEntry]
 }
 
 func newState(s *Schema) *state {
 	st := &state{schema: s, tables: make(map[string]*tableState, len(s.Tables))}
 	for i := range s.Tables {
 		t := &s.Tables[i]
-		ts := &tableState{table: t, byID: btree.NewG(btreeDegree, lessRecord), idx: map[string]*btree.BTreeG[idxEntry]{}}
+		ts := &tableState{table: t, byID: newTree(strings.Compare, recordID), idx: map[string]*tree[idxEntry, idxEntry]{}}
 		for name := range t.Indexes {
-			ts.idx[name] = btree.NewG(btreeDegree, lessIdx)
+			ts.idx[name] = newTree(cmpIdx, sameIdx)
 		}
 		st.tables[t.Name] = ts
 	}
@@ -148,7 +144,7 @@ func newState(s *Schema) *state {
 func (st *state) clone() *state {
 	c := &state{schema: st.schema, tables: make(map[string]*tableState, len(st.tables))}
 	for name, ts := range st.tables {
-		nt := &tableState{table: ts.table, byID: ts.byID.Clone(), idx: make(map[string]*btree.BTreeG[idxEntry], len(ts.idx))}
+		nt := &tableState{table: ts.table, byID: ts.byID.Clone(), idx: make(map[string]*tree[idxEntry, idxEntry], len(ts.idx))}
 		for in, tr := range ts.idx {
 			nt.idx[in] = tr.Clone()
 		}
@@ -162,7 +158,7 @@ func (st *state) get(table, id string) *record {
 	if ts == nil {
 		return nil
 	}
-	r, _ := ts.byID.Get(&record{id: id})
+	r, _ := ts.byID.Get(id)
 	return r
 }
 
@@ -202,7 +198,7 @@ func (st *state) put(table string, r *record) {
 
 func (st *state) delete(table, id string) {
 	ts := st.tables[table]
-	if old, ok := ts.byID.Delete(&record{id: id}); ok {
+	if old, ok := ts.byID.Delete(id); ok {
 		ts.unindex(old)
 	}
 }
@@ -227,7 +223,7 @@ func (st *state) scan(table, index, value string, prefix bool, fn func(*record) 
 			ts.byID.Ascend(fn)
 			return
 		}
-		ts.byID.AscendGreaterOrEqual(&record{id: value}, func(r *record) bool {
+		ts.byID.AscendGreaterOrEqual(value, func(r *record) bool {
 			if prefix {
 				return strings.HasPrefix(r.id, value) && fn(r)
 			}
@@ -239,7 +235,7 @@ func (st *state) scan(table, index, value string, prefix bool, fn func(*record) 
 		if prefix && !strings.HasPrefix(e.key, value) || !prefix && e.key != value {
 			return false
 		}
-		r, ok := ts.byID.Get(&record{id: e.id})
+		r, ok := ts.byID.Get(e.id)
 		return !ok || fn(r)
 	})
 }
