@@ -124,9 +124,9 @@ func (r *eventRing) grow() {
 func (r *eventRing) event(e *ringEvent) Event {
 	ev := Event{Index: e.index, Kind: e.kind, Table: r.tables[e.table], rec: e.rec, oldRec: e.oldRec}
 	if e.rec != nil {
-		ev.ID = e.rec.id
+		ev.ID = e.rec.id()
 	} else if e.oldRec != nil {
-		ev.ID = e.oldRec.id
+		ev.ID = e.oldRec.id()
 	}
 	return ev
 }

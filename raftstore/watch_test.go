@@ -126,7 +126,7 @@ func TestEventRingGrowsToItsCapacity(t *testing.T) {
 	mk := func(from, to int) []Event {
 		var evs []Event
 		for i := from; i <= to; i++ {
-			evs = append(evs, Event{Index: uint64(i), Kind: Created, Table: "items", rec: &record{id: fmt.Sprint(i)}})
+			evs = append(evs, Event{Index: uint64(i), Kind: Created, Table: "items", rec: newRecord(fmt.Sprint(i), nil, uint64(i), nil, nil)})
 		}
 		return evs
 	}
