@@ -61,8 +61,8 @@ type eventRing struct {
 	mu       sync.Mutex
 	buf      []ringEvent
 	capacity int
-	maxBytes int // bound on oldBytes; 0: none (set before use)
-	oldBytes int // size of the old values held (recordBytes)
+	maxBytes int               // bound on oldBytes; 0: none (set before use)
+	oldBytes int               // size of the old values held (recordBytes)
 	tables   []string          // table names by number
 	tableNum map[string]uint16 // and back
 	start    uint64            // sequence number of the oldest kept event
