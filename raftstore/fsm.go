@@ -142,7 +142,7 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 				}
 			}
 			// Copy: a record must not pin its whole log entry in memory.
-			recs[i] = &record{id: o.id, version: l.Index, data: append([]byte(nil), o.data...), dict: d, keys: string(o.keysRaw)}
+			recs[i] = newRecord(o.id, o.keysRaw, l.Index, append([]byte(nil), o.data...), d)
 		}
 	}
 	olds := make([]*record, len(ops))
@@ -344,7 +344,7 @@ func (s *fsmSnapshot) write(w *bufio.Writer) error {
 func (s *fsmSnapshot) writeRecord(w *bufio.Writer, bufp *[]byte, table string, r *record) error {
 	buf := append((*bufp)[:0], 1)
 	buf = appendString(buf, table)
-	buf = appendString(buf, r.id)
+	buf = appendString(buf, r.id())
 	buf = binary.AppendUvarint(buf, r.version)
 	if r.dict != nil {
 		buf = append(buf, 1)
@@ -354,10 +354,10 @@ func (s *fsmSnapshot) writeRecord(w *bufio.Writer, bufp *[]byte, table string, r
 	}
 	buf = binary.AppendUvarint(buf, uint64(len(r.data)))
 	buf = append(buf, r.data...)
-	if r.keys == "" {
+	if keys := r.keys(); keys == "" {
 		buf = append(buf, 0)
 	} else {
-		buf = append(buf, r.keys...)
+		buf = append(buf, keys...)
 	}
 	*bufp = buf
 	_, err := w.Write(buf)
@@ -489,7 +489,7 @@ func readRecord(r *bufio.Reader, dicts *dictSet, compression bool) (*record, str
 			keys = append(keys, k...)
 		}
 	}
-	return &record{id: string(id), version: version, data: data, dict: d, keys: string(keys)}, string(table), nil
+	return newRecord(string(id), keys, version, data, d), string(table), nil
 }
 
 func readBytes(r *bufio.Reader, limit uint64) ([]byte, error) {

@@ -1,36 +1,66 @@
 package raftstore
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
-
-	"github.com/google/btree"
 )
 
 // record is what the state holds for one object: its encoded bytes, its
 // index keys, and the decoded object once somebody has read it. Applying a
 // change never decodes, so every member's apply path stays cheap.
 //
-// The keys are kept encoded, as in log entries, in one string; index
-// entries hold substrings of it. A new version of an object takes over the
-// previous version's ID and, when its keys did not change, its keys string,
-// so the index entries it leaves in place pin nothing the record does not
-// hold itself.
+// The ID and the keys (encoded as in log entries) share one string, ident;
+// index entries hold substrings of it. A new version of an object whose
+// keys did not change takes over the previous version's ident, so the index
+// entries it leaves in place pin nothing the record does not hold itself;
+// one whose keys changed rewrites its entries. The struct is 64 bytes (an
+// allocation size class; the separate ID and keys strings made it 80).
 type record struct {
-	id      string
-	version uint64
+	// ident is uvarint len(ID), the ID, then appendKeys's encoding of the
+	// index keys.
+	ident   string
 	data    []byte
+	version uint64
 	// dict, when set, is the dictionary data is compressed with.
 	dict *dict
-	keys string // appendKeys's encoding
 	obj  atomic.Pointer[Object]
+}
+
+// newRecord makes a record, with its ident in one allocation.
+func newRecord(id string, keys []byte, version uint64, data []byte, d *dict) *record {
+	var b strings.Builder
+	b.Grow(binary.MaxVarintLen64 + len(id) + len(keys))
+	var n [binary.MaxVarintLen64]byte
+	b.Write(binary.AppendUvarint(n[:0], uint64(len(id))))
+	b.WriteString(id)
+	b.Write(keys)
+	return &record{ident: b.String(), version: version, data: data, dict: d}
+}
+
+// id is the object's ID.
+func (r *record) id() string {
+	n, p := uvarintAt(r.ident, 0)
+	if p < 0 || uint64(len(r.ident)-p) < n {
+		return ""
+	}
+	return r.ident[p : p+int(n)]
+}
+
+// keys is the encoded index keys.
+func (r *record) keys() string {
+	n, p := uvarintAt(r.ident, 0)
+	if p < 0 || uint64(len(r.ident)-p) < n {
+		return ""
+	}
+	return r.ident[p+int(n):]
 }
 
 // indexKeys appends the keys of the table's i-th secondary index to buf.
 func (r *record) indexKeys(i int, buf []string) []string {
-	return keyList(r.keys, i, buf)
+	return keyList(r.keys(), i, buf)
 }
 
 // keyList appends index i's keys from an encoded key set to buf; the
@@ -83,7 +113,7 @@ func (r *record) object(c Codec, table string) (Object, error) {
 	if r.dict != nil {
 		var err error
 		if data, err = r.dict.decompress(data); err != nil {
-			return nil, fmt.Errorf("%w (%s/%s)", err, table, r.id)
+			return nil, fmt.Errorf("%w (%s/%s)", err, table, r.id())
 		}
 	}
 	o, err := c.Unmarshal(table, data)
@@ -102,18 +132,16 @@ type idxEntry struct {
 	id  string
 }
 
-func lessRecord(a, b *record) bool { return a.id < b.id }
+func recordID(r *record) string { return r.id() }
 
-func lessIdx(a, b idxEntry) bool {
-	if a.key != b.key {
-		return a.key < b.key
+func cmpIdx(a, b idxEntry) int {
+	if c := strings.Compare(a.key, b.key); c != 0 {
+		return c
 	}
-	return a.id < b.id
+	return strings.Compare(a.id, b.id)
 }
 
-// btreeDegree balances copy-on-write cost (nodes copied per write after a
-// clone) against depth.
-const btreeDegree = 16
+func sameIdx(e idxEntry) idxEntry { return e }
 
 // state is the in-memory database: per table a B-tree by ID and one per
 // secondary index. Cloning is O(number of trees): the trees share nodes and
@@ -126,17 +154,17 @@ type state struct {
 
 type tableState struct {
 	table *Table
-	byID  *btree.BTreeG[*record]
-	idx   map[string]*btree.BTreeG[idxEntry]
+	byID  *tree[string, *record]
+	idx   map[string]*tree[idxEntry, idxEntry]
 }
 
 func newState(s *Schema) *state {
 	st := &state{schema: s, tables: make(map[string]*tableState, len(s.Tables))}
 	for i := range s.Tables {
 		t := &s.Tables[i]
-		ts := &tableState{table: t, byID: btree.NewG(btreeDegree, lessRecord), idx: map[string]*btree.BTreeG[idxEntry]{}}
+		ts := &tableState{table: t, byID: newTree(strings.Compare, recordID), idx: map[string]*tree[idxEntry, idxEntry]{}}
 		for name := range t.Indexes {
-			ts.idx[name] = btree.NewG(btreeDegree, lessIdx)
+			ts.idx[name] = newTree(cmpIdx, sameIdx)
 		}
 		st.tables[t.Name] = ts
 	}
@@ -148,7 +176,7 @@ func newState(s *Schema) *state {
 func (st *state) clone() *state {
 	c := &state{schema: st.schema, tables: make(map[string]*tableState, len(st.tables))}
 	for name, ts := range st.tables {
-		nt := &tableState{table: ts.table, byID: ts.byID.Clone(), idx: make(map[string]*btree.BTreeG[idxEntry], len(ts.idx))}
+		nt := &tableState{table: ts.table, byID: ts.byID.Clone(), idx: make(map[string]*tree[idxEntry, idxEntry], len(ts.idx))}
 		for in, tr := range ts.idx {
 			nt.idx[in] = tr.Clone()
 		}
@@ -162,7 +190,7 @@ func (st *state) get(table, id string) *record {
 	if ts == nil {
 		return nil
 	}
-	r, _ := ts.byID.Get(&record{id: id})
+	r, _ := ts.byID.Get(id)
 	return r
 }
 
@@ -170,14 +198,12 @@ func (st *state) get(table, id string) *record {
 func (st *state) put(table string, r *record) {
 	ts := st.tables[table]
 	old, _ := ts.byID.ReplaceOrInsert(r)
-	if old != nil {
+	if old != nil && r.ident == old.ident {
 		// Equal strings; r is not visible to readers before the next publish.
-		r.id = old.id
-		if r.keys == old.keys {
-			r.keys = old.keys
-			return
-		}
+		r.ident = old.ident
+		return
 	}
+	id := r.id()
 	var wasBuf, nowBuf [4]string
 	for i, name := range ts.table.indexNames {
 		var was []string
@@ -185,24 +211,23 @@ func (st *state) put(table string, r *record) {
 			was = old.indexKeys(i, wasBuf[:0])
 		}
 		now := r.indexKeys(i, nowBuf[:0])
-		if slices.Equal(was, now) {
-			continue
-		}
 		tr := ts.idx[name]
 		for _, k := range was {
 			if !slices.Contains(now, k) {
-				tr.Delete(idxEntry{key: k, id: r.id})
+				tr.Delete(idxEntry{key: k, id: id})
 			}
 		}
+		// Entries that stay are replaced too, so that they hold r's
+		// strings, not the old version's.
 		for _, k := range now {
-			tr.ReplaceOrInsert(idxEntry{key: k, id: r.id})
+			tr.ReplaceOrInsert(idxEntry{key: k, id: id})
 		}
 	}
 }
 
 func (st *state) delete(table, id string) {
 	ts := st.tables[table]
-	if old, ok := ts.byID.Delete(&record{id: id}); ok {
+	if old, ok := ts.byID.Delete(id); ok {
 		ts.unindex(old)
 	}
 }
@@ -212,7 +237,7 @@ func (ts *tableState) unindex(r *record) {
 	for i, name := range ts.table.indexNames {
 		tr := ts.idx[name]
 		for _, k := range r.indexKeys(i, buf[:0]) {
-			tr.Delete(idxEntry{key: k, id: r.id})
+			tr.Delete(idxEntry{key: k, id: r.id()})
 		}
 	}
 }
@@ -227,11 +252,11 @@ func (st *state) scan(table, index, value string, prefix bool, fn func(*record) 
 			ts.byID.Ascend(fn)
 			return
 		}
-		ts.byID.AscendGreaterOrEqual(&record{id: value}, func(r *record) bool {
+		ts.byID.AscendGreaterOrEqual(value, func(r *record) bool {
 			if prefix {
-				return strings.HasPrefix(r.id, value) && fn(r)
+				return strings.HasPrefix(r.id(), value) && fn(r)
 			}
-			return r.id == value && fn(r) && false
+			return r.id() == value && fn(r) && false
 		})
 		return
 	}
@@ -239,7 +264,7 @@ func (st *state) scan(table, index, value string, prefix bool, fn func(*record) 
 		if prefix && !strings.HasPrefix(e.key, value) || !prefix && e.key != value {
 			return false
 		}
-		r, ok := ts.byID.Get(&record{id: e.id})
+		r, ok := ts.byID.Get(e.id)
 		return !ok || fn(r)
 	})
 }

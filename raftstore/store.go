@@ -28,6 +28,7 @@ const (
 	DefaultSnapshotThreshold  = 8192
 	DefaultTrailingLogs       = 10240
 	DefaultWatchBuffer        = 1 << 17
+	DefaultWatchBufferBytes   = 32 << 20
 	DefaultMaxEntryBytes      = 256 << 10
 	// MaxTxBytes bounds one transaction's log entry; use Batch beyond it.
 	MaxTxBytes = 64 << 20
@@ -105,8 +106,12 @@ type Store struct {
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	// WatchBuffer is how many recent events are kept for watchers that are
-	// behind; one further behind must resync.
-	WatchBuffer int
+	// behind; one further behind must resync. WatchBufferBytes bounds the
+	// previous versions of objects those events hold (the new versions are
+	// the state's own), so the oldest events also go once the objects they
+	// replaced add up to more.
+	WatchBuffer      int
+	WatchBufferBytes int
 	// MaxEntryBytes is the size a Batch fills a log entry to.
 	MaxEntryBytes int
 	// WALSegmentBytes is the size of the log's segment files, allocated
@@ -190,6 +195,7 @@ func (s *Store) Start(ctx context.Context) (err error) {
 	}()
 
 	s.events = newEventRing(cmp(s.WatchBuffer, DefaultWatchBuffer), s.Schema.tableNames()...)
+	s.events.maxBytes = cmp(s.WatchBufferBytes, DefaultWatchBufferBytes)
 	logger := s.logger()
 	if s.fsm, err = newFSM(s.Schema, s.events, logger); err != nil {
 		return err

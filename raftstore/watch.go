@@ -5,6 +5,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // EventKind says what happened to an object.
@@ -49,10 +50,19 @@ type Event struct {
 // A slot is 32 bytes (an Event is 96): the ID is the record's and the table
 // a number, so the default 131,072 events take 4 MiB per member, not 12.
 // The buffer starts small and doubles up to its capacity as events come.
+//
+// The record a slot names as the new value is the state's own (until a
+// later change replaces it); the one it names as the old value is kept for
+// the watchers alone. Those old values are bounded by bytes too (maxBytes),
+// so that large objects changed often (service specs, say) cannot make the
+// ring hold gigabytes: past the bound the oldest events go, as past the
+// count.
 type eventRing struct {
 	mu       sync.Mutex
 	buf      []ringEvent
 	capacity int
+	maxBytes int               // bound on oldBytes; 0: none (set before use)
+	oldBytes int               // size of the old values held (recordBytes)
 	tables   []string          // table names by number
 	tableNum map[string]uint16 // and back
 	start    uint64            // sequence number of the oldest kept event
@@ -91,10 +101,7 @@ func (r *eventRing) append(evs []Event) {
 			size = uint64(len(r.buf))
 		}
 		if r.next-r.start == size {
-			old := &r.buf[r.start%size]
-			r.floor = max(r.floor, old.index)
-			*old = ringEvent{}
-			r.start++
+			r.evictOldest()
 		}
 		num, ok := r.tableNum[ev.Table]
 		if !ok {
@@ -104,10 +111,32 @@ func (r *eventRing) append(evs []Event) {
 		}
 		r.buf[r.next%size] = ringEvent{index: ev.Index, rec: ev.rec, oldRec: ev.oldRec, table: num, kind: ev.Kind}
 		r.next++
+		r.oldBytes += recordBytes(ev.oldRec)
+		for r.maxBytes > 0 && r.oldBytes > r.maxBytes && r.next-r.start > 1 {
+			r.evictOldest()
+		}
 	}
 	close(r.notify)
 	r.notify = make(chan struct{})
 	r.mu.Unlock()
+}
+
+// evictOldest drops the oldest event; watchers that still need it resync.
+func (r *eventRing) evictOldest() {
+	old := &r.buf[r.start%uint64(len(r.buf))]
+	r.floor = max(r.floor, old.index)
+	r.oldBytes -= recordBytes(old.oldRec)
+	*old = ringEvent{}
+	r.start++
+}
+
+// recordBytes is about what a record holds in memory (not counting a
+// decoded object, whose size is unknown).
+func recordBytes(rec *record) int {
+	if rec == nil {
+		return 0
+	}
+	return int(unsafe.Sizeof(*rec)) + len(rec.ident) + cap(rec.data)
 }
 
 // grow doubles the buffer (up to capacity), keeping each event at its
@@ -124,9 +153,9 @@ func (r *eventRing) grow() {
 func (r *eventRing) event(e *ringEvent) Event {
 	ev := Event{Index: e.index, Kind: e.kind, Table: r.tables[e.table], rec: e.rec, oldRec: e.oldRec}
 	if e.rec != nil {
-		ev.ID = e.rec.id
+		ev.ID = e.rec.id()
 	} else if e.oldRec != nil {
-		ev.ID = e.oldRec.id
+		ev.ID = e.oldRec.id()
 	}
 	return ev
 }
@@ -135,6 +164,7 @@ func (r *eventRing) event(e *ringEvent) Event {
 func (r *eventRing) reset(index uint64) {
 	r.mu.Lock()
 	clear(r.buf)
+	r.oldBytes = 0
 	// Leave a gap in the sequence so that every watcher, even one that had
 	// seen everything, finds its cursor behind start and resyncs.
 	r.next++

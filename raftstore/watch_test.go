@@ -126,7 +126,7 @@ func TestEventRingGrowsToItsCapacity(t *testing.T) {
 	mk := func(from, to int) []Event {
 		var evs []Event
 		for i := from; i <= to; i++ {
-			evs = append(evs, Event{Index: uint64(i), Kind: Created, Table: "items", rec: &record{id: fmt.Sprint(i)}})
+			evs = append(evs, Event{Index: uint64(i), Kind: Created, Table: "items", rec: newRecord(fmt.Sprint(i), nil, uint64(i), nil, nil)})
 		}
 		return evs
 	}
@@ -151,5 +151,54 @@ func TestEventRingGrowsToItsCapacity(t *testing.T) {
 	}
 	if seq, ok := r.seqAfter(500); !ok || r.event(&r.buf[seq%3000]).Index != 501 {
 		t.Fatalf("oldest kept event: ok %v", ok)
+	}
+}
+
+// Large objects changed often fill the ring's byte bound before its count:
+// the old versions it holds stay within WatchBufferBytes, a watch from
+// before them is told to resync, and a watcher that keeps up sees every
+// change with its old value.
+func TestWatchRingIsBoundedByTheBytesOfOldVersions(t *testing.T) {
+	const bound = 1 << 20
+	c := newCluster(t, 1, false, func(s *Store) { s.WatchBufferBytes = bound })
+	s := c.leader()
+	<-s.Ready()
+	ctx := context.Background()
+	it := &item{ID: "big", Group: string(make([]byte, 64<<10))}
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.Create("items", it) }); err != nil {
+		t.Fatal(err)
+	}
+	from := s.AppliedIndex()
+	current, err := s.Watch(ctx, s.AppliedIndex(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer current.Stop()
+	const updates = 100 // 6.4 MiB of old versions
+	for i := 1; i <= updates; i++ {
+		next := it.copy()
+		next.Value = i
+		if err := s.Update(ctx, func(tx *Tx) error { return tx.Update("items", next) }); err != nil {
+			t.Fatal(err)
+		}
+		it = next
+		select {
+		case ev, ok := <-current.Events():
+			if !ok || ev.Kind != Updated || ev.Old.(*item).Value != i-1 || ev.Object.(*item).Value != i {
+				t.Fatalf("update %d: event %+v (open %v, err %v)", i, ev, ok, current.Err())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("update %d: no event", i)
+		}
+	}
+	s.events.mu.Lock()
+	held, kept := s.events.oldBytes, s.events.next-s.events.start
+	s.events.mu.Unlock()
+	if held > bound || kept >= updates {
+		t.Fatalf("ring holds %d bytes of old versions in %d events; bound %d", held, kept, bound)
+	}
+	// The first updates are gone: a watch from before them must list again.
+	if _, err := s.Watch(ctx, from, nil); !errors.Is(err, ErrResync) {
+		t.Fatalf("watch from index %d, behind the bound: %v, want ErrResync", from, err)
 	}
 }

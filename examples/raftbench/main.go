@@ -79,7 +79,7 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	flag.StringVar(&o.blockprof, "blockprofile", "", "write a block (waits on channels, syscalls not included) profile to this file")
 	flag.StringVar(&o.mutexprof, "mutexprofile", "", "write a mutex contention profile to this file")
-	flag.StringVar(&o.heapprof, "heapprofile", "", "write a heap profile to this file at the peak of the writes part (before its cluster closes)")
+	flag.StringVar(&o.heapprof, "heapprofile", "", "write a heap profile to this file at the peak of the writes part (before its cluster closes), and one to FILE.rss from the member of the RSS part")
 	flag.BoolVar(&o.mem, "mem", false, "print the process's memory after each writer count")
 	rafttimings := flag.Bool("raft-timings", false, "print where a write's time goes (hashicorp/raft's timing samples, means per writer count)")
 	flag.Parse()
@@ -467,6 +467,9 @@ func benchRSS(ctx context.Context, o options) error {
 		return err
 	}
 	args := []string{"-rss-child", "-rss-tasks", strconv.Itoa(o.rssTasks), "-dir", filepath.Join(o.dir, "rss"), fmt.Sprintf("-encrypt=%v", o.encrypt)}
+	if o.heapprof != "" {
+		args = append(args, "-heapprofile", o.heapprof+".rss")
+	}
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	return cmd.Run()
@@ -523,5 +526,8 @@ func measureRSS(ctx context.Context, o options) error {
 	runtime.ReadMemStats(&ms)
 	fmt.Printf("\n== memory of one member holding %d tasks (after a snapshot and GC) ==\n", n)
 	fmt.Printf("RSS %d MB (empty member: %d MB), Go heap in use %d MB [target <= 300 MB]\n", procstat.RSSKB(os.Getpid())/1024, base/1024, ms.HeapInuse>>20)
+	if o.heapprof != "" {
+		writeProfile("heap", o.heapprof)
+	}
 	return nil
 }
