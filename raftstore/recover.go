@@ -18,7 +18,9 @@ import (
 // replaced. Start the store afterwards, on this
 // Store or a new one with the same fields: it then runs with servers
 // alone. The store must not be started; the fields Start reads (ID, Dir,
-// Schema, the keys) must be set, Transport need not be.
+// Schema, the keys) must be set, Transport need not be. It locks Dir for
+// its duration: while a member runs on Dir (in any process) it fails with
+// a LockedError.
 //
 // servers must include this member as a voter. Every member left out must
 // be gone for good: one that comes back with its old data still believes
