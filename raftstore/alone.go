@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -144,8 +145,8 @@ func (s *Store) settleAlone(ctx context.Context, addr string) error {
 }
 
 // stoppable is the transport one raft instance runs on: its calls to
-// peers (votes, heartbeats, appends outside a pipeline, leadership
-// handovers) return at once with an error when stop is called, while the
+// peers (votes, heartbeats, appends outside a pipeline, snapshot
+// installs, leadership handovers) return at once with an error when stop is called, while the
 // call itself finishes in the background into a private answer. raft's
 // Shutdown waits for its calls in flight, and one to a host that is off
 // waits out the transport's timeout; RecoverAlone stops the calls first.
@@ -221,6 +222,47 @@ func (t *stopTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, 
 		*resp = out
 	}
 	return err
+}
+
+// InstallSnapshot streams a snapshot to a peer, which takes long enough
+// (a large snapshot, a peer that went off mid-transfer) to hold raft's
+// Shutdown for the transport's timeout. The call left behind reads data
+// through a gate: once the call is abandoned, reads fail, so nothing reads
+// the snapshot after raft closes it.
+func (t *stopTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	var out raft.InstallSnapshotResponse
+	gate := &stopReader{r: data}
+	err := t.call(func() error { return t.Transport.InstallSnapshot(id, target, args, &out, gate) })
+	if errors.Is(err, errCallStopped) {
+		gate.close()
+	}
+	if err == nil {
+		*resp = out
+	}
+	return err
+}
+
+// stopReader passes reads to r until closed; close waits for a read in
+// progress (of a local snapshot file: short).
+type stopReader struct {
+	mu     sync.Mutex
+	r      io.Reader
+	closed bool
+}
+
+func (g *stopReader) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, errCallStopped
+	}
+	return g.r.Read(p)
+}
+
+func (g *stopReader) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 }
 
 func (t stopTransportPreVote) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
