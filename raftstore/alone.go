@@ -43,8 +43,9 @@ var ErrIsLeader = errors.New("raftstore: this member leads: it has a quorum and 
 //
 // Calls in flight on the old raft fail with ErrNoQuorum. A crash midway
 // is safe: the snapshot with the new configuration is written before the
-// log is cut, and a restart from either state is a member of one
-// configuration or the other. RecoverAlone needs Dir.
+// log is cut, and a restart from any point is a member of one
+// configuration or the other with every committed entry (in the old one,
+// call RecoverAlone again). RecoverAlone needs Dir.
 func (s *Store) RecoverAlone(ctx context.Context) error {
 	if err := s.running(); err != nil {
 		return err
@@ -82,7 +83,7 @@ func (s *Store) RecoverAlone(ctx context.Context) error {
 		return s.restartRaft(*s.raftConf, err)
 	}
 	conf := *s.raftConf
-	if err := raft.RecoverCluster(&conf, scratch, s.logStore, s.stable, s.snapStore, s.raftTrans, alone); err != nil {
+	if err := raft.RecoverCluster(&conf, scratch, recoveryLog(s.logStore), s.stable, s.snapStore, s.raftTrans, alone); err != nil {
 		return s.restartRaft(*s.raftConf, fmt.Errorf("raftstore: recover: %w", err))
 	}
 	quick := *s.raftConf
