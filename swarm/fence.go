@@ -227,7 +227,8 @@ func (m *Manager) readOnly() error {
 }
 
 // fenceFile records, in the manager's dir, a fence this manager is about
-// to act on, before it recovers alone.
+// to act on, before it recovers alone; its next leadership makes sure the
+// cluster object has it (recordLastFence).
 const fenceFile = "fence.json"
 
 func (m *Manager) validateTwoNode() error {
@@ -394,23 +395,10 @@ func (m *Manager) fencePeer(ctx context.Context, st *raftstore.Store, peer Peer,
 		return &FenceStepError{Step: "peer fenced, but recovering alone failed", Err: err}
 	}
 	m.fence.set(nil)
-	err = retryClusterUpdate(func() error {
-		return st.Update(ctx, func(tx *raftstore.Tx) error {
-			c0, err := clusterObject(&tx.ReadTx)
-			if err != nil {
-				return err
-			}
-			c := *c0
-			c.Fences = append(slices.Clone(c.Fences), rec)
-			if n := len(c.Fences); n > api.MaxFences {
-				c.Fences = c.Fences[n-api.MaxFences:]
-			}
-			return tx.Update(TableClusters, &c)
-		})
-	})
-	if err != nil {
+	if err := addFence(ctx, st, rec); err != nil {
 		// The configuration is recorded (Raft's own entry) and so is the
-		// fence (fence.json); only the cluster object's record is missing.
+		// fence (fence.json): this manager's next leadership records it
+		// (recordLastFence).
 		m.logger().Warn("swarm: two-node mode: recording the fence in the cluster object", "err", err)
 	}
 	m.logger().Warn("swarm: two-node mode: this manager is the only voter; the fenced peer votes again once it is back and has caught up", "peer", peer.ID)
@@ -436,4 +424,57 @@ func waitLeaderless(ctx context.Context, st *raftstore.Store, d time.Duration) e
 			}
 		}
 	}
+}
+
+// addFence adds rec to Cluster.Fences unless it is there, keeping them in
+// time order and at most api.MaxFences.
+func addFence(ctx context.Context, st *raftstore.Store, rec api.Fence) error {
+	return retryClusterUpdate(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			c0, err := clusterObject(&tx.ReadTx)
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(c0.Fences, func(f api.Fence) bool { return f.Peer == rec.Peer && f.By == rec.By && f.At.Equal(rec.At) }) {
+				return nil
+			}
+			c := *c0
+			c.Fences = append(slices.Clone(c.Fences), rec)
+			slices.SortStableFunc(c.Fences, func(a, b api.Fence) int { return a.At.Compare(b.At) })
+			if n := len(c.Fences); n > api.MaxFences {
+				c.Fences = c.Fences[n-api.MaxFences:]
+			}
+			return tx.Update(TableClusters, &c)
+		})
+	})
+}
+
+// recordLastFence is what a new leader does about its fence file: the
+// last fence this manager acted on, written before it went on alone. A
+// manager killed between that and recording the fence in the cluster
+// object has it only there; this records it, and logs it.
+func (m *Manager) recordLastFence(ctx context.Context, st *raftstore.Store) {
+	if m.Dir == "" {
+		return
+	}
+	path := filepath.Join(m.Dir, fenceFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var rec api.Fence
+	if err == nil {
+		err = json.Unmarshal(b, &rec)
+	}
+	if err != nil {
+		m.logger().Warn("swarm: two-node mode: reading the last fence", "file", path, "err", err)
+		return
+	}
+	if err := addFence(ctx, st, rec); err != nil {
+		if ctx.Err() == nil {
+			m.logger().Warn("swarm: two-node mode: recording the last fence in the cluster object", "file", path, "err", err)
+		}
+		return
+	}
+	m.logger().Info("swarm: two-node mode: the last fence by this manager is in the cluster object", "peer", rec.Peer, "peer_addr", rec.PeerAddr, "at", rec.At)
 }
