@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/shoalproject/shoal/raftstore"
-	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/ca"
 )
 
@@ -128,11 +126,7 @@ func recordForcedOut(ctx context.Context, recovered *raftstore.Store, before []r
 			return err
 		}
 		c := *c0
-		now := time.Now().UTC()
-		c.ForcedOut = slices.DeleteFunc(slices.Clone(c.ForcedOut), func(r api.RemovedNode) bool { return r.Until.Before(now) || slices.Contains(out, r.ID) })
-		for _, id := range out {
-			c.ForcedOut = append(c.ForcedOut, api.RemovedNode{ID: id, RemovedAt: now, Until: now.Add(certValidity(&c))})
-		}
+		c.ForcedOut = withRemoved(c.ForcedOut, &c, out...)
 		return tx.Update(TableClusters, &c)
 	})
 }

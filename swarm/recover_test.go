@@ -76,15 +76,7 @@ func TestForceNewClusterNeedsTheUnlockKey(t *testing.T) {
 // it, join it with a token); the recovered cluster stays one voter.
 func TestForceNewClusterRefusesTheManagersLeftOut(t *testing.T) {
 	ctx := context.Background()
-	m0 := tnode(t)
-	if err := m0.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	nodeReady(t, m0)
-	c, err := m0.Client().Cluster(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m0, c := initNode(t)
 	m1 := tnode(t)
 	if err := m1.Join(ctx, c.JoinTokens.Manager, m0.Addr()); err != nil {
 		t.Fatal(err)
