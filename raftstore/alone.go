@@ -147,8 +147,9 @@ func (s *Store) settleAlone(ctx context.Context, addr string) error {
 
 // stoppable is the transport one raft instance runs on: its calls to
 // peers (votes, heartbeats, appends outside a pipeline, snapshot
-// installs, leadership handovers) return at once with an error when stop is called, while the
-// call itself finishes in the background into a private answer. raft's
+// installs, leadership handovers) return at once with an error when stop
+// is called, while the call itself finishes in the background into a
+// private answer. raft's
 // Shutdown waits for its calls in flight, and one to a host that is off
 // waits out the transport's timeout; RecoverAlone stops the calls first.
 type stoppable interface {
