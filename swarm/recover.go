@@ -74,7 +74,7 @@ func (n *Node) ForceNewCluster(ctx context.Context) (*Recovery, error) {
 		}
 		n.logger().Info("swarm: forced a new cluster from this manager's data", "node", st.ID, "addr", st.Advertise, "before", before)
 		rec := &Recovery{NodeID: st.ID, Addr: st.Advertise, Before: before}
-		if err := recordForcedOut(ctx, store, before); err != nil {
+		if err := recordForcedOut(ctx, store, st.Advertise, before); err != nil {
 			return rec, fmt.Errorf("swarm: the cluster is recovered, but recording the members left out failed, so they could rejoin with stale data "+
 				"if they come back: wipe their data dirs before starting them: %w", err)
 		}
@@ -90,7 +90,8 @@ func (n *Node) ForceNewCluster(ctx context.Context) (*Recovery, error) {
 // Cluster.ForcedOut, so that the cluster refuses them if they come back
 // with their stale data. It starts the recovered store alone, offline (a
 // one-voter configuration elects itself without a network), and closes it.
-func recordForcedOut(ctx context.Context, recovered *raftstore.Store, before []raftstore.Server) error {
+// addr is the recovered member's address in its new configuration.
+func recordForcedOut(ctx context.Context, recovered *raftstore.Store, addr string, before []raftstore.Server) error {
 	var out []string
 	for _, s := range before {
 		if s.ID != recovered.ID {
@@ -101,12 +102,10 @@ func recordForcedOut(ctx context.Context, recovered *raftstore.Store, before []r
 		return nil
 	}
 	st := &raftstore.Store{ID: recovered.ID, Dir: recovered.Dir, Schema: recovered.Schema, KeyEncryptionKey: recovered.KeyEncryptionKey,
-		Logger: recovered.Logger}
-	for _, s := range before {
-		if s.ID == recovered.ID {
-			st.Transport = raftstore.NewMemNetwork().Transport(s.Address)
-		}
-	}
+		Transport: raftstore.NewMemNetwork().Transport(addr), Logger: recovered.Logger}
+	// A one-voter member leads within an election timeout or two.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	if err := st.Start(ctx); err != nil {
 		return err
 	}
