@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -42,8 +43,9 @@ var ErrIsLeader = errors.New("raftstore: this member leads: it has a quorum and 
 //
 // Calls in flight on the old raft fail with ErrNoQuorum. A crash midway
 // is safe: the snapshot with the new configuration is written before the
-// log is cut, and a restart from either state is a member of one
-// configuration or the other. RecoverAlone needs Dir.
+// log is cut, and a restart from any point is a member of one
+// configuration or the other with every committed entry (in the old one,
+// call RecoverAlone again). RecoverAlone needs Dir.
 func (s *Store) RecoverAlone(ctx context.Context) error {
 	if err := s.running(); err != nil {
 		return err
@@ -81,7 +83,7 @@ func (s *Store) RecoverAlone(ctx context.Context) error {
 		return s.restartRaft(*s.raftConf, err)
 	}
 	conf := *s.raftConf
-	if err := raft.RecoverCluster(&conf, scratch, s.logStore, s.stable, s.snapStore, s.raftTrans, alone); err != nil {
+	if err := raft.RecoverCluster(&conf, scratch, recoveryLog(s.logStore), s.stable, s.snapStore, s.raftTrans, alone); err != nil {
 		return s.restartRaft(*s.raftConf, fmt.Errorf("raftstore: recover: %w", err))
 	}
 	quick := *s.raftConf
@@ -144,9 +146,10 @@ func (s *Store) settleAlone(ctx context.Context, addr string) error {
 }
 
 // stoppable is the transport one raft instance runs on: its calls to
-// peers (votes, heartbeats, appends outside a pipeline, leadership
-// handovers) return at once with an error when stop is called, while the
-// call itself finishes in the background into a private answer. raft's
+// peers (votes, heartbeats, appends outside a pipeline, snapshot
+// installs, leadership handovers) return at once with an error when stop
+// is called, while the call itself finishes in the background into a
+// private answer. raft's
 // Shutdown waits for its calls in flight, and one to a host that is off
 // waits out the transport's timeout; RecoverAlone stops the calls first.
 type stoppable interface {
@@ -221,6 +224,47 @@ func (t *stopTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, 
 		*resp = out
 	}
 	return err
+}
+
+// InstallSnapshot streams a snapshot to a peer, which takes long enough
+// (a large snapshot, a peer that went off mid-transfer) to hold raft's
+// Shutdown for the transport's timeout. The call left behind reads data
+// through a gate: once the call is abandoned, reads fail, so nothing reads
+// the snapshot after raft closes it.
+func (t *stopTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	var out raft.InstallSnapshotResponse
+	gate := &stopReader{r: data}
+	err := t.call(func() error { return t.Transport.InstallSnapshot(id, target, args, &out, gate) })
+	if errors.Is(err, errCallStopped) {
+		gate.close()
+	}
+	if err == nil {
+		*resp = out
+	}
+	return err
+}
+
+// stopReader passes reads to r until closed; close waits for a read in
+// progress (of a local snapshot file: short).
+type stopReader struct {
+	mu     sync.Mutex
+	r      io.Reader
+	closed bool
+}
+
+func (g *stopReader) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, errCallStopped
+	}
+	return g.r.Read(p)
+}
+
+func (g *stopReader) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 }
 
 func (t stopTransportPreVote) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {

@@ -80,6 +80,10 @@ func (c *cluster) start(id string, boot []Server, tweak func(*Store)) *Store {
 	return s
 }
 
+// kill stops a member with a graceful Close: members of one process
+// cannot be killed one at a time. The tests that claim a crash run the
+// member in a child process and SIGKILL it (crash_test.go,
+// recover_crash_test.go, dirlock_test.go).
 func (c *cluster) kill(id string) {
 	c.stores[id].Close()
 	delete(c.stores, id)

@@ -18,7 +18,9 @@ import (
 // replaced. Start the store afterwards, on this
 // Store or a new one with the same fields: it then runs with servers
 // alone. The store must not be started; the fields Start reads (ID, Dir,
-// Schema, the keys) must be set, Transport need not be.
+// Schema, the keys) must be set, Transport need not be. It locks Dir for
+// its duration: while a member runs on Dir (in any process) it fails with
+// a LockedError.
 //
 // servers must include this member as a voter. Every member left out must
 // be gone for good: one that comes back with its old data still believes
@@ -77,7 +79,7 @@ func (s *Store) Recover(ctx context.Context, servers []Server) (before []Server,
 		return nil, err
 	}
 	s.fsm.durable = s.logs.waitDurable
-	if err := raft.RecoverCluster(conf, s.fsm, logStore, stableStore, snaps, trans, raftConfiguration(servers)); err != nil {
+	if err := raft.RecoverCluster(conf, s.fsm, recoveryLog(logStore), stableStore, snaps, trans, raftConfiguration(servers)); err != nil {
 		return nil, fmt.Errorf("raftstore: recover %s: %w", s.Dir, err)
 	}
 	for _, v := range old.Servers {
@@ -86,6 +88,12 @@ func (s *Store) Recover(ctx context.Context, servers []Server) (before []Server,
 	logger.Warn("raftstore: Raft configuration rewritten (recovery)", "id", s.ID, "dir", s.Dir, "before", before, "after", servers)
 	return before, nil
 }
+
+// recoveryLog is the log a recovery rewrites. The crash tests wrap it to
+// stop a recovery at its critical point (the snapshot with the new
+// configuration written, the log not cut yet, or just cut) and kill the
+// process there.
+var recoveryLog = func(l raft.LogStore) raft.LogStore { return l }
 
 // raftConfiguration is raft's form of a list of servers.
 func raftConfiguration(servers []Server) raft.Configuration {

@@ -82,6 +82,8 @@ type Store struct {
 	ID string
 	// Dir holds the log, stable state, key file and snapshots. Empty keeps
 	// everything in memory (tests, simulations): nothing survives a restart.
+	// One store has it at a time: Start and Recover lock it, and a second
+	// one gets a LockedError.
 	Dir string
 	// Schema lists the tables; it must be the same on every member.
 	Schema *Schema
@@ -141,6 +143,7 @@ type Store struct {
 	snapStore raft.SnapshotStore
 	raftTrans raft.Transport
 	calls     stoppable // the running raft's transport: RecoverAlone cuts its calls short
+	unlockDir func()    // releases Dir's lock (lockDir)
 	recoverMu sync.Mutex
 	logStore  raft.LogStore // the cached log, for covered()
 	keyring   *KeyRing
@@ -264,17 +267,23 @@ func (s *Store) openStorage(logger *slog.Logger) (logStore raft.LogStore, stable
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return nil, nil, nil, nil, nil, fmt.Errorf("raftstore: data dir: %w", err)
 	}
+	// Held until closeLogs (Recover, a failed Start) or Close.
+	if s.unlockDir, err = lockDir(s.Dir); err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
 	sealer := s.Sealer
 	if sealer == nil && s.KeyEncryptionKey != nil {
 		if s.keyring, err = OpenKeyRing(filepath.Join(s.Dir, "keys.json"), s.KeyEncryptionKey); err != nil {
+			s.unlockDir()
 			return nil, nil, nil, nil, nil, err
 		}
 		sealer = s.keyring
 	}
 	if s.logs, err = openLog(s.Dir, sealer, logger, cmp(s.WALSegmentBytes, defaultSegBytes)); err != nil {
+		s.unlockDir()
 		return nil, nil, nil, nil, nil, err
 	}
-	closeLogs = func() { s.logs.Close() }
+	closeLogs = func() { s.logs.Close(); s.unlockDir() }
 	s.logs.recentMax = cmp(s.WALCacheBytes, recentMaxBytes)
 	leading := func() bool {
 		r := s.raftPtr.Load()
@@ -1161,6 +1170,7 @@ func (s *Store) Close() error {
 	s.bgWG.Wait()
 	if s.logs != nil {
 		err = errors.Join(err, s.logs.Close())
+		s.unlockDir()
 	}
 	return err
 }

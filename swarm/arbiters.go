@@ -404,10 +404,8 @@ func (m *Manager) RemoveArbiter(ctx context.Context, id string) error {
 				return err
 			}
 			c := *c0
-			now := time.Now().UTC()
 			c.Arbiters = slices.DeleteFunc(slices.Clone(c.Arbiters), func(a api.Arbiter) bool { return a.ID == id })
-			c.RemovedNodes = slices.DeleteFunc(slices.Clone(c.RemovedNodes), func(r api.RemovedNode) bool { return r.Until.Before(now) || r.ID == id })
-			c.RemovedNodes = append(c.RemovedNodes, api.RemovedNode{ID: id, RemovedAt: now, Until: now.Add(certValidity(&c))})
+			c.RemovedNodes = withRemoved(c.RemovedNodes, &c, id)
 			return tx.Update(TableClusters, &c)
 		})
 	})

@@ -264,6 +264,18 @@ func (m *Manager) renew(ctx context.Context, id string, csr []byte) ([]byte, err
 	return certPEM, nil
 }
 
+// withRemoved is list (RemovedNodes or ForcedOut) without its expired
+// entries, with an entry for each of ids that lasts as long as their
+// certificates may.
+func withRemoved(list []api.RemovedNode, c *api.Cluster, ids ...string) []api.RemovedNode {
+	now := time.Now().UTC()
+	list = slices.DeleteFunc(slices.Clone(list), func(r api.RemovedNode) bool { return r.Until.Before(now) || slices.Contains(ids, r.ID) })
+	for _, id := range ids {
+		list = append(list, api.RemovedNode{ID: id, RemovedAt: now, Until: now.Add(certValidity(c))})
+	}
+	return list
+}
+
 func removed(c *api.Cluster, id string) bool {
 	return slices.ContainsFunc(c.RemovedNodes, func(r api.RemovedNode) bool { return r.ID == id })
 }

@@ -431,9 +431,7 @@ func (m *Manager) RemoveNode(ctx context.Context, id string, force bool) error {
 				return err
 			}
 			c := *c0
-			now := time.Now().UTC()
-			c.RemovedNodes = slices.DeleteFunc(slices.Clone(c.RemovedNodes), func(r api.RemovedNode) bool { return r.Until.Before(now) || r.ID == id })
-			c.RemovedNodes = append(c.RemovedNodes, api.RemovedNode{ID: id, RemovedAt: now, Until: now.Add(certValidity(&c))})
+			c.RemovedNodes = withRemoved(c.RemovedNodes, &c, id)
 			return tx.Update(TableClusters, &c)
 		})
 	})

@@ -71,7 +71,10 @@ func (f FenceFunc) Fence(ctx context.Context, peer Peer) error { return f(ctx, p
 
 // CommandFencer fences by running a command: the peer is in its
 // environment as SHOAL_FENCE_PEER_ID and SHOAL_FENCE_PEER_ADDR, and exit
-// status 0 means fenced. Its output ends up in the error of a failure.
+// status 0 means fenced. Its output ends up in the error of a failure,
+// which a two-node manager writes to its log only (the output may name
+// the BMC, its user, the cloud account): API clients see that the fence
+// failed, not why.
 type CommandFencer struct {
 	// Path is the program (looked up in PATH without a slash); Args
 	// follow it.
@@ -158,17 +161,38 @@ var errPeerNeverSeen = errors.New("this manager has not seen its peer since it s
 	"if the peer runs on, that makes two clusters")
 
 // FenceError says why a two-node manager that lost its peer stays
-// read-only: reads work, writes are refused with it.
+// read-only: reads work, writes are refused with it, and Cluster.Warnings
+// shows it.
 type FenceError struct {
 	Peer Peer
-	// Err is why the peer is not fenced yet.
+	// Err is why the peer is not fenced yet. When a step of the fence
+	// failed (a *FenceStepError), the text of the FenceError names only
+	// the step: it reaches API clients, and the step's error (the fence
+	// command's output) stays in the manager's log.
 	Err error
 }
 
 func (e *FenceError) Error() string {
-	return fmt.Sprintf("swarm: peer %s (%s) unreachable; %v; this manager is read-only (reads work, writes are refused) until the peer is fenced or back",
-		e.Peer.ID, e.Peer.Addr, e.Err)
+	why := e.Err.Error()
+	var step *FenceStepError
+	if errors.As(e.Err, &step) {
+		why = step.Step + " (the details are in this manager's log)"
+	}
+	return fmt.Sprintf("swarm: peer %s (%s) unreachable; %s; this manager is read-only (reads work, writes are refused) until the peer is fenced or back",
+		e.Peer.ID, e.Peer.Addr, why)
 }
+
+// FenceStepError is a failed step of a fence attempt. Step is a fixed
+// phrase, safe to show API clients; Err may hold what only the operator
+// should read (the fence command's output, the witness's addresses).
+type FenceStepError struct {
+	Step string
+	Err  error
+}
+
+func (e *FenceStepError) Error() string { return e.Step + ": " + e.Err.Error() }
+
+func (e *FenceStepError) Unwrap() error { return e.Err }
 
 // Unwrap makes a FenceError ErrReadOnly and ErrUnavailable (a client
 // tries the other manager, which may have gone on alone).
@@ -203,7 +227,8 @@ func (m *Manager) readOnly() error {
 }
 
 // fenceFile records, in the manager's dir, a fence this manager is about
-// to act on, before it recovers alone.
+// to act on, before it recovers alone; its next leadership makes sure the
+// cluster object has it (recordLastFence).
 const fenceFile = "fence.json"
 
 func (m *Manager) validateTwoNode() error {
@@ -291,10 +316,17 @@ func (m *Manager) guardPeer(ctx context.Context, st *raftstore.Store) {
 		wait := min(time.Second<<min(tries, 5), maxFenceBackoff)
 		tries++
 		next = time.Now().Add(wait)
-		fe := &FenceError{Peer: peer, Err: err}
-		m.fence.set(fe)
-		m.logger().Error("swarm: two-node mode: "+fe.Error(), "retry_in", wait)
+		m.fenceFailed(peer, err, wait)
 	}
+}
+
+// fenceFailed makes this manager read-only because a fence attempt
+// failed: the API shows the FenceError (the failed step only), the log
+// has the whole error.
+func (m *Manager) fenceFailed(peer Peer, err error, retryIn time.Duration) {
+	m.fence.set(&FenceError{Peer: peer, Err: err})
+	m.logger().Error("swarm: two-node mode: peer unreachable and not fenced; this manager is read-only", "peer", peer.ID, "addr", peer.Addr,
+		"err", err, "retry_in", retryIn)
 }
 
 // twoNodePeer returns the other voter when srvs has exactly two voters,
@@ -326,7 +358,7 @@ func (m *Manager) fencePeer(ctx context.Context, st *raftstore.Store, peer Peer,
 	tn := m.TwoNode
 	if tn.Witness != nil {
 		if err := tn.Witness(ctx); err != nil {
-			return fmt.Errorf("not fencing: the witness check failed, this manager may be the one cut off: %w", err)
+			return &FenceStepError{Step: "not fencing: the witness check failed, this manager may be the one cut off", Err: err}
 		}
 	}
 	if m.ID > peer.ID && !*delayed {
@@ -343,7 +375,7 @@ func (m *Manager) fencePeer(ctx context.Context, st *raftstore.Store, peer Peer,
 	err := tn.Fencer.Fence(fctx, peer)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("fencing failed: %w", err)
+		return &FenceStepError{Step: "fencing failed", Err: err}
 	}
 	if li := st.Leader(); li.ID != "" {
 		// Something leads after all: the fence did not stop the peer, or
@@ -353,33 +385,20 @@ func (m *Manager) fencePeer(ctx context.Context, st *raftstore.Store, peer Peer,
 	rec := api.Fence{Peer: peer.ID, PeerAddr: peer.Addr, By: m.ID, At: time.Now().UTC()}
 	b, _ := json.Marshal(rec)
 	if err := atomicfile.Write(filepath.Join(m.Dir, fenceFile), b, 0o600); err != nil {
-		return fmt.Errorf("peer fenced; recording it: %w", err)
+		return &FenceStepError{Step: "peer fenced; recording it failed", Err: err}
 	}
 	m.logger().Warn("swarm: two-node mode: peer fenced; going on as the only voter", "peer", peer.ID)
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = st.RecoverAlone(rctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("peer fenced, but recovering alone failed: %w", err)
+		return &FenceStepError{Step: "peer fenced, but recovering alone failed", Err: err}
 	}
 	m.fence.set(nil)
-	err = retryClusterUpdate(func() error {
-		return st.Update(ctx, func(tx *raftstore.Tx) error {
-			c0, err := clusterObject(&tx.ReadTx)
-			if err != nil {
-				return err
-			}
-			c := *c0
-			c.Fences = append(slices.Clone(c.Fences), rec)
-			if n := len(c.Fences); n > api.MaxFences {
-				c.Fences = c.Fences[n-api.MaxFences:]
-			}
-			return tx.Update(TableClusters, &c)
-		})
-	})
-	if err != nil {
+	if err := addFence(ctx, st, rec); err != nil {
 		// The configuration is recorded (Raft's own entry) and so is the
-		// fence (fence.json); only the cluster object's record is missing.
+		// fence (fence.json): this manager's next leadership records it
+		// (recordLastFence).
 		m.logger().Warn("swarm: two-node mode: recording the fence in the cluster object", "err", err)
 	}
 	m.logger().Warn("swarm: two-node mode: this manager is the only voter; the fenced peer votes again once it is back and has caught up", "peer", peer.ID)
@@ -405,4 +424,57 @@ func waitLeaderless(ctx context.Context, st *raftstore.Store, d time.Duration) e
 			}
 		}
 	}
+}
+
+// addFence adds rec to Cluster.Fences unless it is there, keeping them in
+// time order and at most api.MaxFences.
+func addFence(ctx context.Context, st *raftstore.Store, rec api.Fence) error {
+	return retryClusterUpdate(func() error {
+		return st.Update(ctx, func(tx *raftstore.Tx) error {
+			c0, err := clusterObject(&tx.ReadTx)
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(c0.Fences, func(f api.Fence) bool { return f.Peer == rec.Peer && f.By == rec.By && f.At.Equal(rec.At) }) {
+				return nil
+			}
+			c := *c0
+			c.Fences = append(slices.Clone(c.Fences), rec)
+			slices.SortStableFunc(c.Fences, func(a, b api.Fence) int { return a.At.Compare(b.At) })
+			if n := len(c.Fences); n > api.MaxFences {
+				c.Fences = c.Fences[n-api.MaxFences:]
+			}
+			return tx.Update(TableClusters, &c)
+		})
+	})
+}
+
+// recordLastFence is what a new leader does about its fence file: the
+// last fence this manager acted on, written before it went on alone. A
+// manager killed between that and recording the fence in the cluster
+// object has it only there; this records it, and logs it.
+func (m *Manager) recordLastFence(ctx context.Context, st *raftstore.Store) {
+	if m.Dir == "" {
+		return
+	}
+	path := filepath.Join(m.Dir, fenceFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var rec api.Fence
+	if err == nil {
+		err = json.Unmarshal(b, &rec)
+	}
+	if err != nil {
+		m.logger().Warn("swarm: two-node mode: reading the last fence", "file", path, "err", err)
+		return
+	}
+	if err := addFence(ctx, st, rec); err != nil {
+		if ctx.Err() == nil {
+			m.logger().Warn("swarm: two-node mode: recording the last fence in the cluster object", "file", path, "err", err)
+		}
+		return
+	}
+	m.logger().Info("swarm: two-node mode: the last fence by this manager is in the cluster object", "peer", rec.Peer, "peer_addr", rec.PeerAddr, "at", rec.At)
 }

@@ -48,15 +48,19 @@ func childTwoNode() *swarm.TwoNode {
 			return procstat.KillPIDFile(ctx, filepath.Join(dir, peer.ID+".pid"))
 		})
 	default:
-		tn.Fencer = swarm.FenceFunc(func(context.Context, swarm.Peer) error {
-			return errors.New("test fence: the peer's BMC does not answer")
-		})
+		// A fence command that fails and says what only the operator
+		// should read.
+		tn.Fencer = &swarm.CommandFencer{Path: "sh", Args: []string{"-c", "echo " + fenceCommandOutput + " >&2; exit 1"}}
 	}
 	if w := os.Getenv("SHOAL_TEST_WITNESS"); w != "" {
 		tn.Witness = swarm.DialWitness(w)
 	}
 	return tn
 }
+
+// fenceCommandOutput is what the failing fence command prints: the
+// node's log has it, API clients never see it.
+const fenceCommandOutput = "ipmitool: BMC 192.0.2.99 user admin: password rejected"
 
 // writeChildPID writes this process's PID for its peer's fence.
 func writeChildPID(id string) error {
@@ -196,8 +200,9 @@ func TestTwoNodeSurvivesPeerKill(t *testing.T) {
 }
 
 // The fence fails: the survivor stays read-only and says why (writes are
-// refused naming the peer and the fence's error), its reads work, and it
-// keeps trying; when the peer comes back, writes work again.
+// refused naming the peer and that the fence failed; the fence command's
+// output stays out of the refusals and the cluster's warnings), its reads
+// work, and it keeps trying; when the peer comes back, writes work again.
 func TestTwoNodeFenceFailsReadOnly(t *testing.T) {
 	ctx := context.Background()
 	managers, cl := twoNodeCluster(t, "fail", 1500*time.Millisecond)
@@ -212,11 +217,11 @@ func TestTwoNodeFenceFailsReadOnly(t *testing.T) {
 	waitfor.True(t, "the survivor refuses writes because the fence failed", func() bool {
 		_, werr = scl.ScaleService(ctx, "web", 3)
 		return werr != nil && strings.Contains(werr.Error(), "peer "+victim.info.ID) &&
-			strings.Contains(werr.Error(), "unreachable; fencing failed: test fence: the peer's BMC does not answer")
+			strings.Contains(werr.Error(), "unreachable; fencing failed (the details are in this manager's log)")
 	}, func() string { return fmt.Sprintf("the last write got: %v", werr) })
 	t.Logf("refused: %v", werr)
-	if !strings.Contains(werr.Error(), "read-only") {
-		t.Fatalf("the refusal does not say read-only: %v", werr)
+	if !strings.Contains(werr.Error(), "read-only") || strings.Contains(werr.Error(), "password") {
+		t.Fatalf("the refusal does not say read-only, or shows the fence command's output: %v", werr)
 	}
 	// Reads work, and the cluster says why it is read-only.
 	s, err := scl.Service(ctx, "web")
@@ -227,7 +232,8 @@ func TestTwoNodeFenceFailsReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(c.Warnings, func(w string) bool { return strings.Contains(w, "fencing failed") }) || len(c.Fences) != 0 {
+	if !slices.ContainsFunc(c.Warnings, func(w string) bool { return strings.Contains(w, "fencing failed") }) || len(c.Fences) != 0 ||
+		slices.ContainsFunc(c.Warnings, func(w string) bool { return strings.Contains(w, "password") }) {
 		t.Fatalf("warnings %q, fences %+v", c.Warnings, c.Fences)
 	}
 	// Still refused after several failed fences (the retries fail too).

@@ -2,11 +2,17 @@ package swarm_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/syncbuf"
+	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 )
@@ -80,4 +86,38 @@ func TestTwoNodeDelayMustOutlastTheFence(t *testing.T) {
 		t.Fatalf("delay 15 s, timeout 10 s: %v", err)
 	}
 	m.Close()
+}
+
+// A manager that fenced its peer and went on alone was killed before it
+// recorded the fence in the cluster object: only its fence file has it.
+// Its next leadership records it, once (a later one adds nothing).
+func TestTheLastFenceIsRecordedAtTheNextLeadership(t *testing.T) {
+	dir := t.TempDir()
+	m := startManager(t, &swarm.Manager{Dir: dir})
+	ready(t, m)
+	m.Close()
+	rec := api.Fence{Peer: "peer1", PeerAddr: "192.0.2.2:2377", By: "m0", At: time.Now().UTC().Add(-time.Minute).Round(0)}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "fence.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		var log syncbuf.Buffer
+		m := startManager(t, &swarm.Manager{Dir: dir, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		ready(t, m)
+		waitfor.True(t, "the last fence recorded", func() bool {
+			return strings.Contains(log.String(), "the last fence by this manager is in the cluster object")
+		})
+		c, err := m.Cluster()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fences := c.Fences; len(fences) != 1 || fences[0].Peer != rec.Peer || fences[0].By != rec.By || !fences[0].At.Equal(rec.At) {
+			t.Fatalf("round %d: fences %+v, want %+v alone", round, c.Fences, rec)
+		}
+		m.Close()
+	}
 }

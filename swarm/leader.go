@@ -180,6 +180,7 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 		return err
 	}
 	m.leadArbiters(ctx, st)
+	m.recordLastFence(ctx, st)
 	filter := func(e raftstore.Event) bool {
 		switch e.Table {
 		case TableServices, TableTasks, TableNodes, TableClusters, TableNetworks:

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
@@ -368,5 +370,71 @@ func BenchmarkAssignmentDuringLogBurst(b *testing.B) {
 			b.ReportMetric(float64(took[len(took)*9/10].Milliseconds()), "ms-p90")
 			b.ReportMetric(float64(lines)/elapsed.Seconds(), "loglines/s")
 		})
+	}
+}
+
+// fakeCloseLosingDispatcher is the real manager as a worker's dispatcher,
+// except that the Close of a log request never reaches the worker, as when
+// the node's queue at the leader is full (the broker drops it then).
+type fakeCloseLosingDispatcher struct{ *swarm.Manager }
+
+func (d fakeCloseLosingDispatcher) LogSubscriptions(ctx context.Context, nodeID string) (<-chan swarm.LogSubscription, error) {
+	in, err := d.Manager.LogSubscriptions(ctx, nodeID)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan swarm.LogSubscription)
+	go func() {
+		defer close(out)
+		for s := range in {
+			if s.Close {
+				continue
+			}
+			select {
+			case out <- s:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// A follow of a task that prints nothing: the caller goes away and the
+// leader's Close is lost. The node still gives the request's place back
+// (it asks the leader whether the request stands), with no line ever sent.
+func TestFollowOfASilentTaskEndsOnTheNodeWhenTheCallerLeaves(t *testing.T) {
+	ctx := context.Background()
+	m := startManager(t, &swarm.Manager{})
+	ready(t, m)
+	w := &swarm.Worker{NodeID: "node1", Executor: &agent.FakeExecutor{}, Dispatcher: fakeCloseLosingDispatcher{m}}
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	svc, err := m.CreateService(ctx, service("silent", api.Replicated(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "the task running", func() bool {
+		ts, _ := m.Tasks(svc.ID)
+		return len(ts) == 1 && ts[0].Status.State == api.TaskRunning
+	})
+	fctx, leave := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	lines := 0
+	go func() {
+		done <- m.ServiceLogs(fctx, svc.ID, swarm.LogOptions{Follow: true, Tail: swarm.TailNone}, func(swarm.LogMessage) error { lines++; return nil })
+	}()
+	waitfor.True(t, "the node reading for the follow", func() bool { return w.LogReads() == 1 })
+	leave()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "the node's place for the request given back", func() bool {
+		return w.LogReads() == 0 && m.Stats().LogRequests == 0
+	})
+	if lines != 0 {
+		t.Fatalf("%d lines from a silent task", lines)
 	}
 }

@@ -33,6 +33,13 @@ const (
 // logFlushInterval is how long a line waits for others before it is sent.
 var logFlushInterval = 50 * time.Millisecond
 
+// logAliveInterval is how long a follow with nothing to send waits before
+// it asks the leader, with an empty publication, whether its request still
+// stands. The leader's Close ends a request at once, but it is dropped
+// when the node's queue is full; without this a follow of a silent task
+// would keep its place among maxLogSubs until the node's stream reconnects.
+var logAliveInterval = 5 * time.Second
+
 // logSessions follows the leader's log subscriptions, connecting again
 // whenever the stream ends; the subscriptions of a stream that ended are
 // dropped (their leader is gone, or will send them again).
@@ -244,6 +251,7 @@ func (r *logReader) publish() {
 	}
 	tick := time.NewTicker(logFlushInterval)
 	defer tick.Stop()
+	lastSent := time.Now()
 	for {
 		select {
 		case <-r.ctx.Done():
@@ -256,10 +264,16 @@ func (r *logReader) publish() {
 			if !send(false) {
 				return
 			}
+			lastSent = time.Now()
 		case <-tick.C:
-			if len(p.Lines) > 0 && !send(false) {
-				return
+			alive := r.opts.Follow && time.Since(lastSent) >= logAliveInterval
+			if len(p.Lines) == 0 && !alive {
+				continue
 			}
+			if !send(false) {
+				return // an ended request answers ErrNotFound
+			}
+			lastSent = time.Now()
 		case <-r.allRead:
 			// Every reader has ended: what they read is queued.
 			for {

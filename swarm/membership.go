@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -27,6 +28,16 @@ func (m *Manager) joinSelf(ctx context.Context, id, addr string) error {
 	if !st.IsLeader() {
 		li := st.Leader()
 		return &raftstore.NotLeaderError{LeaderID: li.ID, LeaderAddr: li.Address}
+	}
+	if err := st.View(func(tx *raftstore.ReadTx) error {
+		c, err := clusterObject(tx)
+		if err == nil && forcedOut(c, id) {
+			return fmt.Errorf("%w: manager %s was left out of the cluster by a force-new-cluster recovery and its Raft data is stale: "+
+				"stop it, wipe its data dir (shoald leave --force, or remove the dir) and join it again with a manager join token", errForbidden, id)
+		}
+		return err
+	}); err != nil {
+		return err
 	}
 	n, err := m.Node(id)
 	if err != nil {
@@ -77,4 +88,9 @@ func (m *Manager) reconcileMembership(ctx context.Context, st *raftstore.Store) 
 		}
 	}
 	return nil
+}
+
+// forcedOut reports whether a force-new-cluster recovery left id out.
+func forcedOut(c *api.Cluster, id string) bool {
+	return slices.ContainsFunc(c.ForcedOut, func(r api.RemovedNode) bool { return r.ID == id })
 }

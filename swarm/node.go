@@ -726,6 +726,7 @@ func authorizeRaftPeer(st *raftstore.Store, cs tls.ConnectionState) error {
 func (n *Node) promoteWhenCaughtUp(ctx context.Context, m *Manager) {
 	t := time.NewTicker(rejoinPeriod)
 	defer t.Stop()
+	var refused string // the last refusal logged, so it is logged once
 	for waiting := true; waiting; {
 		select {
 		case <-m.Ready():
@@ -738,7 +739,13 @@ func (n *Node) promoteWhenCaughtUp(ctx context.Context, m *Manager) {
 			n.mu.Unlock()
 			body := map[string]string{"addr": addr}
 			cctx, cancel := context.WithTimeout(ctx, rejoinPeriod)
-			if err := n.Client().managers().call(cctx, http.MethodPost, controlPrefix+"raft/join-self", body, nil); err != nil {
+			err := n.Client().managers().call(cctx, http.MethodPost, controlPrefix+"raft/join-self", body, nil)
+			switch {
+			case errors.Is(err, errForbidden) && err.Error() != refused:
+				// Not a passing state (no leader yet): the operator must act.
+				refused = err.Error()
+				n.logger().Error("swarm: the cluster refuses to take this manager back", "err", err)
+			case err != nil:
 				n.logger().Debug("swarm: asking to be added to Raft", "err", err)
 			}
 			cancel()

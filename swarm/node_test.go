@@ -34,6 +34,22 @@ func tnode(t *testing.T) *swarm.Node {
 	return n
 }
 
+// initNode is a node that made a new cluster, ready, and the cluster
+// object.
+func initNode(t *testing.T) (*swarm.Node, *api.Cluster) {
+	t.Helper()
+	n := tnode(t)
+	if err := n.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, n)
+	c, err := n.Client().Cluster(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, c
+}
+
 func nodeReady(t *testing.T, n *swarm.Node) {
 	t.Helper()
 	select {
@@ -181,15 +197,7 @@ func TestNodesJoinOverTLS(t *testing.T) {
 // on; a manager restarted from its dir comes back.
 func TestManagersJoinAndFailOver(t *testing.T) {
 	ctx := context.Background()
-	m0 := tnode(t)
-	if err := m0.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	nodeReady(t, m0)
-	c, err := m0.Client().Cluster(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m0, c := initNode(t)
 	nodes := []*swarm.Node{m0}
 	for range 2 {
 		m := tnode(t)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/ca"
@@ -29,9 +30,11 @@ type Recovery struct {
 //
 // Use it only when the other managers (and arbiters) are gone for good:
 // one that comes back with its old data is no longer part of the cluster
-// (the recovered manager refuses its votes) and must be wiped and joined
-// again; remove the dead managers' nodes (node rm --force) and the lost
-// arbiters (RemoveArbiter), then add managers or an arbiter again.
+// (the recovered manager refuses its votes, and its requests to rejoin:
+// they are recorded in Cluster.ForcedOut) and must be wiped and joined
+// again with a join token; remove the dead managers' nodes (node rm
+// --force) and the lost arbiters (RemoveArbiter), then add managers or an
+// arbiter again.
 func (n *Node) ForceNewCluster(ctx context.Context) (*Recovery, error) {
 	if err := n.begin(false); err != nil {
 		if errors.Is(err, ErrNotInitialized) {
@@ -70,10 +73,59 @@ func (n *Node) ForceNewCluster(ctx context.Context) (*Recovery, error) {
 			return nil, err
 		}
 		n.logger().Info("swarm: forced a new cluster from this manager's data", "node", st.ID, "addr", st.Advertise, "before", before)
-		return &Recovery{NodeID: st.ID, Addr: st.Advertise, Before: before}, nil
+		rec := &Recovery{NodeID: st.ID, Addr: st.Advertise, Before: before}
+		if err := recordForcedOut(ctx, store, st.Advertise, before); err != nil {
+			return rec, fmt.Errorf("swarm: the cluster is recovered, but recording the members left out failed, so they could rejoin with stale data "+
+				"if they come back: wipe their data dirs before starting them: %w", err)
+		}
+		return rec, nil
 	}
 	if m.autoLk {
 		return nil, ErrBadUnlockKey
 	}
 	return nil, fmt.Errorf("swarm: %s does not open this manager's data: restore the key file from a backup", filepath.Join(dir, kekFile))
+}
+
+// recordForcedOut writes the members a recovery left out into
+// Cluster.ForcedOut, so that the cluster refuses them if they come back
+// with their stale data. It starts the recovered store alone, offline (a
+// one-voter configuration elects itself without a network), and closes it.
+// addr is the recovered member's address in its new configuration.
+func recordForcedOut(ctx context.Context, recovered *raftstore.Store, addr string, before []raftstore.Server) error {
+	var out []string
+	for _, s := range before {
+		if s.ID != recovered.ID {
+			out = append(out, s.ID)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	st := &raftstore.Store{ID: recovered.ID, Dir: recovered.Dir, Schema: recovered.Schema, KeyEncryptionKey: recovered.KeyEncryptionKey,
+		Transport: raftstore.NewMemNetwork().Transport(addr), Logger: recovered.Logger}
+	// A one-voter member leads within an election timeout or two.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := st.Start(ctx); err != nil {
+		return err
+	}
+	defer st.Close()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for !st.IsLeader() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return st.Update(ctx, func(tx *raftstore.Tx) error {
+		c0, err := clusterObject(&tx.ReadTx)
+		if err != nil {
+			return err
+		}
+		c := *c0
+		c.ForcedOut = withRemoved(c.ForcedOut, &c, out...)
+		return tx.Update(TableClusters, &c)
+	})
 }

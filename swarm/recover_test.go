@@ -3,8 +3,13 @@ package swarm_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 
+	"github.com/shoalproject/shoal/internal/syncbuf"
+	"github.com/shoalproject/shoal/internal/waitfor"
+	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
 )
@@ -62,5 +67,63 @@ func TestForceNewClusterNeedsTheUnlockKey(t *testing.T) {
 	}
 	if _, err := n.Client().ScaleService(ctx, "kept", 0); err != nil {
 		t.Fatalf("a write after recovery: %v", err)
+	}
+}
+
+// Two managers; the cluster is rebuilt from one (ForceNewCluster), and
+// the other comes back with its old data. It is recorded as forced out
+// and refused when it asks to rejoin, with the way out in the error (wipe
+// it, join it with a token); the recovered cluster stays one voter.
+func TestForceNewClusterRefusesTheManagersLeftOut(t *testing.T) {
+	ctx := context.Background()
+	m0, c := initNode(t)
+	m1 := tnode(t)
+	if err := m1.Join(ctx, c.JoinTokens.Manager, m0.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, m1)
+	waitfor.True(t, "2 voters", func() bool { return len(voters(t, m0.Manager().Store())) == 2 })
+	id0, id1 := m0.ID(), m1.ID()
+	// A second Node on the running manager's dir is refused by the data
+	// dir's lock, not only by the Node's own state.
+	if _, err := (&swarm.Node{Dir: m0.Dir}).ForceNewCluster(ctx); !errors.Is(err, raftstore.ErrLocked) {
+		t.Fatalf("ForceNewCluster on a running manager's dir: %v, want raftstore.ErrLocked", err)
+	}
+	m1.Close()
+	m0.Close()
+
+	r, err := (&swarm.Node{Dir: m0.Dir}).ForceNewCluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Before) != 2 {
+		t.Fatalf("recovery %+v: want the two managers before", r)
+	}
+	back0 := &swarm.Node{Dir: m0.Dir, Executor: m0.Executor, Logger: testLogger(t)}
+	t.Cleanup(func() { back0.Close() })
+	if err := back0.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, back0)
+	c, err = back0.Client().Cluster(ctx)
+	if err != nil || len(c.ForcedOut) != 1 || c.ForcedOut[0].ID != id1 {
+		t.Fatalf("cluster after recovery: forced out %+v (%v), want %s", c.ForcedOut, err, id1)
+	}
+
+	var log syncbuf.Buffer
+	back1 := &swarm.Node{Dir: m1.Dir, Executor: m1.Executor, Logger: slog.New(slog.NewTextHandler(&log, nil))}
+	t.Cleanup(func() { back1.Close() })
+	if err := back1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "the left-out manager told to wipe its data and join again", func() bool {
+		return strings.Contains(log.String(), "refuses to take this manager back") && strings.Contains(log.String(), "wipe its data dir")
+	})
+	if v := voters(t, back0.Manager().Store()); len(v) != 1 || !v[id0] {
+		t.Fatalf("voters %v, want %s alone", v, id0)
+	}
+	srvs, err := back0.Manager().Store().Servers(ctx)
+	if err != nil || len(srvs) != 1 {
+		t.Fatalf("Raft configuration %+v (%v): the left-out manager is back in", srvs, err)
 	}
 }

@@ -23,8 +23,9 @@ when the other managers are dead for good and the survivor has no quorum
 run recover, then "shoald run" starts the one-manager cluster.
 
 Only when the other managers (and arbiters) will never come back with
-their data: one that does is no longer in the cluster; wipe it and join it
-again. Afterwards remove the dead managers (docker node rm --force) and add
+their data: one that does is no longer in the cluster, and the cluster
+refuses to take it back; wipe its data dir and join it again with a join
+token. Afterwards remove the dead managers (docker node rm --force) and add
 a manager or an arbiter again, since one manager tolerates no failure.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -20,6 +20,12 @@ type Cluster struct {
 	// oldest first, at most MaxFences: a manager that lost its peer
 	// fenced it and went on as the only voter.
 	Fences []Fence `json:"fences,omitempty"`
+	// ForcedOut are the managers and arbiters a force-new-cluster
+	// recovery (swarm.Node.ForceNewCluster) left out of Raft: their data
+	// is stale, so they are refused when they ask to rejoin; they must be
+	// wiped and joined again with a join token. Entries go when their
+	// certificates expire (Until).
+	ForcedOut []RemovedNode `json:"forcedOut,omitempty"`
 	// Warnings are what the managers see wrong with the cluster when it
 	// is read (two managers and no arbiter: no manager failure is
 	// survivable); never stored.
