@@ -87,6 +87,7 @@ type taskDrain struct {
 	service, node string
 	version       uint64    // the first view version without it as a backend
 	since         time.Time // when the book saw it
+	missing       int       // live nodes that have not confirmed version yet
 	done          bool
 }
 
@@ -110,7 +111,9 @@ func viewVersionBase(term, last uint64) uint64 { return max(term<<32, last) }
 // rose (the views changed).
 func (b *netBook) noteDrains(svcs map[string]*bookService, nodes map[string]*api.NodeEndpoint, live map[string]bool, index uint64, now time.Time) bool {
 	s := &b.drainState
+	recount := false
 	for id, e := range nodes {
+		was := s.live[id]
 		switch {
 		case e == nil:
 			delete(s.live, id)
@@ -120,6 +123,7 @@ func (b *netBook) noteDrains(svcs map[string]*bookService, nodes map[string]*api
 		default:
 			delete(s.live, id) // down: not waited for
 		}
+		recount = recount || was != s.live[id]
 	}
 	raised := false
 	for svc, e := range svcs {
@@ -143,6 +147,19 @@ func (b *netBook) noteDrains(svcs map[string]*bookService, nodes map[string]*api
 				raised = true
 			}
 			s.tasks[id] = &taskDrain{service: svc, node: te.NodeID, version: s.version, since: now}
+			recount = true
+		}
+	}
+	if recount {
+		// Rare (a drain starts, a node comes or goes): confirmations
+		// then only count down.
+		for _, d := range s.tasks {
+			d.missing = 0
+			for n := range s.live {
+				if s.acked[n] < d.version {
+					d.missing++
+				}
+			}
 		}
 	}
 	if raised {
@@ -169,18 +186,11 @@ func (b *netBook) drainNews() {
 // DrainTimeout (under b.mu).
 func (b *netBook) settle(now time.Time) {
 	s := &b.drainState
-	floor := uint64(0)
-	first := true
-	for id := range s.live {
-		if v := s.acked[id]; first || v < floor {
-			floor, first = v, false
-		}
-	}
 	ended := false
 	for id, d := range s.tasks {
 		switch {
 		case d.done:
-		case first || floor >= d.version:
+		case d.missing <= 0:
 			d.done, ended = true, true
 			b.logger.Debug("swarm: a stopping task is out of every node's backends", "task", id, "after", now.Sub(d.since).Round(time.Millisecond))
 		case now.Sub(d.since) >= s.timeout:
@@ -215,8 +225,21 @@ func (b *netBook) ack(nodeID string, version uint64, now time.Time) error {
 	case version <= b.acked[nodeID]:
 		return nil
 	}
+	old := b.acked[nodeID]
 	b.acked[nodeID] = version
-	b.settle(now)
+	if !b.live[nodeID] {
+		return nil
+	}
+	ending := false
+	for _, d := range b.tasks {
+		if !d.done && old < d.version && version >= d.version {
+			d.missing--
+			ending = ending || d.missing <= 0
+		}
+	}
+	if ending {
+		b.settle(now)
+	}
 	return nil
 }
 
@@ -266,9 +289,8 @@ func (b *netBook) expireDrains(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-kick:
-			if !timer.Stop() {
-				<-timer.C
-			}
+			// A new drain: its deadline may come first. (Reset needs no
+			// draining of the channel since Go 1.23.)
 		case <-timer.C:
 		}
 	}
