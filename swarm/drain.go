@@ -69,9 +69,15 @@ type drainState struct {
 	timeout time.Duration
 	// version is the views' version; see api.NetworkView.Version.
 	version uint64
-	// index is the Raft index of the last change the book took in: a task
-	// whose version is not above it is known to the book.
+	// index is the Raft index of the last change the book took in, and
+	// read the index of the state each existing service's entry was last
+	// computed from: a task whose version is not above its service's read
+	// is known to the book. (index alone is not enough: the events of one
+	// Raft entry may come in two batches, and the first may not name the
+	// task's service.) Removed services fall back on index: their tasks
+	// are no backend anywhere any more.
 	index uint64
+	read  map[string]uint64
 	live  map[string]bool       // data-plane nodes that are ready: those a drain waits for
 	acked map[string]uint64     // the view version each data-plane node confirmed
 	tasks map[string]*taskDrain // the drains, by task ID
@@ -95,7 +101,7 @@ func newDrainState(base uint64, timeout time.Duration) drainState {
 	if timeout <= 0 {
 		timeout = DefaultDrainTimeout
 	}
-	return drainState{timeout: timeout, version: base, live: map[string]bool{}, acked: map[string]uint64{},
+	return drainState{timeout: timeout, version: base, read: map[string]uint64{}, live: map[string]bool{}, acked: map[string]uint64{},
 		tasks: map[string]*taskDrain{}, news: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
@@ -105,12 +111,20 @@ func newDrainState(base uint64, timeout time.Duration) drainState {
 func viewVersionBase(term, last uint64) uint64 { return max(term<<32, last) }
 
 // noteDrains takes in a recomputed batch of the book (under b.mu): the
-// drains that start or end with the services' entries, the nodes the
-// batch read (nil: not, or no longer, a data-plane node) and whether each
-// is ready, and the Raft index reached. It reports whether the version
-// rose (the views changed).
-func (b *netBook) noteDrains(svcs map[string]*bookService, nodes map[string]*api.NodeEndpoint, live map[string]bool, index uint64, now time.Time) bool {
+// drains that start or end with the services' entries (computed from the
+// state at Raft index read; exists names those not removed), the nodes
+// the batch read (nil: not, or no longer, a data-plane node) and whether
+// each is ready, and the Raft index of the last event taken in. It
+// reports whether the version rose (the views changed).
+func (b *netBook) noteDrains(svcs map[string]*bookService, exists map[string]bool, read uint64, nodes map[string]*api.NodeEndpoint, live map[string]bool, index uint64, now time.Time) bool {
 	s := &b.drainState
+	for id := range svcs {
+		if exists[id] {
+			s.read[id] = read
+		} else {
+			delete(s.read, id)
+		}
+	}
 	recount := false
 	for id, e := range nodes {
 		was := s.live[id]
@@ -255,8 +269,12 @@ func (b *netBook) drained(tasks []*api.Task) (ids []string, pending <-chan struc
 			continue
 		}
 		d := b.tasks[t.ID]
+		read, ok := b.read[t.ServiceID]
+		if !ok {
+			read = b.index
+		}
 		switch {
-		case d != nil && d.done, d == nil && b.index >= t.Version:
+		case d != nil && d.done, d == nil && read >= t.Version:
 			ids = append(ids, t.ID)
 		default:
 			pending = b.news

@@ -25,7 +25,7 @@ func BenchmarkDrainConfirmations(b *testing.B) {
 			}
 			book.nodes = eps
 			book.mu.Lock()
-			book.noteDrains(nil, eps, live, 1, time.Now())
+			book.noteDrains(nil, nil, 1, eps, live, 1, time.Now())
 			book.mu.Unlock()
 			now := time.Now()
 			b.ResetTimer()
@@ -35,7 +35,7 @@ func BenchmarkDrainConfirmations(b *testing.B) {
 				te := &api.TaskEndpoint{ID: fmt.Sprint("t", i), NodeID: "node0"}
 				svcs := map[string]*bookService{"web": {draining: []*api.TaskEndpoint{te}}}
 				book.mu.Lock()
-				book.noteDrains(svcs, nil, nil, uint64(i+2), now)
+				book.noteDrains(svcs, map[string]bool{"web": true}, uint64(i+2), nil, nil, uint64(i+2), now)
 				v := book.version
 				book.mu.Unlock()
 				for id := range eps {

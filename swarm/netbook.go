@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
 )
@@ -230,12 +231,14 @@ func (b *netBook) apply(tx *raftstore.ReadTx, c *bookChanges) error {
 		}
 	}
 	svcs := map[string]*bookService{}
+	exists := map[string]bool{}
 	for id := range c.services {
 		o, err := tx.Get(TableServices, id)
 		if err != nil {
 			svcs[id] = nil // removed
 			continue
 		}
+		exists[id] = true
 		svc, in := o.(*api.Service), firstOf(ingress, b.ingressID())
 		if !inBook(svc, in) {
 			// Its tasks need no reading (100,000 of them, at every
@@ -263,7 +266,7 @@ func (b *netBook) apply(tx *raftstore.ReadTx, c *bookChanges) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	changed := b.noteDrains(svcs, nodes, live, c.index, time.Now())
+	changed := b.noteDrains(svcs, exists, tx.Index(), nodes, live, c.index, time.Now())
 	if nets != nil && !reflect.DeepEqual(nets, b.networks) {
 		b.networks, b.ingress, changed = nets, ingress, true
 	}
@@ -372,12 +375,16 @@ func serviceEntry(s *api.Service, tasks []*api.Task, ingress string) *bookServic
 // backendOf is a task as a backend: running tasks only. A running task
 // whose desired state is past running is about to stop, and one that
 // fails its health check must not get new connections: neither is ready.
+// Nor is a task with a health check that no probe has passed yet: it
+// reports RUNNING with no health at all a moment before "starting", and
+// in that moment its program may not listen yet (connections refused).
 func backendOf(t *api.Task) *api.TaskEndpoint {
 	if t.Status.State != api.TaskRunning || t.NodeID == "" {
 		return nil
 	}
+	healthy := t.Status.Health == agent.HealthHealthy || (t.Status.Health == "" && !agent.HasHealthcheck(t.Spec.Healthcheck))
 	te := &api.TaskEndpoint{ID: t.ID, Name: t.Annotations.Name, NodeID: t.NodeID,
-		Ready: t.DesiredState <= api.TaskRunning && (t.Status.Health == "" || t.Status.Health == "healthy")}
+		Ready: t.DesiredState <= api.TaskRunning && healthy}
 	for _, na := range t.Networks {
 		for _, a := range na.Addresses {
 			if p, err := netip.ParsePrefix(a); err == nil {
