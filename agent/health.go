@@ -114,3 +114,8 @@ func monitorHealth(ctx context.Context, ex Executor, taskID string, h *api.Healt
 		}
 	}
 }
+
+// HasHealthcheck reports whether a task with this health check is probed:
+// such a task is healthy only once a probe said so (before that, its
+// health is empty, then starting).
+func HasHealthcheck(h *api.HealthConfig) bool { return healthCommand(h) != nil }

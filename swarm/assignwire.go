@@ -24,18 +24,23 @@ type assignmentMsg struct {
 	RemovedConfigs []string       `json:"removedConfigs,omitempty"`
 	Kept           []string       `json:"kept,omitempty"`
 	Unkept         []string       `json:"unkept,omitempty"`
+	Drained        []string       `json:"drained,omitempty"`
+	Undrained      []string       `json:"undrained,omitempty"`
 	Network        *networkChange `json:"network,omitempty"`
 }
 
 func (m *assignmentMsg) empty() bool {
 	return !m.Full && len(m.Tasks) == 0 && len(m.Removed) == 0 && len(m.Secrets) == 0 && len(m.RemovedSecrets) == 0 &&
-		len(m.Configs) == 0 && len(m.RemovedConfigs) == 0 && len(m.Kept) == 0 && len(m.Unkept) == 0 && m.Network == nil
+		len(m.Configs) == 0 && len(m.RemovedConfigs) == 0 && len(m.Kept) == 0 && len(m.Unkept) == 0 && len(m.Drained) == 0 && len(m.Undrained) == 0 && m.Network == nil
 }
 
 // networkChange is what changed in a node's network view.
 type networkChange struct {
 	// Off says the node has no network view (any more).
-	Off             bool                    `json:"off,omitempty"`
+	Off bool `json:"off,omitempty"`
+	// Version is the view's (api.NetworkView.Version), sent whenever it
+	// changes, even alone: the node confirms it.
+	Version         uint64                  `json:"version,omitempty"`
 	Networks        []*api.Network          `json:"networks,omitempty"`
 	RemovedNetworks []string                `json:"removedNetworks,omitempty"`
 	Services        []*api.ServiceEndpoints `json:"services,omitempty"`
@@ -90,8 +95,9 @@ func byID[T any](id func(T) string) func(a, b T) int {
 type assignmentSender struct {
 	first                     bool
 	tasks, secrets, configs   sent
-	kept                      sent
+	kept, drained             sent
 	networkOn                 bool
+	version                   uint64
 	networks, services, nodes sent
 }
 
@@ -118,19 +124,23 @@ func (s *assignmentSender) next(a *api.Assignment) (msg assignmentMsg, ok bool) 
 		last = nil
 	}
 	msg.Kept, msg.Unkept, s.kept = diffSet(last, a.Kept, keptKey)
+	if last = s.drained; s.first {
+		last = nil
+	}
+	msg.Drained, msg.Undrained, s.drained = diffSet(last, a.Drained, keptKey)
 	switch v := a.Network; {
 	case v == nil && s.networkOn:
 		msg.Network = &networkChange{Off: true}
-		s.networkOn, s.networks, s.services, s.nodes = false, nil, nil, nil
+		s.networkOn, s.networks, s.services, s.nodes, s.version = false, nil, nil, nil, 0
 	case v != nil:
-		nc := &networkChange{}
+		nc := &networkChange{Version: v.Version}
 		nc.Networks, nc.RemovedNetworks, s.networks = diffSet(s.networks, v.Networks, networkKey)
 		nc.Services, nc.RemovedServices, s.services = diffSet(s.services, v.Services, serviceEPKey)
 		nc.Nodes, nc.RemovedNodes, s.nodes = diffSet(s.nodes, v.Nodes, nodeEPKey)
-		if !s.networkOn || len(nc.Networks)+len(nc.RemovedNetworks)+len(nc.Services)+len(nc.RemovedServices)+len(nc.Nodes)+len(nc.RemovedNodes) > 0 {
+		if !s.networkOn || v.Version != s.version || len(nc.Networks)+len(nc.RemovedNetworks)+len(nc.Services)+len(nc.RemovedServices)+len(nc.Nodes)+len(nc.RemovedNodes) > 0 {
 			msg.Network = nc
 		}
-		s.networkOn = true
+		s.networkOn, s.version = true, v.Version
 	}
 	s.first = false
 	return msg, !msg.empty()
@@ -142,14 +152,16 @@ type assignmentReceiver struct {
 	secrets   map[string]*api.Secret
 	configs   map[string]*api.Config
 	kept      map[string]bool
+	drained   map[string]bool
 	networkOn bool
+	version   uint64
 	networks  map[string]*api.Network
 	services  map[string]*api.ServiceEndpoints
 	nodes     map[string]*api.NodeEndpoint
 }
 
 func newAssignmentReceiver() *assignmentReceiver {
-	return &assignmentReceiver{tasks: map[string]*api.Task{}, secrets: map[string]*api.Secret{}, configs: map[string]*api.Config{}, kept: map[string]bool{},
+	return &assignmentReceiver{tasks: map[string]*api.Task{}, secrets: map[string]*api.Secret{}, configs: map[string]*api.Config{}, kept: map[string]bool{}, drained: map[string]bool{},
 		networks: map[string]*api.Network{}, services: map[string]*api.ServiceEndpoints{}, nodes: map[string]*api.NodeEndpoint{}}
 }
 
@@ -164,7 +176,8 @@ func (r *assignmentReceiver) take(msg *assignmentMsg) (a *api.Assignment, ok boo
 		clear(r.secrets)
 		clear(r.configs)
 		clear(r.kept)
-		r.networkOn = false
+		clear(r.drained)
+		r.networkOn, r.version = false, 0
 		clear(r.networks)
 		clear(r.services)
 		clear(r.nodes)
@@ -178,23 +191,29 @@ func (r *assignmentReceiver) take(msg *assignmentMsg) (a *api.Assignment, ok boo
 	for _, id := range msg.Unkept {
 		delete(r.kept, id)
 	}
+	for _, id := range msg.Drained {
+		r.drained[id] = true
+	}
+	for _, id := range msg.Undrained {
+		delete(r.drained, id)
+	}
 	if nc := msg.Network; nc != nil {
 		if nc.Off {
-			r.networkOn = false
+			r.networkOn, r.version = false, 0
 			clear(r.networks)
 			clear(r.services)
 			clear(r.nodes)
 		} else {
-			r.networkOn = true
+			r.networkOn, r.version = true, nc.Version
 			merge(r.networks, nc.Networks, nc.RemovedNetworks, networkID)
 			merge(r.services, nc.Services, nc.RemovedServices, serviceEPID)
 			merge(r.nodes, nc.Nodes, nc.RemovedNodes, nodeEPID)
 		}
 	}
 	a = &api.Assignment{Tasks: sortedValues(r.tasks, taskID), Secrets: sortedValues(r.secrets, secretID), Configs: sortedValues(r.configs, configID),
-		Kept: slices.Sorted(maps.Keys(r.kept))}
+		Kept: slices.Sorted(maps.Keys(r.kept)), Drained: slices.Sorted(maps.Keys(r.drained))}
 	if r.networkOn {
-		a.Network = &api.NetworkView{Networks: sortedValues(r.networks, networkID), Services: sortedValues(r.services, serviceEPID), Nodes: sortedValues(r.nodes, nodeEPID)}
+		a.Network = &api.NetworkView{Version: r.version, Networks: sortedValues(r.networks, networkID), Services: sortedValues(r.services, serviceEPID), Nodes: sortedValues(r.nodes, nodeEPID)}
 	}
 	return a, true
 }

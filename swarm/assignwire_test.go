@@ -15,7 +15,8 @@ import (
 // The assignment stream sends changes; the receiver must rebuild exactly
 // the assignment the sender had, whatever the sequence (tasks, secrets,
 // configs and the network view appearing, changing and going, the view
-// switched off and on), and a message must carry only what changed.
+// switched off and on, its version rising alone, drained tasks), and a
+// message must carry only what changed.
 func TestAssignmentWireRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var version uint64
@@ -27,10 +28,12 @@ func TestAssignmentWireRoundTrip(t *testing.T) {
 	networks := map[string]*api.Network{}
 	networkOn := false
 	kept := map[string]bool{}
+	drained := map[string]bool{}
+	var viewVersion uint64
 	snd, rcv := newAssignmentSender(), newAssignmentReceiver()
 	for step := range 2000 {
 		id := fmt.Sprint(rng.IntN(8))
-		switch rng.IntN(8) {
+		switch rng.IntN(10) {
 		case 0:
 			tasks[id] = &api.Task{Meta: api.Meta{ID: id, Version: next()}, ServiceID: "s"}
 		case 1:
@@ -56,11 +59,18 @@ func TestAssignmentWireRoundTrip(t *testing.T) {
 			if !kept["k"+id] {
 				delete(kept, "k"+id)
 			}
+		case 8:
+			drained[id] = !drained[id] // a stopping task's drain ended, or it is gone
+			if !drained[id] {
+				delete(drained, id)
+			}
+		case 9:
+			viewVersion++ // a task started draining: only the version moves for this node
 		}
 		a := &api.Assignment{Tasks: sortedValues(tasks, taskID), Secrets: sortedValues(secrets, secretID), Configs: []*api.Config{},
-			Kept: slices.Sorted(maps.Keys(kept))}
+			Kept: slices.Sorted(maps.Keys(kept)), Drained: slices.Sorted(maps.Keys(drained))}
 		if networkOn {
-			a.Network = &api.NetworkView{Networks: sortedValues(networks, networkID), Services: sortedValues(services, serviceEPID), Nodes: sortedValues(nodes, nodeEPID)}
+			a.Network = &api.NetworkView{Version: viewVersion, Networks: sortedValues(networks, networkID), Services: sortedValues(services, serviceEPID), Nodes: sortedValues(nodes, nodeEPID)}
 		}
 		msg, changed := snd.next(a)
 		// Through JSON, as on the wire.
@@ -89,7 +99,7 @@ func TestAssignmentWireRoundTrip(t *testing.T) {
 			t.Fatalf("step %d: received %s\nwant %s", step, js(t, b), js(t, a))
 		}
 		// Only what changed travels.
-		if n := len(got.Tasks) + len(got.Secrets) + len(got.Kept) + len(got.Unkept); step > 0 && n > 2 {
+		if n := len(got.Tasks) + len(got.Secrets) + len(got.Kept) + len(got.Unkept) + len(got.Drained) + len(got.Undrained); step > 0 && n > 2 {
 			t.Fatalf("step %d: a one-object change sent %d objects", step, n)
 		}
 	}
@@ -112,6 +122,9 @@ func normalize(a *api.Assignment) *api.Assignment {
 	}
 	if len(c.Kept) == 0 {
 		c.Kept = nil
+	}
+	if len(c.Drained) == 0 {
+		c.Drained = nil
 	}
 	if v := c.Network; v != nil {
 		w := *v

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,9 @@ type dispatcher struct {
 	logger *slog.Logger
 	// managers returns the managers' addresses for sessions.
 	managers func() []string
+	// drainTimeout bounds a stopping task's wait for every node's
+	// confirmation (drain.go); 0 means DefaultDrainTimeout.
+	drainTimeout time.Duration
 
 	// serving is set while this manager's leader loop runs, past its
 	// barrier: only then are its state and answers current.
@@ -90,6 +94,7 @@ type dispatcher struct {
 	logs     *logBroker           // the log subscriptions, while leading
 	bgStop   context.CancelFunc   // ends the book and the task pump
 	bgDone   sync.WaitGroup
+	lastView uint64 // the view version the last book reached (drain.go)
 }
 
 // stream is one node's assignment stream. One shared watch of the tasks
@@ -127,10 +132,11 @@ func (d *dispatcher) startLeading(term uint64) {
 	}
 	if d.book == nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		d.book, d.bgStop = newNetBook(d.store, d.logger), cancel
+		d.book, d.bgStop = newNetBook(d.store, d.logger, viewVersionBase(term, d.lastView), d.drainTimeout), cancel
 		book := d.book
-		d.bgDone.Add(2)
+		d.bgDone.Add(3)
 		go func() { defer d.bgDone.Done(); book.run(ctx) }()
+		go func() { defer d.bgDone.Done(); book.expireDrains(ctx) }()
 		go func() { defer d.bgDone.Done(); d.pump(ctx) }()
 	}
 	d.mu.Unlock()
@@ -154,6 +160,9 @@ func (d *dispatcher) stopLeading() {
 		delete(d.streams, id)
 	}
 	stop := d.bgStop
+	if d.book != nil {
+		d.lastView = d.book.lastVersion()
+	}
 	d.book, d.bgStop = nil, nil
 	logs := d.logs
 	d.logs = nil
@@ -518,22 +527,36 @@ func (d *dispatcher) assignments(ctx context.Context, nodeID string) (<-chan *ap
 			if book.has(nodeID) {
 				a.Network = book.view(taskNetworks(a.Tasks))
 			}
+			var pending <-chan struct{}
+			a.Drained, pending = book.drained(a.Tasks)
 			select {
 			case out <- a:
 			case <-ctx.Done():
 				return
 			}
 			// The next value is a new one: the worker may hold this.
+			sent := a.Drained
 			a = &api.Assignment{Tasks: a.Tasks, Secrets: a.Secrets, Configs: a.Configs, Kept: a.Kept}
-			select {
-			case <-mine.wake:
-				if a, err = read(); err != nil {
+		wait:
+			for {
+				select {
+				case <-mine.wake:
+					if a, err = read(); err != nil {
+						return
+					}
+					break wait
+				case <-bookChanged:
+					bookChanged = book.wait()
+					break wait
+				case <-pending:
+					// A drain of this node's tasks may have ended.
+					var now []string
+					if now, pending = book.drained(a.Tasks); !slices.Equal(now, sent) {
+						break wait
+					}
+				case <-ctx.Done():
 					return
 				}
-			case <-bookChanged:
-				bookChanged = book.wait()
-			case <-ctx.Done():
-				return
 			}
 		}
 	}()

@@ -86,6 +86,10 @@ type Manager struct {
 	// MaxTasksPerPass bounds the tasks one reconcile pass creates; 0 means
 	// DefaultMaxTasksPerPass.
 	MaxTasksPerPass int
+	// DrainTimeout bounds how long a stopping task that is a backend
+	// waits for every node to confirm it took the task out (drain.go);
+	// 0 means DefaultDrainTimeout.
+	DrainTimeout time.Duration
 	// Raft tunes the Raft store; zero fields mean raftstore's defaults.
 	Raft RaftTuning
 	// RootCA is a new cluster's root CA, with its key, recorded when the
@@ -205,7 +209,7 @@ func (m *Manager) open(ctx context.Context, keys []kekCandidate) error {
 	}
 	m.kek, m.store, m.locked = used.key, st, false
 	m.disp = &dispatcher{store: st, period: m.heartbeatPeriod(), rate: m.HeartbeatsPerSecond, logger: m.logger(),
-		managers: func() []string { return managerAddrs(st) }}
+		managers: func() []string { return managerAddrs(st) }, drainTimeout: m.DrainTimeout}
 	m.ready = m.readyChan()
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel, m.done = cancel, make(chan struct{})

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
 )
@@ -31,12 +32,13 @@ type netBook struct {
 	store  *raftstore.Store
 	logger *slog.Logger
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced at every change
-	networks map[string]*api.Network
-	ingress  string
-	services map[string]*bookService
-	nodes    map[string]*api.NodeEndpoint
+	mu         sync.Mutex
+	changed    chan struct{} // closed and replaced at every change
+	networks   map[string]*api.Network
+	ingress    string
+	services   map[string]*bookService
+	nodes      map[string]*api.NodeEndpoint
+	drainState // the tasks leaving the backends before they stop (drain.go)
 }
 
 // bookService is a service's entry: its endpoints and the networks it is
@@ -44,10 +46,16 @@ type netBook struct {
 type bookService struct {
 	ep       *api.ServiceEndpoints
 	networks []string
+	// draining are its backends whose desired state is past running:
+	// about to stop, once every node has taken them out.
+	draining []*api.TaskEndpoint
 }
 
-func newNetBook(st *raftstore.Store, logger *slog.Logger) *netBook {
-	return &netBook{store: st, logger: logger, changed: make(chan struct{})}
+// newNetBook makes a book whose view versions start after base (see
+// drainState) and that waits at most drainTimeout for a stopping task's
+// drain.
+func newNetBook(st *raftstore.Store, logger *slog.Logger, base uint64, drainTimeout time.Duration) *netBook {
+	return &netBook{store: st, logger: logger, changed: make(chan struct{}), drainState: newDrainState(base, drainTimeout)}
 }
 
 // wait returns a channel closed at the book's next change.
@@ -141,6 +149,7 @@ type bookChanges struct {
 	services map[string]bool
 	nodes    map[string]bool
 	networks bool
+	index    uint64 // the Raft index of the last event (or of the read) taken in
 }
 
 func newBookChanges() *bookChanges {
@@ -148,6 +157,7 @@ func newBookChanges() *bookChanges {
 }
 
 func (c *bookChanges) mark(ev raftstore.Event) {
+	c.index = max(c.index, ev.Index)
 	switch ev.Table {
 	case TableServices:
 		c.services[ev.ID] = true
@@ -171,6 +181,7 @@ func (b *netBook) rebuild() (uint64, error) {
 	c.networks = true
 	err := b.store.View(func(tx *raftstore.ReadTx) error {
 		index = tx.Index()
+		c.index = index
 		svcs, err := list[*api.Service](tx.List(TableServices))
 		if err != nil {
 			return err
@@ -220,12 +231,14 @@ func (b *netBook) apply(tx *raftstore.ReadTx, c *bookChanges) error {
 		}
 	}
 	svcs := map[string]*bookService{}
+	exists := map[string]bool{}
 	for id := range c.services {
 		o, err := tx.Get(TableServices, id)
 		if err != nil {
 			svcs[id] = nil // removed
 			continue
 		}
+		exists[id] = true
 		svc, in := o.(*api.Service), firstOf(ingress, b.ingressID())
 		if !inBook(svc, in) {
 			// Its tasks need no reading (100,000 of them, at every
@@ -240,17 +253,20 @@ func (b *netBook) apply(tx *raftstore.ReadTx, c *bookChanges) error {
 		svcs[id] = serviceEntry(svc, tasks, in)
 	}
 	nodes := map[string]*api.NodeEndpoint{}
+	live := map[string]bool{}
 	for id := range c.nodes {
 		o, err := tx.Get(TableNodes, id)
 		if err != nil {
 			nodes[id] = nil
 			continue
 		}
-		nodes[id] = nodeEntry(o.(*api.Node))
+		n := o.(*api.Node)
+		nodes[id] = nodeEntry(n)
+		live[id] = nodes[id] != nil && n.Status.State == api.NodeReady
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	changed := false
+	changed := b.noteDrains(svcs, exists, tx.Index(), nodes, live, c.index, time.Now())
 	if nets != nil && !reflect.DeepEqual(nets, b.networks) {
 		b.networks, b.ingress, changed = nets, ingress, true
 	}
@@ -343,24 +359,32 @@ func serviceEntry(s *api.Service, tasks []*api.Task, ingress string) *bookServic
 			ep.Aliases[n.Target] = n.Aliases
 		}
 	}
+	var draining []*api.TaskEndpoint
 	for _, t := range tasks {
 		if te := backendOf(t); te != nil {
 			ep.Tasks = append(ep.Tasks, te)
+			if t.DesiredState > api.TaskRunning {
+				draining = append(draining, te)
+			}
 		}
 	}
 	slices.SortFunc(ep.Tasks, func(a, b *api.TaskEndpoint) int { return strings.Compare(a.ID, b.ID) })
-	return &bookService{ep: ep, networks: networks}
+	return &bookService{ep: ep, networks: networks, draining: draining}
 }
 
 // backendOf is a task as a backend: running tasks only. A running task
 // whose desired state is past running is about to stop, and one that
 // fails its health check must not get new connections: neither is ready.
+// Nor is a task with a health check that no probe has passed yet: it
+// reports RUNNING with no health at all a moment before "starting", and
+// in that moment its program may not listen yet (connections refused).
 func backendOf(t *api.Task) *api.TaskEndpoint {
 	if t.Status.State != api.TaskRunning || t.NodeID == "" {
 		return nil
 	}
+	healthy := t.Status.Health == agent.HealthHealthy || (t.Status.Health == "" && !agent.HasHealthcheck(t.Spec.Healthcheck))
 	te := &api.TaskEndpoint{ID: t.ID, Name: t.Annotations.Name, NodeID: t.NodeID,
-		Ready: t.DesiredState <= api.TaskRunning && (t.Status.Health == "" || t.Status.Health == "healthy")}
+		Ready: t.DesiredState <= api.TaskRunning && healthy}
 	for _, na := range t.Networks {
 		for _, a := range na.Addresses {
 			if p, err := netip.ParsePrefix(a); err == nil {
@@ -390,7 +414,7 @@ func nodeEntry(n *api.Node) *api.NodeEndpoint {
 func (b *netBook) view(taskNetworks map[string]bool) *api.NetworkView {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	v := &api.NetworkView{}
+	v := &api.NetworkView{Version: b.version}
 	mine := func(id string) bool { return taskNetworks[id] || id == b.ingress }
 	for id, n := range b.networks {
 		if mine(id) {

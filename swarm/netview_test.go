@@ -19,9 +19,21 @@ type fakeNet struct {
 	applies  int
 	released []string
 	onApply  func(*api.NetworkView)
+	// hold, when set, runs before a view is applied: a slow node (it
+	// takes its time) or a broken one (an error: the view is not
+	// applied).
+	hold func(context.Context, *api.NetworkView) error
 }
 
-func (f *fakeNet) Apply(_ context.Context, v *api.NetworkView) error {
+func (f *fakeNet) Apply(ctx context.Context, v *api.NetworkView) error {
+	f.mu.Lock()
+	hold := f.hold
+	f.mu.Unlock()
+	if hold != nil {
+		if err := hold(ctx, v); err != nil {
+			return err
+		}
+	}
 	f.mu.Lock()
 	f.last, f.applies = v, f.applies+1
 	on := f.onApply

@@ -620,9 +620,19 @@ func TestNetworkAcrossHosts(t *testing.T) {
 	})
 
 	t.Run("rolling update and scale-down drop no request", func(t *testing.T) {
+		// Both tasks healthy first (run alone, this subtest may start
+		// before the second health check passed: with the first task
+		// draining, no backend would be ready).
+		waitfor.True(t, "web's tasks healthy", func() bool {
+			ts := running(t, cl, webSvc.ID)
+			return len(ts) == 2 && ts[0].Status.Health == "healthy" && ts[1].Status.Health == "healthy"
+		})
 		// Clients on a host with no task of web (through the mesh) and
 		// in the probe (through the VIP), a new connection per request.
-		type tally struct{ ok, failed int }
+		type tally struct {
+			ok, failed  int
+			first, last time.Time // of the failures
+		}
 		var mu sync.Mutex
 		counts := map[string]*tally{"mesh": {}, "vip": {}, "slow": {}}
 		var errs []string
@@ -639,9 +649,14 @@ func TestNetworkAcrossHosts(t *testing.T) {
 				err := req()
 				mu.Lock()
 				if err != nil {
-					counts[name].failed++
+					c := counts[name]
+					c.failed++
+					if c.first.IsZero() {
+						c.first = time.Now()
+					}
+					c.last = time.Now()
 					if len(errs) < 10 {
-						errs = append(errs, name+": "+err.Error())
+						errs = append(errs, time.Now().Format("15:04:05.000")+" "+name+": "+err.Error())
 					}
 				} else {
 					counts[name].ok++
@@ -669,6 +684,7 @@ func TestNetworkAcrossHosts(t *testing.T) {
 		spec := cur.Spec
 		spec.TaskTemplate.Env = []string{"V=2"}
 		spec.UpdateConfig = &api.UpdateConfig{Parallelism: 1}
+		t.Logf("%s rolling update", time.Now().Format("15:04:05.000"))
 		if _, err := cl.UpdateService(ctx, cur.ID, cur.Version, spec); err != nil {
 			t.Fatal(err)
 		}
@@ -681,6 +697,7 @@ func TestNetworkAcrossHosts(t *testing.T) {
 			return len(ts) == 2 && len(ts[0].Spec.Env) == 1 && len(ts[1].Spec.Env) == 1
 		})
 		for _, n := range []uint64{3, 1, 2} {
+			t.Logf("%s scale to %d", time.Now().Format("15:04:05.000"), n)
 			if _, err := cl.ScaleService(ctx, webSvc.ID, n); err != nil {
 				t.Fatal(err)
 			}
@@ -702,6 +719,9 @@ func TestNetworkAcrossHosts(t *testing.T) {
 		wg.Wait()
 		for name, c := range counts {
 			t.Logf("%s: %d requests answered, %d failed", name, c.ok, c.failed)
+			if c.failed > 0 {
+				t.Logf("%s: failures from %s to %s", name, c.first.Format("15:04:05.000"), c.last.Format("15:04:05.000"))
+			}
 			if c.ok == 0 {
 				t.Errorf("%s: no request answered", name)
 			}

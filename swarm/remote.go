@@ -78,6 +78,17 @@ func (m *Manager) dispatcherRoutes(mux *http.ServeMux) {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}))
+	mux.HandleFunc("POST "+dispatcherPrefix+"network-ack", m.asNode(func(w http.ResponseWriter, r *http.Request, node string) error {
+		var a networkAck
+		if err := decodeBody(r, &a); err != nil {
+			return err
+		}
+		if err := m.AckNetwork(r.Context(), node, a.Version); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
 	mux.HandleFunc("GET "+dispatcherPrefix+"assignments", m.asNode(func(w http.ResponseWriter, r *http.Request, node string) error {
 		sets, err := m.Assignments(r.Context(), node)
 		if err != nil {

@@ -47,10 +47,18 @@ type Worker struct {
 	// container is gone.
 	Network NetworkAgent
 	// DrainDelay is how long a task with network endpoints keeps running
-	// after the managers asked it to stop, so that every node has taken it
-	// out of its backends first (clients see no failed request). Zero
-	// means DefaultDrainDelay; negative means none.
+	// once the managers say that every node has taken it out of its
+	// backends (Assignment.Drained): no new connection reaches it any
+	// more, and the requests under way get this long to finish before
+	// the stop signal (many programs exit at once on SIGTERM). Zero means
+	// DefaultDrainDelay; negative means none.
 	DrainDelay time.Duration
+	// DrainTimeout bounds how long a task with network endpoints waits,
+	// after it was asked to stop, for the managers to say it has left
+	// every node's backends (their own bound, Manager.DrainTimeout,
+	// normally decides first); it matters when no leader answers. Zero
+	// means DefaultWorkerDrainTimeout; negative means no wait at all.
+	DrainTimeout time.Duration
 	// Logger receives the worker's logs; nil discards.
 	Logger *slog.Logger
 
@@ -73,6 +81,7 @@ type Worker struct {
 	newDesc   chan struct{}                       // DescriptionChanged's wake-up, buffered 1
 	newDescMu sync.Once
 	logReads  atomic.Int64 // log subscriptions being served
+	views     viewAcks     // the network views applied, to confirm (workerdrain.go)
 }
 
 // NetworkAgent is what a worker needs of the node's network agent.
@@ -97,8 +106,8 @@ type pruner interface {
 }
 
 // DefaultDrainDelay is how long a task with network endpoints runs on
-// after it was asked to stop: time for the managers' word to reach every
-// node's backends (a few hundred milliseconds on a loaded cluster).
+// once no node sends it new connections: time for the requests under way
+// to finish.
 const DefaultDrainDelay = time.Second
 
 // taskData is the secrets and configs of the last assignment, by ID, in
@@ -112,7 +121,9 @@ type taskData struct {
 type taskRun struct {
 	stop     context.CancelFunc
 	done     chan struct{} // closed when the task's process has ended here
-	draining bool          // a stop is on its way, after the drain delay
+	draining bool          // a stop is on its way, once the task has drained
+	released bool          // drained (or given up on): the stop is scheduled
+	bound    *time.Timer   // stops it if the managers' word never comes
 }
 
 // Start adopts what an earlier worker left running, registers the node
@@ -171,6 +182,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	go func() { defer w.wg.Done(); w.session(runCtx) }()
 	go func() { defer w.wg.Done(); w.heartbeats(runCtx) }()
 	go func() { defer w.wg.Done(); w.report(runCtx) }()
+	if na, ok := w.Dispatcher.(NetworkAcker); ok && w.Network != nil {
+		w.wg.Add(1)
+		go func() { defer w.wg.Done(); w.ackViews(runCtx, na) }()
+	}
 	if ld, ok := w.Dispatcher.(LogDispatcher); ok {
 		// The log path, beside the session: see logworker.go.
 		w.wg.Add(1)
@@ -278,10 +293,15 @@ func (w *Worker) session(ctx context.Context) {
 				// when it is prepared. A failure is logged; the tasks
 				// that need what is missing fail and are replaced.
 				if err := w.Network.Apply(ctx, a.Network); err != nil {
+					// Not confirmed: a stopping task may still be a
+					// backend here.
 					w.logger().Warn("swarm: wiring the node's networks", "err", err)
+				} else {
+					w.views.applied(a.Network.Version)
 				}
 			}
 			w.apply(ctx, a.Tasks, a.Kept)
+			w.drained(a.Drained)
 			if p, ok := w.Network.(pruner); ok && !pruned {
 				// Once the node knows its tasks: what an earlier agent
 				// left for tasks that ended meanwhile goes.
@@ -390,19 +410,18 @@ func (w *Worker) apply(ctx context.Context, set []*api.Task, kept []string) {
 		want[t.ID] = true
 		if rt := w.tasks[t.ID]; rt != nil {
 			if t.DesiredState > api.TaskRunning && !rt.draining {
-				rt.draining = true
-				if d := w.drainDelay(t); d > 0 {
-					// Other nodes take it out of their backends meanwhile.
-					time.AfterFunc(d, rt.stop)
-				} else {
-					rt.stop()
-				}
+				w.startDrain(rt, t)
 			}
 			continue
 		}
 		adopted := w.adopted[t.ID]
 		delete(w.adopted, t.ID)
 		switch {
+		case t.DesiredState > api.TaskRunning && adopted && t.Status.State == api.TaskRunning:
+			// Told to stop while no worker ran here: other nodes may
+			// still send it connections, so it drains as it would have.
+			w.run(ctx, t, true)
+			w.startDrain(w.tasks[t.ID], t)
 		case t.DesiredState > api.TaskRunning:
 			if !ended(t) {
 				w.stopUnknown(ctx, t)
@@ -534,18 +553,6 @@ func (w *Worker) removeKept(ctx context.Context, id string) {
 	if err := w.Executor.Remove(ctx, id); err != nil && !errors.Is(err, agent.ErrNotFound) {
 		w.logger().Warn("swarm: removing a task's container", "task", id, "err", err)
 	}
-}
-
-// drainDelay is how long a task runs on after it was asked to stop: only
-// tasks that clients reach (on a network, or publishing a port) wait.
-func (w *Worker) drainDelay(t *api.Task) time.Duration {
-	if w.DrainDelay < 0 || (len(t.Networks) == 0 && (t.Endpoint == nil || len(t.Endpoint.Ports) == 0)) {
-		return 0
-	}
-	if w.DrainDelay == 0 {
-		return DefaultDrainDelay
-	}
-	return w.DrainDelay
 }
 
 // keepData keeps the secrets and configs of an assignment for the tasks

@@ -17,6 +17,12 @@ type Assignment struct {
 	// Network is what the node's network agent wires: nil when the node
 	// has nothing to wire (no network object exists yet).
 	Network *NetworkView `json:"network,omitempty"`
+	// Drained are the IDs of the node's tasks told to stop that no node
+	// routes new connections to any more: every node that could has
+	// applied a view without them (or is down, or the managers stopped
+	// waiting). The node stops such a task only once it is listed here
+	// (or its own bound passes), so that no client meets a closed port.
+	Drained []string `json:"drained,omitempty"`
 }
 
 // NetworkView is a node's view of the cluster's networks: the networks
@@ -24,6 +30,12 @@ type Assignment struct {
 // reachable on them with their backends, and the other nodes' data-plane
 // addresses and keys.
 type NetworkView struct {
+	// Version orders the views of the leader's book: it grows whenever a
+	// task starts draining (leaves the backends before it stops). A node
+	// tells the leader the version it has applied (AckNetwork), which is
+	// how the leader knows that every node has taken a stopping task out
+	// of its backends. Versions of a later leader are greater.
+	Version uint64 `json:"version,omitempty"`
 	// Networks are the networks this node takes part in.
 	Networks []*Network `json:"networks,omitempty"`
 	// Services are the services on those networks, and every service that

@@ -23,6 +23,7 @@ type link struct {
 var (
 	_ swarm.Dispatcher    = (*link)(nil)
 	_ swarm.LogDispatcher = (*link)(nil)
+	_ swarm.NetworkAcker  = (*link)(nil)
 )
 
 func (l *link) set(m *swarm.Manager) {
@@ -86,4 +87,12 @@ func (l *link) PublishLogs(ctx context.Context, nodeID string, p swarm.LogPublic
 		return err
 	}
 	return m.PublishLogs(ctx, nodeID, p)
+}
+
+func (l *link) AckNetwork(ctx context.Context, nodeID string, version uint64) error {
+	m, err := l.get()
+	if err != nil {
+		return err
+	}
+	return m.AckNetwork(ctx, nodeID, version)
 }

@@ -1,0 +1,149 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// Draining, the worker's side (the managers' side and the reasons are in
+// drain.go): the worker confirms each network view its agent applied, and
+// a task it was told to stop runs on until the managers list it as
+// drained, then for DrainDelay (the requests under way), then stops.
+
+// DefaultWorkerDrainTimeout is how long a task waits at most for the
+// managers' word that it has drained: longer than their own bound
+// (DefaultDrainTimeout), so that theirs, which knows which nodes are
+// down, decides while a leader answers.
+const DefaultWorkerDrainTimeout = DefaultDrainTimeout + 5*time.Second
+
+// viewAcks is the version of the last network view the node applied, and
+// a wake-up for the loop that confirms it.
+type viewAcks struct {
+	version atomic.Uint64
+	wake    atomic.Pointer[chan struct{}]
+}
+
+func (v *viewAcks) wakeChan() chan struct{} {
+	if c := v.wake.Load(); c != nil {
+		return *c
+	}
+	c := make(chan struct{}, 1)
+	if v.wake.CompareAndSwap(nil, &c) {
+		return c
+	}
+	return *v.wake.Load()
+}
+
+// applied records that the network agent applied a view.
+func (v *viewAcks) applied(version uint64) {
+	v.version.Store(version)
+	select {
+	case v.wakeChan() <- struct{}{}:
+	default:
+	}
+}
+
+// ackViews confirms the latest applied view to the leader until it takes
+// it, coalescing views applied meanwhile; a leader change brings a view of
+// a new version, confirmed in turn.
+func (w *Worker) ackViews(ctx context.Context, na NetworkAcker) {
+	var b backoff
+	var sent uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.views.wakeChan():
+		}
+		for ctx.Err() == nil {
+			v := w.views.version.Load()
+			if v == sent {
+				break
+			}
+			cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
+			err := na.AckNetwork(cctx, w.NodeID, v)
+			cancel()
+			switch {
+			case err == nil:
+				sent = v
+				b.reset()
+			case ctx.Err() != nil:
+			case errors.Is(err, errors.ErrUnsupported):
+				w.logger().Warn("swarm: the managers cannot take this node's network confirmations; stopping tasks wait for their bound", "err", err)
+				return
+			case Retryable(err) || errors.Is(err, context.DeadlineExceeded):
+				w.logger().Debug("swarm: network view confirmation not taken; will send again", "version", v, "err", err)
+				b.wait(ctx)
+			default:
+				// Not this leader's view (it changed meanwhile): the
+				// next view brings a version it knows.
+				w.logger().Debug("swarm: network view confirmation refused", "version", v, "err", err)
+				sent = v
+			}
+		}
+	}
+}
+
+// reachable reports whether clients may reach a task through a backend
+// set (it is on a network, or publishes a port): only those drain.
+func reachable(t *api.Task) bool {
+	return len(t.Networks) > 0 || (t.Endpoint != nil && len(t.Endpoint.Ports) > 0)
+}
+
+// startDrain begins a task's stop (under w.mu): at once for a task no
+// client reaches, else once the managers list it as drained (drained),
+// or after DrainTimeout.
+func (w *Worker) startDrain(rt *taskRun, t *api.Task) {
+	rt.draining = true
+	bound := w.DrainTimeout
+	if bound == 0 {
+		bound = DefaultWorkerDrainTimeout
+	}
+	if bound < 0 || !reachable(t) {
+		rt.released = true
+		rt.stop()
+		return
+	}
+	id := t.ID
+	rt.bound = time.AfterFunc(bound, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if !rt.released {
+			w.logger().Warn("swarm: the managers did not say that a stopping task left every node's backends; stopping it anyway", "task", id, "waited", bound)
+			w.release(rt)
+		}
+	})
+}
+
+// drained releases the tasks the managers list as drained.
+func (w *Worker) drained(ids []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range ids {
+		if rt := w.tasks[id]; rt != nil && rt.draining && !rt.released {
+			w.release(rt)
+		}
+	}
+}
+
+// release schedules a drained task's stop, DrainDelay from now (under
+// w.mu).
+func (w *Worker) release(rt *taskRun) {
+	rt.released = true
+	if rt.bound != nil {
+		rt.bound.Stop()
+	}
+	linger := w.DrainDelay
+	if linger == 0 {
+		linger = DefaultDrainDelay
+	}
+	if linger > 0 {
+		time.AfterFunc(linger, rt.stop)
+		return
+	}
+	rt.stop()
+}
