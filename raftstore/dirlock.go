@@ -11,12 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// lockFile is the file in Dir whose flock says a member (Start, for the
+// LockFile is the file in Dir whose flock says a member (Start, for the
 // store's life) or a recovery (Recover, for its duration) has the dir.
 // The kernel drops the lock with the holder's last descriptor, so a
 // member killed with SIGKILL leaves the dir free; the PID in the file is
-// only a hint for the error message.
-const lockFile = "raftstore.lock"
+// only a hint for the error message. The file stays when the lock is
+// released; a caller that undoes a failed first Start removes it with
+// the rest.
+const LockFile = "raftstore.lock"
 
 // LockedError is returned by Start and Recover when another store, in
 // this process or another, has Dir open: two members on one data dir, or
@@ -43,7 +45,7 @@ func (e *LockedError) Unwrap() error { return ErrLocked }
 
 // lockDir takes Dir's lock without waiting; release gives it back.
 func lockDir(dir string) (release func(), err error) {
-	path := filepath.Join(dir, lockFile)
+	path := filepath.Join(dir, LockFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: data dir lock: %w", err)

@@ -215,7 +215,7 @@ type kekCandidate struct {
 // nothing, when it fails: the dir is as it was, and a second Start begins
 // again (it would otherwise find half a manager).
 func removeFresh(dir string) {
-	for _, f := range []string{identityFile, kekFile, kekNextFile, "raft.db", "keys.json"} {
+	for _, f := range []string{identityFile, kekFile, kekNextFile, "raft.db", "keys.json", raftstore.LockFile} {
 		os.Remove(filepath.Join(dir, f))
 	}
 	os.RemoveAll(filepath.Join(dir, "snapshots"))
