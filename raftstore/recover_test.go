@@ -2,10 +2,12 @@ package raftstore
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 )
 
 // A cluster of two loses one member for good: the survivor alone has no
@@ -90,5 +92,78 @@ func TestRecoverMakesTheSurvivorAOneVoterCluster(t *testing.T) {
 			t.Fatalf("round %d: write after recovery: %v", round, err)
 		}
 		c.kill(survivor)
+	}
+}
+
+// An offline Recover run a second time (an operator retrying after a
+// crash, or ForceNewCluster called again) writes its snapshot at the last
+// log index, a configuration entry the FSM's own index never counted, and
+// cuts the log past it: the restarted member must still see its state as
+// complete, or Barrier, linearizable reads and readiness wait for ever.
+func TestRecoverTwiceThenBarrierAndWrite(t *testing.T) {
+	for _, times := range []int{1, 2} {
+		t.Run(fmt.Sprint(times), func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			kek := make([]byte, KeySize)
+			rand.Read(kek)
+			net := NewMemNetwork()
+			two := []Server{{ID: "m0", Address: "m0", Voter: true}, {ID: "m1", Address: "m1", Voter: true}}
+			m0 := &Store{ID: "m0", Dir: dir, Schema: testSchema(), Transport: net.Transport("m0"), Bootstrap: two, KeyEncryptionKey: kek}
+			m1 := &Store{ID: "m1", Schema: testSchema(), Transport: net.Transport("m1"), Bootstrap: two}
+			for _, s := range []*Store{m0, m1} {
+				if err := s.Start(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			leader := func() *Store {
+				if m1.IsLeader() {
+					return m1
+				}
+				return m0
+			}
+			eventually(t, "a leader", func() bool { return m0.IsLeader() || m1.IsLeader() })
+			for i := range 5 {
+				if err := leader().Update(ctx, func(tx *Tx) error { return tx.Create("items", &item{ID: fmt.Sprint(i)}) }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The last entry is a configuration change, as when a manager
+			// joins.
+			if err := leader().AddNonvoter(ctx, "m2", "m2"); err != nil {
+				t.Fatal(err)
+			}
+			last, _ := leader().logStore.LastIndex()
+			eventually(t, "m0 has every entry", func() bool { return countItems(m0) == 5 && m0.r().AppliedIndex() >= last })
+			// An orderly stop before an offline recovery (not a crash
+			// test: the kill -9 cases are in recover_crash_test.go).
+			m1.Close()
+			m0.Close()
+			self := []Server{{ID: "m0", Address: "m0", Voter: true}}
+			for range times {
+				if _, err := (&Store{ID: "m0", Dir: dir, Schema: testSchema(), KeyEncryptionKey: kek}).Recover(ctx, self); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := &Store{ID: "m0", Dir: dir, Schema: testSchema(), Transport: NewMemNetwork().Transport("m0"), KeyEncryptionKey: kek}
+			if err := s.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			eventually(t, "leads", s.IsLeader)
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := s.Barrier(wctx); err != nil {
+				fa, _ := s.fsm.appliedIndex()
+				first, _ := s.logStore.FirstIndex()
+				t.Fatalf("barrier after %d recoveries: %v (fsm applied %d, raft applied %d, log from %d)", times, err, fa, s.r().AppliedIndex(), first)
+			}
+			if err := s.Update(wctx, func(tx *Tx) error { return tx.Create("items", &item{ID: "after"}) }); err != nil {
+				t.Fatalf("write after %d recoveries: %v", times, err)
+			}
+			if n := countItems(s); n != 6 {
+				t.Fatalf("%d items after %d recoveries, want 6", n, times)
+			}
+		})
 	}
 }

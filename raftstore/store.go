@@ -619,7 +619,7 @@ func (s *Store) WaitIndex(ctx context.Context, index uint64) error {
 // covered reports whether the state holds every change up to index. Raft
 // hands the FSM commands and configuration entries but not its no-ops, so
 // the FSM's own index can trail an index that is only a no-op: look at the
-// few entries in between.
+// few entries in between that are still in the log.
 func (s *Store) covered(index uint64) bool {
 	applied, _ := s.fsm.appliedIndex()
 	if applied >= index {
@@ -628,8 +628,17 @@ func (s *Store) covered(index uint64) bool {
 	if s.r().AppliedIndex() < index || index-applied > 64 {
 		return false
 	}
+	// Entries below the log's first index are gone into a snapshot that
+	// raft has applied (it applied up to index): the state holds them,
+	// even when the snapshot's index is above the FSM's own (an offline
+	// Recover run twice writes its snapshot at the last log index, a
+	// configuration entry the FSM index never counted).
+	first, err := s.logStore.FirstIndex()
+	if err != nil {
+		return false
+	}
 	var l raft.Log
-	for i := applied + 1; i <= index; i++ {
+	for i := max(applied+1, first); i <= index; i++ {
 		if err := s.logStore.GetLog(i, &l); err != nil || l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
 			return false
 		}
