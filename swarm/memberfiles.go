@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,7 +118,7 @@ func renewLoop(ctx context.Context, certs *certHolder, renew func(context.Contex
 // renewCertificate asks a manager for a certificate for a new key, keeps
 // both in dir and puts them in certs. A non-empty role is the role the
 // new certificate must carry (an arbiter stays an arbiter); it is checked
-// before the certificate is used.
+// before the certificate is saved or used.
 func renewCertificate(ctx context.Context, mgrs *managers, dir string, certs *certHolder, role ca.Role, log *slog.Logger) error {
 	key, err := ca.NewNodeKey()
 	if err != nil {
@@ -135,6 +136,17 @@ func renewCertificate(ctx context.Context, mgrs *managers, dir string, certs *ce
 	if err != nil {
 		return err
 	}
+	if role != "" {
+		// Checked before it is saved: a wrong certificate must not be
+		// what the next start loads.
+		pair, err := tls.X509KeyPair(ans.Cert, keyPEM)
+		if err != nil {
+			return fmt.Errorf("swarm: the renewed certificate: %w", err)
+		}
+		if id, err := ca.IdentityOf(pair.Leaf); err != nil || id.Role != role {
+			return fmt.Errorf("swarm: the renewed certificate is not an %s's (%v, %v)", role, id.Role, err)
+		}
+	}
 	files := ca.Files{Dir: dir}
 	if err := files.Save(ans.Cert, keyPEM, certs.rootCA().CertPEM()); err != nil {
 		return err
@@ -142,9 +154,6 @@ func renewCertificate(ctx context.Context, mgrs *managers, dir string, certs *ce
 	cert, root, err := files.Load()
 	if err != nil {
 		return err
-	}
-	if id, err := ca.IdentityOf(cert.Leaf); role != "" && (err != nil || id.Role != role) {
-		return fmt.Errorf("swarm: the renewed certificate is not an %s's (%v, %v)", role, id.Role, err)
 	}
 	certs.set(cert, root)
 	log.Info("swarm: certificate renewed", "until", certs.leaf().NotAfter)

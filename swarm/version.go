@@ -11,7 +11,9 @@ const modulePath = "github.com/shoalproject/shoal"
 // version when it is a dependency or a tagged build, else "dev" with the
 // commit it was built from ("dev+3f2a1b9c0d4e", "-dirty" when the tree had
 // changes), or plain "dev". Nodes report it as their engine version.
-var Version = sync.OnceValue(func() string {
+func Version() string { return version() }
+
+var version = sync.OnceValue(func() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "dev"

@@ -112,7 +112,9 @@ func (w *Worker) startDrain(rt *taskRun, t *api.Task) {
 	rt.bound = time.AfterFunc(bound, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if !rt.released {
+		// A closed worker stops nothing: its tasks run on, and the worker
+		// started after it (which may have adopted this one) decides.
+		if !rt.released && !w.closed {
 			w.logger().Warn("swarm: the managers did not say that a stopping task left every node's backends; stopping it anyway", "task", id, "waited", bound)
 			w.release(rt)
 		}
@@ -142,7 +144,14 @@ func (w *Worker) release(rt *taskRun) {
 		linger = DefaultDrainDelay
 	}
 	if linger > 0 {
-		time.AfterFunc(linger, rt.stop)
+		time.AfterFunc(linger, func() {
+			w.mu.Lock()
+			closed := w.closed
+			w.mu.Unlock()
+			if !closed { // as above
+				rt.stop()
+			}
+		})
 		return
 	}
 	rt.stop()
