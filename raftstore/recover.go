@@ -29,6 +29,16 @@ import (
 // configuration, but it is no longer part of the cluster and must be
 // wiped and joined again).
 func (s *Store) Recover(ctx context.Context, servers []Server) (before []Server, err error) {
+	return s.RecoverNoting(ctx, servers, nil)
+}
+
+// RecoverNoting is Recover, calling note (if not nil) with the
+// configuration about to be replaced before anything is rewritten: a
+// caller that must remember the members left out (to refuse them later)
+// writes them down there, so that a crash in the middle of the recovery
+// cannot lose them (a second run sees only the new configuration). An
+// error from note stops the recovery with nothing changed.
+func (s *Store) RecoverNoting(ctx context.Context, servers []Server, note func(before []Server) error) (before []Server, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -74,6 +84,14 @@ func (s *Store) Recover(ctx context.Context, servers []Server) (before []Server,
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: recover: reading the configuration in %s: %w", s.Dir, err)
 	}
+	for _, v := range old.Servers {
+		before = append(before, Server{ID: string(v.ID), Address: string(v.Address), Voter: v.Suffrage == raft.Voter})
+	}
+	if note != nil {
+		if err := note(before); err != nil {
+			return nil, fmt.Errorf("raftstore: recover %s: nothing changed: %w", s.Dir, err)
+		}
+	}
 	// GetConfiguration restored the FSM; RecoverCluster needs a fresh one.
 	if s.fsm, err = newFSM(s.Schema, s.events, logger); err != nil {
 		return nil, err
@@ -81,9 +99,6 @@ func (s *Store) Recover(ctx context.Context, servers []Server) (before []Server,
 	s.fsm.durable = s.logs.waitDurable
 	if err := raft.RecoverCluster(conf, s.fsm, recoveryLog(logStore), stableStore, snaps, trans, raftConfiguration(servers)); err != nil {
 		return nil, fmt.Errorf("raftstore: recover %s: %w", s.Dir, err)
-	}
-	for _, v := range old.Servers {
-		before = append(before, Server{ID: string(v.ID), Address: string(v.Address), Voter: v.Suffrage == raft.Voter})
 	}
 	logger.Warn("raftstore: Raft configuration rewritten (recovery)", "id", s.ID, "dir", s.Dir, "before", before, "after", servers)
 	return before, nil

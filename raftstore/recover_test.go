@@ -167,3 +167,43 @@ func TestRecoverTwiceThenBarrierAndWrite(t *testing.T) {
 		})
 	}
 }
+
+// RecoverNoting hands the caller the configuration it is about to
+// replace before it rewrites anything, and an error from the caller stops
+// it with the data as it was (a second try still sees the old members).
+func TestRecoverNotingComesFirstAndCanStopIt(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	kek := make([]byte, KeySize)
+	rand.Read(kek)
+	net := NewMemNetwork()
+	two := []Server{{ID: "m0", Address: "m0", Voter: true}, {ID: "m1", Address: "m1", Voter: true}}
+	m0 := &Store{ID: "m0", Dir: dir, Schema: testSchema(), Transport: net.Transport("m0"), Bootstrap: two, KeyEncryptionKey: kek}
+	m1 := &Store{ID: "m1", Schema: testSchema(), Transport: net.Transport("m1"), Bootstrap: two}
+	for _, s := range []*Store{m0, m1} {
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "a leader", func() bool { return m0.IsLeader() || m1.IsLeader() })
+	m1.Close()
+	m0.Close()
+	self := []Server{{ID: "m0", Address: "m0", Voter: true}}
+	refuse := errors.New("cannot note them")
+	var noted []Server
+	_, err := (&Store{ID: "m0", Dir: dir, Schema: testSchema(), KeyEncryptionKey: kek}).RecoverNoting(ctx, self, func(before []Server) error {
+		noted = before
+		return refuse
+	})
+	if !errors.Is(err, refuse) || len(noted) != 2 {
+		t.Fatalf("RecoverNoting with a refusing note: %v, noted %v; want the refusal and both members noted", err, noted)
+	}
+	before, err := (&Store{ID: "m0", Dir: dir, Schema: testSchema(), KeyEncryptionKey: kek}).RecoverNoting(ctx, self, func(b []Server) error { noted = b; return nil })
+	if err != nil || len(before) != 2 || len(noted) != 2 {
+		t.Fatalf("second try: before %v, noted %v (%v); want both members: the refused try changed nothing", before, noted, err)
+	}
+	before, err = (&Store{ID: "m0", Dir: dir, Schema: testSchema(), KeyEncryptionKey: kek}).Recover(ctx, self)
+	if err != nil || len(before) != 1 {
+		t.Fatalf("third: before %v (%v); want m0 alone after the second", before, err)
+	}
+}

@@ -181,6 +181,7 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 	}
 	m.leadArbiters(ctx, st)
 	m.recordLastFence(ctx, st)
+	m.recordPendingForcedOut(ctx, st)
 	filter := func(e raftstore.Event) bool {
 		switch e.Table {
 		case TableServices, TableTasks, TableNodes, TableClusters, TableNetworks:

@@ -2,11 +2,15 @@ package swarm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/atomicfile"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/ca"
 )
@@ -65,19 +69,45 @@ func (n *Node) ForceNewCluster(ctx context.Context) (*Recovery, error) {
 	self := []raftstore.Server{{ID: st.ID, Address: st.Advertise, Voter: true}}
 	for _, k := range keys {
 		store := &raftstore.Store{ID: st.ID, Dir: dir, Schema: Schema(), KeyEncryptionKey: k.key, Logger: n.Logger}
-		before, err := store.Recover(ctx, self)
+		// The members left out go to a file before anything is rewritten:
+		// a second run (after a crash, or a failure below) sees only the
+		// new configuration, so the file is what still names them; the
+		// manager's next leadership records what is left in it
+		// (recordPendingForcedOut).
+		var out []string
+		note := func(before []raftstore.Server) error {
+			pending, err := pendingForcedOut(dir)
+			if err != nil {
+				return err
+			}
+			out = pending
+			for _, s := range before {
+				if s.ID != st.ID && !slices.Contains(out, s.ID) {
+					out = append(out, s.ID)
+				}
+			}
+			if len(out) == 0 {
+				return nil
+			}
+			return writeJSONFile(filepath.Join(dir, forcedOutFile), out)
+		}
+		before, err := store.RecoverNoting(ctx, self, note)
 		if errors.Is(err, raftstore.ErrBadKey) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		n.logger().Info("swarm: forced a new cluster from this manager's data", "node", st.ID, "addr", st.Advertise, "before", before)
+		n.logger().Info("swarm: forced a new cluster from this manager's data", "node", st.ID, "addr", st.Advertise, "before", before, "left_out", out)
 		rec := &Recovery{NodeID: st.ID, Addr: st.Advertise, Before: before}
-		if err := recordForcedOut(ctx, store, st.Advertise, before); err != nil {
-			return rec, fmt.Errorf("swarm: the cluster is recovered, but recording the members left out failed, so they could rejoin with stale data "+
-				"if they come back: wipe their data dirs before starting them: %w", err)
+		if len(out) == 0 {
+			return rec, nil
 		}
+		if err := recordForcedOut(ctx, store, st.Advertise, out); err != nil {
+			n.logger().Warn("swarm: recording the members left out now failed; the manager records them when it leads", "members", out, "err", err)
+			return rec, nil
+		}
+		os.Remove(filepath.Join(dir, forcedOutFile))
 		return rec, nil
 	}
 	if m.autoLk {
@@ -91,16 +121,7 @@ func (n *Node) ForceNewCluster(ctx context.Context) (*Recovery, error) {
 // with their stale data. It starts the recovered store alone, offline (a
 // one-voter configuration elects itself without a network), and closes it.
 // addr is the recovered member's address in its new configuration.
-func recordForcedOut(ctx context.Context, recovered *raftstore.Store, addr string, before []raftstore.Server) error {
-	var out []string
-	for _, s := range before {
-		if s.ID != recovered.ID {
-			out = append(out, s.ID)
-		}
-	}
-	if len(out) == 0 {
-		return nil
-	}
+func recordForcedOut(ctx context.Context, recovered *raftstore.Store, addr string, out []string) error {
 	st := &raftstore.Store{ID: recovered.ID, Dir: recovered.Dir, Schema: recovered.Schema, KeyEncryptionKey: recovered.KeyEncryptionKey,
 		Transport: raftstore.NewMemNetwork().Transport(addr), Logger: recovered.Logger}
 	// A one-voter member leads within an election timeout or two.
@@ -119,6 +140,11 @@ func recordForcedOut(ctx context.Context, recovered *raftstore.Store, addr strin
 		case <-t.C:
 		}
 	}
+	return addForcedOut(ctx, st, out)
+}
+
+// addForcedOut adds members to Cluster.ForcedOut.
+func addForcedOut(ctx context.Context, st *raftstore.Store, out []string) error {
 	return st.Update(ctx, func(tx *raftstore.Tx) error {
 		c0, err := clusterObject(&tx.ReadTx)
 		if err != nil {
@@ -128,4 +154,58 @@ func recordForcedOut(ctx context.Context, recovered *raftstore.Store, addr strin
 		c.ForcedOut = withRemoved(c.ForcedOut, &c, out...)
 		return tx.Update(TableClusters, &c)
 	})
+}
+
+// forcedOutFile, in a manager's dir, names the members a ForceNewCluster
+// left out until they are in Cluster.ForcedOut.
+const forcedOutFile = "forced-out.json"
+
+// pendingForcedOut reads forcedOutFile (none: nil).
+func pendingForcedOut(dir string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, forcedOutFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var out []string
+	if err == nil {
+		err = json.Unmarshal(b, &out)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("swarm: %s: %w (it names the managers a forced recovery left out: fix or remove it)", filepath.Join(dir, forcedOutFile), err)
+	}
+	return out, nil
+}
+
+func writeJSONFile(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, b, 0o600)
+}
+
+// recordPendingForcedOut is what a new leader does about forcedOutFile:
+// the members a ForceNewCluster noted but did not record (it was killed,
+// or its own start of the store failed) go into Cluster.ForcedOut, and
+// the file goes.
+func (m *Manager) recordPendingForcedOut(ctx context.Context, st *raftstore.Store) {
+	if m.Dir == "" {
+		return
+	}
+	out, err := pendingForcedOut(m.Dir)
+	if err != nil {
+		m.logger().Error("swarm: reading the members a forced recovery left out", "err", err)
+		return
+	}
+	if len(out) == 0 {
+		return
+	}
+	if err := addForcedOut(ctx, st, out); err != nil {
+		if ctx.Err() == nil {
+			m.logger().Warn("swarm: recording the members a forced recovery left out", "members", out, "err", err)
+		}
+		return
+	}
+	os.Remove(filepath.Join(m.Dir, forcedOutFile))
+	m.logger().Info("swarm: the members a forced recovery left out are refused from now on", "members", out)
 }

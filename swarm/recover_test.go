@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -126,4 +129,29 @@ func TestForceNewClusterRefusesTheManagersLeftOut(t *testing.T) {
 	if err != nil || len(srvs) != 1 {
 		t.Fatalf("Raft configuration %+v (%v): the left-out manager is back in", srvs, err)
 	}
+
+	// A recovery killed after it noted the members left out but before it
+	// recorded them leaves manager/forced-out.json: the manager's next
+	// leadership records them and removes the file. (The file is written
+	// by hand here, as that crash leaves it.)
+	back1.Close()
+	back0.Close()
+	pending := filepath.Join(m0.Dir, "manager", "forced-out.json")
+	if err := os.WriteFile(pending, []byte(`["ghost-manager"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	again := &swarm.Node{Dir: m0.Dir, Executor: m0.Executor, Logger: testLogger(t)}
+	t.Cleanup(func() { again.Close() })
+	if err := again.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady(t, again)
+	waitfor.True(t, "the noted member recorded as forced out", func() bool {
+		c, err := again.Client().Cluster(ctx)
+		return err == nil && slices.ContainsFunc(c.ForcedOut, func(r api.RemovedNode) bool { return r.ID == "ghost-manager" })
+	})
+	waitfor.True(t, "the note removed once recorded", func() bool {
+		_, err := os.Stat(pending)
+		return errors.Is(err, os.ErrNotExist)
+	})
 }
