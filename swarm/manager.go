@@ -88,7 +88,10 @@ type Manager struct {
 	MaxTasksPerPass int
 	// DrainTimeout bounds how long a stopping task that is a backend
 	// waits for every node to confirm it took the task out (drain.go);
-	// 0 means DefaultDrainTimeout.
+	// 0 or negative means DefaultDrainTimeout. Keep it below the workers'
+	// own bound (Worker.DrainTimeout, DefaultWorkerDrainTimeout), which
+	// stops the task anyway when no leader says so in time: a longer one
+	// here never gets to decide.
 	DrainTimeout time.Duration
 	// Raft tunes the Raft store; zero fields mean raftstore's defaults.
 	Raft RaftTuning
