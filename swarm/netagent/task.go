@@ -279,7 +279,9 @@ func (a *Agent) bookTask(ctx context.Context, t *api.Task) (w *wiring, done bool
 	rec.Gateway = ts.rec.Gateway
 	switch {
 	case internalOnly && rec.Gateway.IsValid():
-		delete(a.gwUsed, rec.Gateway)
+		// The old address stays booked until the new record is saved
+		// (endWiringLocked): a wiring that fails before gives the task its
+		// old record back, and the address must not be another's by then.
 		rec.Gateway = netip.Addr{}
 	case !internalOnly && !rec.Gateway.IsValid():
 		gw, err := a.allocGateway(t.ID)
@@ -364,6 +366,12 @@ func (a *Agent) finishWiring(ctx context.Context, w *wiring, werr error) error {
 func (a *Agent) endWiringLocked(ctx context.Context, w *wiring, werr error) {
 	close(w.ts.busy)
 	w.ts.busy = nil
+	if w.saved {
+		// The new record is on disk: an address it no longer has is free.
+		if old := w.oldRec.Gateway; old.IsValid() && old != w.rec.Gateway && a.gwUsed[old] == w.rec.ID {
+			delete(a.gwUsed, old)
+		}
+	}
 	if werr == nil {
 		return
 	}
