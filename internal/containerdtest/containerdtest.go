@@ -20,6 +20,7 @@ import (
 	"time"
 
 	ctrd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/shoalproject/shoal/internal/procstat"
@@ -227,11 +228,13 @@ func (d *Daemon) RemoveAll() error {
 		}
 		for _, ctr := range containers {
 			if task, err := ctr.Task(ctx, nil); err == nil {
-				if _, err := task.Delete(ctx, ctrd.WithProcessKill); err != nil {
+				// Not found: the program under test removed it meanwhile
+				// (a service removed just before the teardown).
+				if _, err := task.Delete(ctx, ctrd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 					errs = append(errs, fmt.Errorf("containerdtest: deleting task %s/%s: %w", ns, ctr.ID(), err))
 				}
 			}
-			if err := ctr.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil {
+			if err := ctr.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("containerdtest: deleting container %s/%s: %w", ns, ctr.ID(), err))
 			}
 		}
