@@ -20,8 +20,8 @@ import (
 	"time"
 
 	ctrd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 
 	"github.com/shoalproject/shoal/internal/procstat"
 )
