@@ -104,18 +104,7 @@ func TestRecoverTwiceThenBarrierAndWrite(t *testing.T) {
 	for _, times := range []int{1, 2} {
 		t.Run(fmt.Sprint(times), func(t *testing.T) {
 			ctx := context.Background()
-			dir := t.TempDir()
-			kek := make([]byte, KeySize)
-			rand.Read(kek)
-			net := NewMemNetwork()
-			two := []Server{{ID: "m0", Address: "m0", Voter: true}, {ID: "m1", Address: "m1", Voter: true}}
-			m0 := &Store{ID: "m0", Dir: dir, Schema: testSchema(), Transport: net.Transport("m0"), Bootstrap: two, KeyEncryptionKey: kek}
-			m1 := &Store{ID: "m1", Schema: testSchema(), Transport: net.Transport("m1"), Bootstrap: two}
-			for _, s := range []*Store{m0, m1} {
-				if err := s.Start(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
+			m0, m1, dir, kek := startTwoMembers(t)
 			leader := func() *Store {
 				if m1.IsLeader() {
 					return m1
@@ -173,18 +162,7 @@ func TestRecoverTwiceThenBarrierAndWrite(t *testing.T) {
 // it with the data as it was (a second try still sees the old members).
 func TestRecoverNotingComesFirstAndCanStopIt(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	kek := make([]byte, KeySize)
-	rand.Read(kek)
-	net := NewMemNetwork()
-	two := []Server{{ID: "m0", Address: "m0", Voter: true}, {ID: "m1", Address: "m1", Voter: true}}
-	m0 := &Store{ID: "m0", Dir: dir, Schema: testSchema(), Transport: net.Transport("m0"), Bootstrap: two, KeyEncryptionKey: kek}
-	m1 := &Store{ID: "m1", Schema: testSchema(), Transport: net.Transport("m1"), Bootstrap: two}
-	for _, s := range []*Store{m0, m1} {
-		if err := s.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	m0, m1, dir, kek := startTwoMembers(t)
 	eventually(t, "a leader", func() bool { return m0.IsLeader() || m1.IsLeader() })
 	m1.Close()
 	m0.Close()
@@ -206,4 +184,23 @@ func TestRecoverNotingComesFirstAndCanStopIt(t *testing.T) {
 	if err != nil || len(before) != 1 {
 		t.Fatalf("third: before %v (%v); want m0 alone after the second", before, err)
 	}
+}
+
+// startTwoMembers starts two voters on an in-memory network, m0 on disk
+// (dir, sealed with kek) and m1 in memory.
+func startTwoMembers(t *testing.T) (m0, m1 *Store, dir string, kek []byte) {
+	t.Helper()
+	dir = t.TempDir()
+	kek = make([]byte, KeySize)
+	rand.Read(kek)
+	net := NewMemNetwork()
+	two := []Server{{ID: "m0", Address: "m0", Voter: true}, {ID: "m1", Address: "m1", Voter: true}}
+	m0 = &Store{ID: "m0", Dir: dir, Schema: testSchema(), Transport: net.Transport("m0"), Bootstrap: two, KeyEncryptionKey: kek}
+	m1 = &Store{ID: "m1", Schema: testSchema(), Transport: net.Transport("m1"), Bootstrap: two}
+	for _, s := range []*Store{m0, m1} {
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m0, m1, dir, kek
 }
