@@ -207,17 +207,8 @@ func (h *Handler) routes() {
 		return notSupported("%s %s: pruning networks; remove them by name (docker network rm)", r.Method, r.URL.Path)
 	})
 
-	h.handle("GET /secrets", h.manager(h.secretList))
-	h.handle("POST /secrets/create", h.manager(h.secretCreate))
-	h.handle("GET /secrets/{id}", h.manager(h.secretInspect))
-	h.handle("POST /secrets/{id}/update", h.manager(h.secretUpdate))
-	h.handle("DELETE /secrets/{id}", h.manager(h.secretRemove))
-
-	h.handle("GET /configs", h.manager(h.configList))
-	h.handle("POST /configs/create", h.manager(h.configCreate))
-	h.handle("GET /configs/{id}", h.manager(h.configInspect))
-	h.handle("POST /configs/{id}/update", h.manager(h.configUpdate))
-	h.handle("DELETE /configs/{id}", h.manager(h.configRemove))
+	secretRoutes.register(h)
+	configRoutes.register(h)
 	h.handle("/", func(w http.ResponseWriter, r *http.Request) error {
 		return notSupported("%s %s: Shoal serves the swarm part of the Docker Engine API (swarm, node, service and task commands, events), not containers, images, volumes, plugins or builds", r.Method, r.URL.Path)
 	})

@@ -1,6 +1,7 @@
 package dockerapi
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -69,148 +70,119 @@ func dataFilters(r *http.Request) (swarm.Filter, error) {
 	return swarm.Filter{IDs: f["id"], Names: append(f["name"], f["names"]...), Labels: f["label"]}, nil
 }
 
-func (h *Handler) secretList(w http.ResponseWriter, r *http.Request) error {
-	sf, err := dataFilters(r)
-	if err != nil {
-		return err
-	}
-	all, err := h.Backend.Secrets(r.Context(), sf)
-	if err != nil {
-		return err
-	}
-	out := []dswarm.Secret{}
-	for _, s := range all {
-		out = append(out, SecretToDocker(s))
-	}
-	return writeJSON(w, http.StatusOK, out)
+// dataRoutes serves one kind of data object (secrets or configs) through
+// the Docker API: the two kinds differ only in their types, their
+// conversions and the Backend calls, so one set of handlers serves both.
+// D is the Docker spec, S Shoal's spec, O Shoal's object.
+type dataRoutes[D, S, O any] struct {
+	kind     string // "secret" or "config": the path and the not-found message
+	fromSpec func(D) (S, error)
+	show     func(*O) any
+	created  func(*O) any
+	list     func(Backend, context.Context, swarm.Filter) ([]*O, error)
+	create   func(Backend, context.Context, S) (*O, error)
+	get      func(Backend, context.Context, string) (*O, error)
+	update   func(Backend, context.Context, string, uint64, S) (*O, error)
+	remove   func(Backend, context.Context, string) error
 }
 
-func (h *Handler) secretCreate(w http.ResponseWriter, r *http.Request) error {
-	var d dswarm.SecretSpec
-	if err := readJSON(r, &d); err != nil {
-		return err
-	}
-	spec, err := SecretSpecFromDocker(d)
-	if err != nil {
-		return err
-	}
-	s, err := h.Backend.CreateSecret(r.Context(), spec)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusCreated, dswarm.SecretCreateResponse{ID: s.ID})
+var secretRoutes = dataRoutes[dswarm.SecretSpec, api.SecretSpec, api.Secret]{
+	kind:     "secret",
+	fromSpec: SecretSpecFromDocker,
+	show:     func(s *api.Secret) any { return SecretToDocker(s) },
+	created:  func(s *api.Secret) any { return dswarm.SecretCreateResponse{ID: s.ID} },
+	list:     Backend.Secrets,
+	create:   Backend.CreateSecret,
+	get:      Backend.Secret,
+	update:   Backend.UpdateSecret,
+	remove:   Backend.RemoveSecret,
 }
 
-func (h *Handler) secretInspect(w http.ResponseWriter, r *http.Request) error {
-	ref := r.PathValue("id")
-	s, err := h.Backend.Secret(r.Context(), ref)
-	if err != nil {
-		return notFoundAs(err, "secret", ref)
-	}
-	return writeJSON(w, http.StatusOK, SecretToDocker(s))
+var configRoutes = dataRoutes[dswarm.ConfigSpec, api.ConfigSpec, api.Config]{
+	kind:     "config",
+	fromSpec: ConfigSpecFromDocker,
+	show:     func(c *api.Config) any { return ConfigToDocker(c) },
+	created:  func(c *api.Config) any { return dswarm.ConfigCreateResponse{ID: c.ID} },
+	list:     Backend.Configs,
+	create:   Backend.CreateConfig,
+	get:      Backend.Config,
+	update:   Backend.UpdateConfig,
+	remove:   Backend.RemoveConfig,
 }
 
-// secretUpdate changes a secret's labels; the spec sent back may hold the
-// data it has (docker stack deploy sends it), not other data.
-func (h *Handler) secretUpdate(w http.ResponseWriter, r *http.Request) error {
-	version, err := queryVersion(r, "secret")
-	if err != nil {
-		return err
-	}
-	var d dswarm.SecretSpec
-	if err := readJSON(r, &d); err != nil {
-		return err
-	}
-	spec, err := SecretSpecFromDocker(d)
-	if err != nil {
-		return err
-	}
-	ref := r.PathValue("id")
-	if _, err := h.Backend.UpdateSecret(r.Context(), ref, version, spec); err != nil {
-		return notFoundAs(err, "secret", ref)
-	}
-	w.WriteHeader(http.StatusOK)
-	return nil
+// register adds the kind's five routes (/secrets or /configs).
+func (d dataRoutes[D, S, O]) register(h *Handler) {
+	base := "/" + d.kind + "s"
+	h.handle("GET "+base, h.manager(func(w http.ResponseWriter, r *http.Request) error {
+		f, err := dataFilters(r)
+		if err != nil {
+			return err
+		}
+		all, err := d.list(h.Backend, r.Context(), f)
+		if err != nil {
+			return err
+		}
+		out := make([]any, 0, len(all))
+		for _, o := range all {
+			out = append(out, d.show(o))
+		}
+		return writeJSON(w, http.StatusOK, out)
+	}))
+	h.handle("POST "+base+"/create", h.manager(func(w http.ResponseWriter, r *http.Request) error {
+		spec, err := d.readSpec(r)
+		if err != nil {
+			return err
+		}
+		o, err := d.create(h.Backend, r.Context(), spec)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusCreated, d.created(o))
+	}))
+	h.handle("GET "+base+"/{id}", h.manager(func(w http.ResponseWriter, r *http.Request) error {
+		ref := r.PathValue("id")
+		o, err := d.get(h.Backend, r.Context(), ref)
+		if err != nil {
+			return notFoundAs(err, d.kind, ref)
+		}
+		return writeJSON(w, http.StatusOK, d.show(o))
+	}))
+	// An update changes labels only; the spec sent back may hold the data
+	// the object has (docker stack deploy sends it), not other data.
+	h.handle("POST "+base+"/{id}/update", h.manager(func(w http.ResponseWriter, r *http.Request) error {
+		version, err := queryVersion(r, d.kind)
+		if err != nil {
+			return err
+		}
+		spec, err := d.readSpec(r)
+		if err != nil {
+			return err
+		}
+		ref := r.PathValue("id")
+		if _, err := d.update(h.Backend, r.Context(), ref, version, spec); err != nil {
+			return notFoundAs(err, d.kind, ref)
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}))
+	h.handle("DELETE "+base+"/{id}", h.manager(func(w http.ResponseWriter, r *http.Request) error {
+		ref := r.PathValue("id")
+		if err := d.remove(h.Backend, r.Context(), ref); err != nil {
+			return notFoundAs(err, d.kind, ref)
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
 }
 
-func (h *Handler) secretRemove(w http.ResponseWriter, r *http.Request) error {
-	ref := r.PathValue("id")
-	if err := h.Backend.RemoveSecret(r.Context(), ref); err != nil {
-		return notFoundAs(err, "secret", ref)
+// readSpec reads a Docker spec from the body and converts it.
+func (d dataRoutes[D, S, O]) readSpec(r *http.Request) (S, error) {
+	var in D
+	if err := readJSON(r, &in); err != nil {
+		var zero S
+		return zero, err
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (h *Handler) configList(w http.ResponseWriter, r *http.Request) error {
-	sf, err := dataFilters(r)
-	if err != nil {
-		return err
-	}
-	all, err := h.Backend.Configs(r.Context(), sf)
-	if err != nil {
-		return err
-	}
-	out := []dswarm.Config{}
-	for _, c := range all {
-		out = append(out, ConfigToDocker(c))
-	}
-	return writeJSON(w, http.StatusOK, out)
-}
-
-func (h *Handler) configCreate(w http.ResponseWriter, r *http.Request) error {
-	var d dswarm.ConfigSpec
-	if err := readJSON(r, &d); err != nil {
-		return err
-	}
-	spec, err := ConfigSpecFromDocker(d)
-	if err != nil {
-		return err
-	}
-	c, err := h.Backend.CreateConfig(r.Context(), spec)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusCreated, dswarm.ConfigCreateResponse{ID: c.ID})
-}
-
-func (h *Handler) configInspect(w http.ResponseWriter, r *http.Request) error {
-	ref := r.PathValue("id")
-	c, err := h.Backend.Config(r.Context(), ref)
-	if err != nil {
-		return notFoundAs(err, "config", ref)
-	}
-	return writeJSON(w, http.StatusOK, ConfigToDocker(c))
-}
-
-func (h *Handler) configUpdate(w http.ResponseWriter, r *http.Request) error {
-	version, err := queryVersion(r, "config")
-	if err != nil {
-		return err
-	}
-	var d dswarm.ConfigSpec
-	if err := readJSON(r, &d); err != nil {
-		return err
-	}
-	spec, err := ConfigSpecFromDocker(d)
-	if err != nil {
-		return err
-	}
-	ref := r.PathValue("id")
-	if _, err := h.Backend.UpdateConfig(r.Context(), ref, version, spec); err != nil {
-		return notFoundAs(err, "config", ref)
-	}
-	w.WriteHeader(http.StatusOK)
-	return nil
-}
-
-func (h *Handler) configRemove(w http.ResponseWriter, r *http.Request) error {
-	ref := r.PathValue("id")
-	if err := h.Backend.RemoveConfig(r.Context(), ref); err != nil {
-		return notFoundAs(err, "config", ref)
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return d.fromSpec(in)
 }
 
 // notFoundAs gives a missing object dockerd's message ("secret x not
