@@ -186,6 +186,17 @@ func (c *cli) ctx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(cmd.Context(), c.timeout)
 }
 
+// call connects and runs fn under the command's timeout.
+func (c *cli) call(cmd *cobra.Command, fn func(context.Context, *swarm.Client) error) error {
+	cl, err := c.connect()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.ctx(cmd)
+	defer cancel()
+	return fn(ctx, cl)
+}
+
 // printJSON writes v as indented JSON.
 func (c *cli) printJSON(v any) error {
 	enc := json.NewEncoder(c.out)

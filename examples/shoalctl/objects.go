@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -37,16 +38,40 @@ func readData(cmd *cobra.Command, file string) ([]byte, error) {
 	return b, nil
 }
 
-// dataObject is what secret and config commands share.
-type dataObject struct {
+// dataObject is what secret and config commands share: O is the object
+// (api.Secret or api.Config).
+type dataObject[O any] struct {
 	kind   string
-	create func(c *swarm.Client, cmd *cobra.Command, name string, labels map[string]string, data []byte) (string, error)
-	list   func(c *swarm.Client, cmd *cobra.Command) (any, [][]string, error)
-	get    func(c *swarm.Client, cmd *cobra.Command, name string) (any, error)
-	remove func(c *swarm.Client, cmd *cobra.Command, name string) error
+	create func(cl *swarm.Client, ctx context.Context, a api.Annotations, data []byte) (*O, error)
+	list   func(cl *swarm.Client, ctx context.Context, f swarm.Filter) ([]*O, error)
+	get    func(cl *swarm.Client, ctx context.Context, idOrName string) (*O, error)
+	remove func(cl *swarm.Client, ctx context.Context, idOrName string) error
+	// shown is what inspect and --format json print (a secret without its
+	// data), with the object's meta and name for the table.
+	shown func(*O) (v any, m api.Meta, name string)
 }
 
-func dataObjectCmd(c *cli, o dataObject) *cobra.Command {
+func secretCmd(c *cli) *cobra.Command {
+	return dataObjectCmd(c, dataObject[api.Secret]{kind: "secret",
+		create: func(cl *swarm.Client, ctx context.Context, a api.Annotations, data []byte) (*api.Secret, error) {
+			return cl.CreateSecret(ctx, api.SecretSpec{Annotations: a, Data: data})
+		},
+		list: (*swarm.Client).Secrets, get: (*swarm.Client).Secret, remove: (*swarm.Client).RemoveSecret,
+		shown: func(s *api.Secret) (any, api.Meta, string) { return s.Redacted(), s.Meta, s.Spec.Name },
+	})
+}
+
+func configCmd(c *cli) *cobra.Command {
+	return dataObjectCmd(c, dataObject[api.Config]{kind: "config",
+		create: func(cl *swarm.Client, ctx context.Context, a api.Annotations, data []byte) (*api.Config, error) {
+			return cl.CreateConfig(ctx, api.ConfigSpec{Annotations: a, Data: data})
+		},
+		list: (*swarm.Client).Configs, get: (*swarm.Client).Config, remove: (*swarm.Client).RemoveConfig,
+		shown: func(c *api.Config) (any, api.Meta, string) { return c, c.Meta, c.Spec.Name },
+	})
+}
+
+func dataObjectCmd[O any](c *cli, o dataObject[O]) *cobra.Command {
 	cmd := &cobra.Command{Use: o.kind, Short: "Manage " + o.kind + "s"}
 	var labels []string
 	create := &cobra.Command{Use: "create [--label K=V] NAME FILE|-", Short: "Create a " + o.kind + " from a file or stdin", Args: exactArgs(2),
@@ -59,58 +84,68 @@ func dataObjectCmd(c *cli, o dataObject) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, err := c.connect()
-			if err != nil {
-				return err
-			}
-			id, err := o.create(cl, cmd, args[0], l, data)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(c.out, id)
-			return nil
+			return c.call(cmd, func(ctx context.Context, cl *swarm.Client) error {
+				obj, err := o.create(cl, ctx, api.Annotations{Name: args[0], Labels: l}, data)
+				if err != nil {
+					return err
+				}
+				_, m, _ := o.shown(obj)
+				fmt.Fprintln(c.out, m.ID)
+				return nil
+			})
 		}}
 	create.Flags().StringArrayVarP(&labels, "label", "l", nil, "label (key=value)")
 	ls := &cobra.Command{Use: "ls", Aliases: []string{"list"}, Short: "List " + o.kind + "s", Args: exactArgs(0), RunE: func(cmd *cobra.Command, args []string) error {
-		cl, err := c.connect()
-		if err != nil {
-			return err
-		}
-		v, rows, err := o.list(cl, cmd)
-		if err != nil {
-			return err
-		}
-		return c.table(v, []string{"ID", "NAME", "CREATED", "UPDATED"}, rows)
-	}}
-	inspect := &cobra.Command{Use: "inspect NAME...", Short: "Show " + o.kind + "s (JSON, without their data)", Args: minArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
-		cl, err := c.connect()
-		if err != nil {
-			return err
-		}
-		var out []any
-		for _, n := range args {
-			v, err := o.get(cl, cmd, n)
+		return c.call(cmd, func(ctx context.Context, cl *swarm.Client) error {
+			all, err := o.list(cl, ctx, swarm.Filter{})
 			if err != nil {
 				return err
 			}
-			out = append(out, v)
-		}
-		return c.printJSON(out)
+			type row struct {
+				v    any
+				m    api.Meta
+				name string
+			}
+			rows := make([]row, 0, len(all))
+			for _, obj := range all {
+				v, m, name := o.shown(obj)
+				rows = append(rows, row{v, m, name})
+			}
+			slices.SortFunc(rows, func(a, b row) int { return strings.Compare(a.name, b.name) })
+			vs, table := make([]any, 0, len(rows)), make([][]string, 0, len(rows))
+			for _, r := range rows {
+				vs = append(vs, r.v)
+				table = append(table, metaRow(r.m, r.name))
+			}
+			return c.table(vs, []string{"ID", "NAME", "CREATED", "UPDATED"}, table)
+		})
+	}}
+	inspect := &cobra.Command{Use: "inspect NAME...", Short: "Show " + o.kind + "s (JSON, without secrets' data)", Args: minArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		return c.call(cmd, func(ctx context.Context, cl *swarm.Client) error {
+			var out []any
+			for _, n := range args {
+				obj, err := o.get(cl, ctx, n)
+				if err != nil {
+					return err
+				}
+				v, _, _ := o.shown(obj)
+				out = append(out, v)
+			}
+			return c.printJSON(out)
+		})
 	}}
 	rm := &cobra.Command{Use: "rm NAME...", Aliases: []string{"remove"}, Short: "Remove " + o.kind + "s", Args: minArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
-		cl, err := c.connect()
-		if err != nil {
-			return err
-		}
-		var errs []error
-		for _, n := range args {
-			if err := o.remove(cl, cmd, n); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", n, err))
-				continue
+		return c.call(cmd, func(ctx context.Context, cl *swarm.Client) error {
+			var errs []error
+			for _, n := range args {
+				if err := o.remove(cl, ctx, n); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", n, err))
+					continue
+				}
+				fmt.Fprintln(c.out, n)
 			}
-			fmt.Fprintln(c.out, n)
-		}
-		return errors.Join(errs...)
+			return errors.Join(errs...)
+		})
 	}}
 	cmd.AddCommand(create, ls, inspect, rm)
 	return cmd
@@ -118,87 +153,6 @@ func dataObjectCmd(c *cli, o dataObject) *cobra.Command {
 
 func metaRow(m api.Meta, name string) []string {
 	return []string{m.ID, name, ago(m.CreatedAt), ago(m.UpdatedAt)}
-}
-
-func secretCmd(c *cli) *cobra.Command {
-	return dataObjectCmd(c, dataObject{kind: "secret",
-		create: func(cl *swarm.Client, cmd *cobra.Command, name string, l map[string]string, data []byte) (string, error) {
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			s, err := cl.CreateSecret(ctx, api.SecretSpec{Annotations: api.Annotations{Name: name, Labels: l}, Data: data})
-			if err != nil {
-				return "", err
-			}
-			return s.ID, nil
-		},
-		list: func(cl *swarm.Client, cmd *cobra.Command) (any, [][]string, error) {
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			ss, err := cl.Secrets(ctx, swarm.Filter{})
-			if err != nil {
-				return nil, nil, err
-			}
-			slices.SortFunc(ss, func(a, b *api.Secret) int { return strings.Compare(a.Spec.Name, b.Spec.Name) })
-			var rows [][]string
-			for i, s := range ss {
-				ss[i] = s.Redacted()
-				rows = append(rows, metaRow(s.Meta, s.Spec.Name))
-			}
-			return ss, rows, nil
-		},
-		get: func(cl *swarm.Client, cmd *cobra.Command, name string) (any, error) {
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			s, err := cl.Secret(ctx, name)
-			if err != nil {
-				return nil, err
-			}
-			return s.Redacted(), nil
-		},
-		remove: func(cl *swarm.Client, cmd *cobra.Command, name string) error {
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			return cl.RemoveSecret(ctx, name)
-		},
-	})
-}
-
-func configCmd(c *cli) *cobra.Command {
-	return dataObjectCmd(c, dataObject{kind: "config",
-		create: func(cl *swarm.Client, cmd *cobra.Command, name string, l map[string]string, data []byte) (string, error) {
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			s, err := cl.CreateConfig(ctx, api.ConfigSpec{Annotations: api.Annotations{Name: name, Labels: l}, Data: data})
-			if err != nil {
-				return "", err
-			}
-			return s.ID, nil
-		},
-		list: func(cl *swarm.Client, cmd *cobra.Command) (any, [][]string, error) {
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			cs, err := cl.Configs(ctx, swarm.Filter{})
-			if err != nil {
-				return nil, nil, err
-			}
-			slices.SortFunc(cs, func(a, b *api.Config) int { return strings.Compare(a.Spec.Name, b.Spec.Name) })
-			var rows [][]string
-			for _, s := range cs {
-				rows = append(rows, metaRow(s.Meta, s.Spec.Name))
-			}
-			return cs, rows, nil
-		},
-		get: func(cl *swarm.Client, cmd *cobra.Command, name string) (any, error) {
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			return cl.Config(ctx, name)
-		},
-		remove: func(cl *swarm.Client, cmd *cobra.Command, name string) error {
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
-			return cl.RemoveConfig(ctx, name)
-		},
-	})
 }
 
 func networkCmd(c *cli) *cobra.Command {
