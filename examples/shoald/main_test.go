@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -11,27 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/syncbuf"
 	"github.com/shoalproject/shoal/internal/waitfor"
 )
 
-// syncBuffer is a bytes.Buffer safe for a daemon writing while the test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is safe for a daemon writing while the test reads.
+type syncBuffer = syncbuf.Buffer
 
 // shoald runs the command in the background; stop ends it (as SIGTERM
 // would) and returns its error.
