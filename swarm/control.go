@@ -334,6 +334,20 @@ func (m *Manager) Node(id string) (*api.Node, error) {
 	return m.withManagerStatus([]*api.Node{out})[0], nil
 }
 
+// lookupOne reads one object of table by ID, name or unique ID prefix.
+func lookupOne[T raftstore.Object](m *Manager, table, kind, idOrName string) (T, error) {
+	var out T
+	st, err := m.st()
+	if err != nil {
+		return out, err
+	}
+	err = st.View(func(tx *raftstore.ReadTx) (err error) {
+		out, err = lookup[T](tx, table, kind, idOrName)
+		return err
+	})
+	return out, err
+}
+
 func listAll[T raftstore.Object](m *Manager, table string) ([]T, error) {
 	st, err := m.st()
 	if err != nil {

@@ -330,16 +330,7 @@ func lookup[T raftstore.Object](tx *raftstore.ReadTx, table, kind, idOrName stri
 
 // Network returns a network by ID or name.
 func (m *Manager) Network(idOrName string) (*api.Network, error) {
-	st, err := m.st()
-	if err != nil {
-		return nil, err
-	}
-	var out *api.Network
-	err = st.View(func(tx *raftstore.ReadTx) (err error) {
-		out, err = lookup[*api.Network](tx, TableNetworks, "network", idOrName)
-		return err
-	})
-	return out, err
+	return lookupOne[*api.Network](m, TableNetworks, "network", idOrName)
 }
 
 // Networks lists the networks.
@@ -450,15 +441,7 @@ func (m *Manager) CreateSecret(ctx context.Context, spec api.SecretSpec) (*api.S
 
 // Secret returns a secret by ID or name, without its data.
 func (m *Manager) Secret(idOrName string) (*api.Secret, error) {
-	st, err := m.st()
-	if err != nil {
-		return nil, err
-	}
-	var out *api.Secret
-	err = st.View(func(tx *raftstore.ReadTx) (err error) {
-		out, err = lookup[*api.Secret](tx, TableSecrets, "secret", idOrName)
-		return err
-	})
+	out, err := lookupOne[*api.Secret](m, TableSecrets, "secret", idOrName)
 	if err != nil {
 		return nil, err
 	}
@@ -532,16 +515,7 @@ func (m *Manager) CreateConfig(ctx context.Context, spec api.ConfigSpec) (*api.C
 
 // Config returns a config by ID or name.
 func (m *Manager) Config(idOrName string) (*api.Config, error) {
-	st, err := m.st()
-	if err != nil {
-		return nil, err
-	}
-	var out *api.Config
-	err = st.View(func(tx *raftstore.ReadTx) (err error) {
-		out, err = lookup[*api.Config](tx, TableConfigs, "config", idOrName)
-		return err
-	})
-	return out, err
+	return lookupOne[*api.Config](m, TableConfigs, "config", idOrName)
 }
 
 // Configs lists the configs.
