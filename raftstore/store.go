@@ -824,15 +824,19 @@ func (s *Store) Batch(ctx context.Context, fn func(b *Batch) error) (BatchResult
 	if s.r().State() != raft.Leader {
 		return BatchResult{}, s.notLeader()
 	}
-	b := &Batch{s: s, ctx: ctx, limit: cmp(s.MaxEntryBytes, DefaultMaxEntryBytes)}
+	b := &Batch{s: s, fsm: s.fsm, ctx: ctx, limit: cmp(s.MaxEntryBytes, DefaultMaxEntryBytes)}
 	err := fn(b)
 	if err == nil {
 		err = b.flush()
 	}
 	b.release()
 	var res BatchResult
-	for _, f := range b.futures {
-		if werr := s.wait(ctx, f); werr != nil {
+	for i, f := range b.futures {
+		werr := s.wait(ctx, f)
+		// Applied (and taken) by now, or it never will be here: forget
+		// its objects.
+		b.fsm.handed.take(b.handed[i])
+		if werr != nil {
 			err = errors.Join(err, werr)
 			continue
 		}
@@ -851,6 +855,7 @@ func (s *Store) Batch(ctx context.Context, fn func(b *Batch) error) (BatchResult
 // Batch accumulates changes for Store.Batch.
 type Batch struct {
 	s       *Store
+	fsm     *fsm
 	ctx     context.Context
 	limit   int
 	scratch *[]byte // from entryPool: body is built in it
@@ -859,7 +864,22 @@ type Batch struct {
 	carried []*dict // dictionaries already in body
 	futures []raft.ApplyFuture
 	err     error
+
+	handOver bool
+	objs     []Object // by op of body, when handOver
+	handed   [][]byte // by future: its entry if proposed with objects
 }
+
+// HandOver gives the objects of the batch's later changes to the store:
+// once a change applies on this member, its readers and watchers get the
+// object itself (its version set to the change's) rather than a decoding
+// of the committed bytes, which saves the leader decoding what it just
+// wrote. The caller must not change an object after handing it to
+// Create or Update (nor keep it to change later): it becomes shared and
+// read-only like any object read from the store. Other members decode
+// as usual, so an object must encode to what a decoding would return
+// (no fields the codec drops).
+func (b *Batch) HandOver() { b.handOver = true }
 
 // Create adds an object (skipped as a conflict if its ID exists by then).
 func (b *Batch) Create(table string, obj Object) error {
@@ -911,9 +931,15 @@ func (b *Batch) add(o *op) error {
 		b.body = appendOp(b.body, &op{kind: opDict, table: carry.table, data: carry.raw})
 		b.carried = append(b.carried, carry)
 		b.n++
+		if b.handOver {
+			b.objs = append(b.objs, nil)
+		}
 	}
 	b.body = appendOp(b.body, o)
 	b.n++
+	if b.handOver {
+		b.objs = append(b.objs, o.obj)
+	}
 	if len(b.body) >= b.limit {
 		b.err = b.flush()
 	}
@@ -929,7 +955,15 @@ func (b *Batch) flush() error {
 	// it gets a copy of the exact size, and the scratch buffer builds the
 	// next one. Handing raft the buffer itself kept 320 KiB with every
 	// entry, however small (a node's status report, a heartbeat's "ready").
-	b.futures = append(b.futures, b.s.r().Apply(bytes.Clone(b.body), timeoutOf(b.ctx)))
+	entry := bytes.Clone(b.body)
+	var handed []byte
+	if b.handOver {
+		handed = entry
+		b.fsm.handed.put(entry, b.objs)
+		b.objs = nil
+	}
+	b.handed = append(b.handed, handed)
+	b.futures = append(b.futures, b.s.r().Apply(entry, timeoutOf(b.ctx)))
 	b.body, b.n, b.carried = b.body[:0], 0, b.carried[:0]
 	return nil
 }
