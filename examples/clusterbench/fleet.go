@@ -315,10 +315,17 @@ func (b *bench) steadyFigure(ctx context.Context, c *cluster, f *fleet) error {
 		return err
 	}
 	t0 := time.Now()
+	wave, err := b.startJoinWave(ctx, c)
+	if err != nil {
+		return err
+	}
 	if err := f.grow(ctx, b.o.fleet); err != nil {
 		return err
 	}
 	progress("figure 6: %d workers joined and registered in %v", b.o.fleet, time.Since(t0).Round(time.Millisecond))
+	if err := wave.end(ctx, b, c, st0.Term); err != nil {
+		return err
+	}
 	cl, err := c.client()
 	if err != nil {
 		return err
@@ -474,4 +481,56 @@ func (c *cluster) steady(ctx context.Context, cl *swarm.Client, nodes int, runni
 		progress("figure 6: %d of %d nodes ready, %d of %d tasks running; waiting again", ready, nodes, run, tasks)
 	}
 	return nil, nodeStatus{}, errors.New("no steady state within 5 minutes")
+}
+
+// joinWave measures the managers while the workers join: the CPU each
+// manager and this process (the workers' side of every handshake) use,
+// the load of the machine, and whether leadership changed; with -profile,
+// a CPU profile of every manager over its first joinProfileFor.
+type joinWave struct {
+	start time.Time
+	load  string
+	mgrs  []int64 // CPU ticks at the start, by manager
+	self  int64
+}
+
+// joinProfileFor is how long each manager is profiled as the wave starts.
+const joinProfileFor = 30 * time.Second
+
+func (b *bench) startJoinWave(ctx context.Context, c *cluster) (*joinWave, error) {
+	w := &joinWave{start: time.Now(), load: loadAvg(), mgrs: make([]int64, len(c.mgrs))}
+	for i, m := range c.mgrs {
+		var err error
+		if w.mgrs[i], err = cpuTicks(m.pid); err != nil {
+			return nil, err
+		}
+		if b.o.profile != "" {
+			go m.ask(ctx, fmt.Sprintf("profile %s %v", filepath.Join(b.o.profile, "join-"+m.name+".prof"), joinProfileFor), &nodeStatus{})
+		}
+	}
+	w.self, _ = cpuTicks(os.Getpid())
+	return w, nil
+}
+
+// end notes what the wave cost and whether the term moved from term0.
+func (w *joinWave) end(ctx context.Context, b *bench, c *cluster, term0 uint64) error {
+	secs := time.Since(w.start).Seconds()
+	var cores string
+	for i, m := range c.mgrs {
+		t, err := cpuTicks(m.pid)
+		if err != nil {
+			return err
+		}
+		cores += fmt.Sprintf(" %s %.2f,", m.name, float64(t-w.mgrs[i])/clockTick/secs)
+	}
+	self, _ := cpuTicks(os.Getpid())
+	leader, st, err := c.leaderStatus(ctx)
+	if err != nil {
+		return err
+	}
+	b.note("6: join wave of %d workers, %.0f s (load average at its start %s): CPU cores of the managers%s of this process %.2f;\n"+
+		"term %d -> %d by its end (%d leadership change(s) at most), leader %s.",
+		b.o.fleet, secs, w.load, cores, float64(self-w.self)/clockTick/secs, term0, st.Term, st.Term-term0, leader.name)
+	progress("figure 6: join wave: term %d -> %d, managers' cores%s", term0, st.Term, cores)
+	return nil
 }
