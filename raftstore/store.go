@@ -737,7 +737,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 				return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
 			}
 			var d *dict
-			o.dictID, o.data, d = s.pack(t, data)
+			o.dictID, o.data, d = s.pack(t, data, nil)
 			if d != nil && !slices.Contains(carry, d) {
 				carry = append(carry, d)
 			}
@@ -772,8 +772,9 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 
 // pack compresses an encoded object of table t (if t.Compress) and returns
 // the op's dictionary ID and data, and the dictionary when the entry must
-// carry it (it may not be applied on every member yet).
-func (s *Store) pack(t *Table, data []byte) (uint64, []byte, *dict) {
+// carry it (it may not be applied on every member yet). The compressed
+// data is written in dst's room when it has some.
+func (s *Store) pack(t *Table, data, dst []byte) (uint64, []byte, *dict) {
 	if !t.Compress {
 		return 0, data, nil
 	}
@@ -797,7 +798,12 @@ func (s *Store) pack(t *Table, data []byte) (uint64, []byte, *dict) {
 			carry = d
 		}
 	}
-	c := d.compress(data)
+	var c []byte
+	if dst != nil {
+		c = d.compressInto(dst, data)
+	} else {
+		c = d.compress(data)
+	}
 	if c == nil {
 		return 0, data, nil
 	}
@@ -865,6 +871,9 @@ type Batch struct {
 	futures []raft.ApplyFuture
 	err     error
 
+	encBuf  *bytes.Buffer // encodings, reused (encode)
+	packBuf []byte        // compressed encodings, reused
+
 	handOver bool
 	objs     []Object // by op of body, when handOver
 	handed   [][]byte // by future: its entry if proposed with objects
@@ -911,11 +920,16 @@ func (b *Batch) add(o *op) error {
 		if o.id == "" {
 			return errors.New("raftstore: object has no ID")
 		}
-		data, err := b.s.Schema.Codec.Marshal(o.table, o.obj)
+		data, err := b.encode(o)
 		if err != nil {
 			return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
 		}
-		o.dictID, o.data, carry = b.s.pack(t, data)
+		// appendOp copies o.data into the body below: the buffers are
+		// free again for the next change.
+		o.dictID, o.data, carry = b.s.pack(t, data, b.packBuf[:0])
+		if len(o.data) > 0 && cap(o.data) > cap(b.packBuf) && cap(o.data) <= maxScratch {
+			b.packBuf = o.data[:0]
+		}
 	}
 	if len(b.body) == 0 {
 		if b.scratch == nil {
@@ -966,6 +980,27 @@ func (b *Batch) flush() error {
 	b.futures = append(b.futures, b.s.r().Apply(entry, timeoutOf(b.ctx)))
 	b.body, b.n, b.carried = b.body[:0], 0, b.carried[:0]
 	return nil
+}
+
+// maxScratch bounds the encoding and compression buffers a Batch keeps
+// for its next change.
+const maxScratch = 1 << 20
+
+// encode encodes a change's object, in the batch's reused buffer when the
+// codec can (the data is valid until the next encode).
+func (b *Batch) encode(o *op) ([]byte, error) {
+	am, ok := b.s.Schema.Codec.(appendMarshaler)
+	if !ok {
+		return b.s.Schema.Codec.Marshal(o.table, o.obj)
+	}
+	if b.encBuf == nil || b.encBuf.Cap() > maxScratch {
+		b.encBuf = new(bytes.Buffer)
+	}
+	b.encBuf.Reset()
+	if err := am.marshalInto(b.encBuf, o.table, o.obj); err != nil {
+		return nil, err
+	}
+	return b.encBuf.Bytes(), nil
 }
 
 // entryPool holds Batch's scratch buffers.
