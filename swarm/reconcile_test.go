@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
 )
@@ -303,4 +304,45 @@ func seedPassStore(ctx context.Context, t *testing.T) (*Manager, *raftstore.Stor
 		all[s] = true
 	}
 	return m, st, all
+}
+
+// TestStatusReportsHandedOverEqualTheirDecoding: the dispatcher hands the
+// tasks a report changes over to the leader's store; a report made in
+// this process (a clock reading with its monotonic part, an empty list
+// of ports) must leave the same task there as the followers decode.
+func TestStatusReportsHandedOverEqualTheirDecoding(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, st, all := seedPassStore(ctx, t)
+	var book *allocator
+	if _, err := m.reconcile(ctx, st, all, true, true, &book); err != nil {
+		t.Fatal(err)
+	}
+	var tk *api.Task
+	st.View(func(tx *raftstore.ReadTx) error {
+		ts, err := list[*api.Task](tx.List(TableTasks))
+		for _, c := range ts {
+			if c.Status.State == api.TaskAssigned && c.NodeID != "" && tk == nil {
+				tk = c
+			}
+		}
+		return err
+	})
+	if tk == nil {
+		t.Fatal("no assigned task to report on")
+	}
+	d := &dispatcher{store: st}
+	d.serving.Store(true)
+	report := api.TaskStatus{State: api.TaskAccepted, Timestamp: time.Now(), Ports: []api.PortConfig{}}
+	if err := d.updateStatus(ctx, tk.NodeID, []agent.StatusUpdate{{TaskID: tk.ID, Status: report}}); err != nil {
+		t.Fatal(err)
+	}
+	st.View(func(tx *raftstore.ReadTx) error {
+		o, err := tx.Get(TableTasks, tk.ID)
+		if err != nil || o.(*api.Task).Status.State != api.TaskAccepted {
+			t.Fatalf("the report did not apply: %+v %v", o, err)
+		}
+		return nil
+	})
+	sameAsDecoded(t, st, 1)
 }

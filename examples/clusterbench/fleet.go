@@ -347,6 +347,13 @@ func (b *bench) steadyFigure(ctx context.Context, c *cluster, f *fleet) error {
 	if err != nil {
 		return err
 	}
+	if b.o.profile != "" {
+		// The tasks' start is where leadership changed (a saturated
+		// leader missing its lease): profile the leader through it.
+		if leader, err := c.healthy(ctx); err == nil {
+			go leader.ask(ctx, fmt.Sprintf("profile %s %v", filepath.Join(b.o.profile, "start-leader.prof"), joinProfileFor), &nodeStatus{})
+		}
+	}
 	start := time.Now()
 	svc, err := cl.CreateService(ctx, serviceSpec("steady", b.o.fleetTasks, false))
 	if err != nil {
