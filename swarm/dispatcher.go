@@ -208,6 +208,9 @@ func (d *dispatcher) pump(ctx context.Context) {
 		// would be missed: every stream reads again.
 		d.pokeAll()
 		for ev := range w.Events() {
+			if ownProgress(ev) {
+				continue
+			}
 			d.mu.Lock()
 			for _, o := range []raftstore.Object{ev.Object, ev.Old} {
 				if t, ok := o.(*api.Task); ok && t.NodeID != "" {
