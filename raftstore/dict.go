@@ -60,6 +60,11 @@ func dictHash(b []byte) uint32 {
 // compress returns data encoded against the dictionary, or nil when that
 // would not be smaller.
 func (d *dict) compress(data []byte) []byte {
+	return d.compressInto(make([]byte, 0, len(data)/4+16), data)
+}
+
+// compressInto is compress writing into dst's room (from dst[:0]).
+func (d *dict) compressInto(dst, data []byte) []byte {
 	d.once.Do(func() {
 		d.index = new([1 << dictHashBits]int32)
 		for i := range d.index {
@@ -69,7 +74,7 @@ func (d *dict) compress(data []byte) []byte {
 			d.index[dictHash(d.raw[i:])] = int32(i)
 		}
 	})
-	out := binary.AppendUvarint(make([]byte, 0, len(data)/4+16), uint64(len(data)))
+	out := binary.AppendUvarint(dst[:0], uint64(len(data)))
 	lit, next := 0, -1 // next: the dictionary position after the last copy
 	for i := 0; i+dictMinMatch <= len(data); {
 		// Two candidates: where the last copy ended (objects alike: what

@@ -20,6 +20,7 @@ type fsm struct {
 	logger *slog.Logger
 	events *eventRing
 	dicts  *dictSet
+	handed handover // objects of this member's proposals, until applied
 	// durable, when set, waits until the log holds every entry up to an
 	// index on stable storage. The leader's appends may still be syncing
 	// when their entries commit (see WAL.StoreLogs); nothing is published or
@@ -114,6 +115,12 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 		f.logger.Error("raftstore: refusing malformed log entry", "index", l.Index, "err", err)
 		return err, events
 	}
+	// The objects this member proposed the entry with, if handed over
+	// (handover.go): one per op.
+	handed := f.handed.take(l.Data)
+	if len(handed) != len(ops) {
+		handed = nil
+	}
 	// Dictionaries first: the ops after them may use them.
 	n := 0
 	for i := range ops {
@@ -122,6 +129,9 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 			continue
 		}
 		ops[n] = ops[i]
+		if handed != nil {
+			handed[n] = handed[i]
+		}
 		n++
 	}
 	ops = ops[:n]
@@ -179,6 +189,9 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 		}
 		if kind == entryTx {
 			write(st, o, recs[i])
+		}
+		if handed != nil && handed[i] != nil && recs[i] != nil {
+			recs[i].seed(handed[i])
 		}
 		ev := Event{Index: l.Index, Table: o.table, ID: o.id, rec: recs[i], oldRec: olds[i]}
 		switch o.kind {

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"fmt"
 	"sort"
 
@@ -156,6 +157,18 @@ var jsonOptions = json.JoinOptions(jsonv1.FormatDurationAsNano(true), jsonv1.Omi
 
 func (c jsonCodec) Marshal(_ string, obj Object) ([]byte, error) {
 	return json.Marshal(obj, jsonOptions)
+}
+
+// appendMarshaler is a Codec that can also encode into a buffer the
+// caller reuses (the built-in JSON codec does): a Batch of 100,000 tasks
+// then makes no copy of each encoding to throw away.
+type appendMarshaler interface {
+	marshalInto(buf *bytes.Buffer, table string, obj Object) error
+}
+
+func (c jsonCodec) marshalInto(buf *bytes.Buffer, _ string, obj Object) error {
+	// A streaming encoder writes into buf's free room directly.
+	return json.MarshalWrite(buf, obj, jsonOptions)
 }
 
 func (c jsonCodec) Unmarshal(table string, data []byte) (Object, error) {

@@ -737,7 +737,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 				return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
 			}
 			var d *dict
-			o.dictID, o.data, d = s.pack(t, data)
+			o.dictID, o.data, d = s.pack(t, data, nil)
 			if d != nil && !slices.Contains(carry, d) {
 				carry = append(carry, d)
 			}
@@ -772,8 +772,9 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 
 // pack compresses an encoded object of table t (if t.Compress) and returns
 // the op's dictionary ID and data, and the dictionary when the entry must
-// carry it (it may not be applied on every member yet).
-func (s *Store) pack(t *Table, data []byte) (uint64, []byte, *dict) {
+// carry it (it may not be applied on every member yet). The compressed
+// data is written in dst's room when it has some.
+func (s *Store) pack(t *Table, data, dst []byte) (uint64, []byte, *dict) {
 	if !t.Compress {
 		return 0, data, nil
 	}
@@ -797,7 +798,12 @@ func (s *Store) pack(t *Table, data []byte) (uint64, []byte, *dict) {
 			carry = d
 		}
 	}
-	c := d.compress(data)
+	var c []byte
+	if dst != nil {
+		c = d.compressInto(dst, data)
+	} else {
+		c = d.compress(data)
+	}
 	if c == nil {
 		return 0, data, nil
 	}
@@ -824,15 +830,19 @@ func (s *Store) Batch(ctx context.Context, fn func(b *Batch) error) (BatchResult
 	if s.r().State() != raft.Leader {
 		return BatchResult{}, s.notLeader()
 	}
-	b := &Batch{s: s, ctx: ctx, limit: cmp(s.MaxEntryBytes, DefaultMaxEntryBytes)}
+	b := &Batch{s: s, fsm: s.fsm, ctx: ctx, limit: cmp(s.MaxEntryBytes, DefaultMaxEntryBytes)}
 	err := fn(b)
 	if err == nil {
 		err = b.flush()
 	}
 	b.release()
 	var res BatchResult
-	for _, f := range b.futures {
-		if werr := s.wait(ctx, f); werr != nil {
+	for i, f := range b.futures {
+		werr := s.wait(ctx, f)
+		// Applied (and taken) by now, or it never will be here: forget
+		// its objects.
+		b.fsm.handed.take(b.handed[i])
+		if werr != nil {
 			err = errors.Join(err, werr)
 			continue
 		}
@@ -851,6 +861,7 @@ func (s *Store) Batch(ctx context.Context, fn func(b *Batch) error) (BatchResult
 // Batch accumulates changes for Store.Batch.
 type Batch struct {
 	s       *Store
+	fsm     *fsm
 	ctx     context.Context
 	limit   int
 	scratch *[]byte // from entryPool: body is built in it
@@ -859,7 +870,25 @@ type Batch struct {
 	carried []*dict // dictionaries already in body
 	futures []raft.ApplyFuture
 	err     error
+
+	encBuf  *bytes.Buffer // encodings, reused (encode)
+	packBuf []byte        // compressed encodings, reused
+
+	handOver bool
+	objs     []Object // by op of body, when handOver
+	handed   [][]byte // by future: its entry if proposed with objects
 }
+
+// HandOver gives the objects of the batch's later changes to the store:
+// once a change applies on this member, its readers and watchers get the
+// object itself (its version set to the change's) rather than a decoding
+// of the committed bytes, which saves the leader decoding what it just
+// wrote. The caller must not change an object after handing it to
+// Create or Update (nor keep it to change later): it becomes shared and
+// read-only like any object read from the store. Other members decode
+// as usual, so an object must encode to what a decoding would return
+// (no fields the codec drops).
+func (b *Batch) HandOver() { b.handOver = true }
 
 // Create adds an object (skipped as a conflict if its ID exists by then).
 func (b *Batch) Create(table string, obj Object) error {
@@ -891,11 +920,16 @@ func (b *Batch) add(o *op) error {
 		if o.id == "" {
 			return errors.New("raftstore: object has no ID")
 		}
-		data, err := b.s.Schema.Codec.Marshal(o.table, o.obj)
+		data, err := b.encode(o)
 		if err != nil {
 			return fmt.Errorf("raftstore: encode %s/%s: %w", o.table, o.id, err)
 		}
-		o.dictID, o.data, carry = b.s.pack(t, data)
+		// appendOp copies o.data into the body below: the buffers are
+		// free again for the next change.
+		o.dictID, o.data, carry = b.s.pack(t, data, b.packBuf[:0])
+		if len(o.data) > 0 && cap(o.data) > cap(b.packBuf) && cap(o.data) <= maxScratch {
+			b.packBuf = o.data[:0]
+		}
 	}
 	if len(b.body) == 0 {
 		if b.scratch == nil {
@@ -911,9 +945,15 @@ func (b *Batch) add(o *op) error {
 		b.body = appendOp(b.body, &op{kind: opDict, table: carry.table, data: carry.raw})
 		b.carried = append(b.carried, carry)
 		b.n++
+		if b.handOver {
+			b.objs = append(b.objs, nil)
+		}
 	}
 	b.body = appendOp(b.body, o)
 	b.n++
+	if b.handOver {
+		b.objs = append(b.objs, o.obj)
+	}
 	if len(b.body) >= b.limit {
 		b.err = b.flush()
 	}
@@ -929,9 +969,38 @@ func (b *Batch) flush() error {
 	// it gets a copy of the exact size, and the scratch buffer builds the
 	// next one. Handing raft the buffer itself kept 320 KiB with every
 	// entry, however small (a node's status report, a heartbeat's "ready").
-	b.futures = append(b.futures, b.s.r().Apply(bytes.Clone(b.body), timeoutOf(b.ctx)))
+	entry := bytes.Clone(b.body)
+	var handed []byte
+	if b.handOver {
+		handed = entry
+		b.fsm.handed.put(entry, b.objs)
+		b.objs = nil
+	}
+	b.handed = append(b.handed, handed)
+	b.futures = append(b.futures, b.s.r().Apply(entry, timeoutOf(b.ctx)))
 	b.body, b.n, b.carried = b.body[:0], 0, b.carried[:0]
 	return nil
+}
+
+// maxScratch bounds the encoding and compression buffers a Batch keeps
+// for its next change.
+const maxScratch = 1 << 20
+
+// encode encodes a change's object, in the batch's reused buffer when the
+// codec can (the data is valid until the next encode).
+func (b *Batch) encode(o *op) ([]byte, error) {
+	am, ok := b.s.Schema.Codec.(appendMarshaler)
+	if !ok {
+		return b.s.Schema.Codec.Marshal(o.table, o.obj)
+	}
+	if b.encBuf == nil || b.encBuf.Cap() > maxScratch {
+		b.encBuf = new(bytes.Buffer)
+	}
+	b.encBuf.Reset()
+	if err := am.marshalInto(b.encBuf, o.table, o.obj); err != nil {
+		return nil, err
+	}
+	return b.encBuf.Bytes(), nil
 }
 
 // entryPool holds Batch's scratch buffers.

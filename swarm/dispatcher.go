@@ -208,6 +208,9 @@ func (d *dispatcher) pump(ctx context.Context) {
 		// would be missed: every stream reads again.
 		d.pokeAll()
 		for ev := range w.Events() {
+			if ownProgress(ev) {
+				continue
+			}
 			d.mu.Lock()
 			for _, o := range []raftstore.Object{ev.Object, ev.Old} {
 				if t, ok := o.(*api.Task); ok && t.NodeID != "" {
@@ -628,11 +631,22 @@ func (d *dispatcher) updateStatus(ctx context.Context, nodeID string, updates []
 		if err := checkStatus(u.TaskID, &st); err != nil {
 			return err
 		}
+		// As a decoding of the report would be (the store keeps this very
+		// value on the leader, see HandOver below): in UTC without a
+		// monotonic clock reading, no empty list that decodes as none.
+		st.Timestamp = st.Timestamp.UTC()
+		if len(st.Ports) == 0 {
+			st.Ports = nil
+		}
 		latest[u.TaskID] = st
 	}
 	const attempts = 5
 	for range attempts {
 		res, err := d.store.Batch(ctx, func(b *raftstore.Batch) error {
+			// Each report writes a fresh copy of its task: the leader's
+			// watchers (the streams' pump, the leader loop) need not
+			// decode it again.
+			b.HandOver()
 			return d.store.View(func(tx *raftstore.ReadTx) error {
 				for id, st := range latest {
 					o, err := tx.Get(TableTasks, id)

@@ -274,6 +274,10 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 		return nil
 	}
 	out, err := st.Batch(ctx, func(b *raftstore.Batch) error {
+		// Everything written is the pass's own copy, dropped after the
+		// pass: the store may keep it as the object its readers share
+		// (the leader's watcher then need not decode 100,000 new tasks).
+		b.HandOver()
 		for _, n := range nodes {
 			if err := b.Update(TableNodes, n); err != nil {
 				return err

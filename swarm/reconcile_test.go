@@ -3,9 +3,11 @@ package swarm
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
 )
@@ -63,6 +65,7 @@ func TestReconcileNeverWritesStoreObjects(t *testing.T) {
 				t.Fatalf("pass %d changed a store object in place:\nbefore %s\nafter  %s", pass, was, b)
 			}
 		}
+		sameAsDecoded(t, st, pass)
 		if pass > 0 {
 			continue
 		}
@@ -106,6 +109,40 @@ func TestReconcileNeverWritesStoreObjects(t *testing.T) {
 			t.Error("pass 0: no task beyond the history limit reaped")
 		}
 	}
+}
+
+// sameAsDecoded checks that every object the leader's store holds is
+// what a follower decodes from its bytes: a pass hands its objects over
+// to the leader's store (raftstore.Batch.HandOver) instead of letting the
+// leader decode them, so an object that does not survive its encoding
+// (an empty slice that comes back nil, a time in another location) would
+// make the leader see another state than the followers.
+func sameAsDecoded(t *testing.T, st *raftstore.Store, pass int) {
+	t.Helper()
+	codec := st.Schema.Codec
+	st.View(func(tx *raftstore.ReadTx) error {
+		for _, table := range []string{TableTasks, TableServices, TableNodes, TableNetworks, TableClusters} {
+			objs, err := tx.List(table)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range objs {
+				data, err := codec.Marshal(table, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := codec.Unmarshal(table, data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d.SetObjectVersion(o.ObjectVersion())
+				if !reflect.DeepEqual(o, d) {
+					t.Fatalf("pass %d: the leader's %s %s differs from its decoding:\nheld    %#v\ndecoded %#v", pass, table, o.ObjectID(), o, d)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // TestDirtyTasksReadsOnlyTheirServices checks both ways a pass reads the
@@ -267,4 +304,45 @@ func seedPassStore(ctx context.Context, t *testing.T) (*Manager, *raftstore.Stor
 		all[s] = true
 	}
 	return m, st, all
+}
+
+// TestStatusReportsHandedOverEqualTheirDecoding: the dispatcher hands the
+// tasks a report changes over to the leader's store; a report made in
+// this process (a clock reading with its monotonic part, an empty list
+// of ports) must leave the same task there as the followers decode.
+func TestStatusReportsHandedOverEqualTheirDecoding(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, st, all := seedPassStore(ctx, t)
+	var book *allocator
+	if _, err := m.reconcile(ctx, st, all, true, true, &book); err != nil {
+		t.Fatal(err)
+	}
+	var tk *api.Task
+	st.View(func(tx *raftstore.ReadTx) error {
+		ts, err := list[*api.Task](tx.List(TableTasks))
+		for _, c := range ts {
+			if c.Status.State == api.TaskAssigned && c.NodeID != "" && tk == nil {
+				tk = c
+			}
+		}
+		return err
+	})
+	if tk == nil {
+		t.Fatal("no assigned task to report on")
+	}
+	d := &dispatcher{store: st}
+	d.serving.Store(true)
+	report := api.TaskStatus{State: api.TaskAccepted, Timestamp: time.Now(), Ports: []api.PortConfig{}}
+	if err := d.updateStatus(ctx, tk.NodeID, []agent.StatusUpdate{{TaskID: tk.ID, Status: report}}); err != nil {
+		t.Fatal(err)
+	}
+	st.View(func(tx *raftstore.ReadTx) error {
+		o, err := tx.Get(TableTasks, tk.ID)
+		if err != nil || o.(*api.Task).Status.State != api.TaskAccepted {
+			t.Fatalf("the report did not apply: %+v %v", o, err)
+		}
+		return nil
+	})
+	sameAsDecoded(t, st, 1)
 }

@@ -315,10 +315,17 @@ func (b *bench) steadyFigure(ctx context.Context, c *cluster, f *fleet) error {
 		return err
 	}
 	t0 := time.Now()
+	join, err := b.startWave(ctx, c, "join", st0.Term)
+	if err != nil {
+		return err
+	}
 	if err := f.grow(ctx, b.o.fleet); err != nil {
 		return err
 	}
 	progress("figure 6: %d workers joined and registered in %v", b.o.fleet, time.Since(t0).Round(time.Millisecond))
+	if err := join.end(ctx, b, c); err != nil {
+		return err
+	}
 	cl, err := c.client()
 	if err != nil {
 		return err
@@ -340,6 +347,14 @@ func (b *bench) steadyFigure(ctx context.Context, c *cluster, f *fleet) error {
 	if err != nil {
 		return err
 	}
+	_, stJoined, err := c.leaderStatus(ctx)
+	if err != nil {
+		return err
+	}
+	startWave, err := b.startWave(ctx, c, "start", stJoined.Term)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	svc, err := cl.CreateService(ctx, serviceSpec("steady", b.o.fleetTasks, false))
 	if err != nil {
@@ -349,6 +364,9 @@ func (b *bench) steadyFigure(ctx context.Context, c *cluster, f *fleet) error {
 		return err
 	}
 	converge := time.Since(start)
+	if err := startWave.end(ctx, b, c); err != nil {
+		return err
+	}
 	progress("figure 6: %d tasks on %d workers all running after %v; waiting for a steady state", b.o.fleetTasks, b.o.fleet, converge.Round(time.Millisecond))
 	// The event stream (from a follower) goes on telling which tasks run:
 	// a list of 20,000 tasks is more than the Client reads in one answer.
@@ -474,4 +492,82 @@ func (c *cluster) steady(ctx context.Context, cl *swarm.Client, nodes int, runni
 		progress("figure 6: %d of %d nodes ready, %d of %d tasks running; waiting again", ready, nodes, run, tasks)
 	}
 	return nil, nodeStatus{}, errors.New("no steady state within 5 minutes")
+}
+
+// wave measures the managers through one phase of figure 6 (the workers
+// joining, the tasks starting): the CPU each manager and this process
+// (the workers' side) use, how long the managers' threads waited for a
+// CPU (the kernel's run-queue wait: high when the machine is loaded,
+// which is what makes a leader miss its Raft lease), the machine's load,
+// and whether leadership changed; with -profile, a CPU profile of every
+// manager over its first waveProfileFor.
+type wave struct {
+	name  string
+	start time.Time
+	load  string
+	cpu   []int64 // CPU ticks at the start, by manager
+	wait  []int64 // run-queue wait at the start, ns, by manager
+	self  int64
+	term0 uint64
+}
+
+// waveProfileFor is how long each manager is profiled as a wave starts.
+const waveProfileFor = 30 * time.Second
+
+func (b *bench) startWave(ctx context.Context, c *cluster, name string, term0 uint64) (*wave, error) {
+	w := &wave{name: name, start: time.Now(), load: loadAvg(), cpu: make([]int64, len(c.mgrs)), wait: make([]int64, len(c.mgrs)), term0: term0}
+	for i, m := range c.mgrs {
+		var err error
+		if w.cpu[i], err = cpuTicks(m.pid); err != nil {
+			return nil, err
+		}
+		w.wait[i] = runQueueWait(m.pid)
+		if b.o.profile != "" {
+			go m.ask(ctx, fmt.Sprintf("profile %s %v", filepath.Join(b.o.profile, name+"-"+m.name+".prof"), waveProfileFor), &nodeStatus{})
+		}
+	}
+	w.self, _ = cpuTicks(os.Getpid())
+	return w, nil
+}
+
+// end notes what the wave cost and whether the term moved.
+func (w *wave) end(ctx context.Context, b *bench, c *cluster) error {
+	secs := time.Since(w.start).Seconds()
+	var cores, waits string
+	for i, m := range c.mgrs {
+		t, err := cpuTicks(m.pid)
+		if err != nil {
+			return err
+		}
+		cores += fmt.Sprintf(" %s %.2f,", m.name, float64(t-w.cpu[i])/clockTick/secs)
+		waits += fmt.Sprintf(" %s %.0f,", m.name, float64(runQueueWait(m.pid)-w.wait[i])/1e6/secs)
+	}
+	self, _ := cpuTicks(os.Getpid())
+	leader, st, err := c.leaderStatus(ctx)
+	if err != nil {
+		return err
+	}
+	b.note("6: %s wave, %.0f s (load average at its start %s): CPU cores of the managers%s of this process %.2f;\n"+
+		"the managers' threads waited for a CPU (ms per s)%s term %d -> %d by its end, leader %s.",
+		w.name, secs, w.load, cores, float64(self-w.self)/clockTick/secs, waits, w.term0, st.Term, leader.name)
+	progress("figure 6: %s wave: term %d -> %d, managers' cores%s run-queue wait ms/s%s", w.name, w.term0, st.Term, cores, waits)
+	return nil
+}
+
+// runQueueWait is the time a process's threads have waited on a run
+// queue, in ns (/proc/PID/task/*/schedstat, second field); 0 if unknown.
+func runQueueWait(pid int) int64 {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum int64
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var run, wait int64
+		if _, err := fmt.Sscan(string(b), &run, &wait); err == nil {
+			sum += wait
+		}
+	}
+	return sum
 }

@@ -112,7 +112,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.schedNodes, "sched-nodes", 10000, "figure 5: registered nodes")
 	flag.IntVar(&o.schedTasks, "sched-tasks", 100000, "figure 5: replicas of the one service")
 	flag.IntVar(&o.schedRuns, "sched-trials", 3, "figure 5: trials (each in a fresh child process), for Shoal and for SwarmKit")
-	flag.StringVar(&o.swarmkit, "swarmkit", "../shared/anchors/swarmkit-sched", "SwarmKit's scheduler harness to build and run for figure 5 (empty: skip; skipped with -quick unless set explicitly)")
+	flag.StringVar(&o.swarmkit, "swarmkit", "../shared/anchors/swarmkit-sched", "SwarmKit's scheduler harness to build and run for figure 5; a relative path is tried from the working directory, the module root, then the main git checkout (empty: skip; skipped with -quick unless set explicitly)")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles here: the figure 5 child (and its heap once all is assigned), the leader during figures 4 and 6")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (data dirs and the children's logs)")
 	flag.DurationVar(&o.raftTimeout, "raft-timeout", 0, "TUNE the managers' Raft heartbeat and election timeouts (lease: half) away from the defaults; the table says so")

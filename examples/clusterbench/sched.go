@@ -305,12 +305,9 @@ var allAssigned = regexp.MustCompile(`all_assigned=(\S+)`)
 // runSwarmKit builds SwarmKit's scheduler harness where it lives (it is
 // not part of this project) and runs it o.schedRuns times.
 func (b *bench) runSwarmKit(ctx context.Context, nodes, tasks int) (samples, samples, error) {
-	dir, err := filepath.Abs(b.o.swarmkit)
+	dir, err := resolveAnchor(b.o.swarmkit, "main.go")
 	if err != nil {
-		return nil, nil, err
-	}
-	if _, err := os.Stat(filepath.Join(dir, "main.go")); err != nil {
-		return nil, nil, fmt.Errorf("no harness at %s (-swarmkit): %w", dir, err)
+		return nil, nil, fmt.Errorf("SwarmKit's harness (-swarmkit %s): %w", b.o.swarmkit, err)
 	}
 	bin := filepath.Join(b.tmp, "swarmkit-harness")
 	progress("figure 5: building SwarmKit's harness in %s", dir)
