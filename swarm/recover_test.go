@@ -89,8 +89,8 @@ func TestForceNewClusterRefusesTheManagersLeftOut(t *testing.T) {
 	id0, id1 := m0.ID(), m1.ID()
 	// A second Node on the running manager's dir is refused by the data
 	// dir's lock, not only by the Node's own state.
-	if _, err := (&swarm.Node{Dir: m0.Dir}).ForceNewCluster(ctx); !errors.Is(err, raftstore.ErrLocked) {
-		t.Fatalf("ForceNewCluster on a running manager's dir: %v, want raftstore.ErrLocked", err)
+	if _, err := (&swarm.Node{Dir: m0.Dir}).ForceNewCluster(ctx); !errors.Is(err, raftstore.ErrDirLocked) {
+		t.Fatalf("ForceNewCluster on a running manager's dir: %v, want raftstore.ErrDirLocked", err)
 	}
 	m1.Close()
 	m0.Close()
