@@ -52,22 +52,29 @@ type leaderSeen struct {
 func (l *leaderSeen) note(self string, o *raft.Observation) {
 	switch d := o.Data.(type) {
 	case raft.LeaderObservation:
-		if d.LeaderID == "" {
-			return // a leader lost: the last one stays the last
+		if d.LeaderID != "" { // a leader lost: the last one stays the last
+			l.leader(string(d.LeaderID), o.Raft.CurrentTerm())
 		}
-		term := o.Raft.CurrentTerm()
-		l.mu.Lock()
-		l.last = LastLeader{ID: string(d.LeaderID), Term: term, Events: l.last.Events + 1}
-		l.mu.Unlock()
 	case raft.RequestVoteRequest:
-		if string(d.ID) == self {
-			return
+		if string(d.ID) != self {
+			l.voteAsked(d.Term)
 		}
-		l.mu.Lock()
-		l.last.Events++
-		if d.Term > l.last.Term && l.last.ID != "" {
-			l.last.VotedSince = true
-		}
-		l.mu.Unlock()
+	}
+}
+
+// leader records a leader seen in term.
+func (l *leaderSeen) leader(id string, term uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last = LastLeader{ID: id, Term: term, Events: l.last.Events + 1}
+}
+
+// voteAsked records another member's vote request in term.
+func (l *leaderSeen) voteAsked(term uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last.Events++
+	if l.last.ID != "" && term > l.last.Term {
+		l.last.VotedSince = true
 	}
 }
