@@ -293,9 +293,18 @@ func TestTwoNodeFenceFailsReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := leaderOf(t, cl, managers)
-	victim.kill()
 	survivor := other(managers, victim)
 	scl := clientOf(t, survivor)
+	// The follower has the service in its log once it is acknowledged,
+	// but applies it only when it learns the commit (the next append or
+	// heartbeat); read-only with no leader, it would not learn it, and its
+	// reads (and the write below, which reads the service first) would
+	// not find it. Kill the leader once the follower has applied it.
+	waitfor.True(t, "the follower applied the service", func() bool {
+		_, err := scl.Service(ctx, "web")
+		return err == nil
+	})
+	victim.kill()
 	var werr error
 	waitfor.True(t, "the survivor refuses writes because the fence failed", func() bool {
 		_, werr = scl.ScaleService(ctx, "web", 3)
