@@ -20,17 +20,17 @@ import (
 // the rest.
 const LockFile = "raftstore.lock"
 
-// LockedError is returned by Start and Recover when another store, in
+// DirLockedError is returned by Start and Recover when another store, in
 // this process or another, has Dir open: two members on one data dir, or
 // a recovery under a running member, would corrupt it.
-type LockedError struct {
+type DirLockedError struct {
 	Dir string
 	// PID is the holder's process ID as it wrote it in the lock file; 0
 	// when unknown.
 	PID int
 }
 
-func (e *LockedError) Error() string {
+func (e *DirLockedError) Error() string {
 	holder := "another process"
 	switch {
 	case e.PID == os.Getpid():
@@ -41,7 +41,7 @@ func (e *LockedError) Error() string {
 	return fmt.Sprintf("raftstore: data dir %s is in use by %s (a running member or a recovery): stop it (or close that Store) first", e.Dir, holder)
 }
 
-func (e *LockedError) Unwrap() error { return ErrLocked }
+func (e *DirLockedError) Unwrap() error { return ErrDirLocked }
 
 // lockDir takes Dir's lock without waiting; release gives it back.
 func lockDir(dir string) (release func(), err error) {
@@ -57,7 +57,7 @@ func lockDir(dir string) (release func(), err error) {
 		}
 		b, _ := os.ReadFile(path)
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		return nil, &LockedError{Dir: dir, PID: pid}
+		return nil, &DirLockedError{Dir: dir, PID: pid}
 	}
 	// Best effort: the PID only names the holder in the error above.
 	if f.Truncate(0) == nil {

@@ -10,7 +10,7 @@ import (
 )
 
 // A member runs in a child process: Recover and a second Start on its dir
-// are refused with a LockedError naming the dir and the child, and the
+// are refused with a DirLockedError naming the dir and the child, and the
 // dir is untouched. Killed with SIGKILL, the child leaves the lock free
 // (the kernel drops it): Recover then goes through.
 func TestDirLockRefusesASecondOpenerUntilTheHolderDies(t *testing.T) {
@@ -43,14 +43,14 @@ func TestDirLockRefusesASecondOpenerUntilTheHolderDies(t *testing.T) {
 	}
 	self := []Server{{ID: "c", Address: "c", Voter: true}}
 	_, err := (&Store{ID: "c", Dir: dir, Schema: testSchema()}).Recover(ctx, self)
-	var le *LockedError
-	if !errors.As(err, &le) || !errors.Is(err, ErrLocked) || le.Dir != dir || le.PID != cmd.Process.Pid {
-		t.Fatalf("Recover under a running member: %v, want a LockedError for %s held by %d", err, dir, cmd.Process.Pid)
+	var le *DirLockedError
+	if !errors.As(err, &le) || !errors.Is(err, ErrDirLocked) || le.Dir != dir || le.PID != cmd.Process.Pid {
+		t.Fatalf("Recover under a running member: %v, want a DirLockedError for %s held by %d", err, dir, cmd.Process.Pid)
 	}
 	second := &Store{ID: "c", Dir: dir, Schema: testSchema(), Transport: NewMemNetwork().Transport("c")}
-	if err := second.Start(ctx); !errors.Is(err, ErrLocked) {
+	if err := second.Start(ctx); !errors.Is(err, ErrDirLocked) {
 		second.Close()
-		t.Fatalf("a second Start on a running member's dir: %v, want ErrLocked", err)
+		t.Fatalf("a second Start on a running member's dir: %v, want ErrDirLocked", err)
 	}
 	t.Log(err)
 

@@ -20,8 +20,8 @@ var (
 	ErrInvalidConfig = errors.New("raftstore: invalid configuration")
 	ErrNotStarted    = errors.New("raftstore: store not started")
 	ErrTooLarge      = errors.New("raftstore: transaction too large")
-	// ErrLocked is wrapped by a LockedError: another store has the dir.
-	ErrLocked = errors.New("raftstore: data dir in use")
+	// ErrDirLocked is wrapped by a DirLockedError: another store has the dir.
+	ErrDirLocked = errors.New("raftstore: data dir in use")
 )
 
 // ConflictError reports an optimistic-concurrency failure: the object changed

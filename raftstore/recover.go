@@ -20,7 +20,7 @@ import (
 // alone. The store must not be started; the fields Start reads (ID, Dir,
 // Schema, the keys) must be set, Transport need not be. It locks Dir for
 // its duration: while a member runs on Dir (in any process) it fails with
-// a LockedError.
+// a DirLockedError.
 //
 // servers must include this member as a voter. Every member left out must
 // be gone for good: one that comes back with its old data still believes

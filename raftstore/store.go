@@ -83,7 +83,7 @@ type Store struct {
 	// Dir holds the log, stable state, key file and snapshots. Empty keeps
 	// everything in memory (tests, simulations): nothing survives a restart.
 	// One store has it at a time: Start and Recover lock it, and a second
-	// one gets a LockedError.
+	// one gets a DirLockedError.
 	Dir string
 	// Schema lists the tables; it must be the same on every member.
 	Schema *Schema
@@ -171,6 +171,7 @@ type Store struct {
 	leaderDrops atomic.Uint64
 	// leaderChanges counts the leader changes this member observed.
 	leaderChanges atomic.Uint64
+	seen          leaderSeen // LastLeader (leaderseen.go)
 }
 
 // Start opens the data dir, restores state and joins the Raft cluster. It
@@ -242,6 +243,7 @@ func (s *Store) Start(ctx context.Context) (err error) {
 	s.leaderSubs = map[chan LeaderInfo]struct{}{}
 	obsCh := make(chan raft.Observation, 16)
 	s.observer = raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
+		s.seen.note(s.ID, o)
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	})

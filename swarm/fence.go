@@ -26,22 +26,24 @@ import (
 // (the operator's Fencer powers it off or cuts it off and says so) and
 // only once the fence reports success makes itself the only voter
 // (raftstore.Store.RecoverAlone) and goes on. Until then it stays
-// read-only and says why, and tries again with backoff. See
+// read-only and says why, and tries again with backoff. Which of the two
+// fences first follows the last leader (fenceTurn): the follower of a
+// lost leader fences at once, the leader waits TwoNode.Delay. See
 // docs/ARCHITECTURE.md for what each failure does.
 
 // Defaults of two-node mode.
 const (
-	// DefaultFenceDelay is how long the manager with the higher node ID
-	// waits before it fences, so that after a cut between two live
-	// managers the lower one fences first and the higher one is gone
-	// before its turn. It must exceed the Fencer's own time plus a
-	// second (the two may notice the loss up to a heartbeat timeout
-	// apart).
+	// DefaultFenceDelay is how long a manager that led last waits before
+	// it fences its lost follower, so that after a cut between two live
+	// managers the follower fences first and the leader is gone before
+	// its turn (the follower of a lost leader does not wait). It must
+	// exceed the Fencer's own time plus a second (the two may notice the
+	// loss up to a heartbeat timeout apart).
 	DefaultFenceDelay = 5 * time.Second
 	// DefaultFenceTimeout bounds one call of the Fencer. It stays a
-	// second and more under the delay, so that after a cut the lower
-	// ID's fence has ended (done or failed) before the higher ID's
-	// begins: two fences at once could stop both boxes, or, fencing by
+	// second and more under the delay, so that after a cut the first
+	// fence has ended (done or failed) before the other side's begins:
+	// two fences at once could stop both boxes, or, fencing by
 	// isolation, leave each alone with a cluster of its own. A Fencer
 	// that needs longer needs a longer Delay too (Validate says so).
 	DefaultFenceTimeout = 3 * time.Second
@@ -118,8 +120,14 @@ type TwoNode struct {
 	// gateway, say: see DialWitness), so that it does not fence a healthy
 	// peer.
 	Witness func(ctx context.Context) error
-	// Delay is how long the manager with the higher node ID waits before
-	// fencing; 0 means DefaultFenceDelay.
+	// Delay spaces the two managers' fences, so that when both are alive
+	// and cut apart exactly one survives; 0 means DefaultFenceDelay. The
+	// follower of the last leader fences as soon as the leader is lost;
+	// the last leader waits Delay (its follower fences it meanwhile, or,
+	// dead, is fenced after it). Only when this manager cannot be sure
+	// which led last (it led, then granted the peer a vote it never saw
+	// the end of) does it wait 2×Delay with the lower node ID, 3×Delay
+	// with the higher. It must exceed Timeout by more than a second.
 	Delay time.Duration
 	// Timeout bounds one call of Fencer; 0 means DefaultFenceTimeout.
 	Timeout time.Duration
@@ -203,6 +211,9 @@ func (e *FenceError) Unwrap() []error { return []error{ErrReadOnly, ErrUnavailab
 type fenceState struct {
 	mu     sync.Mutex
 	reason *FenceError // nil: not read-only
+	// fileMu orders writing fenceFile and removing it, so that a fence
+	// recorded by one leadership never removes the file of a newer one.
+	fileMu sync.Mutex
 }
 
 func (f *fenceState) set(e *FenceError) {
@@ -247,7 +258,7 @@ func (m *Manager) validateTwoNode() error {
 	}
 	if timeout+time.Second >= delay {
 		return fmt.Errorf("%w: two-node mode: the fence delay (%v) must exceed the fence timeout (%v) by more than a second, "+
-			"so that the lower node ID's fence has ended before the higher one's starts (raise the delay or lower the timeout)", api.ErrInvalidSpec, delay, timeout)
+			"so that one manager's fence has ended before the other's starts (raise the delay or lower the timeout)", api.ErrInvalidSpec, delay, timeout)
 	}
 	return nil
 }
@@ -257,18 +268,19 @@ func (m *Manager) validateTwoNode() error {
 // the loss of a leader. The peer is lost when no leader has been known
 // for an election timeout: by then Raft itself has given up on it (a
 // follower after its heartbeat timeout, a leader after its lease), and
-// one election has had its chance. Then it fences the peer and, on
-// success, goes on alone.
+// one election has had its chance. Then, at its turn (fenceTurn), it
+// fences the peer and, on success, goes on alone.
 func (m *Manager) guardPeer(ctx context.Context, st *raftstore.Store) {
 	lostAfter := cmpOr(m.Raft.ElectionTimeout, raftstore.DefaultElectionTimeout)
+	delay := cmpOr(m.TwoNode.Delay, DefaultFenceDelay)
 	t := time.NewTicker(lostAfter / 10)
 	defer t.Stop()
 	var (
-		armed     bool // a leader was seen with the peer voting
 		lostSince time.Time
-		next      time.Time // no fence before
+		seen      raftstore.LastLeader // at lostSince
+		waiting   bool                 // this loss's wait is announced
+		next      time.Time            // no fence before (backoff)
 		tries     int
-		delayed   bool // the higher ID waited its delay in this loss
 	)
 	for {
 		select {
@@ -283,40 +295,87 @@ func (m *Manager) guardPeer(ctx context.Context, st *raftstore.Store) {
 			continue
 		}
 		peer, ok := twoNodePeer(srvs, m.ID, arbitersOf(st))
-		if !ok {
+		if !ok || st.Leader().ID != "" {
 			m.fence.set(nil)
-			lostSince, tries, delayed = time.Time{}, 0, false
+			lostSince, tries = time.Time{}, 0
 			continue
 		}
-		if st.Leader().ID != "" {
-			armed = true
-			m.fence.set(nil)
-			lostSince, tries, delayed = time.Time{}, 0, false
-			continue
-		}
-		if !armed {
+		ll := st.LastLeader()
+		if ll.ID == "" {
 			m.fence.set(&FenceError{Peer: peer, Err: errPeerNeverSeen})
 			continue
 		}
 		now := time.Now()
-		if lostSince.IsZero() {
-			lostSince = now
+		if lostSince.IsZero() || ll.Events != seen.Events {
+			// The loss begins, or begins again: a leader came and went
+			// (or the peer asked for a vote) since the last look, and
+			// the peer counts from then too.
+			lostSince, seen, waiting = now, ll, false
 		}
 		if now.Sub(lostSince) < lostAfter || now.Before(next) {
 			continue
 		}
-		err = m.fencePeer(ctx, st, peer, &delayed)
+		wait, why := fenceTurn(m.ID, peer, ll, delay)
+		if at := lostSince.Add(lostAfter + wait); now.Before(at) {
+			if !waiting {
+				waiting = true
+				m.fence.set(&FenceError{Peer: peer, Err: fmt.Errorf("fencing in %s (%s)", at.Sub(now).Round(100*time.Millisecond), why)})
+				m.logger().Warn("swarm: two-node mode: peer lost; waiting before fencing it", "peer", peer.ID, "delay", wait, "turn", why,
+					"last_leader", ll.ID, "term", ll.Term)
+			}
+			continue
+		}
+		err = m.fencePeer(ctx, st, peer, seen, why)
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		if errors.Is(err, errPeerBack) {
-			lostSince = time.Time{}
-			continue
-		}
-		wait := min(time.Second<<min(tries, 5), maxFenceBackoff)
+		wait = min(time.Second<<min(tries, 5), maxFenceBackoff)
 		tries++
 		next = time.Now().Add(wait)
 		m.fenceFailed(peer, err, wait)
+	}
+}
+
+// The turns of fenceTurn, as the log and FenceError give them.
+const (
+	turnPeerLed = "the peer led last: fencing at once"
+	turnLedLast = "this manager led last: its follower fences first"
+	turnUnsure  = "neither manager is sure which led last: the lower node ID fences first"
+)
+
+// fenceTurn is how long after the loss of its peer this manager waits
+// before fencing it, and why, from the last leader it saw (ll: raft's
+// own observations, see raftstore.LastLeader):
+//
+//   - the peer led last: at once. Killing the leader is never delayed.
+//   - this manager led last and the peer has not asked for its vote
+//     since: delay. Cut apart from a live follower, this one is fenced
+//     during its wait; with the follower dead, it fences after it.
+//   - anything else (it led, then granted a vote it never saw the end of;
+//     or the last leader it saw is no longer a voter): two delays for the
+//     lower node ID, three for the higher.
+//
+// Two survivors would need both managers to fence within one delay of
+// each other, and no pair of turns allows it. Both "the peer led last"
+// needs each to have seen the other lead after its own leadership, and
+// a member sees no leader of a term below its own: the later of the two
+// leaderships would have to come before the earlier. Both "led last"
+// needs the leader of the lower term to have granted the vote of the
+// higher one, which VotedSince records. "At once" is a delay or more
+// from any other turn; "led last" and "unsure" are a delay apart, and
+// two "unsure" are staggered by node ID. Nothing is kept on disk: a
+// restarted manager has seen no leader and does not fence at all until
+// it sees one, which it sees in a term no lower than any before.
+func fenceTurn(self string, peer Peer, ll raftstore.LastLeader, delay time.Duration) (time.Duration, string) {
+	switch {
+	case ll.ID == peer.ID:
+		return 0, turnPeerLed
+	case ll.ID == self && !ll.VotedSince:
+		return delay, turnLedLast
+	case self < peer.ID:
+		return 2 * delay, turnUnsure
+	default:
+		return 3 * delay, turnUnsure
 	}
 }
 
@@ -349,42 +408,33 @@ func twoNodePeer(srvs []raftstore.Server, self string, arbiters map[string]bool)
 	return Peer{}, false
 }
 
-// errPeerBack ends a fence attempt because a leader showed up.
-var errPeerBack = errors.New("a leader is known again")
-
-// fencePeer checks the witness, waits its turn, fences the peer and on
-// success makes this manager the only voter and records the fence.
-func (m *Manager) fencePeer(ctx context.Context, st *raftstore.Store, peer Peer, delayed *bool) error {
+// fencePeer checks the witness, fences the peer and on success makes
+// this manager the only voter and records the fence. seen is what this
+// manager had seen of leadership when the loss began; turn is why it
+// fences now.
+func (m *Manager) fencePeer(ctx context.Context, st *raftstore.Store, peer Peer, seen raftstore.LastLeader, turn string) error {
 	tn := m.TwoNode
 	if tn.Witness != nil {
 		if err := tn.Witness(ctx); err != nil {
 			return &FenceStepError{Step: "not fencing: the witness check failed, this manager may be the one cut off", Err: err}
 		}
 	}
-	if m.ID > peer.ID && !*delayed {
-		d := cmpOr(tn.Delay, DefaultFenceDelay)
-		m.fence.set(&FenceError{Peer: peer, Err: fmt.Errorf("fencing in %s (the manager with the lower ID fences first)", d)})
-		m.logger().Warn("swarm: two-node mode: peer lost; waiting before fencing it (the lower node ID fences first)", "peer", peer.ID, "delay", d)
-		if err := waitLeaderless(ctx, st, d); err != nil {
-			return err
-		}
-		*delayed = true
-	}
-	m.logger().Warn("swarm: two-node mode: peer lost; fencing it", "peer", peer.ID, "addr", peer.Addr)
+	m.logger().Warn("swarm: two-node mode: peer lost; fencing it", "peer", peer.ID, "addr", peer.Addr, "turn", turn)
 	fctx, cancel := context.WithTimeout(ctx, cmpOr(tn.Timeout, DefaultFenceTimeout))
 	err := tn.Fencer.Fence(fctx, peer)
 	cancel()
 	if err != nil {
 		return &FenceStepError{Step: "fencing failed", Err: err}
 	}
-	if li := st.Leader(); li.ID != "" {
-		// Something leads after all: the fence did not stop the peer, or
-		// it was never gone. Going on alone now would make two leaders.
-		return fmt.Errorf("the fence reported success but %s leads: not going on alone (check the fencing action)", li.ID)
+	if li, ll := st.Leader(), st.LastLeader(); li.ID != "" || ll.Events != seen.Events {
+		// Something leads, or did, or asked for a vote, during the
+		// fence: it did not stop the peer, or the peer was never gone.
+		// Going on alone now could make two leaders.
+		return fmt.Errorf("the fence reported success but the peer was heard from meanwhile (leader %q, last leader %q): not going on alone (check the fencing action)",
+			li.ID, ll.ID)
 	}
 	rec := api.Fence{Peer: peer.ID, PeerAddr: peer.Addr, By: m.ID, At: time.Now().UTC()}
-	b, _ := json.Marshal(rec)
-	if err := atomicfile.Write(filepath.Join(m.Dir, fenceFile), b, 0o600); err != nil {
+	if err := m.writeFenceFile(rec); err != nil {
 		return &FenceStepError{Step: "peer fenced; recording it failed", Err: err}
 	}
 	m.logger().Warn("swarm: two-node mode: peer fenced; going on as the only voter", "peer", peer.ID)
@@ -400,30 +450,11 @@ func (m *Manager) fencePeer(ctx context.Context, st *raftstore.Store, peer Peer,
 		// fence (fence.json): this manager's next leadership records it
 		// (recordLastFence).
 		m.logger().Warn("swarm: two-node mode: recording the fence in the cluster object", "err", err)
+	} else {
+		m.removeFenceFile(rec)
 	}
 	m.logger().Warn("swarm: two-node mode: this manager is the only voter; the fenced peer votes again once it is back and has caught up", "peer", peer.ID)
 	return nil
-}
-
-// waitLeaderless waits d, and fails with errPeerBack if a leader shows up
-// meanwhile.
-func waitLeaderless(ctx context.Context, st *raftstore.Store, d time.Duration) error {
-	end := time.NewTimer(d)
-	defer end.Stop()
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-end.C:
-			return nil
-		case <-t.C:
-			if st.Leader().ID != "" {
-				return errPeerBack
-			}
-		}
-	}
 }
 
 // addFence adds rec to Cluster.Fences unless it is there, keeping them in
@@ -435,7 +466,7 @@ func addFence(ctx context.Context, st *raftstore.Store, rec api.Fence) error {
 			if err != nil {
 				return err
 			}
-			if slices.ContainsFunc(c0.Fences, func(f api.Fence) bool { return f.Peer == rec.Peer && f.By == rec.By && f.At.Equal(rec.At) }) {
+			if slices.ContainsFunc(c0.Fences, func(f api.Fence) bool { return sameFence(f, rec) }) {
 				return nil
 			}
 			c := *c0
@@ -449,32 +480,69 @@ func addFence(ctx context.Context, st *raftstore.Store, rec api.Fence) error {
 	})
 }
 
+// writeFenceFile records rec in fenceFile, before this manager acts on
+// the fence.
+func (m *Manager) writeFenceFile(rec api.Fence) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	m.fence.fileMu.Lock()
+	defer m.fence.fileMu.Unlock()
+	return atomicfile.Write(filepath.Join(m.Dir, fenceFile), b, 0o600)
+}
+
+// readFenceFile returns the fence in fenceFile; ok is false without one.
+func (m *Manager) readFenceFile() (rec api.Fence, ok bool, err error) {
+	b, err := os.ReadFile(filepath.Join(m.Dir, fenceFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return rec, false, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &rec)
+	}
+	return rec, err == nil, err
+}
+
+// removeFenceFile removes fenceFile once rec, the fence it holds, is in
+// the cluster object (committed): a crash before the removal leaves the
+// file, and the next leadership finds the fence recorded already and
+// removes it then. A file that holds another fence (a newer one) stays.
+func (m *Manager) removeFenceFile(rec api.Fence) {
+	m.fence.fileMu.Lock()
+	defer m.fence.fileMu.Unlock()
+	if cur, ok, err := m.readFenceFile(); err == nil && ok && sameFence(cur, rec) {
+		if err := os.Remove(filepath.Join(m.Dir, fenceFile)); err != nil {
+			m.logger().Warn("swarm: two-node mode: removing the recorded fence's file", "err", err)
+		}
+	}
+}
+
+func sameFence(a, b api.Fence) bool { return a.Peer == b.Peer && a.By == b.By && a.At.Equal(b.At) }
+
 // recordLastFence is what a new leader does about its fence file: the
 // last fence this manager acted on, written before it went on alone. A
 // manager killed between that and recording the fence in the cluster
-// object has it only there; this records it, and logs it.
+// object has it only there; this records it (unless it is there), logs
+// it, and removes the file.
 func (m *Manager) recordLastFence(ctx context.Context, st *raftstore.Store) {
 	if m.Dir == "" {
 		return
 	}
-	path := filepath.Join(m.Dir, fenceFile)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
+	rec, ok, err := m.readFenceFile()
+	if err != nil {
+		m.logger().Warn("swarm: two-node mode: reading the last fence", "file", filepath.Join(m.Dir, fenceFile), "err", err)
 		return
 	}
-	var rec api.Fence
-	if err == nil {
-		err = json.Unmarshal(b, &rec)
-	}
-	if err != nil {
-		m.logger().Warn("swarm: two-node mode: reading the last fence", "file", path, "err", err)
+	if !ok {
 		return
 	}
 	if err := addFence(ctx, st, rec); err != nil {
 		if ctx.Err() == nil {
-			m.logger().Warn("swarm: two-node mode: recording the last fence in the cluster object", "file", path, "err", err)
+			m.logger().Warn("swarm: two-node mode: recording the last fence in the cluster object", "err", err)
 		}
 		return
 	}
+	m.removeFenceFile(rec)
 	m.logger().Info("swarm: two-node mode: the last fence by this manager is in the cluster object", "peer", rec.Peer, "peer_addr", rec.PeerAddr, "at", rec.At)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -57,6 +58,41 @@ func childTwoNode() *swarm.TwoNode {
 	}
 	return tn
 }
+
+// childFenceLog is a two-node child's log (warnings and errors), in the
+// fence dir, one file per data dir appended to across restarts: the tests
+// read from it which turn a manager took (fenceLog). Nil without a fence
+// dir, or if the file cannot be opened (the tests that read it fail then).
+func childFenceLog() *slog.Logger {
+	dir := os.Getenv("SHOAL_TEST_FENCE_DIR")
+	if dir == "" {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(dir, filepath.Base(os.Getenv("SHOAL_TEST_DIR"))+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// fenceLog is what node process p (and the ones before it on its data
+// dir) logged, from childFenceLog.
+func fenceLog(t *testing.T, p *procNode) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(os.Getenv("SHOAL_TEST_FENCE_DIR"), filepath.Base(p.dir)+".log"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// The log lines of a two-node manager's fence, as childFenceLog writes
+// them.
+const (
+	logFencing    = `msg="swarm: two-node mode: peer lost; fencing it"`
+	logWaiting    = `msg="swarm: two-node mode: peer lost; waiting before fencing it"`
+	logTurnAtOnce = `turn="the peer led last: fencing at once"`
+)
 
 // fenceCommandOutput is what the failing fence command prints: the
 // node's log has it, API clients never see it.
@@ -199,6 +235,53 @@ func TestTwoNodeSurvivesPeerKill(t *testing.T) {
 	killAndCheck(leaderOf(t, cl, managers), 2)
 }
 
+// Two managers in two-node mode, the fence delay far above a failover
+// (30 s): kill -9 the leader, and the follower fences it at once, its turn
+// because the peer led last, whichever node ID the leader had (its log
+// has the fence at once and no wait), and takes writes. The dead one
+// comes back and follows, the survivor leads, and it is killed in turn,
+// so that the leader killed has had the lower ID once and the higher
+// once.
+func TestTwoNodeKillLeaderFencesAtOnce(t *testing.T) {
+	ctx := context.Background()
+	managers, cl := twoNodeCluster(t, "kill", 30*time.Second)
+	killed := map[string]bool{} // "lower", "higher": the leader's ID
+	for round := 0; !killed["lower"] || !killed["higher"]; round++ {
+		if round == 4 {
+			t.Fatalf("after %d rounds, leaders killed with the %v ID only", round, killed)
+		}
+		leader := leaderOf(t, cl, managers)
+		survivor := other(managers, leader)
+		side := "lower"
+		if leader.info.ID > survivor.info.ID {
+			side = "higher"
+		}
+		killed[side] = true
+		before := len(fenceLog(t, survivor))
+		leader.kill()
+		var fenced string
+		waitfor.True(t, "the survivor fences the dead leader", func() bool {
+			fenced = fenceLog(t, survivor)[before:]
+			return strings.Contains(fenced, logFencing)
+		})
+		line := fenced[strings.Index(fenced, logFencing):]
+		line, _, _ = strings.Cut(line, "\n")
+		if !strings.Contains(line, logTurnAtOnce) || strings.Contains(fenced, logWaiting) {
+			t.Fatalf("the leader with the %s ID killed: the survivor did not fence at once:\n%s", side, fenced)
+		}
+		t.Logf("the leader with the %s ID killed; the survivor: %s", side, line)
+		scl := clientOf(t, survivor)
+		waitfor.True(t, "a write accepted on the survivor", func() bool {
+			_, err := scl.CreateService(ctx, service(fmt.Sprintf("after-%d", round), api.Replicated(1)))
+			return err == nil || errors.Is(err, swarm.ErrNameInUse)
+		})
+		back := startProc(t, leader.dir, "start", "", "").wait(t)
+		managers[slices.Index(managers, leader)] = back
+		cl = clientOf(t, managers...)
+		twoVoters(t, cl)
+	}
+}
+
 // The fence fails: the survivor stays read-only and says why (writes are
 // refused naming the peer and that the fence failed; the fence command's
 // output stays out of the refusals and the cluster's warnings), its reads
@@ -210,9 +293,18 @@ func TestTwoNodeFenceFailsReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := leaderOf(t, cl, managers)
-	victim.kill()
 	survivor := other(managers, victim)
 	scl := clientOf(t, survivor)
+	// The follower has the service in its log once it is acknowledged,
+	// but applies it only when it learns the commit (the next append or
+	// heartbeat); read-only with no leader, it would not learn it, and its
+	// reads (and the write below, which reads the service first) would
+	// not find it. Kill the leader once the follower has applied it.
+	waitfor.True(t, "the follower applied the service", func() bool {
+		_, err := scl.Service(ctx, "web")
+		return err == nil
+	})
+	victim.kill()
 	var werr error
 	waitfor.True(t, "the survivor refuses writes because the fence failed", func() bool {
 		_, werr = scl.ScaleService(ctx, "web", 3)
@@ -357,13 +449,13 @@ func postOnce(t *testing.T, h *nettest.Host, dir, addr, path string, body any) (
 }
 
 // Two managers in two-node mode on two hosts, cut apart by a partition
-// while the one with the higher node ID leads and has just appended a
-// write it cannot commit: both lose the leader and try to fence; the
-// lower ID fences first (its hook kills the other process) and goes on
-// alone, the higher one waits its delay and is dead by then: exactly one
-// survives. Healed and restarted from its data dir, the fenced one is
-// added back as a follower, converges, and the write it never committed
-// is gone everywhere.
+// while one leads and has just appended a write it cannot commit: both
+// lose the leader and try to fence; the follower fences first, at once
+// (the peer led last), its hook kills the leader, and it goes on alone;
+// the leader waits its delay and is dead by then: exactly one survives.
+// Run with the leader on each side of the node IDs. Healed and restarted
+// from its data dir, the fenced one is added back as a follower,
+// converges, and the write it never committed is gone everywhere.
 func TestTwoNodePartitionOneSurvives(t *testing.T) {
 	if _, err := exec.LookPath("nsenter"); err != nil {
 		t.Skip("two-node partition test runs nodes with nsenter (util-linux)")
@@ -371,6 +463,12 @@ func TestTwoNodePartitionOneSurvives(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("two-node partition test cuts the hosts apart with nftables: apt-get install nftables")
 	}
+	for _, leads := range []string{"higher", "lower"} {
+		t.Run("leader has the "+leads+" ID", func(t *testing.T) { partitionOneSurvives(t, leads == "higher") })
+	}
+}
+
+func partitionOneSurvives(t *testing.T, higherLeads bool) {
 	ctx := context.Background()
 	lab := nettest.New(t, 3) // two managers and the test's client
 	hA, hB, hC := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2]
@@ -393,13 +491,18 @@ func TestTwoNodePartitionOneSurvives(t *testing.T) {
 	}
 	cl := client(procs...)
 	twoVoters(t, cl)
-	// The higher ID must lead: if the lower one does, both are killed
+	// The wanted side must lead: if the other one does, both are killed
 	// and restarted from their dirs until the election goes the other
 	// way.
-	high := slices.MaxFunc(procs, func(x, y *procNode) int { return strings.Compare(x.info.ID, y.info.ID) })
-	for try := 0; leaderOf(t, cl, procs).info.ID != high.info.ID; try++ {
+	wanted := func() *procNode {
+		if (procs[0].info.ID > procs[1].info.ID) == higherLeads {
+			return procs[0]
+		}
+		return procs[1]
+	}
+	for try := 0; leaderOf(t, cl, procs) != wanted(); try++ {
 		if try == 8 {
-			t.Fatal("the higher node ID never led")
+			t.Fatal("the wanted node ID never led")
 		}
 		for _, p := range procs {
 			p.kill()
@@ -412,49 +515,52 @@ func TestTwoNodePartitionOneSurvives(t *testing.T) {
 			next[i].wait(t)
 		}
 		procs = next
-		high = slices.MaxFunc(procs, func(x, y *procNode) int { return strings.Compare(x.info.ID, y.info.ID) })
 		cl = client(procs...)
 		twoVoters(t, cl)
 	}
-	low := other(procs, high)
+	leader := wanted()
+	follower := other(procs, leader)
 	if _, err := cl.CreateService(ctx, service("before", api.Replicated(1))); err != nil {
 		t.Fatal(err)
 	}
 
-	if err := lab.Partition([]*nettest.Host{hostOf[low.dir]}, []*nettest.Host{hostOf[high.dir]}); err != nil {
+	if err := lab.Partition([]*nettest.Host{hostOf[follower.dir]}, []*nettest.Host{hostOf[leader.dir]}); err != nil {
 		t.Fatal(err)
 	}
 	// The leader takes the write into its log and cannot commit it. One
 	// request, to it alone: a Client would try again, and the survivor
 	// may take the write by then.
 	cut := time.Now()
-	status, answer := postOnce(t, hC, dirA, high.info.Addr, "/v1/services", service("ghost", api.Replicated(1)))
+	status, answer := postOnce(t, hC, dirA, leader.info.Addr, "/v1/services", service("ghost", api.Replicated(1)))
 	if status >= 200 && status < 300 {
 		t.Fatalf("a write committed on one side of a partition of two voters: %d %s", status, answer)
 	}
 	t.Logf("%.1fs: the write on the cut-off leader refused: %d %s", time.Since(cut).Seconds(), status, answer)
-	waitfor.True(t, "the higher ID killed by the lower one's fence", high.dead)
-	t.Logf("%.1fs: the higher ID is dead", time.Since(cut).Seconds())
-	lcl := client(low)
-	waitfor.True(t, "the lower ID takes writes alone", func() bool {
-		_, err := lcl.CreateService(ctx, service("after", api.Replicated(1)))
+	waitfor.True(t, "the leader killed by the follower's fence", leader.dead)
+	t.Logf("%.1fs: the leader is dead", time.Since(cut).Seconds())
+	fcl := client(follower)
+	waitfor.True(t, "the follower takes writes alone", func() bool {
+		_, err := fcl.CreateService(ctx, service("after", api.Replicated(1)))
 		return err == nil || strings.Contains(err.Error(), "name in use")
 	})
-	t.Logf("%.1fs: the lower ID took a write alone", time.Since(cut).Seconds())
-	if low.dead() {
-		t.Fatal("the lower ID died too")
+	t.Logf("%.1fs: the follower took a write alone", time.Since(cut).Seconds())
+	if follower.dead() {
+		t.Fatal("the follower died too")
 	}
-	c, err = lcl.Cluster(ctx)
-	if err != nil || len(c.Fences) != 1 || c.Fences[0].Peer != high.info.ID || c.Fences[0].By != low.info.ID {
-		t.Fatalf("fences %+v (%v): want %s fenced by %s", c.Fences, err, high.info.ID, low.info.ID)
+	if log := fenceLog(t, follower); !strings.Contains(log, logTurnAtOnce) || strings.Contains(log, logWaiting) {
+		t.Fatalf("the follower did not fence at once:\n%s", log)
+	}
+	c, err = fcl.Cluster(ctx)
+	if err != nil || len(c.Fences) != 1 || c.Fences[0].Peer != leader.info.ID || c.Fences[0].By != follower.info.ID {
+		t.Fatalf("fences %+v (%v): want %s fenced by %s", c.Fences, err, leader.info.ID, follower.info.ID)
 	}
 
 	// Healed, the fenced one restarts from its dir and rejoins.
 	if err := lab.Heal(); err != nil {
 		t.Fatal(err)
 	}
-	back := startInHost(t, hostOf[high.dir], high.dir, "start", "", "").wait(t)
-	procs = []*procNode{low, back}
+	back := startInHost(t, hostOf[leader.dir], leader.dir, "start", "", "").wait(t)
+	procs = []*procNode{follower, back}
 	twoVoters(t, client(procs...))
 	bcl := client(back) // reads from the returning node's own state
 	waitfor.True(t, "the returning node converged", func() bool {
@@ -468,12 +574,12 @@ func TestTwoNodePartitionOneSurvives(t *testing.T) {
 		}
 		return names["before"] && names["after"]
 	})
-	for _, x := range []*swarm.Client{bcl, lcl} {
+	for _, x := range []*swarm.Client{bcl, fcl} {
 		if _, err := x.Service(ctx, "ghost"); !errors.Is(err, swarm.ErrNotFound) {
 			t.Fatalf("the write that never committed: %v, want not found", err)
 		}
 	}
-	if low.dead() || back.dead() {
+	if follower.dead() || back.dead() {
 		t.Fatal("a node died after the rejoin")
 	}
 }

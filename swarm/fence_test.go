@@ -90,7 +90,10 @@ func TestTwoNodeDelayMustOutlastTheFence(t *testing.T) {
 
 // A manager that fenced its peer and went on alone was killed before it
 // recorded the fence in the cluster object: only its fence file has it.
-// Its next leadership records it, once (a later one adds nothing).
+// Its next leadership records it and removes the file. Killed again
+// between recording it and removing the file (the file written again
+// here, as that crash leaves it), the next leadership finds the fence
+// recorded: the cluster keeps it once, and the file goes.
 func TestTheLastFenceIsRecordedAtTheNextLeadership(t *testing.T) {
 	dir := t.TempDir()
 	m := startManager(t, &swarm.Manager{Dir: dir})
@@ -101,10 +104,11 @@ func TestTheLastFenceIsRecordedAtTheNextLeadership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "fence.json"), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := filepath.Join(dir, "fence.json")
 	for round := range 2 {
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		var log syncbuf.Buffer
 		m := startManager(t, &swarm.Manager{Dir: dir, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 		ready(t, m)
@@ -117,6 +121,9 @@ func TestTheLastFenceIsRecordedAtTheNextLeadership(t *testing.T) {
 		}
 		if fences := c.Fences; len(fences) != 1 || fences[0].Peer != rec.Peer || fences[0].By != rec.By || !fences[0].At.Equal(rec.At) {
 			t.Fatalf("round %d: fences %+v, want %+v alone", round, c.Fences, rec)
+		}
+		if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("round %d: the fence file once the fence is recorded: %v, want it gone", round, err)
 		}
 		m.Close()
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/internal/syncbuf"
+	"github.com/shoalproject/shoal/raftstore"
 )
 
 // A fence command fails and prints what only the operator should read:
@@ -18,9 +19,8 @@ func TestFenceCommandOutputStaysInTheLog(t *testing.T) {
 	var log syncbuf.Buffer
 	m := &Manager{ID: "m0", Logger: slog.New(slog.NewTextHandler(&log, nil)),
 		TwoNode: &TwoNode{Fencer: &CommandFencer{Path: "sh", Args: []string{"-c", "echo '" + output + "' >&2; exit 1"}}}}
-	peer := Peer{ID: "m1", Addr: "192.0.2.2:2377"} // a higher ID: m0 fences at once
-	delayed := false
-	err := m.fencePeer(context.Background(), nil, peer, &delayed)
+	peer := Peer{ID: "m1", Addr: "192.0.2.2:2377"}
+	err := m.fencePeer(context.Background(), nil, peer, raftstore.LastLeader{ID: "m1"}, turnPeerLed)
 	if err == nil || !strings.Contains(err.Error(), output) {
 		t.Fatalf("fence attempt: %v, want the command's output in it", err)
 	}

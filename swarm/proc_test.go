@@ -56,6 +56,9 @@ func runChildNode() error {
 		}
 	}
 	n.TwoNode = childTwoNode()
+	if n.TwoNode != nil && n.Logger == nil {
+		n.Logger = childFenceLog()
+	}
 	if env("DEBUG") != "" && n.Logger == nil {
 		n.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("dir", filepath.Base(env("DIR")))
 	}

@@ -6,10 +6,11 @@ package main
 // SIGKILL and times how long until a write is accepted on the survivor
 // (its fence, a kill of a process already dead, takes ~0 s). The dead one
 // is restarted from its data dir, rejoins, and the next trial kills the
-// leader again, so the survivor alternates between the lower node ID
-// (which fences at once) and the higher one (which waits -fence-delay
-// first, so that after a cut between two live managers the lower one
-// fences first).
+// leader again, so the leader killed alternates between the lower node ID
+// and the higher one. The survivor is the dead leader's follower, which
+// fences at once whatever its ID (only a manager that led last waits
+// -fence-delay first, so that after a cut between two live managers the
+// follower fences first); the figures are given by the leader's side.
 //
 //	go run ./examples/arbiterbench fence -trials 10
 
@@ -55,7 +56,7 @@ func runFenceNode(ctx context.Context, args []string) error {
 	fenceDir := fl.String("fence-dir", "", "where the managers' PID files are")
 	token := fl.String("join", "", "manager join token")
 	addr := fl.String("addr", "", "a manager's address, to join")
-	delay := fl.Duration("fence-delay", swarm.DefaultFenceDelay, "the higher node ID's wait before fencing")
+	delay := fl.Duration("fence-delay", swarm.DefaultFenceDelay, "the last leader's wait before fencing its follower")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -180,7 +181,7 @@ const fenceCmd = "fence"
 func runFence(ctx context.Context, args []string) error {
 	fl := flag.NewFlagSet(fenceCmd, flag.ContinueOnError)
 	trials := fl.Int("trials", 10, "leader kills")
-	delay := fl.Duration("fence-delay", swarm.DefaultFenceDelay, "the higher node ID's wait before fencing")
+	delay := fl.Duration("fence-delay", swarm.DefaultFenceDelay, "the last leader's wait before fencing its follower")
 	keep := fl.Bool("keep", false, "keep the data dirs (printed)")
 	if err := fl.Parse(args); err != nil {
 		return err
@@ -229,8 +230,8 @@ func fenceTrials(ctx context.Context, trials int, delay time.Duration, keep bool
 	}
 	procs = append(procs, p1)
 	lowID := min(p0.info.ID, p1.info.ID)
-	fmt.Printf("two-node mode, fence = SIGKILL of the peer's process (~0 s), -fence-delay %s for the higher ID\n", delay)
-	var atOnce, delayed, all []float64
+	fmt.Printf("two-node mode, fence = SIGKILL of the peer's process (~0 s), -fence-delay %s for the last leader\n", delay)
+	var lowLed, highLed, all []float64
 	for i := range trials {
 		cl, err := fenceClient(p0.dir, procs[0].info.Addr, procs[1].info.Addr)
 		if err != nil {
@@ -265,15 +266,15 @@ func fenceTrials(ctx context.Context, trials int, delay time.Duration, keep bool
 		}
 		took := time.Since(start).Seconds()
 		victim.cmd.Wait()
-		side := "lower ID, fences at once"
-		if survivor.info.ID == lowID {
-			atOnce = append(atOnce, took)
+		side := "lower"
+		if leader == lowID {
+			lowLed = append(lowLed, took)
 		} else {
-			side = "higher ID, waits the delay"
-			delayed = append(delayed, took)
+			side = "higher"
+			highLed = append(highLed, took)
 		}
 		all = append(all, took)
-		fmt.Printf("trial %2d: leader %s killed; write accepted on the survivor (%s) after %.2f s\n", i+1, leader, side, took)
+		fmt.Printf("trial %2d: leader %s (%s ID) killed; write accepted on the survivor after %.2f s\n", i+1, leader, side, took)
 		back, err := startFenceNode(ctx, victim.dir, fenceDir, delay)
 		if err != nil {
 			return err
@@ -281,10 +282,18 @@ func fenceTrials(ctx context.Context, trials int, delay time.Duration, keep bool
 		procs[k] = back
 	}
 	fmt.Printf("\nfailover in two-node mode, kill -9 of the leader to a write accepted (target <= 2 s plus the fence's time):\n")
-	fmt.Printf("  survivor with the lower ID (fences at once):   median %.2f s of %d\n", median(atOnce), len(atOnce))
-	fmt.Printf("  survivor with the higher ID (waits %s first): median %.2f s of %d\n", delay, median(delayed), len(delayed))
-	fmt.Printf("  all trials:                                     median %.2f s of %d\n", median(all), len(all))
+	fmt.Printf("  leader with the lower ID killed:  %s\n", spread(lowLed))
+	fmt.Printf("  leader with the higher ID killed: %s\n", spread(highLed))
+	fmt.Printf("  all trials:                       %s\n", spread(all))
 	return nil
+}
+
+// spread is "median M s (min to max s) of N".
+func spread(v []float64) string {
+	if len(v) == 0 {
+		return "no trial"
+	}
+	return fmt.Sprintf("median %.2f s (%.2f to %.2f s) of %d", median(v), slices.Min(v), slices.Max(v), len(v))
 }
 
 func median(v []float64) float64 {

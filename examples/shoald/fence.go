@@ -25,8 +25,9 @@ type fenceFlags struct {
 func (f *fenceFlags) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Command, "fence-command", "", "two-node mode: shell command that powers off or isolates the other manager "+
 		"(run with /bin/sh -c; the peer is in $SHOAL_FENCE_PEER_ID and $SHOAL_FENCE_PEER_ADDR; exit 0 only once it is off)")
-	fs.DurationVar(&f.Delay, "fence-delay", 0, "two-node mode: how long the manager with the higher node ID waits before fencing "+
-		"(0: the SDK's default); more than --fence-timeout plus a second")
+	fs.DurationVar(&f.Delay, "fence-delay", 0, "two-node mode: how long the manager that led last waits before fencing its lost follower "+
+		"(the follower of a lost leader fences at once, so after a cut between two live managers the follower wins; 0: the SDK's default); "+
+		"more than --fence-timeout plus a second")
 	fs.DurationVar(&f.Timeout, "fence-timeout", 0, "two-node mode: how long the fence command may take before it counts as failed (0: the SDK's default); under --fence-delay minus a second")
 	fs.StringSliceVar(&f.Witness, "fence-witness", nil, "two-node mode: host:port this manager must reach before it fences (e.g. the default gateway's DNS port); repeatable")
 }
@@ -41,7 +42,7 @@ func (f *fenceFlags) twoNode() (*swarm.TwoNode, error) {
 		errs = append(errs, fmt.Errorf("--fence-timeout %v: must not be negative", f.Timeout))
 	}
 	if d, t := cmpOr(f.Delay, swarm.DefaultFenceDelay), cmpOr(f.Timeout, swarm.DefaultFenceTimeout); f.Delay >= 0 && f.Timeout >= 0 && t+time.Second >= d {
-		errs = append(errs, fmt.Errorf("--fence-delay %v must exceed --fence-timeout %v by more than a second (the lower node ID's fence must end before the higher one's starts)", d, t))
+		errs = append(errs, fmt.Errorf("--fence-delay %v must exceed --fence-timeout %v by more than a second (one manager's fence must end before the other's starts)", d, t))
 	}
 	for _, w := range f.Witness {
 		if _, _, err := net.SplitHostPort(w); err != nil {
