@@ -15,8 +15,8 @@ import (
 // Drains through real failures: node processes on network-namespace hosts
 // with real containers (netCluster), killed with SIGKILL while a task
 // drains. One node's confirmations are held back by stopping its process
-// (SIGSTOP): the heartbeat period is long (2 s, so 6 s before it is marked
-// down), and a drain waits for it until it runs again.
+// (SIGSTOP): the heartbeat period is long (seconds, so that it is not
+// marked down meanwhile), and a drain waits for it until it runs again.
 
 // drainLab is a netCluster whose w1 runs web (published port 8080: a
 // backend on every node) and bystander (no endpoint), one task each.
@@ -25,12 +25,12 @@ type drainLab struct {
 	web, bystander *api.Service
 }
 
-func newDrainLab(t *testing.T, managers int, managersTimeout time.Duration) *drainLab {
+func newDrainLab(t *testing.T, managers int, managersTimeout, heartbeat time.Duration) *drainLab {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("a cluster of node processes with real containers")
 	}
-	c := newNetClusterEnv(t, managers, 2, []string{"SHOAL_TEST_HEARTBEAT=2s", "SHOAL_TEST_DRAIN_TIMEOUT=" + managersTimeout.String()})
+	c := newNetClusterEnv(t, managers, 2, []string{"SHOAL_TEST_HEARTBEAT=" + heartbeat.String(), "SHOAL_TEST_DRAIN_TIMEOUT=" + managersTimeout.String()})
 	ctx := context.Background()
 	onW1 := &api.Placement{Constraints: []string{"node.id==" + c.nodes["w1"].proc.info.ID}}
 	app := func(name string, args ...string) api.ServiceSpec {
@@ -118,7 +118,7 @@ func diedAt(t *testing.T, pid int, what string) time.Time {
 // the linger; its other task keeps running.
 func TestDrainWorkerBoundWithoutManagers(t *testing.T) {
 	const managersTimeout = 3 * time.Second
-	l := newDrainLab(t, 1, managersTimeout)
+	l := newDrainLab(t, 1, managersTimeout, 2*time.Second)
 	by := l.one(t, l.bystander)
 	tk, since, _ := l.stopWeb(t)
 	// The stop reaches w1 within milliseconds of the commit (if it did
@@ -138,4 +138,70 @@ func TestDrainWorkerBoundWithoutManagers(t *testing.T) {
 	if !procAlive(by.Status.PID) {
 		t.Fatal("the bystander task ended with the managers")
 	}
+}
+
+// A worker killed (kill -9) while its task drains and restarted from the
+// same data dir adopts the task, still told to stop, and drains it again:
+// it stops only once every node confirmed (w2, held back until then), not
+// at the restart. The leader killed while a task waits for confirmations:
+// the new leader's book (its versions above the old one's) collects them
+// again, and the task stops once w2, held back, has confirmed (and the
+// dead leader's node is marked down), not when the new leader takes over.
+func TestDrainThroughCrashes(t *testing.T) {
+	// The managers' bound is long: what ends each wait here is the
+	// confirmations. The heartbeat is slow so that w2, stopped for a few
+	// seconds, is not marked down meanwhile (12 s).
+	const managersTimeout = 20 * time.Second
+	l := newDrainLab(t, 3, managersTimeout, 4*time.Second)
+	ctx := context.Background()
+	// hold is how long a stopped task must still run, with w2 held back,
+	// once the failure is over: more than the linger, so that a stop at
+	// the restart or the takeover would show.
+	const hold = 2500 * time.Millisecond
+
+	t.Run("worker killed mid-drain", func(t *testing.T) {
+		by := l.one(t, l.bystander)
+		tk, since, resume := l.stopWeb(t)
+		time.Sleep(300 * time.Millisecond) // the stop reaches w1
+		w1 := l.nodes["w1"]
+		w1.proc.kill()
+		l.start("w1", w1.host, "start", "", "")
+		aliveFor(t, tk.Status.PID, hold, "web's task after its worker restarted, before w2 confirmed")
+		if waited := time.Since(since); waited >= managersTimeout-time.Second {
+			t.Fatalf("the restart took %v: the managers' bound, not w2, may have ended the drain", waited)
+		}
+		resume()
+		diedAt(t, tk.Status.PID, "web's task stopped once w2 confirmed")
+		if cur, err := l.client.Task(ctx, by.ID); err != nil || cur.Status.State != api.TaskRunning || !procAlive(by.Status.PID) {
+			t.Fatalf("the bystander after the worker's restart: %+v %v (want running, adopted)", cur, err)
+		}
+		waitfor.True(t, "web's task reported shut down", func() bool {
+			cur, err := l.client.Task(ctx, tk.ID)
+			return err == nil && cur.Status.State > api.TaskRunning
+		})
+	})
+
+	t.Run("leader killed mid-drain", func(t *testing.T) {
+		if _, err := l.client.ScaleService(ctx, "web", 1); err != nil {
+			t.Fatal(err)
+		}
+		tk, _, resume := l.stopWeb(t)
+		time.Sleep(300 * time.Millisecond)
+		var managers []*procNode
+		for _, name := range []string{"m0", "m1", "m2"} {
+			managers = append(managers, l.nodes[name].proc)
+		}
+		leader := leaderOf(t, l.client, managers)
+		leader.kill()
+		var survivors []*procNode
+		for _, m := range managers {
+			if m != leader {
+				survivors = append(survivors, m)
+			}
+		}
+		leaderOf(t, l.client, survivors)
+		aliveFor(t, tk.Status.PID, hold, "web's task after the leader changed, before w2 confirmed")
+		resume()
+		diedAt(t, tk.Status.PID, "web's task stopped once the new leader had every confirmation")
+	})
 }
