@@ -84,6 +84,24 @@ func scaleTo(t *testing.T, c *swarmtest.Cluster, id string, n uint64) {
 	}
 }
 
+// scaleDownOne scales web to one task and returns the other once it is
+// stopped.
+func scaleDownOne(t *testing.T, c *swarmtest.Cluster, web *api.Service) *api.Task {
+	t.Helper()
+	scaleTo(t, c, web.ID, 1)
+	var gone *api.Task
+	c.WaitFor("a web task stops", func() bool {
+		for _, tk := range c.Tasks(web.ID) {
+			if tk.DesiredState > api.TaskRunning && c.Exec(tk.NodeID).Stopped(tk.ID) > 0 {
+				gone = tk
+				return true
+			}
+		}
+		return false
+	})
+	return gone
+}
+
 // drainingIn is web's backend that a view has draining, if any.
 func drainingIn(v *api.NetworkView) *api.TaskEndpoint {
 	if s := serviceIn(v, "web"); s != nil {
@@ -214,17 +232,7 @@ func TestDrainTimeout(t *testing.T) {
 		}
 		return nil
 	}
-	scaleTo(t, c, web.ID, 1)
-	var gone *api.Task
-	c.WaitFor("a web task stops", func() bool {
-		for _, tk := range c.Tasks(web.ID) {
-			if tk.DesiredState > api.TaskRunning && c.Exec(tk.NodeID).Stopped(tk.ID) > 0 {
-				gone = tk
-				return true
-			}
-		}
-		return false
-	})
+	gone := scaleDownOne(t, c, web)
 	if n, err := c.Leader().Node("node2"); err != nil || n.Status.State != api.NodeReady {
 		t.Fatalf("node2: %+v %v (want ready: it is the bound that ended the wait)", n, err)
 	}
@@ -276,17 +284,7 @@ func TestDrainBoundsFromSession(t *testing.T) {
 	c, _, web := newDrainCluster(t, swarmtest.Options{Logger: logger,
 		Manager:    func(m *swarm.Manager) { m.DrainTimeout, m.DrainDelay = managersTimeout, linger },
 		Dispatcher: func(_ string, d swarm.Dispatcher) swarm.Dispatcher { return fakeDeafDispatcher{d} }})
-	scaleTo(t, c, web.ID, 1)
-	var gone *api.Task
-	c.WaitFor("a web task stops", func() bool {
-		for _, tk := range c.Tasks(web.ID) {
-			if tk.DesiredState > api.TaskRunning && c.Exec(tk.NodeID).Stopped(tk.ID) > 0 {
-				gone = tk
-				return true
-			}
-		}
-		return false
-	})
+	gone := scaleDownOne(t, c, web)
 	var bound, lingered bool
 	for _, l := range strings.Split(logs.String(), "\n") {
 		if !strings.Contains(l, "worker="+gone.NodeID) {
