@@ -424,7 +424,10 @@ func (w *Worker) apply(ctx context.Context, set []*api.Task, kept []string) {
 		switch {
 		case t.DesiredState > api.TaskRunning && adopted && t.Status.State == api.TaskRunning:
 			// Told to stop while no worker ran here: other nodes may
-			// still send it connections, so it drains as it would have.
+			// still send it connections, so it drains as it would have
+			// (its bound starts over). Only a task the managers list as
+			// running can be a backend (backendOf); any other stops at
+			// once below.
 			w.run(ctx, t, true)
 			w.startDrain(w.tasks[t.ID], t)
 		case t.DesiredState > api.TaskRunning:
