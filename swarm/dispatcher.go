@@ -48,6 +48,14 @@ type Session struct {
 	HeartbeatPeriod time.Duration `json:"heartbeatPeriod"`
 	// Managers are the managers' management addresses, for failing over.
 	Managers []string `json:"managers,omitempty"`
+	// DrainTimeout and DrainDelay are the managers' drain bounds
+	// (Manager.DrainTimeout and Manager.DrainDelay; see workerdrain.go):
+	// the managers decide them, and a worker whose host did not set its
+	// own derives its bounds from them. Zero (a manager from before they
+	// were sent) leaves the worker's defaults; a negative DrainDelay
+	// means no linger.
+	DrainTimeout time.Duration `json:"drainTimeout,omitempty"`
+	DrainDelay   time.Duration `json:"drainDelay,omitempty"`
 }
 
 // DefaultHeartbeatsPerSecond is how many heartbeats a second the leader
@@ -78,8 +86,9 @@ type dispatcher struct {
 	// managers returns the managers' addresses for sessions.
 	managers func() []string
 	// drainTimeout bounds a stopping task's wait for every node's
-	// confirmation (drain.go); 0 means DefaultDrainTimeout.
-	drainTimeout time.Duration
+	// confirmation (drain.go); 0 means DefaultDrainTimeout. drainDelay is
+	// the workers' linger, told in the session (0: DefaultDrainDelay).
+	drainTimeout, drainDelay time.Duration
 
 	// serving is set while this manager's leader loop runs, past its
 	// barrier: only then are its state and answers current.
@@ -381,6 +390,7 @@ func (d *dispatcher) register(ctx context.Context, nodeID string, role api.NodeR
 	}
 	d.touch(nodeID)
 	s := Session{HeartbeatPeriod: d.currentPeriod()}
+	s.DrainTimeout, s.DrainDelay = d.drainBounds()
 	if d.managers != nil {
 		s.Managers = d.managers()
 	}

@@ -40,7 +40,8 @@ import (
 // book restarted within a term continues its predecessor's count), so an
 // old acknowledgement never counts for a new drain, and every node
 // confirms again from its new stream. The worker has a bound of its own
-// (Worker.DrainTimeout) for when no leader answers at all.
+// for when no leader answers at all, derived from this one (it learns it
+// in its session; see workerdrain.go).
 
 // DefaultDrainTimeout is how long the leader waits at most for every node
 // to confirm that a stopping task is out of its backends.
@@ -312,6 +313,19 @@ func (b *netBook) expireDrains(ctx context.Context) {
 		case <-timer.C:
 		}
 	}
+}
+
+// drainBounds are the bounds the workers are told in their sessions: the
+// leader's wait for confirmations and the linger (see workerdrain.go).
+func (d *dispatcher) drainBounds() (timeout, delay time.Duration) {
+	timeout, delay = d.drainTimeout, d.drainDelay
+	if timeout <= 0 {
+		timeout = DefaultDrainTimeout
+	}
+	if delay == 0 {
+		delay = DefaultDrainDelay
+	}
+	return timeout, delay
 }
 
 // lastVersion is the book's view version now.

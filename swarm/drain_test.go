@@ -23,20 +23,34 @@ import (
 // managers' decision alone.
 func drainCluster(t *testing.T, drainTimeout time.Duration, logger *slog.Logger) (*swarmtest.Cluster, map[string]*fakeNet, *api.Service) {
 	t.Helper()
-	nets := map[string]*fakeNet{"node0": {}, "node1": {}, "node2": {}}
-	addrs := map[string]string{"node0": "127.0.0.2", "node1": "127.0.0.3", "node2": "127.0.0.4"}
-	c := swarmtest.New(t, swarmtest.Options{Workers: 3, Executor: testImages, Logger: logger,
-		Description: func(id string) api.NodeDescription {
-			d := swarmtest.DefaultDescription(id)
-			d.DataAddr = addrs[id]
-			return d
-		},
+	return newDrainCluster(t, swarmtest.Options{Logger: logger,
 		Manager: func(m *swarm.Manager) { m.DrainTimeout = drainTimeout },
 		Worker: func(w *swarm.Worker) {
-			w.Network = nets[w.NodeID]
 			w.DrainDelay = -1
 			w.DrainTimeout = 10 * time.Minute // the managers' word decides
 		}})
+}
+
+// newDrainCluster is drainCluster's cluster with opts' managers, workers
+// (each gets its fake network agent first) and dispatchers.
+func newDrainCluster(t *testing.T, opts swarmtest.Options) (*swarmtest.Cluster, map[string]*fakeNet, *api.Service) {
+	t.Helper()
+	nets := map[string]*fakeNet{"node0": {}, "node1": {}, "node2": {}}
+	addrs := map[string]string{"node0": "127.0.0.2", "node1": "127.0.0.3", "node2": "127.0.0.4"}
+	opts.Workers, opts.Executor = 3, testImages
+	opts.Description = func(id string) api.NodeDescription {
+		d := swarmtest.DefaultDescription(id)
+		d.DataAddr = addrs[id]
+		return d
+	}
+	adjust := opts.Worker
+	opts.Worker = func(w *swarm.Worker) {
+		w.Network = nets[w.NodeID]
+		if adjust != nil {
+			adjust(w)
+		}
+	}
+	c := swarmtest.New(t, opts)
 	web := service("web", api.Replicated(2))
 	web.TaskTemplate.Placement = &api.Placement{Constraints: []string{"node.id!=node2"}, MaxReplicas: 1}
 	web.EndpointSpec = &api.EndpointSpec{Ports: []api.PortConfig{{TargetPort: 80, PublishedPort: 8080}}}
@@ -70,6 +84,24 @@ func scaleTo(t *testing.T, c *swarmtest.Cluster, id string, n uint64) {
 	}
 }
 
+// scaleDownOne scales web to one task and returns the other once it is
+// stopped.
+func scaleDownOne(t *testing.T, c *swarmtest.Cluster, web *api.Service) *api.Task {
+	t.Helper()
+	scaleTo(t, c, web.ID, 1)
+	var gone *api.Task
+	c.WaitFor("a web task stops", func() bool {
+		for _, tk := range c.Tasks(web.ID) {
+			if tk.DesiredState > api.TaskRunning && c.Exec(tk.NodeID).Stopped(tk.ID) > 0 {
+				gone = tk
+				return true
+			}
+		}
+		return false
+	})
+	return gone
+}
+
 // drainingIn is web's backend that a view has draining, if any.
 func drainingIn(v *api.NetworkView) *api.TaskEndpoint {
 	if s := serviceIn(v, "web"); s != nil {
@@ -84,9 +116,13 @@ func drainingIn(v *api.NetworkView) *api.TaskEndpoint {
 
 // A stopping task runs until every node has taken it out of its backends:
 // a node slow to apply the view holds the stop (well past the second a
-// fixed drain delay gave); a node that dies meanwhile does not hold it for
-// ever (once it is marked down, the task stops); a task no client reaches
-// stops at once, even while a drain waits.
+// fixed drain delay gave); a node that goes silent meanwhile does not hold
+// it for ever (once it is marked down, the task stops); a task no client
+// reaches stops at once, even while a drain waits. The silent node is a
+// worker closed in this process (no more heartbeats or confirmations,
+// which is all the managers see of a crash; its executor's tasks keep
+// running): processes killed with SIGKILL mid-drain are in
+// TestDrainThroughCrashes.
 func TestDrainWaitsForEveryNode(t *testing.T) {
 	c, nets, web := drainCluster(t, 10*time.Minute, nil)
 	ctx := context.Background()
@@ -133,8 +169,8 @@ func TestDrainWaitsForEveryNode(t *testing.T) {
 	c.WaitFor("the drained task stops once node2 confirmed", func() bool { return c.Exec(got.task.NodeID).Stopped(got.task.ID) > 0 })
 	waitReady(c, nets, 1)
 
-	// A dead node: node2 never applies the next drain, and its worker
-	// goes (silent, as a crashed agent).
+	// A node gone silent: node2 never applies the next drain, and its
+	// worker stops heartbeating (closed).
 	scaleTo(t, c, web.ID, 2)
 	waitReady(c, nets, 2)
 	batch := service("batch", api.Replicated(2)) // no network, no port
@@ -196,17 +232,7 @@ func TestDrainTimeout(t *testing.T) {
 		}
 		return nil
 	}
-	scaleTo(t, c, web.ID, 1)
-	var gone *api.Task
-	c.WaitFor("a web task stops", func() bool {
-		for _, tk := range c.Tasks(web.ID) {
-			if tk.DesiredState > api.TaskRunning && c.Exec(tk.NodeID).Stopped(tk.ID) > 0 {
-				gone = tk
-				return true
-			}
-		}
-		return false
-	})
+	gone := scaleDownOne(t, c, web)
 	if n, err := c.Leader().Node("node2"); err != nil || n.Status.State != api.NodeReady {
 		t.Fatalf("node2: %+v %v (want ready: it is the bound that ended the wait)", n, err)
 	}
@@ -218,4 +244,61 @@ func TestDrainTimeout(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// fakeDeafDispatcher is a worker's way to the managers on which the
+// managers' word that a task has drained (Assignment.Drained) never
+// arrives: the worker's own bound has to end the wait.
+type fakeDeafDispatcher struct{ swarm.Dispatcher }
+
+func (d fakeDeafDispatcher) Assignments(ctx context.Context, nodeID string) (<-chan *api.Assignment, error) {
+	in, err := d.Dispatcher.Assignments(ctx, nodeID)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *api.Assignment)
+	go func() {
+		defer close(out)
+		for a := range in {
+			c := *a
+			c.Drained = nil
+			select {
+			case out <- &c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// The managers decide the drain bounds and send them in the session: a
+// worker whose host set none waits for the managers' word at most their
+// DrainTimeout plus DrainTimeoutMargin (not the 15 s default), and lingers
+// as long as they say. The word never reaches the workers here (a fake
+// dispatcher drops it), so it is the worker's bound that ends the wait.
+func TestDrainBoundsFromSession(t *testing.T) {
+	var logs syncbuf.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	const managersTimeout, linger = time.Second, 700 * time.Millisecond
+	c, _, web := newDrainCluster(t, swarmtest.Options{Logger: logger,
+		Manager:    func(m *swarm.Manager) { m.DrainTimeout, m.DrainDelay = managersTimeout, linger },
+		Dispatcher: func(_ string, d swarm.Dispatcher) swarm.Dispatcher { return fakeDeafDispatcher{d} }})
+	gone := scaleDownOne(t, c, web)
+	var bound, lingered bool
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if !strings.Contains(l, "worker="+gone.NodeID) {
+			continue
+		}
+		if strings.Contains(l, "stopping it anyway") && strings.Contains(l, gone.ID) {
+			if want := "waited=" + (managersTimeout + swarm.DrainTimeoutMargin).String(); !strings.Contains(l, want) {
+				t.Fatalf("the worker's bound did not follow the managers' DrainTimeout (want %s):\n%s", want, l)
+			}
+			bound = true
+		}
+		lingered = lingered || strings.Contains(l, "stops after the linger") && strings.Contains(l, "linger="+linger.String())
+	}
+	if !bound || !lingered {
+		t.Fatalf("the worker's log says nothing of its bound (%v) or of the managers' linger (%v):\n%s", bound, lingered, logs.String())
+	}
 }

@@ -88,11 +88,17 @@ type Manager struct {
 	MaxTasksPerPass int
 	// DrainTimeout bounds how long a stopping task that is a backend
 	// waits for every node to confirm it took the task out (drain.go);
-	// 0 or negative means DefaultDrainTimeout. Keep it below the workers'
-	// own bound (Worker.DrainTimeout, DefaultWorkerDrainTimeout), which
-	// stops the task anyway when no leader says so in time: a longer one
-	// here never gets to decide.
+	// 0 or negative means DefaultDrainTimeout. The managers decide it:
+	// it goes to the workers in their sessions, and a worker's own bound
+	// for when no leader answers is this plus DrainTimeoutMargin (unless
+	// the worker's host sets Worker.DrainTimeout), so the leader, which
+	// knows which nodes are down, decides first.
 	DrainTimeout time.Duration
+	// DrainDelay is how long a drained task keeps running before its
+	// stop, for the requests under way (the linger); told to the workers
+	// in their sessions, it applies on those whose host did not set
+	// Worker.DrainDelay. 0 means DefaultDrainDelay; negative means none.
+	DrainDelay time.Duration
 	// Raft tunes the Raft store; zero fields mean raftstore's defaults.
 	Raft RaftTuning
 	// RootCA is a new cluster's root CA, with its key, recorded when the
@@ -212,7 +218,7 @@ func (m *Manager) open(ctx context.Context, keys []kekCandidate) error {
 	}
 	m.kek, m.store, m.locked = used.key, st, false
 	m.disp = &dispatcher{store: st, period: m.heartbeatPeriod(), rate: m.HeartbeatsPerSecond, logger: m.logger(),
-		managers: func() []string { return managerAddrs(st) }, drainTimeout: m.DrainTimeout}
+		managers: func() []string { return managerAddrs(st) }, drainTimeout: m.DrainTimeout, drainDelay: m.DrainDelay}
 	m.ready = m.readyChan()
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel, m.done = cancel, make(chan struct{})

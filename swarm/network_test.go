@@ -53,6 +53,7 @@ type netCluster struct {
 	ctrdDir string // the containerd's root and state
 	nodes   map[string]*netNode
 	client  *swarm.Client
+	env     []string // more environment for the node processes
 }
 
 // netNode is one node process and the host it runs on.
@@ -64,6 +65,13 @@ type netNode struct {
 }
 
 func newNetCluster(t testing.TB, managers, workers int) *netCluster {
+	t.Helper()
+	return newNetClusterEnv(t, managers, workers, nil)
+}
+
+// newNetClusterEnv is newNetCluster with more environment for the node
+// processes (runChildNode reads it).
+func newNetClusterEnv(t testing.TB, managers, workers int, env []string) *netCluster {
 	t.Helper()
 	base := t.TempDir()
 	d := containerdtest.Start(t) // skips without root or containerd
@@ -80,7 +88,7 @@ func newNetCluster(t testing.TB, managers, workers int) *netCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
-	c := &netCluster{t: t, lab: lab, ctrd: cl, base: base, images: images, ctrdSoc: d.Address, ctrdDir: d.Dir, nodes: map[string]*netNode{}}
+	c := &netCluster{t: t, lab: lab, ctrd: cl, base: base, images: images, ctrdSoc: d.Address, ctrdDir: d.Dir, nodes: map[string]*netNode{}, env: env}
 	// Runs after the node processes are killed (cleanups run last
 	// first), before the lab and containerd go: the task namespaces the
 	// agents bind-mounted under the node dirs are unmounted so that the
@@ -150,6 +158,7 @@ func (c *netCluster) start(name string, h *nettest.Host, how, token, manager str
 		"SHOAL_TEST_TOKEN="+token, "SHOAL_TEST_MANAGER="+manager,
 		"SHOAL_TEST_CONTAINERD="+c.ctrdSoc, "SHOAL_TEST_CTRD_NS="+name,
 		"SHOAL_TEST_STATE="+filepath.Join(c.base, name+"-exec"), "SHOAL_TEST_IMAGES="+c.images)
+	cmd.Env = append(cmd.Env, c.env...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()

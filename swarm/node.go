@@ -70,6 +70,10 @@ type Node struct {
 	// HeartbeatPeriod is the managers' base heartbeat period; 0 means
 	// DefaultHeartbeatPeriod.
 	HeartbeatPeriod time.Duration
+	// DrainTimeout and DrainDelay are a manager's drain bounds
+	// (Manager.DrainTimeout, Manager.DrainDelay): the workers learn them
+	// in their sessions.
+	DrainTimeout, DrainDelay time.Duration
 	// AutoLock turns autolock on for a manager's Raft data (see
 	// Manager.AutoLock); UnlockWith unlocks it at start.
 	AutoLock   bool
@@ -625,7 +629,7 @@ func (n *Node) switchRole(ctx context.Context, role string) error {
 func (n *Node) runManager(ctx context.Context, st nodeState, ln net.Listener, boot []raftstore.Server, root *ca.Root) error {
 	holder := n.certs
 	m := &Manager{ID: st.ID, Dir: filepath.Join(n.Dir, "manager"), Bootstrap: boot, JoinExisting: len(boot) == 0, RootCA: root,
-		HeartbeatPeriod: n.HeartbeatPeriod, AutoLock: n.AutoLock, UnlockWith: n.UnlockWith, Raft: n.Raft, TwoNode: n.TwoNode, Logger: n.Logger}
+		HeartbeatPeriod: n.HeartbeatPeriod, DrainTimeout: n.DrainTimeout, DrainDelay: n.DrainDelay, AutoLock: n.AutoLock, UnlockWith: n.UnlockWith, Raft: n.Raft, TwoNode: n.TwoNode, Logger: n.Logger}
 	port, err := ServePort(PortConfig{
 		Listener: ln,
 		TLS: func() *tls.Config {

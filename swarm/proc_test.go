@@ -42,6 +42,16 @@ func runChildNode() error {
 	ctx := context.Background()
 	n := &swarm.Node{Dir: env("DIR"), ListenAddr: env("LISTEN"), Executor: &agent.FakeExecutor{},
 		HeartbeatPeriod: 500 * time.Millisecond}
+	// Managers' settings some tests change (Go durations).
+	for k, p := range map[string]*time.Duration{"HEARTBEAT": &n.HeartbeatPeriod, "DRAIN_TIMEOUT": &n.DrainTimeout} {
+		if v := env(k); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("SHOAL_TEST_%s: %w", k, err)
+			}
+			*p = d
+		}
+	}
 	if addr := env("CONTAINERD"); addr != "" {
 		// A node of the network tests: real containers, and the data
 		// plane in the network namespace the process runs in.

@@ -51,13 +51,16 @@ type Worker struct {
 	// backends (Assignment.Drained): no new connection reaches it any
 	// more, and the requests under way get this long to finish before
 	// the stop signal (many programs exit at once on SIGTERM). Zero means
+	// the managers' (Manager.DrainDelay, told in the session), else
 	// DefaultDrainDelay; negative means none.
 	DrainDelay time.Duration
 	// DrainTimeout bounds how long a task with network endpoints waits,
 	// after it was asked to stop, for the managers to say it has left
 	// every node's backends (their own bound, Manager.DrainTimeout,
 	// normally decides first); it matters when no leader answers. Zero
-	// means DefaultWorkerDrainTimeout; negative means no wait at all.
+	// means the managers' bound (told in the session) plus
+	// DrainTimeoutMargin, else DefaultWorkerDrainTimeout; negative means
+	// no wait at all. Set it only to override the managers.
 	DrainTimeout time.Duration
 	// Logger receives the worker's logs; nil discards.
 	Logger *slog.Logger
@@ -82,6 +85,7 @@ type Worker struct {
 	newDescMu sync.Once
 	logReads  atomic.Int64 // log subscriptions being served
 	views     viewAcks     // the network views applied, to confirm (workerdrain.go)
+	drains    sessionDrain // the managers' drain bounds (workerdrain.go)
 }
 
 // NetworkAgent is what a worker needs of the node's network agent.
@@ -206,6 +210,7 @@ func (w *Worker) register(ctx context.Context) error {
 		cancel()
 		if err == nil {
 			w.setPeriod(s.HeartbeatPeriod)
+			w.drains.set(s)
 			w.told.Store(&desc)
 			return nil
 		}
@@ -419,7 +424,10 @@ func (w *Worker) apply(ctx context.Context, set []*api.Task, kept []string) {
 		switch {
 		case t.DesiredState > api.TaskRunning && adopted && t.Status.State == api.TaskRunning:
 			// Told to stop while no worker ran here: other nodes may
-			// still send it connections, so it drains as it would have.
+			// still send it connections, so it drains as it would have
+			// (its bound starts over). Only a task the managers list as
+			// running can be a backend (backendOf); any other stops at
+			// once below.
 			w.run(ctx, t, true)
 			w.startDrain(w.tasks[t.ID], t)
 		case t.DesiredState > api.TaskRunning:

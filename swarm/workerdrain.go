@@ -14,11 +14,66 @@ import (
 // a task it was told to stop runs on until the managers list it as
 // drained, then for DrainDelay (the requests under way), then stops.
 
+// Who decides the bounds: the managers. Their DrainTimeout and DrainDelay
+// come in every session (as the heartbeat period does), and a worker
+// whose host set neither Worker.DrainTimeout nor Worker.DrainDelay takes
+// its bounds from there: the linger as told, and its own wait, for when
+// no leader answers, the managers' DrainTimeout plus DrainTimeoutMargin,
+// so that while a leader answers it is the leader's bound (which knows
+// which nodes are down) that ends a wait. A session without them (a
+// manager from before they were sent) leaves the defaults below.
+
+// DrainTimeoutMargin is how much longer than the managers' DrainTimeout
+// a worker waits for their word: the time for that word to reach it
+// (the managers' bound starts when the leader sees the drain, a little
+// before the worker does).
+const DrainTimeoutMargin = 5 * time.Second
+
 // DefaultWorkerDrainTimeout is how long a task waits at most for the
-// managers' word that it has drained: longer than their own bound
-// (DefaultDrainTimeout), so that theirs, which knows which nodes are
-// down, decides while a leader answers.
-const DefaultWorkerDrainTimeout = DefaultDrainTimeout + 5*time.Second
+// managers' word that it has drained when they did not say their bound:
+// longer than DefaultDrainTimeout, for the reason above.
+const DefaultWorkerDrainTimeout = DefaultDrainTimeout + DrainTimeoutMargin
+
+// Bounds on the drain bounds a session may set: a broken answer must not
+// keep a stopping task running for days.
+const (
+	maxSessionDrainTimeout = time.Hour
+	maxSessionDrainDelay   = time.Minute
+)
+
+// sessionDrain is what the last session said of the managers' drain
+// bounds (0: nothing).
+type sessionDrain struct{ timeout, delay atomic.Int64 }
+
+// set keeps a session's drain bounds.
+func (s *sessionDrain) set(sess Session) {
+	s.timeout.Store(int64(min(max(sess.DrainTimeout, 0), maxSessionDrainTimeout)))
+	s.delay.Store(int64(min(sess.DrainDelay, maxSessionDrainDelay)))
+}
+
+// drainTimeout is the worker's bound on a drain: its host's setting, else
+// the managers' bound plus the margin, else the default.
+func (w *Worker) drainTimeout() time.Duration {
+	if w.DrainTimeout != 0 {
+		return w.DrainTimeout
+	}
+	if t := time.Duration(w.drains.timeout.Load()); t > 0 {
+		return t + DrainTimeoutMargin
+	}
+	return DefaultWorkerDrainTimeout
+}
+
+// drainDelay is the linger: its host's setting, else the managers', else
+// the default (negative: none).
+func (w *Worker) drainDelay() time.Duration {
+	if w.DrainDelay != 0 {
+		return w.DrainDelay
+	}
+	if d := time.Duration(w.drains.delay.Load()); d != 0 {
+		return d
+	}
+	return DefaultDrainDelay
+}
 
 // viewAcks is the version of the last network view the node applied, and
 // a wake-up for the loop that confirms it.
@@ -99,10 +154,7 @@ func reachable(t *api.Task) bool {
 // or after DrainTimeout.
 func (w *Worker) startDrain(rt *taskRun, t *api.Task) {
 	rt.draining = true
-	bound := w.DrainTimeout
-	if bound == 0 {
-		bound = DefaultWorkerDrainTimeout
-	}
+	bound := w.drainTimeout()
 	if bound < 0 || !reachable(t) {
 		rt.released = true
 		rt.stop()
@@ -139,10 +191,8 @@ func (w *Worker) release(rt *taskRun) {
 	if rt.bound != nil {
 		rt.bound.Stop()
 	}
-	linger := w.DrainDelay
-	if linger == 0 {
-		linger = DefaultDrainDelay
-	}
+	linger := w.drainDelay()
+	w.logger().Debug("swarm: a stopping task is out of the backends; it stops after the linger", "linger", linger)
 	if linger > 0 {
 		time.AfterFunc(linger, func() {
 			w.mu.Lock()
