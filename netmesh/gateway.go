@@ -11,7 +11,6 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -162,70 +161,13 @@ func (g *Gateway) Attach(taskNS, ifName string, addr netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("netmesh: gateway bridge: %w", err)
 	}
-	tns, err := netns.GetFromPath(taskNS)
-	if err != nil {
-		return fmt.Errorf("netmesh: task namespace %s: %w", taskNS, err)
-	}
-	defer tns.Close()
-	th, err := netlink.NewHandleAt(tns)
-	if err != nil {
-		return err
-	}
-	defer th.Close()
-	if l, err := th.LinkByName(ifName); err == nil {
-		if addrs, _ := th.AddrList(l, unix.AF_INET); len(addrs) == 1 && addrs[0].IP.Equal(addr.AsSlice()) {
-			return nil // already attached
-		}
-		return fmt.Errorf("netmesh: %s already has an %s with another address", taskNS, ifName)
-	}
-	host, peer := vethNames("\x00gateway", taskNS)
-	if err := g.h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MasterIndex: br.Attrs().Index}, PeerName: peer}); err != nil {
-		return fmt.Errorf("netmesh: veth for %s: %w", taskNS, err)
-	}
-	fail := func(err error) error {
-		if l, e := g.h.LinkByName(host); e == nil {
-			g.h.LinkDel(l)
-		}
-		return fmt.Errorf("netmesh: gateway for %s: %w", taskNS, err)
-	}
-	hl, err := g.h.LinkByName(host)
-	if err != nil {
-		return fail(err)
-	}
-	// Isolated ports talk only to the bridge (the node), not to each other.
-	if err := g.h.LinkSetIsolated(hl, true); err != nil {
-		return fail(err)
-	}
-	if err := g.h.LinkSetUp(hl); err != nil {
-		return fail(err)
-	}
-	pl, err := g.h.LinkByName(peer)
-	if err != nil {
-		return fail(err)
-	}
-	if err := g.h.LinkSetNsFd(pl, int(tns)); err != nil {
-		return fail(err)
-	}
-	if pl, err = th.LinkByName(peer); err != nil {
-		return fail(err)
-	}
-	steps := []func() error{
-		func() error { return th.LinkSetName(pl, ifName) },
-		func() error {
-			return th.AddrAdd(pl, &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(sn.Bits(), 32)}})
-		},
-		func() error { return th.LinkSetUp(pl) },
-		func() error {
-			return th.RouteReplace(&netlink.Route{LinkIndex: pl.Attrs().Index, Gw: g.Addr().AsSlice(),
+	host := hostVethName("\x00gateway", taskNS)
+	return attachTaskVeth(g.h, taskNS, taskVeth{host: host, master: br.Attrs().Index, ifName: ifName, isolated: true,
+		addr: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(sn.Bits(), 32)}},
+		func(th *netlink.Handle, l netlink.Link) error {
+			return th.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: g.Addr().AsSlice(),
 				Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}})
-		},
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return fail(err)
-		}
-	}
-	return nil
+		})
 }
 
 // Detach removes a task's link to the gateway network.
@@ -235,7 +177,7 @@ func (g *Gateway) Detach(taskNS string) error {
 	if g.h == nil {
 		return ErrNotStarted
 	}
-	host, _ := vethNames("\x00gateway", taskNS)
+	host := hostVethName("\x00gateway", taskNS)
 	if l, err := g.h.LinkByName(host); err == nil {
 		return g.h.LinkDel(l)
 	}

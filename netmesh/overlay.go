@@ -357,65 +357,9 @@ func (o *Overlay) Attach(n OverlayNetwork, taskNS, ifName string, addr netip.Add
 	if err != nil {
 		return fmt.Errorf("netmesh: network %s not set up on this node: %w", n.ID, err)
 	}
-	tns, err := netns.GetFromPath(taskNS)
-	if err != nil {
-		return fmt.Errorf("netmesh: task namespace %s: %w", taskNS, err)
-	}
-	defer tns.Close()
-	th, err := netlink.NewHandleAt(tns)
-	if err != nil {
-		return err
-	}
-	defer th.Close()
-	if l, err := th.LinkByName(ifName); err == nil {
-		if addrs, _ := th.AddrList(l, unix.AF_INET); len(addrs) == 1 && addrs[0].IP.Equal(addr.AsSlice()) {
-			return nil // already attached
-		}
-		return fmt.Errorf("netmesh: %s already has an %s with another address", taskNS, ifName)
-	}
-	host, peer := vethNames(n.ID, taskNS)
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MTU: o.mtuFor(n), MasterIndex: br.Attrs().Index}, PeerName: peer}
-	if err := o.h.LinkAdd(veth); err != nil {
-		return fmt.Errorf("netmesh: veth for %s: %w", taskNS, err)
-	}
-	fail := func(err error) error {
-		if l, e := o.h.LinkByName(host); e == nil {
-			o.h.LinkDel(l)
-		}
-		return err
-	}
-	hl, err := o.h.LinkByName(host)
-	if err != nil {
-		return fail(err)
-	}
-	if err := o.h.LinkSetUp(hl); err != nil {
-		return fail(err)
-	}
-	pl, err := o.h.LinkByName(peer)
-	if err != nil {
-		return fail(err)
-	}
-	if err := o.h.LinkSetNsFd(pl, int(tns)); err != nil {
-		return fail(err)
-	}
-	if pl, err = th.LinkByName(peer); err != nil {
-		return fail(err)
-	}
-	steps := []func() error{
-		func() error { return th.LinkSetName(pl, ifName) },
-		func() error { return th.LinkSetHardwareAddr(pl, MACFor(addr)) },
-		func() error { return th.LinkSetMTU(pl, o.mtuFor(n)) },
-		func() error {
-			return th.AddrAdd(pl, &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}})
-		},
-		func() error { return th.LinkSetUp(pl) },
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return fail(fmt.Errorf("netmesh: configure %s in %s: %w", ifName, taskNS, err))
-		}
-	}
-	return nil
+	host := hostVethName(n.ID, taskNS)
+	return attachTaskVeth(o.h, taskNS, taskVeth{host: host, master: br.Attrs().Index, ifName: ifName, mtu: o.mtuFor(n), mac: MACFor(addr),
+		addr: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}}, nil)
 }
 
 // Detach removes a task's link to the network.
@@ -425,17 +369,17 @@ func (o *Overlay) Detach(n OverlayNetwork, taskNS string) error {
 	if o.h == nil {
 		return ErrNotStarted
 	}
-	host, _ := vethNames(n.ID, taskNS)
+	host := hostVethName(n.ID, taskNS)
 	if l, err := o.h.LinkByName(host); err == nil {
 		return o.h.LinkDel(l)
 	}
 	return nil
 }
 
-// vethNames are short (15 bytes at most) and stable for a task and network.
-func vethNames(networkID, taskNS string) (host, peer string) {
-	sum := crc32.ChecksumIEEE([]byte(networkID + "\x00" + taskNS))
-	return fmt.Sprintf("sve%08x", sum), fmt.Sprintf("svp%08x", sum)
+// hostVethName names the node's end of a task's veth: short (15 bytes at
+// most) and stable for a task and network.
+func hostVethName(networkID, taskNS string) string {
+	return fmt.Sprintf("sve%08x", crc32.ChecksumIEEE([]byte(networkID+"\x00"+taskNS)))
 }
 
 // SetNodeAddr gives this node an address on the network (on its bridge), so

@@ -63,6 +63,7 @@ func run(ctx context.Context) error {
 	dockerd := flag.String("dockerd", "/usr/sbin/dockerd", "Docker Swarm's daemon (docker.io, 20.10.24)")
 	shoald := flag.String("shoald", "", "the shoald binary (default: built from this tree)")
 	flag.StringVar(&shoaldLog, "shoald-log", "", "copy the Shoal node's log to this file at the end")
+	flag.Var((*argList)(&shoaldArgs), "shoald-arg", "one more flag for shoald, as --NAME=VALUE (repeat for more), e.g. --log-format=json")
 	flag.StringVar(&shoaldLevel, "shoald-log-level", "info", "the Shoal node's log level (debug shows the worker's per-task phase times)")
 	flag.DurationVar(&waitLimit, "timeout", waitLimit, "how long to wait for the tasks to run (or stop)")
 	flag.Parse()
@@ -137,13 +138,30 @@ func run(ctx context.Context) error {
 	return nil
 }
 
-// The Shoal node's log: where it is copied, and at which level.
-var shoaldLog, shoaldLevel string
+// The Shoal node's log: where it is copied, and at which level; and more
+// flags for it.
+var (
+	shoaldLog, shoaldLevel string
+	shoaldArgs             []string
+)
+
+// argList is a repeatable string flag.
+type argList []string
+
+func (l *argList) String() string { return strings.Join(*l, " ") }
+
+func (l *argList) Set(v string) error {
+	if !strings.HasPrefix(v, "--") {
+		return fmt.Errorf("%q: give a shoald flag as --NAME=VALUE", v)
+	}
+	*l = append(*l, v)
+	return nil
+}
 
 // measureShoal makes a one-node Shoal cluster and times the commands
 // through its Docker API socket.
 func measureShoal(ctx context.Context, cli, shoald string, replicas int) (f *figures, err error) {
-	lab, err := shoallab.New(ctx, shoallab.Options{Shoald: shoald, Hosts: 1, Logf: logf, LogLevel: shoaldLevel})
+	lab, err := shoallab.New(ctx, shoallab.Options{Shoald: shoald, Hosts: 1, Logf: logf, LogLevel: shoaldLevel, ShoaldArgs: shoaldArgs})
 	if err != nil {
 		return nil, err
 	}

@@ -40,6 +40,8 @@ type Options struct {
 	HeartbeatPeriod time.Duration
 	// LogLevel of each shoald; empty means info.
 	LogLevel string
+	// ShoaldArgs are more flags for each shoald (after the lab's own).
+	ShoaldArgs []string
 	// Logf, when set, receives progress lines.
 	Logf func(format string, args ...any)
 	// Dir, when set, is the lab's directory (made if missing; Close
@@ -175,7 +177,7 @@ func (h *Host) Args() []string {
 	if h.Hostname != "" {
 		args = append(args, "--hostname", h.Hostname)
 	}
-	return args
+	return append(args, l.opts.ShoaldArgs...)
 }
 
 // DockerSocket is the unix socket of the Docker Engine API the host's
