@@ -28,6 +28,8 @@ import (
 //	svc, err := c.CreateService(ctx, spec)
 type Client struct {
 	// Addrs are managers' management addresses (host:port); at least one.
+	// The client also learns managers from their answers; addresses
+	// added to Addrs between calls count too.
 	Addrs []string
 	// TLS holds the caller's certificate and the cluster's CA.
 	TLS *tls.Config
@@ -46,6 +48,7 @@ func (c *Client) managers() *managers {
 	c.once.Do(func() {
 		c.mc = &managers{addrs: slices.Clone(c.Addrs), tls: c.TLS, retryFor: clientRetryFor, dial: c.Dial}
 	})
+	c.mc.learn(c.Addrs)
 	return c.mc
 }
 

@@ -88,11 +88,19 @@ func (m *managers) known() []string {
 	return slices.Clone(m.addrs)
 }
 
+// electionRetry is the longest wait between two rounds of a call that
+// every manager refused for a reason that passes.
+const electionRetry = 200 * time.Millisecond
+
 // each runs fn on the managers in turn until one succeeds, for retryFor
 // at most when they all refuse for a reason that passes.
 func (m *managers) each(ctx context.Context, fn func(addr string) error) error {
 	deadline := time.Now().Add(m.retryFor)
-	var b backoff
+	// An election takes about a second: retrying at most every
+	// electionRetry lands a call soon after the new leader, where a
+	// doubling backoff would sleep past it (and past the caller's
+	// deadline).
+	b := backoff{max: electionRetry}
 	for {
 		err := m.eachOnce(ctx, fn)
 		if err == nil || !Retryable(err) || ctx.Err() != nil || time.Now().After(deadline) {

@@ -716,10 +716,14 @@ func (w *Worker) logger() *slog.Logger {
 
 // backoff waits longer after each failure: 50 ms doubling to 2 s, with
 // jitter so that many workers do not retry in step.
-type backoff struct{ n int }
+// backoff waits 50 ms, doubling, jittered, up to max (0: 2 s).
+type backoff struct {
+	n   int
+	max time.Duration
+}
 
 func (b *backoff) wait(ctx context.Context) bool {
-	d := min(50*time.Millisecond<<min(b.n, 6), 2*time.Second)
+	d := min(50*time.Millisecond<<min(b.n, 6), cmpOr(b.max, 2*time.Second))
 	b.n++
 	d = d/2 + rand.N(d/2+1)
 	t := time.NewTimer(d)
