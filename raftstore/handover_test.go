@@ -126,7 +126,7 @@ func TestBatchReusedBuffersKeepEveryObject(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	l := single(t, func(s *Store) { s.Schema.Tables[0].Compress = true })
-	want := map[string]*item{}
+	want, others := map[string]*item{}, map[string]*item{}
 	res, err := l.Batch(ctx, func(b *Batch) error {
 		for i := range 300 {
 			it := &item{ID: fmt.Sprintf("r%03d", i), Group: "g", Value: i, Tags: []string{}} // json v2 decodes a nil slice as empty
@@ -140,25 +140,37 @@ func TestBatchReusedBuffersKeepEveryObject(t *testing.T) {
 			if err := b.Create("items", it); err != nil {
 				return err
 			}
+			if i%10 == 0 {
+				// An uncompressed table's change between compressed
+				// ones: its bytes are the encode buffer's, which the
+				// next change is encoded into and compressed from.
+				o := &item{ID: fmt.Sprintf("o%03d", i), Group: "h", Value: -i, Tags: []string{fmt.Sprintf("other-%d", i)}}
+				others[o.ID] = o.copy()
+				if err := b.Create("other", o); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
-	if err != nil || res.Applied != 300 {
+	if err != nil || res.Applied != 330 {
 		t.Fatalf("batch: %+v %v", res, err)
 	}
 	// Without HandOver the store decodes each record's bytes: what the
 	// log and every member hold.
 	for _, s := range []*Store{l} {
 		s.View(func(tx *ReadTx) error {
-			for id, w := range want {
-				o, err := tx.Get("items", id)
-				if err != nil {
-					t.Fatalf("%s: %s: %v", s.ID, id, err)
-				}
-				got := o.(*item).copy()
-				got.Version = 0
-				if !reflect.DeepEqual(got, w) {
-					t.Fatalf("%s: %s came back as %+v, want %+v", s.ID, id, got, w)
+			for table, objs := range map[string]map[string]*item{"items": want, "other": others} {
+				for id, w := range objs {
+					o, err := tx.Get(table, id)
+					if err != nil {
+						t.Fatalf("%s: %s/%s: %v", s.ID, table, id, err)
+					}
+					got := o.(*item).copy()
+					got.Version = 0
+					if !reflect.DeepEqual(got, w) {
+						t.Fatalf("%s: %s/%s came back as %+v, want %+v", s.ID, table, id, got, w)
+					}
 				}
 			}
 			return nil

@@ -929,7 +929,11 @@ func (b *Batch) add(o *op) error {
 		// appendOp copies o.data into the body below: the buffers are
 		// free again for the next change.
 		o.dictID, o.data, carry = b.s.pack(t, data, b.packBuf[:0])
-		if len(o.data) > 0 && cap(o.data) > cap(b.packBuf) && cap(o.data) <= maxScratch {
+		// Keep a grown compression buffer, never the encoding itself:
+		// uncompressed (dictID 0), o.data is the encode buffer, and
+		// compressing the next change from it into it would write over
+		// its own input.
+		if o.dictID != 0 && cap(o.data) > cap(b.packBuf) && cap(o.data) <= maxScratch {
 			b.packBuf = o.data[:0]
 		}
 	}
