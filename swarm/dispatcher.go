@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/raftstore"
@@ -713,18 +714,31 @@ func checkStatus(taskID string, st *api.TaskStatus) error {
 	case len(st.ContainerID) > 128:
 		return fmt.Errorf("%w: task %s: container ID of %d characters", api.ErrInvalidSpec, taskID, len(st.ContainerID))
 	}
-	st.Message, st.Err = clip(st.Message), clip(st.Err)
+	st.Message, st.Err, st.ContainerID = clip(st.Message), clip(st.Err), clip(st.ContainerID)
+	if y := st.Timestamp.Year(); y < 1 || y > 9999 {
+		// The store's JSON cannot hold it, and the whole batch of
+		// reports would fail with it: the manager's clock stands in.
+		st.Timestamp = time.Now().UTC()
+	}
 	return nil
 }
 
 // maxStatusPorts bounds the ports a status report may list.
 const maxStatusPorts = 256
 
+// clip bounds a worker's text and makes it valid UTF-8 (the store's JSON
+// refuses anything else, and with it the whole batch of reports), cutting
+// at a character's boundary.
 func clip(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= maxStatusText {
 		return s
 	}
-	return s[:maxStatusText] + "…"
+	cut := maxStatusText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // Register records a node (new or back) as ready and starts its session.
