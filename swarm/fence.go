@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/shoalproject/shoal/internal/atomicfile"
@@ -96,6 +97,13 @@ func (c *CommandFencer) Fence(ctx context.Context, peer Peer) error {
 	}
 	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
 	cmd.Env = append(os.Environ(), "SHOAL_FENCE_PEER_ID="+peer.ID, "SHOAL_FENCE_PEER_ADDR="+peer.Addr)
+	// The command runs in a process group of its own, killed whole at the
+	// deadline: a shell's children (sh -c "ipmitool ...") would otherwise
+	// run on, and power the peer off after the fence counted as failed
+	// and the peer's own turn had begun.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		out = bytes.TrimSpace(out)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +36,29 @@ func TestCommandFencer(t *testing.T) {
 	if err := (&swarm.CommandFencer{}).Fence(ctx, peer); !errors.Is(err, api.ErrInvalidSpec) {
 		t.Fatalf("an empty fence command: %v", err)
 	}
+	// At its deadline the command's children die with it: a shell's
+	// child left running could power the peer off after the fence
+	// counted as failed.
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	slow := &swarm.CommandFencer{Path: "sh", Args: []string{"-c", `sleep 60 >/dev/null 2>&1 & echo $! > ` + pidFile + `; wait`}}
+	tctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if err := slow.Fence(tctx, peer); err == nil {
+		t.Fatal("a fence command past its deadline reported success")
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("the command never started its child: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Within(t, 5*time.Second, "the fence command's child killed at the deadline", func() bool {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// Gone, or a zombie waiting for its new parent to reap it.
+		return err != nil || strings.Contains(string(stat), ") Z ")
+	})
 }
 
 // Two-node mode without a fence, or without a data dir, is refused at
