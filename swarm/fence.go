@@ -27,7 +27,8 @@ import (
 // (the operator's Fencer powers it off or cuts it off and says so) and
 // only once the fence reports success makes itself the only voter
 // (raftstore.Store.RecoverAlone) and goes on. Until then it stays
-// read-only and says why, and tries again with backoff. Which of the two
+// read-only and says why, and tries again in its next slot (fenceRetry).
+// Which of the two
 // fences first follows the last leader (fenceTurn): the follower of a
 // lost leader fences at once, the leader waits TwoNode.Delay. See
 // docs/ARCHITECTURE.md for what each failure does.
@@ -48,8 +49,6 @@ const (
 	// isolation, leave each alone with a cluster of its own. A Fencer
 	// that needs longer needs a longer Delay too (Validate says so).
 	DefaultFenceTimeout = 3 * time.Second
-	// maxFenceBackoff bounds the wait between failed fences.
-	maxFenceBackoff = 30 * time.Second
 )
 
 // Peer is the other manager of a two-node cluster, as a Fencer gets it.
@@ -137,7 +136,9 @@ type TwoNode struct {
 	// the end of) does it wait 2×Delay with the lower node ID, 3×Delay
 	// with the higher. It must exceed Timeout by more than a second.
 	Delay time.Duration
-	// Timeout bounds one call of Fencer; 0 means DefaultFenceTimeout.
+	// Timeout bounds one attempt, the Witness and the Fencer together; 0
+	// means DefaultFenceTimeout. A failed attempt is tried again 4×Delay
+	// later (every turn has its slot in that round).
 	Timeout time.Duration
 }
 
@@ -287,8 +288,7 @@ func (m *Manager) guardPeer(ctx context.Context, st *raftstore.Store) {
 		lostSince time.Time
 		seen      raftstore.LastLeader // at lostSince
 		waiting   bool                 // this loss's wait is announced
-		next      time.Time            // no fence before (backoff)
-		tries     int
+		next      time.Time            // no fence before (the next retry slot)
 	)
 	for {
 		select {
@@ -305,7 +305,7 @@ func (m *Manager) guardPeer(ctx context.Context, st *raftstore.Store) {
 		peer, ok := twoNodePeer(srvs, m.ID, arbitersOf(st))
 		if !ok || st.Leader().ID != "" {
 			m.fence.set(nil)
-			lostSince, tries = time.Time{}, 0
+			lostSince, next = time.Time{}, time.Time{}
 			continue
 		}
 		ll := st.LastLeader()
@@ -318,7 +318,7 @@ func (m *Manager) guardPeer(ctx context.Context, st *raftstore.Store) {
 			// The loss begins, or begins again: a leader came and went
 			// (or the peer asked for a vote) since the last look, and
 			// the peer counts from then too.
-			lostSince, seen, waiting = now, ll, false
+			lostSince, seen, waiting, next = now, ll, false, time.Time{}
 		}
 		if now.Sub(lostSince) < lostAfter || now.Before(next) {
 			continue
@@ -337,12 +337,28 @@ func (m *Manager) guardPeer(ctx context.Context, st *raftstore.Store) {
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		wait = min(time.Second<<min(tries, 5), maxFenceBackoff)
-		tries++
-		next = time.Now().Add(wait)
-		m.fenceFailed(peer, err, wait)
+		next = fenceRetry(lostSince.Add(lostAfter+wait), delay, time.Now())
+		m.fenceFailed(peer, err, time.Until(next))
 	}
 }
+
+// fenceRetry is when a manager whose fence failed tries again: in the
+// first of its slots after now, the slots being its first turn (first)
+// and every fenceRound(delay) after it. The turns of fenceTurn start 0,
+// 1, 2 or 3 delays after the loss and any two that can meet are a delay
+// apart or more; with rounds of 4 delays, every retry of one side stays
+// a delay or more from every attempt of the other, as the first attempts
+// were (a retry at "now plus a backoff" could fall on the peer's turn,
+// and two fences at once can stop both boxes).
+func fenceRetry(first time.Time, delay time.Duration, now time.Time) time.Time {
+	round := fenceRound(delay)
+	k := now.Sub(first)/round + 1
+	return first.Add(k * round)
+}
+
+// fenceRound is the time between two attempts of one manager: 4 delays,
+// one for each turn of fenceTurn.
+func fenceRound(delay time.Duration) time.Duration { return 4 * delay }
 
 // The turns of fenceTurn, as the log and FenceError give them.
 const (
@@ -422,13 +438,16 @@ func twoNodePeer(srvs []raftstore.Server, self string, arbiters map[string]bool)
 // fences now.
 func (m *Manager) fencePeer(ctx context.Context, st *raftstore.Store, peer Peer, seen raftstore.LastLeader, turn string) error {
 	tn := m.TwoNode
+	// Witness and fence share one Timeout: the turns are spaced for an
+	// attempt that ends within it.
+	fctx, cancel := context.WithTimeout(ctx, cmpOr(tn.Timeout, DefaultFenceTimeout))
+	defer cancel()
 	if tn.Witness != nil {
-		if err := tn.Witness(ctx); err != nil {
+		if err := tn.Witness(fctx); err != nil {
 			return &FenceStepError{Step: "not fencing: the witness check failed, this manager may be the one cut off", Err: err}
 		}
 	}
 	m.logger().Warn("swarm: two-node mode: peer lost; fencing it", "peer", peer.ID, "addr", peer.Addr, "turn", turn)
-	fctx, cancel := context.WithTimeout(ctx, cmpOr(tn.Timeout, DefaultFenceTimeout))
 	err := tn.Fencer.Fence(fctx, peer)
 	cancel()
 	if err != nil {

@@ -54,6 +54,7 @@ func TestFenceTurn(t *testing.T) {
 		}
 		return v
 	}
+	epoch := time.Unix(1e9, 0)
 	for na, va := range views {
 		for nb, vb := range views {
 			if na == nb && (na == "peer led" || na == "led") {
@@ -63,6 +64,25 @@ func TestFenceTurn(t *testing.T) {
 			wb, _ := fenceTurn("bbb", a, resolve(vb, "bbb", "aaa"), d)
 			if gap := wa - wb; gap < d && -gap < d {
 				t.Errorf("%s: lower ID %q fences after %v, higher ID %q after %v: less than a delay apart", fmt.Sprint(d), na, wa, nb, wb)
+			}
+			// Their retries keep the same distance: every attempt of one
+			// (first turn, then each retry after a failure that took up
+			// to the timeout) against every attempt of the other.
+			attempts := func(first time.Duration) []time.Duration {
+				out := []time.Duration{first}
+				at := first
+				for range 4 {
+					at = fenceRetry(epoch.Add(at), d, epoch.Add(at+3*time.Second)).Sub(epoch)
+					out = append(out, at)
+				}
+				return out
+			}
+			for _, x := range attempts(wa) {
+				for _, y := range attempts(wb) {
+					if gap := x - y; gap < d && -gap < d {
+						t.Errorf("lower ID %q attempts at %v, higher ID %q at %v: less than a delay apart", na, x, nb, y)
+					}
+				}
 			}
 		}
 	}
