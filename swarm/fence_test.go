@@ -61,9 +61,10 @@ func TestCommandFencer(t *testing.T) {
 	})
 }
 
-// Two-node mode without a fence, or without a data dir, is refused at
-// Start with what is missing.
-func TestTwoNodeNeedsAFencerAndDir(t *testing.T) {
+// Settings that cannot work are refused at Start with what is wrong:
+// two-node mode without a fence or a data dir, drain bounds workers would
+// not take.
+func TestManagerStartRefusesBadSettings(t *testing.T) {
 	ctx := context.Background()
 	m := &swarm.Manager{Dir: t.TempDir(), TwoNode: &swarm.TwoNode{}}
 	if err := m.Start(ctx); !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "Fencer") {
@@ -72,6 +73,12 @@ func TestTwoNodeNeedsAFencerAndDir(t *testing.T) {
 	m = &swarm.Manager{TwoNode: &swarm.TwoNode{Fencer: swarm.FenceFunc(func(context.Context, swarm.Peer) error { return nil })}}
 	if err := m.Start(ctx); !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "Dir") {
 		t.Fatalf("no Dir: %v", err)
+	}
+	// Drain bounds past what workers take from the session are refused
+	// too: a worker, not the managers, would decide them.
+	m = &swarm.Manager{Dir: t.TempDir(), DrainTimeout: 2 * time.Hour}
+	if err := m.Start(ctx); !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "DrainTimeout") {
+		t.Fatalf("a 2 h drain timeout: %v", err)
 	}
 }
 
