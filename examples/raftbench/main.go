@@ -6,6 +6,8 @@
 //
 //	go run ./examples/raftbench                 # everything, default sizes
 //	go run ./examples/raftbench -quick          # a short run (CI)
+//	go run ./examples/raftbench -only writes -objects 5000,30000,70000
+//	                                            # a fixed number of writes per writer count
 //
 // The three members run in this process, each with its own data dir, TLS
 // listener and Raft; "killing" the leader closes its Raft and listener
