@@ -160,8 +160,8 @@ func (r *record) object(c Codec, table string) (Object, error) {
 // ident and the key's position in it, 16 bytes where two strings were 32.
 // A secondary index holds one entry per key of every object: with two
 // indexes the 32 bytes saved were a tenth of what a member holds per small
-// object (BenchmarkMemoryPerObject). Entries are made
-// only where a whole key is (indexEntries, probe).
+// object (BenchmarkMemoryPerObject). Entries are made only where a whole
+// key is (indexEntries, probe).
 type idxEntry struct {
 	ident *byte
 	at    uint32
