@@ -87,8 +87,8 @@ func TestCompressedTableRoundTrips(t *testing.T) {
 				}
 				r := tx.st.get("items", id)
 				raw, _ := s.Schema.Codec.Marshal("items", it)
-				if r.dict == nil || len(r.data) >= len(raw) {
-					t.Fatalf("%s: %s stored in %d bytes (dictionary %v), raw %d", s.ID, id, len(r.data), r.dict != nil, len(raw))
+				if r.dict == nil || len(r.data()) >= len(raw) {
+					t.Fatalf("%s: %s stored in %d bytes (dictionary %v), raw %d", s.ID, id, len(r.data()), r.dict != nil, len(raw))
 				}
 			}
 			return nil
@@ -135,7 +135,7 @@ func TestUncompressedTableStaysRaw(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.View(func(tx *ReadTx) error {
-		if r := tx.st.get("items", "c0001"); r.dict != nil || !bytes.Contains(r.data, []byte("zone=east")) {
+		if r := tx.st.get("items", "c0001"); r.dict != nil || !bytes.Contains(r.data(), []byte("zone=east")) {
 			t.Fatalf("record %+v", r)
 		}
 		return nil

@@ -260,14 +260,14 @@ func uniqueConflict(st *state, ops []op) *ConflictError {
 	}
 	for uk, id := range claims {
 		var holder string
-		st.tables[uk.table].idx[uk.index].AscendGreaterOrEqual(idxEntry{key: uk.key}, func(e idxEntry) bool {
-			if e.key != uk.key {
+		st.tables[uk.table].idx[uk.index].AscendGreaterOrEqual(probe(uk.key), func(e idxEntry) bool {
+			if e.key() != uk.key {
 				return false
 			}
 			// An object the ops change keeps the key only if it claims it
 			// again (then it is the claimer).
-			if e.id != id && !leaving[uk.table+"/"+e.id] {
-				holder = e.id
+			if eid := e.id(); eid != id && !leaving[uk.table+"/"+eid] {
+				holder = eid
 				return false
 			}
 			return true
@@ -365,8 +365,9 @@ func (s *fsmSnapshot) writeRecord(w *bufio.Writer, bufp *[]byte, table string, r
 	} else {
 		buf = append(buf, 0)
 	}
-	buf = binary.AppendUvarint(buf, uint64(len(r.data)))
-	buf = append(buf, r.data...)
+	data := r.data()
+	buf = binary.AppendUvarint(buf, uint64(len(data)))
+	buf = append(buf, data...)
 	if keys := r.keys(); keys == "" {
 		buf = append(buf, 0)
 	} else {

@@ -5,13 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
 // TestRandomTransactionsMatchModel runs random transactions (creates,
 // updates with fresh or stale versions, deletes, aborts) against the store
 // and a plain map, and checks after each that both agree, including on which
-// transactions failed.
+// transactions failed and on what each secondary index finds (updates move
+// objects between index keys, or keep them).
 func TestRandomTransactionsMatchModel(t *testing.T) {
 	c := newCluster(t, 3, false, nil)
 	s := c.leader()
@@ -21,6 +23,23 @@ func TestRandomTransactionsMatchModel(t *testing.T) {
 	type entry struct {
 		val     int
 		version uint64
+		group   string
+		tags    []string
+	}
+	groups, tags := []string{"g0", "g1", "g2"}, []string{"x", "y", "z"}
+	// keys picks an object's index keys; often the ones it has.
+	keys := func(o *item) {
+		if rng.IntN(2) == 0 {
+			o.Group = groups[rng.IntN(len(groups))]
+		}
+		if rng.IntN(2) == 0 {
+			o.Tags = nil
+			for _, t := range tags {
+				if rng.IntN(2) == 0 {
+					o.Tags = append(o.Tags, t)
+				}
+			}
+		}
 	}
 	model := map[string]entry{}
 	// Stale copies read in earlier rounds, to provoke conflicts.
@@ -40,12 +59,13 @@ func TestRandomTransactionsMatchModel(t *testing.T) {
 				switch r := rng.IntN(10); {
 				case r < 4:
 					o := &item{ID: id, Value: round}
+					keys(o)
 					err := tx.Create("items", o)
 					if exists != errors.Is(err, ErrExists) || (!exists && err != nil) {
 						return fmt.Errorf("create %s exists=%v: %v", id, exists, err)
 					}
 					if !exists {
-						next[id] = entry{val: round}
+						next[id] = entry{val: round, group: o.Group, tags: o.Tags}
 						objs = append(objs, o)
 					}
 				case r < 8:
@@ -59,6 +79,7 @@ func TestRandomTransactionsMatchModel(t *testing.T) {
 						continue
 					}
 					o.Value = round
+					keys(o)
 					err := tx.Update("items", o)
 					if useStale && exists && o.Version != cur.version && cur.version != 0 {
 						if !errors.Is(err, ErrConflict) {
@@ -67,7 +88,7 @@ func TestRandomTransactionsMatchModel(t *testing.T) {
 						continue
 					}
 					if err == nil {
-						next[id] = entry{val: round, version: cur.version}
+						next[id] = entry{val: round, version: cur.version, group: o.Group, tags: o.Tags}
 						objs = append(objs, o)
 					} else if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
 						return err
@@ -112,6 +133,36 @@ func TestRandomTransactionsMatchModel(t *testing.T) {
 				}
 				if rng.IntN(4) == 0 {
 					stale[it.ID] = it.copy()
+				}
+			}
+			for _, q := range []struct {
+				index string
+				keys  []string
+				has   func(e entry, k string) bool
+			}{
+				{"group", groups, func(e entry, k string) bool { return e.group == k }},
+				{"tag", tags, func(e entry, k string) bool { return slices.Contains(e.tags, k) }},
+			} {
+				for _, k := range q.keys {
+					var want []string
+					for id, e := range model {
+						if q.has(e, k) {
+							want = append(want, id)
+						}
+					}
+					found, err := tx.Find("items", q.index, k)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var got []string
+					for _, o := range found {
+						got = append(got, o.(*item).ID)
+					}
+					slices.Sort(want)
+					slices.Sort(got)
+					if !slices.Equal(got, want) {
+						t.Fatalf("round %d: Find(%s, %s) = %v, model %v", round, q.index, k, got, want)
+					}
 				}
 			}
 			return nil

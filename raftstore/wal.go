@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -861,6 +862,13 @@ func (w *WAL) syncer() {
 		case <-w.done:
 			return
 		case <-w.kick:
+			// The kick comes from raft's leader loop, which next wakes
+			// the replicators that send the entry to the followers. A
+			// sync holds its P for the whole fdatasync (hundreds of µs),
+			// so let those sends run first: the followers' copies are
+			// what the commit waits for, the leader's own sync finishes
+			// long before their answers come back.
+			runtime.Gosched()
 			if err := w.sync(); err != nil {
 				w.logger.Error("raftstore: syncing the log failed; this member stops applying entries", "err", err)
 			}

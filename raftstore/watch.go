@@ -136,7 +136,7 @@ func recordBytes(rec *record) int {
 	if rec == nil {
 		return 0
 	}
-	return int(unsafe.Sizeof(*rec)) + len(rec.ident) + cap(rec.data)
+	return int(unsafe.Sizeof(*rec)) + int(rec.identN) + int(rec.dataN)
 }
 
 // grow doubles the buffer (up to capacity), keeping each event at its

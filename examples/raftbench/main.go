@@ -6,6 +6,8 @@
 //
 //	go run ./examples/raftbench                 # everything, default sizes
 //	go run ./examples/raftbench -quick          # a short run (CI)
+//	go run ./examples/raftbench -only writes -objects 5000,30000,70000
+//	                                            # a fixed number of writes per writer count
 //
 // The three members run in this process, each with its own data dir, TLS
 // listener and Raft; "killing" the leader closes its Raft and listener
@@ -45,7 +47,11 @@ func main() {
 }
 
 type options struct {
-	writers    []int
+	writers []int
+	// objects, when set, is how many writes each writer count makes (in
+	// the order of writers) instead of writing for duration: a comparison
+	// with another store at the same data, such as etcd's figures.
+	objects    []int
 	duration   time.Duration
 	batchTasks int
 	trials     int
@@ -68,6 +74,7 @@ func run(ctx context.Context) error {
 	var writers string
 	flag.StringVar(&writers, "writers", "1,16,256", "concurrent writer counts")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "how long each write run lasts")
+	objects := flag.String("objects", "", "write exactly this many objects at each writer count (comma list, one per -writers entry) instead of for -duration: to compare memory with another store at the same data")
 	flag.IntVar(&o.batchTasks, "batch", 50000, "tasks updated through the batch API")
 	flag.IntVar(&o.trials, "trials", 20, "leader failover trials")
 	flag.IntVar(&o.rssTasks, "rss-tasks", 100000, "tasks held by the member whose RSS is measured")
@@ -105,12 +112,17 @@ func run(ctx context.Context) error {
 		runtime.SetMutexProfileFraction(1)
 		defer writeProfile("mutex", o.mutexprof)
 	}
-	for _, w := range strings.Split(writers, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(w))
-		if err != nil || n < 1 {
-			return fmt.Errorf("-writers: %q is not a positive number", w)
+	var err error
+	if o.writers, err = positiveList("-writers", writers); err != nil {
+		return err
+	}
+	if *objects != "" {
+		if o.objects, err = positiveList("-objects", *objects); err != nil {
+			return err
 		}
-		o.writers = append(o.writers, n)
+		if len(o.objects) != len(o.writers) {
+			return fmt.Errorf("-objects: %d counts for %d writer counts (-writers %s); give one count per writer count", len(o.objects), len(o.writers), writers)
+		}
 	}
 	if o.quick {
 		o.duration, o.batchTasks, o.trials, o.rssTasks = time.Second, 5000, 3, 10000
@@ -251,6 +263,19 @@ func (c *cluster) close() {
 	}
 }
 
+// positiveList parses a comma list of positive numbers given to flag name.
+func positiveList(name, list string) ([]int, error) {
+	var out []int
+	for _, w := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s: %q is not a positive number", name, w)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
 func percentile(d []time.Duration, p float64) time.Duration {
 	if len(d) == 0 {
 		return 0
@@ -272,24 +297,30 @@ func benchWrites(ctx context.Context, o options) error {
 	fmt.Println("\n== committed single-object writes, 3 members, mutual TLS on loopback, fsync on every member ==")
 	fmt.Printf("%8s %12s %10s %10s %10s\n", "writers", "writes/s", "p50", "p99", "writes")
 	var next atomic.Int64
-	for _, n := range o.writers {
+	for wi, n := range o.writers {
 		var (
-			mu   sync.Mutex
-			lats []time.Duration
-			wg   sync.WaitGroup
-			errs atomic.Int64
+			mu      sync.Mutex
+			lats    []time.Duration
+			wg      sync.WaitGroup
+			errs    atomic.Int64
+			tickets atomic.Int64 // writes left to start, with -objects
 		)
 		if o.timings != nil {
 			o.timings.reset()
 		}
 		deadline := time.Now().Add(o.duration)
+		more := func() bool { return time.Now().Before(deadline) }
+		if o.objects != nil {
+			tickets.Store(int64(o.objects[wi]))
+			more = func() bool { return tickets.Add(-1) >= 0 }
+		}
 		start := time.Now()
 		for range n {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				var mine []time.Duration
-				for time.Now().Before(deadline) {
+				for more() {
 					t := task(int(next.Add(1)))
 					t0 := time.Now()
 					if err := l.Update(ctx, func(tx *raftstore.Tx) error { return tx.Create("tasks", t) }); err != nil {
