@@ -446,12 +446,40 @@ func readSnapshot(schema *Schema, dicts *dictSet, r *bufio.Reader) (*state, uint
 	return st, index, nil
 }
 
+// Bounds on one record, the same where it is written (Tx, Batch) and
+// where a snapshot is read back: a record the log takes must restore.
+const (
+	maxIDBytes      = 1 << 16
+	maxKeyBytes     = 1 << 16
+	maxKeysPerIndex = 1 << 20
+	maxIndexes      = 1 << 10
+)
+
+// checkRecordBounds refuses an ID or index keys that a snapshot could not
+// hold.
+func checkRecordBounds(table, id string, keys [][]string) error {
+	if len(id) > maxIDBytes {
+		return fmt.Errorf("%w: %s: an ID of %d bytes, at most %d", ErrTooLarge, table, len(id), maxIDBytes)
+	}
+	for _, ks := range keys {
+		if len(ks) > maxKeysPerIndex {
+			return fmt.Errorf("%w: %s/%.64s: %d keys in one index, at most %d", ErrTooLarge, table, id, len(ks), maxKeysPerIndex)
+		}
+		for _, k := range ks {
+			if len(k) > maxKeyBytes {
+				return fmt.Errorf("%w: %s/%.64s: an index key of %d bytes, at most %d", ErrTooLarge, table, id, len(k), maxKeyBytes)
+			}
+		}
+	}
+	return nil
+}
+
 func readRecord(r *bufio.Reader, dicts *dictSet, compression bool) (*record, string, error) {
 	table, err := readBytes(r, 1<<10)
 	if err != nil {
 		return nil, "", err
 	}
-	id, err := readBytes(r, 1<<16)
+	id, err := readBytes(r, maxIDBytes)
 	if err != nil {
 		return nil, "", err
 	}
@@ -484,18 +512,18 @@ func readRecord(r *bufio.Reader, dicts *dictSet, compression bool) (*record, str
 		return nil, "", err
 	}
 	nidx, err := binary.ReadUvarint(r)
-	if err != nil || nidx > 1<<10 {
+	if err != nil || nidx > maxIndexes {
 		return nil, "", fmt.Errorf("bad index count %d: %v", nidx, err)
 	}
 	keys := binary.AppendUvarint(nil, nidx)
 	for range nidx {
 		nk, err := binary.ReadUvarint(r)
-		if err != nil || nk > 1<<20 {
+		if err != nil || nk > maxKeysPerIndex {
 			return nil, "", fmt.Errorf("bad key count %d: %v", nk, err)
 		}
 		keys = binary.AppendUvarint(keys, nk)
 		for range nk {
-			k, err := readBytes(r, 1<<16)
+			k, err := readBytes(r, maxKeyBytes)
 			if err != nil {
 				return nil, "", err
 			}

@@ -744,6 +744,9 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 				carry = append(carry, d)
 			}
 			o.keys = t.indexKeys(o.obj)
+			if err := checkRecordBounds(o.table, o.id, o.keys); err != nil {
+				return err
+			}
 		}
 	}
 	// Dictionaries the members may not have yet go first.
@@ -921,6 +924,9 @@ func (b *Batch) add(o *op) error {
 		o.id = o.obj.ObjectID()
 		if o.id == "" {
 			return errors.New("raftstore: object has no ID")
+		}
+		if err := checkRecordBounds(o.table, o.id, o.keys); err != nil {
+			return err
 		}
 		data, err := b.encode(o)
 		if err != nil {

@@ -104,6 +104,12 @@ func (c *CommandFencer) Fence(ctx context.Context, peer Peer) error {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
+	if cmd.Process != nil {
+		// The command is over, done or not; so is anything it left
+		// running in the background (an "&" power-off after a failed
+		// step would otherwise strike during the peer's turn).
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	if err != nil {
 		out = bytes.TrimSpace(out)
 		if len(out) > 512 {

@@ -54,11 +54,27 @@ func TestCommandFencer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitfor.Within(t, 5*time.Second, "the fence command's child killed at the deadline", func() bool {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		// Gone, or a zombie waiting for its new parent to reap it.
-		return err != nil || strings.Contains(string(stat), ") Z ")
-	})
+	waitGone := func(what string, pid int) {
+		waitfor.Within(t, 5*time.Second, what, func() bool {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			// Gone, or a zombie waiting for its new parent to reap it.
+			return err != nil || strings.Contains(string(stat), ") Z ")
+		})
+	}
+	waitGone("the fence command's child killed at the deadline", pid)
+	// A command that fails early leaves nothing behind either: a
+	// power-off started in the background must not strike later.
+	early := &swarm.CommandFencer{Path: "sh", Args: []string{"-c", `sleep 60 >/dev/null 2>&1 & echo $! > ` + pidFile + `; exit 1`}}
+	if err := early.Fence(ctx, peer); err == nil || !strings.Contains(err.Error(), "exit status 1") {
+		t.Fatalf("a fence command that failed: %v", err)
+	}
+	if b, err = os.ReadFile(pidFile); err != nil {
+		t.Fatal(err)
+	}
+	if pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+		t.Fatal(err)
+	}
+	waitGone("the background child of a failed fence command killed", pid)
 }
 
 // Settings that cannot work are refused at Start with what is wrong:
