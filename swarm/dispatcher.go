@@ -711,10 +711,25 @@ func checkStatus(taskID string, st *api.TaskStatus) error {
 		return fmt.Errorf("%w: task %s: health %q is not starting, healthy or unhealthy", api.ErrInvalidSpec, taskID, clip(st.Health))
 	case len(st.Ports) > maxStatusPorts:
 		return fmt.Errorf("%w: task %s: %d ports, at most %d", api.ErrInvalidSpec, taskID, len(st.Ports), maxStatusPorts)
-	case len(st.ContainerID) > 128:
+	}
+	// Made valid UTF-8 before the length checks: replacing bytes can
+	// lengthen a string.
+	st.Message, st.Err, st.ContainerID = clip(st.Message), clip(st.Err), clip(st.ContainerID)
+	if len(st.ContainerID) > 128 {
 		return fmt.Errorf("%w: task %s: container ID of %d characters", api.ErrInvalidSpec, taskID, len(st.ContainerID))
 	}
-	st.Message, st.Err, st.ContainerID = clip(st.Message), clip(st.Err), clip(st.ContainerID)
+	for i := range st.Ports {
+		p := &st.Ports[i]
+		switch {
+		case p.Protocol != "" && p.Protocol != api.TCP && p.Protocol != api.UDP && p.Protocol != api.SCTP:
+			return fmt.Errorf("%w: task %s: port protocol %q", api.ErrInvalidSpec, taskID, clip(string(p.Protocol)))
+		case p.PublishMode != "" && p.PublishMode != api.PublishIngress && p.PublishMode != api.PublishHost:
+			return fmt.Errorf("%w: task %s: port publish mode %q", api.ErrInvalidSpec, taskID, clip(string(p.PublishMode)))
+		}
+		if p.Name = clip(p.Name); len(p.Name) > 128 {
+			return fmt.Errorf("%w: task %s: a port name of %d bytes, at most 128", api.ErrInvalidSpec, taskID, len(p.Name))
+		}
+	}
 	if y := st.Timestamp.Year(); y < 1 || y > 9999 {
 		// The store's JSON cannot hold it, and the whole batch of
 		// reports would fail with it: the manager's clock stands in.
