@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // The log entry format is a small hand-rolled binary encoding: the entries are
@@ -137,6 +138,10 @@ func setCount(entry []byte, n int) { binary.BigEndian.PutUint32(entry[2:], uint3
 func decodeEntry(buf []byte) (entryKind, []op, error) {
 	if len(buf) < 2 {
 		return 0, nil, errShortEntry
+	}
+	if uint64(len(buf)) > math.MaxUint32 {
+		// Records keep 32-bit lengths (newRecord).
+		return 0, nil, fmt.Errorf("raftstore: a log entry of %d bytes, over 4 GiB", len(buf))
 	}
 	if buf[0] != entryFormat && buf[0] != entryFormatV1 {
 		return 0, nil, fmt.Errorf("raftstore: unknown log entry format %d (written by a newer version?)", buf[0])

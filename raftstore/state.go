@@ -38,8 +38,8 @@ type record struct {
 }
 
 // newRecord makes a record, with its ident in one allocation; it keeps
-// data (not a copy). Entries and snapshots bound both far below 4 GiB
-// (maxRecordLen, maxRecordBytes), so their lengths fit 32 bits.
+// data (not a copy). Its lengths fit 32 bits: decodeEntry refuses an
+// entry over 4 GiB, and a snapshot's reader a record over maxRecordBytes.
 func newRecord(id string, keys []byte, version uint64, data []byte, d *dict) *record {
 	var n [binary.MaxVarintLen64]byte
 	prefix := binary.AppendUvarint(n[:0], uint64(len(id)))

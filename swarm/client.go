@@ -29,7 +29,8 @@ import (
 type Client struct {
 	// Addrs are managers' management addresses (host:port); at least one.
 	// The client also learns managers from their answers; addresses
-	// added to Addrs between calls count too.
+	// added to Addrs count too, if added while no call is in flight (the
+	// client reads Addrs at each call).
 	Addrs []string
 	// TLS holds the caller's certificate and the cluster's CA.
 	TLS *tls.Config

@@ -92,9 +92,10 @@ func TestManagerStartRefusesBadSettings(t *testing.T) {
 	}
 	// Drain bounds past what workers take from the session are refused
 	// too: a worker, not the managers, would decide them.
-	m = &swarm.Manager{Dir: t.TempDir(), DrainTimeout: 2 * time.Hour}
-	if err := m.Start(ctx); !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "DrainTimeout") {
-		t.Fatalf("a 2 h drain timeout: %v", err)
+	for _, bad := range []*swarm.Manager{{Dir: t.TempDir(), DrainTimeout: 2 * time.Hour}, {Dir: t.TempDir(), DrainDelay: 2 * time.Minute}} {
+		if err := bad.Start(ctx); !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "DrainTimeout") {
+			t.Fatalf("drain timeout %v, delay %v: %v", bad.DrainTimeout, bad.DrainDelay, err)
+		}
 	}
 }
 
