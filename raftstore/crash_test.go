@@ -117,13 +117,17 @@ func crashWriter(dir string, kek []byte, round string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	var mu sync.Mutex
-	big := strings.Repeat("b", 256<<10)
+	// 256 KiB in index keys of 32 KiB (a key over 64 KiB is refused).
+	var big []string
+	for k := range 8 {
+		big = append(big, strings.Repeat(string(rune('a'+k)), 32<<10))
+	}
 	for g := range 8 {
 		go func() {
 			for i := 0; ; i++ {
 				it := &item{ID: fmt.Sprintf("r%s-g%d-%d", round, g, i)}
 				if i%16 == 0 {
-					it.Group = big
+					it.Tags = big
 				}
 				if err := s.Update(ctx, func(tx *Tx) error { return tx.Create("items", it) }); err != nil {
 					fmt.Fprintln(os.Stderr, "crash child write:", err)

@@ -134,7 +134,11 @@ func TestBatchReusedBuffersKeepEveryObject(t *testing.T) {
 				it.Tags = append(it.Tags, fmt.Sprintf("tag-%d-%d", i, j))
 			}
 			if i == 150 {
-				it.Tags = []string{string(make([]byte, 2<<20))} // over maxScratch
+				// Over maxScratch, in index keys under their 64 KiB bound.
+				it.Tags = nil
+				for k := range 40 {
+					it.Tags = append(it.Tags, fmt.Sprintf("%02d%s", k, make([]byte, 60<<10)))
+				}
 			}
 			want[it.ID] = it.copy()
 			if err := b.Create("items", it); err != nil {
