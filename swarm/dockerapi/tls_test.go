@@ -122,7 +122,12 @@ func TestDockerCLITLS(t *testing.T) {
 			// A worker's certificate, one of another cluster, and a server
 			// dialled by a name its certificate does not have.
 			w := newCLIEnv(t, bin, &script, tcp, "DOCKER_TLS_VERIFY=1", "DOCKER_CERT_PATH="+worker)
-			mustContain(t, "a worker's certificate", w.fails("node", "ls"), "remote error: tls: bad certificate")
+			// TLS 1.3: the server judges the client's certificate after the
+			// client's side of the handshake is done; a client that writes
+			// its request first may see the reset before the alert.
+			if out := w.fails("node", "ls"); !strings.Contains(out, "remote error: tls: bad certificate") && !strings.Contains(out, "connection reset by peer") {
+				t.Fatalf("a worker's certificate: neither the server's alert nor a reset in:\n%s", out)
+			}
 			s := newCLIEnv(t, bin, &script, tcp, "DOCKER_TLS_VERIFY=1", "DOCKER_CERT_PATH="+stranger)
 			// The CLI sends no certificate the server's CA did not issue.
 			mustContain(t, "another cluster's certificate", s.fails("node", "ls"), "remote error: tls: certificate required")
