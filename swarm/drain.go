@@ -24,8 +24,9 @@ import (
 //     network agent has applied (AckNetwork), after the kernel took it;
 //   - once every live node with a data plane has confirmed that version
 //     or a later one, the drain is done: the task is listed in its node's
-//     Assignment.Drained, and the worker stops it (after a short linger for
-//     the requests already under way, Worker.DrainDelay).
+//     Assignment.Drained, and the worker stops it once its clients have
+//     closed their connections (the requests already under way), within
+//     Worker.DrainDelay.
 //
 // What a lost message or a dead node does: versions only grow and views
 // are whole, so a lost view or ack is made good by the next one (the

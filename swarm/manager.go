@@ -95,8 +95,9 @@ type Manager struct {
 	// the worker's host sets Worker.DrainTimeout), so the leader, which
 	// knows which nodes are down, decides first.
 	DrainTimeout time.Duration
-	// DrainDelay is how long a drained task keeps running before its
-	// stop, for the requests under way (the linger); told to the workers
+	// DrainDelay bounds how long a drained task keeps running before its
+	// stop, for the requests under way (the linger, which ends as soon as
+	// the task has no client connection left; see Worker.DrainDelay); told to the workers
 	// in their sessions, it applies on those whose host did not set
 	// Worker.DrainDelay. 0 means DefaultDrainDelay; negative means none.
 	DrainDelay time.Duration

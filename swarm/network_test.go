@@ -267,6 +267,53 @@ func getFrom(h *nettest.Host, url string) (string, error) {
 	return string(b), err
 }
 
+// slowRequest is an HTTP request sent on its own connection, whose answer
+// is read later.
+type slowRequest struct {
+	conn net.Conn
+	req  *http.Request
+}
+
+// startRequest connects from h to url's host and sends the request: once
+// it returns, the connection is open at the server.
+func startRequest(t *testing.T, h *nettest.Host, url string) *slowRequest {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &slowRequest{req: req}
+	if err := h.Do(func() (err error) {
+		r.conn, err = net.DialTimeout("tcp", req.URL.Host, 2*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.conn.Close() })
+	r.conn.SetDeadline(time.Now().Add(20 * time.Second))
+	req.Close = true
+	if err := req.Write(r.conn); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// answer reads the request's answer: its body, or an error (a status other
+// than 200 is one).
+func (r *slowRequest) answer() (string, error) {
+	defer r.conn.Close()
+	resp, err := http.ReadResponse(bufio.NewReader(r.conn), r.req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %s: %s", resp.Status, b)
+	}
+	return string(b), err
+}
+
 // addrsOf lists a task's addresses on a network (without the prefix).
 func addrsOf(tk *api.Task, networkID string) []string {
 	var out []string
@@ -738,6 +785,66 @@ func TestNetworkAcrossHosts(t *testing.T) {
 		if len(errs) > 0 {
 			t.Fatalf("requests failed during the update and scaling: %v", errs)
 		}
+		webTasks = running(t, cl, webSvc.ID)
+	})
+
+	t.Run("requests under way finish before their task stops", func(t *testing.T) {
+		// Requests of 2.5 s, longer than any fixed linger worth having,
+		// are in flight through the mesh when web scales down to one
+		// task: every one is answered, those to the stopping task too,
+		// because its linger ends only once its clients are done. The
+		// mesh picks backends at random, so a round where no request
+		// went to the task that stops shows nothing and is done again.
+		url := "http://" + h[0].Addr.String() + ":8080/?delay=2500ms"
+		for round := 1; ; round++ {
+			waitfor.True(t, "web's two tasks healthy", func() bool {
+				ts := running(t, cl, webSvc.ID)
+				return len(ts) == 2 && ts[0].Status.Health == "healthy" && ts[1].Status.Health == "healthy"
+			})
+			before := running(t, cl, webSvc.ID)
+			var reqs []*slowRequest
+			for range 12 {
+				reqs = append(reqs, startRequest(t, h[0], url))
+			}
+			t.Logf("%s round %d: 12 requests sent, scale to 1", time.Now().Format("15:04:05.000"), round)
+			if _, err := cl.ScaleService(ctx, webSvc.ID, 1); err != nil {
+				t.Fatal(err)
+			}
+			answered := map[string]int{}
+			for _, r := range reqs {
+				body, err := r.answer()
+				if err != nil {
+					t.Fatalf("a request under way when web scaled down: %v", err)
+				}
+				if f := strings.Fields(body); len(f) >= 2 {
+					answered[f[1]]++
+				}
+			}
+			var stopped string
+			waitfor.True(t, "web at 1", func() bool {
+				after := running(t, cl, webSvc.ID)
+				if len(after) != 1 {
+					return false
+				}
+				for _, tk := range before {
+					if tk.ID != after[0].ID {
+						stopped = tk.ID
+					}
+				}
+				return true
+			})
+			t.Logf("answers by task: %v; %s stopped", answered, stopped)
+			if _, err := cl.ScaleService(ctx, webSvc.ID, 2); err != nil {
+				t.Fatal(err)
+			}
+			if answered[stopped] > 0 {
+				break
+			}
+			if round == 3 {
+				t.Fatalf("in 3 rounds no request went to the task that stopped: %v", answered)
+			}
+		}
+		waitfor.True(t, "web back at 2", func() bool { return len(running(t, cl, webSvc.ID)) == 2 })
 		webTasks = running(t, cl, webSvc.ID)
 	})
 

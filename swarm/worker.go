@@ -46,13 +46,16 @@ type Worker struct {
 	// before the assignment's tasks start, and told when a task's
 	// container is gone.
 	Network NetworkAgent
-	// DrainDelay is how long a task with network endpoints keeps running
-	// once the managers say that every node has taken it out of its
-	// backends (Assignment.Drained): no new connection reaches it any
-	// more, and the requests under way get this long to finish before
-	// the stop signal (many programs exit at once on SIGTERM). Zero means
-	// the managers' (Manager.DrainDelay, told in the session), else
-	// DefaultDrainDelay; negative means none.
+	// DrainDelay bounds how long a task with network endpoints keeps
+	// running once the managers say that every node has taken it out of
+	// its backends (Assignment.Drained): no new connection reaches it any
+	// more, and the requests under way get up to this long to finish
+	// before the stop signal (many programs exit at once on SIGTERM). A
+	// network agent that can count the task's client connections
+	// (swarm/netagent) ends the wait as soon as none is left, so a task
+	// nobody talks to stops at once and a slow request is not cut off.
+	// Zero means the managers' (Manager.DrainDelay, told in the session),
+	// else DefaultDrainDelay; negative means none.
 	DrainDelay time.Duration
 	// DrainTimeout bounds how long a task with network endpoints waits,
 	// after it was asked to stop, for the managers to say it has left
@@ -109,10 +112,12 @@ type pruner interface {
 	Prune(ctx context.Context, keep map[string]bool) error
 }
 
-// DefaultDrainDelay is how long a task with network endpoints runs on
+// DefaultDrainDelay bounds how long a task with network endpoints runs on
 // once no node sends it new connections: time for the requests under way
-// to finish.
-const DefaultDrainDelay = time.Second
+// to finish. With swarm/netagent the wait ends once the task's clients
+// have closed their connections, so the bound is met only by slow
+// requests and by clients that keep idle connections open.
+const DefaultDrainDelay = 5 * time.Second
 
 // taskData is the secrets and configs of the last assignment, by ID, in
 // memory only.

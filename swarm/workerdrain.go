@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/netagent"
 )
 
 // Draining, the worker's side (the managers' side and the reasons are in
@@ -168,7 +169,7 @@ func (w *Worker) startDrain(rt *taskRun, t *api.Task) {
 		// started after it (which may have adopted this one) decides.
 		if !rt.released && !w.closed {
 			w.logger().Warn("swarm: the managers did not say that a stopping task left every node's backends; stopping it anyway", "task", id, "waited", bound)
-			w.release(rt)
+			w.release(id, rt)
 		}
 	})
 }
@@ -179,30 +180,82 @@ func (w *Worker) drained(ids []string) {
 	defer w.mu.Unlock()
 	for _, id := range ids {
 		if rt := w.tasks[id]; rt != nil && rt.draining && !rt.released {
-			w.release(rt)
+			w.release(id, rt)
 		}
 	}
 }
 
-// release schedules a drained task's stop, DrainDelay from now (under
-// w.mu).
-func (w *Worker) release(rt *taskRun) {
+// clientCounter is a network agent that can tell whether clients still
+// have connections open to a task (swarm/netagent): a drained task's
+// linger ends once they are done.
+type clientCounter interface {
+	ClientConnections(ctx context.Context, taskID string) (int, error)
+}
+
+var _ clientCounter = (*netagent.Agent)(nil)
+
+// lingerPoll is how often a lingering task's connections are counted.
+const lingerPoll = 50 * time.Millisecond
+
+// release schedules a drained task's stop (under w.mu): once no client
+// has a connection to it any more, when the network agent can tell, and
+// DrainDelay from now at the latest.
+func (w *Worker) release(id string, rt *taskRun) {
 	rt.released = true
 	if rt.bound != nil {
 		rt.bound.Stop()
 	}
 	linger := w.drainDelay()
-	w.logger().Debug("swarm: a stopping task is out of the backends; it stops after the linger", "linger", linger)
-	if linger > 0 {
-		time.AfterFunc(linger, func() {
-			w.mu.Lock()
-			closed := w.closed
-			w.mu.Unlock()
-			if !closed { // as above
-				rt.stop()
-			}
-		})
+	if linger <= 0 {
+		rt.stop()
 		return
 	}
-	rt.stop()
+	w.logger().Debug("swarm: a stopping task is out of the backends; it stops after the linger", "task", id, "linger", linger)
+	cc, _ := w.Network.(clientCounter)
+	go w.linger(id, rt, linger, cc)
+}
+
+// linger stops a drained task when its clients are done (cc, when not
+// nil, counts them) or when bound has passed, whichever comes first.
+func (w *Worker) linger(id string, rt *taskRun, bound time.Duration, cc clientCounter) {
+	start := time.Now()
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	var poll <-chan time.Time
+	if cc != nil {
+		t := time.NewTicker(lingerPoll)
+		defer t.Stop()
+		poll = t.C
+	}
+	why := "the linger's bound"
+wait:
+	for {
+		select {
+		case <-rt.done:
+			return // it ended on its own
+		case <-deadline.C:
+			break wait
+		case <-poll:
+			n, err := cc.ClientConnections(context.Background(), id)
+			if err != nil {
+				// Unknown is not none: the bound decides.
+				w.logger().Warn("swarm: cannot count a stopping task's client connections; it stops after the linger's bound", "task", id, "err", err)
+				poll = nil
+				continue
+			}
+			if n == 0 {
+				why = "no client connection left"
+				break wait
+			}
+		}
+	}
+	w.mu.Lock()
+	closed := w.closed
+	w.mu.Unlock()
+	// A closed worker stops nothing: its tasks run on, and the worker
+	// started after it (which may have adopted this one) decides.
+	if !closed {
+		w.logger().Debug("swarm: a drained task stops", "task", id, "lingered", time.Since(start).Round(time.Millisecond), "why", why)
+		rt.stop()
+	}
 }

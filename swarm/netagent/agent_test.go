@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/shoalproject/shoal/internal/nettest"
+	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/netagent"
 )
@@ -311,6 +312,32 @@ func TestAgentCluster(t *testing.T) {
 		}
 		if got, _, _ := lookup(client, "tasks.web"); len(got) != 1 {
 			t.Fatalf("tasks.web while one drains: %v", got)
+		}
+		// What ends a stopping task's linger: its clients' connections.
+		// The keep-alive counts; a connection from inside the task (a
+		// probe on loopback) does not; one more client counts until it
+		// closes.
+		a := c.agent(c.b.task(first).NodeID)
+		conns := func(want int) func() bool {
+			return func() bool {
+				n, err := a.ClientConnections(context.Background(), first)
+				return err == nil && n == want
+			}
+		}
+		describe := func() string { n, err := a.ClientConnections(context.Background(), first); return fmt.Sprint(n, err) }
+		waitfor.True(t, "the keep-alive counted as the draining task's one client", conns(1), describe)
+		var probe net.Conn
+		if err := doIn(c.ns[first], func() (err error) { probe, err = net.DialTimeout("tcp", "127.0.0.1:80", 3*time.Second); return }); err != nil {
+			t.Fatal(err)
+		}
+		defer probe.Close()
+		addr := map[string]string{"web.1": "10.0.1.11:80", "web.2": "10.0.1.12:80"}[first]
+		k2 := dialKeepAlive(t, client, addr)
+		waitfor.True(t, "a second client counted, not the probe", conns(2), describe)
+		k2.c.Close()
+		waitfor.True(t, "the second client gone once it closed", conns(1), describe)
+		if n, err := a.ClientConnections(context.Background(), "no-such-task"); err != nil || n != 0 {
+			t.Fatalf("an unknown task's connections: %d %v", n, err)
 		}
 		// Gone from the view: out, its connection cut at once.
 		web.Tasks = []*api.TaskEndpoint{web.Tasks[0], web.Tasks[1]}
