@@ -232,8 +232,16 @@ wait:
 	for {
 		select {
 		case <-rt.done:
-			return // it ended on its own
+			why = "it ended on its own"
+			break wait
 		case <-deadline.C:
+			if poll != nil {
+				// Slow requests or idle keep-alive connections: say so,
+				// their clients are cut off.
+				if n, err := cc.ClientConnections(context.Background(), id); err == nil && n > 0 {
+					w.logger().Info("swarm: a drained task stops with client connections still open (its linger's bound)", "task", id, "connections", n, "bound", bound)
+				}
+			}
 			break wait
 		case <-poll:
 			n, err := cc.ClientConnections(context.Background(), id)
