@@ -97,6 +97,16 @@ func TestManagerStartRefusesBadSettings(t *testing.T) {
 			t.Fatalf("drain timeout %v, delay %v: %v", bad.DrainTimeout, bad.DrainDelay, err)
 		}
 	}
+	// A node is refused them at its first step, before it writes anything,
+	// not when it is promoted to manager later.
+	dir := t.TempDir()
+	n := &swarm.Node{Dir: dir, DrainTimeout: 2 * time.Hour}
+	if err := n.Join(ctx, "SWMTKN-1-x-y", "127.0.0.1:1"); !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), "DrainTimeout") {
+		t.Fatalf("a node joining with a 2 h drain timeout: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("the refused node wrote %d entries in its dir", len(ents))
+	}
 }
 
 // Two-node mode on a node: the fence is a command (IPMI, a cloud API, a

@@ -16,7 +16,6 @@ import (
 	"github.com/shoalproject/shoal/internal/atomicfile"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/scheduler"
-	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/ca"
 )
 
@@ -163,11 +162,8 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err := m.validateTwoNode(); err != nil {
 		return err
 	}
-	if m.DrainTimeout > maxSessionDrainTimeout || m.DrainDelay > maxSessionDrainDelay {
-		// Workers cap what the session says at these: beyond them a
-		// worker, not the managers, would decide the bound.
-		return fmt.Errorf("%w: DrainTimeout %v and DrainDelay %v: at most %v and %v", api.ErrInvalidSpec, m.DrainTimeout, m.DrainDelay,
-			maxSessionDrainTimeout, maxSessionDrainDelay)
+	if err := checkDrainBounds(m.DrainTimeout, m.DrainDelay); err != nil {
+		return err
 	}
 	keys, err := m.resolveIdentity()
 	if err != nil {

@@ -207,6 +207,11 @@ func (n *Node) writeState(st nodeState) error {
 
 // begin checks that the node can start and marks it starting.
 func (n *Node) begin(fresh bool) error {
+	// A worker may be promoted later: its manager settings are checked
+	// now, not at the promotion.
+	if err := checkDrainBounds(n.DrainTimeout, n.DrainDelay); err != nil {
+		return err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := beginMember("node", n.Dir, n.closed, n.started, fresh, n.readState, ErrNotInitialized); err != nil {

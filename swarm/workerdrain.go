@@ -3,6 +3,7 @@ package swarm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,17 @@ const (
 	maxSessionDrainTimeout = time.Hour
 	maxSessionDrainDelay   = time.Minute
 )
+
+// checkDrainBounds refuses managers' drain bounds above what a session
+// may set: workers cap what the session says at these, so beyond them a
+// worker, not the managers, would decide the bound.
+func checkDrainBounds(timeout, delay time.Duration) error {
+	if timeout > maxSessionDrainTimeout || delay > maxSessionDrainDelay {
+		return fmt.Errorf("%w: DrainTimeout %v and DrainDelay %v: at most %v and %v", api.ErrInvalidSpec, timeout, delay,
+			maxSessionDrainTimeout, maxSessionDrainDelay)
+	}
+	return nil
+}
 
 // sessionDrain is what the last session said of the managers' drain
 // bounds (0: nothing).
