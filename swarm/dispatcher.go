@@ -53,8 +53,8 @@ type Session struct {
 	// (Manager.DrainTimeout and Manager.DrainDelay; see workerdrain.go):
 	// the managers decide them, and a worker whose host did not set its
 	// own derives its bounds from them. Zero (a manager from before they
-	// were sent) leaves the worker's defaults; a negative DrainDelay
-	// means no linger.
+	// were sent, or a DrainDelay the managers did not set) leaves the
+	// worker's defaults; a negative DrainDelay means no linger.
 	DrainTimeout time.Duration `json:"drainTimeout,omitempty"`
 	DrainDelay   time.Duration `json:"drainDelay,omitempty"`
 }
@@ -88,7 +88,7 @@ type dispatcher struct {
 	managers func() []string
 	// drainTimeout bounds a stopping task's wait for every node's
 	// confirmation (drain.go); 0 means DefaultDrainTimeout. drainDelay is
-	// the workers' linger, told in the session (0: DefaultDrainDelay).
+	// the workers' linger, told in the session (0: the workers' default).
 	drainTimeout, drainDelay time.Duration
 
 	// serving is set while this manager's leader loop runs, past its

@@ -317,16 +317,15 @@ func (b *netBook) expireDrains(ctx context.Context) {
 }
 
 // drainBounds are the bounds the workers are told in their sessions: the
-// leader's wait for confirmations and the linger (see workerdrain.go).
+// leader's wait for confirmations and the linger (see workerdrain.go). A
+// linger not set is sent as 0: its default depends on the worker (whether
+// its network agent counts a task's connections).
 func (d *dispatcher) drainBounds() (timeout, delay time.Duration) {
-	timeout, delay = d.drainTimeout, d.drainDelay
+	timeout = d.drainTimeout
 	if timeout <= 0 {
 		timeout = DefaultDrainTimeout
 	}
-	if delay == 0 {
-		delay = DefaultDrainDelay
-	}
-	return timeout, delay
+	return timeout, d.drainDelay
 }
 
 // lastVersion is the book's view version now.

@@ -96,9 +96,12 @@ type Manager struct {
 	DrainTimeout time.Duration
 	// DrainDelay bounds how long a drained task keeps running before its
 	// stop, for the requests under way (the linger, which ends as soon as
-	// the task has no client connection left; see Worker.DrainDelay); told to the workers
-	// in their sessions, it applies on those whose host did not set
-	// Worker.DrainDelay. 0 means DefaultDrainDelay; negative means none.
+	// the task has no client connection left where the worker can count
+	// them; see Worker.DrainDelay); told to the workers in their
+	// sessions, it applies on those whose host did not set
+	// Worker.DrainDelay. 0 means each worker's default (DefaultDrainDelay,
+	// or DefaultFixedDrainDelay where it cannot count); negative means
+	// none.
 	DrainDelay time.Duration
 	// Raft tunes the Raft store; zero fields mean raftstore's defaults.
 	Raft RaftTuning

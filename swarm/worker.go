@@ -55,7 +55,8 @@ type Worker struct {
 	// (swarm/netagent) ends the wait as soon as none is left, so a task
 	// nobody talks to stops at once and a slow request is not cut off.
 	// Zero means the managers' (Manager.DrainDelay, told in the session),
-	// else DefaultDrainDelay; negative means none.
+	// else DefaultDrainDelay where the network agent counts connections
+	// and DefaultFixedDrainDelay where it cannot; negative means none.
 	DrainDelay time.Duration
 	// DrainTimeout bounds how long a task with network endpoints waits,
 	// after it was asked to stop, for the managers to say it has left
@@ -118,6 +119,11 @@ type pruner interface {
 // have closed their connections, so the bound is met only by slow
 // requests and by clients that keep idle connections open.
 const DefaultDrainDelay = 5 * time.Second
+
+// DefaultFixedDrainDelay is the linger of a worker whose network agent
+// cannot count a task's connections (none, or not swarm/netagent): a
+// fixed wait, so a short one.
+const DefaultFixedDrainDelay = time.Second
 
 // taskData is the secrets and configs of the last assignment, by ID, in
 // memory only.

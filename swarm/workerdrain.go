@@ -76,16 +76,21 @@ func (w *Worker) drainTimeout() time.Duration {
 	return DefaultWorkerDrainTimeout
 }
 
-// drainDelay is the linger: its host's setting, else the managers', else
-// the default (negative: none).
-func (w *Worker) drainDelay() time.Duration {
+// drainDelay is the linger's bound: its host's setting, else the
+// managers', else the default, which depends on whether the worker counts
+// the task's client connections (counted: the wait ends early, so the
+// bound can be long) (negative: none).
+func (w *Worker) drainDelay(counted bool) time.Duration {
 	if w.DrainDelay != 0 {
 		return w.DrainDelay
 	}
 	if d := time.Duration(w.drains.delay.Load()); d != 0 {
 		return d
 	}
-	return DefaultDrainDelay
+	if counted {
+		return DefaultDrainDelay
+	}
+	return DefaultFixedDrainDelay
 }
 
 // viewAcks is the version of the last network view the node applied, and
@@ -217,13 +222,13 @@ func (w *Worker) release(id string, rt *taskRun) {
 	if rt.bound != nil {
 		rt.bound.Stop()
 	}
-	linger := w.drainDelay()
+	cc, _ := w.Network.(clientCounter)
+	linger := w.drainDelay(cc != nil)
 	if linger <= 0 {
 		rt.stop()
 		return
 	}
 	w.logger().Debug("swarm: a stopping task is out of the backends; it stops after the linger", "task", id, "linger", linger)
-	cc, _ := w.Network.(clientCounter)
 	go w.linger(id, rt, linger, cc)
 }
 

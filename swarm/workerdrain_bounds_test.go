@@ -30,8 +30,14 @@ func TestWorkerDrainBounds(t *testing.T) {
 		if got := w.drainTimeout(); got != c.wantTimeout {
 			t.Errorf("%s: drain timeout %v, want %v", c.name, got, c.wantTimeout)
 		}
-		if got := w.drainDelay(); got != c.wantDelay {
+		if got := w.drainDelay(true); got != c.wantDelay {
 			t.Errorf("%s: linger %v, want %v", c.name, got, c.wantDelay)
+		}
+		if c.wantDelay == DefaultDrainDelay {
+			// The default of a worker that cannot count connections.
+			if got := w.drainDelay(false); got != DefaultFixedDrainDelay {
+				t.Errorf("%s: linger without counting %v, want %v", c.name, got, DefaultFixedDrainDelay)
+			}
 		}
 	}
 }
