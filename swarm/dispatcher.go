@@ -54,7 +54,9 @@ type Session struct {
 	// the managers decide them, and a worker whose host did not set its
 	// own derives its bounds from them. Zero (a manager from before they
 	// were sent, or a DrainDelay the managers did not set) leaves the
-	// worker's defaults; a negative DrainDelay means no linger.
+	// worker's defaults; a negative DrainDelay means no linger. (Managers
+	// from before workers counted connections sent their default, 1 s,
+	// explicitly: a newer worker then lingers at most that long.)
 	DrainTimeout time.Duration `json:"drainTimeout,omitempty"`
 	DrainDelay   time.Duration `json:"drainDelay,omitempty"`
 }

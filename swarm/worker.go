@@ -90,6 +90,9 @@ type Worker struct {
 	logReads  atomic.Int64 // log subscriptions being served
 	views     viewAcks     // the network views applied, to confirm (workerdrain.go)
 	drains    sessionDrain // the managers' drain bounds (workerdrain.go)
+	// countWarned is set once a count of a task's connections failed
+	// and was logged as a warning (workerdrain.go).
+	countWarned atomic.Bool
 }
 
 // NetworkAgent is what a worker needs of the node's network agent.

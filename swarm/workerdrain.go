@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +15,10 @@ import (
 // Draining, the worker's side (the managers' side and the reasons are in
 // drain.go): the worker confirms each network view its agent applied, and
 // a task it was told to stop runs on until the managers list it as
-// drained, then for DrainDelay (the requests under way), then stops.
+// drained, then lingers for the requests under way (at least
+// DefaultFixedDrainDelay, then until its clients' connections are gone,
+// where the network agent can count them, at most DrainDelay), then
+// stops.
 
 // Who decides the bounds: the managers. Their DrainTimeout and DrainDelay
 // come in every session (as the heartbeat period does), and a worker
@@ -211,8 +215,24 @@ type clientCounter interface {
 
 var _ clientCounter = (*netagent.Agent)(nil)
 
-// lingerPoll is how often a lingering task's connections are counted.
-const lingerPoll = 50 * time.Millisecond
+// lingerSchedule is when a lingering task's connections are counted.
+type lingerSchedule struct {
+	// floor is the least a drained task lingers, counted or not: what
+	// its TCP connections cannot show (UDP, a SYN translated to the task
+	// just before a node's rule changed and then lost, a node the leader
+	// did not wait for) gets what the fixed linger always gave it.
+	floor time.Duration
+	// first is the wait from the floor's count to the next; it doubles
+	// up to most. A count walks the kernel's whole TCP hash table (about
+	// 2.5 ms of CPU here, however small the task), so many tasks
+	// lingering at once (a node drain) must not count often.
+	first, most time.Duration
+}
+
+// defaultLinger is the schedule within a bound.
+func defaultLinger(bound time.Duration) lingerSchedule {
+	return lingerSchedule{floor: min(DefaultFixedDrainDelay, bound), first: 100 * time.Millisecond, most: time.Second}
+}
 
 // release schedules a drained task's stop (under w.mu): once no client
 // has a connection to it any more, when the network agent can tell, and
@@ -229,21 +249,26 @@ func (w *Worker) release(id string, rt *taskRun) {
 		return
 	}
 	w.logger().Debug("swarm: a stopping task is out of the backends; it stops after the linger", "task", id, "linger", linger)
-	go w.linger(id, rt, linger, cc)
+	go w.linger(id, rt, linger, cc, defaultLinger(linger))
 }
 
-// linger stops a drained task when its clients are done (cc, when not
-// nil, counts them) or when bound has passed, whichever comes first.
-func (w *Worker) linger(id string, rt *taskRun, bound time.Duration, cc clientCounter) {
+// linger stops a drained task once it has lingered sched.floor and no
+// client has a connection to it (cc, when not nil, counts them), or once
+// bound has passed, whichever comes first. A worker closed meanwhile
+// stops nothing: its tasks run on, and the worker started after it
+// (which may have adopted this one) decides.
+func (w *Worker) linger(id string, rt *taskRun, bound time.Duration, cc clientCounter, sched lingerSchedule) {
 	start := time.Now()
 	deadline := time.NewTimer(bound)
 	defer deadline.Stop()
-	var poll <-chan time.Time
-	if cc != nil {
-		t := time.NewTicker(lingerPoll)
-		defer t.Stop()
-		poll = t.C
+	var count *time.Timer
+	var counted <-chan time.Time
+	if cc != nil && sched.floor < bound {
+		count = time.NewTimer(sched.floor)
+		defer count.Stop()
+		counted = count.C
 	}
+	next := sched.first
 	why := "the linger's bound"
 wait:
 	for {
@@ -252,7 +277,7 @@ wait:
 			why = "it ended on its own"
 			break wait
 		case <-deadline.C:
-			if poll != nil {
+			if counted != nil {
 				// Slow requests or idle keep-alive connections: say so,
 				// their clients are cut off.
 				if n, err := cc.ClientConnections(context.Background(), id); err == nil && n > 0 {
@@ -260,27 +285,58 @@ wait:
 				}
 			}
 			break wait
-		case <-poll:
-			n, err := cc.ClientConnections(context.Background(), id)
+		case <-counted:
+			if w.isClosed() {
+				return
+			}
+			n, err := countClients(cc, id)
 			if err != nil {
-				// Unknown is not none: the bound decides.
-				w.logger().Warn("swarm: cannot count a stopping task's client connections; it stops after the linger's bound", "task", id, "err", err)
-				poll = nil
-				continue
+				// The fixed linger, as a worker that cannot count.
+				w.countFailed(id, err)
+				why = "its connections cannot be counted"
+				break wait
 			}
 			if n == 0 {
 				why = "no client connection left"
 				break wait
 			}
+			count.Reset(next)
+			next = min(2*next, sched.most)
 		}
 	}
-	w.mu.Lock()
-	closed := w.closed
-	w.mu.Unlock()
-	// A closed worker stops nothing: its tasks run on, and the worker
-	// started after it (which may have adopted this one) decides.
-	if !closed {
-		w.logger().Debug("swarm: a drained task stops", "task", id, "lingered", time.Since(start).Round(time.Millisecond), "why", why)
-		rt.stop()
+	if w.isClosed() {
+		return
 	}
+	w.logger().Debug("swarm: a drained task stops", "task", id, "lingered", time.Since(start).Round(time.Millisecond), "why", why)
+	rt.stop()
+}
+
+// countClients counts a task's client connections, reading a zero twice:
+// the kernel's table is not read at one instant, and a socket can be
+// skipped when another one of its bucket goes meanwhile.
+func countClients(cc clientCounter, id string) (int, error) {
+	for range 2 {
+		if n, err := cc.ClientConnections(context.Background(), id); err != nil || n > 0 {
+			return n, err
+		}
+	}
+	return 0, nil
+}
+
+// countFailed logs a failed count: a warning the first time (it is
+// likely to fail for every task: a masked /proc, an unknown format),
+// then at debug level.
+func (w *Worker) countFailed(id string, err error) {
+	level := slog.LevelDebug
+	if !w.countWarned.Swap(true) {
+		level = slog.LevelWarn
+	}
+	w.logger().Log(context.Background(), level, "swarm: cannot count a stopping task's client connections; it lingers a fixed time, as where they cannot be counted", "task", id, "err", err)
+}
+
+// isClosed reports whether Close was called.
+func (w *Worker) isClosed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closed
 }

@@ -41,3 +41,15 @@ func TestWorkerDrainBounds(t *testing.T) {
 		}
 	}
 }
+
+// A DrainDelay the managers were not given goes to the workers as 0, so
+// that each picks its default (whether it can count connections); an
+// explicit one goes as set.
+func TestSessionDrainDelayUnsetIsZero(t *testing.T) {
+	if timeout, delay := (&dispatcher{}).drainBounds(); timeout != DefaultDrainTimeout || delay != 0 {
+		t.Fatalf("unset bounds sent as %v and %v, want %v and 0", timeout, delay, DefaultDrainTimeout)
+	}
+	if _, delay := (&dispatcher{drainDelay: 300 * time.Millisecond}).drainBounds(); delay != 300*time.Millisecond {
+		t.Fatalf("a set linger sent as %v", delay)
+	}
+}

@@ -23,15 +23,20 @@ import (
 const (
 	tcpEstablished = 0x01
 	tcpSynRecv     = 0x03
+	tcpFinWait1    = 0x04
 	tcpCloseWait   = 0x08
+	tcpLastAck     = 0x09
 	tcpListen      = 0x0a
+	tcpClosing     = 0x0b
 )
 
 // ClientConnections counts the TCP connections that clients have open to
 // a task: those to a port the task listens on, from an address other than
 // loopback (a probe inside the task does not hold its stop), that are
 // being opened, open, or closed by the client only (the task may still be
-// answering). A task the agent has no namespace for has none.
+// answering), or closed by the task with data still to send (the end of
+// an answer). A task the agent has no namespace for has none. UDP is not
+// counted: it has no connections to tell.
 func (a *Agent) ClientConnections(ctx context.Context, taskID string) (int, error) {
 	if err := checkTaskID(taskID); err != nil {
 		return 0, err
@@ -74,6 +79,8 @@ func (a *Agent) ClientConnections(ctx context.Context, taskID string) (int, erro
 type tcpSocket struct {
 	local, remote netip.AddrPort
 	state         uint8
+	// unsent is the send queue's length: data not yet acknowledged.
+	unsent uint64
 }
 
 // countClientConns counts the connections of clients among a namespace's
@@ -89,6 +96,10 @@ func countClientConns(socks []tcpSocket) int {
 	for _, s := range socks {
 		switch s.state {
 		case tcpEstablished, tcpSynRecv, tcpCloseWait:
+		case tcpFinWait1, tcpLastAck, tcpClosing:
+			if s.unsent == 0 {
+				continue
+			}
 		default:
 			continue
 		}
@@ -114,7 +125,7 @@ func parseTCPTable(r io.Reader) ([]tcpSocket, error) {
 		if len(f) == 0 {
 			continue
 		}
-		if len(f) < 4 {
+		if len(f) < 5 {
 			return nil, fmt.Errorf("short line %q", sc.Text())
 		}
 		local, err := parseProcAddr(f[1])
@@ -129,7 +140,12 @@ func parseTCPTable(r io.Reader) ([]tcpSocket, error) {
 		if err != nil {
 			return nil, fmt.Errorf("state %q: %w", f[3], err)
 		}
-		out = append(out, tcpSocket{local: local, remote: remote, state: uint8(st)})
+		tx, _, ok := strings.Cut(f[4], ":")
+		unsent, err := strconv.ParseUint(tx, 16, 64)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("queues %q: want tx:rx in hex", f[4])
+		}
+		out = append(out, tcpSocket{local: local, remote: remote, state: uint8(st), unsent: unsent})
 	}
 	return out, sc.Err()
 }

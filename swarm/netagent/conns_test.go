@@ -10,7 +10,8 @@ import (
 // (dual stack), a client on 10.0.1.20 established to 8080, one half-closed
 // by its client to [::]:80 from ::ffff:10.0.1.21, a probe from loopback, a
 // connection the task opened itself (to 10.0.2.10:5432, not a port it
-// listens on), one being opened, and one in TIME_WAIT.
+// listens on), one being opened, one in TIME_WAIT, and two the task
+// closed: one with 4 KiB of its answer still to send, one with none.
 const (
 	procTCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1059 1 000000002f8e12e2 100 0 0 10 0
@@ -19,6 +20,8 @@ const (
    3: 0B01000A:9C40 0A02000A:1538 01 00000000:00000000 00:00000000 00000000     0        0 2003 1 000000001c80d830 20 4 30 10 -1
    4: 0B01000A:1F90 1601000A:C001 03 00000000:00000000 00:00000000 00000000     0        0 0 1 000000001c80d830 20 4 30 10 -1
    5: 0B01000A:1F90 1701000A:C002 06 00000000:00000000 03:00000FC2 00000000     0        0 0 3 000000001c80d830
+   6: 0B01000A:1F90 1801000A:C003 04 00001000:00000000 01:00000020 00000000     0        0 0 1 000000001c80d830 20 4 30 10 -1
+   7: 0B01000A:1F90 1901000A:C004 04 00000000:00000000 00:00000000 00000000     0        0 0 1 000000001c80d830 20 4 30 10 -1
 `
 	procTCP6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3001 1 0000000000000000 100 0 0 10 0
@@ -36,21 +39,22 @@ func TestCountClientConns(t *testing.T) {
 		}
 		socks = append(socks, s...)
 	}
-	if len(socks) != 9 {
-		t.Fatalf("%d sockets read, want 9", len(socks))
+	if len(socks) != 11 {
+		t.Fatalf("%d sockets read, want 11", len(socks))
 	}
 	if got, want := socks[1].remote, netip.MustParseAddrPort("10.0.1.20:46255"); got != want {
 		t.Errorf("remote of line 1: %v, want %v", got, want)
 	}
-	if got, want := socks[7].remote, netip.MustParseAddrPort("[::ffff:10.0.1.21]:54321"); got != want {
+	if got, want := socks[9].remote, netip.MustParseAddrPort("[::ffff:10.0.1.21]:54321"); got != want {
 		t.Errorf("remote of the v6 line: %v, want %v", got, want)
 	}
-	if got, want := socks[8].local.Addr(), netip.MustParseAddr("::1"); got != want {
+	if got, want := socks[10].local.Addr(), netip.MustParseAddr("::1"); got != want {
 		t.Errorf("local of the v6 loopback line: %v, want %v", got, want)
 	}
-	// The established client, the one being opened, the half-closed one.
-	if n := countClientConns(socks); n != 3 {
-		t.Errorf("client connections: %d, want 3", n)
+	// The established client, the one being opened, the half-closed one,
+	// the one closed with data to send.
+	if n := countClientConns(socks); n != 4 {
+		t.Errorf("client connections: %d, want 4", n)
 	}
 }
 
