@@ -154,3 +154,24 @@ func TestTreeInOrderKeysFillNodes(t *testing.T) {
 		t.Fatalf("%d leaf slots in %d leaves for 100,000 items", slots, leaves)
 	}
 }
+
+// BenchmarkTreeBulkInsert puts 100,000 random keys into one tree in
+// applies of 10,000 (a clone, as a publish, after each), as a service of
+// 100,000 tasks fills its index trees.
+func BenchmarkTreeBulkInsert(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	keys := make([]int, 100000)
+	for i := range keys {
+		keys[i] = rng.Int()
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		tr := newTree(stdcmp.Compare[int], func(e int) int { return e })
+		for i, k := range keys {
+			tr.ReplaceOrInsert(k)
+			if i%10000 == 9999 {
+				tr.Clone()
+			}
+		}
+	}
+}
