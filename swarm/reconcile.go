@@ -311,6 +311,9 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 				if err := ctx.Err(); err != nil {
 					return err
 				}
+				if passStepHook != nil {
+					passStepHook(i)
+				}
 				if id := changedUnder(st, byService, step); id != "" {
 					res.stopped = true
 					for _, rest := range steps[i:] {
@@ -420,6 +423,11 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 	}
 	return err
 }
+
+// passStepHook, when set (by tests), runs before each step of a pass
+// after the first, on the pass's goroutine: a test changes the store there
+// as another writer would between two steps.
+var passStepHook func(step int)
 
 // maxPassSteps bounds the steps of MaxTasksPerPass created tasks that one
 // pass plans and commits: with the defaults, a pass creates up to 160,000
