@@ -219,3 +219,50 @@ func TestPassStepsCountWhatEarlierStepsPlaced(t *testing.T) {
 		t.Fatalf("assigned per node %v, %d pending; want 6 and 6 (room for 6 each), 8 pending", perNode, pending)
 	}
 }
+
+// A pass that creates more tasks than supplyMin takes them from a supply
+// made ahead: every task is its own object with its own ID and its slot's
+// fields, and the pass still writes them all.
+func TestPassWithATaskSupplyMakesDistinctTasks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const n = supplyMin + supplyChunk + 7
+	m, st, svc := stepStore(ctx, t, 1000, 3, 1e12, n, 1e8)
+	var book *allocator
+	if _, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book); err != nil {
+		t.Fatal(err)
+	}
+	ts := storeTasks(t, st)
+	ids, slots := map[string]bool{}, map[uint64]bool{}
+	for _, tk := range ts {
+		if tk.ID == "" || ids[tk.ID] || slots[tk.Slot] || tk.ServiceID != svc.ID || tk.Status.State != api.TaskAssigned {
+			t.Fatalf("task %q slot %d of %q (%s): a repeated or empty ID or slot", tk.ID, tk.Slot, tk.ServiceID, tk.Status.State)
+		}
+		ids[tk.ID], slots[tk.Slot] = true, true
+	}
+	if len(ts) != n {
+		t.Fatalf("%d tasks, want %d", len(ts), n)
+	}
+}
+
+// A supply hands out n distinct zeroed tasks with IDs, then nil; stopping
+// it early ends its goroutine.
+func TestTaskSupply(t *testing.T) {
+	k := 0
+	s := supplyTasks(150, func() string { k++; return fmt.Sprint("id", k) })
+	seen := map[*api.Task]bool{}
+	for i := range 150 {
+		tk := s.take()
+		if tk == nil || seen[tk] || tk.ID == "" || tk.ServiceID != "" || tk.Slot != 0 {
+			t.Fatalf("task %d: %+v (seen %v)", i, tk, seen[tk])
+		}
+		seen[tk] = true
+	}
+	if tk := s.take(); tk != nil {
+		t.Fatalf("a 151st task from a supply of 150: %+v", tk)
+	}
+	s.stop()
+	early := supplyTasks(1<<20, newID)
+	early.take()
+	early.stop() // returns: the goroutine ended
+}

@@ -139,6 +139,11 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			enforce(nodes, bySvc, r, &p)
 		}
 		budget := m.maxTasksPerPass() * maxPassSteps
+		// Many tasks to create: have them made ahead (tasksupply.go).
+		if want := min(missingReplicas(services, bySvc), budget); want >= supplyMin {
+			r.supply = supplyTasks(want, newID)
+			defer r.supply.stop()
+		}
 		for _, svc := range services {
 			if budget <= 0 {
 				res.again = append(res.again, svc.ID)
@@ -505,6 +510,18 @@ func dirtyTasks(tx *raftstore.ReadTx, dirty map[string]bool, services []*api.Ser
 		tasks = append(tasks, ts...)
 	}
 	return tasks, nil, nil
+}
+
+// missingReplicas is about how many tasks the replicated services lack
+// (their tasks of any state count as present: it is an estimate).
+func missingReplicas(services []*api.Service, bySvc map[string][]*taskRef) int {
+	n := 0
+	for _, s := range services {
+		if r := s.Spec.Mode.Replicated; r != nil && r.Replicas > uint64(len(bySvc[s.ID])) {
+			n += int(r.Replicas - uint64(len(bySvc[s.ID])))
+		}
+	}
+	return n
 }
 
 // expectedTasks is about how many tasks a converged service has, its
