@@ -15,25 +15,12 @@ import (
 func stepStore(ctx context.Context, t *testing.T, perStep, nodes int, cpus int64, replicas uint64, reserve int64) (*Manager, *raftstore.Store, *api.Service) {
 	t.Helper()
 	m := &Manager{ID: "m1", MaxTasksPerPass: perStep}
-	st, err := m.startStore(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	for !st.IsLeader() {
-		if ctx.Err() != nil {
-			t.Fatal("the store never led")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := m.ensureCluster(ctx, st); err != nil {
-		t.Fatal(err)
-	}
+	st := leaderStore(ctx, t, m)
 	now := time.Now().UTC()
 	svc := &api.Service{Meta: api.Meta{ID: "svc", CreatedAt: now},
 		Spec: api.ServiceSpec{Annotations: api.Annotations{Name: "web"}, Mode: api.Replicated(replicas),
 			TaskTemplate: api.TaskSpec{Image: "img", Resources: &api.ResourceRequirements{Reservations: &api.Resources{NanoCPUs: reserve}}}}}
-	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+	err := st.Update(ctx, func(tx *raftstore.Tx) error {
 		for i := range nodes {
 			n := &api.Node{Meta: api.Meta{ID: fmt.Sprintf("node%d", i), CreatedAt: now}, Status: api.NodeStatus{State: api.NodeReady},
 				Description: api.NodeDescription{Hostname: fmt.Sprintf("node%d", i), Resources: api.Resources{NanoCPUs: cpus, MemoryBytes: 64 << 30}}}
