@@ -32,11 +32,15 @@ type placement struct {
 	s     *scheduler.Scheduler
 	infos []*scheduler.Node
 	byID  map[string]*scheduler.Node
+	// took is the time spent counting and placing, for Stats.
+	took time.Duration
 }
 
 // newPlacement counts what every task in all holds on its node.
 func newPlacement(s *scheduler.Scheduler, nodes []*api.Node, all []*api.Task) *placement {
+	began := time.Now()
 	pl := &placement{s: s, byID: make(map[string]*scheduler.Node, len(nodes)), infos: make([]*scheduler.Node, 0, len(nodes))}
+	defer func() { pl.took += time.Since(began) }()
 	for _, n := range nodes {
 		sn := schedNode(n)
 		sn.ServiceTasks = map[string]int{}
@@ -62,6 +66,8 @@ func (pl *placement) assign(pending []*taskRef, now time.Time) []*taskRef {
 	if len(pending) == 0 {
 		return nil
 	}
+	began := time.Now()
+	defer func() { pl.took += time.Since(began) }()
 	type groupKey struct {
 		service string
 		version uint64

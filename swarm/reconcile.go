@@ -258,9 +258,7 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			sched = scheduler.New(scheduler.Config{})
 		}
 		pending = slices.DeleteFunc(byPending(bySvc, p.create), func(t *taskRef) bool { return unplaced[t] })
-		began := time.Now()
 		pl = newPlacement(sched, nodes, usage)
-		m.scheduleTime.observe(time.Since(began))
 	}
 	return res, m.commit(ctx, st, now, &p, pl, pending, changed, nodeUps, services, &res)
 }
@@ -300,7 +298,6 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 		updating []*taskRef
 		seen     = map[*taskRef]bool{}
 		written  []*taskRef // created tasks the batch wrote
-		placed   time.Duration
 	)
 	byService := make(map[string]*api.Service, len(read))
 	for _, s := range read {
@@ -343,9 +340,7 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 			}
 			var assigned []*taskRef
 			if pl != nil {
-				began := time.Now()
 				assigned = pl.assign(places, now)
-				placed += time.Since(began)
 			}
 			if i == 0 {
 				for _, n := range nodes {
@@ -399,7 +394,7 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 		return nil
 	})
 	if pl != nil {
-		m.scheduleTime.observe(placed)
+		m.scheduleTime.observe(pl.took)
 	}
 	// A worker's report or a user's change raced this pass: its services
 	// get another look (the event of that change asks for it too).
