@@ -276,7 +276,9 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 // whose spec changed meanwhile (a scale, an update) ends the pass there,
 // and the next pass starts again from the store (res.stopped).
 func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, pl *placement, pending []*taskRef, services []*api.Service, nodes []*api.Node, read []*api.Service, res *passResult) error {
-	steps := passSteps(p.create, m.maxTasksPerPass())
+	// Steps of at most the default size even when the bound is higher:
+	// a step is what the store applies while the next is placed.
+	steps := passSteps(p.create, min(m.maxTasksPerPass(), DefaultMaxTasksPerPass))
 	// Pending tasks that the pass did not create are placed in the first
 	// step; the created ones in their own.
 	creating := make(map[*taskRef]bool, len(p.create))
