@@ -164,6 +164,14 @@ func (f *fsm) applyEntry(st *state, l *raft.Log, events []Event) (any, []Event) 
 	}
 	for i := range ops {
 		o := &ops[i]
+		if kind == entryBatch && createsAlone(st, o) {
+			// Checked and written in one go (create.go).
+			if cur := st.create(o.table, recs[i]); cur != nil {
+				res.Conflicts = append(res.Conflicts, checkOp(o, cur))
+				ops[i].kind = 0 // skipped
+			}
+			continue
+		}
 		cur := st.get(o.table, o.id)
 		conflict := checkOp(o, cur)
 		if conflict == nil && kind == entryBatch {

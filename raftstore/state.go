@@ -271,6 +271,11 @@ func (st *state) get(table, id string) *record {
 func (st *state) put(table string, r *record) {
 	ts := st.tables[table]
 	old, _ := ts.byID.ReplaceOrInsert(r)
+	ts.reindex(old, r)
+}
+
+// reindex moves the index entries of old (nil for a new object) to r.
+func (ts *tableState) reindex(old, r *record) {
 	if old != nil && r.ident() == old.ident() {
 		// Equal strings; r is not visible to readers before the next publish.
 		r.identP = old.identP

@@ -18,7 +18,10 @@ import (
 // good: 60-70 bytes of tree per 32-byte index entry. Here a node's slices
 // are as long as its items (a copy made for a change gets room for one
 // more), a split gives each half exactly its items, and a leaf that
-// overflows by an append at its end keeps all but the new item.
+// overflows by an append at its end keeps all but the new item. Only a
+// generation of many inserts (a batch of thousands of tasks applying)
+// gives the nodes it copies or splits their full room, as the leaves it
+// touches once it is likely to touch again (see bulkInserts).
 //
 // Deletion is lazy: a leaf that empties goes, but nodes are not merged, so
 // a tree that shrinks keeps some short nodes (which hold no room beyond
@@ -30,8 +33,12 @@ type tree[K, T any] struct {
 	root *treeNode[K, T]
 	n    int
 	gen  uint64 // nodes with this generation belong to this tree alone
-	cmp  func(a, b K) int
-	key  func(T) K
+	// inserts counts the inserts of this generation: once there are many
+	// (a big batch applying), nodes copied or split get their full room,
+	// so later inserts into them in the same generation copy nothing.
+	inserts int
+	cmp     func(a, b K) int
+	key     func(T) K
 }
 
 type treeNode[K, T any] struct {
@@ -58,6 +65,7 @@ func (t *tree[K, T]) Len() int { return t.n }
 func (t *tree[K, T]) Clone() *tree[K, T] {
 	c := *t
 	t.gen, c.gen = treeGen.Add(1), treeGen.Add(1)
+	t.inserts, c.inserts = 0, 0
 	return &c
 }
 
@@ -90,11 +98,33 @@ func (t *tree[K, T]) Get(k K) (T, bool) {
 	return n.items[i], true
 }
 
+// bulkInserts is how many inserts a generation takes before the nodes it
+// copies get their full room. Below it (a transaction of a few objects)
+// a copy is as long as its items plus one, which keeps a tree written one
+// object at a time small; above it (thousands of tasks in one apply), a
+// leaf that takes one insert is likely to take more, and growing it by
+// an eighth at a time copied it again and again.
+const bulkInserts = treeMaxItems
+
+// room is how many more entries than its n a node copied or split now
+// gets room for, when at least extra are needed.
+func (t *tree[K, T]) room(n, extra int) int {
+	if t.inserts >= bulkInserts {
+		return max(extra, treeMaxItems+1-n)
+	}
+	return extra
+}
+
 // mutable returns n if this tree owns it, else a copy of it that it owns,
-// with room for extra more entries.
+// with room for extra more entries (all it can hold during a bulk apply).
 func (t *tree[K, T]) mutable(n *treeNode[K, T], extra int) *treeNode[K, T] {
 	if n.gen == t.gen {
 		return n
+	}
+	if n.children == nil {
+		extra = t.room(len(n.items), extra)
+	} else {
+		extra = t.room(len(n.children), extra)
 	}
 	c := &treeNode[K, T]{gen: t.gen}
 	if n.children == nil {
@@ -114,6 +144,7 @@ func (t *tree[K, T]) ReplaceOrInsert(item T) (T, bool) {
 		var zero T
 		return zero, false
 	}
+	t.inserts++
 	t.root = t.mutable(t.root, 1)
 	old, replaced, right, sep := t.insert(t.root, item)
 	if right != nil {
@@ -144,7 +175,7 @@ func (t *tree[K, T]) insert(n *treeNode[K, T], item T) (old T, replaced bool, ri
 				m = i
 			}
 			var r []T
-			n.items, r = splitAt(n.items, m)
+			n.items, r = splitAt(n.items, m, t.room(m, 0), t.room(len(n.items)-m, 0))
 			right = &treeNode[K, T]{gen: t.gen, items: r}
 			sep = t.key(r[0])
 		}
@@ -167,8 +198,9 @@ func (t *tree[K, T]) insert(n *treeNode[K, T], item T) (old T, replaced bool, ri
 		sep = n.keys[m-1]
 		var rk []K
 		var rc []*treeNode[K, T]
-		n.children, rc = splitAt(n.children, m)
-		n.keys, rk = splitAt(n.keys, m-1)
+		left, rest := t.room(m, 0), t.room(len(n.children)-m, 0)
+		n.children, rc = splitAt(n.children, m, left, rest)
+		n.keys, rk = splitAt(n.keys, m-1, left, rest)
 		rk = rk[1:] // sep moves up
 		right = &treeNode[K, T]{gen: t.gen, keys: rk, children: rc}
 	}
@@ -289,7 +321,8 @@ func deleteAt[E any](s []E, i int) []E {
 	return s[:len(s)-1]
 }
 
-// splitAt returns s[:m] and s[m:], each in its own exactly sized slice.
-func splitAt[E any](s []E, m int) ([]E, []E) {
-	return append(make([]E, 0, m), s[:m]...), append(make([]E, 0, len(s)-m), s[m:]...)
+// splitAt returns s[:m] and s[m:], each in its own slice with room for
+// extraLeft and extraRight more entries.
+func splitAt[E any](s []E, m, extraLeft, extraRight int) ([]E, []E) {
+	return append(make([]E, 0, m+extraLeft), s[:m]...), append(make([]E, 0, len(s)-m+extraRight), s[m:]...)
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // The tree matches a sorted slice through random inserts, replacements and
@@ -153,4 +154,63 @@ func TestTreeInOrderKeysFillNodes(t *testing.T) {
 	if slots > 100000*11/10 || leaves > 100000/treeMaxItems*11/10 {
 		t.Fatalf("%d leaf slots in %d leaves for 100,000 items", slots, leaves)
 	}
+}
+
+// BenchmarkTreeBulkInsert puts 100,000 random keys into one tree in
+// applies of 10,000 (a clone, as a publish, after each), as a service of
+// 100,000 tasks fills its index trees.
+func BenchmarkTreeBulkInsert(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	keys := make([]int, 100000)
+	for i := range keys {
+		keys[i] = rng.Int()
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		tr := newTree(stdcmp.Compare[int], func(e int) int { return e })
+		for i, k := range keys {
+			tr.ReplaceOrInsert(k)
+			if i%10000 == 9999 {
+				tr.Clone()
+			}
+		}
+	}
+}
+
+// In a generation of many inserts (a big batch applying), a leaf that is
+// copied or split gets its full room at once: the later inserts into it in
+// the same generation change it in place instead of copying it again.
+func TestTreeBulkApplyCopiesALeafOnce(t *testing.T) {
+	tr := newTree(stdcmp.Compare[int], func(e int) int { return e })
+	for i := range 1000 {
+		tr.ReplaceOrInsert(i * 10) // full leaves (keys in order)
+	}
+	tr.Clone() // a publish: a new generation
+	for i := range 2 * treeMaxItems {
+		tr.ReplaceOrInsert(100000 + i) // past the bulk threshold, elsewhere
+	}
+	leafOf := func(k int) *treeNode[int, int] {
+		n := tr.root
+		for n.children != nil {
+			n = n.children[tr.childPos(n.keys, k)]
+		}
+		return n
+	}
+	tr.ReplaceOrInsert(5001) // copies the full leaf of 5000 and splits it
+	leaf := leafOf(5000)
+	items := unsafe.SliceData(leaf.items)
+	for k := 5002; k < 5010; k++ {
+		tr.ReplaceOrInsert(k)
+		if l := leafOf(5000); l != leaf || unsafe.SliceData(l.items) != items {
+			t.Fatalf("insert %d copied the leaf again in the same generation (%d items, room %d)", k, len(l.items), cap(l.items))
+		}
+	}
+	checkTree(t, "after the bulk", tr, treeModel(tr))
+}
+
+// treeModel lists a tree's items (for checkTree's lookups).
+func treeModel(tr *tree[int, int]) []int {
+	var out []int
+	tr.Ascend(func(e int) bool { out = append(out, e); return true })
+	return out
 }

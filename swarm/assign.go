@@ -20,17 +20,36 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, all []*api.Task, pending 
 	if len(pending) == 0 {
 		return nil
 	}
-	byID := map[string]*scheduler.Node{}
-	infos := make([]*scheduler.Node, 0, len(nodes))
+	return newPlacement(s, nodes, all).assign(pending, now)
+}
+
+// placement is what the scheduler knows of the nodes during a pass: what
+// each runs, counted once from the store's tasks and then kept up to
+// date with the pass's own assignments, so that a pass that commits in
+// steps places each step's tasks on what the steps before took, without
+// counting every task again.
+type placement struct {
+	s     *scheduler.Scheduler
+	infos []*scheduler.Node
+	byID  map[string]*scheduler.Node
+	// took is the time spent counting and placing, for Stats.
+	took time.Duration
+}
+
+// newPlacement counts what every task in all holds on its node.
+func newPlacement(s *scheduler.Scheduler, nodes []*api.Node, all []*api.Task) *placement {
+	began := time.Now()
+	pl := &placement{s: s, byID: make(map[string]*scheduler.Node, len(nodes)), infos: make([]*scheduler.Node, 0, len(nodes))}
+	defer func() { pl.took += time.Since(began) }()
 	for _, n := range nodes {
 		sn := schedNode(n)
 		sn.ServiceTasks = map[string]int{}
-		byID[n.ID] = sn
-		infos = append(infos, sn)
+		pl.byID[n.ID] = sn
+		pl.infos = append(pl.infos, sn)
 	}
 	for _, t := range all {
 		// What runs (or will) on a node counts against it.
-		sn := byID[t.NodeID]
+		sn := pl.byID[t.NodeID]
 		// A task told to stop that still runs holds its resources and
 		// ports until it has stopped (a drain, an update, the enforcer).
 		if sn == nil || ended(t) || pendingTask(t) {
@@ -38,6 +57,17 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, all []*api.Task, pending 
 		}
 		countTask(sn, t)
 	}
+	return pl
+}
+
+// assign places pending (see the function assign) and counts the tasks
+// it assigned against their nodes.
+func (pl *placement) assign(pending []*taskRef, now time.Time) []*taskRef {
+	if len(pending) == 0 {
+		return nil
+	}
+	began := time.Now()
+	defer func() { pl.took += time.Since(began) }()
 	type groupKey struct {
 		service string
 		version uint64
@@ -60,7 +90,7 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, all []*api.Task, pending 
 	for i, k := range order {
 		list[i] = groups[k]
 	}
-	res := s.Place(infos, list...)
+	res := pl.s.Place(pl.infos, list...)
 	var changed []*taskRef
 	for _, d := range res.Decisions {
 		ref := byTask[d.TaskID]
@@ -80,6 +110,9 @@ func assign(s *scheduler.Scheduler, nodes []*api.Node, all []*api.Task, pending 
 			}
 		}
 		t.Status = api.TaskStatus{Timestamp: now, State: api.TaskAssigned, Message: "scheduler assigned task to node"}
+		if sn := pl.byID[t.NodeID]; sn != nil {
+			countTask(sn, t)
+		}
 		changed = append(changed, ref)
 	}
 	for _, e := range res.Unplaced {

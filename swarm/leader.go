@@ -251,6 +251,10 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 			for _, id := range res.again {
 				state.dirty[id] = true
 			}
+			if res.stopped {
+				// The pass left tasks it had given addresses unwritten.
+				book = nil
+			}
 			if res.raced {
 				// Some of the pass's writes lost to others: the book may
 				// hold allocations or frees that were not committed.

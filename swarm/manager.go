@@ -24,9 +24,10 @@ import (
 // about 15 s; a few seconds here).
 const DefaultHeartbeatPeriod = time.Second
 
-// DefaultMaxTasksPerPass bounds the tasks one reconcile pass creates, so a
-// service of many replicas converges in steps that each fit in memory and
-// in a few Raft entries, instead of one pass that holds them all.
+// DefaultMaxTasksPerPass bounds the tasks one step of a reconcile pass
+// creates and commits, so a service of many replicas is written in steps
+// of a few Raft entries each, which apply while the leader places the
+// next step. A pass plans up to 16 steps (reconcile.go, maxPassSteps).
 const DefaultMaxTasksPerPass = 10_000
 
 // Manager keeps the cluster's desired state in Raft (raftstore) and drives
@@ -83,7 +84,8 @@ type Manager struct {
 	// makes Start fail with ErrBadUnlockKey); empty leaves it locked until
 	// Unlock.
 	UnlockWith string
-	// MaxTasksPerPass bounds the tasks one reconcile pass creates; 0 means
+	// MaxTasksPerPass bounds the tasks one step of a reconcile pass
+	// creates (a pass takes up to 16 steps); 0 means
 	// DefaultMaxTasksPerPass.
 	MaxTasksPerPass int
 	// DrainTimeout bounds how long a stopping task that is a backend

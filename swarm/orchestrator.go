@@ -67,6 +67,8 @@ type reconciler struct {
 	// them, and cut says the bound left slots for a later pass.
 	budget, made int
 	cut          bool
+	// supply, when set, hands out the tasks to create (tasksupply.go).
+	supply *taskSupply
 }
 
 // room reports whether the budget allows one more task (noting when it
@@ -485,8 +487,12 @@ func (r *reconciler) reap(ts []*taskRef, p *plan) {
 }
 
 func (r *reconciler) newTask(svc *api.Service) *api.Task {
-	return &api.Task{
-		Meta:         api.Meta{ID: r.newID(), CreatedAt: r.now, UpdatedAt: r.now},
+	t := r.supply.take()
+	if t == nil {
+		t = &api.Task{Meta: api.Meta{ID: r.newID()}}
+	}
+	*t = api.Task{
+		Meta:         api.Meta{ID: t.ID, CreatedAt: r.now, UpdatedAt: r.now},
 		ServiceID:    svc.ID,
 		Spec:         svc.Spec.TaskTemplate,
 		SpecVersion:  svc.Version,
@@ -494,6 +500,7 @@ func (r *reconciler) newTask(svc *api.Service) *api.Task {
 		DesiredState: api.TaskRunning,
 		Status:       api.TaskStatus{Timestamp: r.now, State: api.TaskPending, Message: "pending task scheduling"},
 	}
+	return t
 }
 
 // taskEndpoint is the endpoint a new task of svc carries: what the

@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"time"
 
@@ -19,6 +20,9 @@ type passResult struct {
 	// tasks per pass), or whose changes raced another write (raced).
 	again []string
 	raced bool
+	// stopped says the pass left planned tasks unwritten (a service
+	// changed under it): what it allocated for them was not committed.
+	stopped bool
 }
 
 // addrRetryDelay is how soon a service whose tasks wait for an address
@@ -134,7 +138,12 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			// on nodes that no longer meet their constraints or resources.
 			enforce(nodes, bySvc, r, &p)
 		}
-		budget := m.maxTasksPerPass()
+		budget := m.maxTasksPerPass() * maxPassSteps
+		// Many tasks to create: have them made ahead (tasksupply.go).
+		if want := min(missingReplicas(services, bySvc), budget); want >= supplyMin {
+			r.supply = supplyTasks(want, newID)
+			defer r.supply.stop()
+		}
 		for _, svc := range services {
 			if budget <= 0 {
 				res.again = append(res.again, svc.ID)
@@ -241,83 +250,161 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 	if err != nil {
 		return res, err
 	}
-	var assigned []*taskRef
+	var pl *placement
+	var pending []*taskRef
 	if place {
 		sched := m.Scheduler
 		if sched == nil {
 			sched = scheduler.New(scheduler.Config{})
 		}
-		pending := slices.DeleteFunc(byPending(bySvc, p.create), func(t *taskRef) bool { return unplaced[t] })
-		began := time.Now()
-		assigned = assign(sched, nodes, usage, pending, now)
-		m.scheduleTime.observe(time.Since(began))
+		pending = slices.DeleteFunc(byPending(bySvc, p.create), func(t *taskRef) bool { return unplaced[t] })
+		pl = newPlacement(sched, nodes, usage)
 	}
-	return res, m.commit(ctx, st, now, &p, assigned, changed, nodeUps, &res)
+	return res, m.commit(ctx, st, now, &p, pl, pending, changed, nodeUps, services, &res)
 }
 
 // commit writes a pass: creations first (with their placement when the
-// scheduler placed them in this pass), then updates, each object once.
-func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, assigned []*taskRef, services []*api.Service, nodes []*api.Node, res *passResult) error {
+// pass places them), then updates, each object once. A pass creates up to
+// maxPassSteps times MaxTasksPerPass tasks and commits them in steps of
+// MaxTasksPerPass, each placed on what the steps before took and cut into
+// its own log entries: the leader places and encodes a step while the
+// store applies the one before (on two cores, the pass takes about the
+// longer of the two, not their sum), and the pass reads the service's
+// tasks once, not once a step (reading back 100,000 tasks every 10,000
+// was most of creating a big service). Before each step after the first
+// it looks at the services it still creates tasks for: one removed or
+// whose spec changed meanwhile (a scale, an update) ends the pass there,
+// and the next pass starts again from the store (res.stopped).
+func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, pl *placement, pending []*taskRef, services []*api.Service, nodes []*api.Node, read []*api.Service, res *passResult) error {
+	// Steps of at most the default size even when the bound is higher:
+	// a step is what the store applies while the next is placed.
+	steps := passSteps(p.create, min(m.maxTasksPerPass(), DefaultMaxTasksPerPass))
+	// Pending tasks that the pass did not create are placed in the first
+	// step; the created ones in their own.
 	creating := make(map[*taskRef]bool, len(p.create))
 	for _, t := range p.create {
 		creating[t] = true
 	}
-	var updating []*taskRef
-	seen := map[*taskRef]bool{}
-	for _, t := range append(p.update, assigned...) {
-		if !creating[t] && !seen[t] {
-			seen[t] = true
-			updating = append(updating, t)
+	toPlace := make(map[*taskRef]bool, len(pending))
+	var older []*taskRef
+	for _, t := range pending {
+		toPlace[t] = true
+		if !creating[t] {
+			older = append(older, t)
 		}
 	}
-	if len(p.create)+len(updating)+len(p.remove)+len(services)+len(nodes) == 0 {
+	if len(p.create)+len(p.update)+len(older)+len(p.remove)+len(services)+len(nodes) == 0 {
 		return nil
+	}
+	var (
+		updating []*taskRef
+		seen     = map[*taskRef]bool{}
+		written  []*taskRef // created tasks the batch wrote
+	)
+	byService := make(map[string]*api.Service, len(read))
+	for _, s := range read {
+		byService[s.ID] = s
 	}
 	out, err := st.Batch(ctx, func(b *raftstore.Batch) error {
 		// Everything written is the pass's own copy, dropped after the
 		// pass: the store may keep it as the object its readers share
 		// (the leader's watcher then need not decode 100,000 new tasks).
 		b.HandOver()
-		for _, n := range nodes {
-			if err := b.Update(TableNodes, n); err != nil {
-				return err
+		for i, step := range steps {
+			if i > 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if passStepHook != nil {
+					passStepHook(i)
+				}
+				if id := changedUnder(st, byService, step); id != "" {
+					res.stopped = true
+					for _, rest := range steps[i:] {
+						for _, t := range rest {
+							if len(res.again) == 0 || res.again[len(res.again)-1] != t.ServiceID {
+								res.again = append(res.again, t.ServiceID)
+							}
+						}
+					}
+					m.logger().Debug("swarm: a service changed during a pass; the next pass goes on", "service", id)
+					return nil
+				}
 			}
-		}
-		for _, svc := range services {
-			svc.UpdatedAt = now
-			if err := b.Update(TableServices, svc); err != nil {
-				return err
+			var places []*taskRef
+			if i == 0 {
+				places = older
 			}
-			if svc.UpdateStatus != nil {
-				m.logger().Info("swarm: service update", "service", svc.Spec.Name, "state", svc.UpdateStatus.State, "message", svc.UpdateStatus.Message)
+			for _, t := range step {
+				if toPlace[t] {
+					places = append(places, t)
+				}
 			}
-		}
-		for _, t := range p.create {
-			if err := b.Create(TableTasks, t.Task); err != nil {
-				return err
+			var assigned []*taskRef
+			if pl != nil {
+				assigned = pl.assign(places, now)
 			}
-		}
-		for _, ref := range updating {
-			t := ref.edit() // a copy already: what the pass changed
-			t.UpdatedAt = now
-			if err := b.Update(TableTasks, t); err != nil {
-				return err
+			if i == 0 {
+				for _, n := range nodes {
+					if err := b.Update(TableNodes, n); err != nil {
+						return err
+					}
+				}
+				for _, svc := range services {
+					svc.UpdatedAt = now
+					if err := b.Update(TableServices, svc); err != nil {
+						return err
+					}
+					if svc.UpdateStatus != nil {
+						m.logger().Info("swarm: service update", "service", svc.Spec.Name, "state", svc.UpdateStatus.State, "message", svc.UpdateStatus.Message)
+					}
+				}
 			}
-		}
-		for _, t := range p.remove {
-			if err := b.Delete(TableTasks, t.ID, t.Version); err != nil {
+			for _, t := range step {
+				if err := b.Create(TableTasks, t.Task); err != nil {
+					return err
+				}
+				written = append(written, t)
+			}
+			var upd []*taskRef
+			if i == 0 {
+				upd = p.update
+			}
+			for _, ref := range append(upd, assigned...) {
+				if creating[ref] || seen[ref] {
+					continue
+				}
+				seen[ref] = true
+				updating = append(updating, ref)
+				t := ref.edit() // a copy already: what the pass changed
+				t.UpdatedAt = now
+				if err := b.Update(TableTasks, t); err != nil {
+					return err
+				}
+			}
+			if i == 0 {
+				for _, t := range p.remove {
+					if err := b.Delete(TableTasks, t.ID, t.Version); err != nil {
+						return err
+					}
+				}
+			}
+			if err := b.Cut(); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	if pl != nil {
+		m.scheduleTime.observe(pl.took)
+	}
 	// A worker's report or a user's change raced this pass: its services
 	// get another look (the event of that change asks for it too).
 	res.raced = len(out.Conflicts) > 0
 	var owner map[string]string // task ID -> service ID, of the tasks written
 	if res.raced {
 		owner = map[string]string{}
-		for _, ts := range [][]*taskRef{p.create, updating, p.remove} {
+		for _, ts := range [][]*taskRef{written, updating, p.remove} {
 			for _, t := range ts {
 				owner[t.ID] = t.ServiceID
 			}
@@ -337,6 +424,54 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 		m.logger().Debug("swarm: reconcile conflicts", "count", len(out.Conflicts))
 	}
 	return err
+}
+
+// passStepHook, when set (by tests), runs before each step of a pass
+// after the first, on the pass's goroutine: a test changes the store there
+// as another writer would between two steps.
+var passStepHook func(step int)
+
+// maxPassSteps bounds the steps of MaxTasksPerPass created tasks that one
+// pass plans and commits: with the defaults, a pass creates up to 160,000
+// tasks (more than the cluster's default bound on a service's replicas).
+const maxPassSteps = 16
+
+// passSteps splits the tasks a pass creates into steps of at most per
+// (one step, maybe empty, when there are none: it carries the pass's
+// other writes).
+func passSteps(create []*taskRef, per int) [][]*taskRef {
+	steps := [][]*taskRef{create[:min(per, len(create)):min(per, len(create))]}
+	for create = create[len(steps[0]):]; len(create) > 0; create = create[len(steps[len(steps)-1]):] {
+		n := min(per, len(create))
+		steps = append(steps, create[:n:n])
+	}
+	return steps
+}
+
+// changedUnder returns the ID of a service that step creates tasks for
+// and that was removed, or whose spec changed, since the pass read it
+// (the pass's own writes change neither); "" when none did.
+func changedUnder(st *raftstore.Store, read map[string]*api.Service, step []*taskRef) (changed string) {
+	ids := map[string]bool{}
+	for _, t := range step {
+		ids[t.ServiceID] = true
+	}
+	st.View(func(tx *raftstore.ReadTx) error {
+		for id := range ids {
+			was := read[id]
+			o, err := tx.Get(TableServices, id)
+			if err != nil || was == nil {
+				changed = id
+				return nil
+			}
+			if cur := o.(*api.Service); cur != was && !reflect.DeepEqual(cur.Spec, was.Spec) {
+				changed = id
+				return nil
+			}
+		}
+		return nil
+	})
+	return changed
 }
 
 // dirtyTasks reads the tasks of the services in dirty (services are those
@@ -372,6 +507,18 @@ func dirtyTasks(tx *raftstore.ReadTx, dirty map[string]bool, services []*api.Ser
 		tasks = append(tasks, ts...)
 	}
 	return tasks, nil, nil
+}
+
+// missingReplicas is about how many tasks the replicated services lack
+// (their tasks of any state count as present: it is an estimate).
+func missingReplicas(services []*api.Service, bySvc map[string][]*taskRef) int {
+	n := 0
+	for _, s := range services {
+		if r := s.Spec.Mode.Replicated; r != nil && r.Replicas > uint64(len(bySvc[s.ID])) {
+			n += int(r.Replicas - uint64(len(bySvc[s.ID])))
+		}
+	}
+	return n
 }
 
 // expectedTasks is about how many tasks a converged service has, its
@@ -412,7 +559,10 @@ func hasPending(bySvc map[string][]*taskRef, created []*taskRef) bool {
 	return false
 }
 
-// byPending returns the pending tasks of the pass, in a stable order.
+// byPending returns the pending tasks of the pass: those read from the
+// store in a stable order, then those the pass created in the order it
+// made them (already stable: by service, then slot or node), which is the
+// order its steps commit them in.
 func byPending(bySvc map[string][]*taskRef, created []*taskRef) []*taskRef {
 	var out []*taskRef
 	for _, ts := range bySvc {
@@ -422,14 +572,13 @@ func byPending(bySvc map[string][]*taskRef, created []*taskRef) []*taskRef {
 			}
 		}
 	}
-	out = append(out, created...)
-	slices.SortStableFunc(out, func(a, b *taskRef) int {
+	slices.SortFunc(out, func(a, b *taskRef) int {
 		if c := cmpString(a.ServiceID, b.ServiceID); c != 0 {
 			return c
 		}
 		return cmpString(a.ID, b.ID)
 	})
-	return out
+	return append(out, created...)
 }
 
 func cmpString(a, b string) int {

@@ -192,9 +192,10 @@ func TestDirtyTasksReadsOnlyTheirServices(t *testing.T) {
 
 // seedPassStore starts a store led by m with tasks that take every path
 // of a pass that changes a task, and returns the services to look at.
-func seedPassStore(ctx context.Context, t *testing.T) (*Manager, *raftstore.Store, map[string]bool) {
+// leaderStore starts m's store (in memory), waits until it leads and
+// creates the cluster object, as a new leader does before its passes.
+func leaderStore(ctx context.Context, t *testing.T, m *Manager) *raftstore.Store {
 	t.Helper()
-	m := &Manager{ID: "m1"}
 	st, err := m.startStore(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -209,6 +210,13 @@ func seedPassStore(ctx context.Context, t *testing.T) (*Manager, *raftstore.Stor
 	if err := m.ensureCluster(ctx, st); err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+func seedPassStore(ctx context.Context, t *testing.T) (*Manager, *raftstore.Store, map[string]bool) {
+	t.Helper()
+	m := &Manager{ID: "m1"}
+	st := leaderStore(ctx, t, m)
 
 	now := time.Now().UTC()
 	long := now.Add(-time.Hour)
@@ -276,7 +284,7 @@ func seedPassStore(ctx context.Context, t *testing.T) (*Manager, *raftstore.Stor
 	for _, id := range []string{"conbroken", "conpending"} {
 		byID[id].Spec.Placement = con.Spec.TaskTemplate.Placement
 	}
-	err = st.Update(ctx, func(tx *raftstore.Tx) error {
+	err := st.Update(ctx, func(tx *raftstore.Tx) error {
 		for _, n := range []*api.Node{node("n1", api.NodeReady, api.NodeActive), node("down", api.NodeDown, api.NodeActive),
 			node("drained", api.NodeReady, api.NodeDrain)} {
 			if err := tx.Create(TableNodes, n); err != nil {

@@ -1,0 +1,255 @@
+package swarm
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/raftstore"
+	"github.com/shoalproject/shoal/swarm/api"
+)
+
+// stepStore starts a leader's store with nodes of cpus NanoCPUs each and
+// a replicated service; the manager commits perStep created tasks a step.
+func stepStore(ctx context.Context, t *testing.T, perStep, nodes int, cpus int64, replicas uint64, reserve int64) (*Manager, *raftstore.Store, *api.Service) {
+	t.Helper()
+	m := &Manager{ID: "m1", MaxTasksPerPass: perStep}
+	st := leaderStore(ctx, t, m)
+	now := time.Now().UTC()
+	svc := &api.Service{Meta: api.Meta{ID: "svc", CreatedAt: now},
+		Spec: api.ServiceSpec{Annotations: api.Annotations{Name: "web"}, Mode: api.Replicated(replicas),
+			TaskTemplate: api.TaskSpec{Image: "img", Resources: &api.ResourceRequirements{Reservations: &api.Resources{NanoCPUs: reserve}}}}}
+	err := st.Update(ctx, func(tx *raftstore.Tx) error {
+		for i := range nodes {
+			n := &api.Node{Meta: api.Meta{ID: fmt.Sprintf("node%d", i), CreatedAt: now}, Status: api.NodeStatus{State: api.NodeReady},
+				Description: api.NodeDescription{Hostname: fmt.Sprintf("node%d", i), Resources: api.Resources{NanoCPUs: cpus, MemoryBytes: 64 << 30}}}
+			if err := tx.Create(TableNodes, n); err != nil {
+				return err
+			}
+		}
+		return tx.Create(TableServices, svc)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, st, svc
+}
+
+func storeTasks(t *testing.T, st *raftstore.Store) []*api.Task {
+	t.Helper()
+	var ts []*api.Task
+	if err := st.View(func(tx *raftstore.ReadTx) (err error) {
+		ts, err = list[*api.Task](tx.List(TableTasks))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// One pass creates and places a service of 35 replicas, 10 a step: every
+// task is written and assigned after that one pass, each step in its own
+// log entries (no entry creates more than a step's tasks), and nothing is
+// left for another pass.
+func TestPassCommitsABigServiceInSteps(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, st, svc := stepStore(ctx, t, 10, 3, 16e9, 35, 1e8)
+	w, err := st.Watch(ctx, st.AppliedIndex(), func(e raftstore.Event) bool { return e.Table == TableTasks && e.Kind == raftstore.Created })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var book *allocator
+	res, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.again) != 0 || res.stopped {
+		t.Fatalf("one pass left work: again %v, stopped %v", res.again, res.stopped)
+	}
+	ts := storeTasks(t, st)
+	perNode := map[string]int{}
+	for _, tk := range ts {
+		if tk.Status.State != api.TaskAssigned || tk.NodeID == "" {
+			t.Fatalf("task %s (slot %d) is %s on %q after the pass", tk.ID, tk.Slot, tk.Status.State, tk.NodeID)
+		}
+		perNode[tk.NodeID]++
+	}
+	if len(ts) != 35 {
+		t.Fatalf("%d tasks after one pass, want 35", len(ts))
+	}
+	for n, k := range perNode {
+		if k < 11 || k > 12 {
+			t.Fatalf("node %s has %d of 35 tasks over 3 nodes: the steps did not spread on what the steps before placed (%v)", n, k, perNode)
+		}
+	}
+	perIndex := map[uint64]int{}
+	for range 35 {
+		select {
+		case ev := <-w.Events():
+			perIndex[ev.Index]++
+		case <-ctx.Done():
+			t.Fatalf("saw %d creations", len(perIndex))
+		}
+	}
+	for idx, n := range perIndex {
+		if n > 10 {
+			t.Fatalf("the entry at %d created %d tasks; a step creates 10", idx, n)
+		}
+	}
+	if len(perIndex) < 4 {
+		t.Fatalf("35 tasks in %d entries: the steps were not cut", len(perIndex))
+	}
+}
+
+// A service scaled down between two steps of a pass: the pass stops
+// before its next step and asks for another look, and the passes after it
+// converge on the new count with no slot given two tasks.
+func TestPassStopsWhenTheServiceChangesBetweenSteps(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, st, svc := stepStore(ctx, t, 10, 3, 16e9, 35, 1e8)
+	passStepHook = func(step int) {
+		if step != 2 {
+			return
+		}
+		err := st.Update(ctx, func(tx *raftstore.Tx) error {
+			o, err := tx.Get(TableServices, svc.ID)
+			if err != nil {
+				return err
+			}
+			c := *o.(*api.Service)
+			c.Spec.Mode = api.Replicated(12)
+			return tx.Update(TableServices, &c)
+		})
+		if err != nil {
+			t.Errorf("scaling down between steps: %v", err)
+		}
+	}
+	defer func() { passStepHook = nil }()
+	var book *allocator
+	res, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book)
+	passStepHook = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(storeTasks(t, st)); !res.stopped || len(res.again) != 1 || res.again[0] != svc.ID || n != 20 {
+		t.Fatalf("after a scale between steps 1 and 2: stopped %v, again %v, %d tasks written (want the 20 of the first two steps)", res.stopped, res.again, n)
+	}
+	dirty := map[string]bool{svc.ID: true}
+	for pass := 0; len(dirty) > 0; pass++ {
+		if pass == 5 {
+			t.Fatal("no convergence in 5 passes")
+		}
+		if res.stopped {
+			book = nil
+		}
+		if res, err = m.reconcile(ctx, st, dirty, false, false, &book); err != nil {
+			t.Fatal(err)
+		}
+		dirty = map[string]bool{}
+		for _, id := range res.again {
+			dirty[id] = true
+		}
+	}
+	live := map[uint64]int{}
+	made := map[uint64]int{}
+	for _, tk := range storeTasks(t, st) {
+		made[tk.Slot]++
+		if tk.DesiredState <= api.TaskRunning {
+			live[tk.Slot]++
+		}
+	}
+	for slot := uint64(1); slot <= 20; slot++ {
+		if made[slot] != 1 {
+			t.Fatalf("slot %d has %d tasks", slot, made[slot])
+		}
+		if want := 1; slot > 12 {
+			if live[slot] != 0 {
+				t.Fatalf("slot %d, scaled away, still has a live task", slot)
+			}
+		} else if live[slot] != want {
+			t.Fatalf("slot %d has %d live tasks", slot, live[slot])
+		}
+	}
+	if len(made) != 20 {
+		t.Fatalf("tasks in %d slots, want the 20 made before the scale", len(made))
+	}
+}
+
+// Steps place on what the steps before them took: nodes with room for 6
+// tasks each get 6, never more, though each step alone would fit.
+func TestPassStepsCountWhatEarlierStepsPlaced(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, st, svc := stepStore(ctx, t, 10, 2, 6e8, 20, 1e8)
+	var book *allocator
+	if _, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book); err != nil {
+		t.Fatal(err)
+	}
+	perNode := map[string]int{}
+	pending := 0
+	for _, tk := range storeTasks(t, st) {
+		switch tk.Status.State {
+		case api.TaskAssigned:
+			perNode[tk.NodeID]++
+		case api.TaskPending:
+			pending++
+			if tk.Status.Err == "" {
+				t.Errorf("pending task %d has no reason", tk.Slot)
+			}
+		}
+	}
+	if perNode["node0"] != 6 || perNode["node1"] != 6 || pending != 8 {
+		t.Fatalf("assigned per node %v, %d pending; want 6 and 6 (room for 6 each), 8 pending", perNode, pending)
+	}
+}
+
+// A pass that creates more tasks than supplyMin takes them from a supply
+// made ahead: every task is its own object with its own ID and its slot's
+// fields, and the pass still writes them all.
+func TestPassWithATaskSupplyMakesDistinctTasks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const n = supplyMin + supplyChunk + 7
+	m, st, svc := stepStore(ctx, t, 1000, 3, 1e12, n, 1e8)
+	var book *allocator
+	if _, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book); err != nil {
+		t.Fatal(err)
+	}
+	ts := storeTasks(t, st)
+	ids, slots := map[string]bool{}, map[uint64]bool{}
+	for _, tk := range ts {
+		if tk.ID == "" || ids[tk.ID] || slots[tk.Slot] || tk.ServiceID != svc.ID || tk.Status.State != api.TaskAssigned {
+			t.Fatalf("task %q slot %d of %q (%s): a repeated or empty ID or slot", tk.ID, tk.Slot, tk.ServiceID, tk.Status.State)
+		}
+		ids[tk.ID], slots[tk.Slot] = true, true
+	}
+	if len(ts) != n {
+		t.Fatalf("%d tasks, want %d", len(ts), n)
+	}
+}
+
+// A supply hands out n distinct zeroed tasks with IDs, then nil; stopping
+// it early ends its goroutine.
+func TestTaskSupply(t *testing.T) {
+	k := 0
+	s := supplyTasks(150, func() string { k++; return fmt.Sprint("id", k) })
+	seen := map[*api.Task]bool{}
+	for i := range 150 {
+		tk := s.take()
+		if tk == nil || seen[tk] || tk.ID == "" || tk.ServiceID != "" || tk.Slot != 0 {
+			t.Fatalf("task %d: %+v (seen %v)", i, tk, seen[tk])
+		}
+		seen[tk] = true
+	}
+	if tk := s.take(); tk != nil {
+		t.Fatalf("a 151st task from a supply of 150: %+v", tk)
+	}
+	s.stop()
+	early := supplyTasks(1<<20, newID)
+	early.take()
+	early.stop() // returns: the goroutine ended
+}
