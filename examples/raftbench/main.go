@@ -27,6 +27,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +66,7 @@ type options struct {
 	blockprof  string
 	mutexprof  string
 	heapprof   string
+	tracefile  string
 	timings    *timingSink
 	mem        bool
 }
@@ -87,6 +89,7 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.blockprof, "blockprofile", "", "write a block (waits on channels, syscalls not included) profile to this file")
 	flag.StringVar(&o.mutexprof, "mutexprofile", "", "write a mutex contention profile to this file")
 	flag.StringVar(&o.heapprof, "heapprofile", "", "write a heap profile to this file at the peak of the writes part (before its cluster closes), and one to FILE.rss from the member of the RSS part")
+	flag.StringVar(&o.tracefile, "trace", "", "write a runtime execution trace of the writes part to this file (go tool trace: scheduler latency, syscalls)")
 	flag.BoolVar(&o.mem, "mem", false, "print the process's memory after each writer count")
 	rafttimings := flag.Bool("raft-timings", false, "print where a write's time goes (hashicorp/raft's timing samples, means per writer count)")
 	flag.Parse()
@@ -293,6 +296,17 @@ func benchWrites(ctx context.Context, o options) error {
 	l, err := c.leader(ctx)
 	if err != nil {
 		return err
+	}
+	if o.tracefile != "" {
+		f, err := os.Create(o.tracefile)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() { trace.Stop(); f.Close() }()
 	}
 	fmt.Println("\n== committed single-object writes, 3 members, mutual TLS on loopback, fsync on every member ==")
 	fmt.Printf("%8s %12s %10s %10s %10s\n", "writers", "writes/s", "p50", "p99", "writes")
