@@ -98,10 +98,6 @@ type WAL struct {
 	wg   sync.WaitGroup
 
 	stable *stableFile
-	// ring runs the syncs of StoreLogs without holding a P (see syncRing);
-	// nil where the kernel has no io_uring, and then fdatasync is called
-	// directly. Used and closed under smu.
-	ring *syncRing
 	// repaired says what Open truncated, empty when nothing.
 	repaired string
 }
@@ -176,10 +172,6 @@ func openWAL(dir string, sealer Sealer, logger *slog.Logger, segmentSize int64) 
 	}
 	if err := syncDir(dir); err != nil {
 		return nil, err
-	}
-	if w.ring, err = newSyncRing(); err != nil {
-		w.logger.Debug("raftstore: the log syncs with fdatasync calls", "reason", err)
-		w.ring, err = nil, nil
 	}
 	w.wg.Add(1)
 	go w.syncer()
@@ -848,7 +840,7 @@ func (w *WAL) sync() error {
 		(*hook)()
 	}
 	for _, seg := range files {
-		if err := w.datasync(seg.f); err != nil {
+		if err := unix.Fdatasync(int(seg.f.Fd())); err != nil {
 			return w.fail(fmt.Errorf("raftstore: sync %s: %w", seg.path, err))
 		}
 	}
@@ -859,15 +851,6 @@ func (w *WAL) sync() error {
 	w.cond.Broadcast()
 	w.cmu.Unlock()
 	return nil
-}
-
-// datasync is fdatasync, through the ring when there is one. Called with
-// smu held.
-func (w *WAL) datasync(f *os.File) error {
-	if w.ring != nil {
-		return w.ring.fdatasync(f)
-	}
-	return unix.Fdatasync(int(f.Fd()))
 }
 
 // syncer makes the leader's unsynced appends durable, one sync per wake-up
@@ -1142,12 +1125,6 @@ func (w *WAL) Close() error {
 	if errors.Is(err, ErrLogFailed) {
 		err = nil // already reported
 	}
-	w.smu.Lock()
-	if w.ring != nil {
-		w.ring.close()
-		w.ring = nil
-	}
-	w.smu.Unlock()
 	w.cmu.Lock()
 	w.closed = true
 	w.cond.Broadcast()

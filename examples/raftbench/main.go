@@ -67,6 +67,7 @@ type options struct {
 	mutexprof  string
 	heapprof   string
 	tracefile  string
+	cpu        bool
 	timings    *timingSink
 	mem        bool
 }
@@ -90,6 +91,7 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.mutexprof, "mutexprofile", "", "write a mutex contention profile to this file")
 	flag.StringVar(&o.heapprof, "heapprofile", "", "write a heap profile to this file at the peak of the writes part (before its cluster closes), and one to FILE.rss from the member of the RSS part")
 	flag.StringVar(&o.tracefile, "trace", "", "write a runtime execution trace of the writes part to this file (go tool trace: scheduler latency, syscalls)")
+	flag.BoolVar(&o.cpu, "cpu", false, "print the process's CPU time and context switches per write for each writer count (all three members together)")
 	flag.BoolVar(&o.mem, "mem", false, "print the process's memory after each writer count")
 	rafttimings := flag.Bool("raft-timings", false, "print where a write's time goes (hashicorp/raft's timing samples, means per writer count)")
 	flag.Parse()
@@ -328,6 +330,7 @@ func benchWrites(ctx context.Context, o options) error {
 			tickets.Store(int64(o.objects[wi]))
 			more = func() bool { return tickets.Add(-1) >= 0 }
 		}
+		ru0 := usage()
 		start := time.Now()
 		for range n {
 			wg.Add(1)
@@ -356,6 +359,12 @@ func benchWrites(ctx context.Context, o options) error {
 			fmt.Printf("  (%d errors)", e)
 		}
 		fmt.Println()
+		if o.cpu && len(lats) > 0 {
+			ru := usage().sub(ru0)
+			w := float64(len(lats))
+			fmt.Printf("    process per write: CPU %.0f µs (user %.0f, system %.0f), context switches %.1f voluntary, %.1f involuntary\n",
+				float64(ru.user+ru.sys)/w/1e3, float64(ru.user)/w/1e3, float64(ru.sys)/w/1e3, float64(ru.nvcsw)/w, float64(ru.nivcsw)/w)
+		}
 		if o.timings != nil {
 			o.timings.print()
 		}
