@@ -27,6 +27,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +66,8 @@ type options struct {
 	blockprof  string
 	mutexprof  string
 	heapprof   string
+	tracefile  string
+	cpu        bool
 	timings    *timingSink
 	mem        bool
 }
@@ -87,6 +90,8 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.blockprof, "blockprofile", "", "write a block (waits on channels, syscalls not included) profile to this file")
 	flag.StringVar(&o.mutexprof, "mutexprofile", "", "write a mutex contention profile to this file")
 	flag.StringVar(&o.heapprof, "heapprofile", "", "write a heap profile to this file at the peak of the writes part (before its cluster closes), and one to FILE.rss from the member of the RSS part")
+	flag.StringVar(&o.tracefile, "trace", "", "write a runtime execution trace of the writes part to this file (go tool trace: scheduler latency, syscalls)")
+	flag.BoolVar(&o.cpu, "cpu", false, "print the process's CPU time and context switches per write for each writer count (all three members together)")
 	flag.BoolVar(&o.mem, "mem", false, "print the process's memory after each writer count")
 	rafttimings := flag.Bool("raft-timings", false, "print where a write's time goes (hashicorp/raft's timing samples, means per writer count)")
 	flag.Parse()
@@ -294,6 +299,17 @@ func benchWrites(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	if o.tracefile != "" {
+		f, err := os.Create(o.tracefile)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() { trace.Stop(); f.Close() }()
+	}
 	fmt.Println("\n== committed single-object writes, 3 members, mutual TLS on loopback, fsync on every member ==")
 	fmt.Printf("%8s %12s %10s %10s %10s\n", "writers", "writes/s", "p50", "p99", "writes")
 	var next atomic.Int64
@@ -314,6 +330,7 @@ func benchWrites(ctx context.Context, o options) error {
 			tickets.Store(int64(o.objects[wi]))
 			more = func() bool { return tickets.Add(-1) >= 0 }
 		}
+		ru0 := usage()
 		start := time.Now()
 		for range n {
 			wg.Add(1)
@@ -342,6 +359,12 @@ func benchWrites(ctx context.Context, o options) error {
 			fmt.Printf("  (%d errors)", e)
 		}
 		fmt.Println()
+		if o.cpu && len(lats) > 0 {
+			ru := usage().sub(ru0)
+			w := float64(len(lats))
+			fmt.Printf("    process per write: CPU %.0f µs (user %.0f, system %.0f), context switches %.1f voluntary, %.1f involuntary\n",
+				float64(ru.user+ru.sys)/w/1e3, float64(ru.user)/w/1e3, float64(ru.sys)/w/1e3, float64(ru.nvcsw)/w, float64(ru.nivcsw)/w)
+		}
 		if o.timings != nil {
 			o.timings.print()
 		}
