@@ -33,9 +33,10 @@ type tree[K, T any] struct {
 	root *treeNode[K, T]
 	n    int
 	gen  uint64 // nodes with this generation belong to this tree alone
-	// inserts counts the inserts of this generation: once there are many
-	// (a big batch applying), nodes copied or split get their full room,
-	// so later inserts into them in the same generation copy nothing.
+	// inserts counts the inserts (not replacements) of this generation:
+	// once there are many (a big batch applying), nodes copied or split
+	// get their full room, so later inserts into them in the same
+	// generation copy nothing.
 	inserts int
 	cmp     func(a, b K) int
 	key     func(T) K
@@ -144,7 +145,6 @@ func (t *tree[K, T]) ReplaceOrInsert(item T) (T, bool) {
 		var zero T
 		return zero, false
 	}
-	t.inserts++
 	t.root = t.mutable(t.root, 1)
 	old, replaced, right, sep := t.insert(t.root, item)
 	if right != nil {
@@ -152,6 +152,9 @@ func (t *tree[K, T]) ReplaceOrInsert(item T) (T, bool) {
 	}
 	if !replaced {
 		t.n++
+		// Replacements (status reports) need no room: only inserts
+		// make a generation a bulk one.
+		t.inserts++
 	}
 	return old, replaced
 }

@@ -214,3 +214,42 @@ func treeModel(tr *tree[int, int]) []int {
 	tr.Ascend(func(e int) bool { out = append(out, e); return true })
 	return out
 }
+
+// Replacements (a batch of status reports) are not inserts: however many
+// a generation takes, the leaves they copy stay exactly sized, and a tree
+// of random keys keeps little room beyond its items.
+func TestTreeReplacementsKeepLeavesSized(t *testing.T) {
+	tr := newTree(stdcmp.Compare[int], func(e int) int { return e })
+	rng := rand.New(rand.NewPCG(5, 6))
+	keys := make([]int, 20000)
+	for i := range keys {
+		keys[i] = rng.Int()
+		tr.ReplaceOrInsert(keys[i])
+		if i%10 == 9 {
+			tr.Clone() // small transactions: no bulk room
+		}
+	}
+	leafSlots := func() (slots int) {
+		var walk func(n *treeNode[int, int])
+		walk = func(n *treeNode[int, int]) {
+			if n.children == nil {
+				slots += cap(n.items)
+			}
+			for _, c := range n.children {
+				walk(c)
+			}
+		}
+		walk(tr.root)
+		return slots
+	}
+	before := leafSlots()
+	for round := range 4 {
+		tr.Clone()
+		for _, k := range keys[round*5000 : (round+1)*5000] {
+			tr.ReplaceOrInsert(k) // every item replaced, 5,000 a generation
+		}
+	}
+	if after := leafSlots(); after > before+len(keys)/20 {
+		t.Fatalf("leaf slots %d -> %d after replacing every item: replacements gave copies room", before, after)
+	}
+}

@@ -9,20 +9,6 @@ import (
 	"github.com/shoalproject/shoal/swarm/api"
 )
 
-// assign places pending tasks on nodes with the scheduler, a whole service
-// (at one spec version) at a time, and returns the tasks it changed:
-// assigned ones (with the named generic resources they were given), and
-// pending ones whose reason for waiting changed ("no suitable node
-// (insufficient memory on 3 nodes)"). all is every task in the store, to
-// count what each node already runs (read only); pending are the pass's
-// refs of the tasks to place, changed through their edit.
-func assign(s *scheduler.Scheduler, nodes []*api.Node, all []*api.Task, pending []*taskRef, now time.Time) []*taskRef {
-	if len(pending) == 0 {
-		return nil
-	}
-	return newPlacement(s, nodes, all).assign(pending, now)
-}
-
 // placement is what the scheduler knows of the nodes during a pass: what
 // each runs, counted once from the store's tasks and then kept up to
 // date with the pass's own assignments, so that a pass that commits in
@@ -60,8 +46,13 @@ func newPlacement(s *scheduler.Scheduler, nodes []*api.Node, all []*api.Task) *p
 	return pl
 }
 
-// assign places pending (see the function assign) and counts the tasks
-// it assigned against their nodes.
+// assign places pending tasks on nodes with the scheduler, a whole service
+// (at one spec version) at a time, counts the tasks it assigned against
+// their nodes, and returns the tasks it changed: assigned ones (with the
+// named generic resources they were given), and pending ones whose reason
+// for waiting changed ("no suitable node (insufficient memory on 3
+// nodes)"). pending are the pass's refs of the tasks to place, changed
+// through their edit.
 func (pl *placement) assign(pending []*taskRef, now time.Time) []*taskRef {
 	if len(pending) == 0 {
 		return nil

@@ -24,11 +24,17 @@ import (
 // about 15 s; a few seconds here).
 const DefaultHeartbeatPeriod = time.Second
 
-// DefaultMaxTasksPerPass bounds the tasks one step of a reconcile pass
-// creates and commits, so a service of many replicas is written in steps
-// of a few Raft entries each, which apply while the leader places the
-// next step. A pass plans up to 16 steps (reconcile.go, maxPassSteps).
-const DefaultMaxTasksPerPass = 10_000
+// DefaultMaxTasksPerPass bounds the tasks one reconcile pass creates and
+// commits. A pass holds the leader loop (other services' changes and node
+// changes wait for it) and its tasks in memory: on a 2-core machine
+// 100,000 tasks take a pass about 1.4 s and 300 MB. A bigger service is
+// created over several passes.
+const DefaultMaxTasksPerPass = 100_000
+
+// DefaultPassStep is the most tasks one step of a pass creates: a pass
+// commits in steps, each its own few Raft entries, which the store
+// applies while the leader places and encodes the next step.
+const DefaultPassStep = 10_000
 
 // Manager keeps the cluster's desired state in Raft (raftstore) and drives
 // it. Its parts, one concept per file:
@@ -84,10 +90,15 @@ type Manager struct {
 	// makes Start fail with ErrBadUnlockKey); empty leaves it locked until
 	// Unlock.
 	UnlockWith string
-	// MaxTasksPerPass bounds the tasks one step of a reconcile pass
-	// creates (a pass takes up to 16 steps); 0 means
-	// DefaultMaxTasksPerPass.
+	// MaxTasksPerPass bounds the tasks one reconcile pass creates (in
+	// steps of at most DefaultPassStep); 0 means DefaultMaxTasksPerPass.
 	MaxTasksPerPass int
+	// passStepSize, when positive, replaces DefaultPassStep (tests).
+	passStepSize int
+	// stepHook, when set (by tests), runs before each step of a pass
+	// after the first, on the pass's goroutine: a test changes the store
+	// there as another writer would between two steps.
+	stepHook func(step int)
 	// DrainTimeout bounds how long a stopping task that is a backend
 	// waits for every node to confirm it took the task out (drain.go);
 	// 0 or negative means DefaultDrainTimeout. The managers decide it:
@@ -403,6 +414,13 @@ func (m *Manager) maxTasksPerPass() int {
 		return m.MaxTasksPerPass
 	}
 	return DefaultMaxTasksPerPass
+}
+
+func (m *Manager) passStep() int {
+	if m.passStepSize > 0 {
+		return m.passStepSize
+	}
+	return DefaultPassStep
 }
 
 func (m *Manager) logger() *slog.Logger {

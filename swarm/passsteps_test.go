@@ -14,7 +14,7 @@ import (
 // a replicated service; the manager commits perStep created tasks a step.
 func stepStore(ctx context.Context, t *testing.T, perStep, nodes int, cpus int64, replicas uint64, reserve int64) (*Manager, *raftstore.Store, *api.Service) {
 	t.Helper()
-	m := &Manager{ID: "m1", MaxTasksPerPass: perStep}
+	m := &Manager{ID: "m1", passStepSize: perStep}
 	st := leaderStore(ctx, t, m)
 	now := time.Now().UTC()
 	svc := &api.Service{Meta: api.Meta{ID: "svc", CreatedAt: now},
@@ -111,7 +111,7 @@ func TestPassStopsWhenTheServiceChangesBetweenSteps(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	m, st, svc := stepStore(ctx, t, 10, 3, 16e9, 35, 1e8)
-	passStepHook = func(step int) {
+	m.stepHook = func(step int) {
 		if step != 2 {
 			return
 		}
@@ -128,10 +128,9 @@ func TestPassStopsWhenTheServiceChangesBetweenSteps(t *testing.T) {
 			t.Errorf("scaling down between steps: %v", err)
 		}
 	}
-	defer func() { passStepHook = nil }()
 	var book *allocator
 	res, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book)
-	passStepHook = nil
+	m.stepHook = nil
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +175,71 @@ func TestPassStopsWhenTheServiceChangesBetweenSteps(t *testing.T) {
 	}
 	if len(made) != 20 {
 		t.Fatalf("tasks in %d slots, want the 20 made before the scale", len(made))
+	}
+}
+
+// A node drained between two steps of a pass: the pass stops before its
+// next step (it would place on the node as it was), and the passes after
+// it place the rest on the other nodes; no task placed after the drain
+// goes to the drained node.
+func TestPassStopsWhenANodeChangesBetweenSteps(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, st, svc := stepStore(ctx, t, 10, 3, 16e9, 60, 1e8)
+	m.stepHook = func(step int) {
+		if step != 1 {
+			return
+		}
+		err := st.Update(ctx, func(tx *raftstore.Tx) error {
+			o, err := tx.Get(TableNodes, "node0")
+			if err != nil {
+				return err
+			}
+			c := *o.(*api.Node)
+			c.Spec.Availability = api.NodeDrain
+			return tx.Update(TableNodes, &c)
+		})
+		if err != nil {
+			t.Errorf("draining node0 between steps: %v", err)
+		}
+	}
+	var book *allocator
+	res, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book)
+	m.stepHook = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.stopped || len(res.again) != 1 || len(storeTasks(t, st)) != 10 {
+		t.Fatalf("after a drain between steps 0 and 1: stopped %v, again %v, %d tasks (want the 10 of step 0)", res.stopped, res.again, len(storeTasks(t, st)))
+	}
+	dirty := map[string]bool{svc.ID: true}
+	for pass := 0; len(dirty) > 0; pass++ {
+		if pass == 5 {
+			t.Fatal("no convergence in 5 passes")
+		}
+		book = nil
+		if res, err = m.reconcile(ctx, st, dirty, false, false, &book); err != nil {
+			t.Fatal(err)
+		}
+		dirty = map[string]bool{}
+		for _, id := range res.again {
+			dirty[id] = true
+		}
+	}
+	ts := storeTasks(t, st)
+	if len(ts) != 60 {
+		t.Fatalf("%d tasks, want 60", len(ts))
+	}
+	onDrained := 0
+	for _, tk := range ts {
+		if tk.NodeID == "node0" {
+			onDrained++
+		}
+	}
+	// Step 0 (10 tasks over 3 nodes) was placed before the drain: its
+	// share of node0 stays; nothing after it goes there.
+	if onDrained > 4 {
+		t.Fatalf("%d tasks on node0, drained after step 0 placed at most 4 there", onDrained)
 	}
 }
 

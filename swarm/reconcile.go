@@ -138,7 +138,7 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 			// on nodes that no longer meet their constraints or resources.
 			enforce(nodes, bySvc, r, &p)
 		}
-		budget := m.maxTasksPerPass() * maxPassSteps
+		budget := m.maxTasksPerPass()
 		// Many tasks to create: have them made ahead (tasksupply.go).
 		if want := min(missingReplicas(services, bySvc), budget); want >= supplyMin {
 			r.supply = supplyTasks(want, newID)
@@ -260,25 +260,26 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 		pending = slices.DeleteFunc(byPending(bySvc, p.create), func(t *taskRef) bool { return unplaced[t] })
 		pl = newPlacement(sched, nodes, usage)
 	}
-	return res, m.commit(ctx, st, now, &p, pl, pending, changed, nodeUps, services, &res)
+	return res, m.commit(ctx, st, now, &p, pl, pending, changed, nodeUps, services, nodes, &res)
 }
 
 // commit writes a pass: creations first (with their placement when the
 // pass places them), then updates, each object once. A pass creates up to
-// maxPassSteps times MaxTasksPerPass tasks and commits them in steps of
-// MaxTasksPerPass, each placed on what the steps before took and cut into
+// MaxTasksPerPass tasks and commits them in steps of at most
+// DefaultPassStep, each placed on what the steps before took and cut into
 // its own log entries: the leader places and encodes a step while the
 // store applies the one before (on two cores, the pass takes about the
 // longer of the two, not their sum), and the pass reads the service's
 // tasks once, not once a step (reading back 100,000 tasks every 10,000
 // was most of creating a big service). Before each step after the first
-// it looks at the services it still creates tasks for: one removed or
-// whose spec changed meanwhile (a scale, an update) ends the pass there,
-// and the next pass starts again from the store (res.stopped).
-func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, pl *placement, pending []*taskRef, services []*api.Service, nodes []*api.Node, read []*api.Service, res *passResult) error {
-	// Steps of at most the default size even when the bound is higher:
-	// a step is what the store applies while the next is placed.
-	steps := passSteps(p.create, min(m.maxTasksPerPass(), DefaultMaxTasksPerPass))
+// it looks at what the placement of the rest depends on: a service it
+// still creates tasks for that was removed or whose spec changed (a
+// scale, an update), or a node whose spec or state changed (drained,
+// paused, down, removed), ends the pass there, and the next pass starts
+// again from the store (res.stopped). readNodes are the nodes the pass
+// read; nodes those it updates.
+func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, pl *placement, pending []*taskRef, services []*api.Service, nodes []*api.Node, read []*api.Service, readNodes []*api.Node, res *passResult) error {
+	steps := passSteps(p.create, min(m.maxTasksPerPass(), m.passStep()))
 	// Pending tasks that the pass did not create are placed in the first
 	// step; the created ones in their own.
 	creating := make(map[*taskRef]bool, len(p.create))
@@ -305,6 +306,13 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 	for _, s := range read {
 		byService[s.ID] = s
 	}
+	var byNode map[string]*api.Node // what placement went by; nil: none
+	if pl != nil && len(steps) > 1 {
+		byNode = make(map[string]*api.Node, len(readNodes))
+		for _, n := range readNodes {
+			byNode[n.ID] = n
+		}
+	}
 	out, err := st.Batch(ctx, func(b *raftstore.Batch) error {
 		// Everything written is the pass's own copy, dropped after the
 		// pass: the store may keep it as the object its readers share
@@ -315,10 +323,10 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				if passStepHook != nil {
-					passStepHook(i)
+				if m.stepHook != nil {
+					m.stepHook(i)
 				}
-				if id := changedUnder(st, byService, step); id != "" {
+				if what := changedUnder(st, byService, byNode, step); what != "" {
 					res.stopped = true
 					for _, rest := range steps[i:] {
 						for _, t := range rest {
@@ -327,7 +335,7 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 							}
 						}
 					}
-					m.logger().Debug("swarm: a service changed during a pass; the next pass goes on", "service", id)
+					m.logger().Debug("swarm: what a pass placed on changed; the next pass goes on", "changed", what)
 					return nil
 				}
 			}
@@ -426,16 +434,6 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 	return err
 }
 
-// passStepHook, when set (by tests), runs before each step of a pass
-// after the first, on the pass's goroutine: a test changes the store there
-// as another writer would between two steps.
-var passStepHook func(step int)
-
-// maxPassSteps bounds the steps of MaxTasksPerPass created tasks that one
-// pass plans and commits: with the defaults, a pass creates up to 160,000
-// tasks (more than the cluster's default bound on a service's replicas).
-const maxPassSteps = 16
-
 // passSteps splits the tasks a pass creates into steps of at most per
 // (one step, maybe empty, when there are none: it carries the pass's
 // other writes).
@@ -448,10 +446,14 @@ func passSteps(create []*taskRef, per int) [][]*taskRef {
 	return steps
 }
 
-// changedUnder returns the ID of a service that step creates tasks for
-// and that was removed, or whose spec changed, since the pass read it
-// (the pass's own writes change neither); "" when none did.
-func changedUnder(st *raftstore.Store, read map[string]*api.Service, step []*taskRef) (changed string) {
+// changedUnder says what changed since the pass read it, of what the
+// placement of step depends on: a service step creates tasks for that was
+// removed or whose spec changed (a rollback the pass wrote itself counts:
+// the next pass goes on from the store), or a node of nodes (nil: no
+// placement) whose spec (availability, labels, role) or state changed or
+// that was removed (the pass's own node writes change addresses only).
+// "" when nothing did.
+func changedUnder(st *raftstore.Store, read map[string]*api.Service, nodes map[string]*api.Node, step []*taskRef) (changed string) {
 	ids := map[string]bool{}
 	for _, t := range step {
 		ids[t.ServiceID] = true
@@ -461,11 +463,22 @@ func changedUnder(st *raftstore.Store, read map[string]*api.Service, step []*tas
 			was := read[id]
 			o, err := tx.Get(TableServices, id)
 			if err != nil || was == nil {
-				changed = id
+				changed = "service " + id
 				return nil
 			}
 			if cur := o.(*api.Service); cur != was && !reflect.DeepEqual(cur.Spec, was.Spec) {
-				changed = id
+				changed = "service " + id
+				return nil
+			}
+		}
+		for id, was := range nodes {
+			o, err := tx.Get(TableNodes, id)
+			if err != nil {
+				changed = "node " + id
+				return nil
+			}
+			if cur := o.(*api.Node); cur != was && (cur.Status.State != was.Status.State || !reflect.DeepEqual(cur.Spec, was.Spec)) {
+				changed = "node " + id
 				return nil
 			}
 		}

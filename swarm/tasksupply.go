@@ -8,9 +8,10 @@ import "github.com/shoalproject/shoal/swarm/api"
 // (704 bytes each) and drawing their IDs was most of the pass's planning,
 // which runs while nothing else has work (the store applies what the pass
 // commits only after it): the supply moves that to the idle core. A chunk
-// stays in memory while any of its tasks is the store's object, which is
-// no longer than the tasks of one pass live together anyway, until they
-// are updated (assigned, started) one by one.
+// stays in memory while any of its tasks is the store's object: until
+// all of its 64 tasks are updated (started, reported) or removed, so a
+// task that is never updated (pending with no node for it, on a node that
+// never reports) keeps its whole chunk (about 45 KB).
 type taskSupply struct {
 	ch   chan []api.Task
 	cur  []api.Task
