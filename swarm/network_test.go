@@ -278,24 +278,61 @@ type slowRequest struct {
 // it returns, the connection is open at the server.
 func startRequest(t *testing.T, h *nettest.Host, url string) *slowRequest {
 	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
+	r, err := tryRequest(h, url, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.conn.Close() })
+	return r
+}
+
+// tryRequest connects from h to url's host and sends the request, with a
+// deadline of within for the whole exchange.
+func tryRequest(h *nettest.Host, url string, within time.Duration) (*slowRequest, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return nil, err
 	}
 	r := &slowRequest{req: req}
 	if err := h.Do(func() (err error) {
 		r.conn, err = net.DialTimeout("tcp", req.URL.Host, 2*time.Second)
 		return err
 	}); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { r.conn.Close() })
-	r.conn.SetDeadline(time.Now().Add(20 * time.Second))
+	r.conn.SetDeadline(time.Now().Add(within))
 	req.Close = true
 	if err := req.Write(r.conn); err != nil {
-		t.Fatal(err)
+		r.conn.Close()
+		return nil, err
 	}
-	return r
+	return r, nil
+}
+
+// connDiagnosis describes a connection from h's local port: the client
+// socket as ss sees it and the conntrack entries of that port in h.
+func connDiagnosis(h *nettest.Host, port int) string {
+	var b strings.Builder
+	out, err := h.Command(context.Background(), "ss", "-tnoie", fmt.Sprintf("( sport = :%d )", port)).CombinedOutput()
+	fmt.Fprintf(&b, "ss: %s %v\n", out, err)
+	h.Do(func() error {
+		ct, err := os.ReadFile("/proc/thread-self/net/nf_conntrack")
+		if err != nil {
+			fmt.Fprintf(&b, "conntrack: %v\n", err)
+			return nil
+		}
+		want := fmt.Sprintf("sport=%d ", port)
+		n := 0
+		for _, l := range strings.Split(string(ct), "\n") {
+			if strings.Contains(l, want) {
+				fmt.Fprintf(&b, "conntrack: %s\n", l)
+				n++
+			}
+		}
+		fmt.Fprintf(&b, "conntrack: %d entries of port %d at %s\n", n, port, time.Now().Format("15:04:05.000"))
+		return nil
+	})
+	return b.String()
 }
 
 // answer reads the request's answer: its body, or an error (a status other
@@ -727,8 +764,16 @@ func TestNetworkAcrossHosts(t *testing.T) {
 		// before its SIGTERM (which this app obeys at once).
 		for range 3 {
 			go loop("slow", func() error {
-				_, err := getFrom(h[0], "http://"+h[0].Addr.String()+":8080/?delay=300ms")
-				return err
+				r, err := tryRequest(h[0], "http://"+h[0].Addr.String()+":8080/?delay=300ms", 3*time.Second)
+				if err != nil {
+					return err
+				}
+				if _, err := r.answer(); err != nil {
+					// What the path of this connection looked like when
+					// it failed (a failure seen only under CI load).
+					return fmt.Errorf("%w\n%s", err, connDiagnosis(h[0], r.conn.LocalAddr().(*net.TCPAddr).Port))
+				}
+				return nil
 			})
 		}
 		go loop("vip", func() error { _, err := run("get", "http://web/"); return err })
@@ -783,6 +828,11 @@ func TestNetworkAcrossHosts(t *testing.T) {
 			}
 		}
 		if len(errs) > 0 {
+			all, _ := cl.Tasks(ctx, swarm.Filter{Services: []string{webSvc.ID}})
+			for _, tk := range all {
+				t.Logf("web task %s slot %d on %s: desired %s, %s at %s, addresses %v", tk.ID, tk.Slot, tk.NodeID, tk.DesiredState, tk.Status.State,
+					tk.Status.Timestamp.Format("15:04:05.000"), tk.Networks)
+			}
 			t.Fatalf("requests failed during the update and scaling: %v", errs)
 		}
 		webTasks = running(t, cl, webSvc.ID)
