@@ -178,68 +178,119 @@ func TestPassStopsWhenTheServiceChangesBetweenSteps(t *testing.T) {
 	}
 }
 
-// A node drained between two steps of a pass: the pass stops before its
-// next step (it would place on the node as it was), and the passes after
-// it place the rest on the other nodes; no task placed after the drain
-// goes to the drained node.
+// A node changed between two steps of a pass in a way placement reads
+// (drained, down, removed, re-registered with less memory): the pass
+// stops before its next step (it would place on the node as it was), and
+// the passes after it place the rest on the other nodes; no task placed
+// after the change goes to that node. A change placement does not read
+// (the node's network attachments, which passes write themselves) does
+// not stop it.
 func TestPassStopsWhenANodeChangesBetweenSteps(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		change func(tx *raftstore.Tx, n *api.Node) error
+		stops  bool
+	}{
+		{"drained", func(tx *raftstore.Tx, n *api.Node) error { n.Spec.Availability = api.NodeDrain; return tx.Update(TableNodes, n) }, true},
+		{"down", func(tx *raftstore.Tx, n *api.Node) error { n.Status.State = api.NodeDown; return tx.Update(TableNodes, n) }, true},
+		{"removed", func(tx *raftstore.Tx, n *api.Node) error { return tx.Delete(TableNodes, n.ID) }, true},
+		{"no tasks any more", func(tx *raftstore.Tx, n *api.Node) error { n.Description.NoTasks = true; return tx.Update(TableNodes, n) }, true},
+		{"addresses only", func(tx *raftstore.Tx, n *api.Node) error {
+			n.Attachments = []api.NetworkAttachment{{NetworkID: "ingress", Addresses: []string{"10.255.0.9/16"}}}
+			return tx.Update(TableNodes, n)
+		}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			m, st, svc := stepStore(ctx, t, 10, 3, 16e9, 60, 1e8)
+			m.stepHook = func(step int) {
+				if step != 1 {
+					return
+				}
+				err := st.Update(ctx, func(tx *raftstore.Tx) error {
+					o, err := tx.Get(TableNodes, "node0")
+					if err != nil {
+						return err
+					}
+					n := *o.(*api.Node)
+					return c.change(tx, &n)
+				})
+				if err != nil {
+					t.Errorf("changing node0 between steps: %v", err)
+				}
+			}
+			var book *allocator
+			res, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book)
+			m.stepHook = nil
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.stops {
+				if res.stopped || len(storeTasks(t, st)) != 60 {
+					t.Fatalf("a change placement does not read stopped the pass: stopped %v, %d tasks", res.stopped, len(storeTasks(t, st)))
+				}
+				return
+			}
+			if !res.stopped || len(res.again) != 1 || len(storeTasks(t, st)) != 10 {
+				t.Fatalf("after the change between steps 0 and 1: stopped %v, again %v, %d tasks (want the 10 of step 0)", res.stopped, res.again, len(storeTasks(t, st)))
+			}
+			dirty := map[string]bool{svc.ID: true}
+			for pass := 0; len(dirty) > 0; pass++ {
+				if pass == 5 {
+					t.Fatal("no convergence in 5 passes")
+				}
+				book = nil
+				if res, err = m.reconcile(ctx, st, dirty, false, false, &book); err != nil {
+					t.Fatal(err)
+				}
+				dirty = map[string]bool{}
+				for _, id := range res.again {
+					dirty[id] = true
+				}
+			}
+			// Every slot has its task (those step 0 put on a node that
+			// went down or away are replaced in time, as any such task).
+			slots, onChanged := map[uint64]bool{}, 0
+			for _, tk := range storeTasks(t, st) {
+				slots[tk.Slot] = true
+				if tk.NodeID == "node0" {
+					onChanged++
+				}
+			}
+			if len(slots) != 60 {
+				t.Fatalf("tasks in %d slots, want 60", len(slots))
+			}
+			// Step 0 (10 tasks over 3 nodes) was placed before the
+			// change: its share of node0 stays; nothing after it goes
+			// there.
+			if onChanged > 4 {
+				t.Fatalf("%d tasks on node0, changed after step 0 placed at most 4 there", onChanged)
+			}
+		})
+	}
+}
+
+// One pass creates at most MaxTasksPerPass tasks, in steps: a service
+// missing more goes on in the next pass, which completes it.
+func TestPassCreatesAtMostMaxTasksPerPass(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, st, svc := stepStore(ctx, t, 10, 3, 16e9, 60, 1e8)
-	m.stepHook = func(step int) {
-		if step != 1 {
-			return
-		}
-		err := st.Update(ctx, func(tx *raftstore.Tx) error {
-			o, err := tx.Get(TableNodes, "node0")
-			if err != nil {
-				return err
-			}
-			c := *o.(*api.Node)
-			c.Spec.Availability = api.NodeDrain
-			return tx.Update(TableNodes, &c)
-		})
-		if err != nil {
-			t.Errorf("draining node0 between steps: %v", err)
-		}
-	}
+	m, st, svc := stepStore(ctx, t, 10, 3, 16e9, 35, 1e8)
+	m.MaxTasksPerPass = 25
 	var book *allocator
 	res, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book)
-	m.stepHook = nil
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.stopped || len(res.again) != 1 || len(storeTasks(t, st)) != 10 {
-		t.Fatalf("after a drain between steps 0 and 1: stopped %v, again %v, %d tasks (want the 10 of step 0)", res.stopped, res.again, len(storeTasks(t, st)))
+	if n := len(storeTasks(t, st)); n != 25 || res.stopped || len(res.again) != 1 || res.again[0] != svc.ID {
+		t.Fatalf("first pass: %d tasks, stopped %v, again %v; want 25, not stopped, the service again", n, res.stopped, res.again)
 	}
-	dirty := map[string]bool{svc.ID: true}
-	for pass := 0; len(dirty) > 0; pass++ {
-		if pass == 5 {
-			t.Fatal("no convergence in 5 passes")
-		}
-		book = nil
-		if res, err = m.reconcile(ctx, st, dirty, false, false, &book); err != nil {
-			t.Fatal(err)
-		}
-		dirty = map[string]bool{}
-		for _, id := range res.again {
-			dirty[id] = true
-		}
+	if res, err = m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book); err != nil {
+		t.Fatal(err)
 	}
-	ts := storeTasks(t, st)
-	if len(ts) != 60 {
-		t.Fatalf("%d tasks, want 60", len(ts))
-	}
-	onDrained := 0
-	for _, tk := range ts {
-		if tk.NodeID == "node0" {
-			onDrained++
-		}
-	}
-	// Step 0 (10 tasks over 3 nodes) was placed before the drain: its
-	// share of node0 stays; nothing after it goes there.
-	if onDrained > 4 {
-		t.Fatalf("%d tasks on node0, drained after step 0 placed at most 4 there", onDrained)
+	if n := len(storeTasks(t, st)); n != 35 || len(res.again) != 0 {
+		t.Fatalf("second pass: %d tasks, again %v; want 35 and nothing left", n, res.again)
 	}
 }
 

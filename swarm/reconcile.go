@@ -450,8 +450,10 @@ func passSteps(create []*taskRef, per int) [][]*taskRef {
 // placement of step depends on: a service step creates tasks for that was
 // removed or whose spec changed (a rollback the pass wrote itself counts:
 // the next pass goes on from the store), or a node of nodes (nil: no
-// placement) whose spec (availability, labels, role) or state changed or
-// that was removed (the pass's own node writes change addresses only).
+// placement) whose spec (availability, labels, role), state or
+// description (resources, engine labels, platform, "no tasks": what
+// placement reads) changed or that was removed (the pass's own node
+// writes change addresses only).
 // "" when nothing did.
 func changedUnder(st *raftstore.Store, read map[string]*api.Service, nodes map[string]*api.Node, step []*taskRef) (changed string) {
 	ids := map[string]bool{}
@@ -477,7 +479,8 @@ func changedUnder(st *raftstore.Store, read map[string]*api.Service, nodes map[s
 				changed = "node " + id
 				return nil
 			}
-			if cur := o.(*api.Node); cur != was && (cur.Status.State != was.Status.State || !reflect.DeepEqual(cur.Spec, was.Spec)) {
+			if cur := o.(*api.Node); cur != was && (cur.Status.State != was.Status.State || !reflect.DeepEqual(cur.Spec, was.Spec) ||
+				!reflect.DeepEqual(cur.Description, was.Description)) {
 				changed = "node " + id
 				return nil
 			}
