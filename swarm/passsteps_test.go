@@ -191,10 +191,19 @@ func TestPassStopsWhenANodeChangesBetweenSteps(t *testing.T) {
 		change func(tx *raftstore.Tx, n *api.Node) error
 		stops  bool
 	}{
-		{"drained", func(tx *raftstore.Tx, n *api.Node) error { n.Spec.Availability = api.NodeDrain; return tx.Update(TableNodes, n) }, true},
-		{"down", func(tx *raftstore.Tx, n *api.Node) error { n.Status.State = api.NodeDown; return tx.Update(TableNodes, n) }, true},
+		{"drained", func(tx *raftstore.Tx, n *api.Node) error {
+			n.Spec.Availability = api.NodeDrain
+			return tx.Update(TableNodes, n)
+		}, true},
+		{"down", func(tx *raftstore.Tx, n *api.Node) error {
+			n.Status.State = api.NodeDown
+			return tx.Update(TableNodes, n)
+		}, true},
 		{"removed", func(tx *raftstore.Tx, n *api.Node) error { return tx.Delete(TableNodes, n.ID) }, true},
-		{"no tasks any more", func(tx *raftstore.Tx, n *api.Node) error { n.Description.NoTasks = true; return tx.Update(TableNodes, n) }, true},
+		{"no tasks any more", func(tx *raftstore.Tx, n *api.Node) error {
+			n.Description.NoTasks = true
+			return tx.Update(TableNodes, n)
+		}, true},
 		{"addresses only", func(tx *raftstore.Tx, n *api.Node) error {
 			n.Attachments = []api.NetworkAttachment{{NetworkID: "ingress", Addresses: []string{"10.255.0.9/16"}}}
 			return tx.Update(TableNodes, n)
