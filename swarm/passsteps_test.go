@@ -48,6 +48,46 @@ func storeTasks(t *testing.T, st *raftstore.Store) []*api.Task {
 	return ts
 }
 
+// changeAt makes the manager's passes run change in a transaction of its
+// own before their step-th step, as another writer would between two
+// steps.
+func changeAt(ctx context.Context, t *testing.T, m *Manager, st *raftstore.Store, step int, change func(tx *raftstore.Tx) error) {
+	m.stepHook = func(i int) {
+		if i != step {
+			return
+		}
+		if err := st.Update(ctx, change); err != nil {
+			t.Errorf("a change between steps: %v", err)
+		}
+	}
+}
+
+// passesUntilDone runs passes for the service as the leader loop would
+// after res (a stopped pass drops the address book), until none asks for
+// another look; at most 5. A change set with changeAt was the first
+// pass's only.
+func passesUntilDone(ctx context.Context, t *testing.T, m *Manager, st *raftstore.Store, res passResult, book **allocator, svcID string) {
+	t.Helper()
+	m.stepHook = nil
+	dirty := map[string]bool{svcID: true}
+	for pass := 0; len(dirty) > 0; pass++ {
+		if pass == 5 {
+			t.Fatal("no convergence in 5 passes")
+		}
+		if res.stopped {
+			*book = nil
+		}
+		var err error
+		if res, err = m.reconcile(ctx, st, dirty, false, false, book); err != nil {
+			t.Fatal(err)
+		}
+		dirty = map[string]bool{}
+		for _, id := range res.again {
+			dirty[id] = true
+		}
+	}
+}
+
 // One pass creates and places a service of 35 replicas, 10 a step: every
 // task is written and assigned after that one pass, each step in its own
 // log entries (no entry creates more than a step's tasks), and nothing is
@@ -111,23 +151,15 @@ func TestPassStopsWhenTheServiceChangesBetweenSteps(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	m, st, svc := stepStore(ctx, t, 10, 3, 16e9, 35, 1e8)
-	m.stepHook = func(step int) {
-		if step != 2 {
-			return
-		}
-		err := st.Update(ctx, func(tx *raftstore.Tx) error {
-			o, err := tx.Get(TableServices, svc.ID)
-			if err != nil {
-				return err
-			}
-			c := *o.(*api.Service)
-			c.Spec.Mode = api.Replicated(12)
-			return tx.Update(TableServices, &c)
-		})
+	changeAt(ctx, t, m, st, 2, func(tx *raftstore.Tx) error {
+		o, err := tx.Get(TableServices, svc.ID)
 		if err != nil {
-			t.Errorf("scaling down between steps: %v", err)
+			return err
 		}
-	}
+		c := *o.(*api.Service)
+		c.Spec.Mode = api.Replicated(12)
+		return tx.Update(TableServices, &c)
+	})
 	var book *allocator
 	res, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book)
 	m.stepHook = nil
@@ -137,22 +169,7 @@ func TestPassStopsWhenTheServiceChangesBetweenSteps(t *testing.T) {
 	if n := len(storeTasks(t, st)); !res.stopped || len(res.again) != 1 || res.again[0] != svc.ID || n != 20 {
 		t.Fatalf("after a scale between steps 1 and 2: stopped %v, again %v, %d tasks written (want the 20 of the first two steps)", res.stopped, res.again, n)
 	}
-	dirty := map[string]bool{svc.ID: true}
-	for pass := 0; len(dirty) > 0; pass++ {
-		if pass == 5 {
-			t.Fatal("no convergence in 5 passes")
-		}
-		if res.stopped {
-			book = nil
-		}
-		if res, err = m.reconcile(ctx, st, dirty, false, false, &book); err != nil {
-			t.Fatal(err)
-		}
-		dirty = map[string]bool{}
-		for _, id := range res.again {
-			dirty[id] = true
-		}
-	}
+	passesUntilDone(ctx, t, m, st, res, &book, svc.ID)
 	live := map[uint64]int{}
 	made := map[uint64]int{}
 	for _, tk := range storeTasks(t, st) {
@@ -213,22 +230,14 @@ func TestPassStopsWhenANodeChangesBetweenSteps(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			m, st, svc := stepStore(ctx, t, 10, 3, 16e9, 60, 1e8)
-			m.stepHook = func(step int) {
-				if step != 1 {
-					return
-				}
-				err := st.Update(ctx, func(tx *raftstore.Tx) error {
-					o, err := tx.Get(TableNodes, "node0")
-					if err != nil {
-						return err
-					}
-					n := *o.(*api.Node)
-					return c.change(tx, &n)
-				})
+			changeAt(ctx, t, m, st, 1, func(tx *raftstore.Tx) error {
+				o, err := tx.Get(TableNodes, "node0")
 				if err != nil {
-					t.Errorf("changing node0 between steps: %v", err)
+					return err
 				}
-			}
+				n := *o.(*api.Node)
+				return c.change(tx, &n)
+			})
 			var book *allocator
 			res, err := m.reconcile(ctx, st, map[string]bool{svc.ID: true}, false, false, &book)
 			m.stepHook = nil
@@ -244,20 +253,7 @@ func TestPassStopsWhenANodeChangesBetweenSteps(t *testing.T) {
 			if !res.stopped || len(res.again) != 1 || len(storeTasks(t, st)) != 10 {
 				t.Fatalf("after the change between steps 0 and 1: stopped %v, again %v, %d tasks (want the 10 of step 0)", res.stopped, res.again, len(storeTasks(t, st)))
 			}
-			dirty := map[string]bool{svc.ID: true}
-			for pass := 0; len(dirty) > 0; pass++ {
-				if pass == 5 {
-					t.Fatal("no convergence in 5 passes")
-				}
-				book = nil
-				if res, err = m.reconcile(ctx, st, dirty, false, false, &book); err != nil {
-					t.Fatal(err)
-				}
-				dirty = map[string]bool{}
-				for _, id := range res.again {
-					dirty[id] = true
-				}
-			}
+			passesUntilDone(ctx, t, m, st, res, &book, svc.ID)
 			// Every slot has its task (those step 0 put on a node that
 			// went down or away are replaced in time, as any such task).
 			slots, onChanged := map[uint64]bool{}, 0
