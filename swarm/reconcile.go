@@ -274,8 +274,8 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 // was most of creating a big service). Before each step after the first
 // it looks at what the placement of the rest depends on: a service it
 // still creates tasks for that was removed or whose spec changed (a
-// scale, an update), or a node whose spec or state changed (drained,
-// paused, down, removed), ends the pass there, and the next pass starts
+// scale, an update), or a node whose spec, state or description changed
+// (drained, paused, down, removed, re-registered), ends the pass there, and the next pass starts
 // again from the store (res.stopped). readNodes are the nodes the pass
 // read; nodes those it updates.
 func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time, p *plan, pl *placement, pending []*taskRef, services []*api.Service, nodes []*api.Node, read []*api.Service, readNodes []*api.Node, res *passResult) error {
@@ -438,12 +438,12 @@ func (m *Manager) commit(ctx context.Context, st *raftstore.Store, now time.Time
 // (one step, maybe empty, when there are none: it carries the pass's
 // other writes).
 func passSteps(create []*taskRef, per int) [][]*taskRef {
-	steps := [][]*taskRef{create[:min(per, len(create)):min(per, len(create))]}
-	for create = create[len(steps[0]):]; len(create) > 0; create = create[len(steps[len(steps)-1]):] {
-		n := min(per, len(create))
-		steps = append(steps, create[:n:n])
+	var steps [][]*taskRef
+	for len(create) > per {
+		steps = append(steps, create[:per:per])
+		create = create[per:]
 	}
-	return steps
+	return append(steps, create[:len(create):len(create)])
 }
 
 // changedUnder says what changed since the pass read it, of what the
