@@ -45,7 +45,7 @@ func setupDaemon(t *testing.T) (*containerd.Executor, *containerdtest.Daemon) {
 	if imageErr != nil {
 		t.Fatal(imageErr)
 	}
-	e := &containerd.Executor{Address: d.Address, Namespace: "test", StateDir: t.TempDir(), ImageDir: imageDir}
+	e := &containerd.Executor{Address: d.Address, Namespace: d.Namespace("test"), StateDir: t.TempDir(), ImageDir: imageDir}
 	if err := e.Connect(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 func TestConcurrentFirstUseImportsOnce(t *testing.T) {
 	_, d := setupDaemon(t)
 	var logs syncbuf.Buffer
-	e := &containerd.Executor{Address: d.Address, Namespace: "imports", StateDir: t.TempDir(), ImageDir: imageDir,
+	e := &containerd.Executor{Address: d.Address, Namespace: d.Namespace("imports"), StateDir: t.TempDir(), ImageDir: imageDir,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	ctx := context.Background()
 	if err := e.Connect(ctx); err != nil {

@@ -9,18 +9,26 @@
 //
 //	go run ./examples/agentbench               # 50 tasks, 2 rounds
 //	go run ./examples/agentbench -tasks 10 -rounds 1
+//
+// A run that has not finished within -timeout (or gets SIGINT or SIGTERM)
+// stops waiting, says which containers or tasks it was still waiting for and
+// what containerd logged last, and cleans up its daemon before it exits.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
+	"maps"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -40,18 +48,24 @@ import (
 )
 
 func main() {
-	if err := run(context.Background()); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context) error {
+func run(ctx context.Context) (err error) {
 	n := flag.Int("tasks", 50, "tasks started in parallel")
 	rounds := flag.Int("rounds", 2, "rounds of raw client and agent, alternating")
+	timeout := flag.Duration("timeout", 5*time.Minute, "give up (and clean up) after this long")
 	flag.Parse()
-	if *n < 1 || *rounds < 1 {
-		return fmt.Errorf("-tasks and -rounds must be >= 1")
+	if *n < 1 || *rounds < 1 || *timeout <= 0 {
+		return fmt.Errorf("-tasks and -rounds must be >= 1 and -timeout > 0")
 	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("agentbench needs root (it runs containers)")
 	}
@@ -60,6 +74,13 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("start containerd (apt-get install containerd runc): %w", err)
 	}
 	defer d.Stop()
+	// A bench stuck on containerd says what it was doing, not only that it
+	// ran out of time: the daemon's own last words are the best clue.
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w (%v)\nlast lines of %s:\n%s", err, context.Cause(ctx), filepath.Join(d.Dir, "containerd.log"), logTail(d, 20))
+		}
+	}()
 	imageDir, err := os.MkdirTemp("", "agentbench-images-")
 	if err != nil {
 		return err
@@ -71,12 +92,12 @@ func run(ctx context.Context) error {
 	}
 	fmt.Printf("agentbench: %d CPUs, %s, %d tasks, containerd in %s\n", runtime.NumCPU(), runtime.Version(), *n, d.Dir)
 
-	raw, err := newRaw(ctx, d.Address, tarball)
+	raw, err := newRaw(ctx, d.Address, d.Namespace("raw"), tarball)
 	if err != nil {
 		return err
 	}
 	defer raw.client.Close()
-	ex := &containerd.Executor{Address: d.Address, Namespace: "agent", StateDir: filepath.Join(d.Dir, "agent"), ImageDir: imageDir}
+	ex := &containerd.Executor{Address: d.Address, Namespace: d.Namespace("agent"), StateDir: filepath.Join(d.Dir, "agent"), ImageDir: imageDir}
 	if err := ex.Connect(ctx); err != nil {
 		return err
 	}
@@ -128,15 +149,15 @@ a tiny image Running after 14.9 s (23-39 s on an earlier machine), scaled 50 -> 
 type rawBench struct {
 	client *ctrd.Client
 	img    ctrd.Image
-	ctx    context.Context
+	ns     string // containerd namespace
 }
 
-func newRaw(ctx context.Context, addr, tarball string) (*rawBench, error) {
+func newRaw(ctx context.Context, addr, ns, tarball string) (*rawBench, error) {
 	c, err := ctrd.New(addr)
 	if err != nil {
 		return nil, err
 	}
-	ctx = namespaces.WithNamespace(ctx, "raw")
+	ctx = namespaces.WithNamespace(ctx, ns)
 	f, err := os.Open(tarball)
 	if err != nil {
 		return nil, err
@@ -153,13 +174,13 @@ func newRaw(ctx context.Context, addr, tarball string) (*rawBench, error) {
 	if err := img.Unpack(ctx, "overlayfs"); err != nil {
 		return nil, err
 	}
-	return &rawBench{client: c, img: img, ctx: ctx}, nil
+	return &rawBench{client: c, img: img, ns: ns}, nil
 }
 
 // round creates and starts n containers in parallel with the plain client
 // (the floor any agent is measured against), then stops and removes them.
-func (b *rawBench) round(_ context.Context, n, r int) (start, stop time.Duration, err error) {
-	ctx := b.ctx
+func (b *rawBench) round(ctx context.Context, n, r int) (start, stop time.Duration, err error) {
+	ctx = namespaces.WithNamespace(ctx, b.ns)
 	tasks := make([]ctrd.Task, n)
 	ctrs := make([]ctrd.Container, n)
 	exits := make([]<-chan ctrd.ExitStatus, n)
@@ -189,22 +210,42 @@ func (b *rawBench) round(_ context.Context, n, r int) (start, stop time.Duration
 			errs[i] = t.Start(ctx)
 		})
 	}
-	wg.Wait()
+	if err := waitGroup(ctx, &wg, "raw containers starting"); err != nil {
+		return 0, 0, err
+	}
 	start = time.Since(t0)
 	t0 = time.Now()
 	for i := range n {
 		wg.Go(func() {
+			// SIGTERM, then SIGKILL after Docker's default grace, as the
+			// agent does: a SIGTERM that reaches the container's PID 1
+			// before its program has set a handler (it is still starting)
+			// is dropped by the kernel, and that container would never
+			// exit (a CI run once hung here). A task whose start failed is
+			// deleted by force.
 			if tasks[i] != nil {
-				tasks[i].Kill(ctx, syscall.SIGTERM)
-				<-exits[i]
-				tasks[i].Delete(ctx)
+				if exits[i] != nil && tasks[i].Kill(ctx, syscall.SIGTERM) == nil {
+					select {
+					case <-exits[i]:
+					case <-time.After(agent.DefaultStopGracePeriod):
+						tasks[i].Kill(ctx, syscall.SIGKILL)
+						select {
+						case <-exits[i]:
+						case <-ctx.Done():
+						}
+					case <-ctx.Done():
+					}
+				}
+				tasks[i].Delete(ctx, ctrd.WithProcessKill)
 			}
 			if ctrs[i] != nil {
 				ctrs[i].Delete(ctx, ctrd.WithSnapshotCleanup)
 			}
 		})
 	}
-	wg.Wait()
+	if err := waitGroup(ctx, &wg, "raw containers stopping"); err != nil {
+		return start, 0, err
+	}
 	stop = time.Since(t0)
 	for _, e := range errs {
 		if e != nil {
@@ -219,6 +260,8 @@ func (b *rawBench) round(_ context.Context, n, r int) (start, stop time.Duration
 func agentRound(ctx context.Context, ex *containerd.Executor, n, r int, d *containerdtest.Daemon) (start, stop time.Duration, rss string, err error) {
 	var running sync.WaitGroup
 	running.Add(n)
+	var mu sync.Mutex
+	notYet := make(map[string]bool, n)
 	cancels := make([]context.CancelFunc, n)
 	finals := make([]chan api.TaskStatus, n)
 	t0 := time.Now()
@@ -227,32 +270,75 @@ func agentRound(ctx context.Context, ex *containerd.Executor, n, r int, d *conta
 		cancels[i], finals[i] = cancel, make(chan api.TaskStatus, 1)
 		task := &api.Task{Meta: api.Meta{ID: fmt.Sprintf("ag-%d-%d", r, i)}, ServiceID: "bench",
 			Spec: api.TaskSpec{Image: testimages.AppRef, Args: []string{"http", ":8080"}}}
+		notYet[task.ID] = true
 		var once sync.Once
 		runner := &agent.Runner{Executor: ex, Report: func(u agent.StatusUpdate) {
 			if u.Status.State == api.TaskRunning || u.Status.State.Terminal() {
-				once.Do(running.Done)
+				once.Do(func() {
+					mu.Lock()
+					delete(notYet, task.ID)
+					mu.Unlock()
+					running.Done()
+				})
 			}
 		}}
 		go func() { finals[i] <- runner.Run(tctx, task) }()
 	}
-	running.Wait()
+	if err := waitGroup(ctx, &running, "agent tasks starting"); err != nil {
+		for _, c := range cancels {
+			c()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return 0, 0, "", fmt.Errorf("%w: %d of %d not yet running: %s", err, len(notYet), n, strings.Join(slices.Sorted(maps.Keys(notYet)), " "))
+	}
 	start = time.Since(t0)
 	rss = memory(d)
 	t0 = time.Now()
 	var wg sync.WaitGroup
+	ended := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
 			cancels[i]()
-			st := <-finals[i]
-			if st.State != api.TaskShutdown && err == nil {
-				err = fmt.Errorf("task %d ended %v: %s", i, st.State, st.Err)
+			select {
+			case st := <-finals[i]:
+				if st.State != api.TaskShutdown {
+					ended[i] = fmt.Errorf("task %d ended %v: %s", i, st.State, st.Err)
+				}
+			case <-ctx.Done():
+				return
 			}
 			ex.Remove(ctx, fmt.Sprintf("ag-%d-%d", r, i))
 		})
 	}
-	wg.Wait()
+	if err := waitGroup(ctx, &wg, "agent tasks stopping"); err != nil {
+		return start, 0, rss, err
+	}
 	stop = time.Since(t0)
-	return start, stop, rss, err
+	return start, stop, rss, errors.Join(ended...)
+}
+
+// waitGroup waits for wg, or for ctx to end (the run's deadline or a
+// signal), saying what it was waiting for.
+func waitGroup(ctx context.Context, wg *sync.WaitGroup, what string) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("gave up waiting for %s: %w", what, context.Cause(ctx))
+	}
+}
+
+// logTail is the last n lines of the daemon's log.
+func logTail(d *containerdtest.Daemon, n int) string {
+	b, err := os.ReadFile(filepath.Join(d.Dir, "containerd.log"))
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // memory reports this process's RSS (the agent with n running tasks) and

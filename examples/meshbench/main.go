@@ -31,6 +31,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -48,7 +49,12 @@ import (
 )
 
 func main() {
-	if err := run(context.Background()); err != nil {
+	// SIGTERM (CI's time limit) ends the run through ctx, so that what it
+	// made is cleaned up on the way out.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
 		log.Fatal(err)
 	}
 }

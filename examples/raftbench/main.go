@@ -23,6 +23,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -33,6 +34,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/shoalproject/shoal/internal/procstat"
@@ -42,7 +44,12 @@ import (
 )
 
 func main() {
-	if err := run(context.Background()); err != nil {
+	// SIGTERM (CI's time limit) ends the run through ctx, so that what it
+	// made is cleaned up on the way out.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
 		log.Fatal(err)
 	}
 }

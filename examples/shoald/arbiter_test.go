@@ -35,7 +35,7 @@ func TestArbiterServesTwoClusters(t *testing.T) {
 	for range 2 {
 		dir := t.TempDir()
 		var out syncBuffer
-		shoald(t, &out, "init", "--data-dir", dir, "--listen-addr", "127.0.0.1:0", "--tasks=false", "--docker-socket", "none")
+		shoald(t, &out, "init", "--data-dir", dir, "--listen-addr", "127.0.0.1:0", "--tasks=false", "--data-plane=false", "--docker-socket", "none")
 		var m []string
 		waitfor.True(t, "the arbiter join command", func() bool {
 			m = regexp.MustCompile(`shoald arbiter join --token (\S+) (\S+)`).FindStringSubmatch(out.String())

@@ -9,7 +9,7 @@ import (
 // Two-node mode's flags: bad values are refused with the flag's name, and
 // the witness and delay need the fence command.
 func TestFenceFlagsBadInput(t *testing.T) {
-	base := []string{"init", "--tasks=false", "--listen-addr", "127.0.0.1:0", "--advertise-addr", "127.0.0.1"}
+	base := []string{"init", "--tasks=false", "--data-plane=false", "--listen-addr", "127.0.0.1:0", "--advertise-addr", "127.0.0.1"}
 	for _, c := range []struct {
 		args []string
 		want string

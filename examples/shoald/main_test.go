@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ type syncBuffer = syncbuf.Buffer
 // would) and returns its error.
 func shoald(t *testing.T, out *syncBuffer, args ...string) (stop func() error) {
 	t.Helper()
+	rootNamespaceSafe(t, args)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, out, out) }()
@@ -39,6 +41,31 @@ func shoald(t *testing.T, out *syncBuffer, args ...string) (stop func() error) {
 	}
 	t.Cleanup(func() { stop() })
 	return stop
+}
+
+// rootNamespaceSafe fails a test that would start an in-process node with
+// its data plane: the test process runs in the machine's own network
+// namespace, where the network agent would make its bridges, overlay
+// devices and nft tables and change sysctls (one such test once left them
+// on a CI machine). Tests of the data plane start shoald in namespace
+// hosts (the e2e tests); these pass --data-plane=false, on the command line
+// or in the config file.
+func rootNamespaceSafe(t *testing.T, args []string) {
+	t.Helper()
+	if len(args) == 0 || !slices.Contains([]string{"init", "join", "run"}, args[0]) {
+		return
+	}
+	for i, a := range args {
+		if a == "--data-plane=false" {
+			return
+		}
+		if a == "--config" && i+1 < len(args) {
+			if b, err := os.ReadFile(args[i+1]); err == nil && strings.Contains(string(b), "data-plane: false") {
+				return
+			}
+		}
+	}
+	t.Fatalf("shoald %s in the test's own network namespace needs --data-plane=false (here: %q)", args[0], args)
 }
 
 // Bad flags, config files and tokens give errors that name the problem.

@@ -133,12 +133,24 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 	}
 }
 
+// Namespace is name made unique to this daemon, for the containerd
+// namespace of a test's executor. runc keeps each container's state in
+// /run/containerd/runc/<namespace>/<id>, one directory for every containerd
+// on the machine: two daemons using the same namespace and container ID
+// (tests of several packages running at once, or a run killed before it
+// cleaned up, whose state stays until reboot) fail with "container with
+// given ID already exists".
+func (d *Daemon) Namespace(name string) string {
+	return name + "-" + strings.TrimPrefix(filepath.Base(d.Dir), "shoal-ctrd-")
+}
+
 // PID is the daemon's process ID.
 func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 
 // Stop removes every container left, stops the daemon (by its PID),
 // unmounts what it mounted and deletes its directory.
 func (d *Daemon) Stop() error {
+	nss := d.namespaces()
 	left := d.RemoveAll()
 	// Shims outlive containerd by design: one still going (its task was
 	// being deleted, or created as its agent was killed) would be left
@@ -153,7 +165,29 @@ func (d *Daemon) Stop() error {
 	}
 	d.logf.Close()
 	UnmountUnder(filepath.Join(d.Dir, "root"))
+	// runc's state directories of this daemon's namespaces, when empty
+	// (os.Remove leaves one that still holds a container's state).
+	for _, ns := range nss {
+		os.Remove(filepath.Join(runcRoot, ns))
+	}
 	return errors.Join(left, shims, os.RemoveAll(d.Dir))
+}
+
+// runcRoot is where the runc shim keeps container state by default.
+const runcRoot = "/run/containerd/runc"
+
+// namespaces lists the daemon's containerd namespaces (none when it does
+// not answer).
+func (d *Daemon) namespaces() []string {
+	c, err := ctrd.New(d.Address, ctrd.WithTimeout(5*time.Second))
+	if err != nil {
+		return nil
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	nss, _ := c.NamespaceService().List(ctx)
+	return nss
 }
 
 // Shims are the PIDs of the live containerd shims of this daemon (their
