@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netlink/nl"
@@ -67,22 +69,27 @@ const (
 // and each entry DNATed to a removed backend is deleted by its tuple and
 // ID. What remains is the kernel's walk of its conntrack hash table, which
 // all namespaces share (2.4 ms for 262,144 buckets here).
-func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.Addr, removed []Backend) error {
+//
+// It returns the connections it cut (their clients and backends), which
+// the callers log: a connection cut that should not have been is
+// otherwise invisible (the client just waits for an answer that never
+// comes).
+func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.Addr, removed []Backend) ([]cutConn, error) {
 	if len(removed) == 0 {
-		return nil
+		return nil, nil
 	}
 	ns, err := openNS(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer ns.Close()
 	sock, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER)
 	if err != nil {
-		return fmt.Errorf("netmesh: conntrack netlink: %w", err)
+		return nil, fmt.Errorf("netmesh: conntrack netlink: %w", err)
 	}
 	defer sock.Close()
 	if err := sock.SetReceiveTimeout(&nl.SocketTimeoutTv); err != nil {
-		return err
+		return nil, err
 	}
 	sockets := map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: {Socket: sock}}
 	pnum := protoNumber(proto)
@@ -98,13 +105,14 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 		msgs, err = dumpConntrack(sockets, pnum, origPort, origDst, one, false) // a kernel without dump filters
 	}
 	if err != nil && !errors.Is(err, nl.ErrDumpInterrupted) {
-		return fmt.Errorf("netmesh: list connections of %d/%s: %w", origPort, proto, err)
+		return nil, fmt.Errorf("netmesh: list connections of %d/%s: %w", origPort, proto, err)
 	}
 	gone := map[netip.AddrPort]bool{}
 	for _, b := range removed {
 		gone[netip.AddrPortFrom(b.Addr, b.Port)] = true
 	}
 	var errs []error
+	var cut []cutConn
 	for _, m := range msgs {
 		e, ok := parseConntrack(m)
 		replySrc := e.replySrc
@@ -122,14 +130,37 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 		if e.id != nil {
 			req.AddData(nl.NewRtAttr(nl.CTA_ID, e.id))
 		}
-		if _, err := req.Execute(unix.NETLINK_NETFILTER, 0); err != nil && !errors.Is(err, syscall.ENOENT) {
-			errs = append(errs, err)
+		if _, err := req.Execute(unix.NETLINK_NETFILTER, 0); err != nil {
+			if !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, err)
+			}
+			continue
 		}
+		cut = append(cut, cutConn{Client: e.origSrc, Backend: e.replySrc})
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("netmesh: flush connections to removed backends: %w", err)
+		return cut, fmt.Errorf("netmesh: flush connections to removed backends: %w", err)
 	}
-	return nil
+	return cut, nil
+}
+
+// cutConn is a connection flushConntrack cut: its client (the original
+// source) and the backend it was sent to.
+type cutConn struct {
+	Client, Backend netip.AddrPort
+}
+
+// logCut logs the connections a change cut, the first few by name.
+func logCut(log *slog.Logger, what string, cut []cutConn) {
+	if len(cut) == 0 {
+		return
+	}
+	const shown = 16
+	names := make([]string, 0, min(len(cut), shown))
+	for _, c := range cut[:min(len(cut), shown)] {
+		names = append(names, c.Client.String()+"->"+c.Backend.String())
+	}
+	log.Info("netmesh: connections to removed backends reset", "service", what, "count", len(cut), "connections", strings.Join(names, " "))
 }
 
 // dumpConntrack lists IPv4 conntrack entries, with filter only those of
@@ -182,6 +213,7 @@ func dumpConntrack(sockets map[int]*nl.SocketHandle, proto byte, port uint16, ds
 // ctEntry is what flushConntrack needs of a conntrack entry.
 type ctEntry struct {
 	proto       byte
+	origSrc     netip.AddrPort
 	origDst     netip.Addr
 	origDstPort uint16
 	replySrc    netip.AddrPort
@@ -212,6 +244,11 @@ func parseConntrack(msg []byte) (ctEntry, bool) {
 	}
 	if p := oproto[ctaProtoDstPort]; len(p) == 2 {
 		e.origDstPort = binary.BigEndian.Uint16(p)
+	}
+	if a, ok := netip.AddrFromSlice(oip[ctaIPv4Src]); ok {
+		if p := oproto[ctaProtoSrcPort]; len(p) == 2 {
+			e.origSrc = netip.AddrPortFrom(a, binary.BigEndian.Uint16(p))
+		}
 	}
 	if a, ok := netip.AddrFromSlice(oip[ctaIPv4Dst]); ok {
 		e.origDst = a

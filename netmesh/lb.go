@@ -128,7 +128,9 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 		return err
 	}
 	l.vips[k] = append([]Backend(nil), s.Backends...)
-	return flushConntrack(l.NetNS, s.Protocol, s.Port, s.VIP, removedBackends(prev, s.Backends))
+	cut, err := flushConntrack(l.NetNS, s.Protocol, s.Port, s.VIP, removedBackends(prev, s.Backends))
+	logCut(l.logger(), fmt.Sprintf("VIP %s port %d/%s", s.VIP, s.Port, s.Protocol), cut)
+	return err
 }
 
 // Remove forgets a VIP service.
@@ -148,7 +150,9 @@ func (l *ServiceLB) Remove(ctx context.Context, vip netip.Addr, p Protocol, port
 		return err
 	}
 	delete(l.vips, k)
-	return flushConntrack(l.NetNS, p, port, vip, prev)
+	cut, err := flushConntrack(l.NetNS, p, port, vip, prev)
+	logCut(l.logger(), fmt.Sprintf("VIP %s port %d/%s (removed)", vip, port, p), cut)
+	return err
 }
 
 // Close deletes the table.
@@ -164,4 +168,11 @@ func (l *ServiceLB) Close() error {
 		l.fast = nil
 	}
 	return nsExec(l.NetNS).nft(context.Background(), fmt.Sprintf("delete table ip %s\n", l.table()))
+}
+
+func (l *ServiceLB) logger() *slog.Logger {
+	if l.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l.Logger
 }

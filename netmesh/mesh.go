@@ -195,7 +195,9 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	}
 	p.Backends = slices.Clone(p.Backends)
 	m.ports[k] = p
-	return flushConntrack(m.NetNS, p.Protocol, p.Port, netip.Addr{}, removedBackends(prev.Backends, p.Backends))
+	cut, err := flushConntrack(m.NetNS, p.Protocol, p.Port, netip.Addr{}, removedBackends(prev.Backends, p.Backends))
+	logCut(m.logger(), fmt.Sprintf("published port %d/%s", p.Port, p.Protocol), cut)
+	return err
 }
 
 // Remove unpublishes a port.
@@ -214,7 +216,9 @@ func (m *RoutingMesh) Remove(ctx context.Context, proto Protocol, port uint16) e
 	}
 	prev := m.ports[k]
 	delete(m.ports, k)
-	return flushConntrack(m.NetNS, proto, port, netip.Addr{}, prev.Backends)
+	cut, err := flushConntrack(m.NetNS, proto, port, netip.Addr{}, prev.Backends)
+	logCut(m.logger(), fmt.Sprintf("published port %d/%s (unpublished)", port, proto), cut)
+	return err
 }
 
 // Close turns route_localnet off again, then deletes the table (and with

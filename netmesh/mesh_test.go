@@ -88,6 +88,7 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 	var eps []netmesh.RemoteEndpoint
 	overlays := []*netmesh.Overlay{}
 	meshes := []*netmesh.RoutingMesh{}
+	var meshLogs []*bytes.Buffer
 	for i, h := range lab.Hosts {
 		o := &netmesh.Overlay{NetNS: "/var/run/netns/" + h.Name, LocalAddr: h.Addr}
 		if err := o.Start(); err != nil {
@@ -119,6 +120,7 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 			t.Fatalf("mesh log %q lacks %q", logs.String(), wantLog)
 		}
 		meshes = append(meshes, m)
+		meshLogs = append(meshLogs, &logs)
 	}
 	// Two backends, on h1 and h2.
 	var backends []netmesh.Backend
@@ -272,6 +274,19 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 	t0 := time.Now()
 	if body, err := ask(); err == nil || time.Since(t0) > time.Second {
 		t.Fatalf("connection to removed %s: answered %q, err %v after %v; want a prompt failure", first, body, err, time.Since(t0))
+	}
+	// The mesh says which connections it cut (this one among them, with
+	// the closed ones of the earlier requests): a connection cut by
+	// mistake is otherwise invisible.
+	var cutBackend netip.Addr
+	for i, b := range backends {
+		if fmt.Sprint("backend-", i) == first {
+			cutBackend = b.Addr
+		}
+	}
+	cutLine := fmt.Sprintf("%s->%s:80", keep.LocalAddr(), cutBackend)
+	if log := meshLogs[2].String(); !strings.Contains(log, "connections to removed backends reset") || !strings.Contains(log, cutLine) {
+		t.Fatalf("mesh log does not name the connection it cut (%q):\n%s", cutLine, log)
 	}
 	// Both back, through the netlink fast path (an existing service): the
 	// numgen map spreads over both again.

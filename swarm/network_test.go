@@ -64,6 +64,50 @@ type netNode struct {
 	proc *procNode
 }
 
+// logPath is the file the node process logs to (beside its directory,
+// so that a node started again from the same directory appends to it).
+func (n *netNode) logPath() string { return n.dir + ".log" }
+
+// logsBetween returns the lines of every node's log stamped between from
+// and to that contain one of words, each prefixed with its node's name, at
+// most max of them (the latest).
+func (c *netCluster) logsBetween(from, to time.Time, max int, words ...string) string {
+	type line struct {
+		at   time.Time
+		text string
+	}
+	var lines []line
+	for name, n := range c.nodes {
+		b, err := os.ReadFile(n.logPath())
+		if err != nil {
+			lines = append(lines, line{text: fmt.Sprintf("%s: %v", name, err)})
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			stamp, _, ok := strings.Cut(strings.TrimPrefix(l, "time="), " ")
+			at, err := time.Parse(time.RFC3339Nano, stamp)
+			if !ok || err != nil || at.Before(from) || at.After(to) {
+				continue
+			}
+			if strings.Contains(l, "not in this node's view") {
+				continue // a task's other networks, at every view: noise here
+			}
+			if slices.ContainsFunc(words, func(w string) bool { return strings.Contains(l, w) }) {
+				lines = append(lines, line{at, name + " " + l})
+			}
+		}
+	}
+	slices.SortStableFunc(lines, func(x, y line) int { return x.at.Compare(y.at) })
+	if len(lines) > max {
+		lines = lines[len(lines)-max:]
+	}
+	var out strings.Builder
+	for _, l := range lines {
+		out.WriteString(l.text + "\n")
+	}
+	return out.String()
+}
+
 func newNetCluster(t testing.TB, managers, workers int) *netCluster {
 	t.Helper()
 	return newNetClusterEnv(t, managers, workers, nil)
@@ -157,7 +201,8 @@ func (c *netCluster) start(name string, h *nettest.Host, how, token, manager str
 	cmd.Env = append(os.Environ(), "SHOAL_TEST_NODE_MODE="+how, "SHOAL_TEST_DIR="+n.dir, "SHOAL_TEST_LISTEN="+listen,
 		"SHOAL_TEST_TOKEN="+token, "SHOAL_TEST_MANAGER="+manager,
 		"SHOAL_TEST_CONTAINERD="+c.ctrdSoc, "SHOAL_TEST_CTRD_NS="+name,
-		"SHOAL_TEST_STATE="+filepath.Join(c.base, name+"-exec"), "SHOAL_TEST_IMAGES="+c.images)
+		"SHOAL_TEST_STATE="+filepath.Join(c.base, name+"-exec"), "SHOAL_TEST_IMAGES="+c.images,
+		"SHOAL_TEST_LOG="+n.logPath())
 	cmd.Env = append(cmd.Env, c.env...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -339,6 +384,12 @@ func connDiagnosis(h *nettest.Host, port int) string {
 // than 200 is one).
 func (r *slowRequest) answer() (string, error) {
 	defer r.conn.Close()
+	return r.read()
+}
+
+// read reads the answer and leaves the connection open (to look at it
+// when the answer did not come).
+func (r *slowRequest) read() (string, error) {
 	resp, err := http.ReadResponse(bufio.NewReader(r.conn), r.req)
 	if err != nil {
 		return "", err
@@ -768,9 +819,11 @@ func TestNetworkAcrossHosts(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if _, err := r.answer(); err != nil {
+				defer r.conn.Close()
+				if _, err := r.read(); err != nil {
 					// What the path of this connection looked like when
-					// it failed (a failure seen only under CI load).
+					// it failed (a failure seen only under CI load),
+					// while it is still open.
 					return fmt.Errorf("%w\n%s", err, connDiagnosis(h[0], r.conn.LocalAddr().(*net.TCPAddr).Port))
 				}
 				return nil
@@ -833,6 +886,21 @@ func TestNetworkAcrossHosts(t *testing.T) {
 				t.Logf("web task %s slot %d on %s: desired %s, %s at %s, addresses %v", tk.ID, tk.Slot, tk.NodeID, tk.DesiredState, tk.Status.State,
 					tk.Status.Timestamp.Format("15:04:05.000"), tk.Networks)
 			}
+			mu.Lock()
+			from, to := time.Time{}, time.Time{}
+			for _, c := range counts {
+				if c.failed > 0 && (from.IsZero() || c.first.Before(from)) {
+					from = c.first
+				}
+				if c.last.After(to) {
+					to = c.last
+				}
+			}
+			mu.Unlock()
+			// A failed request waited up to its 3 s deadline: what the
+			// data plane did from its start on.
+			t.Logf("the nodes' data-plane logs from %s to %s:\n%s", from.Add(-4*time.Second).Format("15:04:05.000"), to.Format("15:04:05.000"),
+				c.logsBetween(from.Add(-4*time.Second), to.Add(500*time.Millisecond), 200, "netagent", "netmesh", "drain", "linger"))
 			t.Fatalf("requests failed during the update and scaling: %v", errs)
 		}
 		webTasks = running(t, cl, webSvc.ID)

@@ -28,6 +28,26 @@ import (
 // disk: the test binary runs a swarm.Node when SHOAL_TEST_NODE_MODE says how
 // (init, join or start) and prints what the parent needs on stdout.
 
+// dataPlaneLog passes records at Info and above, and the data plane's
+// debug records (netagent, netmesh): what a test of the network needs to
+// explain a failed request, without the rest of the debug volume.
+type dataPlaneLog struct{ slog.Handler }
+
+func (h dataPlaneLog) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h dataPlaneLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelInfo && !strings.HasPrefix(r.Message, "netagent") && !strings.HasPrefix(r.Message, "netmesh") {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h dataPlaneLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return dataPlaneLog{h.Handler.WithAttrs(as)}
+}
+
+func (h dataPlaneLog) WithGroup(name string) slog.Handler { return dataPlaneLog{h.Handler.WithGroup(name)} }
+
 type childInfo struct {
 	ID   string `json:"id"`
 	Addr string `json:"addr"`
@@ -63,6 +83,13 @@ func runChildNode() error {
 		n.Network = &netagent.Agent{Upstreams: []string{}} // cluster names only
 		if env("DEBUG") != "" {
 			n.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		} else if path := env("LOG"); path != "" {
+			// What the node did, for the test to show around a failure.
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return err
+			}
+			n.Logger = slog.New(dataPlaneLog{slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})})
 		}
 	}
 	n.TwoNode = childTwoNode()

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/shoalproject/shoal/netmesh"
 	"github.com/shoalproject/shoal/swarm/api"
@@ -416,6 +417,7 @@ func (a *Agent) syncPorts(ctx context.Context) error {
 		}
 		delete(a.applied.ports, k)
 		a.stats.MeshRuleChanges++
+		a.logger().Info("netagent: port unpublished", "port", k.port, "protocol", k.proto)
 	}
 	for k, p := range want {
 		if old, ok := a.applied.ports[k]; ok && reflect.DeepEqual(old, p) {
@@ -427,8 +429,25 @@ func (a *Agent) syncPorts(ctx context.Context) error {
 		}
 		a.applied.ports[k] = p
 		a.stats.MeshRuleChanges++
+		a.logger().Debug("netagent: published port backends", "port", k.port, "protocol", k.proto, "service", p.ServiceID, "backends", backendList(p.Backends))
 	}
 	return errors.Join(errs...)
+}
+
+// backendList names backends for a log line ("10.0.0.5:80 10.0.0.6:80
+// (draining)").
+func backendList(bs []netmesh.Backend) string {
+	var b strings.Builder
+	for i, be := range bs {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(netip.AddrPortFrom(be.Addr, be.Port).String())
+		if be.Draining {
+			b.WriteString("(draining)")
+		}
+	}
+	return b.String()
 }
 
 // holdsPort reports whether the service still publishes the port.
