@@ -46,7 +46,9 @@ func (h dataPlaneLog) WithAttrs(as []slog.Attr) slog.Handler {
 	return dataPlaneLog{h.Handler.WithAttrs(as)}
 }
 
-func (h dataPlaneLog) WithGroup(name string) slog.Handler { return dataPlaneLog{h.Handler.WithGroup(name)} }
+func (h dataPlaneLog) WithGroup(name string) slog.Handler {
+	return dataPlaneLog{h.Handler.WithGroup(name)}
+}
 
 type childInfo struct {
 	ID   string `json:"id"`
