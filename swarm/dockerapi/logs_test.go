@@ -191,6 +191,15 @@ func TestDockerCLIServiceLogs(t *testing.T) {
 			// The CLI goes away (interrupted): the leader forgets the
 			// request, and the nodes stop reading for it.
 			f.Process.Signal(syscall.SIGINT)
+			select {
+			case err := <-fDone:
+				fDone <- err // for the cleanup
+			case <-time.After(10 * time.Second):
+				// What is under test is the server noticing its client
+				// is gone, not how the CLI takes SIGINT: gone it is.
+				t.Logf("docker service logs -f still running 10 s after SIGINT: killed")
+				f.Process.Kill()
+			}
 			poll(t, "the follow forgotten when its CLI went away", func() bool {
 				return c.Node("m0").Manager().Stats().LogRequests == 0 && c.Node("m0").Worker().LogReads() == 0
 			})
