@@ -900,7 +900,7 @@ func TestNetworkAcrossHosts(t *testing.T) {
 			// A failed request waited up to its 3 s deadline: what the
 			// data plane did from its start on.
 			t.Logf("the nodes' data-plane logs from %s to %s:\n%s", from.Add(-4*time.Second).Format("15:04:05.000"), to.Format("15:04:05.000"),
-				c.logsBetween(from.Add(-4*time.Second), to.Add(500*time.Millisecond), 200, "netagent", "netmesh", "drain", "linger"))
+				c.logsBetween(from.Add(-4*time.Second), to.Add(500*time.Millisecond), 200, "netagent", "netmesh", "drain", "linger", "stopping", "level=WARN", "level=ERROR"))
 			t.Fatalf("requests failed during the update and scaling: %v", errs)
 		}
 		webTasks = running(t, cl, webSvc.ID)
