@@ -1,11 +1,13 @@
 package netmesh
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -50,6 +52,9 @@ const (
 	ctaFilterFlagSrcPort = 1 << 4
 	ctaFilterFlagDstPort = 1 << 5
 	ipsDstNAT            = 1 << 5 // IPS_DST_NAT in CTA_STATUS
+	ctaProtoinfo         = 4
+	ctaProtoinfoTCP      = 1
+	ctaProtoinfoTCPState = 1
 )
 
 // flushConntrack deletes the connection-tracking entries of connections
@@ -66,7 +71,7 @@ const (
 // and for a single removed backend by the replies' source: CTA_FILTER,
 // Linux 5.8), so the cost does not grow with the node's other connections;
 // what comes back is matched again here (older kernels send everything),
-// and each entry DNATed to a removed backend is deleted by its tuple and
+// and each entry DNATed to a removed backend is deleted by its reply tuple and
 // ID. What remains is the kernel's walk of its conntrack hash table, which
 // all namespaces share (2.4 ms for 262,144 buckets here).
 //
@@ -107,6 +112,9 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 	if err != nil && !errors.Is(err, nl.ErrDumpInterrupted) {
 		return nil, fmt.Errorf("netmesh: list connections of %d/%s: %w", origPort, proto, err)
 	}
+	if afterConntrackDump != nil {
+		afterConntrackDump()
+	}
 	gone := map[netip.AddrPort]bool{}
 	for _, b := range removed {
 		gone[netip.AddrPortFrom(b.Addr, b.Port)] = true
@@ -126,7 +134,16 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 		req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_CTNETLINK<<8|nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK)
 		req.Sockets = sockets
 		req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_INET, Version: unix.NFNETLINK_V0})
-		req.AddData(nl.NewRtAttr(nl.CTA_TUPLE_ORIG|int(nl.NLA_F_NESTED), e.origTuple))
+		// By the reply tuple, which names the removed backend: the
+		// original one (client to published port) may belong to a new
+		// connection by now. A client that reuses its port while the old
+		// entry is in TIME_WAIT makes the kernel drop that entry and
+		// create one with the same original tuple, DNATed to a live
+		// backend, often in the same memory and so with the same CTA_ID;
+		// deleting by the original tuple cut that live connection (a
+		// request through the mesh then waited for an answer that its
+		// node dropped).
+		req.AddData(nl.NewRtAttr(nl.CTA_TUPLE_REPLY|int(nl.NLA_F_NESTED), e.replyTuple))
 		if e.id != nil {
 			req.AddData(nl.NewRtAttr(nl.CTA_ID, e.id))
 		}
@@ -136,7 +153,7 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 			}
 			continue
 		}
-		cut = append(cut, cutConn{Client: e.origSrc, Backend: e.replySrc})
+		cut = append(cut, cutConn{Client: e.origSrc, Backend: e.replySrc, Live: e.live()})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return cut, fmt.Errorf("netmesh: flush connections to removed backends: %w", err)
@@ -144,23 +161,51 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 	return cut, nil
 }
 
+// afterConntrackDump, when set (by tests), runs between flushConntrack's
+// listing of the entries and their deletion: where a client may open a
+// new connection that reuses an old entry's original tuple.
+var afterConntrackDump func()
+
 // cutConn is a connection flushConntrack cut: its client (the original
-// source) and the backend it was sent to.
+// source), the backend it was sent to, and whether it was still live (not
+// closed: TIME_WAIT and CLOSE entries are the past).
 type cutConn struct {
 	Client, Backend netip.AddrPort
+	Live            bool
 }
 
-// logCut logs the connections a change cut, the first few by name.
+// logCut logs the connections a change cut: at Info when live ones were
+// among them (clients that will see a reset), named first, else at Debug
+// (only closed connections' leftovers went).
 func logCut(log *slog.Logger, what string, cut []cutConn) {
 	if len(cut) == 0 {
 		return
+	}
+	slices.SortStableFunc(cut, func(x, y cutConn) int {
+		switch {
+		case x.Live == y.Live:
+			return 0
+		case x.Live:
+			return -1
+		}
+		return 1
+	})
+	live := 0
+	for _, c := range cut {
+		if c.Live {
+			live++
+		}
 	}
 	const shown = 16
 	names := make([]string, 0, min(len(cut), shown))
 	for _, c := range cut[:min(len(cut), shown)] {
 		names = append(names, c.Client.String()+"->"+c.Backend.String())
 	}
-	log.Info("netmesh: connections to removed backends reset", "service", what, "count", len(cut), "connections", strings.Join(names, " "))
+	level := slog.LevelDebug
+	if live > 0 {
+		level = slog.LevelInfo
+	}
+	log.Log(context.Background(), level, "netmesh: connections to removed backends reset", "service", what, "live", live, "count", len(cut), "connections", strings.Join(names, " "))
 }
 
 // dumpConntrack lists IPv4 conntrack entries, with filter only those of
@@ -218,8 +263,22 @@ type ctEntry struct {
 	origDstPort uint16
 	replySrc    netip.AddrPort
 	status      uint32
-	origTuple   []byte // CTA_TUPLE_ORIG's content, to delete the entry by
+	replyTuple  []byte // CTA_TUPLE_REPLY's content, to delete the entry by
 	id          []byte // CTA_ID's content
+	tcpState    byte   // CTA_PROTOINFO_TCP_STATE, for TCP
+}
+
+// TCP conntrack states that are a closed connection's leftovers
+// (enum tcp_conntrack in linux/netfilter/nf_conntrack_tcp.h).
+const (
+	ctTCPTimeWait = 7
+	ctTCPClose    = 8
+)
+
+// live reports whether the entry is a connection still open (any UDP or
+// other entry counts as live: it has no state to say otherwise).
+func (e ctEntry) live() bool {
+	return e.proto != unix.IPPROTO_TCP || (e.tcpState != ctTCPTimeWait && e.tcpState != ctTCPClose)
 }
 
 func parseConntrack(msg []byte) (ctEntry, bool) {
@@ -232,7 +291,11 @@ func parseConntrack(msg []byte) (ctEntry, bool) {
 	if orig == nil || reply == nil {
 		return e, false
 	}
-	e.origTuple, e.id = orig, top[nl.CTA_ID]
+	e.replyTuple, e.id = reply, top[nl.CTA_ID]
+	// CTA_PROTOINFO > CTA_PROTOINFO_TCP > CTA_PROTOINFO_TCP_STATE.
+	if st := attrMap(attrMap(top[ctaProtoinfo])[ctaProtoinfoTCP])[ctaProtoinfoTCPState]; len(st) == 1 {
+		e.tcpState = st[0]
+	}
 	if s := top[nl.CTA_STATUS]; len(s) == 4 {
 		e.status = binary.BigEndian.Uint32(s)
 	}

@@ -8,6 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,5 +220,94 @@ func TestDrainingKeepsEstablishedConnections(t *testing.T) {
 			t.Fatalf("%s: the connection to the other backend after %s was left out: %q %v", name, first, body, err)
 		}
 		d.set(t, d.backends...)
+	}
+}
+
+// A client that reuses its local port while the conntrack entry of its
+// last connection (to a backend now removed) is still in TIME_WAIT gets a
+// new entry with the same original tuple, DNATed to a live backend. The
+// flush of the removed backend's connections, which listed the old entry
+// just before, must not take the new one with it: that connection's
+// answers would be dropped and its client would wait until its deadline.
+// (The kernel often gives the new entry the old one's memory, and with it
+// the same CTA_ID: a deletion by the original tuple and ID cut it in about
+// half the rounds.)
+func TestDrainFlushSparesANewConnectionOnAnOldTuple(t *testing.T) {
+	d := newDrainLab(t)
+	client := d.lab.Hosts[1]
+	url := fmt.Sprintf("http://%s:8080/", d.lab.Hosts[0].Addr)
+	for round := range 6 {
+		port := 47001 + round // below the ephemeral range: no other socket takes it
+		gone, kept := d.backends[round%2], d.backends[1-round%2]
+		dial := func() (net.Conn, error) {
+			var c net.Conn
+			err := nettest.Do(client.Name, func() (err error) {
+				dl := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: client.Addr.AsSlice(), Port: port},
+					Control: func(_, _ string, rc syscall.RawConn) error {
+						var serr error
+						rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
+						return serr
+					}}
+				c, err = dl.Dial("tcp", d.lab.Hosts[0].Addr.String()+":8080")
+				return err
+			})
+			return c, err
+		}
+		ask := func(c net.Conn, closing bool) (string, error) {
+			req, _ := http.NewRequest("GET", url, nil)
+			req.Close = closing
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			if err := req.Write(c); err != nil {
+				return "", err
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), req)
+			if err != nil {
+				return "", err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			return string(b), err
+		}
+		// The old connection, to the backend about to go, closed by the
+		// server first (Connection: close): its entry on the node stays
+		// in TIME_WAIT, and the client's port is free again.
+		d.set(t, gone)
+		old, err := dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body, err := ask(old, true); err != nil || body != fmt.Sprint("backend-", round%2) {
+			t.Fatalf("round %d, first connection: %q %v", round, body, err)
+		}
+		old.Close()
+		time.Sleep(100 * time.Millisecond) // the FIN exchange ends
+
+		// The backend goes; between the flush's listing and its
+		// deletions the client connects again from the same port (to
+		// the one backend left in the rules) and keeps the connection.
+		var fresh net.Conn
+		var freshErr error
+		netmesh.SetAfterConntrackDump(func() { fresh, freshErr = dial() })
+		err = d.mesh.Set(context.Background(), netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080, Backends: []netmesh.Backend{kept}})
+		netmesh.SetAfterConntrackDump(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if freshErr != nil {
+			t.Fatalf("round %d: connecting again from port %d during the flush: %v", round, port, freshErr)
+		}
+		// The new connection's entry is there, DNATed to the backend
+		// left, and the connection is answered.
+		var ct []byte
+		nettest.Do(d.lab.Hosts[0].Name, func() (err error) { ct, err = os.ReadFile("/proc/thread-self/net/nf_conntrack"); return })
+		want := fmt.Sprintf("sport=%d dport=8080 src=%s", port, kept.Addr)
+		if !strings.Contains(string(ct), want) {
+			t.Fatalf("round %d: the new connection's conntrack entry (%q) is gone after the flush of %s:\n%s", round, want, gone.Addr, ct)
+		}
+		body, err := ask(fresh, false)
+		fresh.Close()
+		if err != nil || body != fmt.Sprint("backend-", 1-round%2) {
+			t.Fatalf("round %d: the new connection after the flush: %q %v", round, body, err)
+		}
 	}
 }

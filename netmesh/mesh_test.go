@@ -275,18 +275,19 @@ func TestRoutingMeshAcrossHosts(t *testing.T) {
 	if body, err := ask(); err == nil || time.Since(t0) > time.Second {
 		t.Fatalf("connection to removed %s: answered %q, err %v after %v; want a prompt failure", first, body, err, time.Since(t0))
 	}
-	// The mesh says which connections it cut (this one among them, with
-	// the closed ones of the earlier requests): a connection cut by
-	// mistake is otherwise invisible.
+	// The mesh says which connections it cut: this one, live, named
+	// first, before the closed ones of the earlier requests (a
+	// connection cut by mistake is otherwise invisible).
 	var cutBackend netip.Addr
 	for i, b := range backends {
 		if fmt.Sprint("backend-", i) == first {
 			cutBackend = b.Addr
 		}
 	}
-	cutLine := fmt.Sprintf("%s->%s:80", keep.LocalAddr(), cutBackend)
-	if log := meshLogs[2].String(); !strings.Contains(log, "connections to removed backends reset") || !strings.Contains(log, cutLine) {
-		t.Fatalf("mesh log does not name the connection it cut (%q):\n%s", cutLine, log)
+	cutLine := "live=1 count="
+	firstCut := fmt.Sprintf(`connections="%s->%s:80`, keep.LocalAddr(), cutBackend)
+	if log := meshLogs[2].String(); !strings.Contains(log, "level=INFO msg=\"netmesh: connections to removed backends reset\"") || !strings.Contains(log, cutLine) || !strings.Contains(log, firstCut) {
+		t.Fatalf("mesh log does not name the live connection it cut first (%q, %q):\n%s", cutLine, firstCut, log)
 	}
 	// Both back, through the netlink fast path (an existing service): the
 	// numgen map spreads over both again.

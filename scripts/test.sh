@@ -60,7 +60,9 @@ bench() {
   shift 2
   go build -o "$benchbin/$name" "./examples/$name"
   local rc=0
-  timeout --kill-after=30s "$limit" "$benchbin/$name" "$@" || rc=$?
+  # --foreground: the bench stays in this script's process group, so an
+  # interrupt of the script reaches it too.
+  timeout --foreground --kill-after=30s "$limit" "$benchbin/$name" "$@" || rc=$?
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     echo "examples/$name $*: still running after $limit, stopped (exit $rc)" >&2
   fi

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,15 +29,17 @@ import (
 // disk: the test binary runs a swarm.Node when SHOAL_TEST_NODE_MODE says how
 // (init, join or start) and prints what the parent needs on stdout.
 
-// dataPlaneLog passes records at Info and above, and the data plane's
-// debug records (netagent, netmesh): what a test of the network needs to
-// explain a failed request, without the rest of the debug volume.
+// dataPlaneLog passes records at Info and above, and the debug records of
+// the data plane (netagent, netmesh) and of draining (a stopping task's
+// confirmations and linger): what a test of the network needs to explain a
+// failed request, without the rest of the debug volume.
 type dataPlaneLog struct{ slog.Handler }
 
 func (h dataPlaneLog) Enabled(context.Context, slog.Level) bool { return true }
 
 func (h dataPlaneLog) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level < slog.LevelInfo && !strings.HasPrefix(r.Message, "netagent") && !strings.HasPrefix(r.Message, "netmesh") {
+	if r.Level < slog.LevelInfo && !slices.ContainsFunc([]string{"netagent", "netmesh", "drain", "linger", "stopping"},
+		func(w string) bool { return strings.Contains(r.Message, w) }) {
 		return nil
 	}
 	return h.Handler.Handle(ctx, r)

@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +50,8 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// A second signal, during the cleanup, ends the program at once.
+	context.AfterFunc(ctx, stop)
 	err := run(ctx)
 	stop()
 	if err != nil {
@@ -78,7 +81,7 @@ func run(ctx context.Context) (err error) {
 	// ran out of time: the daemon's own last words are the best clue.
 	defer func() {
 		if err != nil && ctx.Err() != nil {
-			err = fmt.Errorf("%w (%v)\nlast lines of %s:\n%s", err, context.Cause(ctx), filepath.Join(d.Dir, "containerd.log"), logTail(d, 20))
+			err = fmt.Errorf("%w\nlast lines of %s:\n%s", err, filepath.Join(d.Dir, "containerd.log"), logTail(d, 20))
 		}
 	}()
 	imageDir, err := os.MkdirTemp("", "agentbench-images-")
@@ -111,7 +114,7 @@ func run(ctx context.Context) (err error) {
 
 	var rawStart, rawStop, agStart, agStop []time.Duration
 	for r := range *rounds {
-		s, t, err := raw.round(ctx, *n, r)
+		s, t, killed, err := raw.round(ctx, *n, r)
 		if err != nil {
 			return fmt.Errorf("raw round %d: %w", r, err)
 		}
@@ -123,6 +126,10 @@ func run(ctx context.Context) (err error) {
 		agStart, agStop = append(agStart, s), append(agStop, t)
 		fmt.Printf("round %d: raw client start %v stop %v | agent start %v stop %v | %s\n", r+1,
 			rawStart[r].Round(time.Millisecond), rawStop[r].Round(time.Millisecond), s.Round(time.Millisecond), t.Round(time.Millisecond), rss)
+		if killed > 0 {
+			// Its stop time holds the grace period: say so, not a slow stop.
+			fmt.Printf("  raw client: %d of %d containers ignored SIGTERM (sent while they were starting) and were killed after %v\n", killed, *n, agent.DefaultStopGracePeriod)
+		}
 	}
 	best := func(d []time.Duration) time.Duration { return slices.Min(d) }
 	fmt.Printf("\n%d tasks, best of %d rounds:\n", *n, *rounds)
@@ -179,8 +186,10 @@ func newRaw(ctx context.Context, addr, ns, tarball string) (*rawBench, error) {
 
 // round creates and starts n containers in parallel with the plain client
 // (the floor any agent is measured against), then stops and removes them.
-func (b *rawBench) round(ctx context.Context, n, r int) (start, stop time.Duration, err error) {
+func (b *rawBench) round(ctx context.Context, n, r int) (start, stop time.Duration, killed int, err error) {
 	ctx = namespaces.WithNamespace(ctx, b.ns)
+	waiting := newPending()
+	var escalated atomic.Int32
 	tasks := make([]ctrd.Task, n)
 	ctrs := make([]ctrd.Container, n)
 	exits := make([]<-chan ctrd.ExitStatus, n)
@@ -188,8 +197,10 @@ func (b *rawBench) round(ctx context.Context, n, r int) (start, stop time.Durati
 	t0 := time.Now()
 	var wg sync.WaitGroup
 	for i := range n {
+		id := fmt.Sprintf("raw-%d-%d", r, i)
+		waiting.add(id)
 		wg.Go(func() {
-			id := fmt.Sprintf("raw-%d-%d", r, i)
+			defer waiting.done(id)
 			c, err := b.client.NewContainer(ctx, id, ctrd.WithImage(b.img), ctrd.WithNewSnapshot(id, b.img),
 				ctrd.WithNewSpec(oci.WithImageConfigArgs(b.img, []string{"http", ":8080"})))
 			if err != nil {
@@ -211,12 +222,15 @@ func (b *rawBench) round(ctx context.Context, n, r int) (start, stop time.Durati
 		})
 	}
 	if err := waitGroup(ctx, &wg, "raw containers starting"); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, fmt.Errorf("%w: %s", err, waiting)
 	}
 	start = time.Since(t0)
 	t0 = time.Now()
 	for i := range n {
+		id := fmt.Sprintf("raw-%d-%d", r, i)
+		waiting.add(id)
 		wg.Go(func() {
+			defer waiting.done(id)
 			// SIGTERM, then SIGKILL after Docker's default grace, as the
 			// agent does: a SIGTERM that reaches the container's PID 1
 			// before its program has set a handler (it is still starting)
@@ -228,6 +242,7 @@ func (b *rawBench) round(ctx context.Context, n, r int) (start, stop time.Durati
 					select {
 					case <-exits[i]:
 					case <-time.After(agent.DefaultStopGracePeriod):
+						escalated.Add(1)
 						tasks[i].Kill(ctx, syscall.SIGKILL)
 						select {
 						case <-exits[i]:
@@ -244,15 +259,29 @@ func (b *rawBench) round(ctx context.Context, n, r int) (start, stop time.Durati
 		})
 	}
 	if err := waitGroup(ctx, &wg, "raw containers stopping"); err != nil {
-		return start, 0, err
+		return start, 0, 0, fmt.Errorf("%w: %s", err, waiting)
 	}
 	stop = time.Since(t0)
-	for _, e := range errs {
-		if e != nil {
-			return start, stop, e
-		}
-	}
-	return start, stop, nil
+	return start, stop, int(escalated.Load()), errors.Join(errs...)
+}
+
+// pending is the set of containers or tasks a round still waits for, to
+// name them when it gives up.
+type pending struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+func newPending() *pending { return &pending{ids: map[string]bool{}} }
+
+func (p *pending) add(id string) { p.mu.Lock(); p.ids[id] = true; p.mu.Unlock() }
+
+func (p *pending) done(id string) { p.mu.Lock(); delete(p.ids, id); p.mu.Unlock() }
+
+func (p *pending) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return fmt.Sprintf("%d still waited for: %s", len(p.ids), strings.Join(slices.Sorted(maps.Keys(p.ids)), " "))
 }
 
 // agentRound runs n tasks through agent runners until all report RUNNING,
@@ -260,8 +289,7 @@ func (b *rawBench) round(ctx context.Context, n, r int) (start, stop time.Durati
 func agentRound(ctx context.Context, ex *containerd.Executor, n, r int, d *containerdtest.Daemon) (start, stop time.Duration, rss string, err error) {
 	var running sync.WaitGroup
 	running.Add(n)
-	var mu sync.Mutex
-	notYet := make(map[string]bool, n)
+	notYet := newPending()
 	cancels := make([]context.CancelFunc, n)
 	finals := make([]chan api.TaskStatus, n)
 	t0 := time.Now()
@@ -270,14 +298,12 @@ func agentRound(ctx context.Context, ex *containerd.Executor, n, r int, d *conta
 		cancels[i], finals[i] = cancel, make(chan api.TaskStatus, 1)
 		task := &api.Task{Meta: api.Meta{ID: fmt.Sprintf("ag-%d-%d", r, i)}, ServiceID: "bench",
 			Spec: api.TaskSpec{Image: testimages.AppRef, Args: []string{"http", ":8080"}}}
-		notYet[task.ID] = true
+		notYet.add(task.ID)
 		var once sync.Once
 		runner := &agent.Runner{Executor: ex, Report: func(u agent.StatusUpdate) {
 			if u.Status.State == api.TaskRunning || u.Status.State.Terminal() {
 				once.Do(func() {
-					mu.Lock()
-					delete(notYet, task.ID)
-					mu.Unlock()
+					notYet.done(task.ID)
 					running.Done()
 				})
 			}
@@ -288,9 +314,7 @@ func agentRound(ctx context.Context, ex *containerd.Executor, n, r int, d *conta
 		for _, c := range cancels {
 			c()
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		return 0, 0, "", fmt.Errorf("%w: %d of %d not yet running: %s", err, len(notYet), n, strings.Join(slices.Sorted(maps.Keys(notYet)), " "))
+		return 0, 0, "", fmt.Errorf("%w: of %d tasks, %s", err, n, notYet)
 	}
 	start = time.Since(t0)
 	rss = memory(d)

@@ -31,7 +31,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -49,12 +48,7 @@ import (
 )
 
 func main() {
-	// SIGTERM (CI's time limit) ends the run through ctx, so that what it
-	// made is cleaned up on the way out.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx)
-	stop()
-	if err != nil {
+	if err := run(context.Background()); err != nil {
 		log.Fatal(err)
 	}
 }

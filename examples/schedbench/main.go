@@ -15,11 +15,9 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/shoalproject/shoal/internal/procstat"
@@ -27,12 +25,7 @@ import (
 )
 
 func main() {
-	// SIGTERM (CI's time limit) ends the run through ctx, so that what it
-	// made is cleaned up on the way out.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx)
-	stop()
-	if err != nil {
+	if err := run(context.Background()); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -24,7 +24,7 @@ func TestFenceFlagsBadInput(t *testing.T) {
 		args := append(append([]string{}, base...), "--data-dir", t.TempDir())
 		args = append(args, c.args...)
 		var out syncBuffer
-		err := run(context.Background(), args, &out, &out)
+		err := run(context.Background(), rootNamespaceSafe(args), &out, &out)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("shoald %s: %v, want an error with %q\n%s", strings.Join(args, " "), err, c.want, out.String())
 		}

@@ -140,9 +140,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 // (tests of several packages running at once, or a run killed before it
 // cleaned up, whose state stays until reboot) fail with "container with
 // given ID already exists".
-func (d *Daemon) Namespace(name string) string {
-	return name + "-" + strings.TrimPrefix(filepath.Base(d.Dir), "shoal-ctrd-")
-}
+//
+// Unique for daemons of Start and StartDaemon (a temporary directory of
+// their own); StartDaemonIn's directory name is its caller's.
+func (d *Daemon) Namespace(name string) string { return name + "-" + d.uniq() }
+
+// uniq is what Namespace adds: the random part of the daemon's directory.
+func (d *Daemon) uniq() string { return strings.TrimPrefix(filepath.Base(d.Dir), "shoal-ctrd-") }
 
 // PID is the daemon's process ID.
 func (d *Daemon) PID() int { return d.cmd.Process.Pid }
@@ -165,10 +169,14 @@ func (d *Daemon) Stop() error {
 	}
 	d.logf.Close()
 	UnmountUnder(filepath.Join(d.Dir, "root"))
-	// runc's state directories of this daemon's namespaces, when empty
-	// (os.Remove leaves one that still holds a container's state).
+	// runc's state directories of the namespaces made by Namespace, when
+	// empty (os.Remove leaves one that still holds a container's state).
+	// Not the others: a fixed name (a node's, "m0") may be another
+	// daemon's too, creating a container there right now.
 	for _, ns := range nss {
-		os.Remove(filepath.Join(runcRoot, ns))
+		if strings.HasSuffix(ns, "-"+d.uniq()) {
+			os.Remove(filepath.Join(runcRoot, ns))
+		}
 	}
 	return errors.Join(left, shims, os.RemoveAll(d.Dir))
 }
@@ -250,7 +258,9 @@ func (d *Daemon) RemoveAll() error {
 	}
 	defer c.Close()
 	var errs []error
-	nss, err := c.NamespaceService().List(context.Background())
+	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	nss, err := c.NamespaceService().List(lctx)
+	lcancel()
 	if err != nil {
 		errs = append(errs, err)
 	}

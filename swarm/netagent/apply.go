@@ -434,11 +434,12 @@ func (a *Agent) syncPorts(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// backendList names backends for a log line ("10.0.0.5:80 10.0.0.6:80
-// (draining)").
+// backendList names backends for a log line ("10.0.0.5:80
+// 10.0.0.6:80(draining)"), the first 32 of them.
 func backendList(bs []netmesh.Backend) string {
+	const shown = 32
 	var b strings.Builder
-	for i, be := range bs {
+	for i, be := range bs[:min(len(bs), shown)] {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
@@ -446,6 +447,9 @@ func backendList(bs []netmesh.Backend) string {
 		if be.Draining {
 			b.WriteString("(draining)")
 		}
+	}
+	if len(bs) > shown {
+		fmt.Fprintf(&b, " and %d more", len(bs)-shown)
 	}
 	return b.String()
 }
