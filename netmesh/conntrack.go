@@ -33,6 +33,42 @@ func removedBackends(prev, next []Backend) []Backend {
 	return out
 }
 
+// unflushed remembers, per service, the removed backends whose
+// connections a failed flush may have left: the next change of that
+// service flushes them again (a change that found nothing removed would
+// otherwise never retry, and those clients would hang instead of being
+// reset). The owner's mutex guards it.
+type unflushed map[string][]Backend
+
+// take returns removed plus what an earlier flush of key left, without
+// the backends that are back in next.
+func (u unflushed) take(key string, removed, next []Backend) []Backend {
+	left := u[key]
+	if len(left) == 0 {
+		return removed
+	}
+	back := map[Backend]bool{}
+	for _, b := range next {
+		back[b.key()] = true
+	}
+	out := slices.Clone(removed)
+	for _, b := range left {
+		if !back[b.key()] && !slices.Contains(out, b.key()) {
+			out = append(out, b.key())
+		}
+	}
+	return out
+}
+
+// done records how the flush of removed went.
+func (u unflushed) done(key string, removed []Backend, err error) {
+	if err != nil {
+		u[key] = removed
+	} else {
+		delete(u, key)
+	}
+}
+
 // ctnetlink attributes and flags netlink's nl package lacks
 // (linux/netfilter/nfnetlink_conntrack.h).
 const (

@@ -41,6 +41,7 @@ type ServiceLB struct {
 
 	mu      sync.Mutex
 	vips    map[string][]Backend
+	left    unflushed
 	started bool
 	fast    *fastPath
 }
@@ -70,6 +71,7 @@ func (l *ServiceLB) Start(ctx context.Context) error {
 	}
 	l.fast = fast
 	l.vips = map[string][]Backend{}
+	l.left = unflushed{}
 	l.started = true
 	return nil
 }
@@ -128,7 +130,9 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 		return err
 	}
 	l.vips[k] = append([]Backend(nil), s.Backends...)
-	cut, err := flushConntrack(l.NetNS, s.Protocol, s.Port, s.VIP, removedBackends(prev, s.Backends))
+	removed := l.left.take(k, removedBackends(prev, s.Backends), s.Backends)
+	cut, err := flushConntrack(l.NetNS, s.Protocol, s.Port, s.VIP, removed)
+	l.left.done(k, removed, err)
 	logCut(l.logger(), fmt.Sprintf("VIP %s port %d/%s", s.VIP, s.Port, s.Protocol), cut)
 	return err
 }
@@ -150,7 +154,9 @@ func (l *ServiceLB) Remove(ctx context.Context, vip netip.Addr, p Protocol, port
 		return err
 	}
 	delete(l.vips, k)
-	cut, err := flushConntrack(l.NetNS, p, port, vip, prev)
+	removed := l.left.take(k, prev, nil)
+	cut, err := flushConntrack(l.NetNS, p, port, vip, removed)
+	l.left.done(k, removed, err)
 	logCut(l.logger(), fmt.Sprintf("VIP %s port %d/%s (removed)", vip, port, p), cut)
 	return err
 }

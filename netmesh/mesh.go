@@ -108,6 +108,7 @@ type RoutingMesh struct {
 
 	mu      sync.Mutex
 	ports   map[string]PublishedPort
+	left    unflushed
 	backend string
 	started bool
 	fast    *fastPath
@@ -140,6 +141,7 @@ func (m *RoutingMesh) Start(ctx context.Context) error {
 	}
 	m.logger().Info("netmesh: routing mesh backend", "backend", m.backend, "kernel_ipvs", hasIPVS)
 	m.ports = map[string]PublishedPort{}
+	m.left = unflushed{}
 	// A fresh table: after a crash, whatever the last agent left is gone,
 	// and the caller sets the published ports again. It comes first, so
 	// that route_localnet is never on without its guard.
@@ -195,7 +197,9 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	}
 	p.Backends = slices.Clone(p.Backends)
 	m.ports[k] = p
-	cut, err := flushConntrack(m.NetNS, p.Protocol, p.Port, netip.Addr{}, removedBackends(prev.Backends, p.Backends))
+	removed := m.left.take(k, removedBackends(prev.Backends, p.Backends), p.Backends)
+	cut, err := flushConntrack(m.NetNS, p.Protocol, p.Port, netip.Addr{}, removed)
+	m.left.done(k, removed, err)
 	logCut(m.logger(), fmt.Sprintf("published port %d/%s", p.Port, p.Protocol), cut)
 	return err
 }
@@ -216,7 +220,9 @@ func (m *RoutingMesh) Remove(ctx context.Context, proto Protocol, port uint16) e
 	}
 	prev := m.ports[k]
 	delete(m.ports, k)
-	cut, err := flushConntrack(m.NetNS, proto, port, netip.Addr{}, prev.Backends)
+	removed := m.left.take(k, prev.Backends, nil)
+	cut, err := flushConntrack(m.NetNS, proto, port, netip.Addr{}, removed)
+	m.left.done(k, removed, err)
 	logCut(m.logger(), fmt.Sprintf("published port %d/%s (unpublished)", port, proto), cut)
 	return err
 }
