@@ -225,6 +225,7 @@ func (b *rawBench) round(ctx context.Context, n, r int) (start, stop time.Durati
 		return 0, 0, 0, fmt.Errorf("%w: %s", err, waiting)
 	}
 	start = time.Since(t0)
+	settle(ctx)
 	t0 = time.Now()
 	for i := range n {
 		id := fmt.Sprintf("raw-%d-%d", r, i)
@@ -263,6 +264,18 @@ func (b *rawBench) round(ctx context.Context, n, r int) (start, stop time.Durati
 	}
 	stop = time.Since(t0)
 	return start, stop, int(escalated.Load()), errors.Join(errs...)
+}
+
+// settle waits a moment between start and stop in both rounds, so that
+// each program has set its SIGTERM handler: the stop figure is then the
+// time to stop, not the grace period of a SIGTERM that the kernel dropped
+// because it reached a container's PID 1 still starting (the raw round
+// still escalates to SIGKILL, and says so, if one does).
+func settle(ctx context.Context) {
+	select {
+	case <-time.After(500 * time.Millisecond):
+	case <-ctx.Done():
+	}
 }
 
 // pending is the set of containers or tasks a round still waits for, to
@@ -318,6 +331,7 @@ func agentRound(ctx context.Context, ex *containerd.Executor, n, r int, d *conta
 	}
 	start = time.Since(t0)
 	rss = memory(d)
+	settle(ctx)
 	t0 = time.Now()
 	var wg sync.WaitGroup
 	ended := make([]error, n)
