@@ -51,7 +51,10 @@ func (u unflushed) take(key string, removed, next []Backend) []Backend {
 	for _, b := range next {
 		back[b.key()] = true
 	}
-	out := slices.Clone(removed)
+	out := make([]Backend, 0, len(removed)+len(left))
+	for _, b := range removed {
+		out = append(out, b.key())
+	}
 	for _, b := range left {
 		if !back[b.key()] && !slices.Contains(out, b.key()) {
 			out = append(out, b.key())
@@ -60,10 +63,15 @@ func (u unflushed) take(key string, removed, next []Backend) []Backend {
 	return out
 }
 
+// maxUnflushed bounds what one service keeps for a retry while its flushes
+// keep failing (a kernel without conntrack netlink, say): past it, the
+// oldest are given up, and their clients wait for their own timeouts.
+const maxUnflushed = 1024
+
 // done records how the flush of removed went.
 func (u unflushed) done(key string, removed []Backend, err error) {
 	if err != nil {
-		u[key] = removed
+		u[key] = removed[max(0, len(removed)-maxUnflushed):]
 	} else {
 		delete(u, key)
 	}
@@ -115,7 +123,11 @@ const (
 // the callers log: a connection cut that should not have been is
 // otherwise invisible (the client just waits for an answer that never
 // comes).
-func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.Addr, removed []Backend) ([]cutConn, error) {
+//
+// afterDump, when set (by tests), runs between the listing and the
+// deletions: where a client may open a new connection that reuses an old
+// entry's original tuple.
+func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.Addr, removed []Backend, afterDump func()) ([]cutConn, error) {
 	if len(removed) == 0 {
 		return nil, nil
 	}
@@ -148,8 +160,8 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 	if err != nil && !errors.Is(err, nl.ErrDumpInterrupted) {
 		return nil, fmt.Errorf("netmesh: list connections of %d/%s: %w", origPort, proto, err)
 	}
-	if afterConntrackDump != nil {
-		afterConntrackDump()
+	if afterDump != nil {
+		afterDump()
 	}
 	gone := map[netip.AddrPort]bool{}
 	for _, b := range removed {
@@ -183,6 +195,9 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 		if e.id != nil {
 			req.AddData(nl.NewRtAttr(nl.CTA_ID, e.id))
 		}
+		if e.zone != nil {
+			req.AddData(nl.NewRtAttr(nl.CTA_ZONE, e.zone))
+		}
 		if _, err := req.Execute(unix.NETLINK_NETFILTER, 0); err != nil {
 			if !errors.Is(err, syscall.ENOENT) {
 				errs = append(errs, err)
@@ -196,11 +211,6 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 	}
 	return cut, nil
 }
-
-// afterConntrackDump, when set (by tests), runs between flushConntrack's
-// listing of the entries and their deletion: where a client may open a
-// new connection that reuses an old entry's original tuple.
-var afterConntrackDump func()
 
 // cutConn is a connection flushConntrack cut: its client (the original
 // source), the backend it was sent to, and whether it was still live (not
@@ -217,6 +227,7 @@ func logCut(log *slog.Logger, what string, cut []cutConn) {
 	if len(cut) == 0 {
 		return
 	}
+	cut = slices.Clone(cut)
 	slices.SortStableFunc(cut, func(x, y cutConn) int {
 		switch {
 		case x.Live == y.Live:
@@ -302,6 +313,7 @@ type ctEntry struct {
 	replyTuple  []byte // CTA_TUPLE_REPLY's content, to delete the entry by
 	id          []byte // CTA_ID's content
 	tcpState    byte   // CTA_PROTOINFO_TCP_STATE, for TCP
+	zone        []byte // CTA_ZONE's content, when not the default zone
 }
 
 // TCP conntrack states that are a closed connection's leftovers
@@ -327,7 +339,7 @@ func parseConntrack(msg []byte) (ctEntry, bool) {
 	if orig == nil || reply == nil {
 		return e, false
 	}
-	e.replyTuple, e.id = reply, top[nl.CTA_ID]
+	e.replyTuple, e.id, e.zone = reply, top[nl.CTA_ID], top[nl.CTA_ZONE]
 	// CTA_PROTOINFO > CTA_PROTOINFO_TCP > CTA_PROTOINFO_TCP_STATE.
 	if st := attrMap(attrMap(top[ctaProtoinfo])[ctaProtoinfoTCP])[ctaProtoinfoTCPState]; len(st) == 1 {
 		e.tcpState = st[0]

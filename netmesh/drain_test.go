@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/internal/nettest"
+	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/netmesh"
 )
 
@@ -237,7 +238,7 @@ func TestDrainFlushSparesANewConnectionOnAnOldTuple(t *testing.T) {
 	client := d.lab.Hosts[1]
 	url := fmt.Sprintf("http://%s:8080/", d.lab.Hosts[0].Addr)
 	for round := range 6 {
-		port := 47001 + round // below the ephemeral range: no other socket takes it
+		port := 30001 + round // below the ephemeral range (32768 on): no other socket takes it
 		gone, kept := d.backends[round%2], d.backends[1-round%2]
 		dial := func() (net.Conn, error) {
 			var c net.Conn
@@ -269,8 +270,9 @@ func TestDrainFlushSparesANewConnectionOnAnOldTuple(t *testing.T) {
 			return string(b), err
 		}
 		// The old connection, to the backend about to go, closed by the
-		// server first (Connection: close): its entry on the node stays
-		// in TIME_WAIT, and the client's port is free again.
+		// server first (Connection: close; the client reads to its FIN
+		// before closing): its entry on the node goes to TIME_WAIT, and
+		// the client's port is free again.
 		d.set(t, gone)
 		old, err := dial()
 		if err != nil {
@@ -279,17 +281,25 @@ func TestDrainFlushSparesANewConnectionOnAnOldTuple(t *testing.T) {
 		if body, err := ask(old, true); err != nil || body != fmt.Sprint("backend-", round%2) {
 			t.Fatalf("round %d, first connection: %q %v", round, body, err)
 		}
+		if _, err := io.Copy(io.Discard, old); err != nil {
+			t.Fatalf("round %d, reading to the server's FIN: %v", round, err)
+		}
 		old.Close()
-		time.Sleep(100 * time.Millisecond) // the FIN exchange ends
+		timeWait := fmt.Sprintf("TIME_WAIT src=%s dst=%s sport=%d dport=8080", client.Addr, d.lab.Hosts[0].Addr, port)
+		waitfor.True(t, "the old connection's entry in TIME_WAIT", func() bool {
+			var ct []byte
+			nettest.Do(d.lab.Hosts[0].Name, func() (err error) { ct, err = os.ReadFile("/proc/thread-self/net/nf_conntrack"); return })
+			return strings.Contains(string(ct), timeWait)
+		})
 
 		// The backend goes; between the flush's listing and its
 		// deletions the client connects again from the same port (to
 		// the one backend left in the rules) and keeps the connection.
 		var fresh net.Conn
 		var freshErr error
-		netmesh.SetAfterConntrackDump(func() { fresh, freshErr = dial() })
+		d.mesh.SetAfterDump(func() { fresh, freshErr = dial() })
 		err = d.mesh.Set(context.Background(), netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080, Backends: []netmesh.Backend{kept}})
-		netmesh.SetAfterConntrackDump(nil)
+		d.mesh.SetAfterDump(nil)
 		if err != nil {
 			t.Fatal(err)
 		}

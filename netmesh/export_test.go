@@ -1,5 +1,9 @@
 package netmesh
 
-// SetAfterConntrackDump sets the hook that runs between the conntrack flush's
-// listing and its deletions (nil clears it).
-func SetAfterConntrackDump(f func()) { afterConntrackDump = f }
+// SetAfterDump sets the hook that runs between a conntrack flush's listing
+// and its deletions (nil clears it).
+func (m *RoutingMesh) SetAfterDump(f func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.afterDump = f
+}

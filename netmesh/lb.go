@@ -131,7 +131,7 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 	}
 	l.vips[k] = append([]Backend(nil), s.Backends...)
 	removed := l.left.take(k, removedBackends(prev, s.Backends), s.Backends)
-	cut, err := flushConntrack(l.NetNS, s.Protocol, s.Port, s.VIP, removed)
+	cut, err := flushConntrack(l.NetNS, s.Protocol, s.Port, s.VIP, removed, nil)
 	l.left.done(k, removed, err)
 	logCut(l.logger(), fmt.Sprintf("VIP %s port %d/%s", s.VIP, s.Port, s.Protocol), cut)
 	return err
@@ -146,16 +146,20 @@ func (l *ServiceLB) Remove(ctx context.Context, vip netip.Addr, p Protocol, port
 	}
 	k := vipKey(vip, p, port)
 	prev, had := l.vips[k]
-	if !had {
+	if had {
+		vmap, key := vipMapKey(vip, p, port)
+		if err := l.fast.removeService(vmap, vipChain(vip, p, port), key); err != nil {
+			return err
+		}
+		delete(l.vips, k)
+	}
+	// Gone already: what a failed flush of the removal left is flushed
+	// again (the caller retries a Remove that failed).
+	removed := l.left.take(k, prev, nil)
+	if len(removed) == 0 {
 		return nil
 	}
-	vmap, key := vipMapKey(vip, p, port)
-	if err := l.fast.removeService(vmap, vipChain(vip, p, port), key); err != nil {
-		return err
-	}
-	delete(l.vips, k)
-	removed := l.left.take(k, prev, nil)
-	cut, err := flushConntrack(l.NetNS, p, port, vip, removed)
+	cut, err := flushConntrack(l.NetNS, p, port, vip, removed, nil)
 	l.left.done(k, removed, err)
 	logCut(l.logger(), fmt.Sprintf("VIP %s port %d/%s (removed)", vip, port, p), cut)
 	return err

@@ -106,12 +106,15 @@ type RoutingMesh struct {
 	// Logger receives the mesh's logs; nil discards.
 	Logger *slog.Logger
 
-	mu      sync.Mutex
-	ports   map[string]PublishedPort
-	left    unflushed
-	backend string
-	started bool
-	fast    *fastPath
+	mu    sync.Mutex
+	ports map[string]PublishedPort
+	left  unflushed
+	// afterDump, set by tests, runs between a flush's listing and its
+	// deletions.
+	afterDump func()
+	backend   string
+	started   bool
+	fast      *fastPath
 }
 
 func (m *RoutingMesh) table() string {
@@ -198,7 +201,7 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	p.Backends = slices.Clone(p.Backends)
 	m.ports[k] = p
 	removed := m.left.take(k, removedBackends(prev.Backends, p.Backends), p.Backends)
-	cut, err := flushConntrack(m.NetNS, p.Protocol, p.Port, netip.Addr{}, removed)
+	cut, err := flushConntrack(m.NetNS, p.Protocol, p.Port, netip.Addr{}, removed, m.afterDump)
 	m.left.done(k, removed, err)
 	logCut(m.logger(), fmt.Sprintf("published port %d/%s", p.Port, p.Protocol), cut)
 	return err
@@ -212,16 +215,20 @@ func (m *RoutingMesh) Remove(ctx context.Context, proto Protocol, port uint16) e
 		return ErrNotStarted
 	}
 	k := portKey(proto, port)
-	if _, ok := m.ports[k]; !ok {
+	prev, had := m.ports[k]
+	if had {
+		if err := m.fast.removeService("published", chainName(proto, port), meshKey(proto, port)); err != nil {
+			return err
+		}
+		delete(m.ports, k)
+	}
+	// Gone already: what a failed flush of the removal left is flushed
+	// again (the caller retries a Remove that failed).
+	removed := m.left.take(k, prev.Backends, nil)
+	if len(removed) == 0 {
 		return nil
 	}
-	if err := m.fast.removeService("published", chainName(proto, port), meshKey(proto, port)); err != nil {
-		return err
-	}
-	prev := m.ports[k]
-	delete(m.ports, k)
-	removed := m.left.take(k, prev.Backends, nil)
-	cut, err := flushConntrack(m.NetNS, proto, port, netip.Addr{}, removed)
+	cut, err := flushConntrack(m.NetNS, proto, port, netip.Addr{}, removed, m.afterDump)
 	m.left.done(k, removed, err)
 	logCut(m.logger(), fmt.Sprintf("published port %d/%s (unpublished)", port, proto), cut)
 	return err

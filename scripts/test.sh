@@ -51,8 +51,9 @@ echo "== benchmarks and bench programs, short runs"
 # Each bench program is built once and run under a time limit: one that
 # hangs (a containerd call that never returns) fails this script with a
 # message naming it instead of holding CI until its own limit. SIGTERM
-# first, so the program cleans up its daemons and namespaces; SIGKILL 30 s
-# later if it does not.
+# first (agentbench, raftbench and clusterbench clean up their daemons on
+# it; meshbench's namespaces are swept by the next lab any test or bench makes), SIGKILL 30 s
+# later if the program is still there.
 benchbin=$(mktemp -d)
 trap 'rm -rf "$benchbin"' EXIT
 bench() {
