@@ -98,7 +98,7 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.mutexprof, "mutexprofile", "", "write a mutex contention profile to this file")
 	flag.StringVar(&o.heapprof, "heapprofile", "", "write a heap profile to this file at the peak of the writes part (before its cluster closes), and one to FILE.rss from the member of the RSS part")
 	flag.StringVar(&o.tracefile, "trace", "", "write a runtime execution trace of the writes part to this file (go tool trace: scheduler latency, syscalls)")
-	flag.BoolVar(&o.cpu, "cpu", false, "print the process's CPU time and context switches per write for each writer count (all three members together)")
+	flag.BoolVar(&o.cpu, "cpu", false, "print the process's CPU time, context switches and Go heap allocations per write for each writer count (all three members together)")
 	flag.BoolVar(&o.mem, "mem", false, "print the process's memory after each writer count")
 	rafttimings := flag.Bool("raft-timings", false, "print where a write's time goes (hashicorp/raft's timing samples, means per writer count)")
 	flag.Parse()
@@ -371,6 +371,8 @@ func benchWrites(ctx context.Context, o options) error {
 			w := float64(len(lats))
 			fmt.Printf("    process per write: CPU %.0f µs (user %.0f, system %.0f), context switches %.1f voluntary, %.1f involuntary\n",
 				float64(ru.user+ru.sys)/w/1e3, float64(ru.user)/w/1e3, float64(ru.sys)/w/1e3, float64(ru.nvcsw)/w, float64(ru.nivcsw)/w)
+			fmt.Printf("    process per write: allocated %.1f KB in %.0f objects; %d GC cycles (one per %.0f writes)\n",
+				float64(ru.allocBytes)/w/1e3, float64(ru.allocObjects)/w, ru.gcCycles, w/float64(max(ru.gcCycles, 1)))
 		}
 		if o.timings != nil {
 			o.timings.print()
