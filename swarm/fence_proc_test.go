@@ -201,10 +201,14 @@ func TestTwoNodeSurvivesPeerKill(t *testing.T) {
 			ts := running(t, cl, svc.ID)
 			return len(ts) == replicas && !slices.ContainsFunc(ts, func(tk *api.Task) bool { return tk.NodeID == victim.info.ID })
 		})
-		c, err := cl.Cluster(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		// The fence is recorded just after the survivor goes on alone,
+		// possibly after the scale it accepted.
+		var c *api.Cluster
+		waitfor.True(t, "the fence in the cluster object", func() bool {
+			var err error
+			c, err = cl.Cluster(ctx)
+			return err == nil && len(c.Fences) >= fences
+		})
 		if len(c.Fences) != fences {
 			t.Fatalf("fences %+v, want %d", c.Fences, fences)
 		}
@@ -562,9 +566,14 @@ func partitionOneSurvives(t *testing.T, higherLeads bool) {
 	if log := fenceLog(t, follower); !strings.Contains(log, logTurnAtOnce) || strings.Contains(log, logWaiting) {
 		t.Fatalf("the follower did not fence at once:\n%s", log)
 	}
-	c, err = fcl.Cluster(ctx)
-	if err != nil || len(c.Fences) != 1 || c.Fences[0].Peer != leader.info.ID || c.Fences[0].By != follower.info.ID {
-		t.Fatalf("fences %+v (%v): want %s fenced by %s", c.Fences, err, leader.info.ID, follower.info.ID)
+	// The survivor records the fence in the cluster object just after it
+	// goes on alone: a write of a client may come first.
+	waitfor.True(t, "the fence in the cluster object", func() bool {
+		c, err = fcl.Cluster(ctx)
+		return err == nil && len(c.Fences) > 0
+	})
+	if len(c.Fences) != 1 || c.Fences[0].Peer != leader.info.ID || c.Fences[0].By != follower.info.ID {
+		t.Fatalf("fences %+v: want %s fenced by %s", c.Fences, leader.info.ID, follower.info.ID)
 	}
 
 	// Healed, the fenced one restarts from its dir and rejoins.
