@@ -77,6 +77,17 @@ func (u unflushed) done(key string, removed []Backend, err error) {
 	}
 }
 
+// flush flushes the connections of one service's removed backends, with
+// what an earlier failed flush of key left (less what is back in next),
+// keeps what this one leaves for the next change, and logs what it cut.
+func (u unflushed) flush(log *slog.Logger, what, key, path string, proto Protocol, port uint16, dst netip.Addr, removed, next []Backend, afterDump func()) error {
+	removed = u.take(key, removed, next)
+	cut, err := flushConntrack(path, proto, port, dst, removed, afterDump)
+	u.done(key, removed, err)
+	logCut(log, what, cut)
+	return err
+}
+
 // ctnetlink attributes and flags netlink's nl package lacks
 // (linux/netfilter/nfnetlink_conntrack.h).
 const (

@@ -137,8 +137,14 @@ func dialKeepAlive(t *testing.T, ns, url string) *keepAlive {
 	return &keepAlive{c: c, br: bufio.NewReader(c)}
 }
 
-func (k *keepAlive) ask() (string, error) {
+func (k *keepAlive) ask() (string, error) { return k.request(false) }
+
+// askLast asks with "Connection: close": the server closes first.
+func (k *keepAlive) askLast() (string, error) { return k.request(true) }
+
+func (k *keepAlive) request(closing bool) (string, error) {
 	req, _ := http.NewRequest("GET", "http://service/", nil)
+	req.Close = closing
 	k.c.SetDeadline(time.Now().Add(2 * time.Second))
 	if err := req.Write(k.c); err != nil {
 		return "", err
@@ -235,61 +241,30 @@ func TestDrainingKeepsEstablishedConnections(t *testing.T) {
 // half the rounds.)
 func TestDrainFlushSparesANewConnectionOnAnOldTuple(t *testing.T) {
 	d := newDrainLab(t)
-	client := d.lab.Hosts[1]
-	url := fmt.Sprintf("http://%s:8080/", d.lab.Hosts[0].Addr)
+	client, node := d.lab.Hosts[1], d.lab.Hosts[0]
 	for round := range 6 {
-		port := 30001 + round // below the ephemeral range (32768 on): no other socket takes it
+		// Below the ephemeral range (32768 on): no other socket takes it.
+		from := netip.AddrPortFrom(client.Addr, uint16(30001+round))
 		gone, kept := d.backends[round%2], d.backends[1-round%2]
-		dial := func() (net.Conn, error) {
-			var c net.Conn
-			err := nettest.Do(client.Name, func() (err error) {
-				dl := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: client.Addr.AsSlice(), Port: port},
-					Control: func(_, _ string, rc syscall.RawConn) error {
-						var serr error
-						rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
-						return serr
-					}}
-				c, err = dl.Dial("tcp", d.lab.Hosts[0].Addr.String()+":8080")
-				return err
-			})
-			return c, err
-		}
-		ask := func(c net.Conn, closing bool) (string, error) {
-			req, _ := http.NewRequest("GET", url, nil)
-			req.Close = closing
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			if err := req.Write(c); err != nil {
-				return "", err
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), req)
-			if err != nil {
-				return "", err
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			return string(b), err
-		}
 		// The old connection, to the backend about to go, closed by the
 		// server first (Connection: close; the client reads to its FIN
 		// before closing): its entry on the node goes to TIME_WAIT, and
 		// the client's port is free again.
 		d.set(t, gone)
-		old, err := dial()
+		old, err := dialFrom(client.Name, from, node.Addr.String()+":8080")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if body, err := ask(old, true); err != nil || body != fmt.Sprint("backend-", round%2) {
+		if body, err := (&keepAlive{c: old, br: bufio.NewReader(old)}).askLast(); err != nil || body != fmt.Sprint("backend-", round%2) {
 			t.Fatalf("round %d, first connection: %q %v", round, body, err)
 		}
 		if _, err := io.Copy(io.Discard, old); err != nil {
 			t.Fatalf("round %d, reading to the server's FIN: %v", round, err)
 		}
 		old.Close()
-		timeWait := fmt.Sprintf("TIME_WAIT src=%s dst=%s sport=%d dport=8080", client.Addr, d.lab.Hosts[0].Addr, port)
+		timeWait := fmt.Sprintf("TIME_WAIT src=%s dst=%s sport=%d dport=8080", client.Addr, node.Addr, from.Port())
 		waitfor.True(t, "the old connection's entry in TIME_WAIT", func() bool {
-			var ct []byte
-			nettest.Do(d.lab.Hosts[0].Name, func() (err error) { ct, err = os.ReadFile("/proc/thread-self/net/nf_conntrack"); return })
-			return strings.Contains(string(ct), timeWait)
+			return strings.Contains(conntrackTable(node.Name), timeWait)
 		})
 
 		// The backend goes; between the flush's listing and its
@@ -297,27 +272,50 @@ func TestDrainFlushSparesANewConnectionOnAnOldTuple(t *testing.T) {
 		// the one backend left in the rules) and keeps the connection.
 		var fresh net.Conn
 		var freshErr error
-		d.mesh.SetAfterDump(func() { fresh, freshErr = dial() })
+		d.mesh.SetAfterDump(func() { fresh, freshErr = dialFrom(client.Name, from, node.Addr.String()+":8080") })
 		err = d.mesh.Set(context.Background(), netmesh.PublishedPort{ServiceID: "web", Protocol: netmesh.TCP, Port: 8080, Backends: []netmesh.Backend{kept}})
 		d.mesh.SetAfterDump(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if freshErr != nil {
-			t.Fatalf("round %d: connecting again from port %d during the flush: %v", round, port, freshErr)
+			t.Fatalf("round %d: connecting again from %s during the flush: %v", round, from, freshErr)
 		}
 		// The new connection's entry is there, DNATed to the backend
 		// left, and the connection is answered.
-		var ct []byte
-		nettest.Do(d.lab.Hosts[0].Name, func() (err error) { ct, err = os.ReadFile("/proc/thread-self/net/nf_conntrack"); return })
-		want := fmt.Sprintf("sport=%d dport=8080 src=%s", port, kept.Addr)
-		if !strings.Contains(string(ct), want) {
+		want := fmt.Sprintf("sport=%d dport=8080 src=%s", from.Port(), kept.Addr)
+		if ct := conntrackTable(node.Name); !strings.Contains(ct, want) {
 			t.Fatalf("round %d: the new connection's conntrack entry (%q) is gone after the flush of %s:\n%s", round, want, gone.Addr, ct)
 		}
-		body, err := ask(fresh, false)
+		body, err := (&keepAlive{c: fresh, br: bufio.NewReader(fresh)}).ask()
 		fresh.Close()
 		if err != nil || body != fmt.Sprint("backend-", 1-round%2) {
 			t.Fatalf("round %d: the new connection after the flush: %q %v", round, body, err)
 		}
 	}
+}
+
+// dialFrom connects from ns to addr from the local address from
+// (SO_REUSEADDR: a port whose last connection the server closed).
+func dialFrom(ns string, from netip.AddrPort, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := nettest.Do(ns, func() (err error) {
+		dl := net.Dialer{Timeout: 2 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(from),
+			Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
+				return serr
+			}}
+		c, err = dl.Dial("tcp", addr)
+		return err
+	})
+	return c, err
+}
+
+// conntrackTable is the conntrack table of namespace ns, as
+// /proc/net/nf_conntrack writes it.
+func conntrackTable(ns string) string {
+	var ct []byte
+	nettest.Do(ns, func() (err error) { ct, err = os.ReadFile("/proc/thread-self/net/nf_conntrack"); return })
+	return string(ct)
 }

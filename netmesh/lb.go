@@ -130,11 +130,8 @@ func (l *ServiceLB) Set(ctx context.Context, s VIPService) error {
 		return err
 	}
 	l.vips[k] = append([]Backend(nil), s.Backends...)
-	removed := l.left.take(k, removedBackends(prev, s.Backends), s.Backends)
-	cut, err := flushConntrack(l.NetNS, s.Protocol, s.Port, s.VIP, removed, nil)
-	l.left.done(k, removed, err)
-	logCut(l.logger(), fmt.Sprintf("VIP %s port %d/%s", s.VIP, s.Port, s.Protocol), cut)
-	return err
+	return l.left.flush(l.logger(), fmt.Sprintf("VIP %s port %d/%s", s.VIP, s.Port, s.Protocol), k, l.NetNS, s.Protocol, s.Port, s.VIP,
+		removedBackends(prev, s.Backends), s.Backends, nil)
 }
 
 // Remove forgets a VIP service.
@@ -155,14 +152,7 @@ func (l *ServiceLB) Remove(ctx context.Context, vip netip.Addr, p Protocol, port
 	}
 	// Gone already: what a failed flush of the removal left is flushed
 	// again (the caller retries a Remove that failed).
-	removed := l.left.take(k, prev, nil)
-	if len(removed) == 0 {
-		return nil
-	}
-	cut, err := flushConntrack(l.NetNS, p, port, vip, removed, nil)
-	l.left.done(k, removed, err)
-	logCut(l.logger(), fmt.Sprintf("VIP %s port %d/%s (removed)", vip, port, p), cut)
-	return err
+	return l.left.flush(l.logger(), fmt.Sprintf("VIP %s port %d/%s (removed)", vip, port, p), k, l.NetNS, p, port, vip, prev, nil, nil)
 }
 
 // Close deletes the table.

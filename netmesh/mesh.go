@@ -200,11 +200,8 @@ func (m *RoutingMesh) Set(ctx context.Context, p PublishedPort) error {
 	}
 	p.Backends = slices.Clone(p.Backends)
 	m.ports[k] = p
-	removed := m.left.take(k, removedBackends(prev.Backends, p.Backends), p.Backends)
-	cut, err := flushConntrack(m.NetNS, p.Protocol, p.Port, netip.Addr{}, removed, m.afterDump)
-	m.left.done(k, removed, err)
-	logCut(m.logger(), fmt.Sprintf("published port %d/%s", p.Port, p.Protocol), cut)
-	return err
+	return m.left.flush(m.logger(), fmt.Sprintf("published port %d/%s", p.Port, p.Protocol), k, m.NetNS, p.Protocol, p.Port, netip.Addr{},
+		removedBackends(prev.Backends, p.Backends), p.Backends, m.afterDump)
 }
 
 // Remove unpublishes a port.
@@ -224,14 +221,8 @@ func (m *RoutingMesh) Remove(ctx context.Context, proto Protocol, port uint16) e
 	}
 	// Gone already: what a failed flush of the removal left is flushed
 	// again (the caller retries a Remove that failed).
-	removed := m.left.take(k, prev.Backends, nil)
-	if len(removed) == 0 {
-		return nil
-	}
-	cut, err := flushConntrack(m.NetNS, proto, port, netip.Addr{}, removed, m.afterDump)
-	m.left.done(k, removed, err)
-	logCut(m.logger(), fmt.Sprintf("published port %d/%s (unpublished)", port, proto), cut)
-	return err
+	return m.left.flush(m.logger(), fmt.Sprintf("published port %d/%s (unpublished)", port, proto), k, m.NetNS, proto, port, netip.Addr{},
+		prev.Backends, nil, m.afterDump)
 }
 
 // Close turns route_localnet off again, then deletes the table (and with

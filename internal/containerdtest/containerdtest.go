@@ -154,8 +154,7 @@ func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 // Stop removes every container left, stops the daemon (by its PID),
 // unmounts what it mounted and deletes its directory.
 func (d *Daemon) Stop() error {
-	nss := d.namespaces()
-	left := d.RemoveAll()
+	nss, left := d.removeAll()
 	// Shims outlive containerd by design: one still going (its task was
 	// being deleted, or created as its agent was killed) would be left
 	// behind for good once containerd and its state are gone.
@@ -183,20 +182,6 @@ func (d *Daemon) Stop() error {
 
 // runcRoot is where the runc shim keeps container state by default.
 const runcRoot = "/run/containerd/runc"
-
-// namespaces lists the daemon's containerd namespaces (none when it does
-// not answer).
-func (d *Daemon) namespaces() []string {
-	c, err := ctrd.New(d.Address, ctrd.WithTimeout(5*time.Second))
-	if err != nil {
-		return nil
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	nss, _ := c.NamespaceService().List(ctx)
-	return nss
-}
 
 // Shims are the PIDs of the live containerd shims of this daemon (their
 // command line names its socket).
@@ -252,9 +237,16 @@ func (d *Daemon) stopShims() error {
 // RemoveAll kills and deletes every task and container the test left, in
 // every namespace, so no shim outlives the test.
 func (d *Daemon) RemoveAll() error {
+	_, err := d.removeAll()
+	return err
+}
+
+// removeAll is RemoveAll, which also returns the namespaces it went
+// through (Stop removes their runc directories).
+func (d *Daemon) removeAll() ([]string, error) {
 	c, err := ctrd.New(d.Address, ctrd.WithTimeout(10*time.Second))
 	if err != nil {
-		return fmt.Errorf("containerdtest: connecting to remove what was left: %w", err)
+		return nil, fmt.Errorf("containerdtest: connecting to remove what was left: %w", err)
 	}
 	defer c.Close()
 	var errs []error
@@ -284,7 +276,7 @@ func (d *Daemon) RemoveAll() error {
 		}
 		cancel()
 	}
-	return errors.Join(errs...)
+	return nss, errors.Join(errs...)
 }
 
 // UnmountUnder detaches every mount below root, deepest first.
