@@ -105,7 +105,7 @@ func (s *Store) restartRaft(conf raft.Config, cause error) error {
 	}
 	s.raftPtr.Store(r)
 	s.barrierAt.Store(0)
-	r.RegisterObserver(s.observer)
+	s.observe(r)
 	return cause
 }
 

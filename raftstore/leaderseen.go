@@ -69,6 +69,26 @@ func (l *leaderSeen) leader(id string, term uint64) {
 	l.last = LastLeader{ID: id, Term: term, Events: l.last.Events + 1}
 }
 
+// leaderIfQuiet records a leader this member knew of when its observer was
+// registered (raft may have seen it between NewRaft and the
+// registration), unless an observation came since events was read (it is
+// newer than the caller's reading) or the record already holds a later term.
+func (l *leaderSeen) leaderIfQuiet(id string, term, events uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last.Events != events || term < l.last.Term || (l.last.ID == id && l.last.Term == term) {
+		return
+	}
+	l.last = LastLeader{ID: id, Term: term, Events: l.last.Events + 1}
+}
+
+// events is the count of observations recorded so far.
+func (l *leaderSeen) events() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last.Events
+}
+
 // voteAsked records another member's vote request in term.
 func (l *leaderSeen) voteAsked(term uint64) {
 	l.mu.Lock()
@@ -76,5 +96,21 @@ func (l *leaderSeen) voteAsked(term uint64) {
 	l.last.Events++
 	if l.last.ID != "" && term > l.last.Term {
 		l.last.VotedSince = true
+	}
+}
+
+// observe registers the store's observer on r, then records the leader r
+// already knows, if any: raft runs from NewRaft on, and a leader it set
+// before the observer was registered would otherwise not be seen until
+// the next change of leader (a restarted manager in two-node mode would
+// not fence until then).
+func (s *Store) observe(r *raft.Raft) {
+	if s.beforeObserve != nil {
+		s.beforeObserve(r)
+	}
+	events := s.seen.events()
+	r.RegisterObserver(s.observer)
+	if _, id := r.LeaderWithID(); id != "" {
+		s.seen.leaderIfQuiet(string(id), r.CurrentTerm(), events)
 	}
 }

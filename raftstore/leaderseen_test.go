@@ -2,6 +2,9 @@ package raftstore
 
 import (
 	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // Two members: each records the leader of the highest term it saw, the
@@ -60,5 +63,55 @@ func TestLastLeaderVotedSince(t *testing.T) {
 	l.leader("m1", 5)
 	if got := l.last; got.ID != "m1" || got.Term != 5 || got.VotedSince || got.Events != 5 {
 		t.Fatalf("the next leader seen: %+v", got)
+	}
+}
+
+// A leader raft sets between NewRaft and the observer's registration (a
+// restarted member that hears the leader at once) is in LastLeader as
+// soon as Start returns, not only after the next change of leader.
+func TestLastLeaderKnownBeforeTheObserver(t *testing.T) {
+	c := newCluster(t, 3, true, nil)
+	l := c.leader()
+	f := "m0"
+	if f == l.ID {
+		f = "m1"
+	}
+	c.kill(f)
+	back := c.start(f, nil, func(s *Store) {
+		s.beforeObserve = func(r *raft.Raft) {
+			deadline := time.Now().Add(10 * time.Second)
+			for r.Leader() == "" && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	})
+	if got := back.LastLeader(); got.ID != l.ID || got.Term == 0 || got.Events == 0 {
+		t.Fatalf("restarted %s, leader %s set before its observer: last leader %+v, want %s", f, l.ID, got, l.ID)
+	}
+}
+
+// The leader read after the registration never replaces an observation
+// made since (it is newer) nor a later term.
+func TestLeaderIfQuietKeepsNewerObservations(t *testing.T) {
+	var l leaderSeen
+	l.leader("m1", 7)
+	events := l.events()
+	l.leader("m2", 8) // observed after the count was read
+	l.leaderIfQuiet("m1", 7, events)
+	if got := l.last; got.ID != "m2" || got.Term != 8 {
+		t.Fatalf("a reading older than an observation replaced it: %+v", got)
+	}
+	l.leaderIfQuiet("m1", 7, l.events())
+	if got := l.last; got.ID != "m2" || got.Term != 8 {
+		t.Fatalf("a reading of an earlier term replaced the record: %+v", got)
+	}
+	n := l.events()
+	l.leaderIfQuiet("m2", 8, n)
+	if got := l.last; got.Events != n {
+		t.Fatalf("the leader already recorded counted again: %+v", got)
+	}
+	l.leaderIfQuiet("m0", 9, n)
+	if got := l.last; got.ID != "m0" || got.Term != 9 || got.Events != n+1 {
+		t.Fatalf("a quiet reading of a later term: %+v, want m0 in term 9", got)
 	}
 }

@@ -155,7 +155,10 @@ type Store struct {
 	bgMu      sync.Mutex // guards bgStopped, so no bgWG.Add follows Close's Wait
 	bgStopped bool
 	observer  *raft.Observer
-	barrierAt atomic.Uint64 // the term whose barrier completed: linearizable reads may skip it
+	// beforeObserve, when set (tests), runs between NewRaft and the
+	// observer's registration.
+	beforeObserve func(*raft.Raft)
+	barrierAt     atomic.Uint64 // the term whose barrier completed: linearizable reads may skip it
 
 	dictMu sync.Mutex
 	// newDicts are dictionaries this member proposed that may not be
@@ -247,7 +250,7 @@ func (s *Store) Start(ctx context.Context) (err error) {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	})
-	r.RegisterObserver(s.observer)
+	s.observe(r)
 	s.bgWG.Add(2)
 	go s.watchLeader(obsCh)
 	go s.waitReady()
