@@ -268,7 +268,21 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 				}
 			}
 			if len(state.dirty) > 0 || state.all || state.nets {
-				continue // work left over from a bounded pass: go on at once
+				// Work left over from a bounded pass: go on at once,
+				// but do what the wait below would have: take the
+				// events queued meanwhile (a long run of passes must not
+				// overflow the watch and cost a full resync), and mark
+				// silent nodes down on time (their tasks are replaced
+				// only then).
+				drainEvents(w, state)
+				select {
+				case <-tick.C:
+					if err := m.markSilentNodesDown(ctx, st); err != nil && ctx.Err() == nil {
+						m.logger().Warn("swarm: marking silent nodes down", "err", err)
+					}
+				default:
+				}
+				continue
 			}
 		}
 		var retry <-chan time.Time
@@ -294,18 +308,7 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 				return w.Err()
 			}
 			state.mark(ev)
-			for more := true; more; {
-				select {
-				case ev, ok := <-w.Events():
-					if !ok {
-						more = false
-						break
-					}
-					state.mark(ev)
-				default:
-					more = false
-				}
-			}
+			drainEvents(w, state)
 		case <-tick.C:
 			if err := m.markSilentNodesDown(ctx, st); err != nil && ctx.Err() == nil {
 				m.logger().Warn("swarm: marking silent nodes down", "err", err)
@@ -316,6 +319,22 @@ func (m *Manager) lead(ctx context.Context, st *raftstore.Store, term uint64) er
 		}
 	}
 	return nil
+}
+
+// drainEvents marks the events w has queued, without waiting. A closed
+// watch is left for the loop's wait to handle (it says why it closed).
+func drainEvents(w *raftstore.Watcher, state *leaderState) {
+	for {
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				return
+			}
+			state.mark(ev)
+		default:
+			return
+		}
+	}
 }
 
 // markSilentNodesDown commits the nodes whose heartbeats stopped as down;

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/swarmtest"
 )
 
 func TestReplicatedServiceRunsHealsAndScales(t *testing.T) {
@@ -93,6 +95,37 @@ func TestLostNodeTasksAreReplacedElsewhere(t *testing.T) {
 	n, err := c.Leader().Node("node2")
 	if err != nil || n.Status.State != api.NodeDown {
 		t.Fatalf("silent node: %+v %v", n, err)
+	}
+}
+
+// A leader busy with one bounded pass after another (a service far bigger
+// than MaxTasksPerPass) still marks a silent node down on time: the loop
+// goes from pass to pass without waiting, and must keep the node clock
+// running (the node's tasks are replaced only once it is down).
+func TestSilentNodeMarkedDownBetweenBackToBackPasses(t *testing.T) {
+	const replicas = 20_000
+	c := swarmtest.New(t, swarmtest.Options{Workers: 3, Executor: testImages,
+		Manager: func(m *swarm.Manager) { m.MaxTasksPerPass = 1 }})
+	svc := create(t, c, service("big", api.Replicated(replicas)))
+	c.WaitFor("the first tasks placed", func() bool { return len(c.Tasks(svc.ID)) >= 30 })
+	c.StopWorker("node2") // the node goes silent
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := c.Leader().Node("node2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Status.State == api.NodeDown {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node2 silent for 30 s while the leader creates tasks one pass at a time: still %s, %d of %d tasks made", n.Status.State, len(c.Tasks(svc.ID)), replicas)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Down while the passes went on, not only once they ended.
+	if made := len(c.Tasks(svc.ID)); made >= replicas {
+		t.Fatalf("node2 marked down only after all %d tasks were made: the passes kept the node clock still", made)
 	}
 }
 
