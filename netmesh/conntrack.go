@@ -164,11 +164,22 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 	if len(removed) == 1 {
 		one = netip.AddrPortFrom(removed[0].Addr, removed[0].Port)
 	}
-	msgs, err := dumpConntrack(sockets, pnum, origPort, origDst, one, true)
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-		msgs, err = dumpConntrack(sockets, pnum, origPort, origDst, one, false) // a kernel without dump filters
-	}
-	if err != nil && !errors.Is(err, nl.ErrDumpInterrupted) {
+	filtered := true
+	msgs, err := wholeDump(func() ([][]byte, error) {
+		msgs, err := dumpConntrack(sockets, pnum, origPort, origDst, one, filtered)
+		if filtered && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
+			filtered = false // a kernel without dump filters
+			msgs, err = dumpConntrack(sockets, pnum, origPort, origDst, one, false)
+		}
+		return msgs, err
+	})
+	var errs []error
+	switch {
+	case errors.Is(err, nl.ErrDumpInterrupted):
+		// Cut what the partial list names, and say the flush is not
+		// whole, so that it is tried again at the service's next change.
+		errs = append(errs, fmt.Errorf("list connections of %d/%s: %w", origPort, proto, err))
+	case err != nil:
 		return nil, fmt.Errorf("netmesh: list connections of %d/%s: %w", origPort, proto, err)
 	}
 	if afterDump != nil {
@@ -178,7 +189,6 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 	for _, b := range removed {
 		gone[netip.AddrPortFrom(b.Addr, b.Port)] = true
 	}
-	var errs []error
 	var cut []cutConn
 	for _, m := range msgs {
 		e, ok := parseConntrack(m)
@@ -221,6 +231,24 @@ func flushConntrack(path string, proto Protocol, origPort uint16, origDst netip.
 		return cut, fmt.Errorf("netmesh: flush connections to removed backends: %w", err)
 	}
 	return cut, nil
+}
+
+// dumpAttempts bounds the listings wholeDump makes.
+const dumpAttempts = 3
+
+// wholeDump lists with dump until a listing comes whole: the kernel marks
+// a dump interrupted (nl.ErrDumpInterrupted) when the table changed while
+// it walked it, and such a list may miss entries. After dumpAttempts
+// interrupted listings it returns the last one with that error.
+func wholeDump(dump func() ([][]byte, error)) ([][]byte, error) {
+	var msgs [][]byte
+	var err error
+	for range dumpAttempts {
+		if msgs, err = dump(); !errors.Is(err, nl.ErrDumpInterrupted) {
+			return msgs, err
+		}
+	}
+	return msgs, fmt.Errorf("%w (%d listings in a row)", err, dumpAttempts)
 }
 
 // cutConn is a connection flushConntrack cut: its client (the original

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/vishvananda/netlink/nl"
 )
 
 // A flush that failed is tried again at the service's next change, for
@@ -27,5 +29,33 @@ func TestUnflushedRetriedAtTheNextChange(t *testing.T) {
 	u.done("web", got, nil)
 	if got := u.take("web", nil, nil); len(got) != 0 {
 		t.Fatalf("after a flush that worked: %v", got)
+	}
+}
+
+// A listing the kernel marks interrupted (the table changed during it) is
+// made again; one still interrupted after dumpAttempts is returned with
+// the error, so the flush cuts what it names and counts as not whole
+// (tried again at the next change). Other errors end it at once.
+func TestWholeDumpListsAgainWhenInterrupted(t *testing.T) {
+	lists := func(errs ...error) (func() ([][]byte, error), *int) {
+		n := 0
+		return func() ([][]byte, error) {
+			err := errs[min(n, len(errs)-1)]
+			n++
+			return [][]byte{{byte(n)}}, err
+		}, &n
+	}
+	dump, n := lists(nl.ErrDumpInterrupted, nil)
+	if msgs, err := wholeDump(dump); err != nil || *n != 2 || msgs[0][0] != 2 {
+		t.Fatalf("interrupted once: %d listings, %v, %v; want the second, whole", *n, msgs, err)
+	}
+	dump, n = lists(nl.ErrDumpInterrupted)
+	if msgs, err := wholeDump(dump); !errors.Is(err, nl.ErrDumpInterrupted) || *n != dumpAttempts || len(msgs) != 1 {
+		t.Fatalf("always interrupted: %d listings, %v, %v; want %d and the error with the last list", *n, msgs, err, dumpAttempts)
+	}
+	other := errors.New("netlink: no buffer space")
+	dump, n = lists(other)
+	if _, err := wholeDump(dump); !errors.Is(err, other) || *n != 1 {
+		t.Fatalf("another error: %d listings, %v; want 1 and that error", *n, err)
 	}
 }
