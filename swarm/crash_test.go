@@ -25,6 +25,9 @@ import (
 // SHOAL_TEST_WORKER set it runs a worker (containerd executor, dispatcher
 // over mutual TLS) until it is killed.
 func TestMain(m *testing.M) {
+	if swarm.RunPassCrashChild() {
+		return // not reached: the child runs until killed
+	}
 	if os.Getenv("SHOAL_TEST_NODE_MODE") != "" {
 		if err := runChildNode(); err != nil {
 			fmt.Fprintln(os.Stderr, "child node:", err)
