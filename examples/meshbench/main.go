@@ -31,6 +31,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -48,9 +49,34 @@ import (
 )
 
 func main() {
-	if err := run(context.Background()); err != nil {
+	// SIGINT or SIGTERM (a CI time limit) ends the run through ctx, so
+	// that the deferred clean-up removes the namespaces it made.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// gossipWait bounds each wait on gossip (members joined, an endpoint
+// known everywhere): its target is 1 s.
+const gossipWait = 30 * time.Second
+
+// waitUntil polls cond every tick until it holds, ctx ends or gossipWait
+// passes, and says which.
+func waitUntil(ctx context.Context, what string, tick time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(gossipWait)
+	for !cond() {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not after %v", what, gossipWait)
+		}
+		time.Sleep(tick)
+	}
+	return nil
 }
 
 var dur time.Duration
@@ -336,25 +362,24 @@ func run(ctx context.Context) error {
 			return err
 		}
 	}
-	for gs[2].Members() < 3 {
-		time.Sleep(5 * time.Millisecond)
+	if err := waitUntil(ctx, "3 gossip members", 5*time.Millisecond, func() bool { return gs[2].Members() >= 3 }); err != nil {
+		return err
 	}
 	var conv []time.Duration
 	for i := range 10 {
 		addr := netip.AddrFrom4([4]byte{10, 40, 0, byte(1 + i)})
 		t := time.Now()
 		gs[i%3].SetLocalEndpoints("bench", []netip.Addr{addr})
-		for {
-			all := true
+		known := func() bool {
 			for _, g := range gs {
 				if !slices.ContainsFunc(g.Endpoints("bench"), func(e netmesh.RemoteEndpoint) bool { return e.Addr == addr }) {
-					all = false
+					return false
 				}
 			}
-			if all {
-				break
-			}
-			time.Sleep(time.Millisecond)
+			return true
+		}
+		if err := waitUntil(ctx, fmt.Sprintf("endpoint %s on all 3 gossip nodes", addr), time.Millisecond, known); err != nil {
+			return err
 		}
 		conv = append(conv, time.Since(t))
 	}
