@@ -8,11 +8,12 @@ import (
 )
 
 // Filter selects objects in a list, as `docker ... ls --filter` does. All
-// set fields must match; within one field, any value may.
+// set fields must match; within one field, any value may, except Labels.
 type Filter struct {
 	// IDs and Names match by prefix.
 	IDs, Names []string
-	// Labels match a key ("zone") or a key and value ("zone=east").
+	// Labels must all match, each a key ("zone") or a key and value
+	// ("zone=east"), as Docker's label filters do.
 	Labels []string
 	// Services, Nodes and DesiredStates apply to tasks (services by ID or
 	// name, nodes by ID).
