@@ -421,6 +421,17 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
+// StartOrInit starts the node from Dir, or, when Dir holds no node yet,
+// inits a new cluster there with this node as its first manager: what a
+// host program that embeds a one-node cluster does at every start.
+func (n *Node) StartOrInit(ctx context.Context) error {
+	err := n.Start(ctx)
+	if errors.Is(err, ErrNotInitialized) {
+		return n.Init(ctx)
+	}
+	return err
+}
+
 // run starts the node's roles from its state and certificates. ln is the
 // management port's listener on managers; boot and root only at Init.
 func (n *Node) run(ctx context.Context, st nodeState, ln net.Listener, boot []raftstore.Server, root *ca.Root) error {

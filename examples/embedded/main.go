@@ -35,11 +35,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	node := &swarm.Node{Dir: "/var/lib/shoal-embedded", ListenAddr: "127.0.0.1:2377", Executor: executor}
-	err := node.Start(ctx)
-	if errors.Is(err, swarm.ErrNotInitialized) {
-		err = node.Init(ctx)
-	}
-	if err != nil {
+	if err := node.StartOrInit(ctx); err != nil {
 		return err
 	}
 	defer node.Shutdown(context.WithoutCancel(ctx))
