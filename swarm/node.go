@@ -818,6 +818,15 @@ func (n *Node) keepManagers(addrs []string) {
 	n.state = st
 }
 
+// Managers returns the addresses of the managers this node knows: the one
+// it joined through, then those the managers' answers named since (kept
+// in Dir, so a restarted node knows them too). A worker fails over among
+// them when the one it talks to goes away, without being told where the
+// others are.
+func (n *Node) Managers() []string {
+	return n.managerAddrs()
+}
+
 func (n *Node) managerAddrs() []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()

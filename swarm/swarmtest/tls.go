@@ -118,6 +118,15 @@ func (c *TLSCluster) join(name string, manager bool) {
 	c.ready(name)
 }
 
+// Join adds a node called name (a manager or a worker) while the cluster
+// runs: it joins through the first manager with the cluster's token, as
+// `docker swarm join` does, and Join returns once it is ready.
+func (c *TLSCluster) Join(name string, manager bool) *swarm.Node {
+	c.t.Helper()
+	c.join(name, manager)
+	return c.Node(name)
+}
+
 func (c *TLSCluster) ready(name string) {
 	c.t.Helper()
 	select {
