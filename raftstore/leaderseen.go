@@ -110,7 +110,11 @@ func (s *Store) observe(r *raft.Raft) {
 	}
 	events := s.seen.events()
 	r.RegisterObserver(s.observer)
-	if _, id := r.LeaderWithID(); id != "" {
-		s.seen.leaderIfQuiet(string(id), r.CurrentTerm(), events)
+	// The term read on both sides of the leader: if it moved (an election
+	// began), the leader read may not be that term's; the observer sees
+	// the next one.
+	term := r.CurrentTerm()
+	if _, id := r.LeaderWithID(); id != "" && r.CurrentTerm() == term {
+		s.seen.leaderIfQuiet(string(id), term, events)
 	}
 }

@@ -101,6 +101,10 @@ func TestLeaderIfQuietKeepsNewerObservations(t *testing.T) {
 	if got := l.last; got.ID != "m2" || got.Term != 8 {
 		t.Fatalf("a reading older than an observation replaced it: %+v", got)
 	}
+	l.leaderIfQuiet("m1", 8, events) // same term as the newer observation
+	if got := l.last; got.ID != "m2" || got.Term != 8 {
+		t.Fatalf("a reading older than an observation of the same term replaced it: %+v", got)
+	}
 	l.leaderIfQuiet("m1", 7, l.events())
 	if got := l.last; got.ID != "m2" || got.Term != 8 {
 		t.Fatalf("a reading of an earlier term replaced the record: %+v", got)

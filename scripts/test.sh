@@ -54,8 +54,9 @@ echo "== benchmarks and bench programs, short runs"
 # hangs (a containerd call that never returns) fails this script with a
 # message naming it instead of holding CI until its own limit. SIGTERM
 # first (agentbench, raftbench and clusterbench clean up their daemons on
-# it; meshbench's namespaces are swept by the next lab any test or bench makes), SIGKILL 30 s
-# later if the program is still there.
+# it, meshbench its namespaces), SIGKILL 30 s later if the program is
+# still there (what a killed program leaves is swept by the next lab any
+# test or bench makes).
 benchbin=$(mktemp -d)
 trap 'rm -rf "$benchbin"' EXIT
 bench() {

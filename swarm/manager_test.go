@@ -3,6 +3,7 @@ package swarm_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -101,11 +102,27 @@ func TestLostNodeTasksAreReplacedElsewhere(t *testing.T) {
 // A leader busy with one bounded pass after another (a service far bigger
 // than MaxTasksPerPass) still marks a silent node down on time: the loop
 // goes from pass to pass without waiting, and must keep the node clock
-// running (the node's tasks are replaced only once it is down).
+// running (the node's tasks are replaced only once it is down). And the
+// small services' tasks on that node are replaced during the run, not
+// after it: the bound on a pass leaves the big creation over, not them.
 func TestSilentNodeMarkedDownBetweenBackToBackPasses(t *testing.T) {
 	const replicas = 20_000
 	c := swarmtest.New(t, swarmtest.Options{Workers: 3, Executor: testImages,
 		Manager: func(m *swarm.Manager) { m.MaxTasksPerPass = 1 }})
+	// Three small services, one task on each node (spread over empty
+	// nodes); in ID order, each sorts after the big one half the time.
+	var small []*api.Service
+	for i := range 3 {
+		s := create(t, c, service(fmt.Sprint("small", i), api.Replicated(3)))
+		c.WaitFor(s.Spec.Name+" on the 3 nodes", func() bool {
+			on := map[string]bool{}
+			for _, tk := range c.Running(s.ID) {
+				on[tk.NodeID] = true
+			}
+			return len(on) == 3
+		})
+		small = append(small, s)
+	}
 	svc := create(t, c, service("big", api.Replicated(replicas)))
 	c.WaitFor("the first tasks placed", func() bool { return len(c.Tasks(svc.ID)) >= 30 })
 	c.StopWorker("node2") // the node goes silent
@@ -126,6 +143,26 @@ func TestSilentNodeMarkedDownBetweenBackToBackPasses(t *testing.T) {
 	// Down while the passes went on, not only once they ended.
 	if made := len(c.Tasks(svc.ID)); made >= replicas {
 		t.Fatalf("node2 marked down only after all %d tasks were made: the passes kept the node clock still", made)
+	}
+	replaced := func(s *api.Service) bool {
+		ts := c.Running(s.ID)
+		for _, tk := range ts {
+			if tk.NodeID == "node2" {
+				return false
+			}
+		}
+		return len(ts) == 3
+	}
+	for _, s := range small {
+		for !replaced(s) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's task on node2 not replaced 30 s in, %d of %d big tasks made", s.Spec.Name, len(c.Tasks(svc.ID)), replicas)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if made := len(c.Tasks(svc.ID)); made >= replicas {
+		t.Fatalf("the small services' tasks on node2 were replaced only after all %d big tasks were made", made)
 	}
 }
 

@@ -818,11 +818,13 @@ func (n *Node) keepManagers(addrs []string) {
 	n.state = st
 }
 
-// Managers returns the addresses of the managers this node knows: the one
-// it joined through, then those the managers' answers named since (kept
-// in Dir, so a restarted node knows them too). A worker fails over among
-// them when the one it talks to goes away, without being told where the
-// others are.
+// Managers returns the addresses of the managers this node knows: on a
+// manager its own first, then the one it joined through and those the
+// managers' answers named since (kept in Dir, so a restarted node knows
+// them too). A worker fails over among them when the one it talks to goes
+// away, without being told where the others are. Addresses are only
+// added: a manager removed since stays listed (calls to it fail over to
+// the next).
 func (n *Node) Managers() []string {
 	return n.managerAddrs()
 }

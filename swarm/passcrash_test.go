@@ -29,36 +29,29 @@ func TestPassKilledBetweenSteps(t *testing.T) {
 	// published port puts every task on it).
 	const replicas, step, killAt = 240, 10, 10
 	dir := t.TempDir()
-	// First life: create the service; the pass says each step it reaches,
-	// and the test kills it in the middle.
-	create := passCrashChild(t, dir, "create", replicas, step)
-	out := bufio.NewScanner(create.stdout)
-	reached := false
-	for out.Scan() {
-		if out.Text() == fmt.Sprint("step ", killAt) {
-			reached = true
-			break
-		}
-	}
-	if !reached {
-		t.Fatalf("the creating manager never reached step %d (read error %v)", killAt, out.Err())
-	}
+	// First life: create the service. At step killAt of its pass the
+	// child waits until the steps before have applied, says which tasks
+	// are committed, and stops there until the kill.
+	create := passCrashChild(t, dir, "create", replicas, step, killAt)
+	var committed passCrashResult
+	create.read(t, func(line []byte) bool { return json.Unmarshal(line, &committed) == nil })
 	create.kill(t)
+	if committed.Err != "" {
+		t.Fatalf("the creating manager: %s", committed.Err)
+	}
+	if n := len(committed.Before); n == 0 || n >= replicas {
+		t.Fatalf("%d tasks committed at step %d: want some, not all %d", n, killAt, replicas)
+	}
 
 	// Second life, from the same dir.
-	check := passCrashChild(t, dir, "check", replicas, 0)
+	check := passCrashChild(t, dir, "check", replicas, 0, 0)
 	var res passCrashResult
-	if err := json.NewDecoder(check.stdout).Decode(&res); err != nil {
-		t.Fatalf("the restarted manager's result: %v", err)
-	}
+	check.read(t, func(line []byte) bool { return json.Unmarshal(line, &res) == nil })
 	check.kill(t)
 	if res.Err != "" {
 		t.Fatalf("restarted manager: %s", res.Err)
 	}
-	t.Logf("after the kill at step %d of %d: %d tasks read back at the restart, %d in the end", killAt, replicas/step, len(res.Before), res.Tasks)
-	if len(res.Before) >= replicas {
-		t.Fatalf("all %d tasks were committed before the kill: the kill did not land between steps", len(res.Before))
-	}
+	t.Logf("killed at step %d of %d with %d tasks committed; %d after the restart", killAt, replicas/step, len(committed.Before), res.Tasks)
 	if res.Tasks != replicas || len(res.Slots) != replicas || res.Unassigned != 0 {
 		t.Fatalf("after the restart: %d tasks, %d distinct slots, %d unassigned; want %d, %d, 0 (duplicates: %v)",
 			res.Tasks, len(res.Slots), res.Unassigned, replicas, replicas, res.Duplicates)
@@ -68,17 +61,18 @@ func TestPassKilledBetweenSteps(t *testing.T) {
 			t.Fatalf("slot %d missing after the restart", s)
 		}
 	}
-	for _, id := range res.Before {
+	for _, id := range committed.Before {
 		if !res.Final[id] {
 			t.Fatalf("task %s, committed before the kill, is gone after the restart", id)
 		}
 	}
 }
 
-// passCrashResult is what the restarted child reports.
+// passCrashResult is what a child reports: the first life the tasks
+// committed when it stopped (Before), the second what it ended with.
 type passCrashResult struct {
 	Err        string          `json:"err,omitempty"`
-	Before     []string        `json:"before"` // task IDs read right after the restart
+	Before     []string        `json:"before,omitempty"`
 	Tasks      int             `json:"tasks"`
 	Slots      map[uint64]bool `json:"slots"`
 	Final      map[string]bool `json:"final"`
@@ -87,18 +81,20 @@ type passCrashResult struct {
 }
 
 type passCrashProc struct {
-	cmd    *exec.Cmd
-	stdout *bufio.Reader
+	cmd   *exec.Cmd
+	lines chan []byte // the child's stdout, a line at a time; closed at EOF
 }
 
 // passCrashChild starts the test binary as a manager on dir (see
-// RunPassCrashChild).
-func passCrashChild(t *testing.T, dir, phase string, replicas, step int) *passCrashProc {
+// RunPassCrashChild). It dies with the test process (Pdeathsig).
+func passCrashChild(t *testing.T, dir, phase string, replicas, step, stopAt int) *passCrashProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
 	cmd.Env = append(os.Environ(), "SHOAL_TEST_PASS_CRASH="+dir, "SHOAL_TEST_PASS_PHASE="+phase,
-		fmt.Sprint("SHOAL_TEST_PASS_REPLICAS=", replicas), fmt.Sprint("SHOAL_TEST_PASS_STEP=", step))
+		fmt.Sprint("SHOAL_TEST_PASS_REPLICAS=", replicas), fmt.Sprint("SHOAL_TEST_PASS_STEP=", step),
+		fmt.Sprint("SHOAL_TEST_PASS_STOP_AT=", stopAt))
 	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -106,9 +102,38 @@ func passCrashChild(t *testing.T, dir, phase string, replicas, step int) *passCr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &passCrashProc{cmd: cmd, stdout: bufio.NewReader(out)}
+	p := &passCrashProc{cmd: cmd, lines: make(chan []byte, 16)}
 	t.Cleanup(func() { p.kill(t) })
+	go func() {
+		defer close(p.lines)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			p.lines <- append([]byte(nil), sc.Bytes()...)
+		}
+	}()
 	return p
+}
+
+// read waits, a minute at most, for the first line of the child's output
+// that take accepts.
+func (p *passCrashProc) read(t *testing.T, take func(line []byte) bool) {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				t.Fatal("the child manager ended without its report")
+			}
+			if take(line) {
+				return
+			}
+		case <-timeout:
+			p.kill(t)
+			t.Fatal("no report from the child manager in a minute")
+		}
+	}
 }
 
 // kill ends the child with SIGKILL (a crash, not a shutdown).
@@ -125,34 +150,66 @@ func (p *passCrashProc) kill(t *testing.T) {
 // RunPassCrashChild runs the child of TestPassKilledBetweenSteps when the
 // environment names one (it returns false otherwise): phase "create"
 // starts a manager on the dir, registers 30 nodes and creates the
-// service, printing "step N" before each step of the pass after the
-// first; phase "check" restarts it from the dir and prints a
-// passCrashResult once the service's tasks are all assigned.
+// service; at step STOP_AT of the pass it waits until the steps before
+// have applied, prints the committed tasks (a passCrashResult) and stops
+// there. Phase "check" restarts it from the dir and prints a
+// passCrashResult once the service's tasks are all assigned (or after a
+// minute). Either then waits to be killed, five minutes at most.
 func RunPassCrashChild() bool {
 	dir := os.Getenv("SHOAL_TEST_PASS_CRASH")
 	if dir == "" {
 		return false
 	}
-	var replicas, step int
+	var replicas, step, stopAt int
 	fmt.Sscan(os.Getenv("SHOAL_TEST_PASS_REPLICAS"), &replicas)
 	fmt.Sscan(os.Getenv("SHOAL_TEST_PASS_STEP"), &step)
+	fmt.Sscan(os.Getenv("SHOAL_TEST_PASS_STOP_AT"), &stopAt)
 	ctx := context.Background()
+	report := func(res passCrashResult) {
+		json.NewEncoder(os.Stdout).Encode(res)
+		time.Sleep(5 * time.Minute) // until killed: the test has its report
+		os.Exit(1)
+	}
 	// Nodes never heartbeat here: an hour's period keeps them up.
 	m := &Manager{Dir: dir, HeartbeatPeriod: time.Hour, passStepSize: step}
 	if os.Getenv("SHOAL_TEST_PASS_PHASE") == "create" {
 		m.stepHook = func(i int) {
-			fmt.Println("step", i)
-			time.Sleep(20 * time.Millisecond)
+			if i == stopAt {
+				report(passCrashCommitted(m, stopAt*step))
+			}
 		}
 		if err := passCrashCreate(ctx, m, replicas); err != nil {
-			fmt.Fprintln(os.Stderr, "pass crash child:", err)
-			os.Exit(1)
+			report(passCrashResult{Err: err.Error()})
 		}
-		select {} // until killed
+		time.Sleep(time.Minute) // the pass reaches the hook meanwhile
+		report(passCrashResult{Err: fmt.Sprintf("the pass never reached step %d", stopAt)})
 	}
-	res := passCrashCheck(ctx, m, replicas)
-	json.NewEncoder(os.Stdout).Encode(res)
-	select {} // until killed
+	report(passCrashCheck(ctx, m, replicas))
+	return true
+}
+
+// passCrashCommitted waits until want tasks are in the store (steps cut
+// apply while the pass goes on) and returns their IDs.
+func passCrashCommitted(m *Manager, want int) passCrashResult {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		svc, err := m.Service("big")
+		if err != nil {
+			return passCrashResult{Err: "the service in the store: " + err.Error()}
+		}
+		tasks, err := m.Tasks(svc.ID)
+		if err != nil {
+			return passCrashResult{Err: err.Error()}
+		}
+		if len(tasks) >= want || time.Now().After(deadline) {
+			var res passCrashResult
+			for _, t := range tasks {
+				res.Before = append(res.Before, t.ID)
+			}
+			return res
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func passCrashCreate(ctx context.Context, m *Manager, replicas int) error {
@@ -184,18 +241,11 @@ func passCrashCheck(ctx context.Context, m *Manager, replicas int) (res passCras
 	if err != nil {
 		return passCrashResult{Err: "the service after the restart: " + err.Error()}
 	}
-	first := true
 	deadline := time.Now().Add(time.Minute)
 	for {
 		tasks, err := m.Tasks(svc.ID)
 		if err != nil {
 			return passCrashResult{Err: "tasks after the restart: " + err.Error()}
-		}
-		if first {
-			for _, t := range tasks {
-				res.Before = append(res.Before, t.ID)
-			}
-			first = false
 		}
 		res.Tasks, res.Unassigned, res.Duplicates = len(tasks), 0, nil
 		res.Slots, res.Final = map[uint64]bool{}, map[string]bool{}

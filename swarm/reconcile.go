@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"cmp"
 	"context"
 	"reflect"
 	"slices"
@@ -126,7 +127,7 @@ func (m *Manager) reconcile(ctx context.Context, st *raftstore.Store, dirty map[
 				gone[c.ServiceID] = append(gone[c.ServiceID], c)
 			}
 		}
-		slices.SortFunc(services, func(a, b *api.Service) int { return cmpString(a.ID, b.ID) })
+		passOrder(services, len(nodes))
 
 		nodeByID := make(map[string]*api.Node, len(nodes))
 		for _, n := range nodes {
@@ -527,6 +528,21 @@ func dirtyTasks(tx *raftstore.ReadTx, dirty map[string]bool, services []*api.Ser
 
 // missingReplicas is about how many tasks the replicated services lack
 // (their tasks of any state count as present: it is an estimate).
+// passOrder orders the services of a pass smallest first (by the tasks a
+// converged one has), then by ID: when the pass's bound on tasks runs out,
+// what is left over is the biggest service's creation, not a small
+// service's replacement of a task on a node gone down. In ID order, a
+// service sorting after a big one being created waited for the whole run
+// of passes that creation took.
+func passOrder(services []*api.Service, nodes int) {
+	slices.SortFunc(services, func(a, b *api.Service) int {
+		if x, y := expectedTasks(a, nodes), expectedTasks(b, nodes); x != y {
+			return cmp.Compare(x, y)
+		}
+		return cmpString(a.ID, b.ID)
+	})
+}
+
 func missingReplicas(services []*api.Service, bySvc map[string][]*taskRef) int {
 	n := 0
 	for _, s := range services {

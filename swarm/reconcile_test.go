@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -353,4 +354,24 @@ func TestStatusReportsHandedOverEqualTheirDecoding(t *testing.T) {
 		return nil
 	})
 	sameAsDecoded(t, st, 1)
+}
+
+// A pass serves the smallest services first (then by ID), so that the
+// bound on its tasks leaves the biggest creation over.
+func TestPassOrderSmallestFirst(t *testing.T) {
+	svc := func(id string, mode api.ServiceMode) *api.Service {
+		return &api.Service{Meta: api.Meta{ID: id}, Spec: api.ServiceSpec{Mode: mode}}
+	}
+	services := []*api.Service{
+		svc("a", api.Replicated(100_000)), svc("b", api.Replicated(3)), svc("c", api.Global()),
+		svc("d", api.Replicated(3)), svc("e", api.Replicated(10)),
+	}
+	passOrder(services, 5) // the global service has 5 tasks
+	var got []string
+	for _, s := range services {
+		got = append(got, s.ID)
+	}
+	if want := []string{"b", "d", "c", "e", "a"}; !slices.Equal(got, want) {
+		t.Fatalf("pass order %v, want %v", got, want)
+	}
 }

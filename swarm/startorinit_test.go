@@ -17,12 +17,7 @@ import (
 func TestNodeStartOrInit(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := "127.0.0.1:0" // then the port the first life took
 	up := func() *swarm.Node {
 		t.Helper()
 		n := &swarm.Node{Dir: dir, ListenAddr: addr, Executor: &agent.FakeExecutor{}}
@@ -33,7 +28,7 @@ func TestNodeStartOrInit(t *testing.T) {
 		return n
 	}
 	first := up()
-	id := first.ID()
+	id, addr := first.ID(), first.Addr()
 	if _, err := first.Client().CreateService(ctx, service("web", api.Replicated(1))); err != nil {
 		t.Fatal(err)
 	}
