@@ -347,6 +347,13 @@ func (c *controlAPI) asManager(write bool, h func(http.ResponseWriter, *http.Req
 		if err == nil && role != "manager" {
 			err = fmt.Errorf("%w: node %s is a %s; the control API is for managers", errForbidden, id, role)
 		}
+		if err == nil {
+			// Other errors (a locked or starting store) are the
+			// handler's to meet, as before this check.
+			if cerr := c.m.CheckManagerCert(id); errors.Is(cerr, ErrNotAManagerNow) {
+				err = fmt.Errorf("%w: %w; the control API is for managers", errForbidden, cerr)
+			}
+		}
 		if err != nil {
 			writeError(w, err)
 			return

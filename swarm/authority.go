@@ -297,6 +297,33 @@ func (m *Manager) IsRemoved(id string) bool {
 	return gone
 }
 
+// CheckManagerCert says whether node id's manager certificate may still
+// act as one: a node removed from the cluster, or whose node object says
+// it is no longer a manager (demoted: it was given a worker certificate,
+// but the manager one it had stays valid until it expires, and a copy
+// kept must not keep the control API), gets an error wrapping
+// ErrNotAManagerNow. A manager that runs no tasks has no node object:
+// its certificate's role speaks for it (Raft admits it only while it is
+// in the configuration). The control API checks every call with it; the
+// Docker API's TLS server every handshake.
+func (m *Manager) CheckManagerCert(id string) error {
+	st, err := m.st()
+	if err != nil {
+		return err
+	}
+	return st.View(func(tx *raftstore.ReadTx) error {
+		if c, err := clusterObject(tx); err == nil && removed(c, id) {
+			return fmt.Errorf("%w: node %s was removed", ErrNotAManagerNow, id)
+		}
+		if o, err := tx.Get(TableNodes, id); err == nil {
+			if n := o.(*api.Node); n.Spec.Role != api.RoleManager {
+				return fmt.Errorf("%w: node %s is a %s now", ErrNotAManagerNow, id, n.Spec.Role)
+			}
+		}
+		return nil
+	})
+}
+
 // RotateJoinToken replaces the join token of a role: later joins with the
 // old one are refused; nodes that joined with it stay.
 func (m *Manager) RotateJoinToken(ctx context.Context, role api.NodeRole) (*api.Cluster, error) {

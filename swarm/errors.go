@@ -32,6 +32,9 @@ var (
 	// ErrUnavailable is returned by a manager that cannot serve now
 	// (closing, locked, starting, failing); another may.
 	ErrUnavailable = errors.New("swarm: manager unavailable")
+	// ErrNotAManagerNow is returned by CheckManagerCert for a manager
+	// certificate whose node was demoted or removed since it was issued.
+	ErrNotAManagerNow = errors.New("swarm: this certificate's node is no longer a manager of the cluster")
 )
 
 // Retryable reports whether a call that failed with err may succeed on

@@ -156,6 +156,22 @@ func NodeTLSConfig(n *swarm.Node, hosts ...string) (*tls.Config, error) {
 	}
 	cfg := clientChecks(root)
 	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return src.get(time.Now()) }
+	// A manager certificate whose node was demoted or removed since is
+	// refused too (it stays valid until it expires).
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := verify(cs); err != nil {
+			return err
+		}
+		m := n.Manager()
+		if m == nil {
+			return errors.New("dockerapi: this node is no longer a manager: it serves no Docker API")
+		}
+		if err := m.CheckManagerCert(cs.PeerCertificates[0].Subject.CommonName); errors.Is(err, swarm.ErrNotAManagerNow) {
+			return fmt.Errorf("%w: %w", ErrNotManagerCert, err)
+		}
+		return nil
+	}
 	return cfg, nil
 }
 
