@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -277,6 +278,38 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// setNodeRole makes node id a manager or a worker through cl, reading the
+// node again when it changed between the read and the update.
+func setNodeRole(ctx context.Context, cl *swarm.Client, id string, role api.NodeRole) error {
+	for {
+		n, err := cl.Node(ctx, id)
+		if err != nil {
+			return err
+		}
+		spec := n.Spec
+		spec.Role = role
+		_, err = cl.UpdateNode(ctx, id, n.Version, spec)
+		if !errors.Is(err, raftstore.ErrConflict) { // the node changed meanwhile: read it again
+			return err
+		}
+	}
+}
+
+// raftMember reports whether node id is in the Raft configuration as the
+// manager m sees it, and whether it votes.
+func raftMember(ctx context.Context, m *swarm.Node, id string) (in, votes bool) {
+	srvs, err := m.Manager().Store().Servers(ctx)
+	if err != nil {
+		return false, false
+	}
+	for _, s := range srvs {
+		if s.ID == id {
+			return true, s.Voter
+		}
+	}
+	return false, false
+}
+
 // Promotion and demotion: a worker promoted becomes a voting manager; a
 // manager demoted leaves Raft and stops managing; demoting the last
 // manager is refused.
@@ -294,20 +327,7 @@ func TestPromoteAndDemote(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodeReady(t, w)
-	setRole := func(id string, role api.NodeRole) error {
-		for {
-			n, err := cl.Node(ctx, id)
-			if err != nil {
-				return err
-			}
-			spec := n.Spec
-			spec.Role = role
-			_, err = cl.UpdateNode(ctx, id, n.Version, spec)
-			if !errors.Is(err, raftstore.ErrConflict) { // the node changed meanwhile: read it again
-				return err
-			}
-		}
-	}
+	setRole := func(id string, role api.NodeRole) error { return setNodeRole(ctx, cl, id, role) }
 	// The only manager cannot be demoted.
 	if err := setRole(m0.ID(), api.RoleWorker); err == nil || !strings.Contains(err.Error(), "last manager") {
 		t.Fatalf("demoting the last manager: %v", err)
@@ -315,18 +335,7 @@ func TestPromoteAndDemote(t *testing.T) {
 	if err := setRole(w.ID(), api.RoleManager); err != nil {
 		t.Fatal(err)
 	}
-	voter := func(id string) (in, votes bool) {
-		srvs, err := m0.Manager().Store().Servers(ctx)
-		if err != nil {
-			return false, false
-		}
-		for _, s := range srvs {
-			if s.ID == id {
-				return true, s.Voter
-			}
-		}
-		return false, false
-	}
+	voter := func(id string) (in, votes bool) { return raftMember(ctx, m0, id) }
 	waitfor.True(t, "the promoted worker votes", func() bool {
 		_, votes := voter(w.ID())
 		return votes && w.Role() == "manager" && w.Manager() != nil
@@ -351,6 +360,66 @@ func TestPromoteAndDemote(t *testing.T) {
 		})
 		t.Fatalf("the demoted node kept its Raft data: %v %v", err, left)
 	}
+}
+
+// Three managers over TLS, one stopped and seen down: demoting either of
+// the two left would leave one manager up of the two voters left, short of
+// a quorum, and is refused with a bad-request error saying so (nothing
+// changes); once the stopped manager is back and ready, the same demotion
+// goes through.
+func TestDemotionRefusedShortOfQuorum(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3})
+	leader := c.LeaderName()
+	var followers []string
+	for _, nm := range []string{"m0", "m1", "m2"} {
+		if nm != leader {
+			followers = append(followers, nm)
+		}
+	}
+	down, demoted := followers[0], followers[1]
+	downID, demotedID := c.NodeID(down), c.NodeID(demoted)
+	waitfor.True(t, "3 voters", func() bool {
+		for _, nm := range []string{"m0", "m1", "m2"} {
+			if _, votes := raftMember(ctx, c.Node(leader), c.NodeID(nm)); !votes {
+				return false
+			}
+		}
+		return true
+	})
+	state := func(id string) api.NodeState {
+		n, err := c.Node(leader).Client().Node(ctx, id)
+		if err != nil {
+			return ""
+		}
+		return n.Status.State
+	}
+	c.Kill(down)
+	waitfor.True(t, "the stopped manager is seen down", func() bool { return state(downID) == api.NodeDown })
+
+	cl := c.Node(leader).Client()
+	err := setNodeRole(ctx, cl, demotedID, api.RoleWorker)
+	want := fmt.Sprintf("demoting node %s would leave 1 of 2 managers up, short of a quorum of 2", demotedID)
+	if !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("demotion with a manager down: got %v, want api.ErrInvalidSpec saying %q", err, want)
+	}
+	t.Logf("refused: %v", err)
+	if n, err := cl.Node(ctx, demotedID); err != nil || n.Spec.Role != api.RoleManager {
+		t.Fatalf("the refused demotion changed the node: %+v %v", n, err)
+	}
+	if _, votes := raftMember(ctx, c.Node(leader), demotedID); !votes {
+		t.Fatal("the refused demotion took the manager out of the voters")
+	}
+
+	c.Restart(down)
+	waitfor.True(t, "the restarted manager is ready", func() bool { return state(downID) == api.NodeReady })
+	if err := setNodeRole(ctx, cl, demotedID, api.RoleWorker); err != nil {
+		t.Fatalf("demotion with the three managers up: %v", err)
+	}
+	waitfor.True(t, "the demoted manager left Raft", func() bool {
+		in, _ := raftMember(ctx, c.Node(leader), demotedID)
+		return !in && c.Node(demoted).Role() == "worker"
+	})
 }
 
 // 3 managers and 5 workers over TLS: the Client drives every workflow
