@@ -2,6 +2,7 @@ package swarm_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/ca"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
 )
 
@@ -174,22 +177,64 @@ func TestNodesJoinOverTLS(t *testing.T) {
 	gone := workers[1]
 	goneID := gone.ID()
 	gone.Close()
+	goneCert, root, err := (ca.Files{Dir: gone.Dir}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
 	waitfor.True(t, "the stopped worker is down", func() bool {
 		n, err := cl.Node(ctx, goneID)
 		return err == nil && n.Status.State == api.NodeDown
 	})
+	// Down but not removed, its certificate still opens the API (the
+	// check below is not refusing every dial).
+	if took, err := firstRead(m0.Addr(), goneCert, root); err != nil {
+		t.Fatalf("a down node's certificate before its removal: %v after %v", err, took)
+	}
 	if err := cl.RemoveNode(ctx, goneID, false); err != nil {
 		t.Fatal(err)
 	}
+	// Removed: the manager's handshake refuses it at once.
+	if took, err := firstRead(m0.Addr(), goneCert, root); !certRefused(err) || took > 2*time.Second {
+		t.Fatalf("a removed node's certificate: %v after %v; want a bad-certificate refusal at once", err, took)
+	}
+	// The node itself, started again, cannot register: what it meets
+	// until its deadline is that refusal, not silence. (It retries: the
+	// alert does not say why the certificate is refused.)
 	back := &swarm.Node{Dir: gone.Dir, Executor: &agent.FakeExecutor{}}
 	t.Cleanup(func() { back.Close() })
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	err = back.Start(sctx)
-	if err == nil {
-		t.Fatal("a removed node started and registered again")
+	if err := back.Start(sctx); !certRefused(err) {
+		t.Fatalf("a removed node started: %v; want the bad-certificate refusal", err)
 	}
-	t.Logf("the removed node's start: %v", err)
+}
+
+// firstRead dials the management port at addr with cert on the API
+// protocol and reads: a server that takes the certificate speaks first
+// (HTTP/2 opens with its settings), one that refuses it sends an alert
+// or resets. It returns the read's error and how long the answer took.
+func firstRead(addr string, cert tls.Certificate, root *ca.Root) (time.Duration, error) {
+	start := time.Now()
+	conf := ca.ClientConfig(cert, root, ca.RoleManager)
+	conf.NextProtos = []string{swarm.ProtoAPI}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, conf)
+	if err != nil {
+		return time.Since(start), err
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	return time.Since(start), err
+}
+
+// certRefused reports whether err is a TLS server's refusal of the client's
+// certificate: the "bad certificate" alert, or with TLS 1.3 (where the
+// client's handshake ends before the server has checked its certificate)
+// possibly a reset instead. The text counts as well: a node's start
+// error carries its last attempt's error as text.
+func certRefused(err error) bool {
+	return err != nil && (errors.Is(err, syscall.ECONNRESET) ||
+		strings.Contains(err.Error(), "remote error: tls: bad certificate") || strings.Contains(err.Error(), "connection reset by peer"))
 }
 
 // Three managers over TLS: two join with the manager token (non-voters
