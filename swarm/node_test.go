@@ -237,6 +237,65 @@ func certRefused(err error) bool {
 		strings.Contains(err.Error(), "remote error: tls: bad certificate") || strings.Contains(err.Error(), "connection reset by peer"))
 }
 
+// Rotating the manager join token: a manager joining with the old one is
+// refused (and Raft does not grow), the worker token is untouched, a
+// manager joins with the new one, and the nodes joined before keep their
+// certificates: a manager and a worker restarted from their dirs after
+// the rotation come back ready.
+func TestManagerTokenRotation(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 2, Workers: 1})
+	cl := c.Client()
+	before, err := cl.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := cl.RotateJoinToken(ctx, api.RoleManager)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (Tokens are secrets: compared, not printed.)
+	if after.JoinTokens.Manager == before.JoinTokens.Manager || after.JoinTokens.Worker != before.JoinTokens.Worker {
+		t.Fatalf("rotating the manager token: manager token changed %t, worker token changed %t; want true, false",
+			after.JoinTokens.Manager != before.JoinTokens.Manager, after.JoinTokens.Worker != before.JoinTokens.Worker)
+	}
+	seed := c.Node("m0").Addr()
+	late := tnode(t)
+	if err := late.Join(ctx, before.JoinTokens.Manager, seed); err == nil || !strings.Contains(err.Error(), "join token is not valid") {
+		t.Fatalf("a manager join with the rotated token: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(late.Dir, "node.json")); !os.IsNotExist(err) {
+		t.Fatalf("a refused join left node.json: %v", err)
+	}
+	if srvs, err := c.Node(c.LeaderName()).Manager().Store().Servers(ctx); err != nil || len(srvs) != 2 {
+		t.Fatalf("the Raft configuration after a refused join: %v %v", srvs, err)
+	}
+	w := tnode(t)
+	w.ListenAddr = ""
+	if err := w.Join(ctx, before.JoinTokens.Worker, seed); err != nil {
+		t.Fatalf("a worker join with the worker token, which did not rotate: %v", err)
+	}
+	nodeReady(t, w)
+	m := tnode(t)
+	if err := m.Join(ctx, after.JoinTokens.Manager, seed); err != nil {
+		t.Fatalf("a manager join with the new token: %v", err)
+	}
+	nodeReady(t, m)
+	if m.Role() != "manager" {
+		t.Fatalf("joined with the new manager token as a %s", m.Role())
+	}
+	// Joined before the rotation: restarted, they register again with
+	// the certificates they had (Restart fails the test otherwise), and
+	// the manager takes writes.
+	for _, nm := range []string{"m1", "node0"} {
+		c.Kill(nm)
+		c.Restart(nm)
+	}
+	if _, err := c.Node("m1").Client().CreateService(ctx, service("after-rotation", api.Replicated(1))); err != nil {
+		t.Fatalf("a write through a manager joined before the rotation: %v", err)
+	}
+}
+
 // Three managers over TLS: two join with the manager token (non-voters
 // until they catch up, then voters); the Client works against any of them
 // (followers pass writes to the leader); the leader dies and the others go
