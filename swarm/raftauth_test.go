@@ -6,37 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shoalproject/shoal/internal/testca"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/ca"
 )
-
-// IssueCert is a certificate root issues for node id in role, with a new
-// key, ready for a tls.Config (Leaf set). It is exported for this
-// package's external tests, which dial a real manager's port with it.
-func IssueCert(t testing.TB, root *ca.Root, id string, role ca.Role) tls.Certificate {
-	t.Helper()
-	key, err := ca.NewNodeKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := ca.NewCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, err := root.Issue(csr, id, role, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := ca.MarshalKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pair
-}
 
 // startStore starts an in-memory store called id with boot as its
 // initial Raft configuration (none: a member that has not been added yet).
@@ -94,7 +67,11 @@ func TestAuthorizeRaftPeer(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var cs tls.ConnectionState
 			if tc.id != "" {
-				cs.PeerCertificates = append(cs.PeerCertificates, IssueCert(t, root, tc.id, tc.role).Leaf)
+				nc, err := testca.Issue(root, tc.id, tc.role, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cs.PeerCertificates = append(cs.PeerCertificates, nc.TLS.Leaf)
 			}
 			err := authorizeRaftPeer(tc.st, cs)
 			switch {

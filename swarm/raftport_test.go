@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/shoalproject/shoal/internal/testca"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/ca"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
@@ -65,6 +66,13 @@ func TestRaftRefusesOutsiders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	issued := func(id string, role ca.Role) tls.Certificate {
+		nc, err := testca.Issue(root, id, role, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc.TLS
+	}
 	files := func(name string) tls.Certificate {
 		cert, _, err := (ca.Files{Dir: c.Node(name).Dir}).Load()
 		if err != nil {
@@ -89,9 +97,9 @@ func TestRaftRefusesOutsiders(t *testing.T) {
 		cert tls.Certificate
 	}{
 		{"worker", files("node0")},
-		{"worker named as a member", swarm.IssueCert(t, root, memberID, ca.RoleWorker)},
-		{"manager outside the configuration", swarm.IssueCert(t, root, "intruder", ca.RoleManager)},
-		{"arbiter outside the configuration", swarm.IssueCert(t, root, "stray-arbiter", ca.RoleArbiter)},
+		{"worker named as a member", issued(memberID, ca.RoleWorker)},
+		{"manager outside the configuration", issued("intruder", ca.RoleManager)},
+		{"arbiter outside the configuration", issued("stray-arbiter", ca.RoleArbiter)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
