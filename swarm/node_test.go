@@ -228,13 +228,22 @@ func firstRead(addr string, cert tls.Certificate, root *ca.Root) (time.Duration,
 }
 
 // certRefused reports whether err is a TLS server's refusal of the client's
-// certificate: the "bad certificate" alert, or with TLS 1.3 (where the
-// client's handshake ends before the server has checked its certificate)
-// possibly a reset instead. The text counts as well: a node's start
-// error carries its last attempt's error as text.
+// certificate: the "bad certificate" alert or, since the server closes the
+// connection after it (and with TLS 1.3 the client's handshake ends before
+// the server has checked its certificate), a reset or a broken pipe for a
+// client that was still writing, or for an HTTP/2 client that was waiting
+// for the server's settings, "client conn could not be established". The
+// text counts as well: a node's start error carries its last attempt's
+// error as text. (A server that hangs gives none of these: a timeout.)
 func certRefused(err error) bool {
-	return err != nil && (errors.Is(err, syscall.ECONNRESET) ||
-		strings.Contains(err.Error(), "remote error: tls: bad certificate") || strings.Contains(err.Error(), "connection reset by peer"))
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "remote error: tls: bad certificate") || strings.Contains(msg, "connection reset by peer") || strings.Contains(msg, "broken pipe") || strings.Contains(msg, "http2: client conn could not be established")
 }
 
 // Rotating the manager join token: a manager joining with the old one is
