@@ -2,15 +2,18 @@ package swarm_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm"
 	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/ca"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
 )
 
@@ -173,22 +177,132 @@ func TestNodesJoinOverTLS(t *testing.T) {
 	gone := workers[1]
 	goneID := gone.ID()
 	gone.Close()
+	goneCert, root, err := (ca.Files{Dir: gone.Dir}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
 	waitfor.True(t, "the stopped worker is down", func() bool {
 		n, err := cl.Node(ctx, goneID)
 		return err == nil && n.Status.State == api.NodeDown
 	})
+	// Down but not removed, its certificate still opens the API (the
+	// check below is not refusing every dial).
+	if took, err := firstRead(m0.Addr(), goneCert, root); err != nil {
+		t.Fatalf("a down node's certificate before its removal: %v after %v", err, took)
+	}
 	if err := cl.RemoveNode(ctx, goneID, false); err != nil {
 		t.Fatal(err)
 	}
+	// Removed: the manager's handshake refuses it at once.
+	if took, err := firstRead(m0.Addr(), goneCert, root); !certRefused(err) || took > 2*time.Second {
+		t.Fatalf("a removed node's certificate: %v after %v; want a bad-certificate refusal at once", err, took)
+	}
+	// The node itself, started again, cannot register: what it meets
+	// until its deadline is that refusal, not silence. (It retries: the
+	// alert does not say why the certificate is refused.)
 	back := &swarm.Node{Dir: gone.Dir, Executor: &agent.FakeExecutor{}}
 	t.Cleanup(func() { back.Close() })
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	err = back.Start(sctx)
-	if err == nil {
-		t.Fatal("a removed node started and registered again")
+	if err := back.Start(sctx); !certRefused(err) {
+		t.Fatalf("a removed node started: %v; want the bad-certificate refusal", err)
 	}
-	t.Logf("the removed node's start: %v", err)
+}
+
+// firstRead dials the management port at addr with cert on the API
+// protocol and reads: a server that takes the certificate speaks first
+// (HTTP/2 opens with its settings), one that refuses it sends an alert
+// or resets. It returns the read's error and how long the answer took.
+func firstRead(addr string, cert tls.Certificate, root *ca.Root) (time.Duration, error) {
+	start := time.Now()
+	conf := ca.ClientConfig(cert, root, ca.RoleManager)
+	conf.NextProtos = []string{swarm.ProtoAPI}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, conf)
+	if err != nil {
+		return time.Since(start), err
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	return time.Since(start), err
+}
+
+// certRefused reports whether err is a TLS server's refusal of the client's
+// certificate: the "bad certificate" alert or, since the server closes the
+// connection after it (and with TLS 1.3 the client's handshake ends before
+// the server has checked its certificate), a reset or a broken pipe for a
+// client that was still writing, or for an HTTP/2 client that was waiting
+// for the server's settings, "client conn could not be established". The
+// text counts as well: a node's start error carries its last attempt's
+// error as text. (A server that hangs gives none of these: a timeout.)
+func certRefused(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "remote error: tls: bad certificate") || strings.Contains(msg, "connection reset by peer") || strings.Contains(msg, "broken pipe") || strings.Contains(msg, "http2: client conn could not be established")
+}
+
+// Rotating the manager join token: a manager joining with the old one is
+// refused (and Raft does not grow), the worker token is untouched, a
+// manager joins with the new one, and the nodes joined before keep their
+// certificates: a manager and a worker restarted from their dirs after
+// the rotation come back ready.
+func TestManagerTokenRotation(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 2, Workers: 1})
+	cl := c.Client()
+	before, err := cl.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := cl.RotateJoinToken(ctx, api.RoleManager)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (Tokens are secrets: compared, not printed.)
+	if after.JoinTokens.Manager == before.JoinTokens.Manager || after.JoinTokens.Worker != before.JoinTokens.Worker {
+		t.Fatalf("rotating the manager token: manager token changed %t, worker token changed %t; want true, false",
+			after.JoinTokens.Manager != before.JoinTokens.Manager, after.JoinTokens.Worker != before.JoinTokens.Worker)
+	}
+	seed := c.Node("m0").Addr()
+	late := tnode(t)
+	if err := late.Join(ctx, before.JoinTokens.Manager, seed); err == nil || !strings.Contains(err.Error(), "join token is not valid") {
+		t.Fatalf("a manager join with the rotated token: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(late.Dir, "node.json")); !os.IsNotExist(err) {
+		t.Fatalf("a refused join left node.json: %v", err)
+	}
+	if srvs, err := c.Node(c.LeaderName()).Manager().Store().Servers(ctx); err != nil || len(srvs) != 2 {
+		t.Fatalf("the Raft configuration after a refused join: %v %v", srvs, err)
+	}
+	w := tnode(t)
+	w.ListenAddr = ""
+	if err := w.Join(ctx, before.JoinTokens.Worker, seed); err != nil {
+		t.Fatalf("a worker join with the worker token, which did not rotate: %v", err)
+	}
+	nodeReady(t, w)
+	m := tnode(t)
+	if err := m.Join(ctx, after.JoinTokens.Manager, seed); err != nil {
+		t.Fatalf("a manager join with the new token: %v", err)
+	}
+	nodeReady(t, m)
+	if m.Role() != "manager" {
+		t.Fatalf("joined with the new manager token as a %s", m.Role())
+	}
+	// Joined before the rotation: restarted, they register again with
+	// the certificates they had (Restart fails the test otherwise), and
+	// the manager takes writes.
+	for _, nm := range []string{"m1", "node0"} {
+		c.Kill(nm)
+		c.Restart(nm)
+	}
+	if _, err := c.Node("m1").Client().CreateService(ctx, service("after-rotation", api.Replicated(1))); err != nil {
+		t.Fatalf("a write through a manager joined before the rotation: %v", err)
+	}
 }
 
 // Three managers over TLS: two join with the manager token (non-voters
@@ -277,6 +391,38 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// setNodeRole makes node id a manager or a worker through cl, reading the
+// node again when it changed between the read and the update.
+func setNodeRole(ctx context.Context, cl *swarm.Client, id string, role api.NodeRole) error {
+	for {
+		n, err := cl.Node(ctx, id)
+		if err != nil {
+			return err
+		}
+		spec := n.Spec
+		spec.Role = role
+		_, err = cl.UpdateNode(ctx, id, n.Version, spec)
+		if !errors.Is(err, raftstore.ErrConflict) { // the node changed meanwhile: read it again
+			return err
+		}
+	}
+}
+
+// raftMember reports whether node id is in the Raft configuration as the
+// manager m sees it, and whether it votes.
+func raftMember(ctx context.Context, m *swarm.Node, id string) (in, votes bool) {
+	srvs, err := m.Manager().Store().Servers(ctx)
+	if err != nil {
+		return false, false
+	}
+	for _, s := range srvs {
+		if s.ID == id {
+			return true, s.Voter
+		}
+	}
+	return false, false
+}
+
 // Promotion and demotion: a worker promoted becomes a voting manager; a
 // manager demoted leaves Raft and stops managing; demoting the last
 // manager is refused.
@@ -294,20 +440,7 @@ func TestPromoteAndDemote(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodeReady(t, w)
-	setRole := func(id string, role api.NodeRole) error {
-		for {
-			n, err := cl.Node(ctx, id)
-			if err != nil {
-				return err
-			}
-			spec := n.Spec
-			spec.Role = role
-			_, err = cl.UpdateNode(ctx, id, n.Version, spec)
-			if !errors.Is(err, raftstore.ErrConflict) { // the node changed meanwhile: read it again
-				return err
-			}
-		}
-	}
+	setRole := func(id string, role api.NodeRole) error { return setNodeRole(ctx, cl, id, role) }
 	// The only manager cannot be demoted.
 	if err := setRole(m0.ID(), api.RoleWorker); err == nil || !strings.Contains(err.Error(), "last manager") {
 		t.Fatalf("demoting the last manager: %v", err)
@@ -315,18 +448,7 @@ func TestPromoteAndDemote(t *testing.T) {
 	if err := setRole(w.ID(), api.RoleManager); err != nil {
 		t.Fatal(err)
 	}
-	voter := func(id string) (in, votes bool) {
-		srvs, err := m0.Manager().Store().Servers(ctx)
-		if err != nil {
-			return false, false
-		}
-		for _, s := range srvs {
-			if s.ID == id {
-				return true, s.Voter
-			}
-		}
-		return false, false
-	}
+	voter := func(id string) (in, votes bool) { return raftMember(ctx, m0, id) }
 	waitfor.True(t, "the promoted worker votes", func() bool {
 		_, votes := voter(w.ID())
 		return votes && w.Role() == "manager" && w.Manager() != nil
@@ -351,6 +473,66 @@ func TestPromoteAndDemote(t *testing.T) {
 		})
 		t.Fatalf("the demoted node kept its Raft data: %v %v", err, left)
 	}
+}
+
+// Three managers over TLS, one stopped and seen down: demoting either of
+// the two left would leave one manager up of the two voters left, short of
+// a quorum, and is refused with a bad-request error saying so (nothing
+// changes); once the stopped manager is back and ready, the same demotion
+// goes through.
+func TestDemotionRefusedShortOfQuorum(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3})
+	leader := c.LeaderName()
+	var followers []string
+	for _, nm := range []string{"m0", "m1", "m2"} {
+		if nm != leader {
+			followers = append(followers, nm)
+		}
+	}
+	down, demoted := followers[0], followers[1]
+	downID, demotedID := c.NodeID(down), c.NodeID(demoted)
+	waitfor.True(t, "3 voters", func() bool {
+		for _, nm := range []string{"m0", "m1", "m2"} {
+			if _, votes := raftMember(ctx, c.Node(leader), c.NodeID(nm)); !votes {
+				return false
+			}
+		}
+		return true
+	})
+	state := func(id string) api.NodeState {
+		n, err := c.Node(leader).Client().Node(ctx, id)
+		if err != nil {
+			return ""
+		}
+		return n.Status.State
+	}
+	c.Kill(down)
+	waitfor.True(t, "the stopped manager is seen down", func() bool { return state(downID) == api.NodeDown })
+
+	cl := c.Node(leader).Client()
+	err := setNodeRole(ctx, cl, demotedID, api.RoleWorker)
+	want := fmt.Sprintf("demoting node %s would leave 1 of 2 managers up, short of a quorum of 2", demotedID)
+	if !errors.Is(err, api.ErrInvalidSpec) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("demotion with a manager down: got %v, want api.ErrInvalidSpec saying %q", err, want)
+	}
+	t.Logf("refused: %v", err)
+	if n, err := cl.Node(ctx, demotedID); err != nil || n.Spec.Role != api.RoleManager {
+		t.Fatalf("the refused demotion changed the node: %+v %v", n, err)
+	}
+	if _, votes := raftMember(ctx, c.Node(leader), demotedID); !votes {
+		t.Fatal("the refused demotion took the manager out of the voters")
+	}
+
+	c.Restart(down)
+	waitfor.True(t, "the restarted manager is ready", func() bool { return state(downID) == api.NodeReady })
+	if err := setNodeRole(ctx, cl, demotedID, api.RoleWorker); err != nil {
+		t.Fatalf("demotion with the three managers up: %v", err)
+	}
+	waitfor.True(t, "the demoted manager left Raft", func() bool {
+		in, _ := raftMember(ctx, c.Node(leader), demotedID)
+		return !in && c.Node(demoted).Role() == "worker"
+	})
 }
 
 // 3 managers and 5 workers over TLS: the Client drives every workflow

@@ -1,6 +1,7 @@
 // Package testca makes a throwaway certificate authority and mutual-TLS
-// configurations for tests and bench programs on loopback. Production node
-// identity lives in the swarm package's CA; this is for tests only.
+// configurations for tests and bench programs on loopback, and node
+// certificates from a cluster's own CA (Issue). Production node identity
+// lives in the swarm package's CA; this is for tests only.
 package testca
 
 import (

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/testca"
 	"github.com/shoalproject/shoal/swarm/ca"
 )
 
@@ -36,27 +37,11 @@ type node struct {
 
 func issue(t testing.TB, r *ca.Root, id string, role ca.Role, validity time.Duration) node {
 	t.Helper()
-	key, err := ca.NewNodeKey()
+	nc, err := testca.Issue(r, id, role, validity)
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := ca.NewCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, err := r.Issue(csr, id, role, validity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := ca.MarshalKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return node{key: key, keyPEM: keyPEM, certPEM: certPEM, cert: pair.Leaf, tls: pair}
+	return node{key: nc.TLS.PrivateKey.(*ecdsa.PrivateKey), keyPEM: nc.KeyPEM, certPEM: nc.CertPEM, cert: nc.TLS.Leaf, tls: nc.TLS}
 }
 
 func parseCert(t testing.TB, certPEM []byte) *x509.Certificate {

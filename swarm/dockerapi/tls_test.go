@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/testca"
 	"github.com/shoalproject/shoal/swarm/ca"
 	"github.com/shoalproject/shoal/swarm/dockerapi"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
@@ -20,24 +21,12 @@ import (
 // caPEM), and cert.pem and key.pem issued by issuer for id in role.
 func certDir(t *testing.T, issuer *ca.Root, caPEM []byte, id string, role ca.Role) string {
 	t.Helper()
-	key, err := ca.NewNodeKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := ca.NewCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, err := issuer.Issue(csr, id, role, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := ca.MarshalKey(key)
+	nc, err := testca.Issue(issuer, id, role, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	for name, data := range map[string][]byte{"ca.pem": caPEM, "cert.pem": certPEM, "key.pem": keyPEM} {
+	for name, data := range map[string][]byte{"ca.pem": caPEM, "cert.pem": nc.CertPEM, "key.pem": nc.KeyPEM} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
