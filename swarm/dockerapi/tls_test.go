@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/internal/testca"
+	"github.com/shoalproject/shoal/swarm/api"
 	"github.com/shoalproject/shoal/swarm/ca"
 	"github.com/shoalproject/shoal/swarm/dockerapi"
 	"github.com/shoalproject/shoal/swarm/swarmtest"
@@ -187,5 +188,47 @@ func TestTLSClientCertificates(t *testing.T) {
 	}
 	if _, err := dockerapi.NodeTLSConfig(c.Node("m0")); err == nil {
 		t.Fatal("a server certificate without hosts")
+	}
+}
+
+// A demoted manager's old certificate (valid until it expires) no longer
+// opens the Docker API: the handshake checks the node's role now, not the
+// one the certificate was issued for.
+func TestTLSDemotedManagersCertificateRefused(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3})
+	addr := serveTLS(t, c, "m0")
+	old, root, err := (ca.Files{Dir: c.Node("m2").Dir}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() (int, error) {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool(), Certificates: []tls.Certificate{old}}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
+		defer hc.CloseIdleConnections()
+		resp, err := hc.Get("https://" + addr + "/v1.50/nodes")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := get(); err != nil || code != http.StatusOK {
+		t.Fatalf("m2's manager certificate before its demotion: %d %v", code, err)
+	}
+	cl, id := c.Client(), c.NodeID("m2")
+	c.WaitFor("m2 demoted", func() bool {
+		n, err := cl.Node(ctx, id)
+		if err != nil {
+			return false
+		}
+		spec := n.Spec
+		spec.Role = api.RoleWorker
+		_, err = cl.UpdateNode(ctx, id, n.Version, spec)
+		return err == nil
+	})
+	c.WaitFor("m2 a worker", func() bool { return c.Node("m2").Role() == "worker" })
+	if code, err := get(); err == nil {
+		t.Fatalf("the demoted node's old manager certificate: answered %d, want a refused handshake", code)
 	}
 }

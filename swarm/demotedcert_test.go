@@ -1,0 +1,58 @@
+package swarm_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/shoalproject/shoal/internal/waitfor"
+	"github.com/shoalproject/shoal/swarm"
+	"github.com/shoalproject/shoal/swarm/api"
+	"github.com/shoalproject/shoal/swarm/ca"
+	"github.com/shoalproject/shoal/swarm/swarmtest"
+)
+
+// A demoted manager is given a worker certificate, but the manager one it
+// had stays valid until it expires: a copy of it kept must not keep the
+// control API (it could create services, or rotate the manager token and
+// come back as a manager). Before the demotion the same certificate works,
+// so the refusal is the demotion's.
+func TestDemotedManagersOldCertificateRefused(t *testing.T) {
+	ctx := context.Background()
+	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3})
+	old, root, err := (ca.Files{Dir: c.Node("m2").Dir}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &swarm.Client{Addrs: []string{c.Node("m0").Addr()}, TLS: ca.ClientConfig(old, root, ca.RoleManager)}
+	if _, err := cl.CreateService(ctx, service("before", api.Replicated(1))); err != nil {
+		t.Fatalf("m2's manager certificate before its demotion: %v", err)
+	}
+	if err := setNodeRole(ctx, c.Node("m0").Client(), c.NodeID("m2"), api.RoleWorker); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "m2 demoted", func() bool { return c.Node("m2").Role() == "worker" })
+	for what, call := range map[string]func() error{
+		"a service created": func() error {
+			_, err := cl.CreateService(ctx, service("by-demoted", api.Replicated(1)))
+			return err
+		},
+		"the manager token rotated": func() error {
+			_, err := cl.RotateJoinToken(ctx, api.RoleManager)
+			return err
+		},
+		"the services listed": func() error {
+			_, err := cl.Services(ctx, swarm.Filter{})
+			return err
+		},
+	} {
+		err := call()
+		if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no longer a manager") {
+			t.Errorf("%s with the demoted node's old manager certificate: %v, want a refusal saying it is no longer a manager", what, err)
+		}
+	}
+	if _, err := c.Client().Service(ctx, "by-demoted"); !errors.Is(err, swarm.ErrNotFound) {
+		t.Fatalf("the service the old certificate asked for: %v, want not found", err)
+	}
+}
