@@ -41,11 +41,33 @@ func (m *managers) httpClient() *http.Client {
 	if m.client == nil {
 		conf := m.tls.Clone()
 		conf.NextProtos = []string{ProtoAPI}
-		m.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true, DialContext: m.dial,
-			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute}}
+		dial := m.dial
+		if dial == nil {
+			dial = (&net.Dialer{Timeout: managerDialTimeout}).DialContext
+		}
+		// A manager cut off by a partition sends no RST: without the
+		// ping, calls on its connection (a worker's heartbeats, its
+		// assignment stream) would wait until their deadline, each, and
+		// never move to a manager that answers; the node would be
+		// declared down on the majority's side.
+		m.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true, DialContext: dial,
+			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute,
+			HTTP2: &http.HTTP2Config{SendPingTimeout: managerPingAfter, PingTimeout: managerPingTimeout}}}
 	}
 	return m.client
 }
+
+// A connection to a manager is pinged after managerPingAfter without a
+// frame, and closed when the ping is not answered in managerPingTimeout:
+// a silent manager is left in about a second, within the grace a new
+// leader gives every node (three heartbeat periods, 500 ms at the least).
+// A dial to an address that drops packets gives up after
+// managerDialTimeout, and the call goes to the next manager.
+const (
+	managerPingAfter   = 500 * time.Millisecond
+	managerPingTimeout = 500 * time.Millisecond
+	managerDialTimeout = 2 * time.Second
+)
 
 // order is the addresses to try: the last that answered, then the rest.
 func (m *managers) order() []string {
