@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -22,10 +23,18 @@ import (
 // to the leader a refusal names. Errors about the call itself come back at
 // once.
 type managers struct {
-	mu     sync.Mutex
-	addrs  []string
-	tls    *tls.Config
-	cur    string
+	mu    sync.Mutex
+	addrs []string
+	tls   *tls.Config
+	cur   string
+	// silent are the managers that gave no answer at their last try (a
+	// dial, a handshake or a connection that failed or timed out), and
+	// when: for silentFor they are left out while another manager may be
+	// tried, so that a call does not wait on a manager cut off by a
+	// partition (a dial there hangs until its timeout) before going to
+	// one that answers, nor follows another manager's stale word that it
+	// leads.
+	silent map[string]time.Time
 	client *http.Client
 	// retryFor is how long a call goes on trying when every manager
 	// refused it for a reason that passes (an election): a Client rides
@@ -69,7 +78,8 @@ const (
 	managerDialTimeout = 2 * time.Second
 )
 
-// order is the addresses to try: the last that answered, then the rest.
+// order is the addresses to try: the last that answered, then the rest;
+// the silent ones only if every manager is silent.
 func (m *managers) order() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -78,11 +88,47 @@ func (m *managers) order() []string {
 		out = append(out, m.cur)
 	}
 	for _, a := range m.addrs {
-		if a != m.cur {
+		if a != m.cur && !m.silentLocked(a) {
 			out = append(out, a)
 		}
 	}
+	if len(out) == 0 {
+		out = append(out, m.addrs...)
+	}
 	return out
+}
+
+// silentFor is how long a manager that gave no answer is left out.
+const silentFor = 5 * time.Second
+
+// isSilent tells whether the manager at addr gave no answer lately.
+func (m *managers) isSilent(addr string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.silentLocked(addr)
+}
+
+func (m *managers) silentLocked(addr string) bool {
+	at, ok := m.silent[addr]
+	return ok && time.Since(at) < silentFor
+}
+
+// answered records whether the manager at addr answered a try (with
+// anything, a refusal too).
+func (m *managers) answered(addr string, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ok {
+		delete(m.silent, addr)
+		return
+	}
+	if m.silent == nil {
+		m.silent = map[string]time.Time{}
+	}
+	m.silent[addr] = time.Now()
+	if m.cur == addr {
+		m.cur = ""
+	}
 }
 
 // learn adds managers' addresses.
@@ -149,6 +195,11 @@ func (m *managers) eachOnce(ctx context.Context, fn func(addr string) error) err
 		}
 		tried[addr] = true
 		err := fn(addr)
+		if ctx.Err() == nil {
+			// (The caller's deadline passing says nothing of the manager.)
+			var noAnswer *url.Error
+			m.answered(addr, !errors.As(err, &noAnswer))
+		}
 		if err == nil {
 			m.mu.Lock()
 			m.cur = addr
@@ -160,7 +211,7 @@ func (m *managers) eachOnce(ctx context.Context, fn func(addr string) error) err
 		}
 		errs = append(errs, err)
 		var nl *NotLeaderError
-		if errors.As(err, &nl) && nl.Leader != "" && !tried[nl.Leader] {
+		if errors.As(err, &nl) && nl.Leader != "" && !tried[nl.Leader] && !m.isSilent(nl.Leader) {
 			m.learn([]string{nl.Leader})
 			addrs = append([]string{nl.Leader}, addrs...)
 		}
