@@ -33,6 +33,9 @@ const minorityWriteBound = 10 * time.Second
 func TestLeaderMinorityPartitionOverTheNetwork(t *testing.T) {
 	needPartitions(t)
 	ctx := context.Background()
+	// Shoal's default heartbeat period (the children's is 500 ms): a new
+	// leader's grace, three periods, is what the workers have to find it.
+	t.Setenv("SHOAL_TEST_HEARTBEAT", swarm.DefaultHeartbeatPeriod.String())
 	// Hosts: 3 managers, 3 workers, a client on the majority's side, a
 	// client on the minority's side.
 	lab := nettest.New(t, 8)
