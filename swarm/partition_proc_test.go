@@ -1,6 +1,7 @@
 package swarm_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -110,7 +111,7 @@ func TestLeaderMinorityPartitionOverTheNetwork(t *testing.T) {
 		wctx, cancel := context.WithTimeout(ctx, minorityWriteBound)
 		defer cancel()
 		start := time.Now()
-		status, answer := requestOnce(t, wctx, hL, dir0, http.MethodPost, old.info.Addr, "/v1/services", strings.NewReader(string(b)))
+		status, answer := requestOnce(t, wctx, hL, dir0, http.MethodPost, old.info.Addr, "/v1/services", bytes.NewReader(b))
 		took := time.Since(start)
 		if status == 0 {
 			t.Fatalf("the write %q on the cut-off leader got no answer in %v: %s", name, took, answer)
@@ -126,12 +127,15 @@ func TestLeaderMinorityPartitionOverTheNetwork(t *testing.T) {
 	// no longer leads and knows no leader.
 	for _, m := range majority {
 		waitfor.True(t, "the majority's leader, as "+m.info.ID+" sees it", func() bool {
-			l := leaderSeenBy(t, hC, dir0, m)
+			l, _ := leaderSeenBy(t, hC, dir0, m)
 			return l != "" && l != old.info.ID
 		})
 	}
 	t.Logf("%.1fs: a new leader on the majority side", time.Since(cut).Seconds())
-	waitfor.True(t, "the old leader steps down", func() bool { return leaderSeenBy(t, hL, dir0, old) == "" })
+	waitfor.True(t, "the old leader steps down", func() bool {
+		l, ok := leaderSeenBy(t, hL, dir0, old)
+		return ok && l == ""
+	})
 	t.Logf("%.1fs: the old leader knows no leader", time.Since(cut).Seconds())
 	refused("minority")
 
@@ -150,8 +154,9 @@ func TestLeaderMinorityPartitionOverTheNetwork(t *testing.T) {
 	}
 	healed := time.Now()
 	waitfor.True(t, "the old leader follows the new one", func() bool {
-		l := leaderSeenBy(t, hL, dir0, old)
-		return l != "" && l != old.info.ID && l == leaderSeenBy(t, hC, dir0, majority[0])
+		l, _ := leaderSeenBy(t, hL, dir0, old)
+		now, _ := leaderSeenBy(t, hC, dir0, majority[0])
+		return l != "" && l != old.info.ID && l == now
 	})
 	waitfor.True(t, "the old leader caught up", func() bool {
 		names, ok := serviceNamesSeenBy(t, hL, dir0, old)
@@ -159,7 +164,10 @@ func TestLeaderMinorityPartitionOverTheNetwork(t *testing.T) {
 	})
 	t.Logf("%.1fs after the heal: the old leader follows and caught up", time.Since(healed).Seconds())
 	for _, m := range managers {
-		names, _ := serviceNamesSeenBy(t, hC, dir0, m)
+		names, ok := serviceNamesSeenBy(t, hC, dir0, m)
+		if !ok {
+			t.Fatalf("manager %s did not answer after the heal", m.info.ID)
+		}
 		if names["ghost"] || names["minority"] {
 			t.Fatalf("manager %s has a write sent to the cut-off leader: %v", m.info.ID, names)
 		}
@@ -192,19 +200,19 @@ func TestLeaderMinorityPartitionOverTheNetwork(t *testing.T) {
 }
 
 // leaderSeenBy is the ID of the leader manager p knows of ("" for none),
-// asked of p alone from host h.
-func leaderSeenBy(t *testing.T, h *nettest.Host, dir string, p *procNode) string {
+// asked of p alone from host h; false if p did not answer.
+func leaderSeenBy(t *testing.T, h *nettest.Host, dir string, p *procNode) (string, bool) {
 	t.Helper()
 	var ns []*api.Node
 	if !getOnce(t, h, dir, p, "/v1/nodes", &ns) {
-		return ""
+		return "", false
 	}
 	for _, n := range ns {
 		if n.ManagerStatus != nil && n.ManagerStatus.Leader {
-			return n.ID
+			return n.ID, true
 		}
 	}
-	return ""
+	return "", true
 }
 
 // serviceNamesSeenBy is the names of the services in p's own store, asked
