@@ -68,8 +68,9 @@ func (m *managers) httpClient() *http.Client {
 
 // A connection to a manager is pinged after managerPingAfter without a
 // frame, and closed when the ping is not answered in managerPingTimeout:
-// a silent manager is left in about a second, within the grace a new
-// leader gives every node (three heartbeat periods, 500 ms at the least).
+// a silent manager is left in about a second, well within the grace a
+// new leader gives every node (three heartbeat periods: 3 s by default).
+// A false alarm (a peer stalled for half a second) costs a reconnection.
 // A dial to an address that drops packets gives up after
 // managerDialTimeout, and the call goes to the next manager.
 const (
