@@ -125,17 +125,23 @@ func (p *procNode) dead() bool { return procstat.Dead(p.cmd.Process.Pid) }
 // twoVoters waits until both managers vote and one leads.
 func twoVoters(t *testing.T, cl *swarm.Client) {
 	t.Helper()
-	waitfor.True(t, "two managers voting, one leading", func() bool {
+	managersVoting(t, cl, 2)
+}
+
+// managersVoting waits until n managers vote and one leads.
+func managersVoting(t *testing.T, cl *swarm.Client, n int) {
+	t.Helper()
+	waitfor.True(t, fmt.Sprint(n, " managers voting, one leading"), func() bool {
 		ns, err := cl.Nodes(context.Background(), swarm.Filter{Roles: []string{"manager"}})
-		if err != nil || len(ns) != 2 {
+		if err != nil || len(ns) != n {
 			return false
 		}
 		leaders := 0
-		for _, n := range ns {
-			if n.ManagerStatus == nil || !n.ManagerStatus.Voter {
+		for _, nd := range ns {
+			if nd.ManagerStatus == nil || !nd.ManagerStatus.Voter {
 				return false
 			}
-			if n.ManagerStatus.Leader {
+			if nd.ManagerStatus.Leader {
 				leaders++
 			}
 		}
@@ -424,6 +430,19 @@ func labClient(t testing.TB, h *nettest.Host, dir string, addrs ...string) *swar
 // the answer: no retry, no other manager.
 func postOnce(t *testing.T, h *nettest.Host, dir, addr, path string, body any) (int, string) {
 	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return requestOnce(t, context.Background(), h, dir, http.MethodPost, addr, path, bytes.NewReader(b))
+}
+
+// requestOnce sends one request to the manager at addr from inside host h,
+// with the certificate in dir, and returns the status and the answer (up
+// to 1 MiB): no retry, no other manager. Status 0 means no answer (the
+// error, a deadline of ctx passed among them, is the text).
+func requestOnce(t *testing.T, ctx context.Context, h *nettest.Host, dir, method, addr, path string, body io.Reader) (int, string) {
+	t.Helper()
 	cert, root, err := (ca.Files{Dir: dir}).Load()
 	if err != nil {
 		t.Fatal(err)
@@ -439,17 +458,32 @@ func postOnce(t *testing.T, h *nettest.Host, dir, addr, path string, body any) (
 			return conn, err
 		}}}
 	defer hc.CloseIdleConnections()
-	b, err := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+addr+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := hc.Post("https://"+addr+path, "application/json", bytes.NewReader(b))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
 	defer resp.Body.Close()
-	out, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	return resp.StatusCode, string(out)
+}
+
+// needPartitions skips t where node processes cannot be run in lab hosts
+// and cut apart (root is checked by nettest.New).
+func needPartitions(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		t.Skip("partition tests run nodes in network namespaces with nsenter (util-linux)")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("partition tests cut the hosts apart with nftables: apt-get install nftables")
+	}
 }
 
 // Two managers in two-node mode on two hosts, cut apart by a partition
@@ -461,12 +495,7 @@ func postOnce(t *testing.T, h *nettest.Host, dir, addr, path string, body any) (
 // from its data dir, the fenced one is added back as a follower,
 // converges, and the write it never committed is gone everywhere.
 func TestTwoNodePartitionOneSurvives(t *testing.T) {
-	if _, err := exec.LookPath("nsenter"); err != nil {
-		t.Skip("two-node partition test runs nodes with nsenter (util-linux)")
-	}
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("two-node partition test cuts the hosts apart with nftables: apt-get install nftables")
-	}
+	needPartitions(t)
 	for _, leads := range []string{"higher", "lower"} {
 		t.Run("leader has the "+leads+" ID", func(t *testing.T) { partitionOneSurvives(t, leads == "higher") })
 	}

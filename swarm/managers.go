@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -22,10 +23,18 @@ import (
 // to the leader a refusal names. Errors about the call itself come back at
 // once.
 type managers struct {
-	mu     sync.Mutex
-	addrs  []string
-	tls    *tls.Config
-	cur    string
+	mu    sync.Mutex
+	addrs []string
+	tls   *tls.Config
+	cur   string
+	// silent are the managers that gave no answer at their last try (a
+	// dial, a handshake or a connection that failed or timed out), and
+	// when: for silentFor they are left out while another manager may be
+	// tried, so that a call does not wait on a manager cut off by a
+	// partition (a dial there hangs until its timeout) before going to
+	// one that answers, nor follows another manager's stale word that it
+	// leads.
+	silent map[string]time.Time
 	client *http.Client
 	// retryFor is how long a call goes on trying when every manager
 	// refused it for a reason that passes (an election): a Client rides
@@ -41,13 +50,37 @@ func (m *managers) httpClient() *http.Client {
 	if m.client == nil {
 		conf := m.tls.Clone()
 		conf.NextProtos = []string{ProtoAPI}
-		m.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true, DialContext: m.dial,
-			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute}}
+		dial := m.dial
+		if dial == nil {
+			dial = (&net.Dialer{Timeout: managerDialTimeout}).DialContext
+		}
+		// A manager cut off by a partition sends no RST: without the
+		// ping, calls on its connection (a worker's heartbeats, its
+		// assignment stream) would wait until their deadline, each, and
+		// never move to a manager that answers; the node would be
+		// declared down on the majority's side.
+		m.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true, DialContext: dial,
+			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute,
+			HTTP2: &http.HTTP2Config{SendPingTimeout: managerPingAfter, PingTimeout: managerPingTimeout}}}
 	}
 	return m.client
 }
 
-// order is the addresses to try: the last that answered, then the rest.
+// A connection to a manager is pinged after managerPingAfter without a
+// frame, and closed when the ping is not answered in managerPingTimeout:
+// a silent manager is left in about a second, well within the grace a
+// new leader gives every node (three heartbeat periods: 3 s by default).
+// A false alarm (a peer stalled for half a second) costs a reconnection.
+// A dial to an address that drops packets gives up after
+// managerDialTimeout, and the call goes to the next manager.
+const (
+	managerPingAfter   = 500 * time.Millisecond
+	managerPingTimeout = 500 * time.Millisecond
+	managerDialTimeout = 2 * time.Second
+)
+
+// order is the addresses to try: the last that answered, then the rest;
+// the silent ones only if every manager is silent.
 func (m *managers) order() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -56,11 +89,47 @@ func (m *managers) order() []string {
 		out = append(out, m.cur)
 	}
 	for _, a := range m.addrs {
-		if a != m.cur {
+		if a != m.cur && !m.silentLocked(a) {
 			out = append(out, a)
 		}
 	}
+	if len(out) == 0 {
+		out = append(out, m.addrs...)
+	}
 	return out
+}
+
+// silentFor is how long a manager that gave no answer is left out.
+const silentFor = 5 * time.Second
+
+// isSilent tells whether the manager at addr gave no answer lately.
+func (m *managers) isSilent(addr string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.silentLocked(addr)
+}
+
+func (m *managers) silentLocked(addr string) bool {
+	at, ok := m.silent[addr]
+	return ok && time.Since(at) < silentFor
+}
+
+// answered records whether the manager at addr answered a try (with
+// anything, a refusal too).
+func (m *managers) answered(addr string, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ok {
+		delete(m.silent, addr)
+		return
+	}
+	if m.silent == nil {
+		m.silent = map[string]time.Time{}
+	}
+	m.silent[addr] = time.Now()
+	if m.cur == addr {
+		m.cur = ""
+	}
 }
 
 // learn adds managers' addresses.
@@ -127,6 +196,11 @@ func (m *managers) eachOnce(ctx context.Context, fn func(addr string) error) err
 		}
 		tried[addr] = true
 		err := fn(addr)
+		if ctx.Err() == nil {
+			// (The caller's deadline passing says nothing of the manager.)
+			var noAnswer *url.Error
+			m.answered(addr, !errors.As(err, &noAnswer))
+		}
 		if err == nil {
 			m.mu.Lock()
 			m.cur = addr
@@ -138,7 +212,7 @@ func (m *managers) eachOnce(ctx context.Context, fn func(addr string) error) err
 		}
 		errs = append(errs, err)
 		var nl *NotLeaderError
-		if errors.As(err, &nl) && nl.Leader != "" && !tried[nl.Leader] {
+		if errors.As(err, &nl) && nl.Leader != "" && !tried[nl.Leader] && !m.isSilent(nl.Leader) {
 			m.learn([]string{nl.Leader})
 			addrs = append([]string{nl.Leader}, addrs...)
 		}
