@@ -42,6 +42,27 @@ type managers struct {
 	retryFor time.Duration
 	// dial, when set, makes the connections.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// period, for a worker's session, has its connections checked with
+	// pings timed by this heartbeat period (below); 0 for none.
+	period time.Duration
+}
+
+// setPeriod times the pings by the heartbeat period the managers asked
+// for. The transport is made again only when the period at least doubled
+// or halved since it was made (a new one means new connections, a TLS
+// handshake each: the period grows with the cluster, 1 s to 4 s as 2,000
+// nodes join).
+func (m *managers) setPeriod(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d <= 0 || (d < 2*m.period && 2*d > m.period) {
+		return
+	}
+	m.period = d
+	if m.client != nil {
+		m.client.CloseIdleConnections()
+		m.client = nil
+	}
 }
 
 func (m *managers) httpClient() *http.Client {
@@ -58,24 +79,31 @@ func (m *managers) httpClient() *http.Client {
 		// ping, calls on its connection (a worker's heartbeats, its
 		// assignment stream) would wait until their deadline, each, and
 		// never move to a manager that answers; the node would be
-		// declared down on the majority's side.
-		m.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true, DialContext: dial,
-			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute,
-			HTTP2: &http.HTTP2Config{SendPingTimeout: managerPingAfter, PingTimeout: managerPingTimeout}}}
+		// declared down on the majority's side. Only a worker's session
+		// is pinged, timed by its heartbeat period: a ping every 500 ms
+		// on each of 2,000 workers' connections to a leader starved of
+		// CPU timed out and cut them (clusterbench figure 6 failed); a
+		// control API client's long calls are not pinged.
+		tr := &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true, DialContext: dial,
+			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute}
+		if m.period > 0 {
+			tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: m.period * 3 / 2, PingTimeout: max(m.period, managerPingTimeout)}
+		}
+		m.client = &http.Client{Transport: tr}
 	}
 	return m.client
 }
 
-// A connection to a manager is pinged after managerPingAfter without a
-// frame, and closed when the ping is not answered in managerPingTimeout:
-// a silent manager is left in about a second, well within the grace a
-// new leader gives every node (three heartbeat periods: 3 s by default).
-// A false alarm (a peer stalled for half a second) costs a reconnection.
-// A dial to an address that drops packets gives up after
-// managerDialTimeout, and the call goes to the next manager.
+// A worker's connection to a manager is pinged after 1.5 heartbeat
+// periods without a frame (its heartbeats keep it busier than that while
+// the manager answers), and closed when the ping is not answered in a
+// period (managerPingTimeout at least): a silent manager is left in about
+// 2.5 periods, within the grace a new leader gives every node (three). A
+// false alarm (a manager stalled that long) costs a reconnection. A dial
+// to an address that drops packets gives up after managerDialTimeout, and
+// the call goes to the next manager.
 const (
-	managerPingAfter   = 500 * time.Millisecond
-	managerPingTimeout = 500 * time.Millisecond
+	managerPingTimeout = time.Second
 	managerDialTimeout = 2 * time.Second
 )
 

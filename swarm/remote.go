@@ -197,7 +197,7 @@ type RemoteDispatcher struct {
 var _ Dispatcher = (*RemoteDispatcher)(nil)
 
 func (d *RemoteDispatcher) managers() *managers {
-	d.once.Do(func() { d.mc = &managers{addrs: slices.Clone(d.Addrs), tls: d.TLS} })
+	d.once.Do(func() { d.mc = &managers{addrs: slices.Clone(d.Addrs), tls: d.TLS, period: DefaultHeartbeatPeriod} })
 	return d.mc
 }
 
@@ -215,6 +215,7 @@ func (d *RemoteDispatcher) Register(ctx context.Context, nodeID string, desc api
 	err := d.post(ctx, "register", nodeID, desc, &s)
 	if err == nil {
 		d.managers().learn(s.Managers)
+		d.managers().setPeriod(s.HeartbeatPeriod)
 	}
 	return s, err
 }
@@ -223,6 +224,9 @@ func (d *RemoteDispatcher) Register(ctx context.Context, nodeID string, desc api
 func (d *RemoteDispatcher) Heartbeat(ctx context.Context, nodeID string) (time.Duration, error) {
 	var a heartbeatAnswer
 	err := d.post(ctx, "heartbeat", nodeID, struct{}{}, &a)
+	if err == nil {
+		d.managers().setPeriod(a.HeartbeatPeriod)
+	}
 	return a.HeartbeatPeriod, err
 }
 
