@@ -141,22 +141,15 @@ func TestTLSClientCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	get := func(dir string) (int, error) {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool()}
+		var certs []tls.Certificate
 		if dir != "" {
 			cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg.Certificates = []tls.Certificate{cert}
+			certs = []tls.Certificate{cert}
 		}
-		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
-		defer hc.CloseIdleConnections()
-		resp, err := hc.Get("https://" + addr + "/v1.50/nodes")
-		if err != nil {
-			return 0, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode, nil
+		return listNodesTLS(addr, root, certs)
 	}
 	if code, err := get(certDir(t, root, root.CertPEM(), "admin", ca.RoleManager)); err != nil || code != http.StatusOK {
 		t.Fatalf("a manager certificate: %d %v", code, err)
@@ -202,17 +195,7 @@ func TestTLSDemotedManagersCertificateRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	get := func() (int, error) {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool(), Certificates: []tls.Certificate{old}}
-		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
-		defer hc.CloseIdleConnections()
-		resp, err := hc.Get("https://" + addr + "/v1.50/nodes")
-		if err != nil {
-			return 0, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode, nil
-	}
+	get := func() (int, error) { return listNodesTLS(addr, root, []tls.Certificate{old}) }
 	if code, err := get(); err != nil || code != http.StatusOK {
 		t.Fatalf("m2's manager certificate before its demotion: %d %v", code, err)
 	}
@@ -231,4 +214,19 @@ func TestTLSDemotedManagersCertificateRefused(t *testing.T) {
 	if code, err := get(); err == nil {
 		t.Fatalf("the demoted node's old manager certificate: answered %d, want a refused handshake", code)
 	}
+}
+
+// listNodesTLS asks the Docker API at addr for its nodes over TLS, trusting
+// root and presenting certs, and returns the status (an error for a
+// refused handshake).
+func listNodesTLS(addr string, root *ca.Root, certs []tls.Certificate) (int, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool(), Certificates: certs}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("https://" + addr + "/v1.50/nodes")
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
