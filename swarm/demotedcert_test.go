@@ -1,10 +1,15 @@
 package swarm_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoalproject/shoal/internal/waitfor"
 	"github.com/shoalproject/shoal/swarm"
@@ -52,7 +57,36 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 			t.Errorf("%s with the demoted node's old manager certificate: %v, want a refusal saying it is no longer a manager", what, err)
 		}
 	}
-	if _, err := c.Client().Service(ctx, "by-demoted"); !errors.Is(err, swarm.ErrNotFound) {
-		t.Fatalf("the service the old certificate asked for: %v, want not found", err)
+	// A write the node passed on as a manager while it was being demoted
+	// (it had not applied its demotion yet) is refused as unavailable,
+	// so that the caller's client tries another manager, not as
+	// forbidden: the caller is not at fault.
+	conf := ca.ClientConfig(old, root, ca.RoleManager).Clone()
+	conf.NextProtos = []string{swarm.ProtoAPI}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}, Timeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
+	body, err := json.Marshal(service("passed-on", api.Replicated(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+c.Node("m0").Addr()+"/v1/services", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Shoal-Forwarded-By", c.NodeID("m2"))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(answer), "another manager") {
+		t.Errorf("a write passed on by the demoted node: %d %s, want 503 saying to call another manager", resp.StatusCode, answer)
+	}
+	for _, name := range []string{"by-demoted", "passed-on"} {
+		if _, err := c.Client().Service(ctx, name); !errors.Is(err, swarm.ErrNotFound) {
+			t.Fatalf("the service %q the old certificate asked for: %v, want not found", name, err)
+		}
 	}
 }

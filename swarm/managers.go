@@ -29,11 +29,11 @@ type managers struct {
 	cur   string
 	// silent are the managers that gave no answer at their last try (a
 	// dial, a handshake or a connection that failed or timed out), and
-	// when: for silentFor they are left out while another manager may be
-	// tried, so that a call does not wait on a manager cut off by a
-	// partition (a dial there hangs until its timeout) before going to
-	// one that answers, nor follows another manager's stale word that it
-	// leads.
+	// when: for silentFor they are tried after every other manager, so
+	// that a call does not wait on a manager cut off by a partition (a
+	// dial there hangs until its timeout) before going to one that
+	// answers, nor follows another manager's stale word that it leads
+	// first.
 	silent map[string]time.Time
 	client *http.Client
 	// retryFor is how long a call goes on trying when every manager
@@ -48,14 +48,18 @@ type managers struct {
 }
 
 // setPeriod times the pings by the heartbeat period the managers asked
-// for. The transport is made again only when the period at least doubled
-// or halved since it was made (a new one means new connections, a TLS
-// handshake each: the period grows with the cluster, 1 s to 4 s as 2,000
-// nodes join).
+// for. The transport is made again (new connections, a TLS handshake
+// each) only when the pings it times no longer fit: at the new period a
+// silent manager would be left later than the grace of three periods
+// (the period fell below about 5/6 of the one the transport was made
+// for), or the period at least doubled (pings needlessly often). The
+// period follows the node count (1 s to 4 s as 2,000 nodes join; a little
+// less each time one leaves): making transports again at every change
+// cost 2,000 workers' handshakes at once.
 func (m *managers) setPeriod(d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if d <= 0 || (d < 2*m.period && 2*d > m.period) {
+	if d <= 0 || (d < 2*m.period && leaveSilentAfter(m.period) <= 3*d) {
 		return
 	}
 	m.period = d
@@ -87,7 +91,7 @@ func (m *managers) httpClient() *http.Client {
 		tr := &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true, DialContext: dial,
 			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute}
 		if m.period > 0 {
-			tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: m.period * 3 / 2, PingTimeout: max(m.period, managerPingTimeout)}
+			tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: m.period * 3 / 2, PingTimeout: pingTimeout(m.period)}
 		}
 		m.client = &http.Client{Transport: tr}
 	}
@@ -96,19 +100,35 @@ func (m *managers) httpClient() *http.Client {
 
 // A worker's connection to a manager is pinged after 1.5 heartbeat
 // periods without a frame (its heartbeats keep it busier than that while
-// the manager answers), and closed when the ping is not answered in a
-// period (managerPingTimeout at least): a silent manager is left in about
-// 2.5 periods, within the grace a new leader gives every node (three). A
-// false alarm (a manager stalled that long) costs a reconnection. A dial
-// to an address that drops packets gives up after managerDialTimeout, and
-// the call goes to the next manager.
+// the manager answers), and closed when the ping is not answered in time
+// (pingTimeout): a silent manager is left within 2.9 periods at most,
+// inside the grace a new leader gives every node (three). A false alarm (a
+// manager stalled that long) costs a reconnection. A dial to an address
+// that drops packets gives up after managerDialTimeout, and the call goes
+// to the next manager.
 const (
 	managerPingTimeout = time.Second
 	managerDialTimeout = 2 * time.Second
 )
 
-// order is the addresses to try: the last that answered, then the rest;
-// the silent ones only if every manager is silent.
+// pingTimeout is how long a worker waits for a ping's answer at heartbeat
+// period p: a period, and managerPingTimeout at least (a leader starved of
+// CPU answers late, and 2,000 workers cut at once all connect again), but
+// never past 1.4 periods: 1.5 periods idle and the ping must end within
+// the grace of three (at the 100 ms to 700 ms periods a cluster spec may
+// set, the floor alone would take 1.6 to 3.5 periods).
+func pingTimeout(p time.Duration) time.Duration {
+	return min(max(p, managerPingTimeout), p*7/5)
+}
+
+// leaveSilentAfter is how long a connection timed by heartbeat period p
+// takes at most to be closed once its manager falls silent.
+func leaveSilentAfter(p time.Duration) time.Duration { return p*3/2 + pingTimeout(p) }
+
+// order is the addresses to try: the last that answered, then the rest,
+// then the silent ones, those silent longest first. A silent manager is
+// tried last, not left out: it may have missed one answer only (a
+// connection cut by a ping under load), and it may be the leader.
 func (m *managers) order() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -116,18 +136,21 @@ func (m *managers) order() []string {
 	if m.cur != "" {
 		out = append(out, m.cur)
 	}
+	var silent []string
 	for _, a := range m.addrs {
-		if a != m.cur && !m.silentLocked(a) {
+		switch {
+		case a == m.cur:
+		case m.silentLocked(a):
+			silent = append(silent, a)
+		default:
 			out = append(out, a)
 		}
 	}
-	if len(out) == 0 {
-		out = append(out, m.addrs...)
-	}
-	return out
+	slices.SortStableFunc(silent, func(a, b string) int { return m.silent[a].Compare(m.silent[b]) })
+	return append(out, silent...)
 }
 
-// silentFor is how long a manager that gave no answer is left out.
+// silentFor is how long a manager that gave no answer goes last.
 const silentFor = 5 * time.Second
 
 // isSilent tells whether the manager at addr gave no answer lately.
@@ -240,9 +263,18 @@ func (m *managers) eachOnce(ctx context.Context, fn func(addr string) error) err
 		}
 		errs = append(errs, err)
 		var nl *NotLeaderError
-		if errors.As(err, &nl) && nl.Leader != "" && !tried[nl.Leader] && !m.isSilent(nl.Leader) {
+		if errors.As(err, &nl) && nl.Leader != "" && !tried[nl.Leader] {
 			m.learn([]string{nl.Leader})
-			addrs = append([]string{nl.Leader}, addrs...)
+			if m.isSilent(nl.Leader) {
+				// Named, but silent at its last try: the refusal may be
+				// stale (a leader cut off by a partition, named until
+				// the others' election), so the managers that answer go
+				// first; it is still tried, last, since it may be the
+				// leader that missed one answer.
+				addrs = append(slices.DeleteFunc(addrs, func(a string) bool { return a == nl.Leader }), nl.Leader)
+			} else {
+				addrs = append([]string{nl.Leader}, addrs...)
+			}
 		}
 	}
 	return errors.Join(errs...)

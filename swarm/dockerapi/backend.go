@@ -3,6 +3,7 @@ package dockerapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 
 	"github.com/shoalproject/shoal/swarm"
@@ -67,6 +68,17 @@ type Self interface {
 
 var _ Self = (*swarm.Node)(nil)
 
+// ManagerCertChecker is a Self that can say whether a client
+// certificate's node may still act as a manager: over TLS, Handler asks it
+// at every request, so that a connection made before its node was demoted
+// or removed does not keep the API (the handshake checks only new
+// connections). ForNode's Self does, with swarm.Manager.CheckManagerCert.
+type ManagerCertChecker interface {
+	// CheckManagerCert returns an error wrapping swarm.ErrNotAManagerNow
+	// for a node that is no longer a manager.
+	CheckManagerCert(nodeID string) error
+}
+
 // UnlockKeyer is a Self that can hand out its manager's unlock key
 // (GET /swarm/unlockkey). Without it, the handler answers "not supported".
 type UnlockKeyer interface {
@@ -98,9 +110,18 @@ func ForNode(n *swarm.Node) (*Handler, error) {
 type nodeSelf struct{ *swarm.Node }
 
 var (
-	_ UnlockKeyer = nodeSelf{}
-	_ Unlocker    = nodeSelf{}
+	_ UnlockKeyer        = nodeSelf{}
+	_ Unlocker           = nodeSelf{}
+	_ ManagerCertChecker = nodeSelf{}
 )
+
+func (s nodeSelf) CheckManagerCert(nodeID string) error {
+	m := s.Manager()
+	if m == nil {
+		return fmt.Errorf("%w: this node is no longer a manager", swarm.ErrNotAManagerNow)
+	}
+	return m.CheckManagerCert(nodeID)
+}
 
 func (s nodeSelf) UnlockKey() (string, error) {
 	m := s.Manager()

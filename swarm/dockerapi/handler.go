@@ -32,8 +32,11 @@ const DefaultMaxBodyBytes = 4 << 20
 // the swarm, nodes, services, tasks, networks, secrets, configs (and so
 // docker stack, which the CLI builds on them) and events. Everything else (containers,
 // images, volumes, builds) answers 501 "not supported by Shoal". Serve it
-// on a unix socket (DOCKER_HOST=unix:///path) or loopback; it does no
-// authentication of its own.
+// on a unix socket (DOCKER_HOST=unix:///path) or loopback, or over TCP
+// with mutual TLS (NodeTLSConfig, ListenTLS): it authenticates no caller
+// itself, but over TLS it refuses, at every request, a client certificate
+// whose node is no longer a manager when Self can say so
+// (ManagerCertChecker; ForNode's can).
 //
 // A zero Handler with Backend set is usable; see ForNode for a node.
 type Handler struct {
@@ -78,6 +81,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Ostype", "linux")
 	hd.Set("Server", "Shoal/"+h.version()+" (linux)")
 	h.logger().Debug("dockerapi: request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery)
+	if err := h.checkPeer(r); err != nil {
+		writeError(w, err)
+		return
+	}
 	if m := versionPath.FindStringSubmatch(r.URL.Path); m != nil {
 		v := m[1]
 		switch {
@@ -98,6 +105,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, max)
 	h.mux.ServeHTTP(w, r)
+}
+
+// checkPeer refuses, over TLS, a client certificate whose node is no
+// longer a manager (see ManagerCertChecker).
+func (h *Handler) checkPeer(r *http.Request) error {
+	cc, ok := h.Self.(ManagerCertChecker)
+	if !ok || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil
+	}
+	err := cc.CheckManagerCert(r.TLS.PeerCertificates[0].Subject.CommonName)
+	if !errors.Is(err, swarm.ErrNotAManagerNow) {
+		return nil // (a store not ready is the calls' to meet)
+	}
+	return &httpError{status: http.StatusForbidden, msg: fmt.Sprintf("%v: %v", ErrNotManagerCert, err), err: ErrNotManagerCert}
 }
 
 // versionLess compares API versions "1.41" < "1.50".

@@ -3,8 +3,10 @@ package dockerapi_test
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,7 +151,7 @@ func TestTLSClientCertificates(t *testing.T) {
 			}
 			certs = []tls.Certificate{cert}
 		}
-		return listNodesTLS(addr, root, certs)
+		return listNodesTLS(nil, addr, root, certs)
 	}
 	if code, err := get(certDir(t, root, root.CertPEM(), "admin", ca.RoleManager)); err != nil || code != http.StatusOK {
 		t.Fatalf("a manager certificate: %d %v", code, err)
@@ -195,9 +197,16 @@ func TestTLSDemotedManagersCertificateRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	get := func() (int, error) { return listNodesTLS(addr, root, []tls.Certificate{old}) }
+	get := func() (int, error) { return listNodesTLS(nil, addr, root, []tls.Certificate{old}) }
 	if code, err := get(); err != nil || code != http.StatusOK {
 		t.Fatalf("m2's manager certificate before its demotion: %d %v", code, err)
+	}
+	// A connection made before the demotion, kept open: the handshake
+	// is behind it, so each request is checked.
+	kept := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool(), Certificates: []tls.Certificate{old}}}, Timeout: 30 * time.Second}
+	defer kept.CloseIdleConnections()
+	if code, err := listNodesTLS(kept, addr, root, nil); err != nil || code != http.StatusOK {
+		t.Fatalf("m2's manager certificate before its demotion, on a kept connection: %d %v", code, err)
 	}
 	cl, id := c.Client(), c.NodeID("m2")
 	c.WaitFor("m2 demoted", func() bool {
@@ -214,19 +223,36 @@ func TestTLSDemotedManagersCertificateRefused(t *testing.T) {
 	if code, err := get(); err == nil {
 		t.Fatalf("the demoted node's old manager certificate: answered %d, want a refused handshake", code)
 	}
+	reused := false
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	if code, err := listNodesTLS(kept, addr, root, nil, trace); err != nil || code != http.StatusForbidden || !reused {
+		t.Fatalf("the demoted node's old manager certificate on the connection kept from before: %d %v (connection reused: %v), want 403", code, err, reused)
+	}
 }
 
 // listNodesTLS asks the Docker API at addr for its nodes over TLS, trusting
 // root and presenting certs, and returns the status (an error for a
-// refused handshake).
-func listNodesTLS(addr string, root *ca.Root, certs []tls.Certificate) (int, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool(), Certificates: certs}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
-	defer hc.CloseIdleConnections()
-	resp, err := hc.Get("https://" + addr + "/v1.50/nodes")
+// refused handshake). A non-nil hc is used as it is (its connections
+// kept), and traced by trace if given.
+func listNodesTLS(hc *http.Client, addr string, root *ca.Root, certs []tls.Certificate, trace ...*httptrace.ClientTrace) (int, error) {
+	if hc == nil {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool(), Certificates: certs}
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
+		defer hc.CloseIdleConnections()
+	}
+	ctx := context.Background()
+	for _, tr := range trace {
+		ctx = httptrace.WithClientTrace(ctx, tr)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/v1.50/nodes", nil)
 	if err != nil {
 		return 0, err
 	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
