@@ -314,7 +314,11 @@ func (d *dispatcher) expired(nodes []*api.Node, now time.Time) []*api.Node {
 		known[n.ID] = true
 		last, ok := d.seen[n.ID]
 		if !ok {
-			last = d.leadAt // a new leader gives every node a full grace
+			// A new leader gives every node a full grace from when the
+			// node could have found it: a worker connected to a leader
+			// cut off by a partition (no reset comes) leaves it when its
+			// pings go unanswered, leaveSilentAfter at most.
+			last = d.leadAt.Add(leaveSilentAfter(grace / 3))
 		}
 		if n.Status.State == api.NodeReady && now.Sub(last) > grace {
 			c := *n

@@ -370,7 +370,7 @@ func (w *Worker) redescribe(ctx context.Context) {
 }
 
 func (w *Worker) heartbeats(ctx context.Context) {
-	current := w.period()
+	current, fails := w.period(), 0
 	t := time.NewTicker(current)
 	defer t.Stop()
 	for {
@@ -401,12 +401,26 @@ func (w *Worker) heartbeats(ctx context.Context) {
 		default:
 			w.logger().Debug("swarm: heartbeat", "err", err)
 		}
-		if p := w.period(); p != current {
-			current = p
-			t.Reset(p)
+		next := w.period()
+		if err != nil && ctx.Err() == nil {
+			// A failed heartbeat is tried again soon, then less often
+			// (the managers were electing, or this worker just left a
+			// silent one): a whole period's wait spent a third of the
+			// grace a new leader gives.
+			next = min(heartbeatRetry<<min(fails, 5), next)
+			fails++
+		} else {
+			fails = 0
+		}
+		if next != current {
+			current = next
+			t.Reset(next)
 		}
 	}
 }
+
+// heartbeatRetry is the first wait after a failed heartbeat.
+const heartbeatRetry = 100 * time.Millisecond
 
 // apply brings the node to an assignment set: it starts new tasks, stops
 // those whose desired state is past running, resumes adopted ones, reports
