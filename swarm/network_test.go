@@ -920,6 +920,25 @@ func TestNetworkAcrossHosts(t *testing.T) {
 				return len(ts) == 2 && ts[0].Status.Health == "healthy" && ts[1].Status.Health == "healthy"
 			})
 			before := running(t, cl, webSvc.ID)
+			// The mesh on h0 sends to both (a task healthy in the store
+			// reaches the nodes' backends a moment later): until then a
+			// round could not send to the task that stops.
+			quick := "http://" + h[0].Addr.String() + ":8080/"
+			waitfor.True(t, "the mesh on h0 sends to both of web's tasks", func() bool {
+				seen := map[string]bool{}
+				for range 8 {
+					r, err := tryRequest(h[0], quick, 3*time.Second)
+					if err != nil {
+						return false
+					}
+					if body, err := r.answer(); err == nil {
+						if f := strings.Fields(body); len(f) >= 2 {
+							seen[f[1]] = true
+						}
+					}
+				}
+				return seen[before[0].ID] && seen[before[1].ID]
+			})
 			var reqs []*slowRequest
 			for range 12 {
 				reqs = append(reqs, startRequest(t, h[0], url))
