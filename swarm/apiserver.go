@@ -352,12 +352,20 @@ func (c *controlAPI) asManager(write bool, h func(http.ResponseWriter, *http.Req
 			// handler's to meet, as before this check.
 			if cerr := c.m.CheckManagerCert(id); errors.Is(cerr, ErrNotAManagerNow) {
 				err = fmt.Errorf("%w: %w; the control API is for managers", errForbidden, cerr)
-				if r.Header.Get(forwardedHeader) != "" {
+				if r.Header.Get(forwardedHeader) == id {
 					// A manager being demoted passed on a write it took
 					// before it knew: the caller is not at fault, and
 					// another manager takes the write (503 is retried;
 					// 403 would fail the user's call).
 					err = fmt.Errorf("%w: the manager that passed this write on is leaving the managers (%w): call another manager", ErrUnavailable, cerr)
+				}
+			} else if r.Header.Get(forwardedHeader) != "" {
+				// The caller a follower vouches for, checked here too:
+				// the follower may not have applied its demotion yet.
+				if on := r.Header.Get(forwardedForHeader); on != "" {
+					if cerr := c.m.CheckManagerCert(on); errors.Is(cerr, ErrNotAManagerNow) {
+						err = fmt.Errorf("%w: %w; the control API is for managers", errForbidden, cerr)
+					}
 				}
 			}
 		}

@@ -3,6 +3,7 @@ package swarm_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -52,39 +53,64 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 			return err
 		},
 	} {
+		start := time.Now()
 		err := call()
 		if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no longer a manager") {
 			t.Errorf("%s with the demoted node's old manager certificate: %v, want a refusal saying it is no longer a manager", what, err)
 		}
+		if swarm.Retryable(err) {
+			t.Errorf("%s with the demoted node's old manager certificate: refused after %v as retryable (%v), want a refusal that ends the call", what, time.Since(start), err)
+		}
+	}
+	// Writes as a follower passes them on (the headers it sets).
+	post := func(cert tls.Certificate, name, by, onBehalfOf string) (int, string) {
+		t.Helper()
+		conf := ca.ClientConfig(cert, root, ca.RoleManager).Clone()
+		conf.NextProtos = []string{swarm.ProtoAPI}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}, Timeout: 30 * time.Second}
+		defer hc.CloseIdleConnections()
+		body, err := json.Marshal(service(name, api.Replicated(1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+c.Node("m0").Addr()+"/v1/services", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Shoal-Forwarded-By", by)
+		if onBehalfOf != "" {
+			req.Header.Set("Shoal-Forwarded-For", onBehalfOf)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		answer, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(answer)
 	}
 	// A write the node passed on as a manager while it was being demoted
 	// (it had not applied its demotion yet) is refused as unavailable,
 	// so that the caller's client tries another manager, not as
 	// forbidden: the caller is not at fault.
-	conf := ca.ClientConfig(old, root, ca.RoleManager).Clone()
-	conf.NextProtos = []string{swarm.ProtoAPI}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}, Timeout: 30 * time.Second}
-	defer hc.CloseIdleConnections()
-	body, err := json.Marshal(service("passed-on", api.Replicated(1)))
+	if code, answer := post(old, "passed-on", c.NodeID("m2"), ""); code != http.StatusServiceUnavailable || !strings.Contains(answer, "another manager") {
+		t.Errorf("a write passed on by the demoted node: %d %s, want 503 saying to call another manager", code, answer)
+	}
+	// Only as itself: naming another forwarder gets the plain refusal.
+	if code, answer := post(old, "passed-on", c.NodeID("m1"), ""); code != http.StatusForbidden {
+		t.Errorf("a write with the demoted node's certificate claiming m1 passed it on: %d %s, want 403", code, answer)
+	}
+	// A manager passing on a write of the demoted node (a follower that
+	// had not applied the demotion yet): the leader checks the caller too.
+	m1cert, _, err := (ca.Files{Dir: c.Node("m1").Dir}).Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+c.Node("m0").Addr()+"/v1/services", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
+	if code, answer := post(m1cert, "passed-for", c.NodeID("m1"), c.NodeID("m2")); code != http.StatusForbidden || !strings.Contains(answer, "no longer a manager") {
+		t.Errorf("m1 passing on a write of the demoted node: %d %s, want 403 saying it is no longer a manager", code, answer)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Shoal-Forwarded-By", c.NodeID("m2"))
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	answer, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(answer), "another manager") {
-		t.Errorf("a write passed on by the demoted node: %d %s, want 503 saying to call another manager", resp.StatusCode, answer)
-	}
-	for _, name := range []string{"by-demoted", "passed-on"} {
+	for _, name := range []string{"by-demoted", "passed-on", "passed-for"} {
 		if _, err := c.Client().Service(ctx, name); !errors.Is(err, swarm.ErrNotFound) {
 			t.Fatalf("the service %q the old certificate asked for: %v, want not found", name, err)
 		}

@@ -305,9 +305,14 @@ func (d *dispatcher) currentPeriod() time.Duration {
 // marked down. It forgets nodes that no longer exist, so the map of
 // heartbeats holds registered nodes only.
 func (d *dispatcher) expired(nodes []*api.Node, now time.Time) []*api.Node {
+	return d.expiredAt(nodes, now, d.periodFor(d.clusterBase(), len(nodes)))
+}
+
+// expiredAt is expired at heartbeat period p.
+func (d *dispatcher) expiredAt(nodes []*api.Node, now time.Time, p time.Duration) []*api.Node {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	grace := 3 * d.periodFor(d.clusterBase(), len(nodes))
+	grace := 3 * p
 	var out []*api.Node
 	known := make(map[string]bool, len(nodes))
 	for _, n := range nodes {
@@ -318,7 +323,7 @@ func (d *dispatcher) expired(nodes []*api.Node, now time.Time) []*api.Node {
 			// node could have found it: a worker connected to a leader
 			// cut off by a partition (no reset comes) leaves it when its
 			// pings go unanswered, leaveSilentAfter at most.
-			last = d.leadAt.Add(leaveSilentAfter(grace / 3))
+			last = d.leadAt.Add(leaveSilentAfter(p))
 		}
 		if n.Status.State == api.NodeReady && now.Sub(last) > grace {
 			c := *n

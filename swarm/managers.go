@@ -19,9 +19,9 @@ import (
 
 // managers calls the managers' API over HTTP/2 with mutual TLS. A call
 // goes to the manager that took the last one; when it fails in a way
-// another manager may not (see Retryable), it goes to the next, and first
-// to the leader a refusal names. Errors about the call itself come back at
-// once.
+// another manager may not (see Retryable), it goes to the leader a refusal
+// names, then to the others, those that gave no answer at their last try
+// last. Errors about the call itself come back at once.
 type managers struct {
 	mu    sync.Mutex
 	addrs []string
@@ -29,11 +29,11 @@ type managers struct {
 	cur   string
 	// silent are the managers that gave no answer at their last try (a
 	// dial, a handshake or a connection that failed or timed out), and
-	// when: for silentFor they are tried after every other manager, so
-	// that a call does not wait on a manager cut off by a partition (a
-	// dial there hangs until its timeout) before going to one that
-	// answers, nor follows another manager's stale word that it leads
-	// first.
+	// since when: until one answers again it is tried after every other
+	// manager, so that a call does not wait on a manager cut off by a
+	// partition (a dial there hangs until its timeout) before going to
+	// one that answers, nor follows another manager's stale word that it
+	// leads first.
 	silent map[string]time.Time
 	client *http.Client
 	// retryFor is how long a call goes on trying when every manager
@@ -77,7 +77,7 @@ func (m *managers) httpClient() *http.Client {
 		conf.NextProtos = []string{ProtoAPI}
 		dial := m.dial
 		if dial == nil {
-			dial = (&net.Dialer{Timeout: managerDialTimeout}).DialContext
+			dial = (&net.Dialer{Timeout: dialTimeout(m.period)}).DialContext
 		}
 		// A manager cut off by a partition sends no RST: without the
 		// ping, calls on its connection (a worker's heartbeats, its
@@ -104,8 +104,8 @@ func (m *managers) httpClient() *http.Client {
 // (pingTimeout): a silent manager is left within 2.9 periods at most,
 // inside the grace a new leader gives every node (three). A false alarm (a
 // manager stalled that long) costs a reconnection. A dial to an address
-// that drops packets gives up after managerDialTimeout, and the call goes
-// to the next manager.
+// that drops packets gives up after dialTimeout, and the call goes to the
+// next manager.
 const (
 	managerPingTimeout = time.Second
 	managerDialTimeout = 2 * time.Second
@@ -114,9 +114,9 @@ const (
 // pingTimeout is how long a worker waits for a ping's answer at heartbeat
 // period p: a period, and managerPingTimeout at least (a leader starved of
 // CPU answers late, and 2,000 workers cut at once all connect again), but
-// never past 1.4 periods: 1.5 periods idle and the ping must end within
-// the grace of three (at the 100 ms to 700 ms periods a cluster spec may
-// set, the floor alone would take 1.6 to 3.5 periods).
+// never past 1.4 periods, so that 1.5 periods idle and the ping end within
+// the grace of three (below 714 ms the 1.4 periods bind: the floor alone
+// would be 10 periods at 100 ms).
 func pingTimeout(p time.Duration) time.Duration {
 	return min(max(p, managerPingTimeout), p*7/5)
 }
@@ -125,10 +125,22 @@ func pingTimeout(p time.Duration) time.Duration {
 // takes at most to be closed once its manager falls silent.
 func leaveSilentAfter(p time.Duration) time.Duration { return p*3/2 + pingTimeout(p) }
 
+// dialTimeout bounds a TCP connect to a manager: a period for a worker's
+// session (500 ms to managerDialTimeout), so that one try of a manager
+// cut off by a partition does not use up a node's grace; a connect
+// completes in the kernel, even on a manager starved of CPU.
+func dialTimeout(p time.Duration) time.Duration {
+	if p <= 0 {
+		return managerDialTimeout
+	}
+	return min(max(p, 500*time.Millisecond), managerDialTimeout)
+}
+
 // order is the addresses to try: the last that answered, then the rest,
-// then the silent ones, those silent longest first. A silent manager is
-// tried last, not left out: it may have missed one answer only (a
-// connection cut by a ping under load), and it may be the leader.
+// then the silent ones, the latest to fall silent first (one that missed
+// a single answer, a connection cut by a ping under load, before one cut
+// off long ago). A silent manager is tried last, not left out: it may be
+// the leader.
 func (m *managers) order() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -146,14 +158,12 @@ func (m *managers) order() []string {
 			out = append(out, a)
 		}
 	}
-	slices.SortStableFunc(silent, func(a, b string) int { return m.silent[a].Compare(m.silent[b]) })
+	slices.SortStableFunc(silent, func(a, b string) int { return m.silent[b].Compare(m.silent[a]) })
 	return append(out, silent...)
 }
 
-// silentFor is how long a manager that gave no answer goes last.
-const silentFor = 5 * time.Second
-
-// isSilent tells whether the manager at addr gave no answer lately.
+// isSilent tells whether the manager at addr gave no answer at its last
+// try.
 func (m *managers) isSilent(addr string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -161,12 +171,13 @@ func (m *managers) isSilent(addr string) bool {
 }
 
 func (m *managers) silentLocked(addr string) bool {
-	at, ok := m.silent[addr]
-	return ok && time.Since(at) < silentFor
+	_, ok := m.silent[addr]
+	return ok
 }
 
 // answered records whether the manager at addr answered a try (with
-// anything, a refusal too).
+// anything, a refusal too). A manager stays silent, from the first try it
+// did not answer, until one it answers.
 func (m *managers) answered(addr string, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -177,7 +188,9 @@ func (m *managers) answered(addr string, ok bool) {
 	if m.silent == nil {
 		m.silent = map[string]time.Time{}
 	}
-	m.silent[addr] = time.Now()
+	if _, ok := m.silent[addr]; !ok {
+		m.silent[addr] = time.Now()
+	}
 	if m.cur == addr {
 		m.cur = ""
 	}
@@ -268,10 +281,15 @@ func (m *managers) eachOnce(ctx context.Context, fn func(addr string) error) err
 			if m.isSilent(nl.Leader) {
 				// Named, but silent at its last try: the refusal may be
 				// stale (a leader cut off by a partition, named until
-				// the others' election), so the managers that answer go
-				// first; it is still tried, last, since it may be the
-				// leader that missed one answer.
-				addrs = append(slices.DeleteFunc(addrs, func(a string) bool { return a == nl.Leader }), nl.Leader)
+				// the others' election), so the managers that answered
+				// lately go first; it goes before the other silent ones,
+				// since it may be the leader that missed one answer.
+				addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == nl.Leader })
+				at := slices.IndexFunc(addrs, m.isSilent)
+				if at < 0 {
+					at = len(addrs)
+				}
+				addrs = slices.Insert(addrs, at, nl.Leader)
 			} else {
 				addrs = append([]string{nl.Leader}, addrs...)
 			}

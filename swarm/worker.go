@@ -402,12 +402,8 @@ func (w *Worker) heartbeats(ctx context.Context) {
 			w.logger().Debug("swarm: heartbeat", "err", err)
 		}
 		next := w.period()
-		if err != nil && ctx.Err() == nil {
-			// A failed heartbeat is tried again soon, then less often
-			// (the managers were electing, or this worker just left a
-			// silent one): a whole period's wait spent a third of the
-			// grace a new leader gives.
-			next = min(heartbeatRetry<<min(fails, 5), next)
+		if err != nil && ctx.Err() == nil && Retryable(err) {
+			next = heartbeatRetry(next, fails)
 			fails++
 		} else {
 			fails = 0
@@ -419,8 +415,16 @@ func (w *Worker) heartbeats(ctx context.Context) {
 	}
 }
 
-// heartbeatRetry is the first wait after a failed heartbeat.
-const heartbeatRetry = 100 * time.Millisecond
+// heartbeatRetry is the wait before the next try after fails+1 heartbeats
+// failed for a reason that passes (the managers were electing, or this
+// worker just left a silent one) at period p: a quarter period (250 ms at
+// most) at first, doubling up to the period, each drawn in its upper half
+// so that workers that failed together spread out. A whole period's wait
+// spent a third of the grace a new leader gives.
+func heartbeatRetry(p time.Duration, fails int) time.Duration {
+	d := min(min(p/4, 250*time.Millisecond)<<min(fails, 8), p)
+	return d/2 + rand.N(d/2+1)
+}
 
 // apply brings the node to an assignment set: it starts new tasks, stops
 // those whose desired state is past running, resumes adopted ones, reports

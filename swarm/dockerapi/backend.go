@@ -3,7 +3,6 @@ package dockerapi
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 
 	"github.com/shoalproject/shoal/swarm"
@@ -72,7 +71,9 @@ var _ Self = (*swarm.Node)(nil)
 // certificate's node may still act as a manager: over TLS, Handler asks it
 // at every request, so that a connection made before its node was demoted
 // or removed does not keep the API (the handshake checks only new
-// connections). ForNode's Self does, with swarm.Manager.CheckManagerCert.
+// connections), and again every Handler.PeerRecheck while a call lasts (a
+// stream opened before ends). ForNode's Self does, with
+// swarm.Manager.CheckManagerCert.
 type ManagerCertChecker interface {
 	// CheckManagerCert returns an error wrapping swarm.ErrNotAManagerNow
 	// for a node that is no longer a manager.
@@ -115,10 +116,13 @@ var (
 	_ ManagerCertChecker = nodeSelf{}
 )
 
+// CheckManagerCert asks the node's manager; a node that runs none (a
+// worker) has nothing to check: its handler refuses the swarm calls
+// itself, as dockerd does on a worker.
 func (s nodeSelf) CheckManagerCert(nodeID string) error {
 	m := s.Manager()
 	if m == nil {
-		return fmt.Errorf("%w: this node is no longer a manager", swarm.ErrNotAManagerNow)
+		return nil
 	}
 	return m.CheckManagerCert(nodeID)
 }

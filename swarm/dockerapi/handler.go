@@ -1,6 +1,7 @@
 package dockerapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/shoalproject/shoal/swarm"
 )
@@ -52,6 +54,10 @@ type Handler struct {
 	MaxBodyBytes int64
 	// Logger receives a line per request at debug level; nil discards.
 	Logger *slog.Logger
+	// PeerRecheck is how often a call over TLS that lasts (a stream)
+	// checks its client's certificate again (see ManagerCertChecker); 0
+	// means DefaultPeerRecheck.
+	PeerRecheck time.Duration
 
 	once sync.Once
 	mux  *http.ServeMux
@@ -81,9 +87,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Ostype", "linux")
 	hd.Set("Server", "Shoal/"+h.version()+" (linux)")
 	h.logger().Debug("dockerapi: request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery)
-	if err := h.checkPeer(r); err != nil {
-		writeError(w, err)
-		return
+	if cc, id, ok := h.peerToCheck(r); ok {
+		if err := refusedCert(cc.CheckManagerCert(id)); err != nil {
+			writeError(w, err)
+			return
+		}
+		// Checked again while the call lasts: a stream (docker
+		// events, logs --follow) opened before a demotion ends with it.
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		go recheckPeer(ctx, h.PeerRecheck, cancel, cc, id)
+		r = r.WithContext(ctx)
 	}
 	if m := versionPath.FindStringSubmatch(r.URL.Path); m != nil {
 		v := m[1]
@@ -107,18 +121,47 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
-// checkPeer refuses, over TLS, a client certificate whose node is no
-// longer a manager (see ManagerCertChecker).
-func (h *Handler) checkPeer(r *http.Request) error {
+// peerToCheck is the ManagerCertChecker of a call over TLS and the node
+// its client certificate names (false when there is nothing to check).
+func (h *Handler) peerToCheck(r *http.Request) (ManagerCertChecker, string, bool) {
 	cc, ok := h.Self.(ManagerCertChecker)
 	if !ok || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil, "", false
+	}
+	return cc, r.TLS.PeerCertificates[0].Subject.CommonName, true
+}
+
+// refusedCert is the answer to a client certificate whose node is no
+// longer a manager; nil for any other outcome (a store not ready is the
+// calls' to meet).
+func refusedCert(err error) error {
+	if !errors.Is(err, swarm.ErrNotAManagerNow) {
 		return nil
 	}
-	err := cc.CheckManagerCert(r.TLS.PeerCertificates[0].Subject.CommonName)
-	if !errors.Is(err, swarm.ErrNotAManagerNow) {
-		return nil // (a store not ready is the calls' to meet)
-	}
 	return &httpError{status: http.StatusForbidden, msg: fmt.Sprintf("%v: %v", ErrNotManagerCert, err), err: ErrNotManagerCert}
+}
+
+// DefaultPeerRecheck is how often a call over TLS that is still going (a
+// stream) checks its client's certificate again, unless
+// Handler.PeerRecheck says otherwise.
+const DefaultPeerRecheck = 2 * time.Second
+
+// recheckPeer cancels a call when its client's node stops being a
+// manager, until ctx ends.
+func recheckPeer(ctx context.Context, every time.Duration, cancel context.CancelFunc, cc ManagerCertChecker, id string) {
+	t := time.NewTicker(cmp.Or(every, DefaultPeerRecheck))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if refusedCert(cc.CheckManagerCert(id)) != nil {
+				cancel()
+				return
+			}
+		}
+	}
 }
 
 // versionLess compares API versions "1.41" < "1.50".

@@ -188,7 +188,9 @@ func TestTLSClientCertificates(t *testing.T) {
 
 // A demoted manager's old certificate (valid until it expires) no longer
 // opens the Docker API: the handshake checks the node's role now, not the
-// one the certificate was issued for.
+// one the certificate was issued for; so does each request on a
+// connection made before the demotion, and a stream opened before it
+// ends.
 func TestTLSDemotedManagersCertificateRefused(t *testing.T) {
 	ctx := context.Background()
 	c := swarmtest.NewTLS(t, swarmtest.TLSOptions{Managers: 3})
@@ -208,6 +210,17 @@ func TestTLSDemotedManagersCertificateRefused(t *testing.T) {
 	if code, err := listNodesTLS(kept, addr, root, nil); err != nil || code != http.StatusOK {
 		t.Fatalf("m2's manager certificate before its demotion, on a kept connection: %d %v", code, err)
 	}
+	// And a stream opened before the demotion (docker events).
+	stream, err := (&http.Client{Transport: kept.Transport.(*http.Transport).Clone()}).Get("https://" + addr + "/v1.50/events")
+	if err != nil || stream.StatusCode != http.StatusOK {
+		t.Fatalf("docker events with m2's manager certificate before its demotion: %v %v", stream, err)
+	}
+	defer stream.Body.Close()
+	streamEnded := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, stream.Body)
+		streamEnded <- err
+	}()
 	cl, id := c.Client(), c.NodeID("m2")
 	c.WaitFor("m2 demoted", func() bool {
 		n, err := cl.Node(ctx, id)
@@ -227,6 +240,11 @@ func TestTLSDemotedManagersCertificateRefused(t *testing.T) {
 	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
 	if code, err := listNodesTLS(kept, addr, root, nil, trace); err != nil || code != http.StatusForbidden || !reused {
 		t.Fatalf("the demoted node's old manager certificate on the connection kept from before: %d %v (connection reused: %v), want 403", code, err, reused)
+	}
+	select {
+	case <-streamEnded:
+	case <-time.After(10 * dockerapi.DefaultPeerRecheck):
+		t.Fatalf("the events stream opened with the demoted node's old manager certificate still runs %v after its demotion", 10*dockerapi.DefaultPeerRecheck)
 	}
 }
 
