@@ -54,11 +54,7 @@ func TestLeaderMinorityPartitionOverTheNetwork(t *testing.T) {
 		managers = append(managers, p)
 		hostOf[p] = h
 	}
-	var workers []*procNode
-	for _, h := range hW {
-		workers = append(workers, startInHost(t, h, t.TempDir(), "join", c.JoinTokens.Worker, m0.info.Addr))
-	}
-	for _, p := range append(managers[1:], workers...) {
+	for _, p := range managers[1:] {
 		p.wait(t)
 	}
 	client := func(h *nettest.Host, ps ...*procNode) *swarm.Client {
@@ -70,6 +66,19 @@ func TestLeaderMinorityPartitionOverTheNetwork(t *testing.T) {
 	}
 	cl := client(hC, managers...)
 	managersVoting(t, cl, 3)
+	// The workers join once the three managers vote, so that their
+	// sessions name all three: a worker that joined before learns of
+	// the others from the answers it gets later (a second or two; see
+	// TestWorkersLearnManagersAddedAfterThem), and one that only knew
+	// the old leader when the partition came could not leave it (a run
+	// cut 0.3 s after the last manager voted had one such worker).
+	var workers []*procNode
+	for _, h := range hW {
+		workers = append(workers, startInHost(t, h, t.TempDir(), "join", c.JoinTokens.Worker, m0.info.Addr))
+	}
+	for _, p := range workers {
+		p.wait(t)
+	}
 	onWorkers := func(name string) api.ServiceSpec {
 		spec := service(name, api.Replicated(3))
 		spec.TaskTemplate.Placement = &api.Placement{Constraints: []string{"node.role==worker"}}
