@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -374,6 +375,15 @@ func (c *controlAPI) asManager(write bool, h func(http.ResponseWriter, *http.Req
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if !write {
+			// A read may be a stream (events, logs): its caller's
+			// certificate is checked again while it lasts, so that one
+			// opened before a demotion ends with it.
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			go recheckManagerCert(ctx, cancel, c.m, id)
+			r = r.WithContext(ctx)
+		}
 		if write && !c.m.IsLeader() && r.Header.Get(forwardedHeader) == "" && c.clientTLS != nil {
 			c.forward(w, r)
 			return
@@ -383,6 +393,29 @@ func (c *controlAPI) asManager(write bool, h func(http.ResponseWriter, *http.Req
 		}
 		if err := h(w, r); err != nil {
 			writeError(w, err)
+		}
+	}
+}
+
+// managerCertRecheck is how often a control API read that lasts (a
+// stream) checks its caller's certificate again.
+const managerCertRecheck = 2 * time.Second
+
+// recheckManagerCert cancels a call when node id stops being a manager,
+// until ctx ends.
+func recheckManagerCert(ctx context.Context, cancel context.CancelFunc, m *Manager, id string) {
+	t := time.NewTicker(managerCertRecheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if errors.Is(m.CheckManagerCert(id), ErrNotAManagerNow) {
+				m.logger().Info("swarm: a stream's caller is no longer a manager: it ends", "node", id)
+				cancel()
+				return
+			}
 		}
 	}
 }

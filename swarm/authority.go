@@ -304,8 +304,10 @@ func (m *Manager) IsRemoved(id string) bool {
 // kept must not keep the control API), gets an error wrapping
 // ErrNotAManagerNow. A manager that runs no tasks has no node object:
 // its certificate's role speaks for it (Raft admits it only while it is
-// in the configuration). The control API checks every call with it; the
-// Docker API's TLS server every handshake.
+// in the configuration). The control API checks every call with it (and
+// the caller a follower passes a write on for, and a stream every 2 s
+// while it lasts); the Docker API over TLS every handshake and request,
+// and a stream every 2 s.
 func (m *Manager) CheckManagerCert(id string) error {
 	st, err := m.st()
 	if err != nil {

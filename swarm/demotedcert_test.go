@@ -35,6 +35,19 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 	if _, err := cl.CreateService(ctx, service("before", api.Replicated(1))); err != nil {
 		t.Fatalf("m2's manager certificate before its demotion: %v", err)
 	}
+	// A stream opened before the demotion (cluster events) ends with it.
+	sctx, stopStream := context.WithCancel(ctx)
+	defer stopStream()
+	events, err := cl.Events(sctx, 0)
+	if err != nil {
+		t.Fatalf("m2's manager certificate before its demotion, events: %v", err)
+	}
+	streamEnded := make(chan struct{})
+	go func() {
+		defer close(streamEnded)
+		for range events {
+		}
+	}()
 	if err := setNodeRole(ctx, c.Node("m0").Client(), c.NodeID("m2"), api.RoleWorker); err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +122,11 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 	}
 	if code, answer := post(m1cert, "passed-for", c.NodeID("m1"), c.NodeID("m2")); code != http.StatusForbidden || !strings.Contains(answer, "no longer a manager") {
 		t.Errorf("m1 passing on a write of the demoted node: %d %s, want 403 saying it is no longer a manager", code, answer)
+	}
+	select {
+	case <-streamEnded:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the event stream opened with the demoted node's old manager certificate still runs 20 s after its demotion")
 	}
 	for _, name := range []string{"by-demoted", "passed-on", "passed-for"} {
 		if _, err := c.Client().Service(ctx, name); !errors.Is(err, swarm.ErrNotFound) {

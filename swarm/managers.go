@@ -125,15 +125,18 @@ func pingTimeout(p time.Duration) time.Duration {
 // takes at most to be closed once its manager falls silent.
 func leaveSilentAfter(p time.Duration) time.Duration { return p*3/2 + pingTimeout(p) }
 
-// dialTimeout bounds a TCP connect to a manager: a period for a worker's
-// session (500 ms to managerDialTimeout), so that one try of a manager
-// cut off by a partition does not use up a node's grace; a connect
-// completes in the kernel, even on a manager starved of CPU.
+// dialTimeout bounds a TCP connect to a manager: for a worker's session,
+// 1.5 heartbeat periods (1.2 s to managerDialTimeout), so that one try of
+// a manager cut off by a partition does not use up much of a node's grace
+// while a lost SYN is still sent again (Linux resends it after 1 s); a
+// Client's is managerDialTimeout. (A manager that accepts connections but
+// does not finish the TLS handshake is given 5 s: under a join wave of
+// 2,000 workers a leader starved of CPU takes seconds to.)
 func dialTimeout(p time.Duration) time.Duration {
 	if p <= 0 {
 		return managerDialTimeout
 	}
-	return min(max(p, 500*time.Millisecond), managerDialTimeout)
+	return min(max(p*3/2, 1200*time.Millisecond), managerDialTimeout)
 }
 
 // order is the addresses to try: the last that answered, then the rest,
@@ -177,7 +180,7 @@ func (m *managers) silentLocked(addr string) bool {
 
 // answered records whether the manager at addr answered a try (with
 // anything, a refusal too). A manager stays silent, from the first try it
-// did not answer, until one it answers.
+// did not answer, until it answers one.
 func (m *managers) answered(addr string, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -125,8 +125,8 @@ func TestSilentOrder(t *testing.T) {
 
 // A leader that missed one answer (a connection cut under load) is still
 // reached when the others name it: it goes last, it is not dropped (a
-// worker that dropped it failed every heartbeat for silentFor, longer than
-// the grace, and its node was declared down).
+// worker that dropped it, for 5 s in a first version, failed every
+// heartbeat for longer than the grace, and its node was declared down).
 func TestSilentLeaderNamedIsTried(t *testing.T) {
 	m := &managers{addrs: []string{"m0:2377", "m1:2377", "m2:2377"}}
 	m.answered("m0:2377", false)
@@ -184,6 +184,14 @@ func TestPingsFitTheGrace(t *testing.T) {
 		}
 		if got := pingTimeout(p); p >= time.Second && got != p {
 			t.Errorf("period %v: ping timeout %v, want a period", p, got)
+		}
+	}
+	// A worker's dial gives up within 1.5 periods (1.2 s to 2 s: a lost
+	// SYN is sent again after 1 s); a Client's after 2 s.
+	for p, want := range map[time.Duration]time.Duration{0: 2 * time.Second, 100 * time.Millisecond: 1200 * time.Millisecond,
+		time.Second: 1500 * time.Millisecond, 4 * time.Second: 2 * time.Second} {
+		if got := dialTimeout(p); got != want {
+			t.Errorf("period %v: dial timeout %v, want %v", p, got, want)
 		}
 	}
 	// The transport a worker's session uses is timed so; a Client's is

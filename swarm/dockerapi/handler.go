@@ -1,7 +1,6 @@
 package dockerapi
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,7 +55,7 @@ type Handler struct {
 	Logger *slog.Logger
 	// PeerRecheck is how often a call over TLS that lasts (a stream)
 	// checks its client's certificate again (see ManagerCertChecker); 0
-	// means DefaultPeerRecheck.
+	// or less means DefaultPeerRecheck.
 	PeerRecheck time.Duration
 
 	once sync.Once
@@ -149,7 +148,10 @@ const DefaultPeerRecheck = 2 * time.Second
 // recheckPeer cancels a call when its client's node stops being a
 // manager, until ctx ends.
 func recheckPeer(ctx context.Context, every time.Duration, cancel context.CancelFunc, cc ManagerCertChecker, id string) {
-	t := time.NewTicker(cmp.Or(every, DefaultPeerRecheck))
+	if every <= 0 {
+		every = DefaultPeerRecheck
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
