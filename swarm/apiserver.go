@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/recheck"
 	"github.com/shoalproject/shoal/raftstore"
 	"github.com/shoalproject/shoal/swarm/api"
 )
@@ -381,7 +382,13 @@ func (c *controlAPI) asManager(write bool, h func(http.ResponseWriter, *http.Req
 			// opened before a demotion ends with it.
 			ctx, cancel := context.WithCancel(r.Context())
 			defer cancel()
-			go recheckManagerCert(ctx, cancel, c.m, id)
+			go recheck.Every(ctx, managerCertRecheck, func() bool {
+				if errors.Is(c.m.CheckManagerCert(id), ErrNotAManagerNow) {
+					c.m.logger().Info("swarm: a stream's caller is no longer a manager: it ends", "node", id)
+					return true
+				}
+				return false
+			}, cancel)
 			r = r.WithContext(ctx)
 		}
 		if write && !c.m.IsLeader() && r.Header.Get(forwardedHeader) == "" && c.clientTLS != nil {
@@ -400,25 +407,6 @@ func (c *controlAPI) asManager(write bool, h func(http.ResponseWriter, *http.Req
 // managerCertRecheck is how often a control API read that lasts (a
 // stream) checks its caller's certificate again.
 const managerCertRecheck = 2 * time.Second
-
-// recheckManagerCert cancels a call when node id stops being a manager,
-// until ctx ends.
-func recheckManagerCert(ctx context.Context, cancel context.CancelFunc, m *Manager, id string) {
-	t := time.NewTicker(managerCertRecheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if errors.Is(m.CheckManagerCert(id), ErrNotAManagerNow) {
-				m.logger().Info("swarm: a stream's caller is no longer a manager: it ends", "node", id)
-				cancel()
-				return
-			}
-		}
-	}
-}
 
 // forward passes a write to the leader and its answer back.
 func (c *controlAPI) forward(w http.ResponseWriter, r *http.Request) {

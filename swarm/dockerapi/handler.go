@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/recheck"
 	"github.com/shoalproject/shoal/swarm"
 )
 
@@ -95,7 +96,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// events, logs --follow) opened before a demotion ends with it.
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
-		go recheckPeer(ctx, h.PeerRecheck, cancel, cc, id)
+		every := h.PeerRecheck
+		if every <= 0 {
+			every = DefaultPeerRecheck
+		}
+		go recheck.Every(ctx, every, func() bool { return refusedCert(cc.CheckManagerCert(id)) != nil }, cancel)
 		r = r.WithContext(ctx)
 	}
 	if m := versionPath.FindStringSubmatch(r.URL.Path); m != nil {
@@ -144,27 +149,6 @@ func refusedCert(err error) error {
 // stream) checks its client's certificate again, unless
 // Handler.PeerRecheck says otherwise.
 const DefaultPeerRecheck = 2 * time.Second
-
-// recheckPeer cancels a call when its client's node stops being a
-// manager, until ctx ends.
-func recheckPeer(ctx context.Context, every time.Duration, cancel context.CancelFunc, cc ManagerCertChecker, id string) {
-	if every <= 0 {
-		every = DefaultPeerRecheck
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if refusedCert(cc.CheckManagerCert(id)) != nil {
-				cancel()
-				return
-			}
-		}
-	}
-}
 
 // versionLess compares API versions "1.41" < "1.50".
 func versionLess(a, b string) bool {
