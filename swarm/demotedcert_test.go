@@ -48,6 +48,33 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 		for range events {
 		}
 	}()
+	// So do logs follow streams, which go to the leader like writes:
+	// one asked of m0, one of m1 (one of them a follower passing it on).
+	logsEnded := map[string]chan struct{}{}
+	for _, via := range []string{"m0", "m1"} {
+		lc := &swarm.Client{Addrs: []string{c.Node(via).Addr()}, TLS: ca.ClientConfig(old, root, ca.RoleManager)}
+		logs, err := lc.ServiceLogs(sctx, "before", swarm.LogOptions{Follow: true, Tail: swarm.TailNone})
+		if err != nil {
+			t.Fatalf("m2's manager certificate before its demotion, logs via %s: %v", via, err)
+		}
+		ended := make(chan struct{})
+		logsEnded[via] = ended
+		go func() {
+			defer close(ended)
+			for {
+				if _, err := logs.Recv(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	for via, ended := range logsEnded {
+		select {
+		case <-ended:
+			t.Fatalf("the logs follow stream via %s ended before the demotion", via)
+		default:
+		}
+	}
 	if err := setNodeRole(ctx, c.Node("m0").Client(), c.NodeID("m2"), api.RoleWorker); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +154,13 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 	case <-streamEnded:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the event stream opened with the demoted node's old manager certificate still runs 20 s after its demotion")
+	}
+	for via, ended := range logsEnded {
+		select {
+		case <-ended:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the logs follow stream via %s opened with the demoted node's old manager certificate still runs 20 s after its demotion", via)
+		}
 	}
 	for _, name := range []string{"by-demoted", "passed-on", "passed-for"} {
 		if _, err := c.Client().Service(ctx, name); !errors.Is(err, swarm.ErrNotFound) {

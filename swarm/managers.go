@@ -127,8 +127,10 @@ func leaveSilentAfter(p time.Duration) time.Duration { return p*3/2 + pingTimeou
 
 // dialTimeout bounds a TCP connect to a manager: for a worker's session,
 // 1.5 heartbeat periods (1.2 s to managerDialTimeout), so that one try of
-// a manager cut off by a partition does not use up much of a node's grace
-// while a lost SYN is still sent again (Linux resends it after 1 s); a
+// a manager cut off by a partition leaves room in a node's grace of three
+// periods for the next manager (at a period of 1 s it takes half
+// of it), while a lost SYN is still sent again (Linux resends it after
+// 1 s); a
 // Client's is managerDialTimeout. (A manager that accepts connections but
 // does not finish the TLS handshake is given 5 s: under a join wave of
 // 2,000 workers a leader starved of CPU takes seconds to.)

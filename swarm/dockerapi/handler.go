@@ -96,11 +96,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// events, logs --follow) opened before a demotion ends with it.
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
-		every := h.PeerRecheck
-		if every <= 0 {
-			every = DefaultPeerRecheck
-		}
-		go recheck.Every(ctx, every, func() bool { return refusedCert(cc.CheckManagerCert(id)) != nil }, cancel)
+		go recheck.Every(ctx, h.peerRecheck(), func() bool { return refusedCert(cc.CheckManagerCert(id)) != nil }, cancel)
 		r = r.WithContext(ctx)
 	}
 	if m := versionPath.FindStringSubmatch(r.URL.Path); m != nil {
@@ -176,6 +172,13 @@ func (h *Handler) logger() *slog.Logger {
 }
 
 // version is the server version to show.
+func (h *Handler) peerRecheck() time.Duration {
+	if h.PeerRecheck <= 0 {
+		return DefaultPeerRecheck
+	}
+	return h.PeerRecheck
+}
+
 func (h *Handler) version() string {
 	if h.Version != "" {
 		return h.Version

@@ -1,0 +1,18 @@
+package dockerapi
+
+import (
+	"testing"
+	"time"
+)
+
+// A zero or negative PeerRecheck takes the default (a negative period
+// would make a ticker panic in the stream's goroutine, ending the process).
+func TestPeerRecheckDefault(t *testing.T) {
+	for set, want := range map[time.Duration]time.Duration{
+		0: DefaultPeerRecheck, -time.Second: DefaultPeerRecheck, 500 * time.Millisecond: 500 * time.Millisecond,
+	} {
+		if got := (&Handler{PeerRecheck: set}).peerRecheck(); got != want {
+			t.Errorf("PeerRecheck %v: streams re-checked every %v, want %v", set, got, want)
+		}
+	}
+}
