@@ -376,28 +376,32 @@ func (c *controlAPI) asManager(write bool, h func(http.ResponseWriter, *http.Req
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		// A call may last (the events stream, a logs follow, which goes
-		// to the leader like a write): its caller's certificate, and the
-		// one a follower vouches for, are checked again while it lasts,
-		// so that a stream opened before a demotion ends with it (on a
-		// follower, so does the call it passed on: the proxy's request
-		// has this context). A short call ends before the first check.
-		callers := []string{id}
-		if on := r.Header.Get(forwardedForHeader); on != "" && r.Header.Get(forwardedHeader) != "" {
-			callers = append(callers, on)
-		}
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		go recheck.Every(ctx, managerCertRecheck, func() bool {
-			for _, caller := range callers {
-				if errors.Is(c.m.CheckManagerCert(caller), ErrNotAManagerNow) {
-					c.m.logger().Info("swarm: a stream's caller is no longer a manager: it ends", "node", caller)
-					return true
-				}
+		if r.Method == http.MethodGet {
+			// A GET may be a stream (the events stream, a logs follow,
+			// which goes to the leader like a write): its caller's
+			// certificate, and the one a follower vouches for, are
+			// checked again while it lasts, so that a stream opened
+			// before a demotion ends with it (on a follower, so does the
+			// call it passed on: the proxy's request has this context).
+			// Not the other writes: a manager demoting itself must get
+			// the answer to that write.
+			callers := []string{id}
+			if on := r.Header.Get(forwardedForHeader); on != "" && r.Header.Get(forwardedHeader) != "" {
+				callers = append(callers, on)
 			}
-			return false
-		}, cancel)
-		r = r.WithContext(ctx)
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			go recheck.Every(ctx, managerCertRecheck, func() bool {
+				for _, caller := range callers {
+					if errors.Is(c.m.CheckManagerCert(caller), ErrNotAManagerNow) {
+						c.m.logger().Info("swarm: a stream's caller is no longer a manager: it ends", "node", caller)
+						return true
+					}
+				}
+				return false
+			}, cancel)
+			r = r.WithContext(ctx)
+		}
 		if write && !c.m.IsLeader() && r.Header.Get(forwardedHeader) == "" && c.clientTLS != nil {
 			c.forward(w, r)
 			return

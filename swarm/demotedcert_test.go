@@ -68,6 +68,38 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 			}
 		}()
 	}
+	// And one the leader gets from a follower (m1) on m2's behalf, as a
+	// follower that has not applied the demotion yet would pass it on:
+	// the leader re-checks the caller vouched for.
+	m1c, _, err := (ca.Files{Dir: c.Node("m1").Dir}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := ca.ClientConfig(m1c, root, ca.RoleManager).Clone()
+	conf.NextProtos = []string{swarm.ProtoAPI}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(sctx, http.MethodGet, "https://"+c.Node("m0").Addr()+"/v1/services/before/logs?follow=1&tail=-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Shoal-Forwarded-By", c.NodeID("m1"))
+	req.Header.Set("Shoal-Forwarded-For", c.NodeID("m2"))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		answer, _ := io.ReadAll(resp.Body)
+		t.Fatalf("a logs follow m1 passes on for m2 before its demotion: %d %s", resp.StatusCode, answer)
+	}
+	vouchedEnded := make(chan struct{})
+	logsEnded["m1 on m2's behalf, to the leader"] = vouchedEnded
+	go func() {
+		defer close(vouchedEnded)
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}()
 	for via, ended := range logsEnded {
 		select {
 		case <-ended:

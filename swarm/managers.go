@@ -126,14 +126,16 @@ func pingTimeout(p time.Duration) time.Duration {
 func leaveSilentAfter(p time.Duration) time.Duration { return p*3/2 + pingTimeout(p) }
 
 // dialTimeout bounds a TCP connect to a manager: for a worker's session,
-// 1.5 heartbeat periods (1.2 s to managerDialTimeout), so that one try of
-// a manager cut off by a partition leaves room in a node's grace of three
-// periods for the next manager (at a period of 1 s it takes half
-// of it), while a lost SYN is still sent again (Linux resends it after
-// 1 s); a
-// Client's is managerDialTimeout. (A manager that accepts connections but
-// does not finish the TLS handshake is given 5 s: under a join wave of
-// 2,000 workers a leader starved of CPU takes seconds to.)
+// 1.5 heartbeat periods, at least 1.2 s (Linux sends a lost SYN again
+// after 1 s) and at most managerDialTimeout; a Client's is
+// managerDialTimeout. At periods of 1 s and more, one try of a manager
+// cut off by a partition leaves room in a node's grace of three periods
+// for the next manager (at 1 s it takes half of it); at short periods
+// (under 0.8 s, as in tests) the floor takes most or all of the grace,
+// and a node may be declared down while it moves on. (A manager that
+// accepts connections but does not finish the TLS handshake is given
+// 5 s: under a join wave of 2,000 workers a leader starved of CPU takes
+// seconds to.)
 func dialTimeout(p time.Duration) time.Duration {
 	if p <= 0 {
 		return managerDialTimeout

@@ -171,7 +171,8 @@ func (h *Handler) logger() *slog.Logger {
 	return h.Logger
 }
 
-// version is the server version to show.
+// peerRecheck is how often a call over TLS that lasts checks its
+// caller's certificate again: PeerRecheck, or DefaultPeerRecheck.
 func (h *Handler) peerRecheck() time.Duration {
 	if h.PeerRecheck <= 0 {
 		return DefaultPeerRecheck
@@ -179,6 +180,7 @@ func (h *Handler) peerRecheck() time.Duration {
 	return h.PeerRecheck
 }
 
+// version is the server version to show.
 func (h *Handler) version() string {
 	if h.Version != "" {
 		return h.Version

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// A zero or negative PeerRecheck takes the default (a negative period
-// would make a ticker panic in the stream's goroutine, ending the process).
+// A zero or negative PeerRecheck takes the documented default, not
+// recheck.Every's own fallback.
 func TestPeerRecheckDefault(t *testing.T) {
 	for set, want := range map[time.Duration]time.Duration{
 		0: DefaultPeerRecheck, -time.Second: DefaultPeerRecheck, 500 * time.Millisecond: 500 * time.Millisecond,
