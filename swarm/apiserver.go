@@ -1,7 +1,6 @@
 package swarm
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -389,9 +388,7 @@ func (c *controlAPI) asManager(write bool, h func(http.ResponseWriter, *http.Req
 			if on := r.Header.Get(forwardedForHeader); on != "" && r.Header.Get(forwardedHeader) != "" {
 				callers = append(callers, on)
 			}
-			ctx, cancel := context.WithCancel(r.Context())
-			defer cancel()
-			go recheck.Every(ctx, managerCertRecheck, func() bool {
+			ctx, cancel := recheck.Context(r.Context(), managerCertRecheck, func() bool {
 				for _, caller := range callers {
 					if errors.Is(c.m.CheckManagerCert(caller), ErrNotAManagerNow) {
 						c.m.logger().Info("swarm: a stream's caller is no longer a manager: it ends", "node", caller)
@@ -399,7 +396,8 @@ func (c *controlAPI) asManager(write bool, h func(http.ResponseWriter, *http.Req
 					}
 				}
 				return false
-			}, cancel)
+			})
+			defer cancel()
 			r = r.WithContext(ctx)
 		}
 		if write && !c.m.IsLeader() && r.Header.Get(forwardedHeader) == "" && c.clientTLS != nil {

@@ -75,9 +75,7 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := ca.ClientConfig(m1c, root, ca.RoleManager).Clone()
-	conf.NextProtos = []string{swarm.ProtoAPI}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}}
+	hc := apiHTTPClient(m1c, root)
 	defer hc.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(sctx, http.MethodGet, "https://"+c.Node("m0").Addr()+"/v1/services/before/logs?follow=1&tail=-1", nil)
 	if err != nil {
@@ -137,9 +135,8 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 	// Writes as a follower passes them on (the headers it sets).
 	post := func(cert tls.Certificate, name, by, onBehalfOf string) (int, string) {
 		t.Helper()
-		conf := ca.ClientConfig(cert, root, ca.RoleManager).Clone()
-		conf.NextProtos = []string{swarm.ProtoAPI}
-		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}, Timeout: 30 * time.Second}
+		hc := apiHTTPClient(cert, root)
+		hc.Timeout = 30 * time.Second
 		defer hc.CloseIdleConnections()
 		body, err := json.Marshal(service(name, api.Replicated(1)))
 		if err != nil {
@@ -175,11 +172,7 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 	}
 	// A manager passing on a write of the demoted node (a follower that
 	// had not applied the demotion yet): the leader checks the caller too.
-	m1cert, _, err := (ca.Files{Dir: c.Node("m1").Dir}).Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code, answer := post(m1cert, "passed-for", c.NodeID("m1"), c.NodeID("m2")); code != http.StatusForbidden || !strings.Contains(answer, "no longer a manager") {
+	if code, answer := post(m1c, "passed-for", c.NodeID("m1"), c.NodeID("m2")); code != http.StatusForbidden || !strings.Contains(answer, "no longer a manager") {
 		t.Errorf("m1 passing on a write of the demoted node: %d %s, want 403 saying it is no longer a manager", code, answer)
 	}
 	select {
@@ -199,4 +192,12 @@ func TestDemotedManagersOldCertificateRefused(t *testing.T) {
 			t.Fatalf("the service %q the old certificate asked for: %v, want not found", name, err)
 		}
 	}
+}
+
+// apiHTTPClient calls the control API with cert as a manager, as a
+// follower passing a call on does (raw requests, its headers set by hand).
+func apiHTTPClient(cert tls.Certificate, root *ca.Root) *http.Client {
+	conf := ca.ClientConfig(cert, root, ca.RoleManager).Clone()
+	conf.NextProtos = []string{swarm.ProtoAPI}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}}
 }

@@ -29,3 +29,12 @@ func Every(ctx context.Context, period time.Duration, failed func() bool, stop f
 		}
 	}
 }
+
+// Context returns a context of parent that ends the first time failed
+// returns true (checked every period, as Every) or when cancel is called;
+// call cancel when what it guards is over, which also ends the checks.
+func Context(parent context.Context, period time.Duration, failed func() bool) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	go Every(ctx, period, failed, cancel)
+	return ctx, cancel
+}

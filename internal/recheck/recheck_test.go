@@ -28,3 +28,21 @@ func TestEvery(t *testing.T) {
 	cancel()
 	Every(ctx, -1, func() bool { t.Error("a check after the context ended"); return true }, func() { t.Error("stop after the context ended") })
 }
+
+// Context ends when its check fails, and not before.
+func TestContext(t *testing.T) {
+	var failing atomic.Bool
+	ctx, cancel := Context(context.Background(), time.Millisecond, failing.Load)
+	defer cancel()
+	select {
+	case <-ctx.Done():
+		t.Fatal("the context ended while its check passed")
+	case <-time.After(20 * time.Millisecond):
+	}
+	failing.Store(true)
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the context did not end after its check failed")
+	}
+}

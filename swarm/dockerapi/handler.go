@@ -94,9 +94,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		// Checked again while the call lasts: a stream (docker
 		// events, logs --follow) opened before a demotion ends with it.
-		ctx, cancel := context.WithCancel(r.Context())
+		ctx, cancel := recheck.Context(r.Context(), h.peerRecheck(), func() bool { return refusedCert(cc.CheckManagerCert(id)) != nil })
 		defer cancel()
-		go recheck.Every(ctx, h.peerRecheck(), func() bool { return refusedCert(cc.CheckManagerCert(id)) != nil }, cancel)
 		r = r.WithContext(ctx)
 	}
 	if m := versionPath.FindStringSubmatch(r.URL.Path); m != nil {

@@ -6,7 +6,7 @@ import (
 )
 
 // A zero or negative PeerRecheck takes the documented default, not
-// recheck.Every's own fallback.
+// the recheck package's own fallback.
 func TestPeerRecheckDefault(t *testing.T) {
 	for set, want := range map[time.Duration]time.Duration{
 		0: DefaultPeerRecheck, -time.Second: DefaultPeerRecheck, 500 * time.Millisecond: 500 * time.Millisecond,
